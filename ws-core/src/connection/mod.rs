@@ -1,0 +1,838 @@
+//! The connection state machine: everything after the opening handshake.
+
+mod outgoing;
+
+use std::io::IoSlice;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
+use crate::config::{BackpressurePolicy, Config, ReceiveMode};
+use crate::error::{Backpressure, ProtocolError, SendError, UsageError};
+use crate::frame::{FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, Step};
+use crate::message::{Fragment, Message, Utf8Bytes, Utf8Validator};
+use outgoing::{OutgoingQueue, PayloadSource};
+
+/// Which end of the connection we are. Decides masking in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We accepted the connection: incoming frames must be masked.
+    Server,
+    /// We opened the connection: outgoing frames are masked.
+    Client,
+}
+
+/// Which end started something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// This endpoint.
+    Local,
+    /// The peer.
+    Remote,
+}
+
+/// Which timer closed the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// No frame arrived within `pong_timeout` of a keepalive ping.
+    KeepAlive,
+    /// No frame arrived within `idle_timeout`.
+    Idle,
+    /// The peer did not answer our close frame within `close_timeout`.
+    CloseHandshake,
+}
+
+/// Why the connection closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The close handshake completed; `initiated_by` sent the first close
+    /// frame.
+    Handshake {
+        /// Who sent the first close frame.
+        initiated_by: Side,
+    },
+    /// The peer broke the protocol or a limit; we sent a close frame with
+    /// the error's code.
+    ProtocolViolation(ProtocolError),
+    /// A timer expired.
+    Timeout(Timeout),
+    /// A send overflowed the outgoing buffer under
+    /// [`BackpressurePolicy::Close`].
+    Backpressure,
+    /// The transport ended before the close handshake completed.
+    TransportClosed,
+}
+
+/// The final event of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// After a close handshake, the code the peer sent (1005 if it sent
+    /// none); after a protocol violation or backpressure, the code we sent;
+    /// after a timeout or a lost transport, 1006.
+    pub code: CloseCode,
+    /// The reason accompanying `code`.
+    pub reason: String,
+    /// What closed the connection.
+    pub cause: CloseCause,
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole message ([`ReceiveMode::Buffered`]).
+    Message(Message),
+    /// One frame of a message ([`ReceiveMode::Streaming`]).
+    Fragment(Fragment),
+    /// The peer pinged; the pong is already queued.
+    Ping(Bytes),
+    /// The peer sent a pong (solicited or not).
+    Pong(Bytes),
+    /// The connection is closed. Always the last event. Write out what
+    /// [`Connection::poll_transmit`] still returns, then close the transport.
+    Closed(Closed),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent a close frame and wait for the peer's until `deadline`.
+    CloseSent {
+        deadline: Instant,
+    },
+    Closed,
+}
+
+/// A fragmented message being received.
+#[derive(Debug)]
+struct Incoming {
+    text: bool,
+    /// Payload bytes so far.
+    len: usize,
+    /// Complete frames so far.
+    fragments: usize,
+    started: Instant,
+    /// Reassembled payload ([`ReceiveMode::Buffered`] only).
+    buffer: BytesMut,
+}
+
+/// The data frame being received: whether its payload is text, and the
+/// bytes of a code point that a previous frame left incomplete.
+#[derive(Debug, Default, Clone, Copy)]
+struct FrameText {
+    is_text: bool,
+    carried: [u8; 4],
+    carried_len: usize,
+}
+
+/// A WebSocket connection after the opening handshake, as a state machine.
+///
+/// It performs no IO, reads no clock and draws no randomness of its own:
+/// bytes and the current time come in as arguments, events and bytes to
+/// write come out, and a client's mask keys come from a CSPRNG seeded by the
+/// caller.
+///
+/// # Driving it
+///
+/// 1. Received bytes go in with [`handle_read`](Self::handle_read), or by
+///    appending to [`recv_buf`](Self::recv_buf) and calling
+///    [`handle_received`](Self::handle_received). If the transport reaches
+///    end of stream, call [`handle_transport_closed`](Self::handle_transport_closed).
+/// 2. Call [`poll_event`](Self::poll_event) until it returns `None`. Frames
+///    are decoded lazily here, so one read that carried many frames yields
+///    all of them in this loop, and automatic replies (pong, close) are
+///    queued as they are seen.
+/// 3. Send with [`send`](Self::send) and friends; they queue bytes.
+/// 4. Write out everything from [`transmit_slices`](Self::transmit_slices)
+///    (then [`advance_transmit`](Self::advance_transmit)) or
+///    [`poll_transmit`](Self::poll_transmit). Replies to a whole batch of
+///    messages leave in one vectored write.
+/// 5. Arm a timer for [`poll_timeout`](Self::poll_timeout) and call
+///    [`handle_timeout`](Self::handle_timeout) when it passes (early or
+///    repeated calls are harmless), then go back to step 2: timeouts can
+///    close the connection and queue a keepalive ping.
+///
+/// After [`Event::Closed`], flush the transmit side and close the
+/// transport; a server closes first, a client waits briefly for the server
+/// to do so (RFC 6455 §7.1.1).
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    closed_event: Option<Closed>,
+    now: Instant,
+
+    read_buf: BytesMut,
+    /// Size of the allocation `read_buf` was last given; payloads much
+    /// smaller than it are copied out so they do not pin it.
+    read_alloc: usize,
+    decoder: FrameDecoder,
+    incoming: Option<Incoming>,
+    frame_text: FrameText,
+    utf8: Utf8Validator,
+
+    out: OutgoingQueue,
+    pending_pong: Option<Bytes>,
+    /// Kind of the message being sent in fragments (`true` for text).
+    sending_text: Option<bool>,
+    mask_rng: Option<ChaCha20Rng>,
+
+    last_frame_at: Instant,
+    ping_sent_at: Option<Instant>,
+    keepalive_pings: u64,
+    ping_window: (Instant, u32),
+}
+
+impl Connection {
+    /// A server-side connection (incoming frames must be masked).
+    pub fn server(config: Config, now: Instant) -> Self {
+        Self::new(Role::Server, config, now, None)
+    }
+
+    /// A client-side connection. `mask_seed` seeds the ChaCha20 CSPRNG that
+    /// draws a fresh mask key for every frame sent: pass 32 bytes from the
+    /// operating system's random source (for example `getrandom`).
+    pub fn client(config: Config, now: Instant, mask_seed: [u8; 32]) -> Self {
+        Self::new(Role::Client, config, now, Some(ChaCha20Rng::from_seed(mask_seed)))
+    }
+
+    fn new(role: Role, config: Config, now: Instant, mask_rng: Option<ChaCha20Rng>) -> Self {
+        let rules = HeaderRules {
+            expect_masked: role == Role::Server && !config.accept_unmasked_frames,
+            expect_unmasked: role == Role::Client,
+            max_payload: config.max_frame_size.min(config.max_message_size),
+            allowed_rsv: 0,
+            reject_non_minimal: config.reject_non_minimal_lengths,
+        };
+        Self {
+            role,
+            state: State::Open,
+            closed_event: None,
+            now,
+            read_buf: BytesMut::new(),
+            read_alloc: 0,
+            decoder: FrameDecoder::new(rules),
+            incoming: None,
+            frame_text: FrameText::default(),
+            utf8: Utf8Validator::new(),
+            out: OutgoingQueue::default(),
+            pending_pong: None,
+            sending_text: None,
+            mask_rng,
+            last_frame_at: now,
+            ping_sent_at: None,
+            keepalive_pings: 0,
+            ping_window: (now, 0),
+            config,
+        }
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether messages can still be sent (no close frame sent or received).
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether the connection has closed. [`Event::Closed`] may still be
+    /// waiting in [`poll_event`](Self::poll_event).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    // ---- input ---------------------------------------------------------
+
+    /// Appends received bytes. Decoding happens in
+    /// [`poll_event`](Self::poll_event). Bytes arriving after the connection
+    /// closed are discarded.
+    pub fn handle_read(&mut self, data: &[u8], now: Instant) {
+        self.advance_clock(now);
+        if self.state == State::Closed {
+            return;
+        }
+        self.reserve_read(data.len());
+        self.read_buf.extend_from_slice(data);
+    }
+
+    /// The read buffer, with at least `read_buffer_size` bytes of spare
+    /// capacity, for reading from the transport without an extra copy.
+    /// Append only (for example with tokio's `read_buf`), at most the spare
+    /// capacity, then call [`handle_received`](Self::handle_received).
+    pub fn recv_buf(&mut self) -> &mut BytesMut {
+        self.reserve_read(self.config.read_buffer_size);
+        &mut self.read_buf
+    }
+
+    /// Records the time of bytes appended to [`recv_buf`](Self::recv_buf).
+    pub fn handle_received(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.state == State::Closed {
+            self.read_buf.clear();
+        }
+    }
+
+    /// The transport reached end of stream or failed. Closes the connection
+    /// (reported as 1006) unless the close handshake already completed.
+    pub fn handle_transport_closed(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.state != State::Closed {
+            self.finish(CloseCode::ABNORMAL, String::new(), CloseCause::TransportClosed);
+        }
+    }
+
+    fn advance_clock(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn reserve_read(&mut self, additional: usize) {
+        if self.read_buf.capacity() - self.read_buf.len() >= additional
+            || self.read_buf.try_reclaim(additional)
+        {
+            return;
+        }
+        // Doubling keeps the copies of a large frame's prefix amortised
+        // linear; the buffer only ever grows with bytes that arrived.
+        let len = self.read_buf.len();
+        let capacity = (len + additional)
+            .max(len.saturating_mul(2))
+            .max(self.config.read_buffer_size);
+        let mut fresh = BytesMut::with_capacity(capacity);
+        fresh.extend_from_slice(&self.read_buf);
+        self.read_buf = fresh;
+        self.read_alloc = capacity;
+    }
+
+    /// Releases buffer allocations that hold no data, for example when a
+    /// connection goes idle. Costs a fresh allocation on the next read or
+    /// send.
+    pub fn shrink_buffers(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+            self.read_alloc = 0;
+        }
+        self.out.shrink();
+    }
+
+    // ---- events --------------------------------------------------------
+
+    /// The next event, decoding buffered input as needed. Call until `None`
+    /// after every input and every timeout.
+    #[must_use = "events carry messages and the connection's end"]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(closed) = self.closed_event.take() {
+            return Some(Event::Closed(closed));
+        }
+        while self.state != State::Closed {
+            let step = match self.decoder.step(&mut self.read_buf) {
+                Ok(step) => step,
+                Err(error) => {
+                    self.fail(error);
+                    break;
+                }
+            };
+            let result = match step {
+                Step::NeedMore => return None,
+                Step::Header(header) => self.on_header(&header).map(|()| None),
+                Step::Payload(range) => {
+                    if self.frame_text.is_text && self.utf8.feed(&self.read_buf[range]).is_err() {
+                        Err(ProtocolError::InvalidUtf8)
+                    } else {
+                        Ok(None)
+                    }
+                }
+                Step::Frame(frame) => self.on_frame(frame.header, frame.payload),
+            };
+            match result {
+                Ok(Some(event)) => return Some(event),
+                Ok(None) => {}
+                Err(error) => self.fail(error),
+            }
+        }
+        self.closed_event.take().map(Event::Closed)
+    }
+
+    fn on_header(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+        match header.opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                self.frame_text.is_text = false;
+                return Ok(());
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.incoming.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                self.check_message_len(0, len)?;
+                let text = header.opcode == OpCode::Text;
+                if !header.fin {
+                    self.incoming = Some(Incoming {
+                        text,
+                        len: 0,
+                        fragments: 0,
+                        started: self.now,
+                        buffer: BytesMut::new(),
+                    });
+                }
+                self.utf8.reset();
+                self.frame_text.is_text = text;
+            }
+            OpCode::Continuation => {
+                let Some(incoming) = &self.incoming else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                if incoming.fragments + 1 > self.config.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        max: self.config.max_fragments,
+                    });
+                }
+                let (so_far, text) = (incoming.len, incoming.text);
+                self.check_message_len(so_far, len)?;
+                self.frame_text.is_text = text;
+            }
+        }
+        let pending = self.utf8.pending();
+        self.frame_text.carried_len = pending.len();
+        self.frame_text.carried[..pending.len()].copy_from_slice(pending);
+        Ok(())
+    }
+
+    fn check_message_len(&self, so_far: usize, frame: usize) -> Result<(), ProtocolError> {
+        match so_far.checked_add(frame) {
+            Some(total) if total <= self.config.max_message_size => Ok(()),
+            _ => Err(ProtocolError::MessageTooLarge {
+                max: self.config.max_message_size,
+            }),
+        }
+    }
+
+    fn on_frame(&mut self, header: FrameHeader, payload: BytesMut) -> Result<Option<Event>, ProtocolError> {
+        self.last_frame_at = self.now;
+        self.ping_sent_at = None;
+        match header.opcode {
+            OpCode::Ping => {
+                self.check_ping_rate()?;
+                let payload = payload.freeze();
+                if self.state == State::Open {
+                    self.pending_pong = Some(payload.clone());
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
+            OpCode::Close => self.on_close(&payload).map(Some),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data(header.fin, payload),
+        }
+    }
+
+    fn check_ping_rate(&mut self) -> Result<(), ProtocolError> {
+        let Some(limit) = self.config.ping_rate_limit else {
+            return Ok(());
+        };
+        let (start, count) = &mut self.ping_window;
+        if self.now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = self.now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count > limit {
+            return Err(ProtocolError::PingFlood);
+        }
+        Ok(())
+    }
+
+    fn on_data(&mut self, fin: bool, payload: BytesMut) -> Result<Option<Event>, ProtocolError> {
+        let text = self.frame_text.is_text;
+        if fin && text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let Some(mut incoming) = self.incoming.take() else {
+            // A whole message in one frame.
+            let data = self.retain(payload);
+            let message = if text {
+                Message::Text(Utf8Bytes::from_validated(data))
+            } else {
+                Message::Binary(data)
+            };
+            return Ok(Some(match self.config.receive_mode {
+                ReceiveMode::Buffered => Event::Message(message),
+                ReceiveMode::Streaming => Event::Fragment(Fragment {
+                    data: message,
+                    is_first: true,
+                    is_last: true,
+                }),
+            }));
+        };
+        incoming.len += payload.len();
+        incoming.fragments += 1;
+        let event = match self.config.receive_mode {
+            ReceiveMode::Buffered => {
+                incoming.buffer.extend_from_slice(&payload);
+                fin.then(|| {
+                    let data = std::mem::take(&mut incoming.buffer).freeze();
+                    Event::Message(if text {
+                        Message::Text(Utf8Bytes::from_validated(data))
+                    } else {
+                        Message::Binary(data)
+                    })
+                })
+            }
+            ReceiveMode::Streaming => {
+                let data = if text {
+                    Message::Text(self.text_fragment(payload))
+                } else {
+                    Message::Binary(self.retain(payload))
+                };
+                Some(Event::Fragment(Fragment {
+                    data,
+                    is_first: incoming.fragments == 1,
+                    is_last: fin,
+                }))
+            }
+        };
+        if !fin {
+            self.incoming = Some(incoming);
+        }
+        Ok(event)
+    }
+
+    /// The whole code points of a streamed text frame: the bytes a previous
+    /// frame left incomplete, then this payload minus any incomplete tail.
+    fn text_fragment(&mut self, mut payload: BytesMut) -> Utf8Bytes {
+        let carried = &self.frame_text.carried[..self.frame_text.carried_len];
+        let pending = self.utf8.pending().len();
+        let data = if carried.is_empty() {
+            let whole = payload.len() - pending;
+            self.retain(payload.split_to(whole))
+        } else {
+            let mut joined = BytesMut::with_capacity(carried.len() + payload.len());
+            joined.extend_from_slice(carried);
+            joined.extend_from_slice(&payload);
+            joined.truncate(joined.len() - pending);
+            joined.freeze()
+        };
+        Utf8Bytes::from_validated(data)
+    }
+
+    /// Payloads much smaller than the read allocation they live in are
+    /// copied, so that an application holding on to a small message does
+    /// not keep a large buffer alive (bounded at 4x the payload).
+    fn retain(&self, payload: BytesMut) -> Bytes {
+        if payload.len().saturating_mul(4) < self.read_alloc {
+            Bytes::copy_from_slice(&payload)
+        } else {
+            payload.freeze()
+        }
+    }
+
+    fn on_close(&mut self, payload: &[u8]) -> Result<Event, ProtocolError> {
+        let frame = CloseFrame::parse(payload)?;
+        let (code, reason) = match frame {
+            Some(CloseFrame { code, reason }) => (code, reason),
+            None => (CloseCode::NO_STATUS, String::new()),
+        };
+        let initiated_by = match self.state {
+            State::Open => {
+                // Echo the peer's code, or send an empty close if it gave none.
+                let reply = (code != CloseCode::NO_STATUS).then_some(code);
+                self.push_close(reply, "");
+                Side::Remote
+            }
+            State::CloseSent { .. } | State::Closed => Side::Local,
+        };
+        self.state = State::Closed;
+        self.read_buf.clear();
+        Ok(Event::Closed(Closed {
+            code,
+            reason,
+            cause: CloseCause::Handshake { initiated_by },
+        }))
+    }
+
+    /// Fails the connection: sends a close frame with the error's code
+    /// (unless one was sent already), stops reading and records the event.
+    fn fail(&mut self, error: ProtocolError) {
+        let code = error.close_code();
+        let reason = error.to_string();
+        let reason = truncate_reason(&reason, MAX_CLOSE_REASON);
+        if self.state == State::Open {
+            self.push_close(Some(code), reason);
+        }
+        self.finish(code, reason.to_owned(), CloseCause::ProtocolViolation(error));
+    }
+
+    /// Moves to `Closed` and records the final event.
+    fn finish(&mut self, code: CloseCode, reason: String, cause: CloseCause) {
+        self.state = State::Closed;
+        self.incoming = None;
+        self.pending_pong = None;
+        self.read_buf.clear();
+        self.closed_event = Some(Closed { code, reason, cause });
+    }
+
+    // ---- sending -------------------------------------------------------
+
+    /// Queues a whole message. Payloads of a server's messages that are 4 KiB
+    /// or more are queued without copying.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        let (opcode, data) = match message {
+            Message::Text(text) => (OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+        };
+        self.send_whole(opcode, PayloadSource::Shared(data))
+    }
+
+    /// Queues a text message, copying `text` into the send buffer.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_whole(OpCode::Text, PayloadSource::Borrowed(text.as_bytes()))
+    }
+
+    /// Queues a binary message, copying `data` into the send buffer.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_whole(OpCode::Binary, PayloadSource::Borrowed(data))
+    }
+
+    fn send_whole(&mut self, opcode: OpCode, payload: PayloadSource<'_>) -> Result<(), SendError> {
+        if self.sending_text.is_some() {
+            return Err(UsageError::MessageInProgress.into());
+        }
+        self.push_data(opcode, true, payload)
+    }
+
+    /// Queues one fragment of a message sent in pieces: the first call starts
+    /// the message (its kind sets the message's kind), `is_last` ends it.
+    /// Whole messages cannot be sent until it ends; control frames can.
+    pub fn send_fragment(&mut self, data: Message, is_last: bool) -> Result<(), SendError> {
+        let text = data.is_text();
+        let opcode = match self.sending_text {
+            None if text => OpCode::Text,
+            None => OpCode::Binary,
+            Some(open) if open == text => OpCode::Continuation,
+            Some(_) => return Err(UsageError::FragmentKindMismatch.into()),
+        };
+        let payload = match data {
+            Message::Text(text) => text.into_bytes(),
+            Message::Binary(data) => data,
+        };
+        self.push_data(opcode, is_last, PayloadSource::Shared(payload))?;
+        self.sending_text = (!is_last).then_some(text);
+        Ok(())
+    }
+
+    /// Queues a ping. Its pong arrives as [`Event::Pong`].
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(UsageError::ControlPayloadTooLarge(payload.len()).into());
+        }
+        self.push_data(OpCode::Ping, true, PayloadSource::Borrowed(payload))
+    }
+
+    /// Starts the close handshake: queues a close frame and waits up to
+    /// `close_timeout` from `now` for the peer's. Messages received meanwhile
+    /// are still delivered; nothing more can be sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+        let frame = CloseFrame::new(code, reason)?;
+        if self.state != State::Open {
+            return Err(UsageError::Closed.into());
+        }
+        self.advance_clock(now);
+        self.push_close(Some(frame.code), &frame.reason);
+        self.state = State::CloseSent {
+            deadline: self.now + self.config.close_timeout,
+        };
+        Ok(())
+    }
+
+    /// Checks state and the buffer limit, then queues a frame.
+    fn push_data(&mut self, opcode: OpCode, fin: bool, payload: PayloadSource<'_>) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(UsageError::Closed.into());
+        }
+        self.flush_pending_pong();
+        let needed = MAX_HEADER_LEN + payload.len();
+        let buffered = self.out.len();
+        let limit = self.config.max_outgoing_buffer;
+        if buffered > 0 && buffered.saturating_add(needed) > limit {
+            let refused = Backpressure {
+                buffered,
+                needed,
+                limit,
+            };
+            if let BackpressurePolicy::Close { code } = self.config.backpressure {
+                let code = if code.is_sendable() { code } else { CloseCode::POLICY_VIOLATION };
+                self.push_close(Some(code), "send buffer full");
+                self.finish(code, "send buffer full".to_owned(), CloseCause::Backpressure);
+            }
+            return Err(refused.into());
+        }
+        let mask = self.next_mask();
+        self.out.push_frame(opcode, fin, payload, mask);
+        Ok(())
+    }
+
+    /// Queues a close frame (with `code`, or empty) after any pending pong.
+    /// Never refused: at most one close frame is ever sent.
+    fn push_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        self.flush_pending_pong();
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        if let Some(code) = code {
+            CloseFrame {
+                code,
+                reason: reason.to_owned(),
+            }
+            .write_payload(&mut payload);
+        }
+        let mask = self.next_mask();
+        self.out.push_frame(OpCode::Close, true, PayloadSource::Borrowed(&payload), mask);
+    }
+
+    /// Encodes the pong for the latest ping, unless the send buffer is full
+    /// (then it waits, and a later ping replaces it).
+    fn flush_pending_pong(&mut self) {
+        if self.state != State::Open {
+            self.pending_pong = None;
+            return;
+        }
+        if self.out.len() >= self.config.max_outgoing_buffer {
+            return;
+        }
+        if let Some(payload) = self.pending_pong.take() {
+            let mask = self.next_mask();
+            self.out.push_frame(OpCode::Pong, true, PayloadSource::Borrowed(&payload), mask);
+        }
+    }
+
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        self.mask_rng.as_mut().map(|rng| rng.next_u32().to_ne_bytes())
+    }
+
+    // ---- output --------------------------------------------------------
+
+    /// Bytes waiting to be written, after encoding any pending pong.
+    pub fn transmit_len(&mut self) -> usize {
+        self.flush_pending_pong();
+        self.out.len()
+    }
+
+    /// Fills `dst` with the waiting bytes, in order, for one vectored write;
+    /// returns how many slices it filled. Then call
+    /// [`advance_transmit`](Self::advance_transmit) with the bytes written.
+    pub fn transmit_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.flush_pending_pong();
+        self.out.slices(dst)
+    }
+
+    /// Marks `written` bytes from [`transmit_slices`](Self::transmit_slices)
+    /// as sent.
+    ///
+    /// # Panics
+    ///
+    /// If `written` exceeds the bytes waiting.
+    pub fn advance_transmit(&mut self, written: usize) {
+        self.out.advance(written);
+    }
+
+    /// Takes the next chunk of bytes to write, or `None` when nothing waits.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.flush_pending_pong();
+        self.out.pop()
+    }
+
+    // ---- timers --------------------------------------------------------
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout)
+    /// has work to do, or `None` when no timer is armed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::CloseSent { deadline } => Some(deadline),
+            State::Open => {
+                let keepalive = self.config.ping_interval.map(|interval| match self.ping_sent_at {
+                    Some(sent) => sent + self.config.pong_timeout,
+                    None => self.last_frame_at + interval,
+                });
+                let idle = self.config.idle_timeout.map(|t| self.last_frame_at + t);
+                let fragment = self
+                    .incoming
+                    .as_ref()
+                    .zip(self.config.fragment_timeout)
+                    .map(|(incoming, t)| incoming.started + t);
+                [keepalive, idle, fragment].into_iter().flatten().min()
+            }
+        }
+    }
+
+    /// Runs the timers that are due at `now`: close deadline, fragment
+    /// deadline, pong deadline, idle timeout, keepalive ping. Then call
+    /// [`poll_event`](Self::poll_event) and transmit.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_clock(now);
+        let now = self.now;
+        match self.state {
+            State::Closed => {}
+            State::CloseSent { deadline } => {
+                if now >= deadline {
+                    self.finish(
+                        CloseCode::ABNORMAL,
+                        String::new(),
+                        CloseCause::Timeout(Timeout::CloseHandshake),
+                    );
+                }
+            }
+            State::Open => {
+                let fragment_expired = self
+                    .incoming
+                    .as_ref()
+                    .zip(self.config.fragment_timeout)
+                    .is_some_and(|(incoming, t)| now >= incoming.started + t);
+                if fragment_expired {
+                    self.fail(ProtocolError::FragmentTimeout);
+                    return;
+                }
+                if let Some(sent) = self.ping_sent_at {
+                    if now >= sent + self.config.pong_timeout {
+                        self.abort(Timeout::KeepAlive, CloseCode::INTERNAL_ERROR, "keepalive timeout");
+                        return;
+                    }
+                }
+                if let Some(idle) = self.config.idle_timeout {
+                    if now >= self.last_frame_at + idle {
+                        self.abort(Timeout::Idle, CloseCode::GOING_AWAY, "idle timeout");
+                        return;
+                    }
+                }
+                if let Some(interval) = self.config.ping_interval {
+                    if self.ping_sent_at.is_none() && now >= self.last_frame_at + interval {
+                        self.keepalive_pings += 1;
+                        let payload = self.keepalive_pings.to_be_bytes();
+                        self.flush_pending_pong();
+                        let mask = self.next_mask();
+                        self.out.push_frame(OpCode::Ping, true, PayloadSource::Borrowed(&payload), mask);
+                        self.ping_sent_at = Some(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes without a handshake: the peer is presumed gone. A close frame
+    /// is queued in case it is not.
+    fn abort(&mut self, timeout: Timeout, code: CloseCode, reason: &str) {
+        self.push_close(Some(code), reason);
+        self.finish(CloseCode::ABNORMAL, reason.to_owned(), CloseCause::Timeout(timeout));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! The bounded outgoing byte queue.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask};
+
+/// Payloads at least this large are queued by reference rather than copied,
+/// when they need no masking.
+const ZERO_COPY_MIN: usize = 4096;
+
+/// Staging capacity kept across drains; more is released once drained, so a
+/// burst does not pin memory on an idle connection.
+const STAGING_KEEP: usize = 64 * 1024;
+
+/// Encoded frames waiting to be written: zero-copy payload segments, then a
+/// staging buffer that small frames are copied into so that many of them go
+/// out in one write.
+#[derive(Debug, Default)]
+pub(crate) struct OutgoingQueue {
+    segments: VecDeque<Bytes>,
+    staging: BytesMut,
+    len: usize,
+}
+
+impl OutgoingQueue {
+    /// Bytes waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Encodes a frame. The payload is copied (and masked) unless it is large
+    /// and unmasked, in which case it is queued as is.
+    pub(crate) fn push_frame(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: PayloadSource<'_>,
+        mask: Option<[u8; 4]>,
+    ) {
+        let payload_len = payload.len();
+        let mut header = [0; MAX_HEADER_LEN];
+        let header_len = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload_len as u64,
+        }
+        .encode(&mut header);
+        self.len += header_len + payload_len;
+        self.staging.extend_from_slice(&header[..header_len]);
+        match (payload, mask) {
+            (PayloadSource::Shared(shared), None) if shared.len() >= ZERO_COPY_MIN => {
+                let staged = self.staging.split().freeze();
+                self.segments.push_back(staged);
+                self.segments.push_back(shared);
+            }
+            (payload, mask) => {
+                let start = self.staging.len();
+                self.staging.extend_from_slice(payload.as_slice());
+                if let Some(key) = mask {
+                    apply_mask(&mut self.staging[start..], key, 0);
+                }
+            }
+        }
+    }
+
+    /// Fills `dst` with slices of the waiting bytes, in order, and returns
+    /// how many it filled.
+    pub(crate) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let staging = (!self.staging.is_empty()).then_some(&self.staging[..]);
+        let mut n = 0;
+        for (slot, bytes) in dst
+            .iter_mut()
+            .zip(self.segments.iter().map(|b| &b[..]).chain(staging))
+        {
+            *slot = IoSlice::new(bytes);
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks `n` bytes as written.
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.len, "advanced {n} bytes past the {} queued", self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                self.staging.advance(n);
+                break;
+            };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.segments.pop_front();
+        }
+        self.release_if_drained();
+    }
+
+    /// Takes the next chunk of waiting bytes.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        let chunk = match self.segments.pop_front() {
+            Some(segment) => segment,
+            None if !self.staging.is_empty() => self.staging.split().freeze(),
+            None => return None,
+        };
+        self.len -= chunk.len();
+        self.release_if_drained();
+        Some(chunk)
+    }
+
+    /// Drops the staging allocation when empty and larger than we keep.
+    pub(crate) fn release_if_drained(&mut self) {
+        if self.len == 0 && self.staging.capacity() > STAGING_KEEP {
+            self.staging = BytesMut::new();
+        }
+    }
+
+    /// Drops every buffer allocation that holds no data.
+    pub(crate) fn shrink(&mut self) {
+        if self.len == 0 {
+            self.staging = BytesMut::new();
+            self.segments = VecDeque::new();
+        }
+    }
+}
+
+/// A payload to encode: borrowed (always copied) or shared (may be queued
+/// without a copy).
+pub(crate) enum PayloadSource<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl PayloadSource<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(bytes) => bytes,
+            Self::Shared(bytes) => bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain_by_slices(queue: &mut OutgoingQueue, max_write: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while queue.len() > 0 {
+            let mut slots = [IoSlice::new(&[]); 4];
+            let n = queue.slices(&mut slots);
+            let mut budget = max_write;
+            let mut written = 0;
+            for slice in &slots[..n] {
+                let take = slice.len().min(budget);
+                out.extend_from_slice(&slice[..take]);
+                written += take;
+                budget -= take;
+            }
+            queue.advance(written);
+        }
+        out
+    }
+
+    #[test]
+    fn small_and_large_frames_keep_order_under_partial_writes() {
+        let big = Bytes::from(vec![7u8; 10_000]);
+        let mut expected = BytesMut::new();
+        let mut queue = OutgoingQueue::default();
+        for (i, payload) in [Bytes::from_static(b"a"), big.clone(), Bytes::from_static(b"bc")]
+            .into_iter()
+            .enumerate()
+        {
+            crate::frame::encode_frame(&mut expected, OpCode::Binary, true, 0, &payload, None);
+            if i == 1 {
+                queue.push_frame(OpCode::Binary, true, PayloadSource::Shared(payload), None);
+            } else {
+                queue.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(&payload), None);
+            }
+        }
+        assert_eq!(queue.segments.len(), 2, "the large payload is queued by reference");
+        for max_write in [1, 3, 1000, usize::MAX] {
+            let mut copy = OutgoingQueue::default();
+            copy.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(b"a"), None);
+            copy.push_frame(OpCode::Binary, true, PayloadSource::Shared(big.clone()), None);
+            copy.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(b"bc"), None);
+            assert_eq!(drain_by_slices(&mut copy, max_write), &expected[..]);
+        }
+        let mut popped = Vec::new();
+        while let Some(chunk) = queue.pop() {
+            popped.extend_from_slice(&chunk);
+        }
+        assert_eq!(popped, &expected[..]);
+        assert_eq!(queue.len(), 0);
+    }
+
+    #[test]
+    fn masked_payloads_are_copied_and_masked() {
+        let mut queue = OutgoingQueue::default();
+        let payload = vec![1u8; 5000];
+        queue.push_frame(
+            OpCode::Binary,
+            true,
+            PayloadSource::Shared(Bytes::from(payload.clone())),
+            Some([1, 2, 3, 4]),
+        );
+        let mut expected = BytesMut::new();
+        crate::frame::encode_frame(&mut expected, OpCode::Binary, true, 0, &payload, Some([1, 2, 3, 4]));
+        assert_eq!(queue.pop().unwrap(), expected.freeze());
+    }
+
+    #[test]
+    fn drained_staging_is_released_past_the_keep_size() {
+        let mut queue = OutgoingQueue::default();
+        queue.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(&[0; 100_000]), Some([0; 4]));
+        let n = queue.len();
+        queue.advance(n);
+        assert_eq!(queue.staging.capacity(), 0);
+    }
+}

@@ -1,0 +1,98 @@
+//! Payload masking (RFC 6455 §5.3), wide enough to run near memory speed.
+
+/// XORs `data` with `key`, where `data` starts `offset` bytes into the
+/// payload (so a payload can be unmasked piecewise as it arrives).
+///
+/// Works on 32-byte blocks that the compiler turns into vector XORs; on
+/// x86-64 CPUs with AVX2 the same code is compiled a second time for AVX2
+/// and picked at run time.
+pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
+    let key = rotate(key, offset);
+    #[cfg(target_arch = "x86_64")]
+    if data.len() >= 64 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the running CPU supports AVX2, as checked just above; the
+        // function only differs from `mask_blocks` in the instructions the
+        // compiler may use.
+        unsafe { mask_blocks_avx2(data, key) };
+        return;
+    }
+    mask_blocks(data, key);
+}
+
+fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
+    let r = offset & 3;
+    [key[r], key[(r + 1) & 3], key[(r + 2) & 3], key[(r + 3) & 3]]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn mask_blocks_avx2(data: &mut [u8], key: [u8; 4]) {
+    mask_blocks(data, key);
+}
+
+#[inline(always)]
+fn mask_blocks(data: &mut [u8], key: [u8; 4]) {
+    const BLOCK: usize = 32;
+    let mut wide = [0u8; BLOCK];
+    for (i, byte) in wide.iter_mut().enumerate() {
+        *byte = key[i & 3];
+    }
+    let mut blocks = data.chunks_exact_mut(BLOCK);
+    for block in &mut blocks {
+        for (byte, k) in block.iter_mut().zip(wide.iter()) {
+            *byte ^= k;
+        }
+    }
+    // Every block is a multiple of four bytes long, so the key phase of the
+    // tail is the same as at the start.
+    for (i, byte) in blocks.into_remainder().iter_mut().enumerate() {
+        *byte ^= key[i & 3];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(data: &mut [u8], key: [u8; 4], offset: usize) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte ^= key[(i + offset) & 3];
+        }
+    }
+
+    #[test]
+    fn matches_naive_for_all_lengths_offsets_and_alignments() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let source: Vec<u8> = (0..600u32).map(|i| (i * 7 + 3) as u8).collect();
+        for start in 0..8 {
+            for len in [0, 1, 3, 4, 5, 31, 32, 33, 63, 64, 65, 127, 128, 200, 511] {
+                for offset in 0..5 {
+                    let mut fast = source[start..start + len].to_vec();
+                    let mut slow = fast.clone();
+                    apply_mask(&mut fast, key, offset);
+                    naive(&mut slow, key, offset);
+                    assert_eq!(fast, slow, "start {start} len {len} offset {offset}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn piecewise_masking_equals_whole() {
+        let key = [0xde, 0xad, 0xbe, 0xef];
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mut whole = data.clone();
+        apply_mask(&mut whole, key, 0);
+        let mut pieces = data.clone();
+        let mut at = 0;
+        for step in [1, 7, 64, 3, 100, 250, 575] {
+            apply_mask(&mut pieces[at..at + step], key, at);
+            at += step;
+        }
+        assert_eq!(at, data.len());
+        assert_eq!(pieces, whole);
+        // Masking is its own inverse.
+        apply_mask(&mut whole, key, 0);
+        assert_eq!(whole, data);
+    }
+}
