@@ -175,7 +175,10 @@ mod tests {
         for code in [
             0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
         ] {
-            assert!(!CloseCode::new(code).is_sendable(), "{code} must be invalid");
+            assert!(
+                !CloseCode::new(code).is_sendable(),
+                "{code} must be invalid"
+            );
         }
     }
 
@@ -205,7 +208,9 @@ mod tests {
     #[test]
     fn parse_accepts_empty_and_valid() {
         assert_eq!(CloseFrame::parse(&[]), Ok(None));
-        let frame = CloseFrame::parse(&[0x0f, 0xa0, b'h', b'i']).unwrap().unwrap();
+        let frame = CloseFrame::parse(&[0x0f, 0xa0, b'h', b'i'])
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.code, CloseCode::new(4000));
         assert_eq!(frame.reason, "hi");
     }

@@ -12,7 +12,9 @@ use rand_core::{Rng, SeedableRng};
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
 use crate::config::{BackpressurePolicy, Config, ReceiveMode};
 use crate::error::{Backpressure, ProtocolError, SendError, UsageError};
-use crate::frame::{FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, Step};
+use crate::frame::{
+    FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, Step,
+};
 use crate::message::{Fragment, Message, Utf8Bytes, Utf8Validator};
 use outgoing::{OutgoingQueue, PayloadSource};
 
@@ -198,7 +200,12 @@ impl Connection {
     /// draws a fresh mask key for every frame sent: pass 32 bytes from the
     /// operating system's random source (for example `getrandom`).
     pub fn client(config: Config, now: Instant, mask_seed: [u8; 32]) -> Self {
-        Self::new(Role::Client, config, now, Some(ChaCha20Rng::from_seed(mask_seed)))
+        Self::new(
+            Role::Client,
+            config,
+            now,
+            Some(ChaCha20Rng::from_seed(mask_seed)),
+        )
     }
 
     fn new(role: Role, config: Config, now: Instant, mask_rng: Option<ChaCha20Rng>) -> Self {
@@ -289,7 +296,11 @@ impl Connection {
     pub fn handle_transport_closed(&mut self, now: Instant) {
         self.advance_clock(now);
         if self.state != State::Closed {
-            self.finish(CloseCode::ABNORMAL, String::new(), CloseCause::TransportClosed);
+            self.finish(
+                CloseCode::ABNORMAL,
+                String::new(),
+                CloseCause::TransportClosed,
+            );
         }
     }
 
@@ -418,7 +429,11 @@ impl Connection {
         }
     }
 
-    fn on_frame(&mut self, header: FrameHeader, payload: BytesMut) -> Result<Option<Event>, ProtocolError> {
+    fn on_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: BytesMut,
+    ) -> Result<Option<Event>, ProtocolError> {
         self.last_frame_at = self.now;
         self.ping_sent_at = None;
         match header.opcode {
@@ -432,7 +447,9 @@ impl Connection {
             }
             OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
             OpCode::Close => self.on_close(&payload).map(Some),
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data(header.fin, payload),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.on_data(header.fin, payload)
+            }
         }
     }
 
@@ -569,7 +586,11 @@ impl Connection {
         if self.state == State::Open {
             self.push_close(Some(code), reason);
         }
-        self.finish(code, reason.to_owned(), CloseCause::ProtocolViolation(error));
+        self.finish(
+            code,
+            reason.to_owned(),
+            CloseCause::ProtocolViolation(error),
+        );
     }
 
     /// Moves to `Closed` and records the final event.
@@ -578,7 +599,11 @@ impl Connection {
         self.incoming = None;
         self.pending_pong = None;
         self.read_buf.clear();
-        self.closed_event = Some(Closed { code, reason, cause });
+        self.closed_event = Some(Closed {
+            code,
+            reason,
+            cause,
+        });
     }
 
     // ---- sending -------------------------------------------------------
@@ -655,7 +680,12 @@ impl Connection {
     }
 
     /// Checks state and the buffer limit, then queues a frame.
-    fn push_data(&mut self, opcode: OpCode, fin: bool, payload: PayloadSource<'_>) -> Result<(), SendError> {
+    fn push_data(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: PayloadSource<'_>,
+    ) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(UsageError::Closed.into());
         }
@@ -670,9 +700,17 @@ impl Connection {
                 limit,
             };
             if let BackpressurePolicy::Close { code } = self.config.backpressure {
-                let code = if code.is_sendable() { code } else { CloseCode::POLICY_VIOLATION };
+                let code = if code.is_sendable() {
+                    code
+                } else {
+                    CloseCode::POLICY_VIOLATION
+                };
                 self.push_close(Some(code), "send buffer full");
-                self.finish(code, "send buffer full".to_owned(), CloseCause::Backpressure);
+                self.finish(
+                    code,
+                    "send buffer full".to_owned(),
+                    CloseCause::Backpressure,
+                );
             }
             return Err(refused.into());
         }
@@ -694,7 +732,8 @@ impl Connection {
             .write_payload(&mut payload);
         }
         let mask = self.next_mask();
-        self.out.push_frame(OpCode::Close, true, PayloadSource::Borrowed(&payload), mask);
+        self.out
+            .push_frame(OpCode::Close, true, PayloadSource::Borrowed(&payload), mask);
     }
 
     /// Encodes the pong for the latest ping, unless the send buffer is full
@@ -709,12 +748,15 @@ impl Connection {
         }
         if let Some(payload) = self.pending_pong.take() {
             let mask = self.next_mask();
-            self.out.push_frame(OpCode::Pong, true, PayloadSource::Borrowed(&payload), mask);
+            self.out
+                .push_frame(OpCode::Pong, true, PayloadSource::Borrowed(&payload), mask);
         }
     }
 
     fn next_mask(&mut self) -> Option<[u8; 4]> {
-        self.mask_rng.as_mut().map(|rng| rng.next_u32().to_ne_bytes())
+        self.mask_rng
+            .as_mut()
+            .map(|rng| rng.next_u32().to_ne_bytes())
     }
 
     // ---- output --------------------------------------------------------
@@ -758,10 +800,13 @@ impl Connection {
             State::Closed => None,
             State::CloseSent { deadline } => Some(deadline),
             State::Open => {
-                let keepalive = self.config.ping_interval.map(|interval| match self.ping_sent_at {
-                    Some(sent) => sent + self.config.pong_timeout,
-                    None => self.last_frame_at + interval,
-                });
+                let keepalive = self
+                    .config
+                    .ping_interval
+                    .map(|interval| match self.ping_sent_at {
+                        Some(sent) => sent + self.config.pong_timeout,
+                        None => self.last_frame_at + interval,
+                    });
                 let idle = self.config.idle_timeout.map(|t| self.last_frame_at + t);
                 let fragment = self
                     .incoming
@@ -802,7 +847,11 @@ impl Connection {
                 }
                 if let Some(sent) = self.ping_sent_at {
                     if now >= sent + self.config.pong_timeout {
-                        self.abort(Timeout::KeepAlive, CloseCode::INTERNAL_ERROR, "keepalive timeout");
+                        self.abort(
+                            Timeout::KeepAlive,
+                            CloseCode::INTERNAL_ERROR,
+                            "keepalive timeout",
+                        );
                         return;
                     }
                 }
@@ -818,7 +867,12 @@ impl Connection {
                         let payload = self.keepalive_pings.to_be_bytes();
                         self.flush_pending_pong();
                         let mask = self.next_mask();
-                        self.out.push_frame(OpCode::Ping, true, PayloadSource::Borrowed(&payload), mask);
+                        self.out.push_frame(
+                            OpCode::Ping,
+                            true,
+                            PayloadSource::Borrowed(&payload),
+                            mask,
+                        );
                         self.ping_sent_at = Some(now);
                     }
                 }
@@ -830,7 +884,11 @@ impl Connection {
     /// is queued in case it is not.
     fn abort(&mut self, timeout: Timeout, code: CloseCode, reason: &str) {
         self.push_close(Some(code), reason);
-        self.finish(CloseCode::ABNORMAL, reason.to_owned(), CloseCause::Timeout(timeout));
+        self.finish(
+            CloseCode::ABNORMAL,
+            reason.to_owned(),
+            CloseCause::Timeout(timeout),
+        );
     }
 }
 

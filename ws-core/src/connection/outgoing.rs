@@ -85,7 +85,11 @@ impl OutgoingQueue {
 
     /// Marks `n` bytes as written.
     pub(crate) fn advance(&mut self, mut n: usize) {
-        assert!(n <= self.len, "advanced {n} bytes past the {} queued", self.len);
+        assert!(
+            n <= self.len,
+            "advanced {n} bytes past the {} queued",
+            self.len
+        );
         self.len -= n;
         while n > 0 {
             let Some(front) = self.segments.front_mut() else {
@@ -177,22 +181,40 @@ mod tests {
         let big = Bytes::from(vec![7u8; 10_000]);
         let mut expected = BytesMut::new();
         let mut queue = OutgoingQueue::default();
-        for (i, payload) in [Bytes::from_static(b"a"), big.clone(), Bytes::from_static(b"bc")]
-            .into_iter()
-            .enumerate()
+        for (i, payload) in [
+            Bytes::from_static(b"a"),
+            big.clone(),
+            Bytes::from_static(b"bc"),
+        ]
+        .into_iter()
+        .enumerate()
         {
             crate::frame::encode_frame(&mut expected, OpCode::Binary, true, 0, &payload, None);
             if i == 1 {
                 queue.push_frame(OpCode::Binary, true, PayloadSource::Shared(payload), None);
             } else {
-                queue.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(&payload), None);
+                queue.push_frame(
+                    OpCode::Binary,
+                    true,
+                    PayloadSource::Borrowed(&payload),
+                    None,
+                );
             }
         }
-        assert_eq!(queue.segments.len(), 2, "the large payload is queued by reference");
+        assert_eq!(
+            queue.segments.len(),
+            2,
+            "the large payload is queued by reference"
+        );
         for max_write in [1, 3, 1000, usize::MAX] {
             let mut copy = OutgoingQueue::default();
             copy.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(b"a"), None);
-            copy.push_frame(OpCode::Binary, true, PayloadSource::Shared(big.clone()), None);
+            copy.push_frame(
+                OpCode::Binary,
+                true,
+                PayloadSource::Shared(big.clone()),
+                None,
+            );
             copy.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(b"bc"), None);
             assert_eq!(drain_by_slices(&mut copy, max_write), &expected[..]);
         }
@@ -215,14 +237,26 @@ mod tests {
             Some([1, 2, 3, 4]),
         );
         let mut expected = BytesMut::new();
-        crate::frame::encode_frame(&mut expected, OpCode::Binary, true, 0, &payload, Some([1, 2, 3, 4]));
+        crate::frame::encode_frame(
+            &mut expected,
+            OpCode::Binary,
+            true,
+            0,
+            &payload,
+            Some([1, 2, 3, 4]),
+        );
         assert_eq!(queue.pop().unwrap(), expected.freeze());
     }
 
     #[test]
     fn drained_staging_is_released_past_the_keep_size() {
         let mut queue = OutgoingQueue::default();
-        queue.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(&[0; 100_000]), Some([0; 4]));
+        queue.push_frame(
+            OpCode::Binary,
+            true,
+            PayloadSource::Borrowed(&[0; 100_000]),
+            Some([0; 4]),
+        );
         let n = queue.len();
         queue.advance(n);
         assert_eq!(queue.staging.capacity(), 0);

@@ -88,12 +88,11 @@ impl FrameDecoder {
                 return Ok(Step::NeedMore);
             };
             // The parser bounded the length by `max_payload`, a usize.
-            let payload_len = usize::try_from(header.payload_len).map_err(|_| {
-                ProtocolError::FrameTooLarge {
+            let payload_len =
+                usize::try_from(header.payload_len).map_err(|_| ProtocolError::FrameTooLarge {
                     len: header.payload_len,
                     max: self.rules.max_payload,
-                }
-            })?;
+                })?;
             self.current = Some(InProgress {
                 header,
                 header_len,
@@ -157,7 +156,14 @@ mod tests {
     #[test]
     fn decodes_under_every_split_point_and_leaves_following_bytes() {
         let mut wire = BytesMut::new();
-        encode_frame(&mut wire, OpCode::Text, true, 0, b"hello world", Some([1, 2, 3, 4]));
+        encode_frame(
+            &mut wire,
+            OpCode::Text,
+            true,
+            0,
+            b"hello world",
+            Some([1, 2, 3, 4]),
+        );
         encode_frame(&mut wire, OpCode::Ping, true, 0, b"", Some([5, 6, 7, 8]));
         let wire = wire.freeze();
         for split in 0..=wire.len() {
@@ -180,9 +186,16 @@ mod tests {
 
     #[test]
     fn payload_steps_report_each_byte_once_unmasked() {
-        let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let payload: Vec<u8> = (0..=255u8).cycle().take(300).collect();
         let mut wire = BytesMut::new();
-        encode_frame(&mut wire, OpCode::Binary, true, 0, &payload, Some([9, 8, 7, 6]));
+        encode_frame(
+            &mut wire,
+            OpCode::Binary,
+            true,
+            0,
+            &payload,
+            Some([9, 8, 7, 6]),
+        );
         let mut decoder = FrameDecoder::new(server_rules());
         let mut buf = BytesMut::new();
         let mut seen = Vec::new();

@@ -45,16 +45,28 @@ mod tests {
         assert_eq!(&dst[..], &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
 
         let mut dst = BytesMut::new();
-        encode_frame(&mut dst, OpCode::Text, true, 0, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
+        encode_frame(
+            &mut dst,
+            OpCode::Text,
+            true,
+            0,
+            b"Hello",
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+        );
         assert_eq!(
             &dst[..],
-            &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
+            ]
         );
 
         let mut dst = BytesMut::new();
         encode_frame(&mut dst, OpCode::Text, false, 0, b"Hel", None);
         encode_frame(&mut dst, OpCode::Continuation, true, 0, b"lo", None);
-        assert_eq!(&dst[..], &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]);
+        assert_eq!(
+            &dst[..],
+            &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]
+        );
 
         let mut dst = BytesMut::new();
         encode_frame(&mut dst, OpCode::Binary, true, 0, &[0; 256], None);

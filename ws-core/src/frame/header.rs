@@ -293,7 +293,10 @@ mod tests {
             Err(ProtocolError::InvalidPayloadLength)
         );
         assert_eq!(
-            FrameHeader::parse(&[0x82, 127, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], &rules()),
+            FrameHeader::parse(
+                &[0x82, 127, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+                &rules()
+            ),
             Err(ProtocolError::InvalidPayloadLength)
         );
     }
@@ -305,9 +308,16 @@ mod tests {
         r.max_payload = 1000;
         assert_eq!(
             FrameHeader::parse(&[0x82, 126, 0x03, 0xE9], &r),
-            Err(ProtocolError::FrameTooLarge { len: 1001, max: 1000 })
+            Err(ProtocolError::FrameTooLarge {
+                len: 1001,
+                max: 1000
+            })
         );
-        assert!(FrameHeader::parse(&[0x82, 126, 0x03, 0xE8], &r).unwrap().is_some());
+        assert!(
+            FrameHeader::parse(&[0x82, 126, 0x03, 0xE8], &r)
+                .unwrap()
+                .is_some()
+        );
     }
 
     // ROBUSTNESS 14: reserved opcodes fail on the first byte, whatever the length.
@@ -359,7 +369,11 @@ mod tests {
             FrameHeader::parse(&[0x89, 126], &rules()),
             Err(ProtocolError::ControlFrameTooLarge(126))
         );
-        assert!(FrameHeader::parse(&[0x89, 125], &rules()).unwrap().is_some());
+        assert!(
+            FrameHeader::parse(&[0x89, 125], &rules())
+                .unwrap()
+                .is_some()
+        );
     }
 
     // ROBUSTNESS 17: masking by role.

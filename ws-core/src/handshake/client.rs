@@ -199,11 +199,18 @@ impl ClientHandshake {
             &SEC_WEBSOCKET_PROTOCOL,
             &SEC_WEBSOCKET_EXTENSIONS,
         ];
-        if let Some(name) = owned.iter().find(|name| request.headers.contains_key(**name)) {
-            return Err(UsageError::InvalidHeader(format!("{name} is set by the handshake")));
+        if let Some(name) = owned
+            .iter()
+            .find(|name| request.headers.contains_key(**name))
+        {
+            return Err(UsageError::InvalidHeader(format!(
+                "{name} is set by the handshake"
+            )));
         }
         if let Some(bad) = request.subprotocols.iter().find(|p| !is_token(p)) {
-            return Err(UsageError::InvalidHeader(format!("subprotocol {bad:?} is not a token")));
+            return Err(UsageError::InvalidHeader(format!(
+                "subprotocol {bad:?} is not a token"
+            )));
         }
         let key = client_key(nonce);
         let mut headers = HeaderMap::with_capacity(6 + request.headers.len());
@@ -211,16 +218,23 @@ impl ClientHandshake {
             let authority = request.uri.authority().map_or("", |a| a.as_str());
             // Userinfo never goes into Host.
             let host = authority.rsplit('@').next().unwrap_or(authority);
-            let value = HeaderValue::from_str(host).map_err(|e| UsageError::InvalidUri(e.to_string()))?;
+            let value =
+                HeaderValue::from_str(host).map_err(|e| UsageError::InvalidUri(e.to_string()))?;
             headers.insert(HOST, value);
         }
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_str(&key).expect("base64"));
+        headers.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_str(&key).expect("base64"),
+        );
         headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         if !request.subprotocols.is_empty() {
             let list = request.subprotocols.join(", ");
-            headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(&list).expect("tokens"));
+            headers.insert(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(&list).expect("tokens"),
+            );
         }
         for (name, value) in &request.headers {
             headers.append(name, value.clone());
@@ -279,15 +293,24 @@ impl ClientHandshake {
         if !has_token(headers, &CONNECTION, "upgrade") {
             return Err(ResponseError::Connection);
         }
-        if single(headers, &SEC_WEBSOCKET_ACCEPT).is_none_or(|v| v.as_bytes() != self.accept.as_bytes()) {
+        if single(headers, &SEC_WEBSOCKET_ACCEPT)
+            .is_none_or(|v| v.as_bytes() != self.accept.as_bytes())
+        {
             return Err(ResponseError::Accept);
         }
-        if let Some(extension) = headers.get_all(SEC_WEBSOCKET_EXTENSIONS).iter().find(|v| !v.is_empty()) {
+        if let Some(extension) = headers
+            .get_all(SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .find(|v| !v.is_empty())
+        {
             return Err(ResponseError::Extension(
                 String::from_utf8_lossy(extension.as_bytes()).into_owned(),
             ));
         }
-        let chosen = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().collect::<Vec<_>>();
+        let chosen = headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .collect::<Vec<_>>();
         match chosen.as_slice() {
             [] => Ok(None),
             [one] => {
@@ -328,7 +351,9 @@ fn parse_response(head: &[u8], lines: usize) -> Result<Response<()>, ResponseErr
     let mut parsed = httparse::Response::new(&mut slots);
     match parsed.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(ResponseError::Malformed("incomplete head".into())),
+        Ok(httparse::Status::Partial) => {
+            return Err(ResponseError::Malformed("incomplete head".into()));
+        }
         Err(error) => return Err(ResponseError::Malformed(error.to_string())),
     }
     if parsed.version != Some(1) {

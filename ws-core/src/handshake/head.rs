@@ -162,20 +162,36 @@ mod tests {
     #[test]
     fn start_line_limit() {
         let mut reader = HeadReader::new(limits(1000, 10, 5));
-        assert_eq!(reader.push(b"GET /0123456789 HTTP/1.1\r\n").unwrap_err(), HeadError::StartLineTooLong(10));
+        assert_eq!(
+            reader.push(b"GET /0123456789 HTTP/1.1\r\n").unwrap_err(),
+            HeadError::StartLineTooLong(10)
+        );
     }
 
     #[test]
     fn header_line_limit() {
         let mut reader = HeadReader::new(limits(1000, 20, 5));
-        assert_eq!(reader.push(b"GET / HTTP/1.1\r\nX: 0123456789012345678\r\n").unwrap_err(), HeadError::HeaderLineTooLong(20));
+        assert_eq!(
+            reader
+                .push(b"GET / HTTP/1.1\r\nX: 0123456789012345678\r\n")
+                .unwrap_err(),
+            HeadError::HeaderLineTooLong(20)
+        );
     }
 
     #[test]
     fn header_count_limit() {
         let mut reader = HeadReader::new(limits(1000, 100, 3));
-        assert!(reader.push(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n").unwrap().is_none());
-        assert_eq!(reader.push(b"d: 4\r\n").unwrap_err(), HeadError::TooManyHeaders(3));
+        assert!(
+            reader
+                .push(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            reader.push(b"d: 4\r\n").unwrap_err(),
+            HeadError::TooManyHeaders(3)
+        );
     }
 
     #[test]

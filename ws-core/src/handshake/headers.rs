@@ -14,7 +14,10 @@ pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> 
 }
 
 /// The single value of `name`, or `None` when it is absent or repeated.
-pub(crate) fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a http::HeaderValue> {
+pub(crate) fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Option<&'a http::HeaderValue> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     values.next().is_none().then_some(first)
@@ -40,9 +43,9 @@ pub(crate) fn token_list(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<S
 /// than delimiters.
 pub(crate) fn is_token(text: &str) -> bool {
     !text.is_empty()
-        && text.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -65,7 +68,10 @@ mod tests {
     fn token_list_rejects_non_tokens() {
         let mut headers = HeaderMap::new();
         headers.append(SEC_WEBSOCKET_PROTOCOL, "chat, , v2.json".parse().unwrap());
-        assert_eq!(token_list(&headers, &SEC_WEBSOCKET_PROTOCOL), Ok(vec!["chat".into(), "v2.json".into()]));
+        assert_eq!(
+            token_list(&headers, &SEC_WEBSOCKET_PROTOCOL),
+            Ok(vec!["chat".into(), "v2.json".into()])
+        );
         headers.append(SEC_WEBSOCKET_PROTOCOL, "bad\"quote".parse().unwrap());
         assert_eq!(token_list(&headers, &SEC_WEBSOCKET_PROTOCOL), Err(()));
     }

@@ -31,7 +31,10 @@ mod tests {
 
     #[test]
     fn rfc_6455_example() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
     }
 

@@ -130,7 +130,8 @@ impl From<HeadError> for RequestError {
 #[derive(Clone)]
 pub struct Rejection {
     error: Option<RequestError>,
-    response: Response<Bytes>,
+    // Boxed: a rejection travels in `Result::Err`, which should stay small.
+    response: Box<Response<Bytes>>,
 }
 
 impl Rejection {
@@ -142,7 +143,7 @@ impl Rejection {
         *response.headers_mut() = headers;
         Self {
             error: None,
-            response,
+            response: Box::new(response),
         }
     }
 
@@ -173,7 +174,10 @@ impl Rejection {
     pub fn to_bytes(&self) -> Bytes {
         let mut headers = self.response.headers().clone();
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(self.response.body().len()));
+        headers.insert(
+            CONTENT_LENGTH,
+            HeaderValue::from(self.response.body().len()),
+        );
         let mut wire = encode_head(&status_line(self.status()), &headers);
         wire.extend_from_slice(self.response.body());
         wire.freeze()
@@ -279,7 +283,9 @@ fn parse_request(head: &[u8], lines: usize) -> Result<Request<()>, RequestError>
     let mut parsed = httparse::Request::new(&mut slots);
     match parsed.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(RequestError::Malformed("incomplete head".into())),
+        Ok(httparse::Status::Partial) => {
+            return Err(RequestError::Malformed("incomplete head".into()));
+        }
         Err(httparse::Error::Version) => return Err(RequestError::HttpVersion),
         Err(error) => return Err(RequestError::Malformed(error.to_string())),
     }
@@ -390,9 +396,19 @@ impl UpgradeRequest {
     /// Accepts the upgrade. Fails if `accept` names a subprotocol the client
     /// did not offer or sets a header the handshake owns.
     pub fn accept(self, accept: Accept) -> Result<Accepted, UsageError> {
-        let reserved = [&UPGRADE, &CONNECTION, &SEC_WEBSOCKET_ACCEPT, &SEC_WEBSOCKET_PROTOCOL];
-        if let Some(name) = reserved.iter().find(|name| accept.headers.contains_key(**name)) {
-            return Err(UsageError::InvalidHeader(format!("{name} is set by the handshake")));
+        let reserved = [
+            &UPGRADE,
+            &CONNECTION,
+            &SEC_WEBSOCKET_ACCEPT,
+            &SEC_WEBSOCKET_PROTOCOL,
+        ];
+        if let Some(name) = reserved
+            .iter()
+            .find(|name| accept.headers.contains_key(**name))
+        {
+            return Err(UsageError::InvalidHeader(format!(
+                "{name} is set by the handshake"
+            )));
         }
         let mut headers = HeaderMap::with_capacity(4 + accept.headers.len());
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
@@ -420,7 +436,12 @@ impl UpgradeRequest {
     }
 
     /// Refuses the upgrade with `status`, extra headers and a body.
-    pub fn reject(self, status: StatusCode, headers: HeaderMap, body: impl Into<Bytes>) -> Rejection {
+    pub fn reject(
+        self,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+    ) -> Rejection {
         Rejection::new(status, headers, body)
     }
 }
@@ -478,7 +499,10 @@ impl Accepted {
 
     /// The 101 response in HTTP/1.1 wire form.
     pub fn to_bytes(&self) -> Bytes {
-        encode_head(&status_line(self.response.status()), self.response.headers()).freeze()
+        encode_head(
+            &status_line(self.response.status()),
+            self.response.headers(),
+        )
+        .freeze()
     }
 }
-

@@ -32,7 +32,10 @@ fn good_lines() -> Vec<&'static str> {
 fn without(name: &str) -> Vec<&'static str> {
     good_lines()
         .into_iter()
-        .filter(|l| !l.to_ascii_lowercase().starts_with(&name.to_ascii_lowercase()))
+        .filter(|l| {
+            !l.to_ascii_lowercase()
+                .starts_with(&name.to_ascii_lowercase())
+        })
         .collect()
 }
 
@@ -73,21 +76,36 @@ fn wrong_fields_get_their_status() {
     assert_eq!(r.response().headers()["allow"], "GET");
 
     let http10 = request_with(&good_lines()).replacen("HTTP/1.1", "HTTP/1.0", 1);
-    assert_eq!(rejected(&http10).status(), StatusCode::HTTP_VERSION_NOT_SUPPORTED);
+    assert_eq!(
+        rejected(&http10).status(),
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED
+    );
     let http2 = request_with(&good_lines()).replacen("HTTP/1.1", "HTTP/2.0", 1);
-    assert_eq!(rejected(&http2).status(), StatusCode::HTTP_VERSION_NOT_SUPPORTED);
+    assert_eq!(
+        rejected(&http2).status(),
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED
+    );
 
     let r = rejected(&request_with(&without("Upgrade")));
     assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
     assert_eq!(r.response().headers()["upgrade"], "websocket");
     let mut lines = without("Upgrade");
     lines.push("Upgrade: h2c");
-    assert_eq!(rejected(&request_with(&lines)).status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(
+        rejected(&request_with(&lines)).status(),
+        StatusCode::UPGRADE_REQUIRED
+    );
 
     let mut lines = without("Connection");
     lines.push("Connection: keep-alive");
-    assert_eq!(rejected(&request_with(&lines)).error(), Some(&RequestError::Connection));
-    assert_eq!(rejected(&request_with(&lines)).status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        rejected(&request_with(&lines)).error(),
+        Some(&RequestError::Connection)
+    );
+    assert_eq!(
+        rejected(&request_with(&lines)).status(),
+        StatusCode::BAD_REQUEST
+    );
 
     for version in ["Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 13, 8"] {
         let mut lines = without("Sec-WebSocket-Version");
@@ -99,20 +117,38 @@ fn wrong_fields_get_their_status() {
     let r = rejected(&request_with(&without("Sec-WebSocket-Version")));
     assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
 
-    assert_eq!(rejected(&request_with(&without("Sec-WebSocket-Key"))).error(), Some(&RequestError::Key));
+    assert_eq!(
+        rejected(&request_with(&without("Sec-WebSocket-Key"))).error(),
+        Some(&RequestError::Key)
+    );
     let mut dup = good_lines();
     dup.push("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==");
-    assert_eq!(rejected(&request_with(&dup)).error(), Some(&RequestError::Key));
-    for bad in ["Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Key: not base64 at all!!!!!!"] {
+    assert_eq!(
+        rejected(&request_with(&dup)).error(),
+        Some(&RequestError::Key)
+    );
+    for bad in [
+        "Sec-WebSocket-Key: c2hvcnQ=",
+        "Sec-WebSocket-Key: not base64 at all!!!!!!",
+    ] {
         let mut lines = without("Sec-WebSocket-Key");
         lines.push(bad);
-        assert_eq!(rejected(&request_with(&lines)).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            rejected(&request_with(&lines)).status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 
-    assert_eq!(rejected(&request_with(&without("Host"))).error(), Some(&RequestError::Host));
+    assert_eq!(
+        rejected(&request_with(&without("Host"))).error(),
+        Some(&RequestError::Host)
+    );
     let mut two_hosts = good_lines();
     two_hosts.push("Host: evil.example");
-    assert_eq!(rejected(&request_with(&two_hosts)).error(), Some(&RequestError::Host));
+    assert_eq!(
+        rejected(&request_with(&two_hosts)).error(),
+        Some(&RequestError::Host)
+    );
 }
 
 #[test]
@@ -133,15 +169,24 @@ fn token_lists_and_case_are_accepted() {
 fn body_and_pipelined_bytes_are_refused() {
     let mut lines = good_lines();
     lines.push("Content-Length: 5");
-    assert_eq!(rejected(&request_with(&lines)).error(), Some(&RequestError::Body));
+    assert_eq!(
+        rejected(&request_with(&lines)).error(),
+        Some(&RequestError::Body)
+    );
     let mut lines = good_lines();
     lines.push("Transfer-Encoding: chunked");
-    assert_eq!(rejected(&request_with(&lines)).error(), Some(&RequestError::Body));
+    assert_eq!(
+        rejected(&request_with(&lines)).error(),
+        Some(&RequestError::Body)
+    );
     let mut lines = good_lines();
     lines.push("Content-Length: 0");
     assert!(serve(&request_with(&lines)).unwrap().is_some());
 
-    let pipelined = format!("{}GET /second HTTP/1.1\r\n\r\n", request_with(&good_lines()));
+    let pipelined = format!(
+        "{}GET /second HTTP/1.1\r\n\r\n",
+        request_with(&good_lines())
+    );
     let r = rejected(&pipelined);
     assert_eq!(r.error(), Some(&RequestError::Pipelined));
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -179,10 +224,18 @@ fn dribbled_oversized_head_and_deadline() {
     let mut hs = ServerHandshake::new(limits.clone(), start);
     assert!(hs.handle_input(b"GET / HT").unwrap().is_none());
     assert_eq!(hs.poll_timeout(), Some(start + limits.timeout));
-    assert!(hs.handle_timeout(start + limits.timeout - Duration::from_millis(1)).is_none());
-    let r = hs.handle_timeout(start + limits.timeout).expect("timed out");
+    assert!(
+        hs.handle_timeout(start + limits.timeout - Duration::from_millis(1))
+            .is_none()
+    );
+    let r = hs
+        .handle_timeout(start + limits.timeout)
+        .expect("timed out");
     assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
-    assert!(hs.handle_timeout(start + limits.timeout * 2).is_none(), "fires once");
+    assert!(
+        hs.handle_timeout(start + limits.timeout * 2).is_none(),
+        "fires once"
+    );
     assert_eq!(hs.poll_timeout(), None);
 }
 
@@ -224,9 +277,15 @@ fn long_request_line() {
 fn hostile_protocol_and_extension_headers() {
     let mut lines = good_lines();
     lines.push("Sec-WebSocket-Protocol: \"unclosed\\\\\\\\\\\\");
-    assert_eq!(rejected(&request_with(&lines)).error(), Some(&RequestError::Subprotocol));
+    assert_eq!(
+        rejected(&request_with(&lines)).error(),
+        Some(&RequestError::Subprotocol)
+    );
 
-    let offers = (0..1500).map(|i| format!("p{i}")).collect::<Vec<_>>().join(",");
+    let offers = (0..1500)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let line = format!("Sec-WebSocket-Protocol: {offers}");
     let mut lines: Vec<&str> = good_lines();
     lines.push(&line);
@@ -234,11 +293,17 @@ fn hostile_protocol_and_extension_headers() {
     assert_eq!(upgrade.subprotocols().len(), 1500);
 
     let mut lines = good_lines();
-    lines.push("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99; __proto__");
+    lines
+        .push("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99; __proto__");
     lines.push("Sec-WebSocket-Extensions: x-unknown; a=\"\\\\\\\"");
     let upgrade = serve(&request_with(&lines)).unwrap().unwrap();
     let accepted = upgrade.accept(Accept::new()).unwrap();
-    assert!(!accepted.response().headers().contains_key(SEC_WEBSOCKET_EXTENSIONS));
+    assert!(
+        !accepted
+            .response()
+            .headers()
+            .contains_key(SEC_WEBSOCKET_EXTENSIONS)
+    );
 }
 
 #[test]
@@ -249,15 +314,25 @@ fn accept_checks_subprotocol_and_reserved_headers() {
     let upgrade = serve(&text).unwrap().unwrap();
     assert_eq!(upgrade.subprotocols(), ["chat", "superchat"]);
     assert_eq!(
-        upgrade.accept(Accept::new().subprotocol("other")).unwrap_err(),
+        upgrade
+            .accept(Accept::new().subprotocol("other"))
+            .unwrap_err(),
         UsageError::SubprotocolNotOffered("other".into())
     );
     let upgrade = serve(&text).unwrap().unwrap();
     let accept = Accept::new().header(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat"));
-    assert!(matches!(upgrade.accept(accept), Err(UsageError::InvalidHeader(_))));
+    assert!(matches!(
+        upgrade.accept(accept),
+        Err(UsageError::InvalidHeader(_))
+    ));
     let upgrade = serve(&text).unwrap().unwrap();
-    let accepted = upgrade.accept(Accept::new().subprotocol("superchat")).unwrap();
-    assert_eq!(accepted.response().headers()["sec-websocket-protocol"], "superchat");
+    let accepted = upgrade
+        .accept(Accept::new().subprotocol("superchat"))
+        .unwrap();
+    assert_eq!(
+        accepted.response().headers()["sec-websocket-protocol"],
+        "superchat"
+    );
 }
 
 #[test]
@@ -275,7 +350,13 @@ fn application_rejection_has_length_and_close() {
 // ---- client side ------------------------------------------------------
 
 fn client(request: &ClientRequest) -> (ClientHandshake, String) {
-    let (hs, wire) = ClientHandshake::new(request, [0x11; 16], HandshakeLimits::default(), Instant::now()).unwrap();
+    let (hs, wire) = ClientHandshake::new(
+        request,
+        [0x11; 16],
+        HandshakeLimits::default(),
+        Instant::now(),
+    )
+    .unwrap();
     (hs, String::from_utf8(wire.to_vec()).unwrap())
 }
 
@@ -299,7 +380,10 @@ fn client_request_is_well_formed() {
         .subprotocol("a")
         .subprotocol("b")
         .header(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-    assert_eq!((request.host(), request.port(), request.is_tls()), ("::1", 9001, false));
+    assert_eq!(
+        (request.host(), request.port(), request.is_tls()),
+        ("::1", 9001, false)
+    );
     let (_, wire) = client(&request);
     assert!(wire.starts_with("GET /path?q=1 HTTP/1.1\r\n"), "{wire}");
     assert!(wire.contains("host: [::1]:9001\r\n"));
@@ -309,9 +393,17 @@ fn client_request_is_well_formed() {
     assert_eq!(upgrade.subprotocols(), ["a", "b"]);
 
     assert_eq!(ClientRequest::new("wss://h").unwrap().port(), 443);
-    assert!(matches!(ClientRequest::new("http://h/"), Err(UsageError::InvalidUri(_))));
-    assert!(matches!(ClientRequest::new("ws:///nohost"), Err(UsageError::InvalidUri(_))));
-    let bad = ClientRequest::new("ws://h/").unwrap().subprotocol("has space");
+    assert!(matches!(
+        ClientRequest::new("http://h/"),
+        Err(UsageError::InvalidUri(_))
+    ));
+    assert!(matches!(
+        ClientRequest::new("ws:///nohost"),
+        Err(UsageError::InvalidUri(_))
+    ));
+    let bad = ClientRequest::new("ws://h/")
+        .unwrap()
+        .subprotocol("has space");
     assert!(matches!(
         ClientHandshake::new(&bad, [0; 16], HandshakeLimits::default(), Instant::now()),
         Err(UsageError::InvalidHeader(_))
@@ -320,7 +412,9 @@ fn client_request_is_well_formed() {
 
 #[test]
 fn client_accepts_valid_response_and_keeps_trailing_frames() {
-    let request = ClientRequest::new("ws://example.com/").unwrap().subprotocol("chat");
+    let request = ClientRequest::new("ws://example.com/")
+        .unwrap()
+        .subprotocol("chat");
     let (mut hs, wire) = client(&request);
     let upgrade = serve(&wire).unwrap().unwrap();
     let accepted = upgrade.accept(Accept::new().subprotocol("chat")).unwrap();
@@ -334,7 +428,9 @@ fn client_accepts_valid_response_and_keeps_trailing_frames() {
 // ROBUSTNESS 9: bad server responses fail before any frame is sent.
 #[test]
 fn client_rejects_bad_responses() {
-    let request = ClientRequest::new("ws://example.com/").unwrap().subprotocol("chat");
+    let request = ClientRequest::new("ws://example.com/")
+        .unwrap()
+        .subprotocol("chat");
     let check = |text: &str| {
         let (mut hs, _) = client(&request);
         hs.handle_input(text.as_bytes()).unwrap_err()
@@ -351,20 +447,34 @@ fn client_rejects_bad_responses() {
     let no_connection = good.replace("connection: Upgrade\r\n", "");
     assert_eq!(check(&no_connection), ResponseError::Connection);
     let other_protocol = response_for(&wire, &["Sec-WebSocket-Protocol: other"]);
-    assert_eq!(check(&other_protocol), ResponseError::Subprotocol("other".into()));
+    assert_eq!(
+        check(&other_protocol),
+        ResponseError::Subprotocol("other".into())
+    );
     let extension = response_for(&wire, &["Sec-WebSocket-Extensions: permessage-deflate"]);
     assert!(matches!(check(&extension), ResponseError::Extension(_)));
 
     // A never-ending head trips the size limit, not memory.
     let (mut hs, _) = client(&request);
-    assert!(hs.handle_input(b"HTTP/1.1 101 Switching Protocols\r\n").unwrap().is_none());
+    assert!(
+        hs.handle_input(b"HTTP/1.1 101 Switching Protocols\r\n")
+            .unwrap()
+            .is_none()
+    );
     let filler = "X: y\r\n".repeat(10_000);
-    assert!(matches!(hs.handle_input(filler.as_bytes()), Err(ResponseError::Head(_))));
+    assert!(matches!(
+        hs.handle_input(filler.as_bytes()),
+        Err(ResponseError::Head(_))
+    ));
 
     let start = Instant::now();
-    let (mut hs, _) = ClientHandshake::new(&request, [0; 16], HandshakeLimits::default(), start).unwrap();
+    let (mut hs, _) =
+        ClientHandshake::new(&request, [0; 16], HandshakeLimits::default(), start).unwrap();
     let deadline = hs.poll_timeout().unwrap();
-    assert!(hs.handle_timeout(deadline - Duration::from_millis(1)).is_none());
+    assert!(
+        hs.handle_timeout(deadline - Duration::from_millis(1))
+            .is_none()
+    );
     assert_eq!(hs.handle_timeout(deadline), Some(ResponseError::Timeout));
 }
 
@@ -373,7 +483,10 @@ fn unoffered_subprotocol_is_refused_when_none_offered() {
     let request = ClientRequest::new("ws://example.com/").unwrap();
     let (mut hs, wire) = client(&request);
     let text = response_for(&wire, &["Sec-WebSocket-Protocol: chat"]);
-    assert_eq!(hs.handle_input(text.as_bytes()).unwrap_err(), ResponseError::Subprotocol("chat".into()));
+    assert_eq!(
+        hs.handle_input(text.as_bytes()).unwrap_err(),
+        ResponseError::Subprotocol("chat".into())
+    );
 }
 
 #[test]

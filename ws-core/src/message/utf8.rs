@@ -104,11 +104,11 @@ mod tests {
         let samples: &[&[u8]] = &[
             "κόσμε".as_bytes(),
             "\u{10FFFF}\u{FFFF}\u{800}\u{7F}\u{80}".as_bytes(),
-            &[0xf4, 0x90, 0x80, 0x80],       // above U+10FFFF
-            &[0xed, 0xa0, 0x80],             // surrogate
-            &[0xc0, 0xaf],                   // overlong
-            &[0xe0, 0x80, 0xaf],             // overlong
-            &[0xce, 0xba, 0xe1],             // truncated at the end
+            &[0xf4, 0x90, 0x80, 0x80], // above U+10FFFF
+            &[0xed, 0xa0, 0x80],       // surrogate
+            &[0xc0, 0xaf],             // overlong
+            &[0xe0, 0x80, 0xaf],       // overlong
+            &[0xce, 0xba, 0xe1],       // truncated at the end
             &[0xff],
             &[0x61, 0x80, 0x62],             // lone continuation
             &[0xf0, 0x9f, 0x98, 0x80, 0x61], // emoji then ASCII
@@ -116,7 +116,11 @@ mod tests {
         for sample in samples {
             let expected = std::str::from_utf8(sample).is_ok();
             for split in 0..=sample.len() {
-                assert_eq!(feed_split(sample, &[split]).is_ok(), expected, "{sample:x?} at {split}");
+                assert_eq!(
+                    feed_split(sample, &[split]).is_ok(),
+                    expected,
+                    "{sample:x?} at {split}"
+                );
             }
             for a in 0..=sample.len() {
                 for b in a..=sample.len() {
@@ -131,7 +135,10 @@ mod tests {
     #[test]
     fn fails_on_the_first_invalid_piece() {
         let mut v = Utf8Validator::new();
-        v.feed(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5]).unwrap();
+        v.feed(&[
+            0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5,
+        ])
+        .unwrap();
         assert_eq!(v.feed(&[0xf4, 0x90]), Err(InvalidUtf8));
 
         // Invalid as soon as the second byte of a split sequence is seen.

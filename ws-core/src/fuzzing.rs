@@ -1,0 +1,248 @@
+//! Bodies of the cargo-fuzz targets, kept in the library so the targets are
+//! one line each and the bodies compile (and are linted) with the crate.
+//! Enabled by the `fuzzing` feature; not part of the public API.
+//!
+//! Each body checks invariants as well as "no panic": chunking never changes
+//! the result, a connection reports nothing after `Closed`, the send buffer
+//! stays within its limit, rejections carry error statuses.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::config::{Config, HandshakeLimits, ReceiveMode};
+use crate::connection::{Connection, Event, Role};
+use crate::frame::{FrameDecoder, HeaderRules, encode_frame};
+use crate::handshake::{Accept, ClientHandshake, ClientRequest, ServerHandshake};
+use crate::message::Message;
+use crate::{CloseCode, Fragment};
+
+/// Splits `data` into chunks whose sizes come from `sizes` (cycled).
+fn chunked<'a>(data: &'a [u8], sizes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = data;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = sizes
+            .get(i % sizes.len().max(1))
+            .map_or(rest.len(), |&s| usize::from(s).max(1));
+        i += 1;
+        let (head, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        Some(head)
+    })
+}
+
+fn small_limits() -> HandshakeLimits {
+    HandshakeLimits {
+        max_head_size: 4096,
+        max_line_size: 1024,
+        max_headers: 32,
+        ..HandshakeLimits::default()
+    }
+}
+
+/// The server's request parser and validator: arbitrary bytes, chunked
+/// arbitrarily, must give the same answer as when fed whole.
+pub fn server_handshake(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let sizes = [split.max(1), split.rotate_left(3).max(1)];
+    let now = Instant::now();
+    let whole = ServerHandshake::new(small_limits(), now).handle_input(rest);
+    let mut hs = ServerHandshake::new(small_limits(), now);
+    let mut chunked_result = Ok(None);
+    for piece in chunked(rest, &sizes) {
+        chunked_result = hs.handle_input(piece);
+        if !matches!(chunked_result, Ok(None)) {
+            break;
+        }
+    }
+    match (whole, chunked_result) {
+        (Ok(Some(a)), Ok(Some(b))) => {
+            assert_eq!(a.request().uri(), b.request().uri());
+            assert_eq!(a.subprotocols(), b.subprotocols());
+            let chosen = a.subprotocols().first().cloned();
+            let accept = chosen.map_or_else(Accept::new, |p| Accept::new().subprotocol(p));
+            let wire = a.accept(accept).expect("an offered subprotocol").to_bytes();
+            assert!(wire.starts_with(b"HTTP/1.1 101 "));
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a.status(), b.status());
+            assert!(a.status().is_client_error() || a.status().is_server_error());
+            let _ = a.to_bytes();
+        }
+        (Ok(None), Ok(None)) => {}
+        (a, b) => panic!("chunking changed the result: {a:?} vs {b:?}"),
+    }
+}
+
+/// The client's response parser and validator.
+pub fn client_response(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let now = Instant::now();
+    let request = ClientRequest::new("ws://fuzz.example/")
+        .expect("valid URI")
+        .subprotocol("chat");
+    let run = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let (mut hs, _) =
+            ClientHandshake::new(&request, [1; 16], small_limits(), now).expect("valid request");
+        for piece in pieces {
+            match hs.handle_input(piece) {
+                Ok(None) => {}
+                other => return other.map(|r| r.map(|r| (r.subprotocol, r.rest.len()))),
+            }
+        }
+        Ok(None)
+    };
+    let whole = run(&mut std::iter::once(rest));
+    let sizes = [split.max(1)];
+    let pieces = run(&mut chunked(rest, &sizes));
+    match (&whole, &pieces) {
+        (Ok(Some((a, _))), Ok(Some((b, _)))) => assert_eq!(a, b),
+        (Err(_), Err(_)) | (Ok(None), Ok(None)) => {}
+        _ => panic!("chunking changed the result: {whole:?} vs {pieces:?}"),
+    }
+}
+
+/// The frame decoder under rules picked from the first byte: decoding whole
+/// and decoding in chunks give the same frames, and frames that were
+/// minimally encoded re-encode to the same bytes.
+pub fn frame_decoder(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&split, input)) = rest.split_first() else {
+        return;
+    };
+    let rules = HeaderRules {
+        expect_masked: flags & 1 != 0,
+        expect_unmasked: flags & 2 != 0 && flags & 1 == 0,
+        max_payload: if flags & 4 != 0 { 1 << 16 } else { 125 },
+        allowed_rsv: (flags >> 3) & 0b111,
+        reject_non_minimal: true,
+    };
+    let decode_all = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut decoder = FrameDecoder::new(rules);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(error) => return (frames, Some(error)),
+                }
+            }
+        }
+        (frames, None)
+    };
+    let whole = decode_all(&mut std::iter::once(input));
+    let sizes = [split.max(1)];
+    let pieces = decode_all(&mut chunked(input, &sizes));
+    assert_eq!(whole, pieces, "chunking changed the decoded frames");
+
+    let mut reencoded = BytesMut::new();
+    for frame in &whole.0 {
+        let h = frame.header;
+        encode_frame(
+            &mut reencoded,
+            h.opcode,
+            h.fin,
+            h.rsv,
+            &frame.payload,
+            h.mask,
+        );
+    }
+    assert_eq!(
+        &reencoded[..],
+        &input[..reencoded.len()],
+        "frames re-encode to their input"
+    );
+}
+
+/// A whole connection in the given role, driven by a script of input
+/// chunks, timer jumps, sends, partial writes and transport loss.
+pub fn connection(data: &[u8], role: Role) {
+    let start = Instant::now();
+    let mut config = match role {
+        Role::Server => Config::server(),
+        Role::Client => Config::client(),
+    }
+    .with_max_message_size(64 * 1024);
+    config.max_fragments = 64;
+    config.max_outgoing_buffer = 16 * 1024;
+    config.fragment_timeout = Some(Duration::from_secs(30));
+    config.ping_rate_limit = data.first().is_some_and(|b| b & 1 == 1).then_some(8);
+    if data.first().is_some_and(|b| b & 2 == 2) {
+        config.receive_mode = ReceiveMode::Streaming;
+    }
+    let limit = config.max_outgoing_buffer;
+    let mut conn = match role {
+        Role::Server => Connection::server(config, start),
+        Role::Client => Connection::client(config, start, [7; 32]),
+    };
+    let mut now = start;
+    let mut closed = false;
+    let mut input = data.get(1..).unwrap_or_default();
+    while let Some((&op, rest)) = input.split_first() {
+        input = rest;
+        let arg = input.first().copied().unwrap_or(0);
+        match op % 8 {
+            0..=2 => {
+                let take = (usize::from(arg) + 1).min(input.len());
+                let (chunk, rest) = input.split_at(take);
+                conn.handle_read(chunk, now);
+                input = rest;
+            }
+            3 => {
+                now += Duration::from_millis(u64::from(arg) * 250);
+                conn.handle_timeout(now);
+                input = input.get(1..).unwrap_or_default();
+            }
+            4 => {
+                let payload = vec![arg; usize::from(arg) * 8];
+                let _ = match arg % 6 {
+                    0 => conn.send_text("fuzz"),
+                    1 => conn.send_binary(&payload),
+                    2 => conn.ping(&payload[..payload.len().min(125)]),
+                    3 => conn.send_fragment(Message::binary(payload), arg & 0x80 != 0),
+                    4 => conn.close(CloseCode::new(u16::from(arg) * 20), "bye", now),
+                    _ => conn.send(Message::binary(payload)),
+                };
+                input = input.get(1..).unwrap_or_default();
+            }
+            5 => {
+                let written = conn.transmit_len().min(usize::from(arg) * 64);
+                conn.advance_transmit(written);
+                input = input.get(1..).unwrap_or_default();
+            }
+            6 => conn.handle_transport_closed(now),
+            _ => while conn.poll_transmit().is_some() {},
+        }
+        while let Some(event) = conn.poll_event() {
+            assert!(!closed, "event after Closed: {event:?}");
+            match event {
+                Event::Closed(_) => closed = true,
+                Event::Fragment(Fragment { data, .. }) | Event::Message(data) => {
+                    assert!(data.len() <= 64 * 1024);
+                }
+                Event::Ping(payload) | Event::Pong(payload) => assert!(payload.len() <= 125),
+            }
+        }
+        assert_eq!(closed, conn.is_closed(), "Closed event and state disagree");
+        if let Some(deadline) = conn.poll_timeout() {
+            assert!(!closed, "timer armed after close");
+            assert!(deadline >= start);
+        }
+        // Data is refused past the limit; the slack covers one refused-free
+        // send into an empty buffer plus one pong, ping and close frame.
+        assert!(conn.transmit_len() <= limit + 2048 * 8 + 3 * 140);
+    }
+}
