@@ -3,6 +3,7 @@
 mod outgoing;
 
 use std::io::IoSlice;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -271,7 +272,7 @@ impl Connection {
             return;
         }
         self.reserve_read(data.len());
-        self.read_buf.extend_from_slice(data);
+        self.decoder.append(&mut self.read_buf, data);
     }
 
     /// The read buffer, with at least `read_buffer_size` bytes of spare
@@ -357,14 +358,14 @@ impl Connection {
             let result = match step {
                 Step::NeedMore => return None,
                 Step::Header(header) => self.on_header(&header).map(|()| None),
-                Step::Payload(range) => {
-                    if self.frame_text.is_text && self.utf8.feed(&self.read_buf[range]).is_err() {
-                        Err(ProtocolError::InvalidUtf8)
-                    } else {
-                        Ok(None)
-                    }
-                }
-                Step::Frame(frame) => self.on_frame(frame.header, frame.payload),
+                Step::Payload(range) => self.check_text(range).map(|()| None),
+                Step::Complete {
+                    header,
+                    payload,
+                    fresh,
+                } => self
+                    .check_text(fresh)
+                    .and_then(|()| self.on_frame(header, payload)),
             };
             match result {
                 Ok(Some(event)) => return Some(event),
@@ -420,6 +421,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Validates newly arrived bytes of a text message's frame.
+    fn check_text(&mut self, range: Range<usize>) -> Result<(), ProtocolError> {
+        if self.frame_text.is_text && self.utf8.feed(&self.read_buf[range]).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(())
+    }
+
     fn check_message_len(&self, so_far: usize, frame: usize) -> Result<(), ProtocolError> {
         match so_far.checked_add(frame) {
             Some(total) if total <= self.config.max_message_size => Ok(()),
@@ -429,24 +438,30 @@ impl Connection {
         }
     }
 
+    /// Handles a complete frame whose payload is `read_buf[payload]`.
     fn on_frame(
         &mut self,
         header: FrameHeader,
-        payload: BytesMut,
+        payload: Range<usize>,
     ) -> Result<Option<Event>, ProtocolError> {
         self.last_frame_at = self.now;
         self.ping_sent_at = None;
         match header.opcode {
             OpCode::Ping => {
                 self.check_ping_rate()?;
-                let payload = payload.freeze();
+                let payload = Bytes::copy_from_slice(&self.read_buf[payload]);
                 if self.state == State::Open {
                     self.pending_pong = Some(payload.clone());
                 }
                 Ok(Some(Event::Ping(payload)))
             }
-            OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
-            OpCode::Close => self.on_close(&payload).map(Some),
+            OpCode::Pong => Ok(Some(Event::Pong(Bytes::copy_from_slice(
+                &self.read_buf[payload],
+            )))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&self.read_buf[payload])?;
+                Ok(Some(self.on_close(frame)))
+            }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 self.on_data(header.fin, payload)
             }
@@ -469,14 +484,18 @@ impl Connection {
         Ok(())
     }
 
-    fn on_data(&mut self, fin: bool, payload: BytesMut) -> Result<Option<Event>, ProtocolError> {
+    fn on_data(
+        &mut self,
+        fin: bool,
+        payload: Range<usize>,
+    ) -> Result<Option<Event>, ProtocolError> {
         let text = self.frame_text.is_text;
         if fin && text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         let Some(mut incoming) = self.incoming.take() else {
             // A whole message in one frame.
-            let data = self.retain(payload);
+            let data = self.take_payload(payload);
             let message = if text {
                 Message::Text(Utf8Bytes::from_validated(data))
             } else {
@@ -495,7 +514,7 @@ impl Connection {
         incoming.fragments += 1;
         let event = match self.config.receive_mode {
             ReceiveMode::Buffered => {
-                incoming.buffer.extend_from_slice(&payload);
+                incoming.buffer.extend_from_slice(&self.read_buf[payload]);
                 fin.then(|| {
                     let data = std::mem::take(&mut incoming.buffer).freeze();
                     Event::Message(if text {
@@ -506,10 +525,11 @@ impl Connection {
                 })
             }
             ReceiveMode::Streaming => {
+                let data = self.take_payload(payload);
                 let data = if text {
-                    Message::Text(self.text_fragment(payload))
+                    Message::Text(self.text_fragment(data))
                 } else {
-                    Message::Binary(self.retain(payload))
+                    Message::Binary(data)
                 };
                 Some(Event::Fragment(Fragment {
                     data,
@@ -526,12 +546,11 @@ impl Connection {
 
     /// The whole code points of a streamed text frame: the bytes a previous
     /// frame left incomplete, then this payload minus any incomplete tail.
-    fn text_fragment(&mut self, mut payload: BytesMut) -> Utf8Bytes {
+    fn text_fragment(&self, payload: Bytes) -> Utf8Bytes {
         let carried = &self.frame_text.carried[..self.frame_text.carried_len];
         let pending = self.utf8.pending().len();
         let data = if carried.is_empty() {
-            let whole = payload.len() - pending;
-            self.retain(payload.split_to(whole))
+            payload.slice(..payload.len() - pending)
         } else {
             let mut joined = BytesMut::with_capacity(carried.len() + payload.len());
             joined.extend_from_slice(carried);
@@ -542,19 +561,21 @@ impl Connection {
         Utf8Bytes::from_validated(data)
     }
 
+    /// The payload of the complete frame at `read_buf[payload]`.
+    ///
     /// Payloads much smaller than the read allocation they live in are
     /// copied, so that an application holding on to a small message does
-    /// not keep a large buffer alive (bounded at 4x the payload).
-    fn retain(&self, payload: BytesMut) -> Bytes {
-        if payload.len().saturating_mul(4) < self.read_alloc {
-            Bytes::copy_from_slice(&payload)
+    /// not keep a large buffer alive: a retained payload pins at most eight
+    /// times its own size. Larger ones are split off without a copy.
+    fn take_payload(&mut self, payload: Range<usize>) -> Bytes {
+        if payload.len().saturating_mul(8) < self.read_alloc {
+            Bytes::copy_from_slice(&self.read_buf[payload])
         } else {
-            payload.freeze()
+            self.decoder.take_payload(&mut self.read_buf).freeze()
         }
     }
 
-    fn on_close(&mut self, payload: &[u8]) -> Result<Event, ProtocolError> {
-        let frame = CloseFrame::parse(payload)?;
+    fn on_close(&mut self, frame: Option<CloseFrame>) -> Event {
         let (code, reason) = match frame {
             Some(CloseFrame { code, reason }) => (code, reason),
             None => (CloseCode::NO_STATUS, String::new()),
@@ -570,11 +591,11 @@ impl Connection {
         };
         self.state = State::Closed;
         self.read_buf.clear();
-        Ok(Event::Closed(Closed {
+        Event::Closed(Closed {
             code,
             reason,
             cause: CloseCause::Handshake { initiated_by },
-        }))
+        })
     }
 
     /// Fails the connection: sends a close frame with the error's code

@@ -5,7 +5,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask};
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, extend_masked};
 
 /// Payloads at least this large are queued by reference rather than copied,
 /// when they need no masking.
@@ -58,13 +58,8 @@ impl OutgoingQueue {
                 self.segments.push_back(staged);
                 self.segments.push_back(shared);
             }
-            (payload, mask) => {
-                let start = self.staging.len();
-                self.staging.extend_from_slice(payload.as_slice());
-                if let Some(key) = mask {
-                    apply_mask(&mut self.staging[start..], key, 0);
-                }
-            }
+            (payload, Some(key)) => extend_masked(&mut self.staging, payload.as_slice(), key, 0),
+            (payload, None) => self.staging.extend_from_slice(payload.as_slice()),
         }
     }
 

@@ -100,6 +100,7 @@ impl FrameHeader {
     /// any case. Each rule is checked as soon as its bytes are present, so a
     /// reserved opcode fails on the first byte and an oversized length fails
     /// before any payload arrives.
+    #[inline]
     pub fn parse(buf: &[u8], rules: &HeaderRules) -> Result<Option<(Self, usize)>, ProtocolError> {
         let Some(&b0) = buf.first() else {
             return Ok(None);

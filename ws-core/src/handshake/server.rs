@@ -251,11 +251,13 @@ impl ServerHandshake {
         let Some(head) = self.reader.push(data)? else {
             return Ok(None);
         };
+        // The request's own faults come first: whether pipelined bytes share
+        // a read with the head is a matter of timing.
+        let upgrade = validate(parse_request(&head.head, head.lines)?)?;
         if !head.rest.is_empty() {
             return Err(RequestError::Pipelined);
         }
-        let request = parse_request(&head.head, head.lines)?;
-        validate(request).map(Some)
+        Ok(Some(upgrade))
     }
 
     /// When the head must have arrived, or `None` once a result was returned.

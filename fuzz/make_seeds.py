@@ -1,0 +1,72 @@
+"""Writes the committed seed corpus (corpus/*/seed-*). Run from fuzz/."""
+import base64, hashlib, os, struct
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+def accept(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+def frame(opcode, payload, fin=True, mask=None, rsv=0):
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes([b0, mbit | n])
+    elif n < 65536:
+        head = bytes([b0, mbit | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, mbit | 127]) + struct.pack(">Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += bytes(mask)
+    return head + payload
+
+def write(target, name, data):
+    with open(f"corpus/{target}/seed-{name}", "wb") as f:
+        f.write(data)
+
+request = (b"GET /chat?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Protocol: chat, v2\r\nOrigin: https://a.example\r\n\r\n")
+write("server_handshake", "valid", b"\x07" + request)
+write("server_handshake", "post", b"\x03" + request.replace(b"GET", b"POST", 1))
+write("server_handshake", "body", b"\x05" + request.replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\nabc"))
+write("server_handshake", "version", b"\x01" + request.replace(b"Version: 13", b"Version: 8"))
+write("server_handshake", "extensions", b"\x0b" + request.replace(
+    b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=\"\\\\\r\n\r\n"))
+
+key = base64.b64encode(bytes([1] * 16))
+response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept(key) + b"\r\nSec-WebSocket-Protocol: chat\r\n\r\n")
+write("client_response", "valid", b"\x05" + response + frame(1, b"hi"))
+write("client_response", "status", b"\x09" + b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+write("client_response", "bad-accept", b"\x02" + response.replace(accept(key), b"AAAA"))
+
+mask = [0x37, 0xfa, 0x21, 0x3d]
+frames_masked = (frame(1, "κόσμε".encode(), mask=mask) + frame(2, b"\x00" * 200, fin=False, mask=mask)
+                 + frame(9, b"ping", mask=mask) + frame(0, b"\x01" * 70000, mask=mask)
+                 + frame(8, b"\x03\xe8bye", mask=mask))
+write("frame_decoder", "masked", b"\x05\x11" + frames_masked)
+write("frame_decoder", "unmasked", b"\x06\x03" + frame(1, b"hello") + frame(10, b"") + frame(1, b"x" * 300))
+write("frame_decoder", "rsv1", b"\x0d\x40" + frame(1, b"abc", rsv=4, mask=mask))
+
+def feed(data):
+    """Script ops: feed `data` in pieces of up to 256 bytes."""
+    out = b""
+    while data:
+        piece, data = data[:256], data[256:]
+        out += b"\x00" + bytes([len(piece) - 1]) + piece
+    return out
+
+tick = b"\x03\x50"          # advance 20 s, run timers
+send = b"\x04\x07"          # send something
+write_all = b"\x07"
+server_input = (frame(1, b"hello", mask=mask) + frame(1, b"frag", fin=False, mask=mask)
+                + frame(9, b"p", mask=mask) + frame(0, b"ment", mask=mask)
+                + frame(1, bytes([0xf4, 0x90, 0x80, 0x80]), mask=mask))
+write("connection_server", "messages", b"\x00" + feed(server_input) + send + write_all + tick + tick)
+write("connection_server", "close", b"\x02" + feed(frame(8, b"\x03\xe8", mask=mask)) + write_all)
+write("connection_server", "flood", b"\x01" + feed(frame(9, b"x", mask=mask) * 40) + b"\x05\x01")
+client_input = frame(1, b"hello") + frame(2, b"\x00" * 300, fin=False) + frame(0, b"", fin=True) + frame(8, b"")
+write("connection_client", "messages", b"\x02" + feed(client_input) + send + write_all)
+write("connection_client", "timeouts", b"\x00" + send + tick + tick + tick + b"\x06")
