@@ -95,3 +95,8 @@ pub use config::{BackpressurePolicy, Config, HandshakeLimits, ReceiveMode};
 pub use connection::{CloseCause, Closed, Connection, Event, Role, Side, Timeout};
 pub use error::{Backpressure, ProtocolError, SendError, UsageError};
 pub use message::{Fragment, Message, Utf8Bytes};
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -519,6 +519,29 @@ fn tiny_fragment_floods_are_capped() {
         assert!(conn.incoming.is_none(), "reassembly state released");
         assert!(conn.read_buf.is_empty(), "unread input discarded");
     }
+    // With the count cap lifted, 10^5 one-byte fragments pin no more than
+    // their payload: reassembly copies into one contiguous buffer, so a
+    // fragment carries no per-fragment overhead.
+    let mut config = Config::server();
+    config.max_fragments = usize::MAX;
+    let mut conn = server_with(config);
+    let mut wire = masked(OpCode::Binary, false, &[1]);
+    for _ in 0..100_000 {
+        wire.extend(masked(OpCode::Continuation, false, &[1]));
+    }
+    assert!(feed(&mut conn, &wire).is_empty());
+    let incoming = conn.incoming.as_ref().expect("message open");
+    assert_eq!((incoming.len, incoming.fragments), (100_001, 100_001));
+    assert!(
+        incoming.buffer.capacity() <= 2 * 100_001 + 64,
+        "{}",
+        incoming.buffer.capacity()
+    );
+    assert!(
+        conn.read_buf.is_empty(),
+        "every complete frame was consumed"
+    );
+
     // Within the cap, a message of many tiny fragments reassembles into one
     // buffer no larger than its payload needs.
     let mut conn = server();
