@@ -92,7 +92,7 @@ pub mod fuzzing;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::{BackpressurePolicy, Config, HandshakeLimits, ReceiveMode};
-pub use connection::{CloseCause, Closed, Connection, Event, Role, Side, Timeout};
+pub use connection::{CloseCause, Closed, Connection, Event, PONG_BUDGET, Role, Side, Timeout};
 pub use error::{Backpressure, ProtocolError, SendError, UsageError};
 pub use message::{Fragment, Message, Utf8Bytes};
 

@@ -19,6 +19,12 @@ use crate::frame::{
 use crate::message::{Fragment, Message, Utf8Bytes, Utf8Validator};
 use outgoing::{OutgoingQueue, PayloadSource};
 
+/// Pong bytes answered at once per drain of the send buffer; see
+/// [`Connection::poll_event`] and ROBUSTNESS 32: a peer that reads gets a
+/// pong for every ping, one that floods pings without reading gets this
+/// much plus one pong for its latest ping.
+pub const PONG_BUDGET: usize = 4096;
+
 /// Which end of the connection we are. Decides masking in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -181,6 +187,8 @@ pub struct Connection {
 
     out: OutgoingQueue,
     pending_pong: Option<Bytes>,
+    /// Pong bytes queued since the send buffer was last empty.
+    pong_bytes: usize,
     /// Kind of the message being sent in fragments (`true` for text).
     sending_text: Option<bool>,
     mask_rng: Option<ChaCha20Rng>,
@@ -230,6 +238,7 @@ impl Connection {
             utf8: Utf8Validator::new(),
             out: OutgoingQueue::default(),
             pending_pong: None,
+            pong_bytes: 0,
             sending_text: None,
             mask_rng,
             last_frame_at: now,
@@ -342,12 +351,47 @@ impl Connection {
 
     /// The next event, decoding buffered input as needed. Call until `None`
     /// after every input and every timeout.
+    ///
+    /// Input is decoded only as far as the event returned, so an adapter
+    /// that reacts to each message before asking for the next keeps its
+    /// replies in order with whatever the peer sent next (including a
+    /// protocol error, which closes the connection).
     #[must_use = "events carry messages and the connection's end"]
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.next_event(false)
+    }
+
+    /// Like [`poll_event`](Self::poll_event), but decodes only control
+    /// frames (ping, pong, close) at the front of the input and stops at
+    /// the first data frame. Lets an adapter answer pings and notice a close
+    /// while the application is still busy with the previous message,
+    /// without taking in further messages.
+    #[must_use = "events carry messages and the connection's end"]
+    pub fn poll_control_event(&mut self) -> Option<Event> {
+        self.next_event(true)
+    }
+
+    /// Bytes received but not yet decoded. An adapter that pauses decoding
+    /// should stop reading once this passes its bound.
+    pub fn buffered_input(&self) -> usize {
+        self.decoder.undecoded(&self.read_buf)
+    }
+
+    fn next_frame_is_control(&self) -> bool {
+        self.decoder
+            .next_opcode(&self.read_buf)
+            .and_then(OpCode::from_u8)
+            .is_some_and(OpCode::is_control)
+    }
+
+    fn next_event(&mut self, control_only: bool) -> Option<Event> {
         if let Some(closed) = self.closed_event.take() {
             return Some(Event::Closed(closed));
         }
         while self.state != State::Closed {
+            if control_only && !self.next_frame_is_control() {
+                return None;
+            }
             let step = match self.decoder.step(&mut self.read_buf) {
                 Ok(step) => step,
                 Err(error) => {
@@ -450,9 +494,7 @@ impl Connection {
             OpCode::Ping => {
                 self.check_ping_rate()?;
                 let payload = Bytes::copy_from_slice(&self.read_buf[payload]);
-                if self.state == State::Open {
-                    self.pending_pong = Some(payload.clone());
-                }
+                self.answer_ping(payload.clone());
                 Ok(Some(Event::Ping(payload)))
             }
             OpCode::Pong => Ok(Some(Event::Pong(Bytes::copy_from_slice(
@@ -757,6 +799,26 @@ impl Connection {
             .push_frame(OpCode::Close, true, PayloadSource::Borrowed(&payload), mask);
     }
 
+    /// Answers a ping at once while the pongs queued since the send buffer
+    /// was last empty fit [`PONG_BUDGET`], so a peer that reads gets a pong
+    /// for every ping. Past that (a peer that pings but does not read),
+    /// only the latest ping is remembered and answered when there is room.
+    fn answer_ping(&mut self, payload: Bytes) {
+        if self.state != State::Open {
+            return;
+        }
+        let frame = 2 + payload.len() + if self.mask_rng.is_some() { 4 } else { 0 };
+        if self.pong_bytes + frame > PONG_BUDGET {
+            self.pending_pong = Some(payload);
+            return;
+        }
+        self.pending_pong = None;
+        self.pong_bytes += frame;
+        let mask = self.next_mask();
+        self.out
+            .push_frame(OpCode::Pong, true, PayloadSource::Borrowed(&payload), mask);
+    }
+
     /// Encodes the pong for the latest ping, unless the send buffer is full
     /// (then it waits, and a later ping replaces it).
     fn flush_pending_pong(&mut self) {
@@ -804,12 +866,19 @@ impl Connection {
     /// If `written` exceeds the bytes waiting.
     pub fn advance_transmit(&mut self, written: usize) {
         self.out.advance(written);
+        if self.out.len() == 0 {
+            self.pong_bytes = 0;
+        }
     }
 
     /// Takes the next chunk of bytes to write, or `None` when nothing waits.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.flush_pending_pong();
-        self.out.pop()
+        let chunk = self.out.pop();
+        if self.out.len() == 0 {
+            self.pong_bytes = 0;
+        }
+        chunk
     }
 
     // ---- timers --------------------------------------------------------

@@ -658,25 +658,46 @@ fn peer_that_stops_reading_gets_backpressure() {
     );
 }
 
-// ROBUSTNESS 32: a ping flood gets one pong, for the latest ping; pongs are
-// never an error; an optional rate limit closes with 1008.
+// ROBUSTNESS 32: every ping is answered while the peer reads (Autobahn
+// 2.10); a flood from a peer that does not read gets at most PONG_BUDGET of
+// pongs plus one for the latest ping. Pongs are never an error; an optional
+// rate limit closes with 1008.
 #[test]
-fn ping_flood_gets_one_pong() {
+fn pings_are_answered_and_floods_are_bounded() {
+    let mut conn = server();
+    let mut wire = Vec::new();
+    for i in 0..10u32 {
+        wire.extend(masked(
+            OpCode::Ping,
+            true,
+            format!("payload-{i}").as_bytes(),
+        ));
+    }
+    assert_eq!(feed(&mut conn, &wire).len(), 10);
+    let pongs: Vec<_> = sent(&mut conn)
+        .into_iter()
+        .map(|(op, _, p)| (op, p))
+        .collect();
+    let expected: Vec<_> = (0..10)
+        .map(|i| (OpCode::Pong, Bytes::from(format!("payload-{i}"))))
+        .collect();
+    assert_eq!(pongs, expected);
+
     let mut conn = server();
     let mut wire = Vec::new();
     for i in 0..10_000u32 {
         wire.extend(masked(OpCode::Ping, true, &i.to_be_bytes()));
     }
-    let got = feed(&mut conn, &wire);
-    assert_eq!(got.len(), 10_000);
+    assert_eq!(feed(&mut conn, &wire).len(), 10_000);
+    // Nothing was written meanwhile (the peer does not read).
+    let queued = conn.out.len();
+    assert!(queued <= PONG_BUDGET, "{queued} bytes of pongs queued");
     let frames = sent(&mut conn);
+    assert_eq!(frames.len(), PONG_BUDGET / 6 + 1);
     assert_eq!(
-        frames,
-        vec![(
-            OpCode::Pong,
-            true,
-            Bytes::copy_from_slice(&9_999u32.to_be_bytes())
-        )]
+        frames.last().unwrap().2,
+        Bytes::copy_from_slice(&9_999u32.to_be_bytes()),
+        "the latest ping is answered"
     );
 
     // Pings while the send buffer is full wait, bounded, for room.
@@ -684,6 +705,7 @@ fn ping_flood_gets_one_pong() {
     config.max_outgoing_buffer = 100;
     let mut conn = server_with(config);
     conn.send_binary(&[0; 200]).unwrap();
+    conn.pong_bytes = PONG_BUDGET;
     feed(&mut conn, &wire);
     assert_eq!(
         conn.transmit_len(),
@@ -701,6 +723,34 @@ fn ping_flood_gets_one_pong() {
     assert_eq!(violation(&got), ProtocolError::PingFlood);
     assert_eq!(got.len(), 101);
     assert_eq!(close_code_sent(&mut conn), Some(1008));
+}
+
+#[test]
+fn control_events_stop_at_the_first_data_frame() {
+    let mut conn = server();
+    let mut wire = masked(OpCode::Ping, true, b"1");
+    wire.extend(masked(OpCode::Text, true, b"msg"));
+    wire.extend(masked(OpCode::Ping, true, b"2"));
+    conn.handle_read(&wire, Instant::now());
+    assert_eq!(
+        conn.poll_control_event(),
+        Some(Event::Ping(Bytes::from_static(b"1")))
+    );
+    assert_eq!(conn.poll_control_event(), None, "a data frame is next");
+    assert!(conn.buffered_input() > 0);
+    assert_eq!(
+        conn.poll_event(),
+        Some(Event::Message(Message::text("msg")))
+    );
+    assert_eq!(
+        conn.poll_control_event(),
+        Some(Event::Ping(Bytes::from_static(b"2")))
+    );
+    assert_eq!(conn.buffered_input(), 0);
+    // A reserved opcode is not a control frame: it waits for poll_event.
+    conn.handle_read(&[0x83, 0x80], Instant::now());
+    assert_eq!(conn.poll_control_event(), None);
+    assert!(matches!(conn.poll_event(), Some(Event::Closed(_))));
 }
 
 // ROBUSTNESS 33: a peer that goes silent is detected by the keepalive ping's

@@ -96,7 +96,29 @@ impl FrameDecoder {
 
     /// The header of the frame in progress, if its header has been parsed.
     pub fn current(&self) -> Option<&FrameHeader> {
-        self.current.as_ref().map(|c| &c.header)
+        self.current
+            .as_ref()
+            .filter(|c| !c.complete)
+            .map(|c| &c.header)
+    }
+
+    /// Bytes of `buf` not yet reported as part of a complete frame.
+    pub fn undecoded(&self, buf: &[u8]) -> usize {
+        match &self.current {
+            Some(c) if c.complete => buf.len() - (c.header_len + c.payload_len),
+            _ => buf.len(),
+        }
+    }
+
+    /// The opcode nibble of the next frame to be reported, if its first
+    /// byte is in `buf`: the frame in progress, or the one after a frame
+    /// just completed.
+    pub fn next_opcode(&self, buf: &[u8]) -> Option<u8> {
+        match &self.current {
+            Some(c) if !c.complete => Some(c.header.opcode.as_u8()),
+            Some(c) => buf.get(c.header_len + c.payload_len).map(|b| b & 0x0F),
+            None => buf.first().map(|b| b & 0x0F),
+        }
     }
 
     /// Appends `data` to `buf`.

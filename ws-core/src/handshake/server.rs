@@ -499,6 +499,11 @@ impl Accepted {
         self.subprotocol.as_deref()
     }
 
+    /// The request that was accepted, by value.
+    pub fn into_request(self) -> Request<()> {
+        self.request
+    }
+
     /// The 101 response in HTTP/1.1 wire form.
     pub fn to_bytes(&self) -> Bytes {
         encode_head(

@@ -1,0 +1,136 @@
+//! The client side: handshake over a connected transport, then a running
+//! connection.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ws_core::handshake::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
+use ws_core::{Config, Connection, HandshakeLimits, Role};
+
+use crate::driver::{
+    ConnectionHandle, ConnectionId, ConnectionInfo, Ctx, DriverLimits, Link, drive, random_seed,
+};
+use crate::error::ConnectError;
+use crate::handle::WebSocket;
+use crate::outbox::Outbox;
+use crate::runtime::{Runtime, Transport, read_some, with_deadline, write_all};
+
+/// Settings of a client connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Protocol limits and timers. Default: [`Config::client`].
+    pub connection: Config,
+    /// Limits on the server's response head and its deadline. Default:
+    /// [`HandshakeLimits::default`] (16 KiB, 10 s).
+    pub handshake: HandshakeLimits,
+    /// Bytes that may wait to be sent before senders wait or get
+    /// [`SendError::Full`](crate::SendError::Full). Default: 1 MiB.
+    pub send_queue: usize,
+    /// Messages the connection's task may decode before the application
+    /// asks for them. Default: 0, so replies to a message always go out
+    /// before the connection reacts to what followed it; raise it for
+    /// throughput when that ordering does not matter.
+    pub read_ahead: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connection: Config::client(),
+            handshake: HandshakeLimits::default(),
+            send_queue: 1 << 20,
+            read_ahead: 0,
+        }
+    }
+}
+
+/// Runs the opening handshake over `io`, which is connected (and secured)
+/// already. Nothing but the request is written before the response is
+/// validated.
+pub async fn handshake<R: Runtime, T: Transport>(
+    runtime: &R,
+    io: &mut T,
+    request: &ClientRequest,
+    limits: &HandshakeLimits,
+) -> Result<ServerResponse, ConnectError> {
+    let now = runtime.now();
+    let mut nonce = [0; 16];
+    nonce.copy_from_slice(&random_seed()[..16]);
+    let (mut hs, wire) = ClientHandshake::new(request, nonce, limits.clone(), now)?;
+    let deadline = now + limits.timeout;
+    let exchange = async {
+        write_all(io, &wire).await?;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            buf.clear();
+            if read_some(io, &mut buf).await? == 0 {
+                return Err(ConnectError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            if let Some(response) = hs.handle_input(&buf)? {
+                return Ok(response);
+            }
+        }
+    };
+    with_deadline(runtime, deadline, exchange)
+        .await
+        .unwrap_or(Err(ConnectError::Handshake(ResponseError::Timeout)))
+}
+
+/// Starts the connection's task after a successful handshake and returns
+/// the application's handle.
+pub fn start<R: Runtime, T: Transport>(
+    runtime: R,
+    io: T,
+    request: http::request::Parts,
+    response: ServerResponse,
+    config: &ClientConfig,
+) -> WebSocket {
+    let mut connection = config.connection.clone();
+    connection.receive_mode = ws_core::ReceiveMode::Buffered;
+    let limits = DriverLimits {
+        inbound_bytes: connection
+            .max_message_size
+            .saturating_add(connection.read_buffer_size),
+        linger: connection.close_timeout,
+        shrink_when_idle: true,
+    };
+    let mut conn = Connection::client(connection, runtime.now(), random_seed());
+    conn.handle_read(&response.rest, runtime.now());
+    let info = Arc::new(ConnectionInfo {
+        id: ConnectionId::random(),
+        peer_addr: None,
+        request,
+        subprotocol: response.subprotocol,
+        role: Role::Client,
+    });
+    let outbox = Arc::new(Outbox::new(config.send_queue));
+    let handle = ConnectionHandle::new(info.id, outbox.clone());
+    let (socket, forward) = WebSocket::new(handle, info.clone(), config.read_ahead);
+    let link = Link::new(runtime.clone(), io, conn, outbox.clone(), limits);
+    let ctx = Ctx::new(info, outbox, None);
+    runtime.spawn(Box::pin(async move {
+        drive(link, forward, ctx, None).await;
+    }));
+    socket
+}
+
+/// The request as `http` parts, for [`ConnectionInfo::request`].
+pub(crate) fn request_parts(request: &ClientRequest) -> http::request::Parts {
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.uri = request.uri().clone();
+    parts
+}
+
+/// Connects over an already-connected transport: handshake, then start.
+pub async fn connect_with<R: Runtime, T: Transport>(
+    runtime: R,
+    mut io: T,
+    request: &ClientRequest,
+    config: &ClientConfig,
+) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    let mut response = handshake(&runtime, &mut io, request, &config.handshake).await?;
+    let head = std::mem::replace(&mut response.response, http::Response::new(()));
+    let socket = start(runtime, io, request_parts(request), response, config);
+    Ok((socket, head))
+}

@@ -1,0 +1,637 @@
+//! The connection driver: one task per connection that moves bytes between
+//! the transport and a `ws_core::Connection`, runs its timers, and calls the
+//! handler.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use event_listener::{Event as Notify, EventListener};
+use futures_util::FutureExt;
+use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
+
+use crate::error::SendError;
+use crate::outbox::{Outbox, Outgoing};
+use crate::runtime::{Runtime, Timer, Transport, read_some, with_deadline};
+use crate::server::ServerHandle;
+
+/// A connection's identifier, unique within a process and drawn at random
+/// so it reveals nothing about other connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub(crate) u64);
+
+impl ConnectionId {
+    pub(crate) fn random() -> Self {
+        use rand_core::{Rng, SeedableRng};
+        use std::sync::{Mutex, OnceLock};
+        static RNG: OnceLock<Mutex<rand_chacha::ChaCha20Rng>> = OnceLock::new();
+        let rng =
+            RNG.get_or_init(|| Mutex::new(rand_chacha::ChaCha20Rng::from_seed(random_seed())));
+        let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+        Self(rng.next_u64())
+    }
+
+    /// The raw value.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// 32 bytes from the operating system's random source.
+pub(crate) fn random_seed() -> [u8; 32] {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed).expect("the operating system's random source failed");
+    seed
+}
+
+/// What is known about a connection: who, where, how it was opened.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The connection's identifier.
+    pub id: ConnectionId,
+    /// The peer's address, when the transport has one.
+    pub peer_addr: Option<SocketAddr>,
+    /// The handshake request (server side) with any extensions the
+    /// authenticate hook inserted, or the request that was sent (client
+    /// side).
+    pub request: http::request::Parts,
+    /// The subprotocol in use.
+    pub subprotocol: Option<String>,
+    /// Which side we are.
+    pub role: Role,
+}
+
+/// Callbacks for one connection. A fresh handler is made for every
+/// connection, so its fields are the connection's own data.
+///
+/// All callbacks of one connection run in order in that connection's task;
+/// while one is waiting, the connection keeps reading (up to a bound),
+/// answering pings and writing. A slow callback delays only its own
+/// connection; a panicking one closes its connection with 1011 and no
+/// further callbacks run.
+pub trait Handler: Send + 'static {
+    /// The connection is open.
+    fn on_open(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// A message arrived.
+    fn on_message(&mut self, ctx: &mut Ctx, message: Message) -> impl Future<Output = ()> + Send;
+
+    /// The connection closed. No more callbacks follow.
+    fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, closed);
+        async {}
+    }
+
+    /// The server is shutting down; the connection is closed with 1001 once
+    /// this returns.
+    fn on_shutdown(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+}
+
+/// A handler's view of its connection.
+#[derive(Debug)]
+pub struct Ctx {
+    info: Arc<ConnectionInfo>,
+    outbox: Arc<Outbox>,
+    server: Option<ServerHandle>,
+    transport_error: Option<Arc<io::Error>>,
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        info: Arc<ConnectionInfo>,
+        outbox: Arc<Outbox>,
+        server: Option<ServerHandle>,
+    ) -> Self {
+        Self {
+            info,
+            outbox,
+            server,
+            transport_error: None,
+        }
+    }
+
+    /// In `on_close`: the transport error that ended the connection, if
+    /// one did.
+    pub fn transport_error(&self) -> Option<&Arc<io::Error>> {
+        self.transport_error.as_ref()
+    }
+
+    /// Queues a message. Fails when the connection is closed, or when its
+    /// send queue is full (the peer is not keeping up); nothing is queued
+    /// then.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox
+            .try_push(Outgoing::Message(message.into()))
+            .map_err(|(error, _)| error)
+    }
+
+    /// Queues a message, waiting for room in the send queue.
+    pub async fn send_wait(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox.push(Outgoing::Message(message.into())).await
+    }
+
+    /// Starts the close handshake.
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.outbox
+            .force_push(Outgoing::Close(code, reason.to_owned()))
+    }
+
+    /// Identity, address, request and subprotocol of the connection.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// The connection's identifier.
+    pub fn id(&self) -> ConnectionId {
+        self.info.id
+    }
+
+    /// A handle for sending to this connection from other tasks.
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle {
+            id: self.info.id,
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// The server this connection belongs to (registry, broadcast,
+    /// shutdown); `None` on client connections.
+    pub fn server(&self) -> Option<&ServerHandle> {
+        self.server.as_ref()
+    }
+}
+
+/// Sends to one connection from anywhere. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    id: ConnectionId,
+    outbox: Arc<Outbox>,
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new(id: ConnectionId, outbox: Arc<Outbox>) -> Self {
+        Self { id, outbox }
+    }
+
+    /// The connection's identifier.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Queues a message without waiting; see [`Ctx::send`].
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox
+            .try_push(Outgoing::Message(message.into()))
+            .map_err(|(error, _)| error)
+    }
+
+    /// Queues a message, waiting for room.
+    pub async fn send_wait(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox.push(Outgoing::Message(message.into())).await
+    }
+
+    /// Sends a ping (at most 125 bytes); its pong is not reported.
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.outbox
+            .try_push(Outgoing::Ping(payload.into()))
+            .map_err(|(error, _)| error)
+    }
+
+    /// Starts the close handshake.
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.outbox
+            .force_push(Outgoing::Close(code, reason.to_owned()))
+    }
+
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+}
+
+/// Tunables of the driver around the protocol engine.
+#[derive(Debug, Clone)]
+pub(crate) struct DriverLimits {
+    /// Received bytes not yet decoded above which reading pauses while a
+    /// callback runs. Must hold a whole frame: the message limit plus a
+    /// read's worth.
+    pub(crate) inbound_bytes: usize,
+    /// After the connection closes, how long to keep trying to write the
+    /// close frame and shut the transport down.
+    pub(crate) linger: Duration,
+    /// Release buffer memory when the connection goes idle.
+    pub(crate) shrink_when_idle: bool,
+}
+
+/// A server-wide signal: shutting down (run `on_shutdown`, close with
+/// 1001) and, past the drain deadline, killed (drop at once).
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
+    pub(crate) draining: AtomicBool,
+    pub(crate) killed: AtomicBool,
+    pub(crate) notify: Notify,
+}
+
+/// The transport, the protocol state machine and what lies between them.
+pub(crate) struct Link<R: Runtime, T: Transport> {
+    runtime: R,
+    io: T,
+    conn: Connection,
+    outbox: Arc<Outbox>,
+    limits: DriverLimits,
+    timer: Pin<Box<dyn Timer>>,
+    timer_at: Option<Instant>,
+    /// The close, when it was seen while a callback ran.
+    closed: Option<Closed>,
+    io_error: Option<Arc<io::Error>>,
+    read_done: bool,
+    write_done: bool,
+    needs_flush: bool,
+}
+
+impl<R: Runtime, T: Transport> Link<R, T> {
+    pub(crate) fn new(
+        runtime: R,
+        io: T,
+        conn: Connection,
+        outbox: Arc<Outbox>,
+        limits: DriverLimits,
+    ) -> Self {
+        let timer = runtime.timer(runtime.now() + Duration::from_secs(3600));
+        Self {
+            runtime,
+            io,
+            conn,
+            outbox,
+            limits,
+            timer,
+            timer_at: None,
+            closed: None,
+            io_error: None,
+            read_done: false,
+            write_done: false,
+            needs_flush: false,
+        }
+    }
+
+    /// The transport error that ended the connection, if any.
+    pub(crate) fn io_error(&self) -> Option<Arc<io::Error>> {
+        self.io_error.clone()
+    }
+
+    /// Does the IO that is ready: queued sends into the engine, bytes out,
+    /// bytes in, timers. Decoding is left to the caller. Returns whether
+    /// anything happened; when nothing did, a wake-up is registered for
+    /// everything it waits on.
+    fn pump_io(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = self.take_outbox(cx);
+        progress |= self.write(cx);
+        progress |= self.read(cx);
+        progress |= self.timers(cx);
+        if !progress {
+            self.maybe_shrink();
+        }
+        progress
+    }
+
+    fn take_outbox(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.conn.is_open() {
+            return false;
+        }
+        self.outbox.register_driver(cx);
+        let conn = &mut self.conn;
+        let now = self.runtime.now();
+        let mut taken = false;
+        self.outbox.drain(|item| {
+            let accepted = match item {
+                Outgoing::Message(message) => conn.send(message.clone()),
+                Outgoing::Ping(payload) => conn.ping(payload),
+                Outgoing::Close(code, reason) => conn.close(*code, reason, now),
+            };
+            match accepted {
+                Ok(()) => {
+                    taken = true;
+                    true
+                }
+                // The engine's buffer is full: wait for the transport.
+                Err(ws_core::SendError::Backpressure(_)) => false,
+                // Closing, or an invalid close code from the application:
+                // drop it, there is nobody to report to.
+                Err(ws_core::SendError::Usage(error)) => {
+                    tracing::debug!(%error, "dropped an outgoing item");
+                    true
+                }
+            }
+        });
+        taken
+    }
+
+    fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while !self.write_done && self.conn.transmit_len() > 0 {
+            let mut slices = [IoSlice::new(&[]); 32];
+            let n = self.conn.transmit_slices(&mut slices);
+            match self.io.poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => self.transport_failed(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(written)) => {
+                    self.conn.advance_transmit(written);
+                    self.needs_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(error)) => self.transport_failed(error),
+                Poll::Pending => return progress,
+            }
+        }
+        if self.needs_flush && !self.write_done {
+            match self.io.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(error)) => self.transport_failed(error),
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+        let full = self.conn.buffered_input() >= self.limits.inbound_bytes;
+        if self.read_done || self.conn.is_closed() || full {
+            return false;
+        }
+        match self.io.poll_read_buf(cx, self.conn.recv_buf()) {
+            Poll::Ready(Ok(0)) => {
+                self.read_done = true;
+                self.conn.handle_transport_closed(self.runtime.now());
+            }
+            Poll::Ready(Ok(_)) => self.conn.handle_received(self.runtime.now()),
+            Poll::Ready(Err(error)) => self.transport_failed(error),
+            Poll::Pending => return false,
+        }
+        true
+    }
+
+    fn transport_failed(&mut self, error: io::Error) {
+        tracing::debug!(%error, "transport failed");
+        if self.io_error.is_none() {
+            self.io_error = Some(Arc::new(error));
+        }
+        self.read_done = true;
+        self.write_done = true;
+        self.conn.handle_transport_closed(self.runtime.now());
+    }
+
+    /// While a callback runs: answers pings and notices a close, without
+    /// taking in further messages.
+    fn control_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.conn.poll_control_event() {
+            any = true;
+            if let Event::Closed(closed) = event {
+                self.outbox.close();
+                self.closed = Some(closed);
+            }
+        }
+        any
+    }
+
+    /// When no callback runs: the next message or the close, after feeding
+    /// queued sends into the engine so replies stay ahead of whatever the
+    /// peer sent next.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Closed>> {
+        // Bounded so one busy connection cannot hold a worker thread.
+        for _ in 0..256 {
+            if let Some(closed) = self.closed.take() {
+                return Poll::Ready(Err(closed));
+            }
+            self.take_outbox(cx);
+            match self.conn.poll_event() {
+                Some(Event::Message(message)) => return Poll::Ready(Ok(message)),
+                Some(Event::Closed(closed)) => {
+                    self.outbox.close();
+                    return Poll::Ready(Err(closed));
+                }
+                // Pongs are answered by the engine; fragments only occur in
+                // streaming mode, which the driver does not enable.
+                Some(Event::Ping(_) | Event::Pong(_) | Event::Fragment(_)) => continue,
+                None => {}
+            }
+            if !self.pump_io(cx) {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// IO and control frames while a callback runs.
+    fn poll_busy(&mut self, cx: &mut Context<'_>) {
+        for _ in 0..256 {
+            let progress = self.pump_io(cx) | self.control_events();
+            if !progress {
+                return;
+            }
+        }
+        cx.waker().wake_by_ref();
+    }
+
+    fn timers(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            return false;
+        };
+        let now = self.runtime.now();
+        if deadline <= now {
+            self.conn.handle_timeout(now);
+            return true;
+        }
+        if self.timer_at != Some(deadline) {
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = Some(deadline);
+        }
+        if self.timer.as_mut().poll_fired(cx).is_ready() {
+            self.timer_at = None;
+            self.conn.handle_timeout(self.runtime.now());
+            return true;
+        }
+        false
+    }
+
+    /// An idle connection should cost little memory: drop empty buffers.
+    fn maybe_shrink(&mut self) {
+        if self.limits.shrink_when_idle && self.conn.transmit_len() == 0 {
+            self.conn.shrink_buffers();
+        }
+    }
+
+    /// Closes from our side (shutdown, handler panic).
+    fn close(&mut self, code: CloseCode, reason: &str) {
+        let now = self.runtime.now();
+        let _ = self.conn.close(code, reason, now);
+    }
+
+    /// After the close: writes what is left (the close frame), shuts the
+    /// write side down and, as a client, waits for the server to close
+    /// first. Bounded by `linger`.
+    async fn finish(&mut self) {
+        let deadline = self.runtime.now() + self.limits.linger;
+        let runtime = self.runtime.clone();
+        let role = self.conn.role();
+        let _ = with_deadline(&runtime, deadline, async {
+            poll_fn(|cx| {
+                self.write(cx);
+                if self.write_done || (self.conn.transmit_len() == 0 && !self.needs_flush) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !self.write_done {
+                let _ = poll_fn(|cx| self.io.poll_shutdown(cx)).await;
+            }
+            if role == Role::Client && !self.read_done {
+                // RFC 6455 §7.1.1: the server closes the TCP connection
+                // first; read until it does.
+                let mut sink = bytes::BytesMut::with_capacity(1024);
+                loop {
+                    sink.clear();
+                    match read_some(&mut self.io, &mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+enum Next {
+    Message(Message),
+    Shutdown,
+    Closed(Closed),
+    Killed,
+}
+
+/// Runs a connection until it closes: the handler's callbacks, interleaved
+/// with the link's IO. Returns how it closed.
+pub(crate) async fn drive<R, T, H>(
+    mut link: Link<R, T>,
+    mut handler: H,
+    mut ctx: Ctx,
+    shutdown: Option<Arc<Shutdown>>,
+) -> Closed
+where
+    R: Runtime,
+    T: Transport,
+    H: Handler,
+{
+    let mut poisoned = false;
+    let mut shutdown_seen = false;
+    let mut listener: Option<EventListener> = None;
+    call(&mut link, &mut poisoned, handler.on_open(&mut ctx)).await;
+    let closed = loop {
+        let next = poll_fn(|cx| {
+            if let Some(shutdown) = &shutdown {
+                if shutdown.killed.load(Ordering::Acquire) {
+                    return Poll::Ready(Next::Killed);
+                }
+                if !shutdown_seen && shutdown.draining.load(Ordering::Acquire) {
+                    shutdown_seen = true;
+                    return Poll::Ready(Next::Shutdown);
+                }
+                let l = listener.get_or_insert_with(|| shutdown.notify.listen());
+                if Pin::new(l).poll(cx).is_ready() {
+                    listener = None;
+                    cx.waker().wake_by_ref();
+                }
+            }
+            link.poll_next(cx).map(|next| match next {
+                Ok(message) => Next::Message(message),
+                Err(closed) => Next::Closed(closed),
+            })
+        })
+        .await;
+        match next {
+            Next::Message(message) => {
+                if !poisoned {
+                    call(
+                        &mut link,
+                        &mut poisoned,
+                        handler.on_message(&mut ctx, message),
+                    )
+                    .await;
+                }
+            }
+            Next::Shutdown => {
+                if !poisoned {
+                    call(&mut link, &mut poisoned, handler.on_shutdown(&mut ctx)).await;
+                }
+                link.close(CloseCode::GOING_AWAY, "server shutting down");
+            }
+            Next::Closed(closed) => {
+                ctx.transport_error = link.io_error();
+                if !poisoned {
+                    call(
+                        &mut link,
+                        &mut poisoned,
+                        handler.on_close(&mut ctx, &closed),
+                    )
+                    .await;
+                }
+                break closed;
+            }
+            Next::Killed => {
+                link.outbox.close();
+                return Closed {
+                    code: CloseCode::ABNORMAL,
+                    reason: "server shut down".into(),
+                    cause: ws_core::CloseCause::TransportClosed,
+                };
+            }
+        }
+    };
+    link.finish().await;
+    closed
+}
+
+/// Runs one callback to completion while the link keeps doing IO. A panic
+/// closes the connection with 1011 and poisons the handler.
+async fn call<R, T, F>(link: &mut Link<R, T>, poisoned: &mut bool, callback: F)
+where
+    R: Runtime,
+    T: Transport,
+    F: Future<Output = ()>,
+{
+    let mut callback = std::pin::pin!(AssertUnwindSafe(callback).catch_unwind());
+    let result = poll_fn(|cx| {
+        if let Poll::Ready(result) = callback.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        link.poll_busy(cx);
+        Poll::Pending
+    })
+    .await;
+    if result.is_err() {
+        tracing::warn!("a handler callback panicked; closing its connection with 1011");
+        *poisoned = true;
+        link.close(CloseCode::INTERNAL_ERROR, "internal error");
+    }
+}

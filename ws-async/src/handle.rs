@@ -1,0 +1,336 @@
+//! A connection as a `Stream` of received messages and a `Sink` of messages
+//! to send, driven by its own task.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use event_listener::EventListener;
+use futures_core::Stream;
+use futures_sink::Sink;
+use ws_core::{CloseCode, Closed, Message};
+
+use crate::driver::{ConnectionHandle, ConnectionInfo, Ctx, Handler};
+use crate::error::{ConnectionError, SendError};
+use crate::outbox::Outgoing;
+
+type Item = Result<Message, ConnectionError>;
+
+/// How far the application has asked to read: the number of the message it
+/// is waiting for (1 for the first).
+#[derive(Debug, Default)]
+struct Demand {
+    requested: AtomicU64,
+    changed: event_listener::Event,
+}
+
+impl Demand {
+    fn request(&self, message: u64) {
+        if self.requested.fetch_max(message, Ordering::AcqRel) < message {
+            self.changed.notify(usize::MAX);
+        }
+    }
+}
+
+/// An open WebSocket connection.
+///
+/// Its own task runs the connection: it reads, answers pings, runs the
+/// keepalive and close timers and writes, whether or not the application is
+/// currently receiving or sending. Received messages wait in a short queue;
+/// when the application does not take them the task keeps reading (and so
+/// keeps answering pings) until a byte bound, then stops reading, which
+/// pushes back on the peer.
+///
+/// Messages are decoded as the application asks for them: the next data
+/// frame is only looked at once the application has asked for the next
+/// message, so whatever it sends in reply to a message goes out before the
+/// connection reacts to what the peer sent after it (a protocol error, say).
+/// Control frames are handled meanwhile: pings are answered and a close is
+/// noticed even while the application is busy or only sending.
+/// `read_ahead` in [`ClientConfig`](crate::ClientConfig) lets the task
+/// decode that many messages ahead instead, for throughput.
+///
+/// `recv` is cancel-safe: dropping its future loses no message. Sending
+/// waits while the connection's send queue is full, so a slow peer slows
+/// the sender down. [`split`](Self::split) gives independent halves.
+#[derive(Debug)]
+pub struct WebSocket {
+    sender: WsSender,
+    receiver: WsReceiver,
+}
+
+/// The sending half of a [`WebSocket`]. A `Sink<Message>`.
+#[derive(Debug)]
+pub struct WsSender {
+    handle: ConnectionHandle,
+    info: Arc<ConnectionInfo>,
+    listener: Option<EventListener>,
+    close_sent: bool,
+}
+
+/// The receiving half of a [`WebSocket`]. A `Stream` of messages, ending
+/// with `None` after a close handshake, or with one `Err` before `None`
+/// when the connection ended abnormally.
+#[derive(Debug)]
+pub struct WsReceiver {
+    // Boxed: the receiver is not `Unpin`, and the halves should be.
+    messages: Pin<Box<async_channel::Receiver<Item>>>,
+    closed: Arc<OnceLock<Closed>>,
+    demand: Arc<Demand>,
+    received: u64,
+}
+
+impl WebSocket {
+    pub(crate) fn new(
+        handle: ConnectionHandle,
+        info: Arc<ConnectionInfo>,
+        read_ahead: usize,
+    ) -> (Self, Forward) {
+        let (tx, rx) = async_channel::bounded(read_ahead + 1);
+        let closed = Arc::new(OnceLock::new());
+        let demand = Arc::new(Demand::default());
+        let socket = Self {
+            sender: WsSender {
+                handle,
+                info,
+                listener: None,
+                close_sent: false,
+            },
+            receiver: WsReceiver {
+                messages: Box::pin(rx),
+                closed: closed.clone(),
+                demand: demand.clone(),
+                received: 0,
+            },
+        };
+        let forward = Forward {
+            tx,
+            closed,
+            demand,
+            delivered: 0,
+            read_ahead: read_ahead as u64,
+        };
+        (socket, forward)
+    }
+
+    /// Sends a message, waiting while the send queue is full.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.sender.send(message).await
+    }
+
+    /// The next message; `None` once the connection is closed. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Item> {
+        self.receiver.recv().await
+    }
+
+    /// Starts the close handshake. Keep receiving to see the end.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.sender.close(code, reason)
+    }
+
+    /// Sends a ping.
+    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), SendError> {
+        self.sender.handle.ping(payload)
+    }
+
+    /// How the connection closed, once it has.
+    pub fn closed(&self) -> Option<&Closed> {
+        self.receiver.closed()
+    }
+
+    /// The connection's identity, address, request and subprotocol.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.sender.info
+    }
+
+    /// Independent sending and receiving halves.
+    pub fn split(self) -> (WsSender, WsReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+impl WsSender {
+    /// Sends a message, waiting while the send queue is full.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.handle.send_wait(message).await
+    }
+
+    /// Queues a message without waiting; fails with
+    /// [`SendError::Full`] when the send queue is full.
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.handle.send(message)
+    }
+
+    /// Starts the close handshake.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.close_sent = true;
+        self.handle.close(code, reason)
+    }
+
+    /// A clonable handle to the same connection.
+    pub fn handle(&self) -> &ConnectionHandle {
+        &self.handle
+    }
+}
+
+impl Sink<Message> for WsSender {
+    type Error = SendError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        let this = self.get_mut();
+        this.handle.outbox().poll_room(cx, &mut this.listener)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), SendError> {
+        // `poll_ready` saw room; the queue may overshoot its bound by this
+        // one message.
+        self.handle.outbox().force_push(Outgoing::Message(item))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        // Flushed once the driver has taken everything into the protocol
+        // engine, which writes it as the transport allows.
+        let this = self.get_mut();
+        loop {
+            if this.handle.outbox().is_empty() {
+                this.listener = None;
+                return Poll::Ready(Ok(()));
+            }
+            match &mut this.listener {
+                Some(listener) => {
+                    std::task::ready!(Pin::new(listener).poll(cx));
+                    this.listener = None;
+                }
+                None => this.listener = Some(this.handle.outbox().listen_drained()),
+            }
+        }
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        if !self.close_sent {
+            self.close_sent = true;
+            // Already closed is as good as closing.
+            let _ = self.handle.close(CloseCode::NORMAL, "");
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+use std::future::Future;
+
+impl WsReceiver {
+    /// The next message; `None` once the connection is closed. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Item> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// How the connection closed, once it has.
+    pub fn closed(&self) -> Option<&Closed> {
+        self.closed.get()
+    }
+}
+
+impl Drop for WsReceiver {
+    fn drop(&mut self) {
+        // Unblock a driver waiting for demand: nobody will ask any more.
+        self.messages.close();
+        self.demand.changed.notify(usize::MAX);
+    }
+}
+
+impl Stream for WsReceiver {
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = &mut *self;
+        // Asking for message n+1 tells the driver the application is done
+        // with message n.
+        this.demand.request(this.received + 1);
+        let item = std::task::ready!(this.messages.as_mut().poll_next(cx));
+        if item.is_some() {
+            this.received += 1;
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Stream for WebSocket {
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        Pin::new(&mut self.receiver).poll_next(cx)
+    }
+}
+
+impl Sink<Message> for WebSocket {
+    type Error = SendError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        Pin::new(&mut self.sender).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), SendError> {
+        Pin::new(&mut self.sender).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        Pin::new(&mut self.sender).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        Pin::new(&mut self.sender).poll_close(cx)
+    }
+}
+
+/// The handler behind a [`WebSocket`]: forwards messages to the receiving
+/// half.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    tx: async_channel::Sender<Item>,
+    closed: Arc<OnceLock<Closed>>,
+    demand: Arc<Demand>,
+    delivered: u64,
+    read_ahead: u64,
+}
+
+impl Handler for Forward {
+    async fn on_message(&mut self, _ctx: &mut Ctx, message: Message) {
+        // A dropped receiver means the application only sends: the message
+        // is discarded and the connection keeps running.
+        if self.tx.send(Ok(message)).await.is_err() {
+            return;
+        }
+        self.delivered += 1;
+        // Return (letting the driver decode the next message) once the
+        // application asks for a message within `read_ahead` of the next.
+        let wanted = self.delivered + 1;
+        loop {
+            if self.demand.requested.load(Ordering::Acquire) + self.read_ahead >= wanted
+                || self.tx.is_closed()
+            {
+                return;
+            }
+            let listener = self.demand.changed.listen();
+            if self.demand.requested.load(Ordering::Acquire) + self.read_ahead >= wanted
+                || self.tx.is_closed()
+            {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    async fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) {
+        let _ = self.closed.set(closed.clone());
+        if ConnectionError::is_abnormal(closed) {
+            let error = ConnectionError {
+                closed: closed.clone(),
+                io: ctx.transport_error().cloned(),
+            };
+            let _ = self.tx.send(Err(error)).await;
+        }
+        self.tx.close();
+    }
+}

@@ -1,0 +1,305 @@
+//! Messages waiting for a connection's driver, from any task.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use event_listener::{Event, EventListener};
+use ws_core::{CloseCode, Message};
+
+use crate::error::SendError;
+
+/// Something to send on a connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    Ping(Bytes),
+    Close(CloseCode, String),
+}
+
+impl Outgoing {
+    fn weight(&self) -> usize {
+        match self {
+            Self::Message(m) => m.len(),
+            Self::Ping(p) => p.len(),
+            Self::Close(_, r) => r.len(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outgoing>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// A byte-bounded queue into one connection.
+///
+/// Senders (the handler's context, cloned handles, the server registry)
+/// push from any task; the connection's driver drains it into the protocol
+/// state machine as that accepts more. A push that would go past `limit`
+/// bytes is refused (or waited on, for async senders), except into an empty
+/// queue, so a single message larger than the limit still goes through.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    driver: AtomicWaker,
+    room: Event,
+    limit: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            driver: AtomicWaker::new(),
+            room: Event::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue half
+        // updated (every critical section is a few field writes), so a
+        // poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `item` if there is room.
+    pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
+        let weight = item.weight();
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err((SendError::Closed, item));
+            }
+            if state.bytes > 0 && state.bytes.saturating_add(weight) > self.limit {
+                let error = SendError::Full {
+                    queued: state.bytes,
+                    limit: self.limit,
+                };
+                return Err((error, item));
+            }
+            state.bytes += weight;
+            state.queue.push_back(item);
+        }
+        self.driver.wake();
+        Ok(())
+    }
+
+    /// Queues `item` regardless of the limit (close frames).
+    pub(crate) fn force_push(&self, item: Outgoing) -> Result<(), SendError> {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(SendError::Closed);
+            }
+            state.bytes += item.weight();
+            state.queue.push_back(item);
+        }
+        self.driver.wake();
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room.
+    pub(crate) async fn push(&self, mut item: Outgoing) -> Result<(), SendError> {
+        loop {
+            let listener = match self.try_push(item) {
+                Ok(()) => return Ok(()),
+                Err((SendError::Full { .. }, back)) => {
+                    item = back;
+                    self.room.listen()
+                }
+                Err((error, _)) => return Err(error),
+            };
+            // Re-check after listening so a wake-up between the failed push
+            // and `listen` is not lost.
+            if self.has_room() {
+                continue;
+            }
+            listener.await;
+        }
+    }
+
+    /// Ready when a push of any size would be accepted (the queue is below
+    /// its limit) or the outbox is closed. `listener` holds the
+    /// registration between polls.
+    pub(crate) fn poll_room(
+        &self,
+        cx: &mut Context<'_>,
+        listener: &mut Option<EventListener>,
+    ) -> Poll<Result<(), SendError>> {
+        loop {
+            {
+                let state = self.lock();
+                if state.closed {
+                    return Poll::Ready(Err(SendError::Closed));
+                }
+                if state.bytes < self.limit {
+                    *listener = None;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            match listener {
+                Some(l) => {
+                    std::task::ready!(std::pin::Pin::new(l).poll(cx));
+                    *listener = None;
+                }
+                None => *listener = Some(self.room.listen()),
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        let state = self.lock();
+        state.closed || state.bytes < self.limit
+    }
+
+    /// Registers the driver to be woken by the next push.
+    pub(crate) fn register_driver(&self, cx: &mut Context<'_>) {
+        self.driver.register(cx.waker());
+    }
+
+    /// Hands queued items to `accept` in order until it refuses one (which
+    /// stays first in the queue) or the queue is empty.
+    pub(crate) fn drain(&self, mut accept: impl FnMut(&Outgoing) -> bool) {
+        let mut freed = 0;
+        {
+            let mut state = self.lock();
+            while let Some(item) = state.queue.front() {
+                if !accept(item) {
+                    break;
+                }
+                freed += item.weight();
+                state.queue.pop_front();
+            }
+            state.bytes -= freed;
+        }
+        if freed > 0 {
+            self.room.notify(usize::MAX);
+        }
+    }
+
+    /// Refuses further pushes, drops what is queued and wakes every waiter.
+    pub(crate) fn close(&self) {
+        {
+            let mut state = self.lock();
+            state.closed = true;
+            state.queue = VecDeque::new();
+            state.bytes = 0;
+        }
+        self.room.notify(usize::MAX);
+        self.driver.wake();
+    }
+
+    /// A listener woken when the driver takes items (or the outbox closes).
+    pub(crate) fn listen_drained(&self) -> EventListener {
+        self.room.listen()
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> Outgoing {
+        Outgoing::Message(Message::binary(vec![0; n]))
+    }
+
+    #[test]
+    fn limit_refuses_but_empty_queue_takes_anything() {
+        let outbox = Outbox::new(100);
+        outbox.try_push(msg(1000)).unwrap();
+        assert!(matches!(
+            outbox.try_push(msg(1)),
+            Err((
+                SendError::Full {
+                    queued: 1000,
+                    limit: 100
+                },
+                _
+            ))
+        ));
+        outbox.drain(|_| true);
+        outbox.try_push(msg(60)).unwrap();
+        outbox.try_push(msg(40)).unwrap();
+        assert!(outbox.try_push(msg(1)).is_err());
+        outbox
+            .force_push(Outgoing::Close(CloseCode::NORMAL, String::new()))
+            .unwrap();
+    }
+
+    #[test]
+    fn drain_stops_at_the_first_refusal_and_keeps_order() {
+        let outbox = Outbox::new(1000);
+        for n in [1, 2, 3] {
+            outbox.try_push(msg(n)).unwrap();
+        }
+        let mut seen = Vec::new();
+        outbox.drain(|item| {
+            let Outgoing::Message(m) = item else { panic!() };
+            if m.len() == 3 {
+                return false;
+            }
+            seen.push(m.len());
+            true
+        });
+        assert_eq!(seen, [1, 2]);
+        assert!(!outbox.is_empty());
+        outbox.close();
+        assert!(matches!(
+            outbox.try_push(msg(1)),
+            Err((SendError::Closed, _))
+        ));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn async_push_waits_for_room() {
+        let outbox = std::sync::Arc::new(Outbox::new(10));
+        outbox.try_push(msg(10)).unwrap();
+        let waiter = {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || {
+                futures_util::FutureExt::now_or_never(outbox.push(msg(5))).is_some()
+            })
+        };
+        assert!(!waiter.join().unwrap(), "push must wait while full");
+        let outbox2 = outbox.clone();
+        let pusher = std::thread::spawn(move || futures_executor_block_on(outbox2.push(msg(5))));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        outbox.drain(|_| true);
+        assert!(pusher.join().unwrap().is_ok());
+    }
+
+    /// A minimal executor for the test above.
+    fn futures_executor_block_on<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let thread = std::thread::current();
+        let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(thread)));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    }
+
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+}

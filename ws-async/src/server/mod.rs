@@ -1,0 +1,518 @@
+//! The server: routing by path to endpoints, admission (origin, limits,
+//! subprotocol, authentication), the accept loop and per-connection tasks.
+
+mod origin;
+mod registry;
+
+use std::collections::BTreeMap;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
+use ws_core::{Config, Connection, HandshakeLimits, Role};
+
+pub use origin::OriginPolicy;
+pub use registry::{Delivery, NameError, ServerHandle};
+
+use crate::driver::{
+    ConnectionHandle, ConnectionId, ConnectionInfo, Ctx, DriverLimits, Handler, Link, Shutdown,
+    drive,
+};
+use crate::outbox::Outbox;
+use crate::runtime::{
+    BoxFuture, Listener, Runtime, Transport, read_some, sleep_until, with_deadline, write_all,
+};
+
+/// Server-wide settings, each with its default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Protocol limits and timers of each connection. Default:
+    /// [`Config::server`] (1 MiB messages, 20 s keepalive, 60 s idle).
+    pub connection: Config,
+    /// Handshake head limits; `timeout` is the deadline for TLS and the
+    /// HTTP head together (a slow client gets 408). Default: 16 KiB, 10 s.
+    pub handshake: HandshakeLimits,
+    /// Most connections at once; further handshakes get
+    /// `overload_status`. Default: `None` (bounded by file descriptors).
+    pub max_connections: Option<usize>,
+    /// Status for handshakes refused by a connection limit or during
+    /// shutdown. Default: 503.
+    pub overload_status: StatusCode,
+    /// `Retry-After` sent with `overload_status`. Default: 5 s.
+    pub overload_retry_after: Option<Duration>,
+    /// Bytes that may wait to be sent to one connection before sends fail
+    /// with [`SendError::Full`](crate::SendError::Full) (broadcasts skip
+    /// that connection). Default: 1 MiB.
+    pub send_queue: usize,
+    /// Release a connection's buffers whenever it goes idle, so idle
+    /// connections cost little memory. Default: `true`.
+    pub shrink_idle_buffers: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            connection: Config::server(),
+            handshake: HandshakeLimits::default(),
+            max_connections: None,
+            overload_status: StatusCode::SERVICE_UNAVAILABLE,
+            overload_retry_after: Some(Duration::from_secs(5)),
+            send_queue: 1 << 20,
+            shrink_idle_buffers: true,
+        }
+    }
+}
+
+/// An authentication hook: sees the request (headers such as
+/// `Authorization`), may add typed values to its extensions for handlers to
+/// read, and accepts or rejects (401/403).
+pub type Authenticate = Arc<
+    dyn Fn(http::request::Parts) -> BoxFuture<Result<http::request::Parts, Rejection>>
+        + Send
+        + Sync,
+>;
+
+type Start<R> =
+    Arc<dyn Fn(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<()> + Send + Sync>;
+
+/// One path of a server: how to make a handler per connection, and who may
+/// connect.
+pub struct Endpoint<R: Runtime> {
+    start: Start<R>,
+    subprotocols: Vec<String>,
+    require_subprotocol: bool,
+    origin: OriginPolicy,
+    authenticate: Option<Authenticate>,
+    max_connections: Option<usize>,
+    active: Arc<AtomicUsize>,
+}
+
+impl<R: Runtime> std::fmt::Debug for Endpoint<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("subprotocols", &self.subprotocols)
+            .field("require_subprotocol", &self.require_subprotocol)
+            .field("origin", &self.origin)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Endpoint<R> {
+    /// An endpoint whose connections each get a handler from `factory`.
+    ///
+    /// Defaults: no subprotocol, same-origin check ([`OriginPolicy`]), no
+    /// authentication, no per-endpoint connection limit.
+    pub fn new<H, F>(factory: F) -> Self
+    where
+        H: Handler,
+        F: Fn(&ConnectionInfo) -> H + Send + Sync + 'static,
+    {
+        let start: Start<R> = Arc::new(move |link, ctx, shutdown| {
+            let handler = factory(ctx.info());
+            Box::pin(async move {
+                drive(link, handler, ctx, Some(shutdown)).await;
+            })
+        });
+        Self {
+            start,
+            subprotocols: Vec::new(),
+            require_subprotocol: false,
+            origin: OriginPolicy::default(),
+            authenticate: None,
+            max_connections: None,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Subprotocols this endpoint speaks, in order of preference; the first
+    /// one the client also offers is chosen.
+    pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.subprotocols = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Refuse (400) clients that offer none of [`subprotocols`](Self::subprotocols).
+    pub fn require_subprotocol(mut self) -> Self {
+        self.require_subprotocol = true;
+        self
+    }
+
+    /// Which browser origins may connect.
+    pub fn origin(mut self, policy: OriginPolicy) -> Self {
+        self.origin = policy;
+        self
+    }
+
+    /// Authenticates each handshake (see [`Authenticate`]).
+    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(http::request::Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<http::request::Parts, Rejection>> + Send + 'static,
+    {
+        self.authenticate = Some(Arc::new(move |parts| Box::pin(hook(parts))));
+        self
+    }
+
+    /// Most connections on this endpoint at once; more get the server's
+    /// overload status (503).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+}
+
+/// Builds a [`Server`].
+#[derive(Debug)]
+pub struct ServerBuilder<R: Runtime> {
+    runtime: R,
+    config: ServerConfig,
+    routes: BTreeMap<String, Endpoint<R>>,
+}
+
+impl<R: Runtime> ServerBuilder<R> {
+    /// A server on `runtime` with default settings and no routes.
+    pub fn new(runtime: R) -> Self {
+        Self {
+            runtime,
+            config: ServerConfig::default(),
+            routes: BTreeMap::new(),
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Routes requests for exactly `path` (the query is ignored) to
+    /// `endpoint`. Other paths get 404.
+    pub fn route(mut self, path: &str, endpoint: Endpoint<R>) -> Self {
+        self.routes.insert(path.to_owned(), endpoint);
+        self
+    }
+
+    /// The server, ready to [`serve`](Server::serve) a listener.
+    pub fn build(self) -> Server<R> {
+        let handle = ServerHandle::new(self.runtime.clone());
+        let routes = self
+            .routes
+            .into_iter()
+            .map(|(path, endpoint)| (path.clone(), (Arc::<str>::from(path), endpoint)))
+            .collect();
+        Server {
+            inner: Arc::new(Inner {
+                runtime: self.runtime,
+                config: self.config,
+                routes,
+                handle,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<R: Runtime> {
+    runtime: R,
+    config: ServerConfig,
+    routes: BTreeMap<String, (Arc<str>, Endpoint<R>)>,
+    handle: ServerHandle,
+}
+
+/// A WebSocket server: routes, limits, registry and shutdown, on any
+/// runtime.
+#[derive(Debug, Clone)]
+pub struct Server<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+/// Held while a connection occupies a slot of a connection limit.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(counter: &Arc<AtomicUsize>, max: Option<usize>) -> Option<Self> {
+        let previous = counter.fetch_add(1, Ordering::AcqRel);
+        if max.is_some_and(|max| previous >= max) {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<R: Runtime> Server<R> {
+    /// A handle for the registry, sending and shutdown.
+    pub fn handle(&self) -> ServerHandle {
+        self.inner.handle.clone()
+    }
+
+    /// Accepts connections from `listener` until [`ServerHandle::shutdown`]
+    /// completes. Each connection runs in its own task.
+    pub async fn serve<L: Listener>(&self, mut listener: L) -> io::Result<()> {
+        let shared = self.inner.handle.shared().clone();
+        let mut stop = None;
+        loop {
+            let accepted = poll_fn(|cx| {
+                if shared.stopped.load(Ordering::Acquire) {
+                    return Poll::Ready(None);
+                }
+                let listener_stop = stop.get_or_insert_with(|| shared.stop.listen());
+                if Pin::new(listener_stop).poll(cx).is_ready() {
+                    stop = None;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                listener.poll_accept(cx).map(Some)
+            })
+            .await;
+            let (stream, peer) = match accepted {
+                None => return Ok(()),
+                Some(Ok(accepted)) => accepted,
+                Some(Err(error)) => {
+                    // Out of file descriptors and the like: back off instead
+                    // of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    let deadline = self.inner.runtime.now() + Duration::from_millis(50);
+                    sleep_until(&self.inner.runtime, deadline).await;
+                    continue;
+                }
+            };
+            let secure = listener.secure(stream);
+            let inner = self.inner.clone();
+            self.inner.runtime.spawn(Box::pin(async move {
+                let deadline = inner.runtime.now() + inner.config.handshake.timeout;
+                let Some(Ok(io)) = with_deadline(&inner.runtime, deadline, secure).await else {
+                    return;
+                };
+                serve_connection(inner, Box::new(io), Some(peer), deadline).await;
+            }));
+        }
+    }
+
+    /// Runs the handshake and then the connection over `io`, a transport
+    /// the caller accepted (and secured) itself. Returns when the
+    /// connection ends.
+    pub async fn accept<T: Transport>(&self, io: T, peer: Option<SocketAddr>) {
+        let deadline = self.inner.runtime.now() + self.inner.config.handshake.timeout;
+        serve_connection(self.inner.clone(), Box::new(io), peer, deadline).await;
+    }
+}
+
+impl Transport for Box<dyn Transport> {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        (**self).poll_read_buf(cx, buf)
+    }
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        (**self).poll_write_vectored(cx, bufs)
+    }
+    fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_flush(cx)
+    }
+    fn poll_shutdown(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_shutdown(cx)
+    }
+}
+
+/// How long a refused client gets to read its HTTP error response.
+const REJECTION_LINGER: Duration = Duration::from_secs(2);
+
+async fn serve_connection<R: Runtime>(
+    inner: Arc<Inner<R>>,
+    mut io: Box<dyn Transport>,
+    peer: Option<SocketAddr>,
+    deadline: Instant,
+) {
+    let runtime = inner.runtime.clone();
+    let mut handshake = ServerHandshake::new(inner.config.handshake.clone(), runtime.now());
+    let read = async {
+        let mut buf = BytesMut::with_capacity(2048);
+        loop {
+            buf.clear();
+            match read_some(&mut io, &mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            match handshake.handle_input(&buf) {
+                Ok(None) => {}
+                Ok(Some(upgrade)) => return Some(Ok(upgrade)),
+                Err(rejection) => return Some(Err(rejection)),
+            }
+        }
+    };
+    let upgrade = match with_deadline(&runtime, deadline, read).await {
+        Some(Some(Ok(upgrade))) => upgrade,
+        Some(Some(Err(rejection))) => return reject(&runtime, io, rejection).await,
+        // The client went away mid-handshake.
+        Some(None) => return,
+        None => {
+            let rejection = handshake
+                .handle_timeout(deadline)
+                .unwrap_or_else(|| overload(StatusCode::REQUEST_TIMEOUT, None));
+            return reject(&runtime, io, rejection).await;
+        }
+    };
+    let admitted = match admit(&inner, upgrade).await {
+        Ok(admitted) => admitted,
+        Err(rejection) => return reject(&runtime, io, rejection).await,
+    };
+    run_admitted(inner, io, peer, admitted).await;
+}
+
+struct Admitted {
+    request: http::request::Parts,
+    subprotocol: Option<String>,
+    response: Bytes,
+    path: Arc<str>,
+    slots: (Slot, Slot),
+}
+
+fn overload(status: StatusCode, retry_after: Option<Duration>) -> Rejection {
+    let mut headers = HeaderMap::new();
+    if let Some(after) = retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(after.as_secs()));
+    }
+    let body = format!("{}\n", status.canonical_reason().unwrap_or("refused"));
+    Rejection::new(status, headers, body)
+}
+
+fn plain(status: StatusCode, message: &str) -> Rejection {
+    Rejection::new(status, HeaderMap::new(), format!("{message}\n"))
+}
+
+/// Everything between a valid upgrade request and the 101: shutdown,
+/// route, limits, origin, subprotocol, authentication.
+async fn admit<R: Runtime>(
+    inner: &Inner<R>,
+    upgrade: UpgradeRequest,
+) -> Result<Admitted, Rejection> {
+    let config = &inner.config;
+    let overloaded = || overload(config.overload_status, config.overload_retry_after);
+    if inner.handle.is_shutting_down() {
+        return Err(overloaded());
+    }
+    let Some((path, endpoint)) = inner.routes.get(upgrade.path()) else {
+        return Err(plain(
+            StatusCode::NOT_FOUND,
+            "no WebSocket endpoint at this path",
+        ));
+    };
+    let server_slot = Slot::take(&inner.handle.shared().admitted, config.max_connections)
+        .ok_or_else(overloaded)?;
+    let endpoint_slot =
+        Slot::take(&endpoint.active, endpoint.max_connections).ok_or_else(overloaded)?;
+    if !endpoint.origin.allows(upgrade.origin(), upgrade.headers()) {
+        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let subprotocol = endpoint
+        .subprotocols
+        .iter()
+        .find(|ours| upgrade.subprotocols().contains(ours))
+        .cloned();
+    if subprotocol.is_none() && endpoint.require_subprotocol {
+        let wanted = endpoint.subprotocols.join(", ");
+        return Err(plain(
+            StatusCode::BAD_REQUEST,
+            &format!("a subprotocol is required: {wanted}"),
+        ));
+    }
+    let accept = match &subprotocol {
+        Some(name) => Accept::new().subprotocol(name.clone()),
+        None => Accept::new(),
+    };
+    let accepted = upgrade.accept(accept).expect("the subprotocol was offered");
+    let response = accepted.to_bytes();
+    let (mut request, ()) = accepted.into_request().into_parts();
+    if let Some(hook) = &endpoint.authenticate {
+        request = hook(request).await?;
+    }
+    Ok(Admitted {
+        request,
+        subprotocol,
+        response,
+        path: path.clone(),
+        slots: (server_slot, endpoint_slot),
+    })
+}
+
+async fn reject<R: Runtime>(runtime: &R, mut io: Box<dyn Transport>, rejection: Rejection) {
+    tracing::debug!(status = %rejection.status(), "handshake refused");
+    let deadline = runtime.now() + REJECTION_LINGER;
+    let wire = rejection.to_bytes();
+    let _ = with_deadline(runtime, deadline, async {
+        if write_all(&mut io, &wire).await.is_ok() {
+            let _ = poll_fn(|cx| io.poll_shutdown(cx)).await;
+        }
+    })
+    .await;
+}
+
+async fn run_admitted<R: Runtime>(
+    inner: Arc<Inner<R>>,
+    mut io: Box<dyn Transport>,
+    peer: Option<SocketAddr>,
+    admitted: Admitted,
+) {
+    let runtime = inner.runtime.clone();
+    let linger = runtime.now() + inner.config.connection.close_timeout;
+    let written = with_deadline(&runtime, linger, write_all(&mut io, &admitted.response)).await;
+    if !matches!(written, Some(Ok(()))) {
+        return;
+    }
+    let Some((_, endpoint)) = inner.routes.get(&*admitted.path) else {
+        return;
+    };
+    let mut config = inner.config.connection.clone();
+    config.receive_mode = ws_core::ReceiveMode::Buffered;
+    let limits = DriverLimits {
+        inbound_bytes: config
+            .max_message_size
+            .saturating_add(config.read_buffer_size),
+        linger: config.close_timeout,
+        shrink_when_idle: inner.config.shrink_idle_buffers,
+    };
+    let info = Arc::new(ConnectionInfo {
+        id: ConnectionId::random(),
+        peer_addr: peer,
+        request: admitted.request,
+        subprotocol: admitted.subprotocol,
+        role: Role::Server,
+    });
+    let outbox = Arc::new(Outbox::new(inner.config.send_queue));
+    let registration = inner.handle.register(
+        ConnectionHandle::new(info.id, outbox.clone()),
+        admitted.path.clone(),
+    );
+    let conn = Connection::server(config, runtime.now());
+    let link = Link::new(runtime, io, conn, outbox.clone(), limits);
+    let ctx = Ctx::new(info, outbox, Some(inner.handle.clone()));
+    let shutdown = inner.handle.shared().shutdown.clone();
+    (endpoint.start)(link, ctx, shutdown).await;
+    drop(registration);
+    drop(admitted.slots);
+}

@@ -1,0 +1,69 @@
+//! WebSocket client and server on tokio.
+//!
+//! The protocol lives in [`ws_core`]; connection driving, handlers,
+//! routing, the registry and shutdown live in [`ws_async`]. This crate binds
+//! them to tokio: its runtime and timers, TCP, and TLS through
+//! `tokio-rustls`.
+//!
+//! # A server
+//!
+//! ```no_run
+//! use ws_tokio::{Ctx, Endpoint, Handler, Message};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
+//!         let _ = ctx.send(message);
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = ws_tokio::server().route("/echo", Endpoint::new(|_| Echo)).build();
+//! let listener = ws_tokio::bind("127.0.0.1:9001").await?;
+//! server.serve(listener).await
+//! # }
+//! ```
+//!
+//! # A client
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (mut socket, _response) = ws_tokio::connect("ws://127.0.0.1:9001/echo").await?;
+//! socket.send("hello").await?;
+//! while let Some(message) = socket.recv().await {
+//!     println!("{:?}", message?);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod io;
+mod listener;
+mod runtime;
+pub mod tls;
+
+pub use client::{Client, connect};
+pub use io::TokioIo;
+pub use listener::{TokioListener, bind, bind_tls};
+pub use runtime::TokioRuntime;
+
+pub use ws_async::{
+    ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId, ConnectionInfo,
+    Ctx, Delivery, Handler, NameError, OriginPolicy, SendError, ServerConfig, ServerHandle,
+    WebSocket, WsReceiver, WsSender,
+};
+pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
+
+/// A server on tokio; see [`ws_async::Server`].
+pub type Server = ws_async::Server<TokioRuntime>;
+/// A server route on tokio; see [`ws_async::Endpoint`].
+pub type Endpoint = ws_async::Endpoint<TokioRuntime>;
+/// Builds a [`Server`].
+pub type ServerBuilder = ws_async::ServerBuilder<TokioRuntime>;
+
+/// A server builder on the current tokio runtime.
+pub fn server() -> ServerBuilder {
+    ws_async::ServerBuilder::new(TokioRuntime)
+}
