@@ -97,8 +97,12 @@ impl OriginPolicy {
                 let Some((host, port)) = split_authority(host) else {
                     return false;
                 };
-                // A Host without a port means the origin scheme's default.
-                let port = port.unwrap_or(origin.port);
+                // A Host without a port means the default port of the
+                // scheme (the page's scheme matches the socket's: a page on
+                // https opens wss).
+                let Some(port) = port.or_else(|| default_port(&origin.scheme)) else {
+                    return false;
+                };
                 host.eq_ignore_ascii_case(&origin.host) && port == origin.port
             }
         }
