@@ -480,10 +480,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         }
     }
 
-    /// Closes from our side (shutdown, handler panic).
+    /// Closes from our side (shutdown, handler panic), after whatever the
+    /// handler queued before.
     fn close(&mut self, code: CloseCode, reason: &str) {
-        let now = self.runtime.now();
-        let _ = self.conn.close(code, reason, now);
+        let _ = self
+            .outbox
+            .force_push(Outgoing::Close(code, reason.to_owned()));
     }
 
     /// After the close: writes what is left (the close frame), shuts the

@@ -17,6 +17,19 @@ use crate::outbox::Outgoing;
 
 type Item = Result<Message, ConnectionError>;
 
+/// Shared by the two halves: when both are gone, the connection is closed
+/// (1000), as nobody can use it any more.
+#[derive(Debug)]
+struct CloseOnDrop(Arc<crate::outbox::Outbox>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .force_push(Outgoing::Close(CloseCode::NORMAL, String::new()));
+    }
+}
+
 /// How far the application has asked to read: the number of the message it
 /// is waiting for (1 for the first).
 #[derive(Debug, Default)]
@@ -64,6 +77,7 @@ pub struct WebSocket {
 #[derive(Debug)]
 pub struct WsSender {
     handle: ConnectionHandle,
+    _open: Arc<CloseOnDrop>,
     info: Arc<ConnectionInfo>,
     listener: Option<EventListener>,
     close_sent: bool,
@@ -74,6 +88,7 @@ pub struct WsSender {
 /// when the connection ended abnormally.
 #[derive(Debug)]
 pub struct WsReceiver {
+    _open: Arc<CloseOnDrop>,
     // Boxed: the receiver is not `Unpin`, and the halves should be.
     messages: Pin<Box<async_channel::Receiver<Item>>>,
     closed: Arc<OnceLock<Closed>>,
@@ -90,14 +105,17 @@ impl WebSocket {
         let (tx, rx) = async_channel::bounded(read_ahead + 1);
         let closed = Arc::new(OnceLock::new());
         let demand = Arc::new(Demand::default());
+        let open = Arc::new(CloseOnDrop(handle.outbox().clone()));
         let socket = Self {
             sender: WsSender {
+                _open: open.clone(),
                 handle,
                 info,
                 listener: None,
                 close_sent: false,
             },
             receiver: WsReceiver {
+                _open: open,
                 messages: Box::pin(rx),
                 closed: closed.clone(),
                 demand: demand.clone(),

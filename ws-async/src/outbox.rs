@@ -78,7 +78,7 @@ impl Outbox {
             if state.closed {
                 return Err((SendError::Closed, item));
             }
-            if state.bytes > 0 && state.bytes.saturating_add(weight) > self.limit {
+            if !self.fits(&state, weight) {
                 let error = SendError::Full {
                     queued: state.bytes,
                     limit: self.limit,
@@ -106,8 +106,15 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues `item`, waiting for room.
+    /// Whether a push of `weight` bytes is accepted now: into an empty
+    /// queue always, otherwise within the limit.
+    fn fits(&self, state: &State, weight: usize) -> bool {
+        state.bytes == 0 || state.bytes.saturating_add(weight) <= self.limit
+    }
+
+    /// Queues `item`, waiting until it fits.
     pub(crate) async fn push(&self, mut item: Outgoing) -> Result<(), SendError> {
+        let weight = item.weight();
         loop {
             let listener = match self.try_push(item) {
                 Ok(()) => return Ok(()),
@@ -117,10 +124,14 @@ impl Outbox {
                 }
                 Err((error, _)) => return Err(error),
             };
-            // Re-check after listening so a wake-up between the failed push
-            // and `listen` is not lost.
-            if self.has_room() {
-                continue;
+            // Re-check after listening, with the same rule as `try_push`, so
+            // a drain between the refusal and `listen` is not missed and a
+            // refusal is never retried without waiting.
+            {
+                let state = self.lock();
+                if state.closed || self.fits(&state, weight) {
+                    continue;
+                }
             }
             listener.await;
         }
@@ -153,11 +164,6 @@ impl Outbox {
                 None => *listener = Some(self.room.listen()),
             }
         }
-    }
-
-    fn has_room(&self) -> bool {
-        let state = self.lock();
-        state.closed || state.bytes < self.limit
     }
 
     /// Registers the driver to be woken by the next push.
@@ -211,6 +217,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn msg(n: usize) -> Outgoing {
         Outgoing::Message(Message::binary(vec![0; n]))
@@ -280,6 +287,31 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         outbox.drain(|_| true);
         assert!(pusher.join().unwrap().is_ok());
+    }
+
+    // A push that does not fit waits (yields) instead of retrying in a
+    // loop: with the queue non-empty but under its limit, a message that
+    // would overflow it must not spin.
+    #[test]
+    fn push_that_does_not_fit_waits_instead_of_spinning() {
+        let outbox = std::sync::Arc::new(Outbox::new(100));
+        outbox.try_push(msg(10)).unwrap();
+        // Poll on another thread: a spinning push never returns from poll.
+        let (done, polled) = std::sync::mpsc::channel();
+        let poller = outbox.clone();
+        std::thread::spawn(move || {
+            let mut push = std::pin::pin!(poller.push(msg(95)));
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let first = push.as_mut().poll(&mut cx).is_pending();
+            poller.drain(|_| true);
+            let second = push.as_mut().poll(&mut cx).is_ready();
+            let _ = done.send((first, second));
+        });
+        let (first, second) = polled
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("push spun instead of waiting");
+        assert!(first, "must wait while 10 + 95 > 100");
+        assert!(second, "fits once drained");
     }
 
     /// A minimal executor for the test above.

@@ -17,9 +17,9 @@ struct Echo;
 
 impl Handler for Echo {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-        if let Err(error) = ctx.send(message) {
-            tracing::debug!(%error, "echo dropped");
-        }
+        // Waiting for room pushes back on a client that sends faster than it
+        // reads the echoes; the connection keeps answering pings meanwhile.
+        let _ = ctx.send_wait(message).await;
     }
 }
 

@@ -297,7 +297,7 @@ impl Connection {
     pub fn handle_received(&mut self, now: Instant) {
         self.advance_clock(now);
         if self.state == State::Closed {
-            self.read_buf.clear();
+            self.discard_input();
         }
     }
 
@@ -312,6 +312,12 @@ impl Connection {
                 CloseCause::TransportClosed,
             );
         }
+    }
+
+    /// Drops undecoded input, and the decoder's state with it.
+    fn discard_input(&mut self) {
+        self.read_buf.clear();
+        self.decoder.reset();
     }
 
     fn advance_clock(&mut self, now: Instant) {
@@ -632,7 +638,7 @@ impl Connection {
             State::CloseSent { .. } | State::Closed => Side::Local,
         };
         self.state = State::Closed;
-        self.read_buf.clear();
+        self.discard_input();
         Event::Closed(Closed {
             code,
             reason,
@@ -661,7 +667,7 @@ impl Connection {
         self.state = State::Closed;
         self.incoming = None;
         self.pending_pong = None;
-        self.read_buf.clear();
+        self.discard_input();
         self.closed_event = Some(Closed {
             code,
             reason,

@@ -862,6 +862,17 @@ fn peer_close_is_echoed_and_later_data_ignored() {
 }
 
 #[test]
+fn no_input_is_pending_after_the_connection_closes() {
+    let mut conn = server();
+    conn.handle_read(&masked(OpCode::Close, true, &[0x03, 0xE8]), Instant::now());
+    assert!(matches!(conn.poll_event(), Some(Event::Closed(_))));
+    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.poll_control_event(), None);
+    conn.handle_read(&masked(OpCode::Text, true, b"late"), Instant::now());
+    assert_eq!(conn.buffered_input(), 0, "input after the close is dropped");
+}
+
+#[test]
 fn local_close_waits_for_the_peer_then_times_out() {
     let start = Instant::now();
     let mut conn = Connection::server(Config::server(), start);

@@ -102,10 +102,17 @@ impl FrameDecoder {
             .map(|c| &c.header)
     }
 
+    /// Forgets the frame in progress; for when the caller discards its
+    /// buffer.
+    pub fn reset(&mut self) {
+        self.current = None;
+        self.unmasked_upto = 0;
+    }
+
     /// Bytes of `buf` not yet reported as part of a complete frame.
     pub fn undecoded(&self, buf: &[u8]) -> usize {
         match &self.current {
-            Some(c) if c.complete => buf.len() - (c.header_len + c.payload_len),
+            Some(c) if c.complete => buf.len().saturating_sub(c.header_len + c.payload_len),
             _ => buf.len(),
         }
     }

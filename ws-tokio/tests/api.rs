@@ -1,0 +1,342 @@
+//! The client and server API: round trips, split halves, registry and
+//! broadcast, TLS, IPv6, backpressure reaching the sender.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Echo, echo_server, eventually, serve};
+use futures_util::{SinkExt, StreamExt};
+use ws_tokio::ws_core::handshake::{ResponseError, ServerHandshake};
+use ws_tokio::{
+    Client, ClientConfig, ConnectError, Ctx, Endpoint, Handler, Message, SendError, ServerConfig,
+    ServerHandle,
+};
+
+fn big_config() -> (ServerConfig, ClientConfig) {
+    let mut server = ServerConfig::default();
+    server.connection = server.connection.with_max_message_size(16 << 20);
+    server.send_queue = 16 << 20;
+    let mut client = ClientConfig::default();
+    client.connection = client.connection.with_max_message_size(16 << 20);
+    client.send_queue = 16 << 20;
+    (server, client)
+}
+
+#[tokio::test]
+async fn echo_round_trips_including_16_mib() {
+    let (server_config, client_config) = big_config();
+    let server = echo_server(server_config).await;
+    let (mut socket, response) = Client::new(&server.url("/echo"))
+        .unwrap()
+        .config(client_config)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let messages = vec![
+        Message::text("héllo"),
+        Message::binary(vec![0, 1, 2, 255]),
+        Message::text(""),
+        Message::binary(big),
+        Message::text("x".repeat(100_000)),
+    ];
+    for message in &messages {
+        socket.send(message.clone()).await.unwrap();
+    }
+    for message in messages {
+        assert_eq!(socket.recv().await.unwrap().unwrap(), message);
+    }
+    socket.close(ws_tokio::CloseCode::NORMAL, "done").unwrap();
+    assert!(socket.recv().await.is_none());
+    assert_eq!(socket.closed().unwrap().code, ws_tokio::CloseCode::NORMAL);
+}
+
+#[tokio::test]
+async fn too_big_for_the_server_closes_with_1009() {
+    let server = echo_server(ServerConfig::default()).await;
+    let (mut client_config, _) = (ClientConfig::default(), ());
+    client_config.send_queue = 4 << 20;
+    let (mut socket, _) = Client::new(&server.url("/echo"))
+        .unwrap()
+        .config(client_config)
+        .connect()
+        .await
+        .unwrap();
+    socket
+        .send(Message::binary(vec![0; (1 << 20) + 1]))
+        .await
+        .unwrap();
+    assert!(socket.recv().await.is_none());
+    assert_eq!(
+        socket.closed().unwrap().code,
+        ws_tokio::CloseCode::MESSAGE_TOO_BIG
+    );
+}
+
+#[tokio::test]
+async fn split_halves_work_concurrently_as_stream_and_sink() {
+    let server = echo_server(ServerConfig::default()).await;
+    let (socket, _) = ws_tokio::connect(&server.url("/echo")).await.unwrap();
+    let (mut sender, mut receiver) = socket.split();
+    let writer = tokio::spawn(async move {
+        for i in 0..500 {
+            sender.feed(Message::text(i.to_string())).await.unwrap();
+        }
+        sender.flush().await.unwrap();
+        sender
+    });
+    for i in 0..500 {
+        assert_eq!(
+            receiver.next().await.unwrap().unwrap(),
+            Message::text(i.to_string())
+        );
+    }
+    let mut sender = writer.await.unwrap();
+    SinkExt::close(&mut sender).await.unwrap();
+    assert!(receiver.next().await.is_none());
+}
+
+/// Registers itself under the first message's text, joins "room", and
+/// relays "to:NAME:TEXT", "room:TEXT" and "all:TEXT" commands.
+struct Chat;
+
+impl Handler for Chat {
+    async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
+        let Message::Text(text) = message else { return };
+        let server: &ServerHandle = ctx.server().unwrap();
+        if let Some(name) = text.strip_prefix("name:") {
+            server.set_name(ctx.id(), name).unwrap();
+            server.join(ctx.id(), "room");
+            let _ = ctx.send("ok");
+        } else if let Some(rest) = text.strip_prefix("to:") {
+            let (name, body) = rest.split_once(':').unwrap();
+            server.by_name(name).unwrap().send(body).unwrap();
+        } else if let Some(body) = text.strip_prefix("room:") {
+            let delivery = server.send_to_group("room", body);
+            assert!(delivery.dropped.is_empty());
+        } else if let Some(body) = text.strip_prefix("all:") {
+            server.broadcast(body, Some(ctx.id()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn registry_names_groups_and_broadcast() {
+    let server = serve(
+        ws_tokio::server()
+            .route("/chat", Endpoint::new(|_| Chat))
+            .build(),
+    )
+    .await;
+    let mut sockets = Vec::new();
+    for name in ["ann", "bob", "cy"] {
+        let (mut socket, _) = ws_tokio::connect(&server.url("/chat")).await.unwrap();
+        socket.send(format!("name:{name}")).await.unwrap();
+        assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("ok"));
+        sockets.push(socket);
+    }
+    assert_eq!(server.handle.count(), 3);
+    assert_eq!(server.handle.count_on("/chat"), 3);
+    assert_eq!(server.handle.members("room").len(), 3);
+
+    sockets[0].send("to:cy:psst").await.unwrap();
+    assert_eq!(
+        sockets[2].recv().await.unwrap().unwrap(),
+        Message::text("psst")
+    );
+
+    sockets[1].send("all:hi all").await.unwrap();
+    assert_eq!(
+        sockets[0].recv().await.unwrap().unwrap(),
+        Message::text("hi all")
+    );
+    assert_eq!(
+        sockets[2].recv().await.unwrap().unwrap(),
+        Message::text("hi all")
+    );
+
+    sockets[0].send("room:in the room").await.unwrap();
+    for socket in &mut sockets {
+        assert_eq!(
+            socket.recv().await.unwrap().unwrap(),
+            Message::text("in the room")
+        );
+    }
+    // The originator got nothing from its broadcast: its next message is the
+    // room message above, already checked. Names are unique.
+    let ann = server.handle.by_name("ann").unwrap().id();
+    let bob = server.handle.by_name("bob").unwrap().id();
+    assert!(
+        matches!(server.handle.set_name(bob, "ann"), Err(ws_tokio::NameError::Taken(id)) if id == ann)
+    );
+    // Leaving frees the name and the group slot.
+    drop(sockets.remove(0));
+    eventually(|| server.handle.by_name("ann").is_none(), "ann to leave").await;
+    assert_eq!(server.handle.members("room").len(), 2);
+    server.handle.send_to(bob, "direct").unwrap();
+    assert_eq!(
+        sockets[0].recv().await.unwrap().unwrap(),
+        Message::text("direct")
+    );
+}
+
+#[tokio::test]
+async fn backpressure_reaches_the_sender() {
+    // A server that never reads its socket: the client's queue fills and
+    // `send` waits; `try_send` reports it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stall = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8(head).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let accept = {
+            // Borrow ws-core's handshake to compute the accept value.
+            let request = format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            let mut hs = ServerHandshake::new(Default::default(), std::time::Instant::now());
+            let upgrade = hs.handle_input(request.as_bytes()).unwrap().unwrap();
+            upgrade.accept(Default::default()).unwrap().to_bytes()
+        };
+        stream.write_all(&accept).await.unwrap();
+        // Never read again.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    });
+    let mut config = ClientConfig::default();
+    config.send_queue = 256 * 1024;
+    let (mut socket, _) = Client::new(&format!("ws://{addr}/"))
+        .unwrap()
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    let chunk = Message::binary(vec![1u8; 64 * 1024]);
+    let mut sent = 0;
+    let blocked = loop {
+        match tokio::time::timeout(Duration::from_millis(500), socket.send(chunk.clone())).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(error)) => panic!("{error}"),
+            Err(_) => break true,
+        }
+        assert!(sent < 2000, "sending never blocked");
+    };
+    assert!(blocked);
+    let (sender, _receiver) = socket.split();
+    assert!(matches!(
+        sender.try_send(chunk),
+        Err(SendError::Full { .. })
+    ));
+    stall.abort();
+}
+
+fn self_signed() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let server = ws_tokio::tls::server_config(vec![cert.clone()], key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    (server, roots)
+}
+
+#[tokio::test]
+async fn tls_round_trip_and_hostname_verification() {
+    let (server_tls, roots) = self_signed();
+    let server = ws_tokio::server()
+        .route("/echo", Endpoint::new(|_| Echo))
+        .build();
+    let listener = ws_tokio::bind_tls("127.0.0.1:0", server_tls).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { server.serve(listener).await });
+    let client_tls = ws_tokio::tls::client_config(roots);
+
+    let (mut socket, _) = Client::new(&format!("wss://localhost:{port}/echo"))
+        .unwrap()
+        .tls_config(client_tls.clone())
+        .connect()
+        .await
+        .unwrap();
+    socket.send("over tls").await.unwrap();
+    assert_eq!(
+        socket.recv().await.unwrap().unwrap(),
+        Message::text("over tls")
+    );
+
+    // ROBUSTNESS 10: the certificate is for "localhost"; another name fails.
+    let wrong = Client::new(&format!("wss://127.0.0.1:{port}/echo"))
+        .unwrap()
+        .tls_config(client_tls)
+        .connect()
+        .await;
+    assert!(matches!(wrong, Err(ConnectError::Tls(_))), "{wrong:?}");
+    // And a client without the root does not trust it.
+    let untrusted = Client::new(&format!("wss://localhost:{port}/echo"))
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        matches!(untrusted, Err(ConnectError::Tls(_))),
+        "{untrusted:?}"
+    );
+}
+
+#[tokio::test]
+async fn ipv6_loopback() {
+    let Ok(listener) = ws_tokio::bind("[::1]:0").await else {
+        // No IPv6 on this host: nothing to test.
+        eprintln!("skipping: IPv6 loopback unavailable");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let server = ws_tokio::server()
+        .route("/echo", Endpoint::new(|_| Echo))
+        .build();
+    tokio::spawn(async move { server.serve(listener).await });
+    let (mut socket, _) = ws_tokio::connect(&format!("ws://[::1]:{port}/echo"))
+        .await
+        .unwrap();
+    socket.send("v6").await.unwrap();
+    assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("v6"));
+    assert!(socket.info().request.uri.to_string().contains("[::1]"));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 302 Found\r\nLocation: ws://evil.example/\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await;
+    });
+    match ws_tokio::connect(&format!("ws://{addr}/")).await {
+        Err(ConnectError::Handshake(ResponseError::Status { status, headers })) => {
+            assert_eq!(status, 302);
+            assert_eq!(headers["location"], "ws://evil.example/");
+        }
+        other => panic!("{other:?}"),
+    }
+}

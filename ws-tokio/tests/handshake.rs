@@ -1,0 +1,361 @@
+//! The opening handshake over real sockets: ROBUSTNESS 5.1 items 1-6 and
+//! 8, routing, subprotocols, connection limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Echo, Raw, TestServer, echo_server, quick_config, request, serve};
+use http::header::{AUTHORIZATION, ORIGIN};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use ws_tokio::ws_core::handshake::{Rejection, ResponseError};
+use ws_tokio::{Client, ConnectError, Endpoint, OriginPolicy, ServerConfig};
+
+/// Sends `text`, returns the status and whether the server then closed.
+async fn answer(server: &TestServer, text: &[u8]) -> (u16, String, bool) {
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(text).await;
+    let (status, head) = raw.read_head().await;
+    let (rest, eof) = raw.read_until_eof(Duration::from_secs(3)).await;
+    let body_len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    // The body, then end of stream: the server closed after its answer.
+    (status, head, eof && rest.len() == body_len)
+}
+
+// ROBUSTNESS 1: one byte per 100 ms never completes within the deadline:
+// 408 and close; an oversized head dribbled in gets 431 as soon as it
+// passes the limit.
+#[tokio::test]
+async fn slowloris_gets_408_and_oversized_heads_431() {
+    let mut config = quick_config();
+    config.handshake.timeout = Duration::from_millis(400);
+    let server = echo_server(config).await;
+    let mut raw = Raw::connect(server.addr).await;
+    let started = Instant::now();
+    for byte in request("/echo", &[]).bytes().take(5) {
+        raw.send(&[byte]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = raw.read_head().await;
+    assert_eq!(status, 408);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(raw.read_to_close(Duration::from_secs(3)).await.len() < 100);
+
+    let server = echo_server(ServerConfig::default()).await;
+    let raw = Raw::connect(server.addr).await;
+    let (mut reader, mut writer) = raw.stream.into_split();
+    // Dribble 1 KiB header lines; the server answers once 16 KiB is passed.
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await;
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
+        let mut sent = 0;
+        for _ in 0..1000 {
+            if writer.write_all(filler.as_bytes()).await.is_err() {
+                break;
+            }
+            sent += filler.len();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        sent
+    });
+    let mut head = vec![0u8; 12];
+    use tokio::io::AsyncReadExt;
+    reader.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[9..12], b"431");
+    let sent = writer.await.unwrap();
+    assert!(sent < 64 * 1024, "the server kept reading {sent} bytes");
+}
+
+// ROBUSTNESS 2.
+#[tokio::test]
+async fn too_many_headers_get_431() {
+    let server = echo_server(ServerConfig::default()).await;
+    let junk: Vec<String> = (0..2000).map(|i| format!("X-{i}: y")).collect();
+    let junk: Vec<&str> = junk.iter().map(String::as_str).collect();
+    let (status, _, closed) = answer(&server, request("/echo", &junk).as_bytes()).await;
+    assert_eq!(status, 431);
+    assert!(closed);
+}
+
+// ROBUSTNESS 3.
+#[tokio::test]
+async fn long_uri_gets_414() {
+    let server = echo_server(ServerConfig::default()).await;
+    let path = format!("/echo?{}", "q".repeat(10_000));
+    let (status, _, _) = answer(&server, request(&path, &[]).as_bytes()).await;
+    assert_eq!(status, 414);
+}
+
+// ROBUSTNESS 4: each wrong field gets its status and the connection is
+// closed after the answer, never upgraded.
+#[tokio::test]
+async fn wrong_fields_get_their_status_and_close() {
+    let server = echo_server(ServerConfig::default()).await;
+    let good = request("/echo", &[]);
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        (good.replacen("GET", "POST", 1), 405, Some("allow: GET")),
+        (good.replacen("HTTP/1.1", "HTTP/1.0", 1), 505, None),
+        (
+            good.replace("Upgrade: websocket\r\n", ""),
+            426,
+            Some("upgrade: websocket"),
+        ),
+        (
+            good.replace("Connection: Upgrade\r\n", "Connection: keep-alive\r\n"),
+            400,
+            None,
+        ),
+        (
+            good.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+            426,
+            Some("sec-websocket-version: 13"),
+        ),
+        (good.replace(common::KEY, "c2hvcnQ="), 400, None),
+        (good.replace("Host: 127.0.0.1\r\n", ""), 400, None),
+    ];
+    for (text, expected, header) in cases {
+        let (status, head, closed) = answer(&server, text.as_bytes()).await;
+        assert_eq!(status, expected, "{text}");
+        if let Some(header) = header {
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&header.to_ascii_lowercase()),
+                "{head}"
+            );
+        }
+        assert!(closed, "connection must close after {expected}");
+    }
+}
+
+// ROBUSTNESS 5: a body or pipelined bytes are refused; the extra bytes are
+// never read as a second request.
+#[tokio::test]
+async fn bodies_and_pipelining_get_400() {
+    let server = echo_server(ServerConfig::default()).await;
+    let with_body = request("/echo", &["Content-Length: 5"]) + "hello";
+    let (status, _, closed) = answer(&server, with_body.as_bytes()).await;
+    assert_eq!((status, closed), (400, true));
+    let pipelined = request("/echo", &[]) + &request("/echo", &[]);
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(pipelined.as_bytes()).await;
+    let (status, _) = raw.read_head().await;
+    assert_eq!(status, 400);
+    let rest =
+        String::from_utf8_lossy(&raw.read_to_close(Duration::from_secs(3)).await).to_string();
+    assert!(!rest.contains("HTTP/1.1"), "a second response: {rest}");
+}
+
+// ROBUSTNESS 6: cross-site requests are refused unless allowed; requests
+// without Origin pass.
+#[tokio::test]
+async fn origin_policies() {
+    let server = serve(
+        ws_tokio::server()
+            .route("/same", Endpoint::new(|_| Echo))
+            .route(
+                "/list",
+                Endpoint::new(|_| Echo).origin(OriginPolicy::allow(["https://app.example"])),
+            )
+            .build(),
+    )
+    .await;
+    let status = |path: &'static str, origin: Option<&'static str>| {
+        let addr = server.addr;
+        async move {
+            let extra: Vec<String> = origin.map(|o| format!("Origin: {o}")).into_iter().collect();
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let mut raw = Raw::connect(addr).await;
+            raw.send(request(path, &extra).as_bytes()).await;
+            raw.read_head().await.0
+        }
+    };
+    assert_eq!(status("/same", None).await, 101);
+    assert_eq!(status("/same", Some("http://127.0.0.1")).await, 101);
+    assert_eq!(status("/same", Some("http://evil.example")).await, 403);
+    assert_eq!(status("/list", Some("https://app.example")).await, 101);
+    assert_eq!(status("/list", Some("https://app.example.evil")).await, 403);
+    assert_eq!(status("/list", Some("null")).await, 403);
+}
+
+// ROBUSTNESS 8: the authenticate hook sees the headers and rejects with
+// 401/403; an accepted identity reaches the handler.
+#[tokio::test]
+async fn authentication_hook() {
+    #[derive(Clone)]
+    struct User(String);
+    struct Whoami;
+    impl ws_tokio::Handler for Whoami {
+        async fn on_message(&mut self, ctx: &mut ws_tokio::Ctx, _: ws_tokio::Message) {
+            let user = ctx
+                .info()
+                .request
+                .extensions
+                .get::<User>()
+                .map(|u| u.0.clone())
+                .unwrap_or_default();
+            let _ = ctx.send(user);
+        }
+    }
+    let endpoint =
+        Endpoint::new(|_| Whoami).authenticate(|mut parts: http::request::Parts| async move {
+            let token = parts
+                .headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match token.as_deref() {
+                None => Err(Rejection::new(
+                    StatusCode::UNAUTHORIZED,
+                    HeaderMap::new(),
+                    "",
+                )),
+                Some("Bearer alice") => {
+                    parts.extensions.insert(User("alice".into()));
+                    Ok(parts)
+                }
+                Some(_) => Err(Rejection::new(StatusCode::FORBIDDEN, HeaderMap::new(), "")),
+            }
+        });
+    let server = serve(ws_tokio::server().route("/me", endpoint).build()).await;
+    for (token, expected) in [(None, 401u16), (Some("Bearer mallory"), 403)] {
+        let mut client = Client::new(&server.url("/me")).unwrap();
+        if let Some(token) = token {
+            client = client.header(AUTHORIZATION, HeaderValue::from_static(token));
+        }
+        match client.connect().await {
+            Err(ConnectError::Handshake(ResponseError::Status { status, .. })) => {
+                assert_eq!(status.as_u16(), expected)
+            }
+            other => panic!("expected {expected}, got {other:?}"),
+        }
+    }
+    let (mut socket, _) = Client::new(&server.url("/me"))
+        .unwrap()
+        .header(AUTHORIZATION, HeaderValue::from_static("Bearer alice"))
+        .connect()
+        .await
+        .unwrap();
+    socket.send("who?").await.unwrap();
+    assert_eq!(
+        socket.recv().await.unwrap().unwrap(),
+        ws_tokio::Message::text("alice")
+    );
+    let _ = ORIGIN;
+}
+
+#[tokio::test]
+async fn unknown_path_gets_404() {
+    let server = echo_server(ServerConfig::default()).await;
+    let (status, _, closed) = answer(&server, request("/nope", &[]).as_bytes()).await;
+    assert_eq!((status, closed), (404, true));
+}
+
+#[tokio::test]
+async fn subprotocol_selection_and_requirement() {
+    let server = serve(
+        ws_tokio::server()
+            .route(
+                "/chat",
+                Endpoint::new(|_| Echo).subprotocols(["v2.chat", "v1.chat"]),
+            )
+            .route(
+                "/strict",
+                Endpoint::new(|_| Echo)
+                    .subprotocols(["hydrogen-protocol"])
+                    .require_subprotocol(),
+            )
+            .build(),
+    )
+    .await;
+    let (socket, _) = Client::new(&server.url("/chat"))
+        .unwrap()
+        .subprotocol("v1.chat")
+        .subprotocol("v2.chat")
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.info().subprotocol.as_deref(),
+        Some("v2.chat"),
+        "the server's preference wins"
+    );
+    let (socket, _) = Client::new(&server.url("/chat"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(socket.info().subprotocol, None);
+    match Client::new(&server.url("/strict")).unwrap().connect().await {
+        Err(ConnectError::Handshake(ResponseError::Status { status, .. })) => {
+            assert_eq!(status, 400)
+        }
+        other => panic!("{other:?}"),
+    }
+    let (socket, _) = Client::new(&server.url("/strict"))
+        .unwrap()
+        .subprotocol("hydrogen-protocol")
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.info().subprotocol.as_deref(),
+        Some("hydrogen-protocol")
+    );
+}
+
+// ROBUSTNESS 38 / limits: past the server or endpoint limit, handshakes get
+// 503 with Retry-After before any WebSocket state exists; slots free up when
+// connections end.
+#[tokio::test]
+async fn connection_limits_answer_503() {
+    let mut config = ServerConfig::default();
+    config.max_connections = Some(3);
+    let server = serve(
+        ws_tokio::server()
+            .config(config)
+            .route("/a", Endpoint::new(|_| Echo).max_connections(1))
+            .route("/b", Endpoint::new(|_| Echo))
+            .build(),
+    )
+    .await;
+    let first = Client::new(&server.url("/a"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (status, head, _) = answer(&server, request("/a", &[]).as_bytes()).await;
+    assert_eq!(status, 503);
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 5"),
+        "{head}"
+    );
+    let b1 = Client::new(&server.url("/b"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let b2 = Client::new(&server.url("/b"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (status, _, _) = answer(&server, request("/b", &[]).as_bytes()).await;
+    assert_eq!(status, 503, "server-wide limit");
+    assert_eq!(server.handle.count(), 3);
+    drop((first, b1, b2));
+    common::eventually(|| server.handle.count() == 0, "connections to end").await;
+    // Slots are back.
+    Client::new(&server.url("/a"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+}
