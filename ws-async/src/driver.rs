@@ -19,7 +19,7 @@ use futures_util::FutureExt;
 use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
 
 use crate::error::SendError;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::{Drain, Outbox, Outgoing};
 use crate::runtime::{Runtime, Timer, Transport, read_some, with_deadline};
 use crate::server::ServerHandle;
 
@@ -210,6 +210,18 @@ impl ConnectionHandle {
         self.outbox.push(Outgoing::Message(message.into())).await
     }
 
+    /// Queues one piece of a message sent in pieces; see
+    /// [`Ctx::send_fragment`].
+    pub async fn send_fragment(
+        &self,
+        data: impl Into<Message>,
+        is_last: bool,
+    ) -> Result<(), SendError> {
+        self.outbox
+            .push(Outgoing::Fragment(data.into(), is_last))
+            .await
+    }
+
     /// Sends a ping (at most 125 bytes); its pong is not reported.
     pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
         self.outbox
@@ -321,24 +333,36 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         let conn = &mut self.conn;
         let now = self.runtime.now();
         let mut taken = false;
+        let mut skipped = false;
         self.outbox.drain(|item| {
+            // Nothing may overtake a whole message that is waiting.
+            if skipped && matches!(item, Outgoing::Close(..)) {
+                return Drain::Stop;
+            }
             let accepted = match item {
                 Outgoing::Message(message) => conn.send(message.clone()),
+                Outgoing::Fragment(data, last) => conn.send_fragment(data.clone(), *last),
                 Outgoing::Ping(payload) => conn.ping(payload),
                 Outgoing::Close(code, reason) => conn.close(*code, reason, now),
             };
             match accepted {
                 Ok(()) => {
                     taken = true;
-                    true
+                    Drain::Take
                 }
                 // The engine's buffer is full: wait for the transport.
-                Err(ws_core::SendError::Backpressure(_)) => false,
+                Err(ws_core::SendError::Backpressure(_)) => Drain::Stop,
+                // A whole message while a fragmented one is open waits for
+                // its last fragment, which may be queued behind it.
+                Err(ws_core::SendError::Usage(ws_core::UsageError::MessageInProgress)) => {
+                    skipped = true;
+                    Drain::Skip
+                }
                 // Closing, or an invalid close code from the application:
                 // drop it, there is nobody to report to.
                 Err(ws_core::SendError::Usage(error)) => {
                     tracing::debug!(%error, "dropped an outgoing item");
-                    true
+                    Drain::Take
                 }
             }
         });

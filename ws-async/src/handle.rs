@@ -137,6 +137,16 @@ impl WebSocket {
         self.sender.send(message).await
     }
 
+    /// Sends one piece of a message sent in pieces; see
+    /// [`WsSender::send_fragment`].
+    pub async fn send_fragment(
+        &mut self,
+        data: impl Into<Message>,
+        is_last: bool,
+    ) -> Result<(), SendError> {
+        self.sender.send_fragment(data, is_last).await
+    }
+
     /// The next message; `None` once the connection is closed. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Item> {
         self.receiver.recv().await
@@ -157,6 +167,11 @@ impl WebSocket {
         self.receiver.closed()
     }
 
+    /// A clonable handle for sending from other tasks.
+    pub fn sender_handle(&self) -> &ConnectionHandle {
+        &self.sender.handle
+    }
+
     /// The connection's identity, address, request and subprotocol.
     pub fn info(&self) -> &ConnectionInfo {
         &self.sender.info
@@ -172,6 +187,17 @@ impl WsSender {
     /// Sends a message, waiting while the send queue is full.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
         self.handle.send_wait(message).await
+    }
+
+    /// Sends one piece of a message sent in pieces, waiting while the send
+    /// queue is full: the first piece's kind (text or binary) is the
+    /// message's, `is_last` ends it.
+    pub async fn send_fragment(
+        &mut self,
+        data: impl Into<Message>,
+        is_last: bool,
+    ) -> Result<(), SendError> {
+        self.handle.send_fragment(data, is_last).await
     }
 
     /// Queues a message without waiting; fails with

@@ -15,6 +15,8 @@ use crate::error::SendError;
 #[derive(Debug, Clone)]
 pub(crate) enum Outgoing {
     Message(Message),
+    /// One piece of a message sent in pieces; `true` for the last.
+    Fragment(Message, bool),
     Ping(Bytes),
     Close(CloseCode, String),
 }
@@ -22,7 +24,7 @@ pub(crate) enum Outgoing {
 impl Outgoing {
     fn weight(&self) -> usize {
         match self {
-            Self::Message(m) => m.len(),
+            Self::Message(m) | Self::Fragment(m, _) => m.len(),
             Self::Ping(p) => p.len(),
             Self::Close(_, r) => r.len(),
         }
@@ -34,6 +36,14 @@ struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
     closed: bool,
+}
+
+/// What [`Outbox::drain`] does with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drain {
+    Take,
+    Skip,
+    Stop,
 }
 
 /// A byte-bounded queue into one connection.
@@ -171,18 +181,24 @@ impl Outbox {
         self.driver.register(cx.waker());
     }
 
-    /// Hands queued items to `accept` in order until it refuses one (which
-    /// stays first in the queue) or the queue is empty.
-    pub(crate) fn drain(&self, mut accept: impl FnMut(&Outgoing) -> bool) {
+    /// Hands queued items to `take` in order. `Take` removes the item,
+    /// `Stop` ends the drain with it first in line, `Skip` leaves it in
+    /// place and looks further (a whole message waiting for a fragmented
+    /// one to end must not block that message's remaining fragments).
+    pub(crate) fn drain(&self, mut take: impl FnMut(&Outgoing) -> Drain) {
         let mut freed = 0;
         {
             let mut state = self.lock();
-            while let Some(item) = state.queue.front() {
-                if !accept(item) {
-                    break;
+            let mut at = 0;
+            while let Some(item) = state.queue.get(at) {
+                match take(item) {
+                    Drain::Take => {
+                        freed += item.weight();
+                        state.queue.remove(at);
+                    }
+                    Drain::Skip => at += 1,
+                    Drain::Stop => break,
                 }
-                freed += item.weight();
-                state.queue.pop_front();
             }
             state.bytes -= freed;
         }
@@ -237,7 +253,7 @@ mod tests {
                 _
             ))
         ));
-        outbox.drain(|_| true);
+        outbox.drain(|_| Drain::Take);
         outbox.try_push(msg(60)).unwrap();
         outbox.try_push(msg(40)).unwrap();
         assert!(outbox.try_push(msg(1)).is_err());
@@ -256,10 +272,10 @@ mod tests {
         outbox.drain(|item| {
             let Outgoing::Message(m) = item else { panic!() };
             if m.len() == 3 {
-                return false;
+                return Drain::Stop;
             }
             seen.push(m.len());
-            true
+            Drain::Take
         });
         assert_eq!(seen, [1, 2]);
         assert!(!outbox.is_empty());
@@ -269,6 +285,31 @@ mod tests {
             Err((SendError::Closed, _))
         ));
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn skipped_items_keep_their_place() {
+        let outbox = Outbox::new(1000);
+        for n in [1, 2, 3, 4] {
+            outbox.try_push(msg(n)).unwrap();
+        }
+        let mut taken = Vec::new();
+        outbox.drain(|item| {
+            let Outgoing::Message(m) = item else { panic!() };
+            if m.len() % 2 == 1 {
+                return Drain::Skip;
+            }
+            taken.push(m.len());
+            Drain::Take
+        });
+        assert_eq!(taken, [2, 4]);
+        let mut rest = Vec::new();
+        outbox.drain(|item| {
+            let Outgoing::Message(m) = item else { panic!() };
+            rest.push(m.len());
+            Drain::Take
+        });
+        assert_eq!(rest, [1, 3]);
     }
 
     #[test]
@@ -285,7 +326,7 @@ mod tests {
         let outbox2 = outbox.clone();
         let pusher = std::thread::spawn(move || futures_executor_block_on(outbox2.push(msg(5))));
         std::thread::sleep(std::time::Duration::from_millis(50));
-        outbox.drain(|_| true);
+        outbox.drain(|_| Drain::Take);
         assert!(pusher.join().unwrap().is_ok());
     }
 
@@ -303,7 +344,7 @@ mod tests {
             let mut push = std::pin::pin!(poller.push(msg(95)));
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let first = push.as_mut().poll(&mut cx).is_pending();
-            poller.drain(|_| true);
+            poller.drain(|_| Drain::Take);
             let second = push.as_mut().poll(&mut cx).is_ready();
             let _ = done.send((first, second));
         });

@@ -55,6 +55,24 @@ async fn echo_round_trips_including_16_mib() {
 }
 
 #[tokio::test]
+async fn fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn() {
+    let server = echo_server(ServerConfig::default()).await;
+    let (mut socket, _) = ws_tokio::connect(&server.url("/echo")).await.unwrap();
+    socket.send_fragment("hel", false).await.unwrap();
+    // Queued while the fragmented message is open: goes out after it.
+    socket.sender_handle().send("second").unwrap();
+    socket.send_fragment("lo", true).await.unwrap();
+    assert_eq!(
+        socket.recv().await.unwrap().unwrap(),
+        Message::text("hello")
+    );
+    assert_eq!(
+        socket.recv().await.unwrap().unwrap(),
+        Message::text("second")
+    );
+}
+
+#[tokio::test]
 async fn too_big_for_the_server_closes_with_1009() {
     let server = echo_server(ServerConfig::default()).await;
     let (mut client_config, _) = (ClientConfig::default(), ());

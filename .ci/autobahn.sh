@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Autobahn TestSuite against one adapter, both modes:
+#   fuzzingclient  -> the adapter's echo example (server),
+#   fuzzingserver  -> the adapter's autobahn_client example (client).
+# Sections 1-7, 9, 10. Fails unless every case is OK or INFORMATIONAL.
+# Usage: .ci/autobahn.sh [ws-tokio]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+adapter=${1:-ws-tokio}
+venv=target/ci/autobahn-venv
+work=target/ci/autobahn/$adapter
+
+if [ ! -x "$venv/bin/wstest" ]; then
+  # The suite runs on Python 2.7 (pyenv provides it on this machine kind).
+  py27="$(pyenv root)/versions/2.7.18/bin/python"
+  "$py27" -m pip install --quiet virtualenv
+  "$py27" -m virtualenv --quiet "$venv"
+  "$venv/bin/pip" install --quiet autobahntestsuite
+fi
+
+cargo build --release --quiet -p "$adapter" --example echo --example autobahn_client
+bin=target/release/examples
+rm -rf "$work"
+mkdir -p "$work"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { python3 -c '
+import socket, sys, time
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.5).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("nothing listens on port " + sys.argv[1])' "$1"; }
+cases='["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]'
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+
+echo "--- $adapter as server (wstest -m fuzzingclient)"
+port=$(free_port)
+"$bin/echo" "127.0.0.1:$port" --max-message 16777216 --max-fragments 100000 > "$work/echo.log" 2>&1 &
+pids+=($!)
+wait_port "$port"
+cat > "$work/fuzzingclient.json" <<JSON
+{"outdir": "$work/reports/server", "servers": [{"agent": "$adapter", "url": "ws://127.0.0.1:$port"}],
+ "cases": $cases, "exclude-cases": [], "exclude-agent-cases": {}}
+JSON
+"$venv/bin/wstest" -m fuzzingclient -s "$work/fuzzingclient.json" > "$work/fuzzingclient.log" 2>&1
+
+echo "--- $adapter as client (wstest -m fuzzingserver)"
+port=$(free_port)
+cat > "$work/fuzzingserver.json" <<JSON
+{"url": "ws://127.0.0.1:$port", "outdir": "$work/reports/client",
+ "cases": $cases, "exclude-cases": [], "exclude-agent-cases": {}}
+JSON
+"$venv/bin/wstest" -m fuzzingserver -s "$work/fuzzingserver.json" > "$work/fuzzingserver.log" 2>&1 &
+pids+=($!)
+wait_port "$port"
+"$bin/autobahn_client" "ws://127.0.0.1:$port" "$adapter"
+
+python3 .ci/autobahn_check.py "$adapter" "$work/reports/server/index.json" "$work/reports/client/index.json"

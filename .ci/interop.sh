@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Interop with Python `websockets` and Node `ws`, both directions.
+# Usage: .ci/interop.sh [ws-tokio]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+adapter=${1:-ws-tokio}
+venv=target/ci/interop-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet -r interop/python/requirements.txt
+(cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --release --quiet -p "$adapter" --example interop
+bin=target/release/examples/interop
+echo "--- $adapter <-> python websockets"
+"$venv/bin/python" interop/python/interop_test.py "$bin"
+echo "--- $adapter <-> node ws"
+node interop/node/interop.mjs "$bin"

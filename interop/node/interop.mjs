@@ -1,0 +1,133 @@
+// Interop between ws-tokio and Node `ws`, both directions.
+// Usage: node interop.mjs PATH/TO/interop   (the ws-tokio example binary)
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
+import WebSocket, { WebSocketServer } from "ws";
+
+const MIB = 1 << 20;
+const failures = [];
+const check = (condition, what) => {
+  console.log(`${condition ? "ok  " : "FAIL"} ${what}`);
+  if (!condition) failures.push(what);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const withTimeout = (promise, ms, what) =>
+  Promise.race([promise, sleep(ms).then(() => { throw new Error(`timeout: ${what}`); })]);
+
+/** A client whose messages and close can be awaited in order. */
+function open(url, options = {}) {
+  const ws = new WebSocket(url, options);
+  const queue = [];
+  const waiters = [];
+  ws.on("message", (data, isBinary) => {
+    const item = isBinary ? Buffer.from(data) : data.toString("utf8");
+    const waiter = waiters.shift();
+    if (waiter) waiter(item); else queue.push(item);
+  });
+  ws.closed = new Promise((resolve) => ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+  ws.on("error", () => {});
+  ws.next = () => withTimeout(new Promise((resolve) => {
+    if (queue.length) resolve(queue.shift()); else waiters.push(resolve);
+  }), 20000, "message");
+  return once(ws, "open").then(() => ws);
+}
+
+const same = (a, b) => (Buffer.isBuffer(a) ? Buffer.isBuffer(b) && a.equals(b) : a === b);
+
+async function lastClose(base) {
+  const ws = await open(`${base}/last-close`);
+  ws.send("?");
+  const text = await ws.next();
+  ws.close();
+  return text;
+}
+
+async function nodeClients(base) {
+  const ws = await open(`${base}/echo`, { maxPayload: 64 * MIB, perMessageDeflate: false });
+  for (const message of ["héllo ✓", Buffer.from([0, 255, 1]), ""]) {
+    ws.send(message);
+    check(same(await ws.next(), message), `node->ws-tokio echo ${JSON.stringify(message)}`);
+  }
+  ws.send("frag", { fin: false });
+  ws.send("ment", { fin: false });
+  ws.send("ed", { fin: true });
+  check((await ws.next()) === "fragmented", "node->ws-tokio fragmented text");
+  const big = randomBytes(16 * MIB);
+  ws.send(big);
+  check(same(await ws.next(), big), "node->ws-tokio 16 MiB echo");
+  const pong = once(ws, "pong");
+  ws.ping("ping payload");
+  const [payload] = await withTimeout(pong, 5000, "pong");
+  check(payload.toString() === "ping payload", "node->ws-tokio ping answered with its payload");
+  ws.close(1000, "done");
+  await ws.closed;
+  await sleep(200);
+  check((await lastClose(base)) === "1000 done", "ws-tokio saw the client's 1000 'done'");
+
+  for (const [path, code, reason] of [["/close", 4000, "bye"], ["/going-away", 1001, "going away"]]) {
+    const ws = await open(`${base}${path}`);
+    ws.send("go");
+    const closed = await withTimeout(ws.closed, 10000, path);
+    check(closed.code === code && closed.reason === reason, `ws-tokio closed ${path} with ${code}: ${JSON.stringify(closed)}`);
+  }
+
+  const small = await open(`${base}/big`, { maxPayload: MIB });
+  small.send(String(2 * MIB));
+  const closed = await withTimeout(small.closed, 10000, "big");
+  check(closed.code === 1006 || closed.code === 1009, `node refused a 2 MiB message: ${JSON.stringify(closed)}`);
+  await sleep(200);
+  check((await lastClose(base)).startsWith("1009"), "ws-tokio saw node's 1009");
+
+  const dropped = await open(`${base}/echo`);
+  dropped.terminate();
+  await sleep(300);
+  check((await lastClose(base)).startsWith("1006"), "ws-tokio saw the terminate as 1006");
+}
+
+async function wsTokioClient(binary) {
+  const serverSaw = {};
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: 64 * MIB, perMessageDeflate: false });
+  wss.on("connection", (ws, req) => {
+    const path = req.url;
+    ws.on("close", (code, reason) => { serverSaw[path] = [code, reason.toString()]; });
+    ws.on("error", () => {});
+    ws.on("message", (data, isBinary) => {
+      if (path === "/echo") ws.send(data, { binary: isBinary });
+      else if (path === "/close") ws.close(4000, "bye");
+      else if (path === "/going-away") ws.close(1001, "going away");
+      else if (path === "/big") ws.send(Buffer.alloc(Number(data.toString()), 0x5a));
+      else if (path === "/drop") ws.terminate();
+    });
+  });
+  await once(wss, "listening");
+  const port = wss.address().port;
+  const child = spawn(binary, ["client", `ws://127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "inherit"] });
+  for await (const line of createInterface({ input: child.stdout })) {
+    check(line.startsWith("ok "), `ws-tokio->node ${line}`);
+  }
+  const [status] = await once(child, "exit");
+  check(status === 0, "ws-tokio client exit status");
+  await sleep(200);
+  check(JSON.stringify(serverSaw["/echo"]) === JSON.stringify([1000, "done"]), `node saw ws-tokio's 1000 done: ${serverSaw["/echo"]}`);
+  check(serverSaw["/big"]?.[0] === 1009, `node saw ws-tokio's 1009: ${serverSaw["/big"]}`);
+  wss.close();
+}
+
+const binary = process.argv[2];
+const server = spawn(binary, ["server", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
+const [first] = await once(createInterface({ input: server.stdout }), "line");
+const port = Number(first.split(" ").pop());
+try {
+  await nodeClients(`ws://127.0.0.1:${port}`);
+} finally {
+  server.kill();
+}
+await wsTokioClient(binary);
+if (failures.length) {
+  console.log(`${failures.length} interop check(s) failed`);
+  process.exit(1);
+}
+console.log("node interop: all checks passed");
+process.exit(0);
