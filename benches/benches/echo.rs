@@ -1,0 +1,494 @@
+//! Echo servers on ws-tokio, tokio-tungstenite and fastwebsockets, driven
+//! one after another by the same load client in the same run.
+//!
+//! ```sh
+//! cargo bench -p ws-benches --bench echo                  # full matrix, ~4 min
+//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell
+//! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
+//! ```
+//!
+//! Each server runs in its own process (this binary re-executed with
+//! `--serve NAME`) on a tokio runtime built the same way: multi-threaded
+//! with one worker, TCP_NODELAY on accepted sockets. The load client uses
+//! ws-core directly over tokio sockets on its own one-worker runtime, so
+//! the two share the machine's two cores evenly.
+//!
+//! For every cell (connections x payload x messages in flight per
+//! connection) it reports echoed messages per second, p50/p99 round-trip
+//! latency, and the server's CPU time per message (from /proc). Then it
+//! opens 5,000 idle connections to a fresh server process and reports the
+//! growth of its resident memory per connection.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use ws_core::handshake::{ClientHandshake, ClientRequest};
+use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
+
+const SERVERS: [&str; 3] = ["ws-tokio", "tokio-tungstenite", "fastwebsockets"];
+const CONNECTIONS: [usize; 3] = [1, 64, 512];
+const PAYLOADS: [usize; 3] = [16, 1024, 64 * 1024];
+const IN_FLIGHT: [usize; 2] = [1, 16];
+const IDLE_CONNECTIONS: usize = 5000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+// ---- servers ------------------------------------------------------------
+
+mod servers {
+    use futures_util::{StreamExt, TryStreamExt};
+    use tokio::net::TcpListener;
+
+    pub(crate) async fn ws_tokio(listener: TcpListener) {
+        struct Echo;
+        impl ws_tokio::Handler for Echo {
+            async fn on_message(&mut self, ctx: &mut ws_tokio::Ctx, message: ws_tokio::Message) {
+                let _ = ctx.send_wait(message).await;
+            }
+        }
+        let server = ws_tokio::server()
+            .route("/", ws_tokio::Endpoint::new(|_| Echo))
+            .build();
+        let _ = server
+            .serve(ws_tokio::TokioListener::from_tcp(listener, None))
+            .await;
+    }
+
+    /// tokio-tungstenite's own echo server example.
+    pub(crate) async fn tokio_tungstenite(listener: TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let (write, read) = ws.split();
+                let _ = read
+                    .try_filter(|m| std::future::ready(m.is_text() || m.is_binary()))
+                    .forward(write)
+                    .await;
+            });
+        }
+    }
+
+    /// fastwebsockets' own echo server example (hyper upgrade,
+    /// FragmentCollector, unconstrained task).
+    pub(crate) async fn fastwebsockets(listener: TcpListener) {
+        use fastwebsockets::{OpCode, upgrade};
+        use http_body_util::Empty;
+        use hyper::body::{Bytes, Incoming};
+        use hyper::{Request, Response};
+
+        async fn client(fut: upgrade::UpgradeFut) -> Result<(), fastwebsockets::WebSocketError> {
+            let mut ws = fastwebsockets::FragmentCollector::new(fut.await?);
+            loop {
+                let frame = ws.read_frame().await?;
+                match frame.opcode {
+                    OpCode::Close => break,
+                    OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        async fn upgrade(
+            mut req: Request<Incoming>,
+        ) -> Result<Response<Empty<Bytes>>, fastwebsockets::WebSocketError> {
+            let (response, fut) = upgrade::upgrade(&mut req)?;
+            tokio::spawn(async move {
+                let _ = tokio::task::unconstrained(client(fut)).await;
+            });
+            Ok(response)
+        }
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, hyper::service::service_fn(upgrade))
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+}
+
+fn serve(name: &str) -> io::Result<()> {
+    runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?.port());
+        match name {
+            "ws-tokio" => servers::ws_tokio(listener).await,
+            "tokio-tungstenite" => servers::tokio_tungstenite(listener).await,
+            "fastwebsockets" => servers::fastwebsockets(listener).await,
+            other => panic!("unknown server {other}"),
+        }
+        Ok(())
+    })
+}
+
+/// A server in its own process.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(name: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .args(["--serve", name])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server process");
+        let mut line = String::new();
+        io::BufRead::read_line(
+            &mut io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port: u16 = line.trim().parse().expect("the server's port");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn proc_file(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default()
+    }
+
+    /// User plus system CPU time.
+    fn cpu(&self) -> Duration {
+        let stat = self.proc_file("stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        // The kernel's USER_HZ is 100 on every Linux configuration.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Resident memory in bytes.
+    fn rss(&self) -> u64 {
+        self.proc_file("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- the load client ------------------------------------------------------
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+async fn open(addr: SocketAddr) -> io::Result<(TcpStream, Connection)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let request = ClientRequest::new(&format!("ws://{addr}/")).expect("a valid URI");
+    let (mut handshake, wire) = ClientHandshake::new(
+        &request,
+        rand_nonce(),
+        HandshakeLimits::default(),
+        Instant::now(),
+    )
+    .expect("a valid request");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &wire).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let response = loop {
+        buf.clear();
+        if tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(response) = handshake.handle_input(&buf).map_err(io::Error::other)? {
+            break response;
+        }
+    };
+    let mut config = Config::client();
+    config.ping_interval = None;
+    config.idle_timeout = None;
+    config.max_outgoing_buffer = usize::MAX;
+    let mut conn = Connection::client(config, Instant::now(), rand_seed());
+    conn.handle_read(&response.rest, Instant::now());
+    Ok((stream, conn))
+}
+
+fn rand_nonce() -> [u8; 16] {
+    let mut nonce = [0; 16];
+    getrandom::fill(&mut nonce).expect("random bytes");
+    nonce
+}
+
+fn rand_seed() -> [u8; 32] {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed).expect("random bytes");
+    seed
+}
+
+#[derive(Default)]
+struct ConnStats {
+    messages: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Keeps `in_flight` messages outstanding on one connection until told to
+/// stop, timing each round trip.
+async fn drive(
+    stream: TcpStream,
+    mut conn: Connection,
+    payload: Bytes,
+    in_flight: usize,
+    phase: Arc<AtomicU8>,
+) -> io::Result<ConnStats> {
+    let mut stats = ConnStats::default();
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
+    for _ in 0..in_flight {
+        conn.send(Message::Binary(payload.clone())).expect("send");
+        sent.push_back(Instant::now());
+    }
+    loop {
+        // Write what is queued, then read what has arrived.
+        while conn.transmit_len() > 0 {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = conn.transmit_slices(&mut slices);
+            match stream.try_write_vectored(&slices[..n]) {
+                Ok(written) => conn.advance_transmit(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let buf = conn.recv_buf();
+        match stream.try_read_buf(buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => conn.handle_received(Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let interest = if conn.transmit_len() > 0 {
+                    tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
+                } else {
+                    tokio::io::Interest::READABLE
+                };
+                stream.ready(interest).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let current = phase.load(Ordering::Relaxed);
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Message(_) => {
+                    let started = sent.pop_front().expect("an echo for a message sent");
+                    if current == MEASURE {
+                        stats.messages += 1;
+                        let micros = started.elapsed().as_micros();
+                        stats
+                            .latencies_us
+                            .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                    }
+                    if current != STOP {
+                        conn.send(Message::Binary(payload.clone())).expect("send");
+                        sent.push_back(Instant::now());
+                    }
+                }
+                Event::Closed(closed) => {
+                    return Err(io::Error::other(format!("closed: {closed:?}")));
+                }
+                _ => {}
+            }
+        }
+        if current == STOP && sent.is_empty() {
+            return Ok(stats);
+        }
+    }
+}
+
+struct Cell {
+    messages_per_sec: f64,
+    p50_us: u32,
+    p99_us: u32,
+    cpu_ns_per_message: f64,
+}
+
+async fn run_cell(
+    server: &ServerProcess,
+    connections: usize,
+    payload: usize,
+    in_flight: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Cell {
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let payload = Bytes::from(vec![0xAB; payload]);
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (stream, conn) = open(server.addr).await.expect("connect");
+        tasks.push(tokio::spawn(drive(
+            stream,
+            conn,
+            payload.clone(),
+            in_flight,
+            phase.clone(),
+        )));
+    }
+    tokio::time::sleep(warmup).await;
+    let cpu_before = server.cpu();
+    phase.store(MEASURE, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(measure).await;
+    phase.store(STOP, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let cpu = server.cpu().saturating_sub(cpu_before);
+    let mut messages = 0;
+    let mut latencies = Vec::new();
+    for task in tasks {
+        let stats = task
+            .await
+            .expect("a connection task")
+            .expect("a healthy connection");
+        messages += stats.messages;
+        latencies.extend(stats.latencies_us);
+    }
+    latencies.sort_unstable();
+    // Nearest-rank percentile, in integer arithmetic.
+    let pick = |percent: usize| {
+        latencies
+            .get(latencies.len().saturating_sub(1) * percent / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    Cell {
+        messages_per_sec: messages as f64 / elapsed.as_secs_f64(),
+        p50_us: pick(50),
+        p99_us: pick(99),
+        cpu_ns_per_message: cpu.as_nanos() as f64 / messages.max(1) as f64,
+    }
+}
+
+/// Resident memory per idle connection: a fresh server, one connection to
+/// warm it up, then 5,000 more that stay idle.
+async fn idle_memory(name: &str) -> f64 {
+    let server = ServerProcess::start(name);
+    let _warm = open(server.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss();
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(open(server.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = server.rss();
+    drop(idle);
+    after.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
+}
+
+fn fmt_rate(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2}M", rate / 1e6)
+    } else {
+        format!("{:.0}k", rate / 1e3)
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        serve(&args[i + 1]).expect("the server");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let servers: Vec<String> = args
+        .iter()
+        .position(|a| a == "--servers")
+        .map(|i| args[i + 1].split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|| SERVERS.iter().map(|s| s.to_string()).collect());
+    let (warmup, measure) = if quick {
+        (Duration::from_millis(200), Duration::from_secs(1))
+    } else {
+        (Duration::from_millis(500), Duration::from_secs(2))
+    };
+    let rt = runtime();
+    let mut table: Vec<(String, usize, usize, usize, Cell)> = Vec::new();
+    for name in &servers {
+        let server = ServerProcess::start(name);
+        for &connections in &CONNECTIONS {
+            for &payload in &PAYLOADS {
+                for &in_flight in &IN_FLIGHT {
+                    let cell = rt.block_on(run_cell(
+                        &server,
+                        connections,
+                        payload,
+                        in_flight,
+                        warmup,
+                        measure,
+                    ));
+                    eprintln!(
+                        "{name:>18} conns {connections:>3} payload {payload:>5} in-flight {in_flight:>2}: {} msg/s",
+                        fmt_rate(cell.messages_per_sec)
+                    );
+                    table.push((name.clone(), connections, payload, in_flight, cell));
+                }
+            }
+        }
+    }
+    let idle: Vec<(String, f64)> = servers
+        .iter()
+        .map(|name| (name.clone(), rt.block_on(idle_memory(name))))
+        .collect();
+
+    println!("\nmessages/s (p50 / p99 latency, server CPU per message)\n");
+    print!("| connections | payload | in flight |");
+    for name in &servers {
+        print!(" {name} |");
+    }
+    println!();
+    println!("|---|---|---|{}", "---|".repeat(servers.len()));
+    for &connections in &CONNECTIONS {
+        for &payload in &PAYLOADS {
+            for &in_flight in &IN_FLIGHT {
+                print!("| {connections} | {payload} B | {in_flight} |");
+                for name in &servers {
+                    if let Some((.., cell)) = table.iter().find(|(n, c, p, f, _)| {
+                        n == name && *c == connections && *p == payload && *f == in_flight
+                    }) {
+                        print!(
+                            " {} ({}/{} µs, {:.1} µs) |",
+                            fmt_rate(cell.messages_per_sec),
+                            cell.p50_us,
+                            cell.p99_us,
+                            cell.cpu_ns_per_message / 1000.0
+                        );
+                    }
+                }
+                println!();
+            }
+        }
+    }
+    println!("\nresident memory per idle connection ({IDLE_CONNECTIONS} connections)\n");
+    println!("| server | bytes per connection |\n|---|---|");
+    for (name, bytes) in idle {
+        println!("| {name} | {:.0} |", bytes);
+    }
+}
