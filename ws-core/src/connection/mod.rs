@@ -25,6 +25,10 @@ use outgoing::{OutgoingQueue, PayloadSource};
 /// much plus one pong for its latest ping.
 pub const PONG_BUDGET: usize = 4096;
 
+/// How many times `read_buffer_size` [`Connection::recv_buf`] reserves
+/// for the rest of a large frame in progress.
+const READ_AHEAD_FACTOR: usize = 4;
+
 /// Which end of the connection we are. Decides masking in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -191,7 +195,9 @@ pub struct Connection {
     pong_bytes: usize,
     /// Kind of the message being sent in fragments (`true` for text).
     sending_text: Option<bool>,
-    mask_rng: Option<ChaCha20Rng>,
+    /// Boxed: it is a few hundred bytes that a server, which never masks,
+    /// should not carry in every connection.
+    mask_rng: Option<Box<ChaCha20Rng>>,
 
     last_frame_at: Instant,
     ping_sent_at: Option<Instant>,
@@ -213,11 +219,11 @@ impl Connection {
             Role::Client,
             config,
             now,
-            Some(ChaCha20Rng::from_seed(mask_seed)),
+            Some(Box::new(ChaCha20Rng::from_seed(mask_seed))),
         )
     }
 
-    fn new(role: Role, config: Config, now: Instant, mask_rng: Option<ChaCha20Rng>) -> Self {
+    fn new(role: Role, config: Config, now: Instant, mask_rng: Option<Box<ChaCha20Rng>>) -> Self {
         let rules = HeaderRules {
             expect_masked: role == Role::Server && !config.accept_unmasked_frames,
             expect_unmasked: role == Role::Client,
@@ -288,8 +294,16 @@ impl Connection {
     /// capacity, for reading from the transport without an extra copy.
     /// Append only (for example with tokio's `read_buf`), at most the spare
     /// capacity, then call [`handle_received`](Self::handle_received).
+    ///
+    /// While a large frame is in progress, room for its rest (up to four
+    /// times `read_buffer_size`) is reserved instead, so it arrives in a few
+    /// large reads rather than many small ones with a copy at every growth
+    /// of the buffer. The reservation ahead of data that has not arrived
+    /// stays bounded by that multiple, whatever length the peer declares.
     pub fn recv_buf(&mut self) -> &mut BytesMut {
-        self.reserve_read(self.config.read_buffer_size);
+        let base = self.config.read_buffer_size;
+        let frame_rest = self.decoder.missing(&self.read_buf);
+        self.reserve_read(frame_rest.clamp(base, base.saturating_mul(READ_AHEAD_FACTOR)));
         &mut self.read_buf
     }
 

@@ -253,6 +253,51 @@ fn small_messages_do_not_pin_the_read_buffer() {
     assert!(inside(&got[1]), "8000-byte message must be zero-copy");
 }
 
+// A large frame in progress gets room for its rest, so it arrives in a few
+// reads; a declared length alone never reserves more than the read-ahead
+// bound (ROBUSTNESS 13).
+#[test]
+fn read_buffer_reserves_for_the_frame_in_progress_within_a_bound() {
+    let base = Config::server().read_buffer_size;
+    let spare = |conn: &mut Connection| {
+        let buf = conn.recv_buf();
+        buf.capacity() - buf.len()
+    };
+
+    let mut conn = server();
+    assert_eq!(spare(&mut conn), base, "no frame in progress");
+    let frame = masked(OpCode::Binary, true, &vec![7; 2 * base]);
+    conn.handle_read(&frame[..base], Instant::now());
+    assert!(conn.poll_event().is_none());
+    assert!(
+        spare(&mut conn) >= frame.len() - base,
+        "room for the rest of the frame"
+    );
+    conn.handle_read(&frame[base..], Instant::now());
+    assert!(matches!(conn.poll_event(), Some(Event::Message(_))));
+
+    let mut config = Config::server();
+    config.max_message_size = 1 << 30;
+    config.max_frame_size = 1 << 30;
+    let mut conn = server_with(config);
+    let mut header = [0; MAX_HEADER_LEN];
+    let header_len = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode: OpCode::Binary,
+        mask: Some(KEY),
+        payload_len: 1 << 29,
+    }
+    .encode(&mut header);
+    conn.handle_read(&header[..header_len], Instant::now());
+    assert!(conn.poll_event().is_none());
+    let reserved = spare(&mut conn);
+    assert!(
+        reserved <= READ_AHEAD_FACTOR * base + base,
+        "a declared 512 MiB frame reserved {reserved} bytes"
+    );
+}
+
 // ---- framing (ROBUSTNESS 5.2) ---------------------------------------------
 
 // ROBUSTNESS 11.

@@ -117,6 +117,15 @@ impl FrameDecoder {
         }
     }
 
+    /// Bytes still to arrive before the frame in progress is complete, once
+    /// its header has been parsed; 0 otherwise.
+    pub fn missing(&self, buf: &[u8]) -> usize {
+        match &self.current {
+            Some(c) if !c.complete => (c.header_len + c.payload_len).saturating_sub(buf.len()),
+            _ => 0,
+        }
+    }
+
     /// The opcode nibble of the next frame to be reported, if its first
     /// byte is in `buf`: the frame in progress, or the one after a frame
     /// just completed.
