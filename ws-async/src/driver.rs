@@ -485,12 +485,18 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             self.conn.handle_timeout(now);
             return true;
         }
-        if self.timer_at != Some(deadline) {
+        // Every frame moves the idle and keepalive deadlines later.
+        // Resetting the runtime's timer each time costs more than letting
+        // an earlier one fire and re-arming then, so it is only moved
+        // earlier here.
+        if self.timer_at.is_none_or(|armed| armed > deadline) {
             self.timer.as_mut().reset(deadline);
             self.timer_at = Some(deadline);
         }
         if self.timer.as_mut().poll_fired(cx).is_ready() {
             self.timer_at = None;
+            // Early for the current deadline: the engine ignores it and
+            // the next pass re-arms.
             self.conn.handle_timeout(self.runtime.now());
             return true;
         }
@@ -558,106 +564,141 @@ enum Next {
 
 /// Runs a connection until it closes: the handler's callbacks, interleaved
 /// with the link's IO. Returns how it closed.
-pub(crate) async fn drive<R, T, H>(
+///
+/// Not an `async fn`: that would move its arguments from the future's
+/// captures into locals and keep both copies (the link is most of an idle
+/// connection's memory); an `async move` block uses its captures in place.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn drive<R, T, H>(
     mut link: Link<R, T>,
     mut handler: H,
     mut ctx: Ctx,
     shutdown: Option<Arc<Shutdown>>,
-) -> Closed
+) -> impl Future<Output = Closed> + Send
 where
     R: Runtime,
     T: Transport,
     H: Handler,
 {
-    let mut poisoned = false;
-    let mut shutdown_seen = false;
-    let mut listener: Option<EventListener> = None;
-    call(&mut link, &mut poisoned, handler.on_open(&mut ctx)).await;
-    let closed = loop {
-        let next = poll_fn(|cx| {
-            if let Some(shutdown) = &shutdown {
-                if shutdown.killed.load(Ordering::Acquire) {
-                    return Poll::Ready(Next::Killed);
+    async move {
+        let mut poisoned = false;
+        let mut shutdown_seen = false;
+        let mut listener: Option<EventListener> = None;
+        call(&mut link, &mut poisoned, handler.on_open(&mut ctx)).await;
+        let closed = loop {
+            let next = poll_fn(|cx| {
+                if let Some(shutdown) = &shutdown {
+                    if shutdown.killed.load(Ordering::Acquire) {
+                        return Poll::Ready(Next::Killed);
+                    }
+                    if !shutdown_seen && shutdown.draining.load(Ordering::Acquire) {
+                        shutdown_seen = true;
+                        return Poll::Ready(Next::Shutdown);
+                    }
+                    let l = listener.get_or_insert_with(|| shutdown.notify.listen());
+                    if Pin::new(l).poll(cx).is_ready() {
+                        listener = None;
+                        cx.waker().wake_by_ref();
+                    }
                 }
-                if !shutdown_seen && shutdown.draining.load(Ordering::Acquire) {
-                    shutdown_seen = true;
-                    return Poll::Ready(Next::Shutdown);
-                }
-                let l = listener.get_or_insert_with(|| shutdown.notify.listen());
-                if Pin::new(l).poll(cx).is_ready() {
-                    listener = None;
-                    cx.waker().wake_by_ref();
-                }
-            }
-            link.poll_next(cx).map(|next| match next {
-                Ok(message) => Next::Message(message),
-                Err(closed) => Next::Closed(closed),
+                link.poll_next(cx).map(|next| match next {
+                    Ok(message) => Next::Message(message),
+                    Err(closed) => Next::Closed(closed),
+                })
             })
-        })
-        .await;
-        match next {
-            Next::Message(message) => {
-                if !poisoned {
-                    call(
-                        &mut link,
-                        &mut poisoned,
-                        handler.on_message(&mut ctx, message),
-                    )
-                    .await;
+            .await;
+            match next {
+                Next::Message(message) => {
+                    if !poisoned {
+                        call(
+                            &mut link,
+                            &mut poisoned,
+                            handler.on_message(&mut ctx, message),
+                        )
+                        .await;
+                    }
+                }
+                Next::Shutdown => {
+                    if !poisoned {
+                        call(&mut link, &mut poisoned, handler.on_shutdown(&mut ctx)).await;
+                    }
+                    link.close(CloseCode::GOING_AWAY, "server shutting down");
+                }
+                Next::Closed(closed) => {
+                    ctx.transport_error = link.io_error();
+                    if !poisoned {
+                        call(
+                            &mut link,
+                            &mut poisoned,
+                            handler.on_close(&mut ctx, &closed),
+                        )
+                        .await;
+                    }
+                    break closed;
+                }
+                Next::Killed => {
+                    link.outbox.close();
+                    return Closed {
+                        code: CloseCode::ABNORMAL,
+                        reason: "server shut down".into(),
+                        cause: ws_core::CloseCause::TransportClosed,
+                    };
                 }
             }
-            Next::Shutdown => {
-                if !poisoned {
-                    call(&mut link, &mut poisoned, handler.on_shutdown(&mut ctx)).await;
-                }
-                link.close(CloseCode::GOING_AWAY, "server shutting down");
-            }
-            Next::Closed(closed) => {
-                ctx.transport_error = link.io_error();
-                if !poisoned {
-                    call(
-                        &mut link,
-                        &mut poisoned,
-                        handler.on_close(&mut ctx, &closed),
-                    )
-                    .await;
-                }
-                break closed;
-            }
-            Next::Killed => {
-                link.outbox.close();
-                return Closed {
-                    code: CloseCode::ABNORMAL,
-                    reason: "server shut down".into(),
-                    cause: ws_core::CloseCause::TransportClosed,
-                };
-            }
-        }
-    };
-    link.finish().await;
-    closed
+        };
+        link.finish().await;
+        closed
+    }
 }
 
 /// Runs one callback to completion while the link keeps doing IO. A panic
 /// closes the connection with 1011 and poisons the handler.
-async fn call<R, T, F>(link: &mut Link<R, T>, poisoned: &mut bool, callback: F)
+fn call<'a, R, T, F>(
+    link: &'a mut Link<R, T>,
+    poisoned: &'a mut bool,
+    callback: F,
+) -> Call<'a, R, T, F>
 where
     R: Runtime,
     T: Transport,
     F: Future<Output = ()>,
 {
-    let mut callback = std::pin::pin!(AssertUnwindSafe(callback).catch_unwind());
-    let result = poll_fn(|cx| {
-        if let Poll::Ready(result) = callback.as_mut().poll(cx) {
-            return Poll::Ready(result);
+    Call {
+        callback: AssertUnwindSafe(callback).catch_unwind(),
+        link,
+        poisoned,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`call`]'s future. A struct rather than an `async fn`, which would
+    /// hold the callback's future twice (argument and pinned local) in
+    /// every connection's memory.
+    struct Call<'a, R: Runtime, T: Transport, F> {
+        #[pin]
+        callback: futures_util::future::CatchUnwind<AssertUnwindSafe<F>>,
+        link: &'a mut Link<R, T>,
+        poisoned: &'a mut bool,
+    }
+}
+
+impl<R: Runtime, T: Transport, F: Future<Output = ()>> Future for Call<'_, R, T, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        match this.callback.poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(_panic)) => {
+                tracing::warn!("a handler callback panicked; closing its connection with 1011");
+                **this.poisoned = true;
+                this.link.close(CloseCode::INTERNAL_ERROR, "internal error");
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                this.link.poll_busy(cx);
+                Poll::Pending
+            }
         }
-        link.poll_busy(cx);
-        Poll::Pending
-    })
-    .await;
-    if result.is_err() {
-        tracing::warn!("a handler callback panicked; closing its connection with 1011");
-        *poisoned = true;
-        link.close(CloseCode::INTERNAL_ERROR, "internal error");
     }
 }

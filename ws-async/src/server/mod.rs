@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
-use ws_core::{Config, Connection, HandshakeLimits, Role};
+use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
 pub use origin::OriginPolicy;
 pub use registry::{Delivery, NameError, ServerHandle};
@@ -83,7 +83,7 @@ pub type Authenticate = Arc<
 >;
 
 type Start<R> =
-    Arc<dyn Fn(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<()> + Send + Sync>;
+    Arc<dyn Fn(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed> + Send + Sync>;
 
 /// One path of a server: how to make a handler per connection, and who may
 /// connect.
@@ -120,9 +120,10 @@ impl<R: Runtime> Endpoint<R> {
     {
         let start: Start<R> = Arc::new(move |link, ctx, shutdown| {
             let handler = factory(ctx.info());
-            Box::pin(async move {
-                drive(link, handler, ctx, Some(shutdown)).await;
-            })
+            // Boxed as it is: wrapping it in an async block would keep the
+            // moved arguments and the future side by side in every idle
+            // connection's memory.
+            Box::pin(drive(link, handler, ctx, Some(shutdown)))
         });
         Self {
             start,
@@ -295,7 +296,9 @@ impl<R: Runtime> Server<R> {
                     continue;
                 }
             };
-            let secure = listener.secure(stream);
+            // Boxed: a captured future would stay in the connection's task
+            // for its whole life, long after the TLS handshake.
+            let secure = Box::pin(listener.secure(stream));
             let inner = self.inner.clone();
             self.inner.runtime.spawn(Box::pin(async move {
                 let deadline = inner.runtime.now() + inner.config.handshake.timeout;
@@ -344,10 +347,28 @@ const REJECTION_LINGER: Duration = Duration::from_secs(2);
 
 async fn serve_connection<R: Runtime>(
     inner: Arc<Inner<R>>,
-    mut io: Box<dyn Transport>,
+    io: Box<dyn Transport>,
     peer: Option<SocketAddr>,
     deadline: Instant,
 ) {
+    // The handshake's futures are boxed so that their memory is released
+    // when it ends instead of staying in every open connection's task.
+    let opened = Box::pin(open_connection(&inner, io, deadline)).await;
+    if let Some((io, admitted)) = opened {
+        if let Some(run) = start_connection(&inner, io, peer, admitted) {
+            drop(inner);
+            run.await;
+        }
+    }
+}
+
+/// Reads and answers the upgrade request: the transport and what was
+/// admitted, or `None` once a refusal was sent or the client left.
+async fn open_connection<R: Runtime>(
+    inner: &Inner<R>,
+    mut io: Box<dyn Transport>,
+    deadline: Instant,
+) -> Option<(Box<dyn Transport>, Admitted)> {
     let runtime = inner.runtime.clone();
     let mut handshake = ServerHandshake::new(inner.config.handshake.clone(), runtime.now());
     let read = async {
@@ -367,21 +388,30 @@ async fn serve_connection<R: Runtime>(
     };
     let upgrade = match with_deadline(&runtime, deadline, read).await {
         Some(Some(Ok(upgrade))) => upgrade,
-        Some(Some(Err(rejection))) => return reject(&runtime, io, rejection).await,
+        Some(Some(Err(rejection))) => {
+            reject(&runtime, io, rejection).await;
+            return None;
+        }
         // The client went away mid-handshake.
-        Some(None) => return,
+        Some(None) => return None,
         None => {
             let rejection = handshake
                 .handle_timeout(deadline)
                 .unwrap_or_else(|| overload(StatusCode::REQUEST_TIMEOUT, None));
-            return reject(&runtime, io, rejection).await;
+            reject(&runtime, io, rejection).await;
+            return None;
         }
     };
-    let admitted = match admit(&inner, upgrade).await {
+    let admitted = match admit(inner, upgrade).await {
         Ok(admitted) => admitted,
-        Err(rejection) => return reject(&runtime, io, rejection).await,
+        Err(rejection) => {
+            reject(&runtime, io, rejection).await;
+            return None;
+        }
     };
-    run_admitted(inner, io, peer, admitted).await;
+    let linger = runtime.now() + inner.config.connection.close_timeout;
+    let written = with_deadline(&runtime, linger, write_all(&mut io, &admitted.response)).await;
+    matches!(written, Some(Ok(()))).then_some((io, admitted))
 }
 
 struct Admitted {
@@ -472,21 +502,25 @@ async fn reject<R: Runtime>(runtime: &R, mut io: Box<dyn Transport>, rejection: 
     .await;
 }
 
-async fn run_admitted<R: Runtime>(
-    inner: Arc<Inner<R>>,
-    mut io: Box<dyn Transport>,
+/// Sets up the open connection and returns the future that runs it.
+///
+/// Not an `async fn`: its arguments would stay in the connection's task
+/// for its whole life; the future returned holds only what must live that
+/// long.
+fn start_connection<R: Runtime>(
+    inner: &Inner<R>,
+    io: Box<dyn Transport>,
     peer: Option<SocketAddr>,
     admitted: Admitted,
-) {
-    let runtime = inner.runtime.clone();
-    let linger = runtime.now() + inner.config.connection.close_timeout;
-    let written = with_deadline(&runtime, linger, write_all(&mut io, &admitted.response)).await;
-    if !matches!(written, Some(Ok(()))) {
-        return;
-    }
-    let Some((_, endpoint)) = inner.routes.get(&*admitted.path) else {
-        return;
-    };
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let Admitted {
+        request,
+        subprotocol,
+        path,
+        slots,
+        ..
+    } = admitted;
+    let (_, endpoint) = inner.routes.get(&*path)?;
     let mut config = inner.config.connection.clone();
     config.receive_mode = ws_core::ReceiveMode::Buffered;
     let limits = DriverLimits {
@@ -499,20 +533,23 @@ async fn run_admitted<R: Runtime>(
     let info = Arc::new(ConnectionInfo {
         id: ConnectionId::random(),
         peer_addr: peer,
-        request: admitted.request,
-        subprotocol: admitted.subprotocol,
+        request,
+        subprotocol,
         role: Role::Server,
     });
     let outbox = Arc::new(Outbox::new(inner.config.send_queue));
-    let registration = inner.handle.register(
-        ConnectionHandle::new(info.id, outbox.clone()),
-        admitted.path.clone(),
-    );
+    let registration = inner
+        .handle
+        .register(ConnectionHandle::new(info.id, outbox.clone()), path);
+    let runtime = inner.runtime.clone();
     let conn = Connection::server(config, runtime.now());
     let link = Link::new(runtime, io, conn, outbox.clone(), limits);
     let ctx = Ctx::new(info, outbox, Some(inner.handle.clone()));
     let shutdown = inner.handle.shared().shutdown.clone();
-    (endpoint.start)(link, ctx, shutdown).await;
-    drop(registration);
-    drop(admitted.slots);
+    let run = (endpoint.start)(link, ctx, shutdown);
+    Some(async move {
+        run.await;
+        drop(registration);
+        drop(slots);
+    })
 }
