@@ -5,6 +5,8 @@
 //! cargo bench -p ws-benches --bench echo                  # full matrix, ~4 min
 //! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell
 //! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
+//! cargo bench -p ws-benches --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
+//! cargo bench -p ws-benches --bench echo -- --idle-only   # memory per idle connection
 //! ```
 //!
 //! Each server runs in its own process (this binary re-executed with
@@ -412,6 +414,19 @@ fn fmt_rate(rate: f64) -> String {
     }
 }
 
+/// `--name 1,2,3` from the command line, or `default`.
+fn list_arg(args: &[String], name: &str, default: &[usize]) -> Vec<usize> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|list| {
+            list.split(',')
+                .map(|n| n.parse().expect("a list of numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| default.to_vec())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
@@ -424,6 +439,14 @@ fn main() {
         .position(|a| a == "--servers")
         .map(|i| args[i + 1].split(',').map(str::to_owned).collect())
         .unwrap_or_else(|| SERVERS.iter().map(|s| s.to_string()).collect());
+    let connections_list = list_arg(&args, "--connections", &CONNECTIONS);
+    let payloads = list_arg(&args, "--payloads", &PAYLOADS);
+    let in_flights = list_arg(&args, "--in-flight", &IN_FLIGHT);
+    let (connections_list, payloads, in_flights) = if args.iter().any(|a| a == "--idle-only") {
+        (Vec::new(), Vec::new(), Vec::new())
+    } else {
+        (connections_list, payloads, in_flights)
+    };
     let (warmup, measure) = if quick {
         (Duration::from_millis(200), Duration::from_secs(1))
     } else {
@@ -433,9 +456,9 @@ fn main() {
     let mut table: Vec<(String, usize, usize, usize, Cell)> = Vec::new();
     for name in &servers {
         let server = ServerProcess::start(name);
-        for &connections in &CONNECTIONS {
-            for &payload in &PAYLOADS {
-                for &in_flight in &IN_FLIGHT {
+        for &connections in &connections_list {
+            for &payload in &payloads {
+                for &in_flight in &in_flights {
                     let cell = rt.block_on(run_cell(
                         &server,
                         connections,
@@ -465,9 +488,9 @@ fn main() {
     }
     println!();
     println!("|---|---|---|{}", "---|".repeat(servers.len()));
-    for &connections in &CONNECTIONS {
-        for &payload in &PAYLOADS {
-            for &in_flight in &IN_FLIGHT {
+    for &connections in &connections_list {
+        for &payload in &payloads {
+            for &in_flight in &in_flights {
                 print!("| {connections} | {payload} B | {in_flight} |");
                 for name in &servers {
                     if let Some((.., cell)) = table.iter().find(|(n, c, p, f, _)| {
