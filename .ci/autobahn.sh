@@ -3,7 +3,7 @@
 #   fuzzingclient  -> the adapter's echo example (server),
 #   fuzzingserver  -> the adapter's autobahn_client example (client).
 # Sections 1-7, 9, 10. Fails unless every case is OK or INFORMATIONAL.
-# Usage: .ci/autobahn.sh [ws-tokio]
+# Usage: .ci/autobahn.sh [ws-tokio|ws-smol]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 adapter=${1:-ws-tokio}
@@ -18,7 +18,10 @@ if [ ! -x "$venv/bin/wstest" ]; then
   "$venv/bin/pip" install --quiet autobahntestsuite
 fi
 
-cargo build --release --quiet -p "$adapter" --example echo --example autobahn_client
+# Example names carry the runtime so the adapters' binaries never collide.
+suffix=""
+[ "$adapter" = ws-smol ] && suffix=_smol
+cargo build --release --quiet -p "$adapter" --example "echo$suffix" --example "autobahn_client$suffix"
 bin=target/release/examples
 rm -rf "$work"
 mkdir -p "$work"
@@ -37,7 +40,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 echo "--- $adapter as server (wstest -m fuzzingclient)"
 port=$(free_port)
-"$bin/echo" "127.0.0.1:$port" --max-message 16777216 --max-fragments 100000 > "$work/echo.log" 2>&1 &
+"$bin/echo$suffix" "127.0.0.1:$port" --max-message 16777216 --max-fragments 100000 > "$work/echo.log" 2>&1 &
 pids+=($!)
 wait_port "$port"
 cat > "$work/fuzzingclient.json" <<JSON
@@ -55,6 +58,6 @@ JSON
 "$venv/bin/wstest" -m fuzzingserver -s "$work/fuzzingserver.json" > "$work/fuzzingserver.log" 2>&1 &
 pids+=($!)
 wait_port "$port"
-"$bin/autobahn_client" "ws://127.0.0.1:$port" "$adapter"
+"$bin/autobahn_client$suffix" "ws://127.0.0.1:$port" "$adapter"
 
 python3 .ci/autobahn_check.py "$adapter" "$work/reports/server/index.json" "$work/reports/client/index.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop with Python `websockets` and Node `ws`, both directions.
-# Usage: .ci/interop.sh [ws-tokio]
+# Usage: .ci/interop.sh [ws-tokio|ws-smol]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 adapter=${1:-ws-tokio}
@@ -10,8 +10,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet -r interop/python/requirements.txt
 (cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
-cargo build --release --quiet -p "$adapter" --example interop
-bin=target/release/examples/interop
+suffix=""
+[ "$adapter" = ws-smol ] && suffix=_smol
+cargo build --release --quiet -p "$adapter" --example "interop$suffix"
+bin=target/release/examples/interop$suffix
 echo "--- $adapter <-> python websockets"
 "$venv/bin/python" interop/python/interop_test.py "$bin"
 echo "--- $adapter <-> node ws"

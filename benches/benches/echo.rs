@@ -1,5 +1,5 @@
-//! Echo servers on ws-tokio, tokio-tungstenite and fastwebsockets, driven
-//! one after another by the same load client in the same run.
+//! Echo servers on ws-tokio, ws-smol, tokio-tungstenite and fastwebsockets,
+//! driven one after another by the same load client in the same run.
 //!
 //! ```sh
 //! cargo bench -p ws-benches --bench echo                  # full matrix, ~4 min
@@ -11,7 +11,8 @@
 //!
 //! Each server runs in its own process (this binary re-executed with
 //! `--serve NAME`) on a tokio runtime built the same way: multi-threaded
-//! with one worker, TCP_NODELAY on accepted sockets. The load client uses
+//! with one worker, TCP_NODELAY on accepted sockets. ws-smol runs on the
+//! same budget: one async-executor on one thread. The load client uses
 //! ws-core directly over tokio sockets on its own one-worker runtime, so
 //! the two share the machine's two cores evenly.
 //!
@@ -34,7 +35,7 @@ use tokio::net::TcpStream;
 use ws_core::handshake::{ClientHandshake, ClientRequest};
 use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
 
-const SERVERS: [&str; 3] = ["ws-tokio", "tokio-tungstenite", "fastwebsockets"];
+const SERVERS: [&str; 4] = ["ws-tokio", "ws-smol", "tokio-tungstenite", "fastwebsockets"];
 const CONNECTIONS: [usize; 3] = [1, 64, 512];
 const PAYLOADS: [usize; 3] = [16, 1024, 64 * 1024];
 const IN_FLIGHT: [usize; 2] = [1, 16];
@@ -128,7 +129,31 @@ mod servers {
     }
 }
 
+/// ws-smol on one thread: a single async-executor run by async-io's
+/// `block_on`, which also drives the reactor when the executor is idle,
+/// the counterpart of tokio's one worker.
+fn serve_smol() -> io::Result<()> {
+    struct Echo;
+    impl ws_smol::Handler for Echo {
+        async fn on_message(&mut self, ctx: &mut ws_smol::Ctx, message: Message) {
+            let _ = ctx.send_wait(message).await;
+        }
+    }
+    let executor = Arc::new(smol::Executor::new());
+    let spawner = executor.clone();
+    let runtime = ws_smol::SmolRuntime::with_spawner(move |task| spawner.spawn(task).detach());
+    let server = ws_smol::ServerBuilder::new(runtime)
+        .route("/", ws_smol::Endpoint::new(|_| Echo))
+        .build();
+    let listener = smol::block_on(ws_smol::bind("127.0.0.1:0"))?;
+    println!("{}", listener.local_addr()?.port());
+    smol::block_on(executor.run(server.serve(listener)))
+}
+
 fn serve(name: &str) -> io::Result<()> {
+    if name == "ws-smol" {
+        return serve_smol();
+    }
     runtime().block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());

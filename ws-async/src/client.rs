@@ -1,9 +1,12 @@
 //! The client side: handshake over a connected transport, then a running
 //! connection.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use http::{HeaderName, HeaderValue};
+use rustls_pki_types::ServerName;
 use ws_core::handshake::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
 use ws_core::{Config, Connection, HandshakeLimits, Role};
 
@@ -13,7 +16,7 @@ use crate::driver::{
 use crate::error::ConnectError;
 use crate::handle::WebSocket;
 use crate::outbox::Outbox;
-use crate::runtime::{Runtime, Transport, read_some, with_deadline, write_all};
+use crate::runtime::{MaybeTls, Network, Runtime, Transport, read_some, with_deadline, write_all};
 
 /// Settings of a client connection.
 #[derive(Debug, Clone)]
@@ -65,7 +68,7 @@ pub async fn handshake<R: Runtime, T: Transport>(
         loop {
             buf.clear();
             if read_some(io, &mut buf).await? == 0 {
-                return Err(ConnectError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(ConnectError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
             if let Some(response) = hs.handle_input(&buf)? {
                 return Ok(response);
@@ -133,4 +136,96 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     let head = std::mem::replace(&mut response.response, http::Response::new(()));
     let socket = start(runtime, io, request_parts(request), response, config);
     Ok((socket, head))
+}
+
+/// A client connection to make on runtime `N`: URI, headers,
+/// subprotocols, limits, TLS. The adapters name it `Client`.
+///
+/// Redirects are not followed (a 3xx fails with its `Location` in
+/// [`ResponseError::Status`]), so credentials never travel to another
+/// origin. TLS always verifies the server's name.
+#[derive(Debug, Clone)]
+pub struct Client<N> {
+    network: N,
+    request: ClientRequest,
+    config: ClientConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl<N: Network> Client<N> {
+    /// A client for `uri` (`ws://` or `wss://`).
+    pub fn new(network: N, uri: &str) -> Result<Self, ConnectError> {
+        Ok(Self::from_request(network, ClientRequest::new(uri)?))
+    }
+
+    /// A client for a prepared request.
+    pub fn from_request(network: N, request: ClientRequest) -> Self {
+        Self {
+            network,
+            request,
+            config: ClientConfig::default(),
+            tls: None,
+        }
+    }
+
+    /// Offers a subprotocol.
+    pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
+        self.request = self.request.subprotocol(name);
+        self
+    }
+
+    /// Adds a request header (`Authorization`, `Origin`, cookies...).
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.request = self.request.header(name, value);
+        self
+    }
+
+    /// Replaces the limits and timers (default: [`ClientConfig::default`]).
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://` (default: the Mozilla
+    /// roots from webpki-roots, see [`crate::tls::default_client_config`]).
+    pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects, secures, and runs the handshake, all within the handshake
+    /// deadline. Returns the connection and the server's 101 response.
+    pub async fn connect(self) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+        let deadline = self.network.now() + self.config.handshake.timeout;
+        let timeout = || ConnectError::Handshake(ResponseError::Timeout);
+        let host = self.request.host().to_owned();
+        let port = self.request.port();
+        let tcp = with_deadline(
+            &self.network,
+            deadline,
+            self.network.connect_tcp(&host, port),
+        )
+        .await
+        .ok_or_else(timeout)??;
+        let io = if self.request.is_tls() {
+            let tls = self
+                .tls
+                .clone()
+                .unwrap_or_else(crate::tls::default_client_config);
+            let name = ServerName::try_from(host)
+                .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+            let secured = with_deadline(
+                &self.network,
+                deadline,
+                self.network.connect_tls(tcp, name, tls),
+            )
+            .await
+            .ok_or_else(timeout)?
+            .map_err(ConnectError::Tls)?;
+            MaybeTls::Tls(Box::new(secured))
+        } else {
+            MaybeTls::Plain(tcp)
+        };
+        connect_with(self.network, io, &self.request, &self.config).await
+    }
 }

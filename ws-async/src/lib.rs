@@ -16,12 +16,13 @@ mod handle;
 mod outbox;
 mod runtime;
 mod server;
+pub mod tls;
 
-pub use client::{ClientConfig, connect_with, handshake, start};
+pub use client::{Client, ClientConfig, connect_with, handshake, start};
 pub use driver::{ConnectionHandle, ConnectionId, ConnectionInfo, Ctx, Handler};
 pub use error::{ConnectError, ConnectionError, SendError};
 pub use handle::{WebSocket, WsReceiver, WsSender};
-pub use runtime::{BoxFuture, Listener, Runtime, Timer, Transport};
+pub use runtime::{BoxFuture, Listener, MaybeTls, Network, Runtime, Timer, Transport};
 pub use server::{
     Authenticate, Delivery, Endpoint, NameError, OriginPolicy, Server, ServerBuilder, ServerConfig,
     ServerHandle,

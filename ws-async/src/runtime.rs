@@ -1,16 +1,18 @@
-//! What an async runtime must provide: spawning, timers, byte streams and a
-//! listener. `ws-tokio` and `ws-smol` implement these; everything else in
-//! this crate is written once against them.
+//! What an async runtime must provide: spawning, timers, byte streams,
+//! outgoing connections and a listener. `ws-tokio` and `ws-smol` implement
+//! these; everything else in this crate is written once against them.
 
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use rustls_pki_types::ServerName;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -61,6 +63,75 @@ pub trait Transport: Send + Unpin + 'static {
 
     /// Flushes and shuts down the write side.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// Outgoing connections of a runtime, for clients.
+pub trait Network: Runtime {
+    /// A connected TCP stream.
+    type Tcp: Transport;
+    /// TLS over [`Network::Tcp`].
+    type Tls: Transport;
+
+    /// Resolves `host` and connects to it, with `TCP_NODELAY` set.
+    fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>>;
+
+    /// Runs a TLS client handshake over `tcp`, verifying the server's
+    /// certificate for `name`.
+    fn connect_tls(
+        &self,
+        tcp: Self::Tcp,
+        name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> BoxFuture<io::Result<Self::Tls>>;
+}
+
+/// A stream that is plain or TLS, decided at run time (a listener with or
+/// without TLS, a `ws://` or `wss://` client). The TLS state is boxed so
+/// plain connections stay small.
+#[derive(Debug)]
+pub enum MaybeTls<P, S> {
+    /// `ws://`
+    Plain(P),
+    /// `wss://`
+    Tls(Box<S>),
+}
+
+impl<P: Transport, S: Transport> Transport for MaybeTls<P, S> {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Self::Plain(io) => io.poll_read_buf(cx, buf),
+            Self::Tls(io) => io.poll_read_buf(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Self::Plain(io) => io.poll_write_vectored(cx, bufs),
+            Self::Tls(io) => io.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(io) => io.poll_flush(cx),
+            Self::Tls(io) => io.poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(io) => io.poll_shutdown(cx),
+            Self::Tls(io) => io.poll_shutdown(cx),
+        }
+    }
 }
 
 /// Accepts connections for a server.

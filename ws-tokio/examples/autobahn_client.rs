@@ -1,59 +1,19 @@
-//! The Autobahn TestSuite client testee: runs every case of a
-//! `wstest -m fuzzingserver`, echoing what the server sends.
+//! The Autobahn TestSuite client testee on tokio (see `.ci/autobahn.sh`);
+//! the program itself is `adapter-tests/testees/autobahn_client.rs`, shared
+//! by every adapter.
 //!
 //! ```sh
 //! cargo run --release -p ws-tokio --example autobahn_client -- ws://127.0.0.1:9001 ws-tokio
 //! ```
 
-use ws_tokio::{Client, ClientConfig, Message};
-
-const MAX_MESSAGE: usize = 16 << 20;
-
-fn config() -> ClientConfig {
-    let mut config = ClientConfig::default();
-    // Section 9 sends 16 MiB messages and 4 MiB in 64-byte fragments.
-    config.connection = config.connection.with_max_message_size(MAX_MESSAGE);
-    config.connection.max_fragments = 100_000;
-    config.send_queue = MAX_MESSAGE;
-    config
+mod rt {
+    pub(crate) use ws_tokio as ws;
 }
 
-async fn text_of(url: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let (mut socket, _) = Client::new(url)?.config(config()).connect().await?;
-    match socket.recv().await {
-        Some(Ok(Message::Text(text))) => Ok(text.to_string()),
-        other => Err(format!("unexpected {other:?}").into()),
-    }
-}
-
-async fn run_case(base: &str, case: usize, agent: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let url = format!("{base}/runCase?case={case}&agent={agent}");
-    let (mut socket, _) = Client::new(&url)?.config(config()).connect().await?;
-    while let Some(item) = socket.recv().await {
-        let Ok(message) = item else { break };
-        if socket.send(message).await.is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
+#[path = "../../adapter-tests/testees/autobahn_client.rs"]
+mod testee;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let base = args.next().unwrap_or_else(|| "ws://127.0.0.1:9001".into());
-    let agent = args.next().unwrap_or_else(|| "ws-tokio".into());
-    let count: usize = text_of(&format!("{base}/getCaseCount")).await?.parse()?;
-    println!("running {count} cases as {agent}");
-    for case in 1..=count {
-        if let Err(error) = run_case(&base, case, &agent).await {
-            eprintln!("case {case}: {error}");
-        }
-    }
-    let (mut socket, _) = Client::new(&format!("{base}/updateReports?agent={agent}"))?
-        .connect()
-        .await?;
-    while socket.recv().await.is_some() {}
-    println!("reports updated");
-    Ok(())
+    testee::main().await
 }

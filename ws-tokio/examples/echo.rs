@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use ws_tokio::{Ctx, Endpoint, Handler, Message, OriginPolicy, ServerConfig};
+use ws_tokio::{Ctx, Endpoint, Handler, Message, OriginPolicy};
 
 struct Echo;
 
@@ -23,49 +23,14 @@ impl Handler for Echo {
     }
 }
 
-struct Args {
-    addr: String,
-    max_message: Option<usize>,
-    max_fragments: Option<usize>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        addr: std::env::var("WS_ADDR").unwrap_or_else(|_| "127.0.0.1:9001".into()),
-        max_message: None,
-        max_fragments: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> Result<usize, String> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("{name} needs a number"))
-        };
-        match arg.as_str() {
-            "--max-message" => args.max_message = Some(number("--max-message")?),
-            "--max-fragments" => args.max_fragments = Some(number("--max-fragments")?),
-            "-h" | "--help" => {
-                return Err("usage: echo [ADDR] [--max-message BYTES] [--max-fragments N]".into());
-            }
-            addr if !addr.starts_with('-') => args.addr = addr.to_owned(),
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
-}
+// Command-line parsing, shared by every adapter's echo example.
+#[path = "../../adapter-tests/testees/echo_args.rs"]
+mod echo_args;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args = parse_args().map_err(std::io::Error::other)?;
-    let mut config = ServerConfig::default();
-    if let Some(max) = args.max_message {
-        config.connection = config.connection.with_max_message_size(max);
-        config.send_queue = config.send_queue.max(max);
-    }
-    if let Some(max) = args.max_fragments {
-        config.connection.max_fragments = max;
-    }
+    let args = echo_args::parse().map_err(std::io::Error::other)?;
+    let config = args.server_config();
     let echo = || Endpoint::new(|_| Echo).origin(OriginPolicy::AllowAnyOriginDangerously);
     let server = ws_tokio::server()
         .config(config)

@@ -1,100 +1,53 @@
-//! Connecting to `ws://` and `wss://` servers.
+//! Connecting to `ws://` and `wss://` servers: tokio's TCP and
+//! `tokio-rustls` as a [`ws_async::Network`].
 
 use std::io;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use ws_async::{ClientConfig, ConnectError, WebSocket};
-use ws_core::handshake::{ClientRequest, ResponseError};
+use tokio_rustls::client::TlsStream;
+use ws_async::{BoxFuture, ConnectError, Network, WebSocket};
 
 use crate::io::TokioIo;
 use crate::runtime::TokioRuntime;
 
+/// A client connection to make on tokio; see [`ws_async::Client`].
+pub type Client = ws_async::Client<TokioRuntime>;
+
+/// A client for `uri` (`ws://` or `wss://`) on tokio, to configure before
+/// [`ws_async::Client::connect`].
+pub fn client(uri: &str) -> Result<Client, ConnectError> {
+    Client::new(TokioRuntime, uri)
+}
+
 /// Connects to `uri` with default settings. Returns the connection and the
 /// server's 101 response.
 pub async fn connect(uri: &str) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-    Client::new(uri)?.connect().await
+    client(uri)?.connect().await
 }
 
-/// A client connection to make: URI, headers, subprotocols, limits, TLS.
-///
-/// Redirects are not followed (a 3xx fails with its `Location` in
-/// [`ResponseError::Status`]), so credentials never travel to another
-/// origin. TLS always verifies the server's name.
-#[derive(Debug, Clone)]
-pub struct Client {
-    request: ClientRequest,
-    config: ClientConfig,
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
+impl Network for TokioRuntime {
+    type Tcp = TokioIo<TcpStream>;
+    type Tls = TokioIo<TlsStream<TcpStream>>;
 
-impl Client {
-    /// A client for `uri` (`ws://` or `wss://`).
-    pub fn new(uri: &str) -> Result<Self, ConnectError> {
-        Ok(Self::from_request(ClientRequest::new(uri)?))
+    fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>> {
+        let host = host.to_owned();
+        Box::pin(async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(TokioIo(tcp))
+        })
     }
 
-    /// A client for a prepared request.
-    pub fn from_request(request: ClientRequest) -> Self {
-        Self {
-            request,
-            config: ClientConfig::default(),
-            tls: None,
-        }
-    }
-
-    /// Offers a subprotocol.
-    pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
-        self.request = self.request.subprotocol(name);
-        self
-    }
-
-    /// Adds a request header (`Authorization`, `Origin`, cookies...).
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.request = self.request.header(name, value);
-        self
-    }
-
-    /// Replaces the limits and timers.
-    pub fn config(mut self, config: ClientConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Uses this rustls configuration for `wss://` (default: the Mozilla
-    /// roots from webpki-roots).
-    pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// Connects, secures, and runs the handshake, all within the handshake
-    /// deadline.
-    pub async fn connect(self) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-        let deadline = tokio::time::Instant::now() + self.config.handshake.timeout;
-        let host = self.request.host().to_owned();
-        let port = self.request.port();
-        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| ConnectError::Handshake(ResponseError::Timeout))??;
-        let _ = tcp.set_nodelay(true);
-        if !self.request.is_tls() {
-            return ws_async::connect_with(TokioRuntime, TokioIo(tcp), &self.request, &self.config)
-                .await;
-        }
-        let tls = self
-            .tls
-            .clone()
-            .unwrap_or_else(crate::tls::default_client_config);
-        let name = ServerName::try_from(host)
-            .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        let stream = tokio::time::timeout_at(deadline, TlsConnector::from(tls).connect(name, tcp))
-            .await
-            .map_err(|_| ConnectError::Handshake(ResponseError::Timeout))?
-            .map_err(ConnectError::Tls)?;
-        ws_async::connect_with(TokioRuntime, TokioIo(stream), &self.request, &self.config).await
+    fn connect_tls(
+        &self,
+        tcp: Self::Tcp,
+        name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> BoxFuture<io::Result<Self::Tls>> {
+        let connect = TlsConnector::from(config).connect(name, tcp.0);
+        Box::pin(async move { Ok(TokioIo(connect.await?)) })
     }
 }

@@ -42,17 +42,16 @@ mod client;
 mod io;
 mod listener;
 mod runtime;
-pub mod tls;
 
-pub use client::{Client, connect};
+pub use client::{Client, client, connect};
 pub use io::TokioIo;
-pub use listener::{TokioListener, bind, bind_tls};
+pub use listener::{ServerStream, TokioListener, bind, bind_tls};
 pub use runtime::TokioRuntime;
 
 pub use ws_async::{
     ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId, ConnectionInfo,
     Ctx, Delivery, Handler, NameError, OriginPolicy, SendError, ServerConfig, ServerHandle,
-    WebSocket, WsReceiver, WsSender,
+    WebSocket, WsReceiver, WsSender, tls,
 };
 pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
 

@@ -2,14 +2,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio_rustls::TlsAcceptor;
-use ws_async::{BoxFuture, Listener};
+use tokio_rustls::server::TlsStream;
+use ws_async::{BoxFuture, Listener, MaybeTls};
 
 use crate::io::TokioIo;
 
@@ -67,7 +66,7 @@ impl TokioListener {
 
 impl Listener for TokioListener {
     type Stream = TcpStream;
-    type Io = TokioIo<ServerStream>;
+    type Io = ServerStream;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         self.tcp.poll_accept(cx)
@@ -77,10 +76,10 @@ impl Listener for TokioListener {
         // Small messages should leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
         match &self.tls {
-            None => Box::pin(async move { Ok(TokioIo(ServerStream::Plain(stream))) }),
+            None => Box::pin(async move { Ok(MaybeTls::Plain(TokioIo(stream))) }),
             Some(acceptor) => {
                 let accept = acceptor.accept(stream);
-                Box::pin(async move { Ok(TokioIo(ServerStream::Tls(Box::new(accept.await?)))) })
+                Box::pin(async move { Ok(MaybeTls::Tls(Box::new(TokioIo(accept.await?)))) })
             }
         }
     }
@@ -91,68 +90,4 @@ impl Listener for TokioListener {
 }
 
 /// An accepted connection: plain TCP or TLS over TCP.
-#[derive(Debug)]
-pub enum ServerStream {
-    /// `ws://`
-    Plain(TcpStream),
-    /// `wss://`
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for ServerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub type ServerStream = MaybeTls<TokioIo<TcpStream>, TokioIo<TlsStream<TcpStream>>>;

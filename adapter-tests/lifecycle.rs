@@ -1,20 +1,16 @@
 //! Connection lifecycle over real sockets: ROBUSTNESS 5.5 items 31-39.
 
-mod common;
-
+use crate::rt::{self, ws};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Echo, Raw, echo_server, eventually, quick_config, serve};
-use tokio::sync::mpsc;
-use ws_tokio::{
-    CloseCode, Closed, Ctx, Endpoint, Handler, Message, SendError, ServerConfig, ws_core,
-};
+use crate::common::{Echo, Raw, echo_server, eventually, quick_config, serve};
+use ws::{CloseCode, Closed, Ctx, Endpoint, Handler, Message, SendError, ServerConfig, ws_core};
 
 /// Reports how each connection closed.
 struct Report {
-    closed: mpsc::UnboundedSender<Closed>,
+    closed: async_channel::Sender<Closed>,
 }
 
 impl Handler for Report {
@@ -22,13 +18,13 @@ impl Handler for Report {
         let _ = ctx.send(message);
     }
     async fn on_close(&mut self, _ctx: &mut Ctx, closed: &Closed) {
-        let _ = self.closed.send(closed.clone());
+        let _ = self.closed.try_send(closed.clone());
     }
 }
 
-fn reporting(config: ServerConfig) -> (ws_tokio::Server, mpsc::UnboundedReceiver<Closed>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let server = ws_tokio::server()
+fn reporting(config: ServerConfig) -> (ws::Server, async_channel::Receiver<Closed>) {
+    let (tx, rx) = async_channel::unbounded();
+    let server = ws::server()
         .config(config)
         .route("/", Endpoint::new(move |_| Report { closed: tx.clone() }))
         .build();
@@ -37,35 +33,34 @@ fn reporting(config: ServerConfig) -> (ws_tokio::Server, mpsc::UnboundedReceiver
 
 // ROBUSTNESS 31: a peer that stops reading fills bounded buffers, then sends
 // are refused; the connection itself stays up.
-#[tokio::test]
 async fn peer_that_stops_reading_meets_backpressure() {
-    struct Flood(mpsc::UnboundedSender<(usize, SendError)>);
+    struct Flood(async_channel::Sender<(usize, SendError)>);
     impl Handler for Flood {
         async fn on_open(&mut self, ctx: &mut Ctx) {
             let handle = ctx.handle();
             let report = self.0.clone();
-            tokio::spawn(async move {
+            rt::spawn(async move {
                 let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
                 for sent in 0..100_000 {
                     if let Err(error) = handle.send(Message::Binary(chunk.clone())) {
-                        let _ = report.send((sent, error));
+                        let _ = report.try_send((sent, error));
                         return;
                     }
-                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    rt::sleep(Duration::from_micros(200)).await;
                 }
             });
         }
         async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = async_channel::unbounded();
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .route("/", Endpoint::new(move |_| Flood(tx.clone())))
             .build(),
     )
     .await;
     let _raw = Raw::upgrade(server.addr, "/").await;
-    let (sent, error) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+    let (sent, error) = rt::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("a refusal")
         .unwrap();
@@ -85,11 +80,10 @@ async fn peer_that_stops_reading_meets_backpressure() {
 
 // ROBUSTNESS 32: a ping flood from a peer that does not read leaves the
 // server serving; an optional rate limit closes with 1008.
-#[tokio::test]
 async fn ping_flood() {
     let server = echo_server(ServerConfig::default()).await;
     let mut raw = Raw::upgrade(server.addr, "/echo").await;
-    let ping = common::masked_frame(9, true, b"x");
+    let ping = crate::common::masked_frame(9, true, b"x");
     let flood: Vec<u8> = ping
         .iter()
         .copied()
@@ -100,7 +94,7 @@ async fn ping_flood() {
     raw.frame(1, true, b"still here").await;
     let mut pongs = 0;
     loop {
-        let (opcode, _, payload) = tokio::time::timeout(Duration::from_secs(10), raw.read_frame())
+        let (opcode, _, payload) = rt::timeout(Duration::from_secs(10), raw.read_frame())
             .await
             .unwrap()
             .unwrap();
@@ -125,16 +119,15 @@ async fn ping_flood() {
 
 // ROBUSTNESS 33: a peer that vanishes (answers nothing) is dropped after the
 // keepalive ping's deadline, and its resources freed.
-#[tokio::test]
 async fn half_open_peer_is_dropped() {
     let mut config = quick_config();
     config.connection.ping_interval = Some(Duration::from_millis(200));
     config.connection.pong_timeout = Duration::from_millis(200);
-    let (server, mut closed) = reporting(config);
+    let (server, closed) = reporting(config);
     let server = serve(server).await;
     let started = Instant::now();
     let mut raw = Raw::upgrade(server.addr, "/").await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), closed.recv())
+    let closed = rt::timeout(Duration::from_secs(5), closed.recv())
         .await
         .unwrap()
         .unwrap();
@@ -152,7 +145,6 @@ async fn half_open_peer_is_dropped() {
 
 // ROBUSTNESS 34: a bad close code gets 1002 and the socket closed; a close
 // the peer never answers ends at the close deadline.
-#[tokio::test]
 async fn close_edge_cases() {
     let server = echo_server(quick_config()).await;
     let mut raw = Raw::upgrade(server.addr, "/echo").await;
@@ -167,7 +159,7 @@ async fn close_edge_cases() {
         }
     }
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .config(quick_config())
             .route("/", Endpoint::new(|_| CloseAtOnce))
             .build(),
@@ -187,7 +179,6 @@ async fn close_edge_cases() {
 }
 
 // ROBUSTNESS 35: dropping `recv` futures at every poll point loses nothing.
-#[tokio::test]
 async fn recv_is_cancel_safe() {
     struct Count;
     impl Handler for Count {
@@ -197,13 +188,8 @@ async fn recv_is_cancel_safe() {
             }
         }
     }
-    let server = serve(
-        ws_tokio::server()
-            .route("/", Endpoint::new(|_| Count))
-            .build(),
-    )
-    .await;
-    let (mut socket, _) = ws_tokio::connect(&server.url("/")).await.unwrap();
+    let server = serve(ws::server().route("/", Endpoint::new(|_| Count)).build()).await;
+    let (mut socket, _) = ws::connect(&server.url("/")).await.unwrap();
     socket.send("go").await.unwrap();
     let mut next = 0u32;
     let mut cancelled = 0;
@@ -214,7 +200,7 @@ async fn recv_is_cancel_safe() {
             Some(item) => item,
             None => {
                 cancelled += 1;
-                match tokio::time::timeout(Duration::from_micros(50), socket.recv()).await {
+                match rt::timeout(Duration::from_micros(50), socket.recv()).await {
                     Ok(item) => item,
                     Err(_) => {
                         cancelled += 1;
@@ -232,18 +218,17 @@ async fn recv_is_cancel_safe() {
 
 // ROBUSTNESS 36: an application that only sends still answers pings (its
 // task reads), and one that dropped its receiver keeps running.
-#[tokio::test]
 async fn sending_only_keeps_the_connection_alive() {
     struct Chatty;
     impl Handler for Chatty {
         async fn on_open(&mut self, ctx: &mut Ctx) {
             let handle = ctx.handle();
-            tokio::spawn(async move {
+            rt::spawn(async move {
                 for i in 0..40 {
                     if handle.send(format!("server {i}")).is_err() {
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    rt::sleep(Duration::from_millis(25)).await;
                 }
             });
         }
@@ -254,7 +239,7 @@ async fn sending_only_keeps_the_connection_alive() {
     config.connection.pong_timeout = Duration::from_millis(100);
     config.connection.idle_timeout = Some(Duration::from_millis(300));
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .config(config.clone())
             .route("/quiet", Endpoint::new(|_| Echo))
             .route("/chatty", Endpoint::new(|_| Chatty))
@@ -262,16 +247,16 @@ async fn sending_only_keeps_the_connection_alive() {
     )
     .await;
     // Only pings come from the server; the application never receives.
-    let (socket, _) = ws_tokio::connect(&server.url("/quiet")).await.unwrap();
+    let (socket, _) = ws::connect(&server.url("/quiet")).await.unwrap();
     let (mut sender, _receiver) = socket.split();
     // The server sends data and pings; the application dropped its receiver.
-    let (chatty, _) = ws_tokio::connect(&server.url("/chatty")).await.unwrap();
+    let (chatty, _) = ws::connect(&server.url("/chatty")).await.unwrap();
     let (mut chatty_sender, chatty_receiver) = chatty.split();
     drop(chatty_receiver);
     for _ in 0..10 {
         sender.send("ping me").await.unwrap();
         chatty_sender.send("hello").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        rt::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
         server.handle.count(),
@@ -283,7 +268,6 @@ async fn sending_only_keeps_the_connection_alive() {
 // ROBUSTNESS 37: shutdown calls on_shutdown, closes every client with 1001,
 // answers new handshakes with 503 while draining, drops stragglers at the
 // grace deadline and stops the accept loop.
-#[tokio::test]
 async fn graceful_shutdown() {
     struct Polite(Arc<AtomicUsize>);
     impl Handler for Polite {
@@ -300,7 +284,7 @@ async fn graceful_shutdown() {
     config.connection.close_timeout = Duration::from_secs(5);
     let counter = shutdowns.clone();
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .config(config)
             .route("/", Endpoint::new(move |_| Polite(counter.clone())))
             .build(),
@@ -308,13 +292,13 @@ async fn graceful_shutdown() {
     .await;
     let mut clients = Vec::new();
     for _ in 0..3 {
-        clients.push(ws_tokio::connect(&server.url("/")).await.unwrap().0);
+        clients.push(ws::connect(&server.url("/")).await.unwrap().0);
     }
     // A raw client that never answers the close: it holds the drain open.
     let mut straggler = Raw::upgrade(server.addr, "/").await;
     eventually(|| server.handle.count() == 4, "four connections").await;
     let handle = server.handle.clone();
-    let shutdown = tokio::spawn(async move { handle.shutdown(Duration::from_millis(800)).await });
+    let shutdown = rt::spawn(async move { handle.shutdown(Duration::from_millis(800)).await });
     for client in &mut clients {
         assert_eq!(client.recv().await.unwrap().unwrap(), Message::text("bye"));
         assert!(client.recv().await.is_none(), "clean close ends the stream");
@@ -322,10 +306,10 @@ async fn graceful_shutdown() {
     }
     // Draining: new handshakes are refused.
     let mut late = Raw::connect(server.addr).await;
-    late.send(common::request("/", &[]).as_bytes()).await;
+    late.send(crate::common::request("/", &[]).as_bytes()).await;
     assert_eq!(late.read_head().await.0, 503);
     assert_eq!(straggler.read_close_code().await, Some(1001));
-    tokio::time::timeout(Duration::from_secs(3), shutdown)
+    rt::timeout(Duration::from_secs(3), shutdown)
         .await
         .unwrap()
         .unwrap();
@@ -334,7 +318,7 @@ async fn graceful_shutdown() {
         "the straggler was dropped"
     );
     assert_eq!(shutdowns.load(Ordering::SeqCst), 4);
-    tokio::time::timeout(Duration::from_secs(3), server.task)
+    rt::timeout(Duration::from_secs(3), server.task)
         .await
         .unwrap()
         .unwrap()
@@ -343,28 +327,22 @@ async fn graceful_shutdown() {
 
 // ROBUSTNESS 39: a panicking handler closes its own connection with 1011;
 // other connections carry on. A slow handler delays only its connection.
-#[tokio::test]
 async fn panics_and_slow_handlers_stay_contained() {
     struct Fragile;
     impl Handler for Fragile {
         async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
             match message.as_bytes() {
                 b"boom" => panic!("handler bug"),
-                b"slow" => tokio::time::sleep(Duration::from_millis(1500)).await,
+                b"slow" => rt::sleep(Duration::from_millis(1500)).await,
                 _ => {}
             }
             let _ = ctx.send(message);
         }
     }
-    let server = serve(
-        ws_tokio::server()
-            .route("/", Endpoint::new(|_| Fragile))
-            .build(),
-    )
-    .await;
-    let (mut victim, _) = ws_tokio::connect(&server.url("/")).await.unwrap();
-    let (mut slow, _) = ws_tokio::connect(&server.url("/")).await.unwrap();
-    let (mut bystander, _) = ws_tokio::connect(&server.url("/")).await.unwrap();
+    let server = serve(ws::server().route("/", Endpoint::new(|_| Fragile)).build()).await;
+    let (mut victim, _) = ws::connect(&server.url("/")).await.unwrap();
+    let (mut slow, _) = ws::connect(&server.url("/")).await.unwrap();
+    let (mut bystander, _) = ws::connect(&server.url("/")).await.unwrap();
     victim.send("boom").await.unwrap();
     assert!(victim.recv().await.is_none());
     assert_eq!(victim.closed().unwrap().code, CloseCode::INTERNAL_ERROR);
@@ -383,13 +361,12 @@ async fn panics_and_slow_handlers_stay_contained() {
     assert_eq!(slow.recv().await.unwrap().unwrap(), Message::text("slow"));
 }
 
-#[tokio::test]
 async fn dropping_the_socket_closes_normally() {
-    let (server, mut closed) = reporting(ServerConfig::default());
+    let (server, closed) = reporting(ServerConfig::default());
     let server = serve(server).await;
-    let (socket, _) = ws_tokio::connect(&server.url("/")).await.unwrap();
+    let (socket, _) = ws::connect(&server.url("/")).await.unwrap();
     drop(socket);
-    let closed = tokio::time::timeout(Duration::from_secs(5), closed.recv())
+    let closed = rt::timeout(Duration::from_secs(5), closed.recv())
         .await
         .unwrap()
         .unwrap();
@@ -401,3 +378,15 @@ async fn dropping_the_socket_closes_normally() {
         }
     );
 }
+
+adapter_tests!(
+    peer_that_stops_reading_meets_backpressure,
+    ping_flood,
+    half_open_peer_is_dropped,
+    close_edge_cases,
+    recv_is_cancel_safe,
+    sending_only_keeps_the_connection_alive,
+    graceful_shutdown,
+    panics_and_slow_handlers_stay_contained,
+    dropping_the_socket_closes_normally,
+);

@@ -1,16 +1,15 @@
 //! The client and server API: round trips, split halves, registry and
 //! broadcast, TLS, IPv6, backpressure reaching the sender.
 
-mod common;
-
+use crate::rt::{self, ws};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Echo, echo_server, eventually, serve};
+use crate::common::{Echo, echo_server, eventually, serve};
 use futures_util::{SinkExt, StreamExt};
-use ws_tokio::ws_core::handshake::{ResponseError, ServerHandshake};
-use ws_tokio::{
-    Client, ClientConfig, ConnectError, Ctx, Endpoint, Handler, Message, SendError, ServerConfig,
+use ws::ws_core::handshake::{ResponseError, ServerHandshake};
+use ws::{
+    ClientConfig, ConnectError, Ctx, Endpoint, Handler, Message, SendError, ServerConfig,
     ServerHandle,
 };
 
@@ -24,11 +23,10 @@ fn big_config() -> (ServerConfig, ClientConfig) {
     (server, client)
 }
 
-#[tokio::test]
 async fn echo_round_trips_including_16_mib() {
     let (server_config, client_config) = big_config();
     let server = echo_server(server_config).await;
-    let (mut socket, response) = Client::new(&server.url("/echo"))
+    let (mut socket, response) = ws::client(&server.url("/echo"))
         .unwrap()
         .config(client_config)
         .connect()
@@ -49,15 +47,14 @@ async fn echo_round_trips_including_16_mib() {
     for message in messages {
         assert_eq!(socket.recv().await.unwrap().unwrap(), message);
     }
-    socket.close(ws_tokio::CloseCode::NORMAL, "done").unwrap();
+    socket.close(ws::CloseCode::NORMAL, "done").unwrap();
     assert!(socket.recv().await.is_none());
-    assert_eq!(socket.closed().unwrap().code, ws_tokio::CloseCode::NORMAL);
+    assert_eq!(socket.closed().unwrap().code, ws::CloseCode::NORMAL);
 }
 
-#[tokio::test]
 async fn fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn() {
     let server = echo_server(ServerConfig::default()).await;
-    let (mut socket, _) = ws_tokio::connect(&server.url("/echo")).await.unwrap();
+    let (mut socket, _) = ws::connect(&server.url("/echo")).await.unwrap();
     socket.send_fragment("hel", false).await.unwrap();
     // Queued while the fragmented message is open: goes out after it.
     socket.sender_handle().send("second").unwrap();
@@ -72,12 +69,11 @@ async fn fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn() {
     );
 }
 
-#[tokio::test]
 async fn too_big_for_the_server_closes_with_1009() {
     let server = echo_server(ServerConfig::default()).await;
     let (mut client_config, _) = (ClientConfig::default(), ());
     client_config.send_queue = 4 << 20;
-    let (mut socket, _) = Client::new(&server.url("/echo"))
+    let (mut socket, _) = ws::client(&server.url("/echo"))
         .unwrap()
         .config(client_config)
         .connect()
@@ -90,16 +86,15 @@ async fn too_big_for_the_server_closes_with_1009() {
     assert!(socket.recv().await.is_none());
     assert_eq!(
         socket.closed().unwrap().code,
-        ws_tokio::CloseCode::MESSAGE_TOO_BIG
+        ws::CloseCode::MESSAGE_TOO_BIG
     );
 }
 
-#[tokio::test]
 async fn split_halves_work_concurrently_as_stream_and_sink() {
     let server = echo_server(ServerConfig::default()).await;
-    let (socket, _) = ws_tokio::connect(&server.url("/echo")).await.unwrap();
+    let (socket, _) = ws::connect(&server.url("/echo")).await.unwrap();
     let (mut sender, mut receiver) = socket.split();
-    let writer = tokio::spawn(async move {
+    let writer = rt::spawn(async move {
         for i in 0..500 {
             sender.feed(Message::text(i.to_string())).await.unwrap();
         }
@@ -141,17 +136,11 @@ impl Handler for Chat {
     }
 }
 
-#[tokio::test]
 async fn registry_names_groups_and_broadcast() {
-    let server = serve(
-        ws_tokio::server()
-            .route("/chat", Endpoint::new(|_| Chat))
-            .build(),
-    )
-    .await;
+    let server = serve(ws::server().route("/chat", Endpoint::new(|_| Chat)).build()).await;
     let mut sockets = Vec::new();
     for name in ["ann", "bob", "cy"] {
-        let (mut socket, _) = ws_tokio::connect(&server.url("/chat")).await.unwrap();
+        let (mut socket, _) = ws::connect(&server.url("/chat")).await.unwrap();
         socket.send(format!("name:{name}")).await.unwrap();
         assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("ok"));
         sockets.push(socket);
@@ -188,7 +177,7 @@ async fn registry_names_groups_and_broadcast() {
     let ann = server.handle.by_name("ann").unwrap().id();
     let bob = server.handle.by_name("bob").unwrap().id();
     assert!(
-        matches!(server.handle.set_name(bob, "ann"), Err(ws_tokio::NameError::Taken(id)) if id == ann)
+        matches!(server.handle.set_name(bob, "ann"), Err(ws::NameError::Taken(id)) if id == ann)
     );
     // Leaving frees the name and the group slot.
     drop(sockets.remove(0));
@@ -201,17 +190,16 @@ async fn registry_names_groups_and_broadcast() {
     );
 }
 
-#[tokio::test]
 async fn backpressure_reaches_the_sender() {
     // A server that never reads its socket: the client's queue fills and
     // `send` waits; `try_send` reports it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = rt::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stall = tokio::spawn(async move {
+    let stall = rt::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
         while !head.ends_with(b"\r\n\r\n") {
             stream.read_exact(&mut byte).await.unwrap();
             head.push(byte[0]);
@@ -234,12 +222,12 @@ async fn backpressure_reaches_the_sender() {
         };
         stream.write_all(&accept).await.unwrap();
         // Never read again.
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        rt::sleep(Duration::from_secs(30)).await;
         drop(stream);
     });
     let mut config = ClientConfig::default();
     config.send_queue = 256 * 1024;
-    let (mut socket, _) = Client::new(&format!("ws://{addr}/"))
+    let (mut socket, _) = ws::client(&format!("ws://{addr}/"))
         .unwrap()
         .config(config)
         .connect()
@@ -248,7 +236,7 @@ async fn backpressure_reaches_the_sender() {
     let chunk = Message::binary(vec![1u8; 64 * 1024]);
     let mut sent = 0;
     let blocked = loop {
-        match tokio::time::timeout(Duration::from_millis(500), socket.send(chunk.clone())).await {
+        match rt::timeout(Duration::from_millis(500), socket.send(chunk.clone())).await {
             Ok(Ok(())) => sent += 1,
             Ok(Err(error)) => panic!("{error}"),
             Err(_) => break true,
@@ -268,24 +256,21 @@ fn self_signed() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert = certified.cert.der().clone();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let server = ws_tokio::tls::server_config(vec![cert.clone()], key).unwrap();
+    let server = ws::tls::server_config(vec![cert.clone()], key).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     (server, roots)
 }
 
-#[tokio::test]
 async fn tls_round_trip_and_hostname_verification() {
     let (server_tls, roots) = self_signed();
-    let server = ws_tokio::server()
-        .route("/echo", Endpoint::new(|_| Echo))
-        .build();
-    let listener = ws_tokio::bind_tls("127.0.0.1:0", server_tls).await.unwrap();
+    let server = ws::server().route("/echo", Endpoint::new(|_| Echo)).build();
+    let listener = ws::bind_tls("127.0.0.1:0", server_tls).await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { server.serve(listener).await });
-    let client_tls = ws_tokio::tls::client_config(roots);
+    rt::spawn(async move { server.serve(listener).await });
+    let client_tls = ws::tls::client_config(roots);
 
-    let (mut socket, _) = Client::new(&format!("wss://localhost:{port}/echo"))
+    let (mut socket, _) = ws::client(&format!("wss://localhost:{port}/echo"))
         .unwrap()
         .tls_config(client_tls.clone())
         .connect()
@@ -298,14 +283,14 @@ async fn tls_round_trip_and_hostname_verification() {
     );
 
     // ROBUSTNESS 10: the certificate is for "localhost"; another name fails.
-    let wrong = Client::new(&format!("wss://127.0.0.1:{port}/echo"))
+    let wrong = ws::client(&format!("wss://127.0.0.1:{port}/echo"))
         .unwrap()
         .tls_config(client_tls)
         .connect()
         .await;
     assert!(matches!(wrong, Err(ConnectError::Tls(_))), "{wrong:?}");
     // And a client without the root does not trust it.
-    let untrusted = Client::new(&format!("wss://localhost:{port}/echo"))
+    let untrusted = ws::client(&format!("wss://localhost:{port}/echo"))
         .unwrap()
         .connect()
         .await;
@@ -315,19 +300,16 @@ async fn tls_round_trip_and_hostname_verification() {
     );
 }
 
-#[tokio::test]
 async fn ipv6_loopback() {
-    let Ok(listener) = ws_tokio::bind("[::1]:0").await else {
+    let Ok(listener) = ws::bind("[::1]:0").await else {
         // No IPv6 on this host: nothing to test.
         eprintln!("skipping: IPv6 loopback unavailable");
         return;
     };
     let port = listener.local_addr().unwrap().port();
-    let server = ws_tokio::server()
-        .route("/echo", Endpoint::new(|_| Echo))
-        .build();
-    tokio::spawn(async move { server.serve(listener).await });
-    let (mut socket, _) = ws_tokio::connect(&format!("ws://[::1]:{port}/echo"))
+    let server = ws::server().route("/echo", Endpoint::new(|_| Echo)).build();
+    rt::spawn(async move { server.serve(listener).await });
+    let (mut socket, _) = ws::connect(&format!("ws://[::1]:{port}/echo"))
         .await
         .unwrap();
     socket.send("v6").await.unwrap();
@@ -335,12 +317,11 @@ async fn ipv6_loopback() {
     assert!(socket.info().request.uri.to_string().contains("[::1]"));
 }
 
-#[tokio::test]
 async fn redirects_are_not_followed() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = rt::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt::spawn(async move {
+        use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
         let _ = stream.read(&mut buf).await;
@@ -350,7 +331,7 @@ async fn redirects_are_not_followed() {
             )
             .await;
     });
-    match ws_tokio::connect(&format!("ws://{addr}/")).await {
+    match ws::connect(&format!("ws://{addr}/")).await {
         Err(ConnectError::Handshake(ResponseError::Status { status, headers })) => {
             assert_eq!(status, 302);
             assert_eq!(headers["location"], "ws://evil.example/");
@@ -358,3 +339,15 @@ async fn redirects_are_not_followed() {
         other => panic!("{other:?}"),
     }
 }
+
+adapter_tests!(
+    echo_round_trips_including_16_mib,
+    fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn,
+    too_big_for_the_server_closes_with_1009,
+    split_halves_work_concurrently_as_stream_and_sink,
+    registry_names_groups_and_broadcast,
+    backpressure_reaches_the_sender,
+    tls_round_trip_and_hostname_verification,
+    ipv6_loopback,
+    redirects_are_not_followed,
+);

@@ -1,15 +1,14 @@
 //! The opening handshake over real sockets: ROBUSTNESS 5.1 items 1-6 and
 //! 8, routing, subprotocols, connection limits.
 
-mod common;
-
+use crate::rt::{self, ws};
 use std::time::{Duration, Instant};
 
-use common::{Echo, Raw, TestServer, echo_server, quick_config, request, serve};
+use crate::common::{Echo, Raw, TestServer, echo_server, quick_config, request, serve};
 use http::header::{AUTHORIZATION, ORIGIN};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use ws_tokio::ws_core::handshake::{Rejection, ResponseError};
-use ws_tokio::{Client, ConnectError, Endpoint, OriginPolicy, ServerConfig};
+use ws::ws_core::handshake::{Rejection, ResponseError};
+use ws::{ConnectError, Endpoint, OriginPolicy, ServerConfig};
 
 /// Sends `text`, returns the status and whether the server then closed.
 async fn answer(server: &TestServer, text: &[u8]) -> (u16, String, bool) {
@@ -32,7 +31,6 @@ async fn answer(server: &TestServer, text: &[u8]) -> (u16, String, bool) {
 // ROBUSTNESS 1: one byte per 100 ms never completes within the deadline:
 // 408 and close; an oversized head dribbled in gets 431 as soon as it
 // passes the limit.
-#[tokio::test]
 async fn slowloris_gets_408_and_oversized_heads_431() {
     let mut config = quick_config();
     config.handshake.timeout = Duration::from_millis(400);
@@ -41,7 +39,7 @@ async fn slowloris_gets_408_and_oversized_heads_431() {
     let started = Instant::now();
     for byte in request("/echo", &[]).bytes().take(5) {
         raw.send(&[byte]).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        rt::sleep(Duration::from_millis(100)).await;
     }
     let (status, _) = raw.read_head().await;
     assert_eq!(status, 408);
@@ -50,10 +48,10 @@ async fn slowloris_gets_408_and_oversized_heads_431() {
 
     let server = echo_server(ServerConfig::default()).await;
     let raw = Raw::connect(server.addr).await;
-    let (mut reader, mut writer) = raw.stream.into_split();
+    let (mut reader, mut writer) = rt::split(raw.stream);
     // Dribble 1 KiB header lines; the server answers once 16 KiB is passed.
-    let writer = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+    let writer = rt::spawn(async move {
+        use crate::rt::io::AsyncWriteExt;
         let _ = writer.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await;
         let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
         let mut sent = 0;
@@ -62,12 +60,12 @@ async fn slowloris_gets_408_and_oversized_heads_431() {
                 break;
             }
             sent += filler.len();
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            rt::sleep(Duration::from_millis(2)).await;
         }
         sent
     });
     let mut head = vec![0u8; 12];
-    use tokio::io::AsyncReadExt;
+    use crate::rt::io::AsyncReadExt;
     reader.read_exact(&mut head).await.unwrap();
     assert_eq!(&head[9..12], b"431");
     let sent = writer.await.unwrap();
@@ -75,7 +73,6 @@ async fn slowloris_gets_408_and_oversized_heads_431() {
 }
 
 // ROBUSTNESS 2.
-#[tokio::test]
 async fn too_many_headers_get_431() {
     let server = echo_server(ServerConfig::default()).await;
     let junk: Vec<String> = (0..2000).map(|i| format!("X-{i}: y")).collect();
@@ -86,7 +83,6 @@ async fn too_many_headers_get_431() {
 }
 
 // ROBUSTNESS 3.
-#[tokio::test]
 async fn long_uri_gets_414() {
     let server = echo_server(ServerConfig::default()).await;
     let path = format!("/echo?{}", "q".repeat(10_000));
@@ -96,7 +92,6 @@ async fn long_uri_gets_414() {
 
 // ROBUSTNESS 4: each wrong field gets its status and the connection is
 // closed after the answer, never upgraded.
-#[tokio::test]
 async fn wrong_fields_get_their_status_and_close() {
     let server = echo_server(ServerConfig::default()).await;
     let good = request("/echo", &[]);
@@ -118,7 +113,7 @@ async fn wrong_fields_get_their_status_and_close() {
             426,
             Some("sec-websocket-version: 13"),
         ),
-        (good.replace(common::KEY, "c2hvcnQ="), 400, None),
+        (good.replace(crate::common::KEY, "c2hvcnQ="), 400, None),
         (good.replace("Host: 127.0.0.1\r\n", ""), 400, None),
     ];
     for (text, expected, header) in cases {
@@ -137,7 +132,6 @@ async fn wrong_fields_get_their_status_and_close() {
 
 // ROBUSTNESS 5: a body or pipelined bytes are refused; the extra bytes are
 // never read as a second request.
-#[tokio::test]
 async fn bodies_and_pipelining_get_400() {
     let server = echo_server(ServerConfig::default()).await;
     let with_body = request("/echo", &["Content-Length: 5"]) + "hello";
@@ -155,10 +149,9 @@ async fn bodies_and_pipelining_get_400() {
 
 // ROBUSTNESS 6: cross-site requests are refused unless allowed; requests
 // without Origin pass.
-#[tokio::test]
 async fn origin_policies() {
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .route("/same", Endpoint::new(|_| Echo))
             .route(
                 "/list",
@@ -187,13 +180,12 @@ async fn origin_policies() {
 
 // ROBUSTNESS 8: the authenticate hook sees the headers and rejects with
 // 401/403; an accepted identity reaches the handler.
-#[tokio::test]
 async fn authentication_hook() {
     #[derive(Clone)]
     struct User(String);
     struct Whoami;
-    impl ws_tokio::Handler for Whoami {
-        async fn on_message(&mut self, ctx: &mut ws_tokio::Ctx, _: ws_tokio::Message) {
+    impl ws::Handler for Whoami {
+        async fn on_message(&mut self, ctx: &mut ws::Ctx, _: ws::Message) {
             let user = ctx
                 .info()
                 .request
@@ -224,9 +216,9 @@ async fn authentication_hook() {
                 Some(_) => Err(Rejection::new(StatusCode::FORBIDDEN, HeaderMap::new(), "")),
             }
         });
-    let server = serve(ws_tokio::server().route("/me", endpoint).build()).await;
+    let server = serve(ws::server().route("/me", endpoint).build()).await;
     for (token, expected) in [(None, 401u16), (Some("Bearer mallory"), 403)] {
-        let mut client = Client::new(&server.url("/me")).unwrap();
+        let mut client = ws::client(&server.url("/me")).unwrap();
         if let Some(token) = token {
             client = client.header(AUTHORIZATION, HeaderValue::from_static(token));
         }
@@ -237,7 +229,7 @@ async fn authentication_hook() {
             other => panic!("expected {expected}, got {other:?}"),
         }
     }
-    let (mut socket, _) = Client::new(&server.url("/me"))
+    let (mut socket, _) = ws::client(&server.url("/me"))
         .unwrap()
         .header(AUTHORIZATION, HeaderValue::from_static("Bearer alice"))
         .connect()
@@ -246,22 +238,20 @@ async fn authentication_hook() {
     socket.send("who?").await.unwrap();
     assert_eq!(
         socket.recv().await.unwrap().unwrap(),
-        ws_tokio::Message::text("alice")
+        ws::Message::text("alice")
     );
     let _ = ORIGIN;
 }
 
-#[tokio::test]
 async fn unknown_path_gets_404() {
     let server = echo_server(ServerConfig::default()).await;
     let (status, _, closed) = answer(&server, request("/nope", &[]).as_bytes()).await;
     assert_eq!((status, closed), (404, true));
 }
 
-#[tokio::test]
 async fn subprotocol_selection_and_requirement() {
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .route(
                 "/chat",
                 Endpoint::new(|_| Echo).subprotocols(["v2.chat", "v1.chat"]),
@@ -275,7 +265,7 @@ async fn subprotocol_selection_and_requirement() {
             .build(),
     )
     .await;
-    let (socket, _) = Client::new(&server.url("/chat"))
+    let (socket, _) = ws::client(&server.url("/chat"))
         .unwrap()
         .subprotocol("v1.chat")
         .subprotocol("v2.chat")
@@ -287,19 +277,19 @@ async fn subprotocol_selection_and_requirement() {
         Some("v2.chat"),
         "the server's preference wins"
     );
-    let (socket, _) = Client::new(&server.url("/chat"))
+    let (socket, _) = ws::client(&server.url("/chat"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     assert_eq!(socket.info().subprotocol, None);
-    match Client::new(&server.url("/strict")).unwrap().connect().await {
+    match ws::client(&server.url("/strict")).unwrap().connect().await {
         Err(ConnectError::Handshake(ResponseError::Status { status, .. })) => {
             assert_eq!(status, 400)
         }
         other => panic!("{other:?}"),
     }
-    let (socket, _) = Client::new(&server.url("/strict"))
+    let (socket, _) = ws::client(&server.url("/strict"))
         .unwrap()
         .subprotocol("hydrogen-protocol")
         .connect()
@@ -314,19 +304,18 @@ async fn subprotocol_selection_and_requirement() {
 // ROBUSTNESS 38 / limits: past the server or endpoint limit, handshakes get
 // 503 with Retry-After before any WebSocket state exists; slots free up when
 // connections end.
-#[tokio::test]
 async fn connection_limits_answer_503() {
     let mut config = ServerConfig::default();
     config.max_connections = Some(3);
     let server = serve(
-        ws_tokio::server()
+        ws::server()
             .config(config)
             .route("/a", Endpoint::new(|_| Echo).max_connections(1))
             .route("/b", Endpoint::new(|_| Echo))
             .build(),
     )
     .await;
-    let first = Client::new(&server.url("/a"))
+    let first = ws::client(&server.url("/a"))
         .unwrap()
         .connect()
         .await
@@ -337,12 +326,12 @@ async fn connection_limits_answer_503() {
         head.to_ascii_lowercase().contains("retry-after: 5"),
         "{head}"
     );
-    let b1 = Client::new(&server.url("/b"))
+    let b1 = ws::client(&server.url("/b"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let b2 = Client::new(&server.url("/b"))
+    let b2 = ws::client(&server.url("/b"))
         .unwrap()
         .connect()
         .await
@@ -351,11 +340,24 @@ async fn connection_limits_answer_503() {
     assert_eq!(status, 503, "server-wide limit");
     assert_eq!(server.handle.count(), 3);
     drop((first, b1, b2));
-    common::eventually(|| server.handle.count() == 0, "connections to end").await;
+    crate::common::eventually(|| server.handle.count() == 0, "connections to end").await;
     // Slots are back.
-    Client::new(&server.url("/a"))
+    ws::client(&server.url("/a"))
         .unwrap()
         .connect()
         .await
         .unwrap();
 }
+
+adapter_tests!(
+    slowloris_gets_408_and_oversized_heads_431,
+    too_many_headers_get_431,
+    long_uri_gets_414,
+    wrong_fields_get_their_status_and_close,
+    bodies_and_pipelining_get_400,
+    origin_policies,
+    authentication_hook,
+    unknown_path_gets_404,
+    subprotocol_selection_and_requirement,
+    connection_limits_answer_503,
+);

@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use ws_tokio::{Ctx, Endpoint, Handler, Message, Server, ServerConfig, ServerHandle};
+use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
+use crate::rt::{self, TcpStream, ws};
+use ws::{Ctx, Endpoint, Handler, Message, Server, ServerConfig, ServerHandle};
 
 /// Echoes every message, waiting for room in the send queue.
 pub struct Echo;
@@ -23,7 +23,7 @@ impl Handler for Echo {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
-    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub task: rt::Task<std::io::Result<()>>,
 }
 
 impl TestServer {
@@ -33,16 +33,16 @@ impl TestServer {
 }
 
 pub async fn serve(server: Server) -> TestServer {
-    let listener = ws_tokio::bind("127.0.0.1:0").await.unwrap();
+    let listener = ws::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = server.handle();
-    let task = tokio::spawn(async move { server.serve(listener).await });
+    let task = rt::spawn(async move { server.serve(listener).await });
     TestServer { addr, handle, task }
 }
 
 pub async fn echo_server(config: ServerConfig) -> TestServer {
     serve(
-        ws_tokio::server()
+        ws::server()
             .config(config)
             .route("/echo", Endpoint::new(|_| Echo))
             .build(),
@@ -98,7 +98,7 @@ impl Raw {
     /// of stream (or a reset) came before `limit`.
     pub async fn read_until_eof(&mut self, limit: Duration) -> (Vec<u8>, bool) {
         let mut out = Vec::new();
-        let closed = tokio::time::timeout(limit, async {
+        let closed = rt::timeout(limit, async {
             let mut chunk = [0u8; 4096];
             loop {
                 match self.stream.read(&mut chunk).await {
@@ -117,7 +117,7 @@ impl Raw {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut byte))
+            let n = rt::timeout(Duration::from_secs(5), self.stream.read(&mut byte))
                 .await
                 .expect("response in time")
                 .unwrap();
@@ -173,10 +173,9 @@ impl Raw {
     /// Reads frames until a close frame; returns its code.
     pub async fn read_close_code(&mut self) -> Option<u16> {
         loop {
-            let (opcode, _, payload) =
-                tokio::time::timeout(Duration::from_secs(5), self.read_frame())
-                    .await
-                    .ok()??;
+            let (opcode, _, payload) = rt::timeout(Duration::from_secs(5), self.read_frame())
+                .await
+                .ok()??;
             if opcode == 8 {
                 return Some(if payload.len() >= 2 {
                     u16::from_be_bytes([payload[0], payload[1]])
@@ -213,7 +212,7 @@ pub async fn eventually(mut condition: impl FnMut() -> bool, what: &str) {
         if condition() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        rt::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
 }

@@ -1,0 +1,54 @@
+//! Connecting to `ws://` and `wss://` servers: async-net's TCP and
+//! `futures-rustls` as a [`ws_async::Network`].
+
+use std::io;
+use std::sync::Arc;
+
+use async_net::TcpStream;
+use futures_rustls::TlsConnector;
+use futures_rustls::client::TlsStream;
+use rustls_pki_types::ServerName;
+use ws_async::{BoxFuture, ConnectError, Network, WebSocket};
+
+use crate::io::FuturesIo;
+use crate::runtime::SmolRuntime;
+
+/// A client connection to make; see [`ws_async::Client`].
+pub type Client = ws_async::Client<SmolRuntime>;
+
+/// A client for `uri` (`ws://` or `wss://`) whose connection task runs on
+/// smol's global executor, to configure before [`ws_async::Client::connect`].
+/// For another executor, use `Client::new(SmolRuntime::with_spawner(..), uri)`.
+pub fn client(uri: &str) -> Result<Client, ConnectError> {
+    Client::new(SmolRuntime::new(), uri)
+}
+
+/// Connects to `uri` with default settings. Returns the connection and the
+/// server's 101 response.
+pub async fn connect(uri: &str) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    client(uri)?.connect().await
+}
+
+impl Network for SmolRuntime {
+    type Tcp = FuturesIo<TcpStream>;
+    type Tls = FuturesIo<TlsStream<TcpStream>>;
+
+    fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>> {
+        let host = host.to_owned();
+        Box::pin(async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(FuturesIo(tcp))
+        })
+    }
+
+    fn connect_tls(
+        &self,
+        tcp: Self::Tcp,
+        name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> BoxFuture<io::Result<Self::Tls>> {
+        let connect = TlsConnector::from(config).connect(name, tcp.0);
+        Box::pin(async move { Ok(FuturesIo(connect.await?)) })
+    }
+}
