@@ -1,5 +1,5 @@
-// Interop between ws-tokio and Node `ws`, both directions.
-// Usage: node interop.mjs PATH/TO/interop   (the ws-tokio example binary)
+// Interop between rust and Node `ws`, both directions.
+// Usage: node interop.mjs PATH/TO/interop   (the rust example binary)
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -48,29 +48,29 @@ async function nodeClients(base) {
   const ws = await open(`${base}/echo`, { maxPayload: 64 * MIB, perMessageDeflate: false });
   for (const message of ["héllo ✓", Buffer.from([0, 255, 1]), ""]) {
     ws.send(message);
-    check(same(await ws.next(), message), `node->ws-tokio echo ${JSON.stringify(message)}`);
+    check(same(await ws.next(), message), `node->rust echo ${JSON.stringify(message)}`);
   }
   ws.send("frag", { fin: false });
   ws.send("ment", { fin: false });
   ws.send("ed", { fin: true });
-  check((await ws.next()) === "fragmented", "node->ws-tokio fragmented text");
+  check((await ws.next()) === "fragmented", "node->rust fragmented text");
   const big = randomBytes(16 * MIB);
   ws.send(big);
-  check(same(await ws.next(), big), "node->ws-tokio 16 MiB echo");
+  check(same(await ws.next(), big), "node->rust 16 MiB echo");
   const pong = once(ws, "pong");
   ws.ping("ping payload");
   const [payload] = await withTimeout(pong, 5000, "pong");
-  check(payload.toString() === "ping payload", "node->ws-tokio ping answered with its payload");
+  check(payload.toString() === "ping payload", "node->rust ping answered with its payload");
   ws.close(1000, "done");
   await ws.closed;
   await sleep(200);
-  check((await lastClose(base)) === "1000 done", "ws-tokio saw the client's 1000 'done'");
+  check((await lastClose(base)) === "1000 done", "rust saw the client's 1000 'done'");
 
   for (const [path, code, reason] of [["/close", 4000, "bye"], ["/going-away", 1001, "going away"]]) {
     const ws = await open(`${base}${path}`);
     ws.send("go");
     const closed = await withTimeout(ws.closed, 10000, path);
-    check(closed.code === code && closed.reason === reason, `ws-tokio closed ${path} with ${code}: ${JSON.stringify(closed)}`);
+    check(closed.code === code && closed.reason === reason, `rust closed ${path} with ${code}: ${JSON.stringify(closed)}`);
   }
 
   const small = await open(`${base}/big`, { maxPayload: MIB });
@@ -78,12 +78,12 @@ async function nodeClients(base) {
   const closed = await withTimeout(small.closed, 10000, "big");
   check(closed.code === 1006 || closed.code === 1009, `node refused a 2 MiB message: ${JSON.stringify(closed)}`);
   await sleep(200);
-  check((await lastClose(base)).startsWith("1009"), "ws-tokio saw node's 1009");
+  check((await lastClose(base)).startsWith("1009"), "rust saw node's 1009");
 
   const dropped = await open(`${base}/echo`);
   dropped.terminate();
   await sleep(300);
-  check((await lastClose(base)).startsWith("1006"), "ws-tokio saw the terminate as 1006");
+  check((await lastClose(base)).startsWith("1006"), "rust saw the terminate as 1006");
 }
 
 async function wsTokioClient(binary) {
@@ -105,13 +105,13 @@ async function wsTokioClient(binary) {
   const port = wss.address().port;
   const child = spawn(binary, ["client", `ws://127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "inherit"] });
   for await (const line of createInterface({ input: child.stdout })) {
-    check(line.startsWith("ok "), `ws-tokio->node ${line}`);
+    check(line.startsWith("ok "), `rust->node ${line}`);
   }
   const [status] = await once(child, "exit");
-  check(status === 0, "ws-tokio client exit status");
+  check(status === 0, "rust client exit status");
   await sleep(200);
-  check(JSON.stringify(serverSaw["/echo"]) === JSON.stringify([1000, "done"]), `node saw ws-tokio's 1000 done: ${serverSaw["/echo"]}`);
-  check(serverSaw["/big"]?.[0] === 1009, `node saw ws-tokio's 1009: ${serverSaw["/big"]}`);
+  check(JSON.stringify(serverSaw["/echo"]) === JSON.stringify([1000, "done"]), `node saw rust's 1000 done: ${serverSaw["/echo"]}`);
+  check(serverSaw["/big"]?.[0] === 1009, `node saw rust's 1009: ${serverSaw["/big"]}`);
   wss.close();
 }
 

@@ -1,12 +1,12 @@
-"""Interop between ws-tokio and Python `websockets`, both directions.
+"""Interop between rust and Python `websockets`, both directions.
 
-Usage: python interop_test.py PATH/TO/interop   (the ws-tokio example binary)
+Usage: python interop_test.py PATH/TO/interop   (the rust example binary)
 
-1. Python clients against the ws-tokio server: text, binary, fragmented,
+1. Python clients against the rust server: text, binary, fragmented,
    16 MiB, ping/pong, and every close path (normal, 4000, 1001, 1009 from
    the client's size limit, 1006 from an aborted connection), checking what
    each side saw.
-2. The ws-tokio client against a Python server with the same paths.
+2. The rust client against a Python server with the same paths.
 """
 
 import asyncio
@@ -48,25 +48,25 @@ async def python_clients(base):
     async with connect(base + "/echo", max_size=None) as ws:
         for message in ["héllo ✓", b"\x00\xff\x01", ""]:
             await ws.send(message)
-            check(await ws.recv() == message, f"python->ws-tokio echo {message!r}")
+            check(await ws.recv() == message, f"python->rust echo {message!r}")
         await ws.send(["frag", "ment", "ed"])
-        check(await ws.recv() == "fragmented", "python->ws-tokio fragmented text")
+        check(await ws.recv() == "fragmented", "python->rust fragmented text")
         await ws.send([b"\x01\x02", b"\x03"])
-        check(await ws.recv() == b"\x01\x02\x03", "python->ws-tokio fragmented binary")
+        check(await ws.recv() == b"\x01\x02\x03", "python->rust fragmented binary")
         big = os.urandom(16 * MIB)
         await ws.send(big)
-        check(await ws.recv() == big, "python->ws-tokio 16 MiB echo")
+        check(await ws.recv() == big, "python->rust 16 MiB echo")
         pong = await ws.ping(b"ping payload")
         await asyncio.wait_for(pong, 5)
-        check(True, "python->ws-tokio ping answered")
+        check(True, "python->rust ping answered")
         await ws.close(1000, "done")
     await asyncio.sleep(0.2)
-    check(await last_close(base) == "1000 done", "ws-tokio saw the client's 1000 'done'")
+    check(await last_close(base) == "1000 done", "rust saw the client's 1000 'done'")
 
     rcvd = await closed_by_server(base + "/close")
-    check(rcvd is not None and rcvd.code == 4000 and rcvd.reason == "bye", f"ws-tokio closed with 4000 bye: {rcvd}")
+    check(rcvd is not None and rcvd.code == 4000 and rcvd.reason == "bye", f"rust closed with 4000 bye: {rcvd}")
     rcvd = await closed_by_server(base + "/going-away")
-    check(rcvd is not None and rcvd.code == 1001, f"ws-tokio closed with 1001: {rcvd}")
+    check(rcvd is not None and rcvd.code == 1001, f"rust closed with 1001: {rcvd}")
 
     async with connect(base + "/big", max_size=MIB) as ws:
         await ws.send(str(2 * MIB))
@@ -76,12 +76,12 @@ async def python_clients(base):
         except ConnectionClosed as closed:
             check(closed.sent is not None and closed.sent.code == 1009, "python closed with 1009")
     await asyncio.sleep(0.2)
-    check((await last_close(base)).startswith("1009"), "ws-tokio saw 1009")
+    check((await last_close(base)).startswith("1009"), "rust saw 1009")
 
     ws = await connect(base + "/echo")
     ws.transport.abort()
     await asyncio.sleep(0.3)
-    check((await last_close(base)).startswith("1006"), "ws-tokio saw the abort as 1006")
+    check((await last_close(base)).startswith("1006"), "rust saw the abort as 1006")
 
 
 server_saw = {}
@@ -119,11 +119,11 @@ async def ws_tokio_client(binary):
         proc = await asyncio.create_subprocess_exec(binary, "client", f"ws://127.0.0.1:{port}", stdout=subprocess.PIPE)
         out, _ = await asyncio.wait_for(proc.communicate(), 120)
         for line in out.decode().splitlines():
-            check(line.startswith("ok "), "ws-tokio->python " + line)
-        check(proc.returncode == 0, "ws-tokio client exit status")
+            check(line.startswith("ok "), "rust->python " + line)
+        check(proc.returncode == 0, "rust client exit status")
         await asyncio.sleep(0.2)
-    check(server_saw.get("/echo") == (1000, "done"), f"python saw ws-tokio's 1000 done: {server_saw.get('/echo')}")
-    check(server_saw.get("/big", (None,))[0] == 1009, f"python saw ws-tokio's 1009: {server_saw.get('/big')}")
+    check(server_saw.get("/echo") == (1000, "done"), f"python saw rust's 1000 done: {server_saw.get('/echo')}")
+    check(server_saw.get("/big", (None,))[0] == 1009, f"python saw rust's 1009: {server_saw.get('/big')}")
 
 
 async def main(binary):
