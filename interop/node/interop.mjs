@@ -1,5 +1,5 @@
-// Interop between rust and Node `ws`, both directions.
-// Usage: node interop.mjs PATH/TO/interop   (the rust example binary)
+// Interop between our adapters (ws-tokio, ws-smol) and Node `ws`, both directions.
+// Usage: node interop.mjs PATH/TO/interop   (an adapter's interop example binary)
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";

@@ -1,6 +1,6 @@
-"""Interop between rust and Python `websockets`, both directions.
+"""Interop between our adapters (ws-tokio, ws-smol) and Python `websockets`, both directions.
 
-Usage: python interop_test.py PATH/TO/interop   (the rust example binary)
+Usage: python interop_test.py PATH/TO/interop   (an adapter's interop example binary)
 
 1. Python clients against the rust server: text, binary, fragmented,
    16 MiB, ping/pong, and every close path (normal, 4000, 1001, 1009 from
