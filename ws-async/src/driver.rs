@@ -331,7 +331,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         }
         self.outbox.register_driver(cx);
         let conn = &mut self.conn;
-        let now = self.runtime.now();
+        let runtime = &self.runtime;
         let mut taken = false;
         let mut skipped = false;
         self.outbox.drain(|item| {
@@ -343,7 +343,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 Outgoing::Message(message) => conn.send(message.clone()),
                 Outgoing::Fragment(data, last) => conn.send_fragment(data.clone(), *last),
                 Outgoing::Ping(payload) => conn.ping(payload),
-                Outgoing::Close(code, reason) => conn.close(*code, reason, now),
+                Outgoing::Close(code, reason) => conn.close(*code, reason, runtime.now()),
             };
             match accepted {
                 Ok(()) => {
@@ -480,23 +480,25 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         let Some(deadline) = self.conn.poll_timeout() else {
             return false;
         };
-        let now = self.runtime.now();
-        if deadline <= now {
-            self.conn.handle_timeout(now);
-            return true;
-        }
         // Every frame moves the idle and keepalive deadlines later.
         // Resetting the runtime's timer each time costs more than letting
-        // an earlier one fire and re-arming then, so it is only moved
-        // earlier here.
+        // an earlier one fire and re-arming then, so the timer is only
+        // moved earlier. While an armed timer is no later than the
+        // deadline, it has not fired and the deadline has not passed
+        // either: no clock read is needed on this, the per-message path.
         if self.timer_at.is_none_or(|armed| armed > deadline) {
+            let now = self.runtime.now();
+            if deadline <= now {
+                self.conn.handle_timeout(now);
+                return true;
+            }
             self.timer.as_mut().reset(deadline);
             self.timer_at = Some(deadline);
         }
         if self.timer.as_mut().poll_fired(cx).is_ready() {
             self.timer_at = None;
-            // Early for the current deadline: the engine ignores it and
-            // the next pass re-arms.
+            // Possibly early for the current deadline: the engine then
+            // ignores it and the next pass re-arms.
             self.conn.handle_timeout(self.runtime.now());
             return true;
         }
