@@ -4,7 +4,9 @@
 use std::io;
 use std::sync::Arc;
 
-use async_net::TcpStream;
+use std::net::TcpStream;
+
+use async_io::Async;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use rustls_pki_types::ServerName;
@@ -12,6 +14,7 @@ use ws_async::{BoxFuture, ConnectError, Network, WebSocket};
 
 use crate::io::FuturesIo;
 use crate::runtime::SmolRuntime;
+use crate::tcp::TcpTransport;
 
 /// A client connection to make; see [`ws_async::Client`].
 pub type Client = ws_async::Client<SmolRuntime>;
@@ -30,15 +33,23 @@ pub async fn connect(uri: &str) -> Result<(WebSocket, http::Response<()>), Conne
 }
 
 impl Network for SmolRuntime {
-    type Tcp = FuturesIo<TcpStream>;
-    type Tls = FuturesIo<TlsStream<TcpStream>>;
+    type Tcp = TcpTransport;
+    type Tls = FuturesIo<TlsStream<Async<TcpStream>>>;
 
     fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>> {
         let host = host.to_owned();
         Box::pin(async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok(FuturesIo(tcp))
+            // Every resolved address in turn, as `TcpStream::connect` does.
+            let mut last_error = None;
+            for addr in async_net::resolve((host.as_str(), port)).await? {
+                match TcpTransport::connect(addr).await {
+                    Ok(tcp) => return Ok(tcp),
+                    Err(error) => last_error = Some(error),
+                }
+            }
+            Err(last_error.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address")
+            }))
         })
     }
 
@@ -48,7 +59,7 @@ impl Network for SmolRuntime {
         name: ServerName<'static>,
         config: Arc<rustls::ClientConfig>,
     ) -> BoxFuture<io::Result<Self::Tls>> {
-        let connect = TlsConnector::from(config).connect(name, tcp.0);
+        let connect = TlsConnector::from(config).connect(name, tcp.into_inner());
         Box::pin(async move { Ok(FuturesIo(connect.await?)) })
     }
 }

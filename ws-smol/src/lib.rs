@@ -63,11 +63,13 @@ mod client;
 mod io;
 mod listener;
 mod runtime;
+mod tcp;
 
 pub use client::{Client, client, connect};
 pub use io::FuturesIo;
 pub use listener::{ServerStream, SmolListener, bind, bind_tls};
 pub use runtime::SmolRuntime;
+pub use tcp::TcpTransport;
 
 pub use ws_async::{
     ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId, ConnectionInfo,

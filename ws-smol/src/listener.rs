@@ -11,6 +11,7 @@ use futures_rustls::server::TlsStream;
 use ws_async::{BoxFuture, Listener, MaybeTls};
 
 use crate::io::FuturesIo;
+use crate::tcp::TcpTransport;
 
 /// Accepts TCP connections (IPv4 or IPv6, as bound), with TLS when built by
 /// [`bind_tls`].
@@ -92,7 +93,7 @@ impl Listener for SmolListener {
         // Small messages should leave at once, not wait for Nagle.
         let _ = stream.get_ref().set_nodelay(true);
         match &self.tls {
-            None => Box::pin(async move { Ok(MaybeTls::Plain(FuturesIo(stream))) }),
+            None => Box::pin(async move { Ok(MaybeTls::Plain(TcpTransport::new(stream))) }),
             Some(acceptor) => {
                 let accept = acceptor.accept(stream);
                 Box::pin(async move { Ok(MaybeTls::Tls(Box::new(FuturesIo(accept.await?)))) })
@@ -106,5 +107,4 @@ impl Listener for SmolListener {
 }
 
 /// An accepted connection: plain TCP or TLS over TCP.
-pub type ServerStream =
-    MaybeTls<FuturesIo<Async<TcpStream>>, FuturesIo<TlsStream<Async<TcpStream>>>>;
+pub type ServerStream = MaybeTls<TcpTransport, FuturesIo<TlsStream<Async<TcpStream>>>>;
