@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::{Event as Notify, EventListener};
 use futures_util::FutureExt;
+use ws_core::policy::{PolicySet, Verdict, Violation};
 use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
 
 use crate::error::SendError;
@@ -96,6 +97,20 @@ pub trait Handler: Send + 'static {
     /// The connection closed. No more callbacks follow.
     fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) -> impl Future<Output = ()> + Send {
         let _ = (ctx, closed);
+        async {}
+    }
+
+    /// A message broke one of the endpoint's policies whose action is
+    /// [`OnViolation::Drop`](ws_core::policy::OnViolation::Drop): it was
+    /// dropped, the connection stays open. (A violated
+    /// [`OnViolation::Close`](ws_core::policy::OnViolation::Close) policy
+    /// closes with 1008 instead, reported to [`on_close`](Self::on_close).)
+    fn on_policy_violation(
+        &mut self,
+        ctx: &mut Ctx,
+        violation: &Violation,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, violation);
         async {}
     }
 
@@ -272,6 +287,8 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     limits: DriverLimits,
     timer: Pin<Box<dyn Timer>>,
     timer_at: Option<Instant>,
+    /// Checked for every incoming message before a handler sees it.
+    pub(crate) policies: PolicySet,
     /// The close, when it was seen while a callback ran.
     closed: Option<Closed>,
     io_error: Option<Arc<io::Error>>,
@@ -297,6 +314,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             limits,
             timer,
             timer_at: None,
+            policies: PolicySet::new(),
             closed: None,
             io_error: None,
             read_done: false,
@@ -584,6 +602,7 @@ where
 {
     async move {
         let mut poisoned = false;
+        let mut policy_closed = false;
         let mut shutdown_seen = false;
         let mut listener: Option<EventListener> = None;
         call(&mut link, &mut poisoned, handler.on_open(&mut ctx)).await;
@@ -610,14 +629,42 @@ where
             })
             .await;
             match next {
+                // After a policy closed the connection, nothing more is
+                // delivered.
+                Next::Message(_) if policy_closed => {}
                 Next::Message(message) => {
-                    if !poisoned {
-                        call(
-                            &mut link,
-                            &mut poisoned,
-                            handler.on_message(&mut ctx, message),
-                        )
-                        .await;
+                    let verdict = if link.policies.is_empty() {
+                        Verdict::Allow
+                    } else {
+                        let now = link.runtime.now();
+                        link.policies.check(&message, now)
+                    };
+                    match verdict {
+                        Verdict::Allow if !poisoned => {
+                            call(
+                                &mut link,
+                                &mut poisoned,
+                                handler.on_message(&mut ctx, message),
+                            )
+                            .await;
+                        }
+                        Verdict::Allow => {}
+                        Verdict::Drop(violation) => {
+                            tracing::debug!(%violation, "dropped a message");
+                            if !poisoned {
+                                call(
+                                    &mut link,
+                                    &mut poisoned,
+                                    handler.on_policy_violation(&mut ctx, &violation),
+                                )
+                                .await;
+                            }
+                        }
+                        Verdict::Close(violation) => {
+                            tracing::debug!(%violation, "closing on a policy violation");
+                            policy_closed = true;
+                            link.close(CloseCode::POLICY_VIOLATION, &close_reason(&violation));
+                        }
                     }
                 }
                 Next::Shutdown => {
@@ -651,6 +698,17 @@ where
         link.finish().await;
         closed
     }
+}
+
+/// A violation as a close reason, cut to the 123 bytes a close frame holds.
+fn close_reason(violation: &Violation) -> String {
+    let mut reason = violation.to_string();
+    let mut end = reason.len().min(ws_core::close::MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason
 }
 
 /// Runs one callback to completion while the link keeps doing IO. A panic

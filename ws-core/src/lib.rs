@@ -85,6 +85,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod policy;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

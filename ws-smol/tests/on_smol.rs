@@ -43,3 +43,5 @@ mod api;
 mod handshake;
 #[path = "../../adapter-tests/lifecycle.rs"]
 mod lifecycle;
+#[path = "../../adapter-tests/policies.rs"]
+mod policies;

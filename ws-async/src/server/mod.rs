@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
+use ws_core::policy::PolicySet;
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
 pub use origin::OriginPolicy;
@@ -94,6 +95,7 @@ pub struct Endpoint<R: Runtime> {
     origin: OriginPolicy,
     authenticate: Option<Authenticate>,
     max_connections: Option<usize>,
+    policies: Option<Arc<dyn Fn() -> PolicySet + Send + Sync>>,
     active: Arc<AtomicUsize>,
 }
 
@@ -132,6 +134,7 @@ impl<R: Runtime> Endpoint<R> {
             origin: OriginPolicy::default(),
             authenticate: None,
             max_connections: None,
+            policies: None,
             active: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -169,6 +172,21 @@ impl<R: Runtime> Endpoint<R> {
     /// overload status (503).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// Policies every incoming message must pass (rate limits, payload
+    /// size; see [`ws_core::policy`]). `factory` makes each connection its
+    /// own set, so budgets are per connection. Default: none.
+    ///
+    /// A message that breaks a policy is dropped and reported to
+    /// [`Handler::on_policy_violation`], or closes the connection with 1008,
+    /// as that policy's [`OnViolation`](ws_core::policy::OnViolation) says.
+    pub fn policies<F>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> PolicySet + Send + Sync + 'static,
+    {
+        self.policies = Some(Arc::new(factory));
         self
     }
 }
@@ -543,7 +561,10 @@ fn start_connection<R: Runtime>(
         .register(ConnectionHandle::new(info.id, outbox.clone()), path);
     let runtime = inner.runtime.clone();
     let conn = Connection::server(config, runtime.now());
-    let link = Link::new(runtime, io, conn, outbox.clone(), limits);
+    let mut link = Link::new(runtime, io, conn, outbox.clone(), limits);
+    if let Some(policies) = &endpoint.policies {
+        link.policies = policies();
+    }
     let ctx = Ctx::new(info, outbox, Some(inner.handle.clone()));
     let shutdown = inner.handle.shared().shutdown.clone();
     let run = (endpoint.start)(link, ctx, shutdown);
