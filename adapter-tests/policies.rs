@@ -1,12 +1,15 @@
-//! Endpoint policies over real sockets: a violated policy closes with 1008
-//! or drops the message and tells the handler.
+//! Policies over real sockets: a violated message policy closes with 1008
+//! or drops the message and tells the handler; handshakes past the
+//! connection rate get 429.
 
-use crate::common::serve;
+use std::time::Duration;
+
+use crate::common::{Raw, echo_server, request, serve};
 use crate::rt::ws;
 use ws::ws_core::policy::{
-    MaxMessagesPerSecond, MaxPayloadBytes, OnViolation, PolicySet, Violation,
+    ConnectionRate, MaxMessagesPerSecond, MaxPayloadBytes, OnViolation, PolicySet, Violation,
 };
-use ws::{CloseCode, Ctx, Endpoint, Handler, Message};
+use ws::{CloseCode, Ctx, Endpoint, Handler, Message, ServerConfig};
 
 /// Echoes messages and reports dropped ones to the client.
 struct Reporting;
@@ -92,7 +95,37 @@ async fn oversized_messages_are_dropped_and_reported() {
     assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("ok"));
 }
 
+async fn handshakes_past_the_connection_rate_get_429_then_a_block() {
+    let mut config = ServerConfig::default();
+    let mut rate = ConnectionRate::default();
+    rate.per_second = 1;
+    rate.burst = 2;
+    rate.block_after = 2;
+    rate.block_for = Duration::from_secs(30);
+    config.connection_rate = Some(rate);
+    let server = echo_server(config).await;
+    let _first = Raw::upgrade(server.addr, "/echo").await;
+    let _second = Raw::upgrade(server.addr, "/echo").await;
+    let mut third = Raw::connect(server.addr).await;
+    third.send(request("/echo", &[]).as_bytes()).await;
+    let (status, head) = third.read_head().await;
+    assert_eq!(status, 429, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{head}"
+    );
+    let mut fourth = Raw::connect(server.addr).await;
+    fourth.send(request("/echo", &[]).as_bytes()).await;
+    let (status, head) = fourth.read_head().await;
+    assert_eq!(status, 429, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 30\r\n"),
+        "{head}"
+    );
+}
+
 adapter_tests!(
+    handshakes_past_the_connection_rate_get_429_then_a_block,
     rate_limit_closes_with_1008,
     oversized_messages_are_dropped_and_reported,
 );

@@ -23,7 +23,9 @@
 //! assert_eq!(policies.check(&hello, now + Duration::from_millis(500)), Verdict::Allow);
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use crate::message::Message;
@@ -283,6 +285,169 @@ impl Policy for MaxPayloadBytes {
     }
 }
 
+/// Settings of a [`ConnectionRateLimiter`]: how often one client (an IP
+/// address, say) may open connections, and how long a client that keeps
+/// coming back too fast is blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionRate {
+    /// Connections per second a client may open, sustained. Default: 10.
+    pub per_second: u64,
+    /// Connections a client may open at once. Default: 20.
+    pub burst: u64,
+    /// Refusals, counted until the client slows down to its rate, after
+    /// which it is blocked. Default: 10.
+    pub block_after: u32,
+    /// How long a blocked client is refused outright. Default: 60 s.
+    pub block_for: Duration,
+    /// Clients tracked at once, bounding memory (about 100 bytes each).
+    /// Past it, the least recently seen client that is not blocked is
+    /// forgotten. Default: 65,536.
+    pub max_tracked: usize,
+}
+
+impl Default for ConnectionRate {
+    fn default() -> Self {
+        Self {
+            per_second: 10,
+            burst: 20,
+            block_after: 10,
+            block_for: Duration::from_secs(60),
+            max_tracked: 65_536,
+        }
+    }
+}
+
+/// The answer of [`ConnectionRateLimiter::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Admission {
+    /// Within its rate.
+    Allow,
+    /// Too fast; may retry after the given time (HTTP 429).
+    Limited {
+        /// When the next connection would be allowed.
+        retry_after: Duration,
+    },
+    /// Blocked for coming back too fast too often (HTTP 429).
+    Blocked {
+        /// When the block ends.
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct ClientState {
+    bucket: TokenBucket,
+    strikes: u32,
+    blocked_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+/// Connection-rate limiting per client, sans-IO: the server asks
+/// [`check`](Self::check) for every handshake with the client's key and
+/// the time, and answers 429 unless it is [`Admission::Allow`]. Memory is
+/// bounded by [`ConnectionRate::max_tracked`].
+#[derive(Debug)]
+pub struct ConnectionRateLimiter<K> {
+    rate: ConnectionRate,
+    clients: HashMap<K, ClientState>,
+}
+
+impl<K: Hash + Eq + Clone> ConnectionRateLimiter<K> {
+    /// A limiter with `rate`'s settings and no clients yet.
+    pub fn new(rate: ConnectionRate) -> Self {
+        Self {
+            rate,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Clients currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Whether `client` may open a connection at `now`; counts it if so.
+    pub fn check(&mut self, client: &K, now: Instant) -> Admission {
+        if !self.clients.contains_key(client) && !self.make_room(now) {
+            // Everyone tracked is blocked: refuse newcomers rather than
+            // forget a block or grow without bound.
+            return Admission::Limited {
+                retry_after: self.rate.block_for,
+            };
+        }
+        let rate = &self.rate;
+        let state = self
+            .clients
+            .entry(client.clone())
+            .or_insert_with(|| ClientState {
+                bucket: TokenBucket::new(rate.per_second, rate.burst),
+                strikes: 0,
+                blocked_until: None,
+                last_seen: now,
+            });
+        state.last_seen = state.last_seen.max(now);
+        if let Some(until) = state.blocked_until {
+            if now < until {
+                return Admission::Blocked {
+                    retry_after: until - now,
+                };
+            }
+            state.blocked_until = None;
+        }
+        if state.bucket.try_take(1, now) {
+            if state.bucket.available(now) == rate.burst.saturating_sub(1) {
+                // Back to (nearly) a full bucket: it has slowed down.
+                state.strikes = 0;
+            }
+            return Admission::Allow;
+        }
+        state.strikes += 1;
+        if state.strikes >= rate.block_after {
+            state.strikes = 0;
+            state.blocked_until = Some(now + rate.block_for);
+            return Admission::Blocked {
+                retry_after: rate.block_for,
+            };
+        }
+        Admission::Limited {
+            retry_after: Duration::from_nanos(1_000_000_000 / rate.per_second.max(1)),
+        }
+    }
+
+    /// Frees a slot for a new client if the table is full: first clients
+    /// whose state is as good as new (a full bucket, no strikes, no block),
+    /// else the least recently seen unblocked one. False if every tracked
+    /// client is blocked.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if self.clients.len() < self.rate.max_tracked.max(1) {
+            return true;
+        }
+        let burst = self.rate.burst;
+        self.clients.retain(|_, state| {
+            let blocked = state.blocked_until.is_some_and(|until| until > now);
+            blocked || state.strikes > 0 || state.bucket.available(now) < burst
+        });
+        if self.clients.len() < self.rate.max_tracked.max(1) {
+            return true;
+        }
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, state)| state.blocked_until.is_none_or(|until| until <= now))
+            .min_by_key(|(_, state)| state.last_seen)
+            .map(|(key, _)| key.clone());
+        match oldest {
+            Some(key) => {
+                self.clients.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +577,97 @@ mod tests {
             set.check(&Message::binary(vec![0; 1 << 20]), Instant::now()),
             Verdict::Allow
         );
+    }
+
+    fn rate(per_second: u64, burst: u64, block_after: u32) -> ConnectionRate {
+        ConnectionRate {
+            per_second,
+            burst,
+            block_after,
+            block_for: Duration::from_secs(60),
+            max_tracked: 1000,
+        }
+    }
+
+    #[test]
+    fn connection_rate_allows_the_burst_then_limits_then_blocks() {
+        let t0 = Instant::now();
+        let mut limiter = ConnectionRateLimiter::new(rate(2, 3, 3));
+        for _ in 0..3 {
+            assert_eq!(limiter.check(&"a", t0), Admission::Allow);
+        }
+        assert_eq!(
+            limiter.check(&"a", t0),
+            Admission::Limited {
+                retry_after: ms(500)
+            }
+        );
+        assert!(matches!(limiter.check(&"a", t0), Admission::Limited { .. }));
+        // Another client is not affected.
+        assert_eq!(limiter.check(&"b", t0), Admission::Allow);
+        // The third refusal blocks, and the block outlasts the refill.
+        assert_eq!(
+            limiter.check(&"a", t0),
+            Admission::Blocked {
+                retry_after: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            limiter.check(&"a", t0 + Duration::from_secs(10)),
+            Admission::Blocked {
+                retry_after: Duration::from_secs(50)
+            }
+        );
+        assert_eq!(
+            limiter.check(&"a", t0 + Duration::from_secs(60)),
+            Admission::Allow
+        );
+    }
+
+    #[test]
+    fn connection_rate_forgives_a_client_that_slowed_down() {
+        let t0 = Instant::now();
+        let mut limiter = ConnectionRateLimiter::new(rate(1, 1, 2));
+        assert_eq!(limiter.check(&1, t0), Admission::Allow);
+        assert!(matches!(limiter.check(&1, t0), Admission::Limited { .. }));
+        // Back at its rate for a while: the strike is cleared.
+        for s in 1..5 {
+            assert_eq!(
+                limiter.check(&1, t0 + Duration::from_secs(s)),
+                Admission::Allow
+            );
+        }
+        let later = t0 + Duration::from_secs(4);
+        assert!(matches!(
+            limiter.check(&1, later),
+            Admission::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn connection_rate_memory_is_bounded() {
+        let t0 = Instant::now();
+        let mut limiter = ConnectionRateLimiter::new(ConnectionRate {
+            max_tracked: 100,
+            ..rate(1, 1, 1)
+        });
+        // A flood from many addresses, each one connection too many.
+        for i in 0..10_000u32 {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            let _ = limiter.check(&i, now);
+            let _ = limiter.check(&i, now);
+            assert!(limiter.tracked() <= 100);
+        }
+        // Everyone tracked is blocked now: a newcomer is refused rather
+        // than a block forgotten.
+        let now = t0 + Duration::from_millis(20);
+        assert!(matches!(
+            limiter.check(&999_999, now),
+            Admission::Limited { .. }
+        ));
+        assert_eq!(limiter.tracked(), 100);
+        // Once blocks expire, newcomers are tracked again.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(limiter.check(&999_999, later), Admission::Allow);
     }
 }

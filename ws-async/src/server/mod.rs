@@ -7,10 +7,10 @@ mod registry;
 use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
-use ws_core::policy::PolicySet;
+use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySet};
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
 pub use origin::OriginPolicy;
@@ -58,6 +58,12 @@ pub struct ServerConfig {
     /// Release a connection's buffers whenever it goes idle, so idle
     /// connections cost little memory. Default: `true`.
     pub shrink_idle_buffers: bool,
+    /// Connection-rate limiting per client IP address: handshakes past the
+    /// rate get 429 with `Retry-After`, and clients that keep coming are
+    /// blocked for a while (see [`ConnectionRate`] for its defaults).
+    /// Default: `None`, off, since clients behind one proxy or NAT share
+    /// an address; turn it on where addresses are the clients'.
+    pub connection_rate: Option<ConnectionRate>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +76,7 @@ impl Default for ServerConfig {
             overload_retry_after: Some(Duration::from_secs(5)),
             send_queue: 1 << 20,
             shrink_idle_buffers: true,
+            connection_rate: None,
         }
     }
 }
@@ -233,6 +240,11 @@ impl<R: Runtime> ServerBuilder<R> {
         Server {
             inner: Arc::new(Inner {
                 runtime: self.runtime,
+                rate_limiter: self
+                    .config
+                    .connection_rate
+                    .clone()
+                    .map(|rate| Mutex::new(ConnectionRateLimiter::new(rate))),
                 config: self.config,
                 routes,
                 handle,
@@ -244,6 +256,7 @@ impl<R: Runtime> ServerBuilder<R> {
 #[derive(Debug)]
 struct Inner<R: Runtime> {
     runtime: R,
+    rate_limiter: Option<Mutex<ConnectionRateLimiter<IpAddr>>>,
     config: ServerConfig,
     routes: BTreeMap<String, (Arc<str>, Endpoint<R>)>,
     handle: ServerHandle,
@@ -371,7 +384,7 @@ async fn serve_connection<R: Runtime>(
 ) {
     // The handshake's futures are boxed so that their memory is released
     // when it ends instead of staying in every open connection's task.
-    let opened = Box::pin(open_connection(&inner, io, deadline)).await;
+    let opened = Box::pin(open_connection(&inner, io, peer, deadline)).await;
     if let Some((io, admitted)) = opened {
         if let Some(run) = start_connection(&inner, io, peer, admitted) {
             drop(inner);
@@ -385,6 +398,7 @@ async fn serve_connection<R: Runtime>(
 async fn open_connection<R: Runtime>(
     inner: &Inner<R>,
     mut io: Box<dyn Transport>,
+    peer: Option<SocketAddr>,
     deadline: Instant,
 ) -> Option<(Box<dyn Transport>, Admitted)> {
     let runtime = inner.runtime.clone();
@@ -420,7 +434,7 @@ async fn open_connection<R: Runtime>(
             return None;
         }
     };
-    let admitted = match admit(inner, upgrade).await {
+    let admitted = match admit(inner, upgrade, peer).await {
         Ok(admitted) => admitted,
         Err(rejection) => {
             reject(&runtime, io, rejection).await;
@@ -458,8 +472,27 @@ fn plain(status: StatusCode, message: &str) -> Rejection {
 async fn admit<R: Runtime>(
     inner: &Inner<R>,
     upgrade: UpgradeRequest,
+    peer: Option<SocketAddr>,
 ) -> Result<Admitted, Rejection> {
     let config = &inner.config;
+    if let (Some(limiter), Some(peer)) = (&inner.rate_limiter, peer) {
+        let admission = limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(&peer.ip(), inner.runtime.now());
+        match admission {
+            Admission::Allow => {}
+            Admission::Limited { retry_after } | Admission::Blocked { retry_after } => {
+                // Whole seconds, rounded up: a client retrying at once
+                // would only be refused again.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                return Err(overload(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some(Duration::from_secs(secs)),
+                ));
+            }
+        }
+    }
     let overloaded = || overload(config.overload_status, config.overload_retry_after);
     if inner.handle.is_shutting_down() {
         return Err(overloaded());
