@@ -78,9 +78,11 @@
 //! (1002 protocol error, 1007 bad UTF-8, 1008 policy, 1009 too big) and are
 //! reported as [`Event::Closed`] with a typed [`ProtocolError`].
 
+pub mod ack;
 pub mod close;
 pub mod config;
 pub mod connection;
+pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod handshake;
