@@ -9,8 +9,10 @@
 //! graceful shutdown. `ws-tokio` and `ws-smol` implement the traits and
 //! re-export what users need; use one of those.
 
+pub mod auth;
 mod client;
 mod driver;
+pub mod envelope;
 mod error;
 mod handle;
 mod outbox;

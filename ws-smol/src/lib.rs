@@ -74,7 +74,7 @@ pub use tcp::TcpTransport;
 pub use ws_async::{
     ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId, ConnectionInfo,
     Ctx, Delivery, Handler, NameError, OriginPolicy, SendError, ServerConfig, ServerHandle,
-    WebSocket, WsReceiver, WsSender, tls,
+    WebSocket, WsReceiver, WsSender, auth, envelope, tls,
 };
 pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
 

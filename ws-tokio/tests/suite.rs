@@ -86,6 +86,8 @@ mod common;
 
 #[path = "../../adapter-tests/api.rs"]
 mod api;
+#[path = "../../adapter-tests/envelopes.rs"]
+mod envelopes;
 #[path = "../../adapter-tests/handshake.rs"]
 mod handshake;
 #[path = "../../adapter-tests/lifecycle.rs"]

@@ -175,6 +175,16 @@ impl<R: Runtime> Endpoint<R> {
         self
     }
 
+    /// Authenticates each handshake with `authenticator` (see
+    /// [`crate::auth`]): its [`Identity`](crate::auth::Identity) reaches
+    /// handlers through [`Ctx::identity`](crate::Ctx::identity), its
+    /// refusals (401/403) go to the client. Replaces
+    /// [`authenticate`](Self::authenticate).
+    pub fn authenticator(mut self, authenticator: impl crate::auth::Authenticator) -> Self {
+        self.authenticate = Some(Arc::new(crate::auth::hook(authenticator)));
+        self
+    }
+
     /// Most connections on this endpoint at once; more get the server's
     /// overload status (503).
     pub fn max_connections(mut self, max: usize) -> Self {

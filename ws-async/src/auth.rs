@@ -1,0 +1,339 @@
+//! Handshake authentication: an [`Authenticator`] per endpoint sees the
+//! upgrade request and either names who is connecting ([`Identity`], which
+//! handlers read with [`Ctx::identity`]) or refuses with 401/403.
+//!
+//! Built in: [`BearerJwt`] for `Authorization: Bearer <JWT>` and [`KeyAuth`]
+//! for `Authorization: Key <token>`. Neither logs, stores or echoes the
+//! credential: rejections carry a fixed text, and an [`Identity`] holds
+//! only the subject and the token's claims.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use ws_core::handshake::Rejection;
+
+use crate::driver::Ctx;
+
+/// Who is connecting, as an [`Authenticator`] established it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The subject: a user or device id (a JWT's `sub`, a key's name).
+    pub subject: String,
+    /// Everything else the authenticator learned (a JWT's claims);
+    /// `Value::Null` when there is nothing more.
+    pub claims: Value,
+}
+
+impl Identity {
+    /// An identity with no claims beyond its subject.
+    pub fn new(subject: impl Into<String>) -> Self {
+        Self {
+            subject: subject.into(),
+            claims: Value::Null,
+        }
+    }
+}
+
+/// Decides whether a handshake may proceed, from its request head.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The identity of the client, or the refusal to send (401 when
+    /// credentials are missing or wrong, 403 when they are valid but not
+    /// allowed here).
+    fn authenticate(
+        &self,
+        request: &http::request::Parts,
+    ) -> impl Future<Output = Result<Identity, Rejection>> + Send;
+}
+
+impl Ctx {
+    /// The identity the endpoint's [`Authenticator`] established, if it has
+    /// one.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.info().request.extensions.get::<Identity>()
+    }
+}
+
+/// Wraps an authenticator as the hook an endpoint runs.
+pub(crate) fn hook<A: Authenticator>(
+    authenticator: A,
+) -> impl Fn(
+    http::request::Parts,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<http::request::Parts, Rejection>> + Send>>
++ Send
++ Sync
++ 'static {
+    let authenticator = Arc::new(authenticator);
+    move |mut request| {
+        let authenticator = authenticator.clone();
+        Box::pin(async move {
+            let identity = authenticator.authenticate(&request).await?;
+            request.extensions.insert(identity);
+            Ok(request)
+        })
+    }
+}
+
+/// A refusal with a fixed body, never echoing what the client sent.
+fn refuse(status: StatusCode, challenge: &'static str, message: &str) -> Rejection {
+    let mut headers = HeaderMap::new();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    Rejection::new(status, headers, format!("{message}\n"))
+}
+
+/// The credential after `scheme` in the `Authorization` header, if the
+/// header is there, is one line of text and uses that scheme.
+fn credential<'a>(request: &'a http::request::Parts, scheme: &str) -> Option<&'a str> {
+    let mut values = request.headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (given, rest) = value.to_str().ok()?.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim())
+        .filter(|c| !c.is_empty())
+}
+
+type Authorize = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// `Authorization: Bearer <JWT>`: the token's signature and its `exp`/`nbf`
+/// (and whatever else the [`Validation`] asks) must check out, else 401;
+/// an optional [`authorize`](Self::authorize) rule over the claims gives
+/// 403 when it says no. The identity's subject is the `sub` claim.
+#[derive(Clone)]
+pub struct BearerJwt {
+    key: DecodingKey,
+    validation: Validation,
+    authorize: Option<Authorize>,
+}
+
+impl std::fmt::Debug for BearerJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerJwt")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BearerJwt {
+    /// HMAC-SHA256 tokens signed with `secret`, with jsonwebtoken's default
+    /// validation (`exp` required and checked, 60 s leeway).
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(
+            DecodingKey::from_secret(secret),
+            Validation::new(Algorithm::HS256),
+        )
+    }
+
+    /// Tokens checked with `key` under `validation` (algorithms, audience,
+    /// issuer, required claims).
+    pub fn new(key: DecodingKey, validation: Validation) -> Self {
+        Self {
+            key,
+            validation,
+            authorize: None,
+        }
+    }
+
+    /// Only clients whose claims pass `rule` may connect; others get 403.
+    pub fn authorize(mut self, rule: impl Fn(&Value) -> bool + Send + Sync + 'static) -> Self {
+        self.authorize = Some(Arc::new(rule));
+        self
+    }
+
+    fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Bearer", why);
+        let token = credential(request, "Bearer")
+            .ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
+            .map_err(|_| unauthorized("invalid or expired token"))?;
+        let claims = data.claims;
+        if let Some(rule) = &self.authorize {
+            if !rule(&claims) {
+                return Err(refuse(StatusCode::FORBIDDEN, "Bearer", "not allowed here"));
+            }
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Identity { subject, claims })
+    }
+}
+
+impl Authenticator for BearerJwt {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        self.check(request)
+    }
+}
+
+/// `Authorization: Key <token>` against a list of keys, each naming the
+/// subject it authenticates. Every key is compared in constant time (and
+/// all of them, whatever matches), so timing tells nothing about how much
+/// of a key was right. Missing, malformed or unknown keys get 401.
+#[derive(Clone, Default)]
+pub struct KeyAuth {
+    keys: Vec<(Vec<u8>, String)>,
+}
+
+impl std::fmt::Debug for KeyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyAuth")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl KeyAuth {
+    /// No keys yet (everyone is refused).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accepts `key`, identifying the client as `subject`.
+    pub fn key(mut self, key: impl AsRef<[u8]>, subject: impl Into<String>) -> Self {
+        self.keys.push((key.as_ref().to_vec(), subject.into()));
+        self
+    }
+
+    fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Key", why);
+        let given = credential(request, "Key").ok_or_else(|| unauthorized("a key is required"))?;
+        let mut found: Option<&str> = None;
+        for (key, subject) in &self.keys {
+            if bool::from(key.as_slice().ct_eq(given.as_bytes())) {
+                found = Some(subject);
+            }
+        }
+        found
+            .map(Identity::new)
+            .ok_or_else(|| unauthorized("unknown key"))
+    }
+}
+
+impl Authenticator for KeyAuth {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        self.check(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    fn request(authorization: &[&str]) -> http::request::Parts {
+        let mut builder = http::Request::builder().uri("/");
+        for value in authorization {
+            builder = builder.header(AUTHORIZATION, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn token(claims: Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn in_an_hour() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600
+    }
+
+    fn status(result: Result<Identity, Rejection>) -> u16 {
+        result.unwrap_err().status().as_u16()
+    }
+
+    #[test]
+    fn bearer_jwt() {
+        let auth = BearerJwt::hs256(b"secret").authorize(|claims| claims["role"] == "printer");
+        let good = token(
+            json!({"sub": "p1", "role": "printer", "exp": in_an_hour()}),
+            b"secret",
+        );
+        let identity = auth.check(&request(&[&format!("Bearer {good}")])).unwrap();
+        assert_eq!(identity.subject, "p1");
+        assert_eq!(identity.claims["role"], "printer");
+        // The scheme is case-insensitive.
+        assert!(auth.check(&request(&[&format!("bearer {good}")])).is_ok());
+
+        assert_eq!(status(auth.check(&request(&[]))), 401);
+        assert_eq!(status(auth.check(&request(&["Basic dXNlcg=="]))), 401);
+        assert_eq!(status(auth.check(&request(&["Bearer "]))), 401);
+        assert_eq!(status(auth.check(&request(&["Bearer not.a.jwt"]))), 401);
+        let forged = token(
+            json!({"sub": "p1", "role": "printer", "exp": in_an_hour()}),
+            b"guess",
+        );
+        assert_eq!(
+            status(auth.check(&request(&[&format!("Bearer {forged}")]))),
+            401
+        );
+        let expired = token(
+            json!({"sub": "p1", "role": "printer", "exp": 1000}),
+            b"secret",
+        );
+        assert_eq!(
+            status(auth.check(&request(&[&format!("Bearer {expired}")]))),
+            401
+        );
+        let viewer = token(
+            json!({"sub": "v", "role": "viewer", "exp": in_an_hour()}),
+            b"secret",
+        );
+        assert_eq!(
+            status(auth.check(&request(&[&format!("Bearer {viewer}")]))),
+            403
+        );
+        // Two Authorization headers are ambiguous: refused.
+        let twice = format!("Bearer {good}");
+        assert_eq!(status(auth.check(&request(&[&twice, &twice]))), 401);
+    }
+
+    #[test]
+    fn key_auth() {
+        let auth = KeyAuth::new().key("k-alpha", "alpha").key("k-beta", "beta");
+        assert_eq!(
+            auth.check(&request(&["Key k-beta"])).unwrap().subject,
+            "beta"
+        );
+        assert_eq!(status(auth.check(&request(&["Key k-gamma"]))), 401);
+        assert_eq!(status(auth.check(&request(&["Key k-bet"]))), 401);
+        assert_eq!(status(auth.check(&request(&["Bearer k-beta"]))), 401);
+        assert_eq!(status(auth.check(&request(&[]))), 401);
+        assert_eq!(status(KeyAuth::new().check(&request(&["Key "]))), 401);
+    }
+
+    #[test]
+    fn refusals_never_echo_the_credential() {
+        let auth = KeyAuth::new().key("right", "r");
+        let rejection = auth
+            .check(&request(&["Key wrong-secret-value"]))
+            .unwrap_err();
+        let debug = format!("{rejection:?}");
+        assert!(!debug.contains("wrong-secret-value"), "{debug}");
+        assert_eq!(rejection.response().headers()[WWW_AUTHENTICATE], "Key");
+        let jwt = BearerJwt::hs256(b"s");
+        let rejection = jwt.check(&request(&["Bearer abc.def.ghi"])).unwrap_err();
+        assert!(!format!("{rejection:?}").contains("abc.def.ghi"));
+        assert!(!format!("{:?}", rejection.to_bytes()).contains("abc.def.ghi"));
+    }
+}
