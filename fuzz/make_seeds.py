@@ -70,3 +70,11 @@ write("connection_server", "flood", b"\x01" + feed(frame(9, b"x", mask=mask) * 4
 client_input = frame(1, b"hello") + frame(2, b"\x00" * 300, fin=False) + frame(0, b"", fin=True) + frame(8, b"")
 write("connection_client", "messages", b"\x02" + feed(client_input) + send + write_all)
 write("connection_client", "timeouts", b"\x00" + send + tick + tick + tick + b"\x06")
+
+# Envelopes: both seed shapes and a malformed one.
+os.makedirs("corpus/envelope", exist_ok=True)
+write("envelope", "hydrogen", b'{"type":"event","id":"e-1","timestamp":"2025-02-26T18:45:00.000Z",'
+      b'"channel":"print","action":"progress","data":{"percent":42},"auth":{"token":"t"}}')
+write("envelope", "hyperiot", b'{"cmd":"FOLLOW","payload":"hi","contentType":"text/plain",'
+      b'"timestamp":1700000000000,"params":{"channelId":"c1"}}')
+write("envelope", "malformed", b'{"type":"command","data":[1,2,{"x":')

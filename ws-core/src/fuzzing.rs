@@ -256,3 +256,22 @@ pub fn connection(data: &[u8], role: Role) {
         assert!(conn.transmit_len() <= limit + 2048 * 8 + 3 * 140);
     }
 }
+
+/// Envelope parsing: never panics; whatever parses survives a round trip
+/// through its own JSON, and its error reply parses back.
+pub fn envelope(data: &[u8]) {
+    use crate::envelope::Envelope;
+    match Envelope::from_slice(data) {
+        Ok(envelope) => {
+            let again = Envelope::from_slice(envelope.to_json().as_bytes())
+                .expect("an envelope's own JSON parses");
+            assert_eq!(again, envelope, "round trip changed the envelope");
+            let reply = envelope.response(serde_json::Value::Null);
+            let _ = Envelope::from_slice(reply.to_json().as_bytes());
+        }
+        Err(error) => {
+            let reply = Envelope::error_reply(None, &error);
+            Envelope::from_slice(reply.to_json().as_bytes()).expect("error replies parse");
+        }
+    }
+}
