@@ -77,9 +77,9 @@ impl fmt::Debug for Auth {
 }
 
 /// The envelope. Build one with [`Envelope::command`], [`Envelope::event`]
-/// or struct update syntax over `Envelope::default()`.
+/// or struct update syntax, `Envelope { .., ..Envelope::default() }` (fields
+/// may be added in later versions).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Envelope {
     /// Command, event, response or acknowledgement (`type` on the wire).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
