@@ -10,6 +10,7 @@ use crate::common::serve;
 use crate::rt::ws;
 use ws::auth::{BearerJwt, KeyAuth};
 use ws::envelope::{EnvelopeHandler, Envelopes};
+use ws::ws_core::ack::DuplicateFilter;
 use ws::ws_core::envelope::{Envelope, Kind};
 use ws::ws_core::handshake::ResponseError;
 use ws::{ConnectError, Ctx, Endpoint, Message, WebSocket};
@@ -169,7 +170,87 @@ async fn bearer_jwt_identities_and_refusals() {
     );
 }
 
+/// Acknowledges every event; handles each id once.
+struct AckingReceiver {
+    seen: DuplicateFilter,
+    handled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EnvelopeHandler for AckingReceiver {
+    async fn on_envelope(&mut self, ctx: &mut Ctx, envelope: Envelope) {
+        let Some(id) = envelope.id.as_deref() else {
+            return;
+        };
+        if self.seen.first_time(id, std::time::Instant::now()) {
+            self.handled
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let _ = ctx.send_envelope_wait(&envelope.ack()).await;
+    }
+}
+
+async fn acknowledged_delivery_resends_and_deduplicates() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use ws::ws_core::ack::{AckConfig, AckSender};
+
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    let server = serve(
+        ws::server()
+            .route(
+                "/",
+                Endpoint::new(move |_| {
+                    Envelopes(AckingReceiver {
+                        seen: DuplicateFilter::new(100, Duration::from_secs(60)),
+                        handled: counter.clone(),
+                    })
+                }),
+            )
+            .build(),
+    )
+    .await;
+    let (mut socket, _) = ws::connect(&server.url("/")).await.unwrap();
+    // The sender's clock is virtual: resends happen when the test says.
+    let t0 = Instant::now();
+    let mut sender = AckSender::new(AckConfig::default());
+    for id in ["e-1", "e-2"] {
+        let event = Envelope::event("tick", json!({})).with_id(id).to_message();
+        sender.track(id, event.clone(), t0).unwrap();
+        socket.send(event).await.unwrap();
+    }
+    // Pretend the acks were lost: the resend interval passes first.
+    sender.handle_timeout(t0 + Duration::from_secs(5));
+    let mut resent = 0;
+    while let Some(message) = sender.poll_resend() {
+        socket.send(message).await.unwrap();
+        resent += 1;
+    }
+    assert_eq!(resent, 2);
+    // Four acks come back (two per event); the sender takes the first of
+    // each and shrugs off the second.
+    let mut acknowledged = 0;
+    for _ in 0..4 {
+        let ack = recv_envelope(&mut socket).await;
+        assert_eq!(ack.kind, Some(Kind::Ack));
+        if sender.acknowledge(ack.id.as_deref().unwrap()) {
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(acknowledged, 2);
+    assert_eq!(sender.in_flight(), 0);
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        2,
+        "duplicates were handled once"
+    );
+    sender.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(sender.poll_expired(), None);
+}
+
 adapter_tests!(
     hydrogen_key_auth_subprotocol_and_envelopes,
     bearer_jwt_identities_and_refusals,
+    acknowledged_delivery_resends_and_deduplicates,
 );
