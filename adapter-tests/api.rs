@@ -5,7 +5,7 @@ use crate::rt::{self, ws};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{Echo, echo_server, eventually, serve};
+use super::common::{Echo, echo_server, eventually, serve};
 use futures_util::{SinkExt, StreamExt};
 use ws::ws_core::handshake::{ResponseError, ServerHandshake};
 use ws::{

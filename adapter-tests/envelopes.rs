@@ -6,7 +6,7 @@ use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use serde_json::json;
 
-use crate::common::serve;
+use super::common::serve;
 use crate::rt::ws;
 use ws::auth::{BearerJwt, KeyAuth};
 use ws::envelope::{EnvelopeHandler, Envelopes};

@@ -4,7 +4,7 @@
 use crate::rt::{self, ws};
 use std::time::{Duration, Instant};
 
-use crate::common::{Echo, Raw, TestServer, echo_server, quick_config, request, serve};
+use super::common::{Echo, Raw, TestServer, echo_server, quick_config, request, serve};
 use http::header::{AUTHORIZATION, ORIGIN};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ws::ws_core::handshake::{Rejection, ResponseError};
@@ -113,7 +113,7 @@ async fn wrong_fields_get_their_status_and_close() {
             426,
             Some("sec-websocket-version: 13"),
         ),
-        (good.replace(crate::common::KEY, "c2hvcnQ="), 400, None),
+        (good.replace(super::common::KEY, "c2hvcnQ="), 400, None),
         (good.replace("Host: 127.0.0.1\r\n", ""), 400, None),
     ];
     for (text, expected, header) in cases {
@@ -340,7 +340,7 @@ async fn connection_limits_answer_503() {
     assert_eq!(status, 503, "server-wide limit");
     assert_eq!(server.handle.count(), 3);
     drop((first, b1, b2));
-    crate::common::eventually(|| server.handle.count() == 0, "connections to end").await;
+    super::common::eventually(|| server.handle.count() == 0, "connections to end").await;
     // Slots are back.
     ws::client(&server.url("/a"))
         .unwrap()

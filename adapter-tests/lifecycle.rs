@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Echo, Raw, echo_server, eventually, quick_config, serve};
+use super::common::{Echo, Raw, echo_server, eventually, quick_config, serve};
 use ws::{CloseCode, Closed, Ctx, Endpoint, Handler, Message, SendError, ServerConfig, ws_core};
 
 /// Reports how each connection closed.
@@ -83,7 +83,7 @@ async fn peer_that_stops_reading_meets_backpressure() {
 async fn ping_flood() {
     let server = echo_server(ServerConfig::default()).await;
     let mut raw = Raw::upgrade(server.addr, "/echo").await;
-    let ping = crate::common::masked_frame(9, true, b"x");
+    let ping = super::common::masked_frame(9, true, b"x");
     let flood: Vec<u8> = ping
         .iter()
         .copied()
@@ -306,7 +306,7 @@ async fn graceful_shutdown() {
     }
     // Draining: new handshakes are refused.
     let mut late = Raw::connect(server.addr).await;
-    late.send(crate::common::request("/", &[]).as_bytes()).await;
+    late.send(super::common::request("/", &[]).as_bytes()).await;
     assert_eq!(late.read_head().await.0, 503);
     assert_eq!(straggler.read_close_code().await, Some(1001));
     rt::timeout(Duration::from_secs(3), shutdown)

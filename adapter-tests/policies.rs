@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Raw, echo_server, request, serve};
+use super::common::{Raw, echo_server, request, serve};
 use crate::rt::ws;
 use ws::ws_core::policy::{
     ConnectionRate, MaxMessagesPerSecond, MaxPayloadBytes, OnViolation, PolicySet, Violation,

@@ -81,16 +81,5 @@ macro_rules! adapter_tests {
     };
 }
 
-#[path = "../../adapter-tests/common.rs"]
-mod common;
-
-#[path = "../../adapter-tests/api.rs"]
-mod api;
-#[path = "../../adapter-tests/envelopes.rs"]
-mod envelopes;
-#[path = "../../adapter-tests/handshake.rs"]
-mod handshake;
-#[path = "../../adapter-tests/lifecycle.rs"]
-mod lifecycle;
-#[path = "../../adapter-tests/policies.rs"]
-mod policies;
+#[path = "../../adapter-tests/mod.rs"]
+mod suite;
