@@ -78,3 +78,12 @@ write("envelope", "hydrogen", b'{"type":"event","id":"e-1","timestamp":"2025-02-
 write("envelope", "hyperiot", b'{"cmd":"FOLLOW","payload":"hi","contentType":"text/plain",'
       b'"timestamp":1700000000000,"params":{"channelId":"c1"}}')
 write("envelope", "malformed", b'{"type":"command","data":[1,2,{"x":')
+
+# permessage-deflate: an offer (even selector) and a compressed message (odd).
+import zlib
+os.makedirs("corpus/deflate", exist_ok=True)
+write("deflate", "offer", b"\x00permessage-deflate; client_max_window_bits\n"
+      b"permessage-deflate; server_no_context_takeover; server_max_window_bits=10")
+_c = zlib.compressobj(6, zlib.DEFLATED, -15)
+_data = _c.compress(b"hello hello hello hello " * 50) + _c.flush(zlib.Z_SYNC_FLUSH)
+write("deflate", "inflate", bytes([0x41]) + _data[:-4])

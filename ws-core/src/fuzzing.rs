@@ -275,3 +275,42 @@ pub fn envelope(data: &[u8]) {
         }
     }
 }
+
+/// permessage-deflate: negotiation of arbitrary headers in both roles, and
+/// inflating arbitrary bytes in arbitrary pieces under a limit. Never
+/// panics; what the server agrees to, the client accepts; output stays
+/// within the limit plus one byte.
+pub fn deflate(data: &[u8]) {
+    use crate::deflate::{DeflateConfig, Inflater, client_accept, server_negotiate};
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    if selector & 1 == 0 {
+        let Ok(header) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let config = DeflateConfig::default();
+        if let Some(agreed) = server_negotiate(header.split('\n'), &config) {
+            // Any answer of ours is acceptable to a client that offered
+            // the same header under default settings.
+            assert!(client_accept([agreed.to_header().as_str()], &config).is_ok());
+        }
+        let _ = client_accept(header.split('\n'), &config);
+        return;
+    }
+    let limit = usize::from(selector >> 1) * 1024;
+    let mut inflater = Inflater::new(9 + (selector >> 5) % 7, selector & 2 != 0);
+    let mut out = Vec::new();
+    let pieces: Vec<&[u8]> = rest.chunks(usize::from(selector % 13) + 1).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let fin = i + 1 == pieces.len();
+        let result = inflater.inflate(piece, fin, limit, &mut out);
+        assert!(out.len() <= limit + 1, "inflated past the limit");
+        if result.is_err() {
+            break;
+        }
+        if fin {
+            out.clear();
+        }
+    }
+}

@@ -82,6 +82,7 @@ pub mod ack;
 pub mod close;
 pub mod config;
 pub mod connection;
+pub mod deflate;
 pub mod envelope;
 pub mod error;
 pub mod frame;
