@@ -68,27 +68,36 @@ pub struct DeflateParams {
 impl DeflateParams {
     /// The `Sec-WebSocket-Extensions` value a server answers with.
     pub fn to_header(&self) -> String {
-        let mut out = String::from(PERMESSAGE_DEFLATE);
-        if self.server_no_context_takeover {
-            out.push_str("; server_no_context_takeover");
-        }
-        if self.client_no_context_takeover {
-            out.push_str("; client_no_context_takeover");
-        }
-        if self.server_max_window_bits < MAX_WINDOW_BITS {
-            out.push_str(&format!(
-                "; server_max_window_bits={}",
-                self.server_max_window_bits
-            ));
-        }
-        if self.client_max_window_bits < MAX_WINDOW_BITS {
-            out.push_str(&format!(
-                "; client_max_window_bits={}",
-                self.client_max_window_bits
-            ));
-        }
-        out
+        extension_value(self, false)
     }
+}
+
+/// `permessage-deflate` with the parameters that differ from the defaults;
+/// `bare_client_bits` adds a valueless `client_max_window_bits` when the
+/// client's window is the default (an offer saying a cap is acceptable).
+fn extension_value(params: &DeflateParams, bare_client_bits: bool) -> String {
+    let mut out = String::from(PERMESSAGE_DEFLATE);
+    if params.server_no_context_takeover {
+        out.push_str("; server_no_context_takeover");
+    }
+    if params.client_no_context_takeover {
+        out.push_str("; client_no_context_takeover");
+    }
+    if params.server_max_window_bits < MAX_WINDOW_BITS {
+        out.push_str(&format!(
+            "; server_max_window_bits={}",
+            params.server_max_window_bits
+        ));
+    }
+    if params.client_max_window_bits < MAX_WINDOW_BITS {
+        out.push_str(&format!(
+            "; client_max_window_bits={}",
+            params.client_max_window_bits
+        ));
+    } else if bare_client_bits {
+        out.push_str("; client_max_window_bits");
+    }
+    out
 }
 
 /// Why a server's answer cannot be accepted; the client fails the
@@ -115,28 +124,13 @@ pub enum NegotiationError {
 /// `client_max_window_bits` is always offered (bare when 15) so the server
 /// may shrink the client's window.
 pub fn client_offer(config: &DeflateConfig) -> String {
-    let mut out = String::from(PERMESSAGE_DEFLATE);
-    if config.server_no_context_takeover {
-        out.push_str("; server_no_context_takeover");
-    }
-    if config.client_no_context_takeover {
-        out.push_str("; client_no_context_takeover");
-    }
-    if config.server_max_window_bits < MAX_WINDOW_BITS {
-        out.push_str(&format!(
-            "; server_max_window_bits={}",
-            config.server_max_window_bits
-        ));
-    }
-    if config.client_max_window_bits < MAX_WINDOW_BITS {
-        out.push_str(&format!(
-            "; client_max_window_bits={}",
-            config.client_max_window_bits
-        ));
-    } else {
-        out.push_str("; client_max_window_bits");
-    }
-    out
+    let wanted = DeflateParams {
+        server_no_context_takeover: config.server_no_context_takeover,
+        client_no_context_takeover: config.client_no_context_takeover,
+        server_max_window_bits: config.server_max_window_bits,
+        client_max_window_bits: config.client_max_window_bits,
+    };
+    extension_value(&wanted, true)
 }
 
 /// One extension in a header: its name and parameters, values unquoted.
