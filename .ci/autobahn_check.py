@@ -1,7 +1,9 @@
 """Fails unless every Autobahn case of AGENT is OK or INFORMATIONAL.
 
 Usage: python3 autobahn_check.py AGENT index.json [index.json ...]
-NON-STRICT, FAILED, UNCLEAN and a missing report all count as failures.
+NON-STRICT, FAILED, UNCLEAN and a missing report all count as failures,
+and so does a case that one report has and another lacks (both modes run
+the same cases, so a gap means a case went unrecorded).
 """
 import collections
 import json
@@ -22,4 +24,13 @@ for path in reports:
         if result["behavior"] not in PASS or result["behaviorClose"] not in PASS:
             print(f"  {case}: {result['behavior']} / {result['behaviorClose']}")
             bad += 1
+every = set()
+loaded = {}
+for path in reports:
+    loaded[path] = set(json.load(open(path)).get(agent) or {})
+    every |= loaded[path]
+for path, cases in loaded.items():
+    for case in sorted(every - cases):
+        print(f"  {path}: case {case} has no result")
+        bad += 1
 sys.exit(1 if bad else 0)
