@@ -77,7 +77,8 @@ struct InFlight {
 pub struct AckSender {
     config: AckConfig,
     in_flight: HashMap<String, InFlight>,
-    /// Deadlines in order, (when, id); stale entries are skipped.
+    /// Each message's next resend or expiry, in order: one entry per
+    /// message in flight, so it is bounded like them.
     deadlines: BTreeSet<(Instant, String)>,
     resend: VecDeque<Message>,
     expired: VecDeque<String>,
@@ -123,7 +124,12 @@ impl AckSender {
     /// The peer acknowledged `id`. Returns whether it was in flight (a
     /// late or unknown ack is harmless).
     pub fn acknowledge(&mut self, id: &str) -> bool {
-        self.in_flight.remove(id).is_some()
+        let Some(entry) = self.in_flight.remove(id) else {
+            return false;
+        };
+        self.deadlines
+            .remove(&(entry.next_resend.min(entry.expires), id.to_owned()));
+        true
     }
 
     /// Messages awaiting acknowledgement.
@@ -133,16 +139,7 @@ impl AckSender {
 
     /// The next resend or expiry, if anything is in flight.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines
-            .iter()
-            .find(|(when, id)| self.is_current(*when, id))
-            .map(|(when, _)| *when)
-    }
-
-    fn is_current(&self, when: Instant, id: &str) -> bool {
-        self.in_flight
-            .get(id)
-            .is_some_and(|e| e.next_resend.min(e.expires) == when)
+        self.deadlines.first().map(|(when, _)| *when)
     }
 
     /// Resends and expires what is due at `now`. Safe to call early or
@@ -152,11 +149,10 @@ impl AckSender {
             if first.0 > now {
                 break;
             }
-            let (when, id) = self.deadlines.pop_first().expect("checked above");
-            if !self.is_current(when, &id) {
+            let (_, id) = self.deadlines.pop_first().expect("checked above");
+            let Some(entry) = self.in_flight.get_mut(&id) else {
                 continue;
-            }
-            let entry = self.in_flight.get_mut(&id).expect("is_current");
+            };
             if entry.expires <= now {
                 self.in_flight.remove(&id);
                 self.expired.push_back(id);
@@ -314,6 +310,19 @@ mod tests {
             Err(AckError::DuplicateId("a".into()))
         );
         sender.track("d", Message::text("d"), t0).unwrap();
+    }
+
+    #[test]
+    fn acknowledged_messages_leave_no_deadline_behind() {
+        let t0 = Instant::now();
+        let mut sender = AckSender::new(config());
+        for i in 0..1000 {
+            let id = i.to_string();
+            sender.track(id.as_str(), Message::text("x"), t0).unwrap();
+            assert!(sender.acknowledge(&id));
+            assert!(sender.deadlines.len() <= sender.in_flight());
+        }
+        assert_eq!(sender.poll_timeout(), None);
     }
 
     #[test]
