@@ -762,3 +762,25 @@ impl<R: Runtime, T: Transport, F: Future<Output = ()>> Future for Call<'_, R, T,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_close_reasons_fit_a_close_frame_on_a_char_boundary() {
+        let violation = Violation {
+            policy: "custom",
+            reason: "é".repeat(100),
+        };
+        let reason = close_reason(&violation);
+        assert!(reason.len() <= ws_core::close::MAX_CLOSE_REASON);
+        assert!(reason.len() >= ws_core::close::MAX_CLOSE_REASON - 1);
+        assert!(violation.to_string().starts_with(&reason));
+        let short = Violation {
+            policy: "p",
+            reason: "r".into(),
+        };
+        assert_eq!(close_reason(&short), "p: r");
+    }
+}
