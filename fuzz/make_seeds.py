@@ -87,3 +87,15 @@ write("deflate", "offer", b"\x00permessage-deflate; client_max_window_bits\n"
 _c = zlib.compressobj(6, zlib.DEFLATED, -15)
 _data = _c.compress(b"hello hello hello hello " * 50) + _c.flush(zlib.Z_SYNC_FLUSH)
 write("deflate", "inflate", bytes([0x41]) + _data[:-4])
+
+# Connections with permessage-deflate on (flag 4 of the first byte):
+# compressed messages whole and fragmented, then compressed sends.
+_c = zlib.compressobj(6, zlib.DEFLATED, -15)
+_one = _c.compress("κόσμε hello ".encode() * 40) + _c.flush(zlib.Z_SYNC_FLUSH)
+_two = _c.compress(b"again " * 100) + _c.flush(zlib.Z_SYNC_FLUSH)
+deflated = (frame(1, _one[:-4], mask=mask, rsv=4) + frame(2, _two[:20], fin=False, mask=mask, rsv=4)
+            + frame(9, b"p", mask=mask) + frame(0, _two[20:-4], mask=mask))
+write("connection_server", "deflate", b"\x04" + feed(deflated) + send + b"\x04\x06" + write_all + tick)
+_c = zlib.compressobj(6, zlib.DEFLATED, -15)
+_one = _c.compress(b"server says hi " * 30) + _c.flush(zlib.Z_SYNC_FLUSH)
+write("connection_client", "deflate", b"\x1c" + feed(frame(1, _one[:-4], rsv=4)) + send + write_all)

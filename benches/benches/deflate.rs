@@ -45,7 +45,7 @@ fn compress(c: &mut Criterion) {
             let mut out = Vec::new();
             b.iter(|| {
                 out.clear();
-                deflater.compress(black_box(data), &mut out);
+                deflater.compress(black_box(data), true, &mut out);
                 black_box(out.len())
             });
         });
@@ -61,7 +61,7 @@ fn decompress(c: &mut Criterion) {
     for (size, label) in SIZES {
         let data = message(size);
         let mut wire = Vec::new();
-        Deflater::new(15, true, Compression::fast()).compress(&data, &mut wire);
+        Deflater::new(15, true, Compression::fast()).compress(&data, true, &mut wire);
         let whole = miniz_oxide::deflate::compress_to_vec(&data, 1);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("zlib-rs", label), &wire, |b, wire| {

@@ -86,6 +86,10 @@ pub enum ProtocolError {
     /// The peer sent pings faster than `ping_rate_limit` allows.
     #[error("ping rate limit exceeded")]
     PingFlood,
+    /// A compressed message (permessage-deflate) was not a valid DEFLATE
+    /// stream.
+    #[error("invalid compressed data")]
+    CorruptCompressedData,
 }
 
 impl ProtocolError {
@@ -93,7 +97,9 @@ impl ProtocolError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
-            Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCloseReason | Self::CorruptCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             Self::TooManyFragments { .. } | Self::FragmentTimeout | Self::PingFlood => {
                 CloseCode::POLICY_VIOLATION
             }

@@ -12,6 +12,7 @@ use bytes::BytesMut;
 
 use crate::config::{Config, HandshakeLimits, ReceiveMode};
 use crate::connection::{Connection, Event, Role};
+use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::frame::{FrameDecoder, HeaderRules, encode_frame};
 use crate::handshake::{Accept, ClientHandshake, ClientRequest, RequestError, ServerHandshake};
 use crate::message::Message;
@@ -198,6 +199,20 @@ pub fn connection(data: &[u8], role: Role) {
         Role::Server => Connection::server(config, start),
         Role::Client => Connection::client(config, start, [7; 32]),
     };
+    // permessage-deflate on, with windows and resets from the first byte.
+    if let Some(&flags) = data.first().filter(|b| *b & 4 == 4) {
+        let agreed = DeflateParams {
+            server_no_context_takeover: flags & 8 != 0,
+            client_no_context_takeover: flags & 16 != 0,
+            server_max_window_bits: 9 + (flags >> 5) % 7,
+            client_max_window_bits: 15 - (flags >> 5) % 7,
+        };
+        let deflate = DeflateConfig {
+            threshold: usize::from(flags >> 4),
+            ..DeflateConfig::default()
+        };
+        conn = conn.with_deflate(agreed, &deflate);
+    }
     let mut now = start;
     let mut closed = false;
     let mut input = data.get(1..).unwrap_or_default();
@@ -218,8 +233,9 @@ pub fn connection(data: &[u8], role: Role) {
             }
             4 => {
                 let payload = vec![arg; usize::from(arg) * 8];
-                let _ = match arg % 6 {
+                let _ = match arg % 7 {
                     0 => conn.send_text("fuzz"),
+                    6 => conn.send_uncompressed(Message::binary(payload)),
                     1 => conn.send_binary(&payload),
                     2 => conn.ping(&payload[..payload.len().min(125)]),
                     3 => conn.send_fragment(Message::binary(payload), arg & 0x80 != 0),

@@ -8,12 +8,15 @@ use std::time::Instant;
 use bytes::BytesMut;
 use common::Pair;
 use proptest::prelude::*;
+use ws_core::deflate::{Compression, DeflateConfig};
 use ws_core::handshake::{Accept, ClientHandshake, ClientRequest, ServerHandshake};
 use ws_core::{Config, Event, Fragment, HandshakeLimits, Message, ReceiveMode};
 
 #[derive(Debug, Clone)]
 enum Item {
     Whole(Message),
+    /// A whole message sent with `send_uncompressed`.
+    Plain(Message),
     /// A message sent in pieces (at least one).
     Pieces(Vec<Message>),
     Ping(Vec<u8>),
@@ -33,6 +36,7 @@ fn binary() -> impl Strategy<Value = Vec<u8>> {
 
 fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
+        binary().prop_map(|b| Item::Plain(Message::binary(b))),
         text().prop_map(|t| Item::Whole(Message::text(t))),
         binary().prop_map(|b| Item::Whole(Message::binary(b))),
         prop::collection::vec(text(), 1..5)
@@ -56,6 +60,7 @@ fn send(conn: &mut ws_core::Connection, items: &[Item]) {
     for item in items {
         match item {
             Item::Whole(message) => conn.send(message.clone()).unwrap(),
+            Item::Plain(message) => conn.send_uncompressed(message.clone()).unwrap(),
             Item::Pieces(parts) => {
                 for (i, part) in parts.iter().enumerate() {
                     conn.send_fragment(part.clone(), i + 1 == parts.len())
@@ -72,7 +77,7 @@ fn expected(items: &[Item]) -> Vec<Event> {
     items
         .iter()
         .map(|item| match item {
-            Item::Whole(message) => Event::Message(message.clone()),
+            Item::Whole(message) | Item::Plain(message) => Event::Message(message.clone()),
             Item::Pieces(parts) => Event::Message(joined(parts)),
             Item::Ping(payload) => Event::Ping(payload.clone().into()),
         })
@@ -142,6 +147,52 @@ proptest! {
         let pings = items.iter().filter(|i| matches!(i, Item::Ping(_))).count();
         let pongs = sender_events.iter().filter(|e| matches!(e, Event::Pong(_))).count();
         prop_assert!(pongs <= pings && (pings == 0) == (pongs == 0));
+        prop_assert!(pair.client.is_open() && pair.server.is_open());
+    }
+
+    #[test]
+    fn compressed_messages_arrive_unchanged_under_any_chunking(
+        items in prop::collection::vec(item(), 1..12),
+        chunks in prop::collection::vec(1usize..5000, 1..8),
+        client_sends in any::<bool>(),
+        streaming in any::<bool>(),
+        (server_bits, client_bits) in (9u8..=15, 9u8..=15),
+        (server_reset, client_reset) in (any::<bool>(), any::<bool>()),
+        threshold in 0usize..200,
+        level in 0u32..=9,
+    ) {
+        let mut deflate = DeflateConfig::default();
+        deflate.server_no_context_takeover = server_reset;
+        deflate.client_no_context_takeover = client_reset;
+        deflate.server_max_window_bits = server_bits;
+        deflate.client_max_window_bits = client_bits;
+        deflate.threshold = threshold;
+        deflate.level = Compression::new(level);
+        let mut pair = Pair::negotiated(
+            config(Config::client(), streaming),
+            config(Config::server(), streaming),
+            Some(deflate.clone()),
+            Some(deflate),
+        );
+        let agreed = *pair.server.deflate().expect("negotiated");
+        prop_assert_eq!(pair.client.deflate(), Some(&agreed));
+        prop_assert_eq!(
+            (agreed.server_max_window_bits, agreed.client_max_window_bits),
+            (server_bits, client_bits)
+        );
+        pair.chunks = chunks;
+        if client_sends {
+            send(&mut pair.client, &items);
+        } else {
+            send(&mut pair.server, &items);
+        }
+        pair.drive();
+        let received = if client_sends {
+            std::mem::take(&mut pair.server_events)
+        } else {
+            std::mem::take(&mut pair.client_events)
+        };
+        prop_assert_eq!(reassemble(received), expected(&items));
         prop_assert!(pair.client.is_open() && pair.server.is_open());
     }
 

@@ -12,12 +12,14 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
 use crate::config::{BackpressurePolicy, Config, ReceiveMode};
+use crate::deflate::state::DeflateState;
+use crate::deflate::{DeflateConfig, DeflateParams, InflateError};
 use crate::error::{Backpressure, ProtocolError, SendError, UsageError};
 use crate::frame::{
-    FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, Step,
+    FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, Step,
 };
 use crate::message::{Fragment, Message, Utf8Bytes, Utf8Validator};
-use outgoing::{OutgoingQueue, PayloadSource};
+use outgoing::{OutgoingQueue, PayloadSource, ZERO_COPY_MIN};
 
 /// Pong bytes answered at once per drain of the send buffer; see
 /// [`Connection::poll_event`] and ROBUSTNESS 32: a peer that reads gets a
@@ -124,6 +126,9 @@ enum State {
 #[derive(Debug)]
 struct Incoming {
     text: bool,
+    /// Compressed (RSV1 on its first frame): `len` then counts inflated
+    /// bytes and `inflated` holds them.
+    compressed: bool,
     /// Payload bytes so far.
     len: usize,
     /// Complete frames so far.
@@ -131,6 +136,9 @@ struct Incoming {
     started: Instant,
     /// Reassembled payload ([`ReceiveMode::Buffered`] only).
     buffer: BytesMut,
+    /// Inflated payload of a compressed message ([`ReceiveMode::Buffered`]
+    /// only). A `Vec`, whose growth the inflater bounds exactly.
+    inflated: Vec<u8>,
 }
 
 /// The data frame being received: whether its payload is text, and the
@@ -138,6 +146,9 @@ struct Incoming {
 #[derive(Debug, Default, Clone, Copy)]
 struct FrameText {
     is_text: bool,
+    /// The frame belongs to a compressed message: its payload is checked
+    /// once inflated, not as it arrives.
+    compressed: bool,
     carried: [u8; 4],
     carried_len: usize,
 }
@@ -195,6 +206,11 @@ pub struct Connection {
     pong_bytes: usize,
     /// Kind of the message being sent in fragments (`true` for text).
     sending_text: Option<bool>,
+    /// The message being sent in fragments is compressed.
+    sending_compressed: bool,
+    /// permessage-deflate, when negotiated. Boxed: connections without it
+    /// should not carry its size.
+    deflate: Option<Box<DeflateState>>,
     /// Boxed: it is a few hundred bytes that a server, which never masks,
     /// should not carry in every connection.
     mask_rng: Option<Box<ChaCha20Rng>>,
@@ -246,6 +262,8 @@ impl Connection {
             pending_pong: None,
             pong_bytes: 0,
             sending_text: None,
+            sending_compressed: false,
+            deflate: None,
             mask_rng,
             last_frame_at: now,
             ping_sent_at: None,
@@ -253,6 +271,30 @@ impl Connection {
             ping_window: (now, 0),
             config,
         }
+    }
+
+    /// Turns on permessage-deflate as the handshake agreed it (`agreed`
+    /// comes from [`Accepted::deflate`](crate::handshake::Accepted::deflate)
+    /// or [`ServerResponse::deflate`](crate::handshake::ServerResponse::deflate));
+    /// `config` supplies the threshold and level for what we send. Call
+    /// before any input.
+    ///
+    /// Frames with RSV1 are then accepted on a message's first frame and
+    /// inflated in bounded steps within `max_message_size` (1009 past it,
+    /// counted over the inflated bytes of all fragments; 1007 for corrupt
+    /// data). Whole messages of at least `config.threshold` bytes are sent
+    /// compressed, fragmented ones always; see
+    /// [`send_uncompressed`](Self::send_uncompressed) to opt out. The
+    /// compressor and decompressor are allocated on first use.
+    pub fn with_deflate(mut self, agreed: DeflateParams, config: &DeflateConfig) -> Self {
+        self.deflate = Some(Box::new(DeflateState::new(self.role, agreed, config)));
+        self.decoder.set_allowed_rsv(RSV1);
+        self
+    }
+
+    /// The permessage-deflate parameters in force, if it was turned on.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_deref().map(DeflateState::agreed)
     }
 
     /// Our role.
@@ -365,6 +407,10 @@ impl Connection {
             self.read_alloc = 0;
         }
         self.out.shrink();
+        if let Some(deflate) = &mut self.deflate {
+            let receiving = self.incoming.as_ref().is_some_and(|i| i.compressed);
+            deflate.shrink(receiving, self.sending_compressed);
+        }
     }
 
     // ---- events --------------------------------------------------------
@@ -445,25 +491,35 @@ impl Connection {
         match header.opcode {
             OpCode::Close | OpCode::Ping | OpCode::Pong => {
                 self.frame_text.is_text = false;
+                self.frame_text.compressed = false;
                 return Ok(());
             }
             OpCode::Text | OpCode::Binary => {
                 if self.incoming.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                self.check_message_len(0, len)?;
+                // The decoder admits RSV1 only once deflate is on.
+                let compressed = header.rsv & RSV1 != 0;
+                // A compressed frame's size says little about its message's:
+                // that is checked as it inflates.
+                if !compressed {
+                    self.check_message_len(0, len)?;
+                }
                 let text = header.opcode == OpCode::Text;
                 if !header.fin {
                     self.incoming = Some(Incoming {
                         text,
+                        compressed,
                         len: 0,
                         fragments: 0,
                         started: self.now,
                         buffer: BytesMut::new(),
+                        inflated: Vec::new(),
                     });
                 }
                 self.utf8.reset();
                 self.frame_text.is_text = text;
+                self.frame_text.compressed = compressed;
             }
             OpCode::Continuation => {
                 let Some(incoming) = &self.incoming else {
@@ -474,9 +530,12 @@ impl Connection {
                         max: self.config.max_fragments,
                     });
                 }
-                let (so_far, text) = (incoming.len, incoming.text);
-                self.check_message_len(so_far, len)?;
+                let (so_far, text, compressed) = (incoming.len, incoming.text, incoming.compressed);
+                if !compressed {
+                    self.check_message_len(so_far, len)?;
+                }
                 self.frame_text.is_text = text;
+                self.frame_text.compressed = compressed;
             }
         }
         let pending = self.utf8.pending();
@@ -487,7 +546,10 @@ impl Connection {
 
     /// Validates newly arrived bytes of a text message's frame.
     fn check_text(&mut self, range: Range<usize>) -> Result<(), ProtocolError> {
-        if self.frame_text.is_text && self.utf8.feed(&self.read_buf[range]).is_err() {
+        if self.frame_text.is_text
+            && !self.frame_text.compressed
+            && self.utf8.feed(&self.read_buf[range]).is_err()
+        {
             return Err(ProtocolError::InvalidUtf8);
         }
         Ok(())
@@ -551,6 +613,9 @@ impl Connection {
         fin: bool,
         payload: Range<usize>,
     ) -> Result<Option<Event>, ProtocolError> {
+        if self.frame_text.compressed {
+            return self.on_compressed_data(fin, payload);
+        }
         let text = self.frame_text.is_text;
         if fin && text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -599,6 +664,91 @@ impl Connection {
                     is_last: fin,
                 }))
             }
+        };
+        if !fin {
+            self.incoming = Some(incoming);
+        }
+        Ok(event)
+    }
+
+    /// A complete frame of a compressed message: inflates it within the
+    /// message limit, checks the inflated text, and delivers as
+    /// [`on_data`](Self::on_data) does.
+    fn on_compressed_data(
+        &mut self,
+        fin: bool,
+        payload: Range<usize>,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let text = self.frame_text.is_text;
+        let max = self.config.max_message_size;
+        let streaming = self.config.receive_mode == ReceiveMode::Streaming;
+        let mut incoming = self.incoming.take();
+        // Buffered fragments inflate onto what came before; streamed ones
+        // into a fresh buffer, with the message so far counted in the limit.
+        let (mut out, so_far) = match incoming.as_mut() {
+            Some(incoming) if !streaming => (std::mem::take(&mut incoming.inflated), 0),
+            Some(incoming) => (Vec::new(), incoming.len),
+            None => (Vec::new(), 0),
+        };
+        let start = out.len();
+        let deflate = self
+            .deflate
+            .as_mut()
+            .expect("RSV1 frames are admitted only with deflate on");
+        deflate
+            .inflate(&self.read_buf[payload], fin, max - so_far, &mut out)
+            .map_err(|error| match error {
+                InflateError::TooBig { .. } => ProtocolError::MessageTooLarge { max },
+                _ => ProtocolError::CorruptCompressedData,
+            })?;
+        if text {
+            self.utf8
+                .feed(&out[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            if fin {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        let message = |data: Bytes| {
+            if text {
+                Message::Text(Utf8Bytes::from_validated(data))
+            } else {
+                Message::Binary(data)
+            }
+        };
+        let Some(mut incoming) = incoming else {
+            let data = Bytes::from(out);
+            return Ok(Some(match self.config.receive_mode {
+                ReceiveMode::Buffered => Event::Message(message(data)),
+                ReceiveMode::Streaming => Event::Fragment(Fragment {
+                    data: if text {
+                        Message::Text(self.text_fragment(data))
+                    } else {
+                        Message::Binary(data)
+                    },
+                    is_first: true,
+                    is_last: true,
+                }),
+            }));
+        };
+        incoming.len = so_far + out.len();
+        incoming.fragments += 1;
+        let event = if streaming {
+            let data = Bytes::from(out);
+            Some(Event::Fragment(Fragment {
+                data: if text {
+                    Message::Text(self.text_fragment(data))
+                } else {
+                    Message::Binary(data)
+                },
+                is_first: incoming.fragments == 1,
+                is_last: fin,
+            }))
+        } else if fin {
+            Some(Event::Message(message(Bytes::from(out))))
+        } else {
+            incoming.inflated = out;
+            None
         };
         if !fin {
             self.incoming = Some(incoming);
@@ -692,36 +842,80 @@ impl Connection {
     // ---- sending -------------------------------------------------------
 
     /// Queues a whole message. Payloads of a server's messages that are 4 KiB
-    /// or more are queued without copying.
+    /// or more are queued without copying. With permessage-deflate on, the
+    /// message is compressed when it reaches the configured threshold.
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_message(message, true)
+    }
+
+    /// Queues a whole message without compressing it, whatever was
+    /// negotiated: for data that does not compress (images, archives) or
+    /// secrets that must not share a compression context with data an
+    /// attacker chooses (CRIME, BREACH).
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_message(message, false)
+    }
+
+    fn send_message(&mut self, message: Message, compress: bool) -> Result<(), SendError> {
         let (opcode, data) = match message {
             Message::Text(text) => (OpCode::Text, text.into_bytes()),
             Message::Binary(data) => (OpCode::Binary, data),
         };
-        self.send_whole(opcode, PayloadSource::Shared(data))
+        self.send_whole(opcode, PayloadSource::Shared(data), compress)
     }
 
     /// Queues a text message, copying `text` into the send buffer.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.send_whole(OpCode::Text, PayloadSource::Borrowed(text.as_bytes()))
+        self.send_whole(OpCode::Text, PayloadSource::Borrowed(text.as_bytes()), true)
     }
 
     /// Queues a binary message, copying `data` into the send buffer.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
-        self.send_whole(OpCode::Binary, PayloadSource::Borrowed(data))
+        self.send_whole(OpCode::Binary, PayloadSource::Borrowed(data), true)
     }
 
-    fn send_whole(&mut self, opcode: OpCode, payload: PayloadSource<'_>) -> Result<(), SendError> {
+    fn send_whole(
+        &mut self,
+        opcode: OpCode,
+        payload: PayloadSource<'_>,
+        compress: bool,
+    ) -> Result<(), SendError> {
         if self.sending_text.is_some() {
             return Err(UsageError::MessageInProgress.into());
         }
-        self.push_data(opcode, true, payload)
+        let compress = compress
+            && self
+                .deflate
+                .as_ref()
+                .is_some_and(|d| d.worth_compressing(payload.len()));
+        if compress {
+            self.push_compressed(opcode, true, true, payload)
+        } else {
+            self.push_data(opcode, true, payload)
+        }
     }
 
     /// Queues one fragment of a message sent in pieces: the first call starts
     /// the message (its kind sets the message's kind), `is_last` ends it.
-    /// Whole messages cannot be sent until it ends; control frames can.
+    /// Whole messages cannot be sent until it ends; control frames can. With
+    /// permessage-deflate on, the message is compressed (each fragment
+    /// flushed, so the peer can inflate it as it arrives).
     pub fn send_fragment(&mut self, data: Message, is_last: bool) -> Result<(), SendError> {
+        self.fragment(data, is_last, true)
+    }
+
+    /// Like [`send_fragment`](Self::send_fragment), but a message started
+    /// with it is not compressed. On later fragments it continues the
+    /// message as it started.
+    pub fn send_fragment_uncompressed(
+        &mut self,
+        data: Message,
+        is_last: bool,
+    ) -> Result<(), SendError> {
+        self.fragment(data, is_last, false)
+    }
+
+    fn fragment(&mut self, data: Message, is_last: bool, compress: bool) -> Result<(), SendError> {
         let text = data.is_text();
         let opcode = match self.sending_text {
             None if text => OpCode::Text,
@@ -729,12 +923,24 @@ impl Connection {
             Some(open) if open == text => OpCode::Continuation,
             Some(_) => return Err(UsageError::FragmentKindMismatch.into()),
         };
+        let first = self.sending_text.is_none();
+        let compressed = if first {
+            compress && self.deflate.is_some()
+        } else {
+            self.sending_compressed
+        };
         let payload = match data {
             Message::Text(text) => text.into_bytes(),
             Message::Binary(data) => data,
         };
-        self.push_data(opcode, is_last, PayloadSource::Shared(payload))?;
+        let payload = PayloadSource::Shared(payload);
+        if compressed {
+            self.push_compressed(opcode, is_last, first, payload)?;
+        } else {
+            self.push_data(opcode, is_last, payload)?;
+        }
         self.sending_text = (!is_last).then_some(text);
+        self.sending_compressed = compressed && !is_last;
         Ok(())
     }
 
@@ -769,11 +975,59 @@ impl Connection {
         fin: bool,
         payload: PayloadSource<'_>,
     ) -> Result<(), SendError> {
+        self.make_room(MAX_HEADER_LEN + payload.len())?;
+        let mask = self.next_mask();
+        self.out.push_frame(opcode, fin, payload, mask);
+        Ok(())
+    }
+
+    /// Compresses and queues one frame of a compressed message; `first`
+    /// marks the message's first frame, which carries RSV1.
+    ///
+    /// Room is checked against the uncompressed size before compressing:
+    /// a refusal after compressing would leave our context ahead of the
+    /// peer's.
+    fn push_compressed(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        first: bool,
+        payload: PayloadSource<'_>,
+    ) -> Result<(), SendError> {
+        self.make_room(MAX_HEADER_LEN + payload.len())?;
+        let mask = self.next_mask();
+        let deflate = self
+            .deflate
+            .as_deref_mut()
+            .expect("compressed sends need deflate on");
+        deflate.compress(payload.as_slice(), fin);
+        // A message that did not shrink goes as it is, where that cannot
+        // leave the peer's context behind ours: a single frame, and a
+        // compressor that forgets every message anyway.
+        if first && fin && deflate.outgoing_resets() && deflate.scratch.len() >= payload.len() {
+            self.out.push_frame(opcode, fin, payload, mask);
+            return Ok(());
+        }
+        let rsv = if first { RSV1 } else { 0 };
+        let compressed = if mask.is_none() && deflate.scratch.len() >= ZERO_COPY_MIN {
+            PayloadSource::Shared(Bytes::from(std::mem::take(&mut deflate.scratch)))
+        } else {
+            PayloadSource::Borrowed(&deflate.scratch)
+        };
+        self.out
+            .push_frame_with_rsv(opcode, fin, rsv, compressed, mask);
+        deflate.trim_scratch();
+        Ok(())
+    }
+
+    /// Refuses a send of `needed` bytes when the connection is not open or
+    /// the outgoing buffer would overflow (closing, under
+    /// [`BackpressurePolicy::Close`]).
+    fn make_room(&mut self, needed: usize) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(UsageError::Closed.into());
         }
         self.flush_pending_pong();
-        let needed = MAX_HEADER_LEN + payload.len();
         let buffered = self.out.len();
         let limit = self.config.max_outgoing_buffer;
         if buffered > 0 && buffered.saturating_add(needed) > limit {
@@ -797,8 +1051,6 @@ impl Connection {
             }
             return Err(refused.into());
         }
-        let mask = self.next_mask();
-        self.out.push_frame(opcode, fin, payload, mask);
         Ok(())
     }
 

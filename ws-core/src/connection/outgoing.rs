@@ -9,7 +9,7 @@ use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, extend_masked};
 
 /// Payloads at least this large are queued by reference rather than copied,
 /// when they need no masking.
-const ZERO_COPY_MIN: usize = 4096;
+pub(crate) const ZERO_COPY_MIN: usize = 4096;
 
 /// Staging capacity kept across drains; more is released once drained, so a
 /// burst does not pin memory on an idle connection.
@@ -40,11 +40,24 @@ impl OutgoingQueue {
         payload: PayloadSource<'_>,
         mask: Option<[u8; 4]>,
     ) {
+        self.push_frame_with_rsv(opcode, fin, 0, payload, mask);
+    }
+
+    /// [`push_frame`](Self::push_frame) with reserved bits set (RSV1 for a
+    /// compressed message's first frame).
+    pub(crate) fn push_frame_with_rsv(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        payload: PayloadSource<'_>,
+        mask: Option<[u8; 4]>,
+    ) {
         let payload_len = payload.len();
         let mut header = [0; MAX_HEADER_LEN];
         let header_len = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload_len as u64,
@@ -141,7 +154,7 @@ impl PayloadSource<'_> {
         self.as_slice().len()
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Self::Borrowed(bytes) => bytes,
             Self::Shared(bytes) => bytes,

@@ -1013,3 +1013,44 @@ fn shrink_buffers_releases_idle_memory() {
         vec![Event::Message(Message::text("z"))]
     );
 }
+
+#[test]
+fn idle_connections_release_compression_state_that_resets_per_message() {
+    use crate::deflate::{DeflateConfig, DeflateParams};
+    let now = Instant::now();
+    let agreed = |reset| DeflateParams {
+        server_no_context_takeover: reset,
+        client_no_context_takeover: reset,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    };
+    let config = DeflateConfig {
+        threshold: 0,
+        ..DeflateConfig::default()
+    };
+    for reset in [true, false] {
+        let mut client =
+            Connection::client(Config::client(), now, [1; 32]).with_deflate(agreed(reset), &config);
+        let mut server = server().with_deflate(agreed(reset), &config);
+        let state = |conn: &Connection| conn.deflate.as_ref().unwrap().allocated();
+        assert_eq!(state(&server), (false, false), "nothing before first use");
+        client.send_text(&"hello ".repeat(100)).unwrap();
+        while let Some(bytes) = client.poll_transmit() {
+            server.handle_read(&bytes, now);
+        }
+        assert!(matches!(events(&mut server)[..], [Event::Message(_)]));
+        server.send_text(&"world ".repeat(100)).unwrap();
+        while server.poll_transmit().is_some() {}
+        assert_eq!(state(&server), (true, true));
+        server.shrink_buffers();
+        // State that is reset after every message anyway goes; a context
+        // that carries over must stay.
+        assert_eq!(state(&server), (!reset, !reset), "reset {reset}");
+        // A half-sent compressed message keeps its compressor.
+        server
+            .send_fragment(Message::text("part one ".repeat(50)), false)
+            .unwrap();
+        server.shrink_buffers();
+        assert!(state(&server).0);
+    }
+}

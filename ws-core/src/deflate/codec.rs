@@ -32,11 +32,15 @@ pub enum InflateError {
     Corrupt,
 }
 
-/// Compresses whole messages for one direction of a connection.
+/// Compresses the messages of one direction of a connection.
 #[derive(Debug)]
 pub struct Deflater {
     inner: Compress,
     no_context_takeover: bool,
+    /// The previous piece of this message ended with a sync flush whose
+    /// tail was held back: it goes out in front of the next piece, so the
+    /// message's last piece ends without it even if that piece adds nothing.
+    held_tail: bool,
 }
 
 impl Deflater {
@@ -47,14 +51,21 @@ impl Deflater {
         Self {
             inner: Compress::new_with_window_bits(level, false, bits),
             no_context_takeover,
+            held_tail: false,
         }
     }
 
     /// Appends the compressed form of `payload` to `out`, as it goes on the
-    /// wire (the frame's RSV1 set, the sync-flush tail removed).
-    pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+    /// wire (the frame's RSV1 set). With `fin` the message ends here: its
+    /// sync-flush tail is removed and, under `no_context_takeover`, the
+    /// context reset. Without it, `payload` is one piece of a message sent
+    /// in fragments; everything in it can be inflated as soon as it arrives.
+    pub fn compress(&mut self, payload: &[u8], fin: bool, out: &mut Vec<u8>) {
         let start = out.len();
         out.reserve(payload.len() / 2 + 64);
+        if std::mem::take(&mut self.held_tail) {
+            out.extend_from_slice(&TAIL);
+        }
         let mut input = payload;
         loop {
             if out.capacity() - out.len() < 64 {
@@ -74,8 +85,15 @@ impl Deflater {
         }
         if out[start..].ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
+            self.held_tail = !fin;
+        } else if fin && out.len() == start {
+            // zlib flushes nothing when nothing came in since its last
+            // flush (an empty message after another). The receiver appends
+            // the tail to whatever we send, so send the first byte of an
+            // empty stored block: with the tail it is that whole block.
+            out.push(0x00);
         }
-        if self.no_context_takeover {
+        if fin && self.no_context_takeover {
             self.inner.reset();
         }
     }
@@ -195,7 +213,7 @@ mod tests {
         let mut inflater = Inflater::new(bits, reset);
         for payload in payloads {
             let mut wire = Vec::new();
-            deflater.compress(payload, &mut wire);
+            deflater.compress(payload, true, &mut wire);
             assert!(!wire.ends_with(&TAIL));
             let mut back = Vec::new();
             inflater
@@ -235,9 +253,9 @@ mod tests {
         let sizes = |reset| {
             let mut deflater = Deflater::new(15, reset, Compression::default());
             let mut first = Vec::new();
-            deflater.compress(&message, &mut first);
+            deflater.compress(&message, true, &mut first);
             let mut second = Vec::new();
-            deflater.compress(&message, &mut second);
+            deflater.compress(&message, true, &mut second);
             (first.len(), second.len())
         };
         let (first, second) = sizes(false);
@@ -247,10 +265,56 @@ mod tests {
     }
 
     #[test]
+    fn empty_messages_and_pieces_keep_the_stream_in_step() {
+        // zlib emits nothing for a flush with no new input, which would
+        // leave the receiver's appended tail dangling mid-block.
+        for reset in [false, true] {
+            let mut deflater = Deflater::new(15, reset, Compression::fast());
+            let mut inflater = Inflater::new(15, reset);
+            let messages: [&[&[u8]]; 6] = [
+                &[b"first"],
+                &[b""],
+                &[b"", b""],
+                &[b"abc", b"", b""],
+                &[b"", b"", b"xyz"],
+                &[b"last"],
+            ];
+            for pieces in messages {
+                let mut back = Vec::new();
+                for (i, piece) in pieces.iter().enumerate() {
+                    let fin = i + 1 == pieces.len();
+                    let mut wire = Vec::new();
+                    deflater.compress(piece, fin, &mut wire);
+                    inflater.inflate(&wire, fin, 1000, &mut back).unwrap();
+                }
+                assert_eq!(back, pieces.concat(), "{pieces:?}, reset {reset}");
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_inflate_as_they_arrive() {
+        let mut deflater = Deflater::new(15, false, Compression::fast());
+        let mut inflater = Inflater::new(15, false);
+        let mut back = Vec::new();
+        for piece in [&b"one "[..], b"two ", b"three"] {
+            let mut wire = Vec::new();
+            deflater.compress(piece, false, &mut wire);
+            let before = back.len();
+            inflater.inflate(&wire, false, 1000, &mut back).unwrap();
+            assert_eq!(&back[before..], piece);
+        }
+        let mut wire = Vec::new();
+        deflater.compress(b"", true, &mut wire);
+        inflater.inflate(&wire, true, 1000, &mut back).unwrap();
+        assert_eq!(back, b"one two three");
+    }
+
+    #[test]
     fn fragments_inflate_like_the_whole() {
         let message = text(50_000);
         let mut wire = Vec::new();
-        Deflater::new(15, false, Compression::fast()).compress(&message, &mut wire);
+        Deflater::new(15, false, Compression::fast()).compress(&message, true, &mut wire);
         for piece in [1, 7, 100, 4096] {
             let mut inflater = Inflater::new(15, false);
             let mut back = Vec::new();
@@ -270,7 +334,7 @@ mod tests {
         // 16 MiB of zeros is a few KiB compressed.
         let bomb = vec![0u8; 16 << 20];
         let mut wire = Vec::new();
-        Deflater::new(15, false, Compression::best()).compress(&bomb, &mut wire);
+        Deflater::new(15, false, Compression::best()).compress(&bomb, true, &mut wire);
         assert!(wire.len() < 100_000);
         let limit = 1 << 20;
         let mut inflater = Inflater::new(15, false);
@@ -303,7 +367,7 @@ mod tests {
     fn exactly_the_limit_is_allowed() {
         let message = text(10_000);
         let mut wire = Vec::new();
-        Deflater::new(15, false, Compression::fast()).compress(&message, &mut wire);
+        Deflater::new(15, false, Compression::fast()).compress(&message, true, &mut wire);
         let mut out = Vec::new();
         Inflater::new(15, false)
             .inflate(&wire, true, 10_000, &mut out)
@@ -326,7 +390,7 @@ mod tests {
             Err(InflateError::Corrupt)
         );
         let mut wire = Vec::new();
-        Deflater::new(15, false, Compression::fast()).compress(b"fine", &mut wire);
+        Deflater::new(15, false, Compression::fast()).compress(b"fine", true, &mut wire);
         let mut out = Vec::new();
         inflater.inflate(&wire, true, 1000, &mut out).unwrap();
         assert_eq!(out, b"fine");

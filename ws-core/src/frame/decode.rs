@@ -94,6 +94,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes which reserved bits data frames may carry (RSV1 once
+    /// permessage-deflate is negotiated).
+    pub fn set_allowed_rsv(&mut self, rsv: u8) {
+        self.rules.allowed_rsv = rsv;
+    }
+
     /// The header of the frame in progress, if its header has been parsed.
     pub fn current(&self) -> Option<&FrameHeader> {
         self.current

@@ -14,6 +14,7 @@ use super::headers::{has_token, is_token, single, token_list};
 use super::key::{accept_key, client_key};
 use super::{encode_head, parse_headers};
 use crate::config::HandshakeLimits;
+use crate::deflate::{DeflateConfig, DeflateParams, NegotiationError, client_accept, client_offer};
 use crate::error::UsageError;
 
 /// What to connect to and what to offer.
@@ -22,6 +23,7 @@ pub struct ClientRequest {
     uri: Uri,
     tls: bool,
     subprotocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
     headers: HeaderMap,
 }
 
@@ -52,6 +54,7 @@ impl ClientRequest {
             uri,
             tls,
             subprotocols: Vec::new(),
+            deflate: None,
             headers: HeaderMap::new(),
         })
     }
@@ -60,6 +63,19 @@ impl ClientRequest {
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.subprotocols.push(name.into());
         self
+    }
+
+    /// Offers permessage-deflate under `config` (not offered by default).
+    /// The server's answer is checked against it and arrives in
+    /// [`ServerResponse::deflate`].
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
+        self
+    }
+
+    /// The permessage-deflate offer, if one is made.
+    pub fn deflate_config(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
     }
 
     /// Adds a request header (for example `Authorization` or `Origin`). A
@@ -151,6 +167,10 @@ pub enum ResponseError {
     /// The server enabled an extension that was not offered.
     #[error("server enabled extension {0:?}, which was not offered")]
     Extension(String),
+    /// The server's permessage-deflate answer does not fit the offer
+    /// (unoffered, repeated, out-of-range or unknown parameters).
+    #[error(transparent)]
+    Deflate(#[from] NegotiationError),
     /// The response did not arrive within the handshake deadline.
     #[error("handshake timed out")]
     Timeout,
@@ -163,6 +183,9 @@ pub struct ServerResponse {
     pub response: Response<()>,
     /// The subprotocol the server chose.
     pub subprotocol: Option<String>,
+    /// The permessage-deflate parameters the server accepted, for
+    /// [`Connection::with_deflate`](crate::Connection::with_deflate).
+    pub deflate: Option<DeflateParams>,
     /// Bytes that followed the response: the start of the frame stream.
     /// Feed them to the [`Connection`](crate::Connection) first.
     pub rest: Bytes,
@@ -178,6 +201,7 @@ pub struct ClientHandshake {
     reader: HeadReader,
     accept: String,
     subprotocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
     deadline: Instant,
     done: bool,
 }
@@ -236,6 +260,10 @@ impl ClientHandshake {
                 HeaderValue::from_str(&list).expect("tokens"),
             );
         }
+        if let Some(config) = &request.deflate {
+            let offer = HeaderValue::from_str(&client_offer(config)).expect("tokens");
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, offer);
+        }
         for (name, value) in &request.headers {
             headers.append(name, value.clone());
         }
@@ -248,6 +276,7 @@ impl ClientHandshake {
                 reader: HeadReader::new(limits),
                 accept: accept_key(key.as_bytes()),
                 subprotocols: request.subprotocols.clone(),
+                deflate: request.deflate.clone(),
                 deadline,
                 done: false,
             },
@@ -271,15 +300,19 @@ impl ClientHandshake {
             return Ok(None);
         };
         let response = parse_response(&head.head, head.lines)?;
-        let subprotocol = self.validate(&response)?;
+        let (subprotocol, deflate) = self.validate(&response)?;
         Ok(Some(ServerResponse {
             response,
             subprotocol,
+            deflate,
             rest: head.rest,
         }))
     }
 
-    fn validate(&self, response: &Response<()>) -> Result<Option<String>, ResponseError> {
+    fn validate(
+        &self,
+        response: &Response<()>,
+    ) -> Result<(Option<String>, Option<DeflateParams>), ResponseError> {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(ResponseError::Status {
                 status: response.status(),
@@ -298,15 +331,34 @@ impl ClientHandshake {
         {
             return Err(ResponseError::Accept);
         }
-        if let Some(extension) = headers
-            .get_all(SEC_WEBSOCKET_EXTENSIONS)
-            .iter()
-            .find(|v| !v.is_empty())
-        {
-            return Err(ResponseError::Extension(
-                String::from_utf8_lossy(extension.as_bytes()).into_owned(),
-            ));
+        let deflate = self.check_extensions(headers)?;
+        let subprotocol = self.check_subprotocol(headers)?;
+        Ok((subprotocol, deflate))
+    }
+
+    /// Any extension the server enabled must be permessage-deflate as
+    /// offered.
+    fn check_extensions(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<DeflateParams>, ResponseError> {
+        let values = headers.get_all(SEC_WEBSOCKET_EXTENSIONS);
+        let Some(config) = &self.deflate else {
+            return match values.iter().find(|v| !v.is_empty()) {
+                Some(extension) => Err(ResponseError::Extension(
+                    String::from_utf8_lossy(extension.as_bytes()).into_owned(),
+                )),
+                None => Ok(None),
+            };
+        };
+        let mut text = Vec::new();
+        for value in values {
+            text.push(value.to_str().map_err(|_| NegotiationError::Malformed)?);
         }
+        Ok(client_accept(text, config)?)
+    }
+
+    fn check_subprotocol(&self, headers: &HeaderMap) -> Result<Option<String>, ResponseError> {
         let chosen = headers
             .get_all(SEC_WEBSOCKET_PROTOCOL)
             .iter()

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, CONNECTION, CONTENT_LENGTH, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, TRANSFER_ENCODING, UPGRADE,
+    ALLOW, CONNECTION, CONTENT_LENGTH, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 
@@ -15,6 +16,7 @@ use super::headers::{has_token, single, token_list};
 use super::key::{accept_key, is_valid_key};
 use super::{encode_head, parse_headers};
 use crate::config::HandshakeLimits;
+use crate::deflate::{DeflateConfig, DeflateParams, server_negotiate};
 use crate::error::UsageError;
 
 /// Why a handshake request was refused. Each cause has its HTTP status
@@ -395,6 +397,21 @@ impl UpgradeRequest {
         &self.subprotocols
     }
 
+    /// The permessage-deflate parameters to answer with under `config`:
+    /// the first of the client's offers (in order, across
+    /// `Sec-WebSocket-Extensions` lines) that `config` can accept. `None`
+    /// when there is none, or the header is malformed or hostile: the
+    /// connection then proceeds uncompressed (ROBUSTNESS 7, 29). Pass the
+    /// result to [`Accept::deflate`].
+    pub fn negotiate_deflate(&self, config: &DeflateConfig) -> Option<DeflateParams> {
+        let values = self.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+        let mut text = Vec::new();
+        for value in values {
+            text.push(value.to_str().ok()?);
+        }
+        server_negotiate(text, config)
+    }
+
     /// Accepts the upgrade. Fails if `accept` names a subprotocol the client
     /// did not offer or sets a header the handshake owns.
     pub fn accept(self, accept: Accept) -> Result<Accepted, UsageError> {
@@ -403,6 +420,7 @@ impl UpgradeRequest {
             &CONNECTION,
             &SEC_WEBSOCKET_ACCEPT,
             &SEC_WEBSOCKET_PROTOCOL,
+            &SEC_WEBSOCKET_EXTENSIONS,
         ];
         if let Some(name) = reserved
             .iter()
@@ -426,6 +444,10 @@ impl UpgradeRequest {
             let value = HeaderValue::from_str(chosen).expect("offered subprotocols are tokens");
             headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
         }
+        if let Some(agreed) = &accept.deflate {
+            let value = HeaderValue::from_str(&agreed.to_header()).expect("parameters are tokens");
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
+        }
         headers.extend(accept.headers);
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -434,6 +456,7 @@ impl UpgradeRequest {
             request: self.request,
             response,
             subprotocol: accept.subprotocol,
+            deflate: accept.deflate,
         })
     }
 
@@ -448,10 +471,12 @@ impl UpgradeRequest {
     }
 }
 
-/// How to accept an upgrade: a subprotocol and extra response headers.
+/// How to accept an upgrade: a subprotocol, permessage-deflate, and extra
+/// response headers.
 #[derive(Debug, Clone, Default)]
 pub struct Accept {
     subprotocol: Option<String>,
+    deflate: Option<DeflateParams>,
     headers: HeaderMap,
 }
 
@@ -464,6 +489,14 @@ impl Accept {
     /// Selects one of the offered subprotocols.
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.subprotocol = Some(name.into());
+        self
+    }
+
+    /// Turns on permessage-deflate with the parameters
+    /// [`UpgradeRequest::negotiate_deflate`] chose; the response says so in
+    /// `Sec-WebSocket-Extensions`.
+    pub fn deflate(mut self, agreed: DeflateParams) -> Self {
+        self.deflate = Some(agreed);
         self
     }
 
@@ -481,6 +514,7 @@ pub struct Accepted {
     request: Request<()>,
     response: Response<()>,
     subprotocol: Option<String>,
+    deflate: Option<DeflateParams>,
 }
 
 impl Accepted {
@@ -497,6 +531,12 @@ impl Accepted {
     /// The chosen subprotocol.
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed, for
+    /// [`Connection::with_deflate`](crate::Connection::with_deflate).
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
     }
 
     /// The request that was accepted, by value.

@@ -504,3 +504,115 @@ fn client_request_from_http_request() {
     assert!(wire.contains("x-custom: 1\r\n"));
     assert_eq!(KEY.len(), 24);
 }
+
+// ---- permessage-deflate -----------------------------------------------
+
+#[test]
+fn server_negotiates_deflate_and_answers_in_the_response() {
+    use crate::deflate::DeflateConfig;
+    let config = DeflateConfig::default();
+    let mut lines = good_lines();
+    // Browsers and most clients send exactly this.
+    lines.push("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits");
+    let upgrade = serve(&request_with(&lines)).unwrap().unwrap();
+    let agreed = upgrade.negotiate_deflate(&config).expect("accepted");
+    let accepted = upgrade.accept(Accept::new().deflate(agreed)).unwrap();
+    assert_eq!(accepted.deflate(), Some(agreed));
+    assert_eq!(
+        accepted.response().headers()[SEC_WEBSOCKET_EXTENSIONS],
+        "permessage-deflate"
+    );
+    // Hostile or unsupported offers: declined, the connection goes on.
+    for hostile in [
+        "permessage-deflate; server_max_window_bits=99; __proto__",
+        "permessage-deflate; server_max_window_bits=8",
+        "permessage-deflate; client_max_window_bits; client_max_window_bits",
+        "permessage-deflate; a=\"\\\\\\\\\\\\",
+        "x-webkit-deflate-frame",
+    ] {
+        let mut lines = good_lines();
+        let line = format!("Sec-WebSocket-Extensions: {hostile}");
+        lines.push(&line);
+        let upgrade = serve(&request_with(&lines)).unwrap().unwrap();
+        assert_eq!(upgrade.negotiate_deflate(&config), None, "{hostile}");
+    }
+    // Thousands of offers in one header: linear, and the first good one wins.
+    let offers = (0..2000)
+        .map(|i| format!("permessage-deflate; x{i}"))
+        .chain(["permessage-deflate; server_max_window_bits=10".to_owned()])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let line = format!("Sec-WebSocket-Extensions: {offers}");
+    let mut lines = good_lines();
+    lines.push(&line);
+    let text = request_with(&lines);
+    let limits = HandshakeLimits {
+        max_head_size: 64 * 1024,
+        max_line_size: 64 * 1024,
+        ..HandshakeLimits::default()
+    };
+    let upgrade = ServerHandshake::new(limits, Instant::now())
+        .handle_input(text.as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        upgrade
+            .negotiate_deflate(&config)
+            .map(|a| a.server_max_window_bits),
+        Some(10)
+    );
+    // The application cannot set the header behind the handshake's back.
+    let upgrade = serve(&request_with(&good_lines())).unwrap().unwrap();
+    let sneaky = Accept::new().header(
+        SEC_WEBSOCKET_EXTENSIONS,
+        HeaderValue::from_static("permessage-deflate"),
+    );
+    assert!(matches!(
+        upgrade.accept(sneaky),
+        Err(UsageError::InvalidHeader(_))
+    ));
+}
+
+#[test]
+fn client_offers_deflate_and_checks_the_answer() {
+    use crate::deflate::DeflateConfig;
+    let request = ClientRequest::new("ws://server.example.com/chat")
+        .unwrap()
+        .deflate(DeflateConfig::default());
+    let (_, wire) = client(&request);
+    assert!(
+        wire.contains("sec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n")
+    );
+    let answer = |extra: &[&str]| {
+        let (mut hs, wire) = client(&request);
+        hs.handle_input(response_for(&wire, extra).as_bytes())
+    };
+    let accepted =
+        answer(&["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10"])
+            .unwrap()
+            .unwrap();
+    let agreed = accepted.deflate.unwrap();
+    assert_eq!(agreed.client_max_window_bits, 10);
+    assert_eq!(answer(&[]).unwrap().unwrap().deflate, None);
+    for bad in [
+        "permessage-deflate; server_max_window_bits=8",
+        "permessage-deflate; mystery",
+        "permessage-deflate, permessage-deflate",
+        "x-other",
+    ] {
+        let line = format!("Sec-WebSocket-Extensions: {bad}");
+        assert!(
+            matches!(answer(&[&line]), Err(ResponseError::Deflate(_))),
+            "{bad}"
+        );
+    }
+    // Without an offer, any extension in the answer fails.
+    let plain = ClientRequest::new("ws://server.example.com/chat").unwrap();
+    let (mut hs, wire) = client(&plain);
+    assert!(!wire.to_ascii_lowercase().contains("extensions"));
+    let text = response_for(&wire, &["Sec-WebSocket-Extensions: permessage-deflate"]);
+    assert_eq!(
+        hs.handle_input(text.as_bytes()).unwrap_err(),
+        ResponseError::Extension("permessage-deflate".into())
+    );
+}

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{Accept, ClientHandshake, ClientRequest, ServerHandshake};
 use ws_core::{Config, Connection, Event, HandshakeLimits};
 
@@ -37,21 +38,52 @@ pub(crate) struct Pair {
 
 impl Pair {
     pub(crate) fn new(client_config: Config, server_config: Config) -> Self {
+        Self::negotiated(client_config, server_config, None, None)
+    }
+
+    /// A pair whose handshake offered (client) and accepted (server)
+    /// permessage-deflate under these configurations, each side turning on
+    /// what was agreed.
+    pub(crate) fn negotiated(
+        client_config: Config,
+        server_config: Config,
+        client_deflate: Option<DeflateConfig>,
+        server_deflate: Option<DeflateConfig>,
+    ) -> Self {
         let now = Instant::now();
-        let request = ClientRequest::new("ws://localhost/test").unwrap();
+        let mut request = ClientRequest::new("ws://localhost/test").unwrap();
+        if let Some(config) = &client_deflate {
+            request = request.deflate(config.clone());
+        }
         let (mut client_hs, request_bytes) =
             ClientHandshake::new(&request, [3; 16], HandshakeLimits::default(), now).unwrap();
         let mut server_hs = ServerHandshake::new(HandshakeLimits::default(), now);
         let upgrade = server_hs.handle_input(&request_bytes).unwrap().unwrap();
-        let accepted = upgrade.accept(Accept::new()).unwrap();
+        let mut accept = Accept::new();
+        let agreed = server_deflate
+            .as_ref()
+            .and_then(|config| upgrade.negotiate_deflate(config));
+        if let Some(agreed) = agreed {
+            accept = accept.deflate(agreed);
+        }
+        let accepted = upgrade.accept(accept).unwrap();
         let response = client_hs
             .handle_input(&accepted.to_bytes())
             .unwrap()
             .unwrap();
         assert!(response.rest.is_empty());
+        assert_eq!(response.deflate, accepted.deflate());
+        let mut client = Connection::client(client_config, now, [9; 32]);
+        let mut server = Connection::server(server_config, now);
+        if let (Some(agreed), Some(config)) = (response.deflate, &client_deflate) {
+            client = client.with_deflate(agreed, config);
+        }
+        if let (Some(agreed), Some(config)) = (accepted.deflate(), &server_deflate) {
+            server = server.with_deflate(agreed, config);
+        }
         Self {
-            client: Connection::client(client_config, now, [9; 32]),
-            server: Connection::server(server_config, now),
+            client,
+            server,
             now,
             client_events: Vec::new(),
             server_events: Vec::new(),
