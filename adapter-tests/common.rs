@@ -150,6 +150,13 @@ impl Raw {
 
     /// Reads one unmasked server frame: (opcode, fin, payload).
     pub async fn read_frame(&mut self) -> Option<(u8, bool, Vec<u8>)> {
+        let (first, payload) = self.read_frame_raw().await?;
+        Some((first & 0x0F, first & 0x80 != 0, payload))
+    }
+
+    /// Reads one unmasked server frame: its first byte (FIN, RSV bits,
+    /// opcode) and its payload.
+    pub async fn read_frame_raw(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut head = [0u8; 2];
         self.stream.read_exact(&mut head).await.ok()?;
         let len = match head[1] & 0x7F {
@@ -167,7 +174,7 @@ impl Raw {
         };
         let mut payload = vec![0; usize::try_from(len).unwrap()];
         self.stream.read_exact(&mut payload).await.ok()?;
-        Some((head[0] & 0x0F, head[0] & 0x80 != 0, payload))
+        Some((head[0], payload))
     }
 
     /// Reads frames until a close frame; returns its code.
@@ -188,8 +195,13 @@ impl Raw {
 }
 
 pub fn masked_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    masked_frame_with_rsv(opcode, fin, 0, payload)
+}
+
+/// A masked client frame with reserved bits `rsv` (RSV1 = `0b100`).
+pub fn masked_frame_with_rsv(opcode: u8, fin: bool, rsv: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
     match payload.len() {
         n @ 0..=125 => out.push(0x80 | u8::try_from(n).unwrap()),
         n @ 126..=65535 => {

@@ -6,6 +6,7 @@
 pub(crate) mod common;
 
 mod api;
+mod deflate;
 mod envelopes;
 mod handshake;
 mod lifecycle;

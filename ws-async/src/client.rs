@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use rustls_pki_types::ServerName;
+use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
 use ws_core::{Config, Connection, HandshakeLimits, Role};
 
@@ -35,6 +36,10 @@ pub struct ClientConfig {
     /// before the connection reacts to what followed it; raise it for
     /// throughput when that ordering does not matter.
     pub read_ahead: usize,
+    /// Offer permessage-deflate (RFC 7692) under these settings; the
+    /// server decides. Default: `None`, not offered (see
+    /// [`DeflateConfig`] for the memory each setting costs).
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +49,7 @@ impl Default for ClientConfig {
             handshake: HandshakeLimits::default(),
             send_queue: 1 << 20,
             read_ahead: 0,
+            deflate: None,
         }
     }
 }
@@ -81,7 +87,9 @@ pub async fn handshake<R: Runtime, T: Transport>(
 }
 
 /// Starts the connection's task after a successful handshake and returns
-/// the application's handle.
+/// the application's handle. permessage-deflate is turned on when the
+/// server accepted it (`response.deflate`), under `config.deflate`'s
+/// threshold and level (the defaults if it is `None`).
 pub fn start<R: Runtime, T: Transport>(
     runtime: R,
     io: T,
@@ -99,12 +107,17 @@ pub fn start<R: Runtime, T: Transport>(
         shrink_when_idle: true,
     };
     let mut conn = Connection::client(connection, runtime.now(), random_seed());
+    if let Some(agreed) = response.deflate {
+        let deflate = config.deflate.clone().unwrap_or_default();
+        conn = conn.with_deflate(agreed, &deflate);
+    }
     conn.handle_read(&response.rest, runtime.now());
     let info = Arc::new(ConnectionInfo {
         id: ConnectionId::random(),
         peer_addr: None,
         request,
         subprotocol: response.subprotocol,
+        deflate: response.deflate,
         role: Role::Client,
     });
     let outbox = Arc::new(Outbox::new(config.send_queue));
@@ -132,9 +145,25 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     request: &ClientRequest,
     config: &ClientConfig,
 ) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    let offered;
+    let request = match (&config.deflate, request.deflate_config()) {
+        (Some(deflate), None) => {
+            offered = request.clone().deflate(deflate.clone());
+            &offered
+        }
+        _ => request,
+    };
     let mut response = handshake(&runtime, &mut io, request, &config.handshake).await?;
     let head = std::mem::replace(&mut response.response, http::Response::new(()));
-    let socket = start(runtime, io, request_parts(request), response, config);
+    // A request that carried its own offer compresses under its settings.
+    let socket = match (&config.deflate, request.deflate_config()) {
+        (None, Some(deflate)) => {
+            let mut config = config.clone();
+            config.deflate = Some(deflate.clone());
+            start(runtime, io, request_parts(request), response, &config)
+        }
+        _ => start(runtime, io, request_parts(request), response, config),
+    };
     Ok((socket, head))
 }
 

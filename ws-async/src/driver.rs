@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::{Event as Notify, EventListener};
 use futures_util::FutureExt;
+use ws_core::deflate::DeflateParams;
 use ws_core::policy::{PolicySet, Verdict, Violation};
 use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
 
@@ -72,6 +73,8 @@ pub struct ConnectionInfo {
     pub request: http::request::Parts,
     /// The subprotocol in use.
     pub subprotocol: Option<String>,
+    /// The permessage-deflate parameters in force, if it was negotiated.
+    pub deflate: Option<DeflateParams>,
     /// Which side we are.
     pub role: Role,
 }
@@ -165,6 +168,16 @@ impl Ctx {
         self.outbox.push(Outgoing::Message(message.into())).await
     }
 
+    /// Queues a message that is never compressed, even with
+    /// permessage-deflate on: for data that does not compress, or secrets
+    /// that must not share a compression context with data an attacker
+    /// chooses (CRIME, BREACH). Fails as [`send`](Self::send) does.
+    pub fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox
+            .try_push(Outgoing::Uncompressed(message.into()))
+            .map_err(|(error, _)| error)
+    }
+
     /// Starts the close handshake.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.outbox
@@ -223,6 +236,24 @@ impl ConnectionHandle {
     /// Queues a message, waiting for room.
     pub async fn send_wait(&self, message: impl Into<Message>) -> Result<(), SendError> {
         self.outbox.push(Outgoing::Message(message.into())).await
+    }
+
+    /// Queues a message that is never compressed, without waiting; see
+    /// [`Ctx::send_uncompressed`].
+    pub fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.outbox
+            .try_push(Outgoing::Uncompressed(message.into()))
+            .map_err(|(error, _)| error)
+    }
+
+    /// Queues a message that is never compressed, waiting for room.
+    pub async fn send_uncompressed_wait(
+        &self,
+        message: impl Into<Message>,
+    ) -> Result<(), SendError> {
+        self.outbox
+            .push(Outgoing::Uncompressed(message.into()))
+            .await
     }
 
     /// Queues one piece of a message sent in pieces; see
@@ -359,6 +390,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             }
             let accepted = match item {
                 Outgoing::Message(message) => conn.send(message.clone()),
+                Outgoing::Uncompressed(message) => conn.send_uncompressed(message.clone()),
                 Outgoing::Fragment(data, last) => conn.send_fragment(data.clone(), *last),
                 Outgoing::Ping(payload) => conn.ping(payload),
                 Outgoing::Close(code, reason) => conn.close(*code, reason, runtime.now()),

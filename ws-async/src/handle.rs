@@ -137,6 +137,15 @@ impl WebSocket {
         self.sender.send(message).await
     }
 
+    /// Sends a message that is never compressed, waiting while the send
+    /// queue is full; see [`Ctx::send_uncompressed`](crate::Ctx::send_uncompressed).
+    pub async fn send_uncompressed(
+        &mut self,
+        message: impl Into<Message>,
+    ) -> Result<(), SendError> {
+        self.sender.send_uncompressed(message).await
+    }
+
     /// Sends one piece of a message sent in pieces; see
     /// [`WsSender::send_fragment`].
     pub async fn send_fragment(
@@ -187,6 +196,15 @@ impl WsSender {
     /// Sends a message, waiting while the send queue is full.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
         self.handle.send_wait(message).await
+    }
+
+    /// Sends a message that is never compressed, waiting while the send
+    /// queue is full; see [`Ctx::send_uncompressed`](crate::Ctx::send_uncompressed).
+    pub async fn send_uncompressed(
+        &mut self,
+        message: impl Into<Message>,
+    ) -> Result<(), SendError> {
+        self.handle.send_uncompressed_wait(message).await
     }
 
     /// Sends one piece of a message sent in pieces, waiting while the send

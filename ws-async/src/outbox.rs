@@ -15,6 +15,8 @@ use crate::error::SendError;
 #[derive(Debug, Clone)]
 pub(crate) enum Outgoing {
     Message(Message),
+    /// A whole message never to be compressed.
+    Uncompressed(Message),
     /// One piece of a message sent in pieces; `true` for the last.
     Fragment(Message, bool),
     Ping(Bytes),
@@ -24,7 +26,7 @@ pub(crate) enum Outgoing {
 impl Outgoing {
     fn weight(&self) -> usize {
         match self {
-            Self::Message(m) | Self::Fragment(m, _) => m.len(),
+            Self::Message(m) | Self::Uncompressed(m) | Self::Fragment(m, _) => m.len(),
             Self::Ping(p) => p.len(),
             Self::Close(_, r) => r.len(),
         }

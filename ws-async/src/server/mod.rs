@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use ws_core::deflate::{DeflateConfig, DeflateParams};
 use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
 use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySet};
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
@@ -64,6 +65,13 @@ pub struct ServerConfig {
     /// Default: `None`, off, since clients behind one proxy or NAT share
     /// an address; turn it on where addresses are the clients'.
     pub connection_rate: Option<ConnectionRate>,
+    /// permessage-deflate (RFC 7692) for clients that offer it, under
+    /// these settings; [`Endpoint::deflate`] overrides it per path.
+    /// Default: `None`, off: compression costs memory per connection (see
+    /// [`DeflateConfig`] for how much each setting takes) and CPU per
+    /// message, and mixing secrets with attacker-chosen data in one
+    /// compression context leaks them (CRIME, BREACH).
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +85,7 @@ impl Default for ServerConfig {
             send_queue: 1 << 20,
             shrink_idle_buffers: true,
             connection_rate: None,
+            deflate: None,
         }
     }
 }
@@ -103,6 +112,8 @@ pub struct Endpoint<R: Runtime> {
     authenticate: Option<Authenticate>,
     max_connections: Option<usize>,
     policies: Option<Arc<dyn Fn() -> PolicySet + Send + Sync>>,
+    /// `None`: as [`ServerConfig::deflate`] says.
+    deflate: Option<Option<DeflateConfig>>,
     active: Arc<AtomicUsize>,
 }
 
@@ -113,6 +124,7 @@ impl<R: Runtime> std::fmt::Debug for Endpoint<R> {
             .field("require_subprotocol", &self.require_subprotocol)
             .field("origin", &self.origin)
             .field("max_connections", &self.max_connections)
+            .field("deflate", &self.deflate)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +154,7 @@ impl<R: Runtime> Endpoint<R> {
             authenticate: None,
             max_connections: None,
             policies: None,
+            deflate: None,
             active: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -189,6 +202,14 @@ impl<R: Runtime> Endpoint<R> {
     /// overload status (503).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// permessage-deflate on this endpoint under `config` (`Some`) or off
+    /// (`None`), whatever [`ServerConfig::deflate`] says. Default: as the
+    /// server's setting.
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = Some(config);
         self
     }
 
@@ -459,6 +480,7 @@ async fn open_connection<R: Runtime>(
 struct Admitted {
     request: http::request::Parts,
     subprotocol: Option<String>,
+    deflate: Option<(DeflateParams, DeflateConfig)>,
     response: Bytes,
     path: Arc<str>,
     slots: (Slot, Slot),
@@ -532,10 +554,18 @@ async fn admit<R: Runtime>(
             &format!("a subprotocol is required: {wanted}"),
         ));
     }
-    let accept = match &subprotocol {
+    let mut accept = match &subprotocol {
         Some(name) => Accept::new().subprotocol(name.clone()),
         None => Accept::new(),
     };
+    let deflate_config = endpoint.deflate.as_ref().unwrap_or(&config.deflate);
+    let deflate = deflate_config.as_ref().and_then(|deflate_config| {
+        let agreed = upgrade.negotiate_deflate(deflate_config)?;
+        Some((agreed, deflate_config.clone()))
+    });
+    if let Some((agreed, _)) = &deflate {
+        accept = accept.deflate(*agreed);
+    }
     let accepted = upgrade.accept(accept).expect("the subprotocol was offered");
     let response = accepted.to_bytes();
     let (mut request, ()) = accepted.into_request().into_parts();
@@ -545,6 +575,7 @@ async fn admit<R: Runtime>(
     Ok(Admitted {
         request,
         subprotocol,
+        deflate,
         response,
         path: path.clone(),
         slots: (server_slot, endpoint_slot),
@@ -577,6 +608,7 @@ fn start_connection<R: Runtime>(
     let Admitted {
         request,
         subprotocol,
+        deflate,
         path,
         slots,
         ..
@@ -596,6 +628,7 @@ fn start_connection<R: Runtime>(
         peer_addr: peer,
         request,
         subprotocol,
+        deflate: deflate.as_ref().map(|(agreed, _)| *agreed),
         role: Role::Server,
     });
     let outbox = Arc::new(Outbox::new(inner.config.send_queue));
@@ -603,7 +636,10 @@ fn start_connection<R: Runtime>(
         .handle
         .register(ConnectionHandle::new(info.id, outbox.clone()), path);
     let runtime = inner.runtime.clone();
-    let conn = Connection::server(config, runtime.now());
+    let mut conn = Connection::server(config, runtime.now());
+    if let Some((agreed, deflate_config)) = &deflate {
+        conn = conn.with_deflate(*agreed, deflate_config);
+    }
     let mut link = Link::new(runtime, io, conn, outbox.clone(), limits);
     if let Some(policies) = &endpoint.policies {
         link.policies = policies();
