@@ -3,7 +3,7 @@
 //! `ws-core` decides everything about a WebSocket connection that can be
 //! decided without a socket: the opening handshake, frames, fragmented
 //! messages, UTF-8, the close handshake, ping/pong, keepalive and idle
-//! timers, limits and backpressure. It performs no IO, spawns nothing, reads
+//! timers, limits and backpressure, and permessage-deflate ([`deflate`]). It performs no IO, spawns nothing, reads
 //! no clock and draws no randomness of its own: bytes, the current time and
 //! random seeds come in as arguments; events, bytes to write and the next
 //! deadline come out. Runtime adapters (tokio, smol) move the bytes.

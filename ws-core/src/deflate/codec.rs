@@ -1,11 +1,11 @@
 //! The compressor and decompressor of permessage-deflate (RFC 7692
 //! section 7.2), on flate2 with the pure-Rust zlib-rs backend.
 //!
-//! Memory per instance (zlib's formulas, memLevel 8): a [`Deflater`] holds
-//! about `2^(window_bits + 2)` bytes plus 128 KiB of hash tables (256 KiB
-//! at 15 bits, 130 KiB at 9); an [`Inflater`] about `2^window_bits` plus
-//! 7 KiB (39 KiB at 15 bits). With `no_context_takeover` the state is
-//! reset after every message but stays allocated.
+//! Memory per instance: see
+//! [`DeflateConfig`](super::DeflateConfig), which gives the measured
+//! figures per window size. With `no_context_takeover` the state is reset
+//! after every message but stays allocated; a
+//! [`Connection`](crate::Connection) releases it when idle.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
