@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Interop with Python `websockets` and Node `ws`, both directions.
+# Interop with Python `websockets` and Node `ws`, both directions, plain and
+# with permessage-deflate, and headless Chromium (Debian's package, installed
+# here if missing) exchanging compressed messages with our server.
 # Usage: .ci/interop.sh [ws-tokio|ws-smol]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +20,9 @@ echo "--- $adapter <-> python websockets"
 "$venv/bin/python" interop/python/interop_test.py "$bin"
 echo "--- $adapter <-> node ws"
 node interop/node/interop.mjs "$bin"
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+echo "--- $adapter <-> headless chromium"
+node interop/node/browser.mjs "$bin"

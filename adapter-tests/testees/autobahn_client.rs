@@ -4,6 +4,7 @@
 //! module naming the adapter (`rt::ws`).
 
 use crate::rt::ws;
+use ws::ws_core::deflate::DeflateConfig;
 use ws::{ClientConfig, Message};
 
 const MAX_MESSAGE: usize = 16 << 20;
@@ -14,6 +15,9 @@ fn config() -> ClientConfig {
     config.connection = config.connection.with_max_message_size(MAX_MESSAGE);
     config.connection.max_fragments = 100_000;
     config.send_queue = MAX_MESSAGE;
+    // Sections 12 and 13 need permessage-deflate; the other cases decline
+    // the offer.
+    config.deflate = Some(DeflateConfig::default());
     config
 }
 

@@ -1,13 +1,15 @@
 //! The echo examples' command line, shared by every adapter:
-//! `[ADDR] [--max-message BYTES] [--max-fragments N]`, the address
-//! defaulting to `$WS_ADDR` or `127.0.0.1:9001`.
+//! `[ADDR] [--max-message BYTES] [--max-fragments N] [--deflate]`, the
+//! address defaulting to `$WS_ADDR` or `127.0.0.1:9001`.
 
 use ws_async::ServerConfig;
+use ws_async::ws_core::deflate::DeflateConfig;
 
 pub(crate) struct Args {
     pub(crate) addr: String,
     max_message: Option<usize>,
     max_fragments: Option<usize>,
+    deflate: bool,
 }
 
 pub(crate) fn parse() -> Result<Args, String> {
@@ -15,6 +17,7 @@ pub(crate) fn parse() -> Result<Args, String> {
         addr: std::env::var("WS_ADDR").unwrap_or_else(|_| "127.0.0.1:9001".into()),
         max_message: None,
         max_fragments: None,
+        deflate: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -26,8 +29,12 @@ pub(crate) fn parse() -> Result<Args, String> {
         match arg.as_str() {
             "--max-message" => args.max_message = Some(number("--max-message")?),
             "--max-fragments" => args.max_fragments = Some(number("--max-fragments")?),
+            "--deflate" => args.deflate = true,
             "-h" | "--help" => {
-                return Err("usage: echo [ADDR] [--max-message BYTES] [--max-fragments N]".into());
+                return Err(
+                    "usage: echo [ADDR] [--max-message BYTES] [--max-fragments N] [--deflate]"
+                        .into(),
+                );
             }
             addr if !addr.starts_with('-') => args.addr = addr.to_owned(),
             other => return Err(format!("unknown argument {other}")),
@@ -38,7 +45,8 @@ pub(crate) fn parse() -> Result<Args, String> {
 
 impl Args {
     /// Server defaults with the message and fragment limits raised as asked
-    /// (the Autobahn suite sends 16 MiB messages and 100k fragments).
+    /// (the Autobahn suite sends 16 MiB messages and 100k fragments), and
+    /// permessage-deflate on with its defaults under `--deflate`.
     pub(crate) fn server_config(&self) -> ServerConfig {
         let mut config = ServerConfig::default();
         if let Some(max) = self.max_message {
@@ -47,6 +55,9 @@ impl Args {
         }
         if let Some(max) = self.max_fragments {
             config.connection.max_fragments = max;
+        }
+        if self.deflate {
+            config.deflate = Some(DeflateConfig::default());
         }
         config
     }

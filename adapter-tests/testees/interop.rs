@@ -13,6 +13,7 @@
 //! | path | behaviour |
 //! |---|---|
 //! | `/echo` | echoes everything (messages up to 32 MiB) |
+//! | `/deflate` | echoes, with permessage-deflate accepted (our server compresses every message) |
 //! | `/close` | closes with 4000 "bye" after the first message |
 //! | `/going-away` | closes with 1001 "going away" after the first message |
 //! | `/big` | answers a message "N" with N bytes of binary |
@@ -23,12 +24,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::rt::{self, ws};
+use ws::ws_core::deflate::{DeflateConfig, DeflateParams};
 use ws::{
     ClientConfig, CloseCode, Closed, ConnectionError, Ctx, Endpoint, Handler, Message,
     ServerConfig, WebSocket,
 };
 
 const MAX: usize = 32 << 20;
+
+/// permessage-deflate with every message compressed, however small.
+fn deflate_everything() -> DeflateConfig {
+    let mut config = DeflateConfig::default();
+    config.threshold = 0;
+    config
+}
 
 type LastClose = Arc<Mutex<String>>;
 
@@ -101,6 +110,10 @@ async fn server(addr: &str) -> std::io::Result<()> {
         .config(config)
         .route("/echo", endpoint(Behaviour::Echo))
         .route(
+            "/deflate",
+            endpoint(Behaviour::Echo).deflate(Some(deflate_everything())),
+        )
+        .route(
             "/close",
             endpoint(Behaviour::Close(CloseCode::new(4000), "bye")),
         )
@@ -120,9 +133,19 @@ async fn server(addr: &str) -> std::io::Result<()> {
 type Result<T> = std::result::Result<T, String>;
 
 async fn connect(base: &str, path: &str, max: usize) -> Result<WebSocket> {
+    connect_with(base, path, max, None).await
+}
+
+async fn connect_with(
+    base: &str,
+    path: &str,
+    max: usize,
+    deflate: Option<DeflateConfig>,
+) -> Result<WebSocket> {
     let mut config = ClientConfig::default();
     config.connection = config.connection.with_max_message_size(max);
     config.send_queue = MAX;
+    config.deflate = deflate;
     let (socket, _) = ws::client(&format!("{base}{path}"))
         .map_err(|e| e.to_string())?
         .config(config)
@@ -205,6 +228,76 @@ async fn echo(base: &str) -> Result<()> {
     )
 }
 
+/// Compressible text like a feed of JSON events.
+fn events(n: usize) -> String {
+    let mut out = String::with_capacity(n + 80);
+    let mut i = 0u32;
+    while out.len() < n {
+        out.push_str(&format!(
+            r#"{{"seq":{i},"topic":"sensors/{}","value":{},"ok":true}}"#,
+            i % 13,
+            i * 7 % 1000
+        ));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// Echo with permessage-deflate offered: the peer must accept it, and
+/// compressed messages of every shape must come back unchanged.
+async fn compressed_echo(base: &str) -> Result<DeflateParams> {
+    let mut socket = connect_with(base, "/deflate", MAX, Some(deflate_everything())).await?;
+    let agreed = socket
+        .info()
+        .deflate
+        .ok_or("the peer did not accept permessage-deflate")?;
+    let messages = [
+        Message::text(events(4 << 20)),
+        Message::binary(events(100_000).into_bytes()),
+        Message::text("héllo ✓"),
+        Message::text(""),
+        Message::text(events(3000)),
+    ];
+    for message in &messages {
+        socket
+            .send(message.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        check(
+            next(&mut socket).await? == *message,
+            "compressed echo of a message",
+        )?;
+    }
+    for (i, piece) in ["frag", "ment", "ed"].iter().enumerate() {
+        socket
+            .send_fragment(*piece, i == 2)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    check(
+        next(&mut socket).await? == Message::text("fragmented"),
+        "compressed echo of a fragmented message",
+    )?;
+    socket
+        .send_uncompressed(Message::text(events(2000)))
+        .await
+        .map_err(|e| e.to_string())?;
+    check(
+        next(&mut socket).await? == Message::text(events(2000)),
+        "echo of a message sent uncompressed",
+    )?;
+    socket
+        .close(CloseCode::NORMAL, "done")
+        .map_err(|e| e.to_string())?;
+    let (closed, error) = end(&mut socket).await?;
+    check(
+        error.is_none() && closed.code == CloseCode::NORMAL,
+        &format!("clean close, got {closed:?} {error:?}"),
+    )?;
+    Ok(agreed)
+}
+
 async fn closed_by_server(base: &str, path: &str, code: u16, reason: &str) -> Result<()> {
     let mut socket = connect(base, path, MAX).await?;
     socket.send("go").await.map_err(|e| e.to_string())?;
@@ -251,6 +344,13 @@ async fn client(base: &str) -> bool {
         ),
         ("too big 1009", too_big(base).await),
         ("dropped 1006", dropped(base).await),
+        (
+            "compressed echo",
+            compressed_echo(base)
+                .await
+                // On stderr: the harnesses read stdout for results.
+                .map(|agreed| eprintln!("permessage-deflate agreed: {}", agreed.to_header())),
+        ),
     ];
     let mut ok = true;
     for (name, result) in results {

@@ -1,8 +1,11 @@
-// Interop between our adapters (ws-tokio, ws-smol) and Node `ws`, both directions.
+// Interop between our adapters (ws-tokio, ws-smol) and Node `ws`, both directions,
+// plain and with permessage-deflate (through a relay that counts the bytes on the
+// wire, so a side that negotiates but does not compress fails).
 // Usage: node interop.mjs PATH/TO/interop   (an adapter's interop example binary)
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
+import net from "node:net";
 import { createInterface } from "node:readline";
 import WebSocket, { WebSocketServer } from "ws";
 
@@ -19,6 +22,7 @@ const withTimeout = (promise, ms, what) =>
 /** A client whose messages and close can be awaited in order. */
 function open(url, options = {}) {
   const ws = new WebSocket(url, options);
+  ws.on("upgrade", (response) => { ws.responseHeaders = response.headers; });
   const queue = [];
   const waiters = [];
   ws.on("message", (data, isBinary) => {
@@ -32,6 +36,84 @@ function open(url, options = {}) {
     if (queue.length) resolve(queue.shift()); else waiters.push(resolve);
   }), 20000, "message");
   return once(ws, "open").then(() => ws);
+}
+
+/** A TCP relay to `targetPort` counting bytes each way, per request path. */
+async function countingRelay(targetPort) {
+  const counts = {};
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    let entry = null;
+    client.on("data", (data) => {
+      if (!entry) {
+        const path = data.toString("latin1").split(" ")[1] ?? "?";
+        entry = counts[path] ??= { up: 0, down: 0 };
+      }
+      entry.up += data.length;
+      upstream.write(data);
+    });
+    upstream.on("data", (data) => {
+      if (entry) entry.down += data.length;
+      client.write(data);
+    });
+    client.on("end", () => upstream.end());
+    upstream.on("end", () => client.end());
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return { port: server.address().port, counts, close: () => server.close() };
+}
+
+/** Compressible text like a feed of JSON events. */
+function events(n) {
+  let out = "";
+  for (let i = 0; out.length < n; i++) {
+    out += `{"seq":${i},"topic":"sensors/${i % 13}","value":${(i * 7) % 1000},"ok":true}`;
+  }
+  return out.slice(0, n);
+}
+
+async function compressedClients(base, relay) {
+  const ws = await open(`ws://127.0.0.1:${relay.port}/deflate`, { maxPayload: 64 * MIB, perMessageDeflate: { threshold: 0 } });
+  check(ws.extensions.startsWith("permessage-deflate"), `rust accepted node's permessage-deflate: ${ws.extensions}`);
+  let sent = 0;
+  for (const message of [events(MIB), Buffer.from(events(200000)), "héllo ✓", "", events(3000)]) {
+    ws.send(message);
+    sent += message.length;
+    check(same(await ws.next(), message), `node->rust compressed echo of ${message.length} bytes`);
+  }
+  ws.send("frag", { fin: false });
+  ws.send("ment", { fin: false });
+  ws.send("ed", { fin: true });
+  check((await ws.next()) === "fragmented", "node->rust compressed fragmented text");
+  ws.close(1000, "done");
+  const closed = await ws.closed;
+  check(closed.code === 1000, `compressed connection closed cleanly: ${JSON.stringify(closed)}`);
+  const counts = relay.counts["/deflate"] ?? { up: sent, down: sent };
+  check(counts.up < sent / 3, `node compressed on the wire: ${counts.up} bytes for ${sent}`);
+  check(counts.down < sent / 3, `rust compressed on the wire: ${counts.down} bytes for ${sent}`);
+
+  const strict = await open(`${base}/deflate`, {
+    maxPayload: 64 * MIB,
+    perMessageDeflate: { threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 10, clientMaxWindowBits: 9 },
+  });
+  for (const param of ["server_no_context_takeover", "client_no_context_takeover", "server_max_window_bits=10", "client_max_window_bits=9"]) {
+    const answer = strict.responseHeaders["sec-websocket-extensions"] ?? "";
+    check(answer.includes(param), `rust answered ${param}: ${answer}`);
+  }
+  for (const message of [events(300000), events(300000), Buffer.alloc(100000)]) {
+    strict.send(message);
+    check(same(await strict.next(), message), `node->rust echo without context takeover, ${message.length} bytes`);
+  }
+  strict.close();
+
+  const plain = await open(`${base}/echo`, { perMessageDeflate: { threshold: 0 } });
+  check(plain.extensions === "", `rust's /echo declined permessage-deflate: ${JSON.stringify(plain.extensions)}`);
+  plain.send("plain");
+  check((await plain.next()) === "plain", "node->rust echo after a declined offer");
+  plain.close();
 }
 
 const same = (a, b) => (Buffer.isBuffer(a) ? Buffer.isBuffer(b) && a.equals(b) : a === b);
@@ -88,13 +170,15 @@ async function nodeClients(base) {
 
 async function wsTokioClient(binary) {
   const serverSaw = {};
-  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: 64 * MIB, perMessageDeflate: false });
+  const serverExtensions = {};
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, maxPayload: 64 * MIB, perMessageDeflate: { threshold: 0 } });
   wss.on("connection", (ws, req) => {
     const path = req.url;
+    serverExtensions[path] = ws.extensions;
     ws.on("close", (code, reason) => { serverSaw[path] = [code, reason.toString()]; });
     ws.on("error", () => {});
     ws.on("message", (data, isBinary) => {
-      if (path === "/echo") ws.send(data, { binary: isBinary });
+      if (path === "/echo" || path === "/deflate") ws.send(data, { binary: isBinary });
       else if (path === "/close") ws.close(4000, "bye");
       else if (path === "/going-away") ws.close(1001, "going away");
       else if (path === "/big") ws.send(Buffer.alloc(Number(data.toString()), 0x5a));
@@ -102,8 +186,8 @@ async function wsTokioClient(binary) {
     });
   });
   await once(wss, "listening");
-  const port = wss.address().port;
-  const child = spawn(binary, ["client", `ws://127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "inherit"] });
+  const relay = await countingRelay(wss.address().port);
+  const child = spawn(binary, ["client", `ws://127.0.0.1:${relay.port}`], { stdio: ["ignore", "pipe", "inherit"] });
   for await (const line of createInterface({ input: child.stdout })) {
     check(line.startsWith("ok "), `rust->node ${line}`);
   }
@@ -112,6 +196,12 @@ async function wsTokioClient(binary) {
   await sleep(200);
   check(JSON.stringify(serverSaw["/echo"]) === JSON.stringify([1000, "done"]), `node saw rust's 1000 done: ${serverSaw["/echo"]}`);
   check(serverSaw["/big"]?.[0] === 1009, `node saw rust's 1009: ${serverSaw["/big"]}`);
+  check(serverExtensions["/echo"] === "", `no compression where rust did not offer it: ${serverExtensions["/echo"]}`);
+  check(serverExtensions["/deflate"]?.startsWith("permessage-deflate"), `node accepted rust's offer: ${serverExtensions["/deflate"]}`);
+  const counts = relay.counts["/deflate"] ?? { up: 0, down: 0 };
+  check(counts.up > 0 && counts.up < MIB, `rust compressed on the wire: ${counts.up} bytes up for about 4.3 MB`);
+  check(counts.down > 0 && counts.down < MIB, `node compressed on the wire: ${counts.down} bytes down for about 4.3 MB`);
+  relay.close();
   wss.close();
 }
 
@@ -119,9 +209,12 @@ const binary = process.argv[2];
 const server = spawn(binary, ["server", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
 const [first] = await once(createInterface({ input: server.stdout }), "line");
 const port = Number(first.split(" ").pop());
+const relay = await countingRelay(port);
 try {
   await nodeClients(`ws://127.0.0.1:${port}`);
+  await compressedClients(`ws://127.0.0.1:${port}`, relay);
 } finally {
+  relay.close();
   server.kill();
 }
 await wsTokioClient(binary);

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Arguments: `[ADDR]` (default `127.0.0.1:9001`, or `$WS_ADDR`),
-//! `--max-message BYTES`, `--max-fragments N`.
+//! `--max-message BYTES`, `--max-fragments N`, `--deflate` (accept
+//! permessage-deflate).
 
 use ws_smol::{Ctx, Endpoint, Handler, Message, OriginPolicy};
 

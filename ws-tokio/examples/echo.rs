@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Arguments: `[ADDR]` (default `127.0.0.1:9001`, or `$WS_ADDR`),
-//! `--max-message BYTES`, `--max-fragments N`. Ctrl-C shuts down
-//! gracefully (close 1001 to every client).
+//! `--max-message BYTES`, `--max-fragments N`, `--deflate` (accept
+//! permessage-deflate). Ctrl-C shuts down gracefully (close 1001 to every
+//! client).
 
 use std::time::Duration;
 
