@@ -30,6 +30,10 @@ use ws::{
     ServerConfig, WebSocket,
 };
 
+#[path = "events.rs"]
+mod events;
+use events::events;
+
 const MAX: usize = 32 << 20;
 
 /// permessage-deflate with every message compressed, however small.
@@ -178,6 +182,31 @@ async fn end(socket: &mut WebSocket) -> Result<(Closed, Option<ConnectionError>)
     Ok((closed, error))
 }
 
+/// Sends each message and checks its echo, then "fragmented" in three
+/// fragments.
+async fn echo_each(socket: &mut WebSocket, messages: &[Message], what: &str) -> Result<()> {
+    for message in messages {
+        socket
+            .send(message.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        check(
+            next(socket).await? == *message,
+            &format!("{what} of a {}-byte message", message.len()),
+        )?;
+    }
+    for (i, piece) in ["frag", "ment", "ed"].iter().enumerate() {
+        socket
+            .send_fragment(*piece, i == 2)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    check(
+        next(socket).await? == Message::text("fragmented"),
+        &format!("{what} of a fragmented message"),
+    )
+}
+
 fn check(ok: bool, what: &str) -> Result<()> {
     if ok { Ok(()) } else { Err(what.to_owned()) }
 }
@@ -189,60 +218,32 @@ async fn echo(base: &str) -> Result<()> {
             .map(|i: u32| (i % 249) as u8)
             .collect::<Vec<u8>>(),
     );
-    for message in [
+    let small = [
         Message::text("héllo ✓"),
         Message::binary(vec![0, 255, 1, 254]),
         Message::text(""),
-    ] {
-        socket
-            .send(message.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        check(
-            next(&mut socket).await? == message,
-            "echo of a small message",
-        )?;
-    }
-    for piece in ["frag", "ment", "ed"].iter().enumerate() {
-        socket
-            .send_fragment(*piece.1, piece.0 == 2)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    check(
-        next(&mut socket).await? == Message::text("fragmented"),
-        "echo of a fragmented message",
-    )?;
+    ];
+    echo_each(&mut socket, &small, "echo").await?;
     socket
         .ping(&b"are you there"[..])
         .map_err(|e| e.to_string())?;
     socket.send(big.clone()).await.map_err(|e| e.to_string())?;
     check(next(&mut socket).await? == big, "echo of 16 MiB")?;
+    close_cleanly(&mut socket).await
+}
+
+/// Closes with 1000 "done" and checks the handshake completed.
+async fn close_cleanly(socket: &mut WebSocket) -> Result<()> {
     socket
         .close(CloseCode::NORMAL, "done")
         .map_err(|e| e.to_string())?;
-    let (closed, error) = end(&mut socket).await?;
+    let (closed, error) = end(socket).await?;
     check(
         error.is_none() && closed.code == CloseCode::NORMAL,
         &format!("clean close, got {closed:?} {error:?}"),
     )
 }
 
-/// Compressible text like a feed of JSON events.
-fn events(n: usize) -> String {
-    let mut out = String::with_capacity(n + 80);
-    let mut i = 0u32;
-    while out.len() < n {
-        out.push_str(&format!(
-            r#"{{"seq":{i},"topic":"sensors/{}","value":{},"ok":true}}"#,
-            i % 13,
-            i * 7 % 1000
-        ));
-        i += 1;
-    }
-    out.truncate(n);
-    out
-}
 
 /// Echo with permessage-deflate offered: the peer must accept it, and
 /// compressed messages of every shape must come back unchanged.
@@ -259,26 +260,7 @@ async fn compressed_echo(base: &str) -> Result<DeflateParams> {
         Message::text(""),
         Message::text(events(3000)),
     ];
-    for message in &messages {
-        socket
-            .send(message.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        check(
-            next(&mut socket).await? == *message,
-            "compressed echo of a message",
-        )?;
-    }
-    for (i, piece) in ["frag", "ment", "ed"].iter().enumerate() {
-        socket
-            .send_fragment(*piece, i == 2)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    check(
-        next(&mut socket).await? == Message::text("fragmented"),
-        "compressed echo of a fragmented message",
-    )?;
+    echo_each(&mut socket, &messages, "compressed echo").await?;
     socket
         .send_uncompressed(Message::text(events(2000)))
         .await
@@ -287,14 +269,7 @@ async fn compressed_echo(base: &str) -> Result<DeflateParams> {
         next(&mut socket).await? == Message::text(events(2000)),
         "echo of a message sent uncompressed",
     )?;
-    socket
-        .close(CloseCode::NORMAL, "done")
-        .map_err(|e| e.to_string())?;
-    let (closed, error) = end(&mut socket).await?;
-    check(
-        error.is_none() && closed.code == CloseCode::NORMAL,
-        &format!("clean close, got {closed:?} {error:?}"),
-    )?;
+    close_cleanly(&mut socket).await?;
     Ok(agreed)
 }
 

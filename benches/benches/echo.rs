@@ -7,6 +7,12 @@
 //! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
 //! cargo bench -p ws-benches --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
 //! cargo bench -p ws-benches --bench echo -- --idle-only   # memory per idle connection
+//! # permessage-deflate: JSON payloads, ws-tokio with and without it
+//! cargo bench -p ws-benches --bench echo -- --quick --json \
+//!     --servers ws-tokio,ws-tokio+deflate,tokio-tungstenite
+//! # memory per connection that has compressed a message, per setting
+//! cargo bench -p ws-benches --bench echo -- --active-memory \
+//!     --servers ws-tokio,ws-tokio+deflate,ws-tokio+deflate-w10,ws-tokio+deflate-nct
 //! ```
 //!
 //! Each server runs in its own process (this binary re-executed with
@@ -18,9 +24,19 @@
 //!
 //! For every cell (connections x payload x messages in flight per
 //! connection) it reports echoed messages per second, p50/p99 round-trip
-//! latency, and the server's CPU time per message (from /proc). Then it
-//! opens 5,000 idle connections to a fresh server process and reports the
-//! growth of its resident memory per connection.
+//! latency, the server's CPU time per message (from /proc) and the bytes
+//! the server sent per echo. Then it opens 5,000 idle connections to a
+//! fresh server process and reports the growth of its resident memory per
+//! connection.
+//!
+//! `ws-tokio+deflate` is ws-tokio accepting permessage-deflate with its
+//! defaults (15-bit windows, context takeover, messages from 128 bytes
+//! compressed at level 1); the load client then offers and uses it too.
+//! `+deflate-w10` caps both windows at 10 bits, `+deflate-nct` turns
+//! context takeover off both ways. tokio-tungstenite 0.30 and
+//! fastwebsockets 0.10 do not implement permessage-deflate. `--json`
+//! replaces the constant payload bytes, which no real traffic resembles,
+//! with JSON-like text.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -32,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
+use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest};
 use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
 
@@ -40,6 +57,34 @@ const CONNECTIONS: [usize; 3] = [1, 64, 512];
 const PAYLOADS: [usize; 3] = [16, 1024, 64 * 1024];
 const IN_FLIGHT: [usize; 2] = [1, 16];
 const IDLE_CONNECTIONS: usize = 5000;
+const ACTIVE_CONNECTIONS: usize = 1000;
+
+/// The permessage-deflate settings a server name asks for (`None`: off).
+fn deflate_setting(name: &str) -> Option<DeflateConfig> {
+    let (_, variant) = name.split_once("+deflate")?;
+    let mut config = DeflateConfig::default();
+    match variant {
+        "" => {}
+        "-w10" => {
+            config.server_max_window_bits = 10;
+            config.client_max_window_bits = 10;
+        }
+        "-nct" => {
+            config.server_no_context_takeover = true;
+            config.client_no_context_takeover = true;
+        }
+        other => panic!("unknown deflate variant {other}"),
+    }
+    Some(config)
+}
+
+/// JSON-like text of `n` bytes, as a feed of events would carry.
+fn json_payload(n: usize) -> Vec<u8> {
+    events::events(n).into_bytes()
+}
+
+#[path = "../../adapter-tests/testees/events.rs"]
+mod events;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -55,14 +100,20 @@ mod servers {
     use futures_util::{StreamExt, TryStreamExt};
     use tokio::net::TcpListener;
 
-    pub(crate) async fn ws_tokio(listener: TcpListener) {
+    pub(crate) async fn ws_tokio(
+        listener: TcpListener,
+        deflate: Option<ws_core::deflate::DeflateConfig>,
+    ) {
         struct Echo;
         impl ws_tokio::Handler for Echo {
             async fn on_message(&mut self, ctx: &mut ws_tokio::Ctx, message: ws_tokio::Message) {
                 let _ = ctx.send_wait(message).await;
             }
         }
+        let mut config = ws_tokio::ServerConfig::default();
+        config.deflate = deflate;
         let server = ws_tokio::server()
+            .config(config)
             .route("/", ws_tokio::Endpoint::new(|_| Echo))
             .build();
         let _ = server
@@ -158,7 +209,9 @@ fn serve(name: &str) -> io::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());
         match name {
-            "ws-tokio" => servers::ws_tokio(listener).await,
+            ws if ws.starts_with("ws-tokio") => {
+                servers::ws_tokio(listener, deflate_setting(ws)).await
+            }
             "tokio-tungstenite" => servers::tokio_tungstenite(listener).await,
             "fastwebsockets" => servers::fastwebsockets(listener).await,
             other => panic!("unknown server {other}"),
@@ -233,10 +286,17 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
 
-async fn open(addr: SocketAddr) -> io::Result<(TcpStream, Connection)> {
+/// A client connection; offers permessage-deflate with `deflate`.
+async fn open(
+    addr: SocketAddr,
+    deflate: Option<&DeflateConfig>,
+) -> io::Result<(TcpStream, Connection)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let request = ClientRequest::new(&format!("ws://{addr}/")).expect("a valid URI");
+    let mut request = ClientRequest::new(&format!("ws://{addr}/")).expect("a valid URI");
+    if let Some(config) = deflate {
+        request = request.deflate(config.clone());
+    }
     let (mut handshake, wire) = ClientHandshake::new(
         &request,
         rand_nonce(),
@@ -260,6 +320,11 @@ async fn open(addr: SocketAddr) -> io::Result<(TcpStream, Connection)> {
     config.idle_timeout = None;
     config.max_outgoing_buffer = usize::MAX;
     let mut conn = Connection::client(config, Instant::now(), rand_seed());
+    if let (Some(agreed), Some(config)) = (response.deflate, deflate) {
+        conn = conn.with_deflate(agreed, config);
+    } else if deflate.is_some() {
+        return Err(io::Error::other("the server declined permessage-deflate"));
+    }
     conn.handle_read(&response.rest, Instant::now());
     Ok((stream, conn))
 }
@@ -280,6 +345,8 @@ fn rand_seed() -> [u8; 32] {
 struct ConnStats {
     messages: u64,
     latencies_us: Vec<u32>,
+    /// Bytes received while measuring.
+    received: u64,
 }
 
 /// Keeps `in_flight` messages outstanding on one connection until told to
@@ -311,7 +378,12 @@ async fn drive(
         let buf = conn.recv_buf();
         match stream.try_read_buf(buf) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => conn.handle_received(Instant::now()),
+            Ok(n) => {
+                if phase.load(Ordering::Relaxed) == MEASURE {
+                    stats.received += n as u64;
+                }
+                conn.handle_received(Instant::now());
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let interest = if conn.transmit_len() > 0 {
                     tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
@@ -357,21 +429,35 @@ struct Cell {
     p50_us: u32,
     p99_us: u32,
     cpu_ns_per_message: f64,
+    /// Bytes the server sent per echoed message, frame headers included.
+    wire_bytes_per_message: f64,
+}
+
+/// One cell's shape.
+struct Load {
+    connections: usize,
+    payload: Bytes,
+    in_flight: usize,
+    deflate: Option<DeflateConfig>,
 }
 
 async fn run_cell(
     server: &ServerProcess,
-    connections: usize,
-    payload: usize,
-    in_flight: usize,
+    load: &Load,
     warmup: Duration,
     measure: Duration,
 ) -> Cell {
     let phase = Arc::new(AtomicU8::new(WARMUP));
-    let payload = Bytes::from(vec![0xAB; payload]);
+    let Load {
+        connections,
+        payload,
+        in_flight,
+        deflate,
+    } = load;
+    let (connections, in_flight) = (*connections, *in_flight);
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let (stream, conn) = open(server.addr).await.expect("connect");
+        let (stream, conn) = open(server.addr, deflate.as_ref()).await.expect("connect");
         tasks.push(tokio::spawn(drive(
             stream,
             conn,
@@ -389,6 +475,7 @@ async fn run_cell(
     let elapsed = started.elapsed();
     let cpu = server.cpu().saturating_sub(cpu_before);
     let mut messages = 0;
+    let mut received = 0;
     let mut latencies = Vec::new();
     for task in tasks {
         let stats = task
@@ -396,6 +483,7 @@ async fn run_cell(
             .expect("a connection task")
             .expect("a healthy connection");
         messages += stats.messages;
+        received += stats.received;
         latencies.extend(stats.latencies_us);
     }
     latencies.sort_unstable();
@@ -411,6 +499,7 @@ async fn run_cell(
         p50_us: pick(50),
         p99_us: pick(99),
         cpu_ns_per_message: cpu.as_nanos() as f64 / messages.max(1) as f64,
+        wire_bytes_per_message: received as f64 / messages.max(1) as f64,
     }
 }
 
@@ -418,17 +507,84 @@ async fn run_cell(
 /// warm it up, then 5,000 more that stay idle.
 async fn idle_memory(name: &str) -> f64 {
     let server = ServerProcess::start(name);
-    let _warm = open(server.addr).await.expect("connect");
+    let deflate = deflate_setting(name);
+    let _warm = open(server.addr, deflate.as_ref()).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss();
     let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
     for _ in 0..IDLE_CONNECTIONS {
-        idle.push(open(server.addr).await.expect("connect"));
+        idle.push(open(server.addr, deflate.as_ref()).await.expect("connect"));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = server.rss();
     drop(idle);
     after.saturating_sub(before) as f64 / IDLE_CONNECTIONS as f64
+}
+
+/// Resident memory per connection that has exchanged one 1 KiB JSON
+/// message each way and then gone idle: with permessage-deflate, what its
+/// compressor and decompressor keep (or release) per setting.
+async fn active_memory(name: &str) -> f64 {
+    let server = ServerProcess::start(name);
+    let deflate = deflate_setting(name);
+    let payload = Bytes::from(json_payload(1024));
+    let _warm = echo_once(server.addr, deflate.as_ref(), &payload).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss();
+    let mut active = Vec::with_capacity(ACTIVE_CONNECTIONS);
+    for _ in 0..ACTIVE_CONNECTIONS {
+        active.push(echo_once(server.addr, deflate.as_ref(), &payload).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = server.rss();
+    drop(active);
+    after.saturating_sub(before) as f64 / ACTIVE_CONNECTIONS as f64
+}
+
+/// Opens a connection, sends `payload` and waits for its echo; hands the
+/// connection back open.
+async fn echo_once(
+    addr: SocketAddr,
+    deflate: Option<&DeflateConfig>,
+    payload: &Bytes,
+) -> (TcpStream, Connection) {
+    let (stream, mut conn) = open(addr, deflate).await.expect("connect");
+    conn.send(Message::Binary(payload.clone())).expect("send");
+    await_echo(stream, conn).await.expect("an echo")
+}
+
+async fn await_echo(
+    stream: TcpStream,
+    mut conn: Connection,
+) -> io::Result<(TcpStream, Connection)> {
+    loop {
+        while conn.transmit_len() > 0 {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = conn.transmit_slices(&mut slices);
+            stream.writable().await?;
+            match stream.try_write_vectored(&slices[..n]) {
+                Ok(written) => conn.advance_transmit(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        stream.readable().await?;
+        match stream.try_read_buf(conn.recv_buf()) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => conn.handle_received(Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Message(_) => return Ok((stream, conn)),
+                Event::Closed(closed) => {
+                    return Err(io::Error::other(format!("closed: {closed:?}")));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn fmt_rate(rate: f64) -> String {
@@ -459,6 +615,8 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let json = args.iter().any(|a| a == "--json");
+    let active_only = args.iter().any(|a| a == "--active-memory");
     let servers: Vec<String> = args
         .iter()
         .position(|a| a == "--servers")
@@ -467,11 +625,12 @@ fn main() {
     let connections_list = list_arg(&args, "--connections", &CONNECTIONS);
     let payloads = list_arg(&args, "--payloads", &PAYLOADS);
     let in_flights = list_arg(&args, "--in-flight", &IN_FLIGHT);
-    let (connections_list, payloads, in_flights) = if args.iter().any(|a| a == "--idle-only") {
-        (Vec::new(), Vec::new(), Vec::new())
-    } else {
-        (connections_list, payloads, in_flights)
-    };
+    let (connections_list, payloads, in_flights) =
+        if args.iter().any(|a| a == "--idle-only") || active_only {
+            (Vec::new(), Vec::new(), Vec::new())
+        } else {
+            (connections_list, payloads, in_flights)
+        };
     let (warmup, measure) = if quick {
         (Duration::from_millis(200), Duration::from_secs(1))
     } else {
@@ -484,14 +643,17 @@ fn main() {
         for &connections in &connections_list {
             for &payload in &payloads {
                 for &in_flight in &in_flights {
-                    let cell = rt.block_on(run_cell(
-                        &server,
+                    let load = Load {
                         connections,
-                        payload,
+                        payload: Bytes::from(if json {
+                            json_payload(payload)
+                        } else {
+                            vec![0xAB; payload]
+                        }),
                         in_flight,
-                        warmup,
-                        measure,
-                    ));
+                        deflate: deflate_setting(name),
+                    };
+                    let cell = rt.block_on(run_cell(&server, &load, warmup, measure));
                     eprintln!(
                         "{name:>18} conns {connections:>3} payload {payload:>5} in-flight {in_flight:>2}: {} msg/s",
                         fmt_rate(cell.messages_per_sec)
@@ -501,12 +663,28 @@ fn main() {
             }
         }
     }
+    if active_only {
+        println!(
+            "\nresident memory per connection after one 1 KiB JSON echo, then idle ({ACTIVE_CONNECTIONS} connections)\n"
+        );
+        println!("| server | bytes per connection |\n|---|---|");
+        for name in &servers {
+            println!("| {name} | {:.0} |", rt.block_on(active_memory(name)));
+        }
+        return;
+    }
     let idle: Vec<(String, f64)> = servers
         .iter()
         .map(|name| (name.clone(), rt.block_on(idle_memory(name))))
         .collect();
 
-    println!("\nmessages/s (p50 / p99 latency, server CPU per message)\n");
+    if json {
+        println!(
+            "\nmessages/s (p50 / p99 latency, server CPU per message, bytes sent per echo), JSON payloads\n"
+        );
+    } else {
+        println!("\nmessages/s (p50 / p99 latency, server CPU per message)\n");
+    }
     print!("| connections | payload | in flight |");
     for name in &servers {
         print!(" {name} |");
@@ -521,8 +699,13 @@ fn main() {
                     if let Some((.., cell)) = table.iter().find(|(n, c, p, f, _)| {
                         n == name && *c == connections && *p == payload && *f == in_flight
                     }) {
+                        let wire = if json {
+                            format!(", {:.0} B", cell.wire_bytes_per_message)
+                        } else {
+                            String::new()
+                        };
                         print!(
-                            " {} ({}/{} µs, {:.1} µs) |",
+                            " {} ({}/{} µs, {:.1} µs{wire}) |",
                             fmt_rate(cell.messages_per_sec),
                             cell.p50_us,
                             cell.p99_us,

@@ -10,9 +10,9 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import http from "node:http";
-import net from "node:net";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { countingRelay, events } from "./relay.mjs";
 
 const failures = [];
 const check = (condition, what) => {
@@ -20,32 +20,9 @@ const check = (condition, what) => {
   if (!condition) failures.push(what);
 };
 
-/** A TCP relay to `targetPort` counting the bytes each way. */
-async function countingRelay(targetPort) {
-  const counts = { up: 0, down: 0 };
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, "127.0.0.1");
-    client.on("data", (data) => { counts.up += data.length; upstream.write(data); });
-    upstream.on("data", (data) => { counts.down += data.length; client.write(data); });
-    client.on("end", () => upstream.end());
-    upstream.on("end", () => client.end());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return { port: server.address().port, counts, close: () => server.close() };
-}
-
-// Runs in the page: echo messages through /deflate, report what happened.
+// Runs in the page (with `events` from relay.mjs added): echo messages
+// through /deflate, report what happened.
 const PAGE = `<!doctype html><meta charset="utf-8"><title>deflate</title><script>
-function events(n) {
-  let out = "";
-  for (let i = 0; out.length < n; i++) {
-    out += '{"seq":' + i + ',"topic":"sensors/' + (i % 13) + '","value":' + ((i * 7) % 1000) + ',"ok":true}';
-  }
-  return out.slice(0, n);
-}
 async function run(url) {
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
@@ -99,11 +76,13 @@ try {
   console.log(`${browser.version()} against ws://127.0.0.1:${relay.port}/deflate`);
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${pages.address().port}/`);
+  // The same test data as the other interop scripts.
+  await page.addScriptTag({ content: events.toString() });
   const report = await page.evaluate((url) => run(url), `ws://127.0.0.1:${relay.port}/deflate`);
   check(report.extensions.startsWith("permessage-deflate"), `chromium negotiated permessage-deflate: ${report.extensions}`);
   report.echoes.forEach((same, i) => check(same, `chromium->rust compressed echo #${i + 1}`));
   check(report.close.code === 1000 && report.close.clean, `clean close: ${JSON.stringify(report.close)}`);
-  const { up, down } = relay.counts;
+  const { up, down } = relay.counts["/deflate"] ?? { up: Infinity, down: Infinity };
   check(up < report.sent / 3, `chromium compressed on the wire: ${up} bytes for ${report.sent}`);
   check(down < report.sent / 3, `rust compressed on the wire: ${down} bytes for ${report.sent}`);
 } finally {

@@ -5,9 +5,9 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import net from "node:net";
 import { createInterface } from "node:readline";
 import WebSocket, { WebSocketServer } from "ws";
+import { countingRelay, events } from "./relay.mjs";
 
 const MIB = 1 << 20;
 const failures = [];
@@ -36,43 +36,6 @@ function open(url, options = {}) {
     if (queue.length) resolve(queue.shift()); else waiters.push(resolve);
   }), 20000, "message");
   return once(ws, "open").then(() => ws);
-}
-
-/** A TCP relay to `targetPort` counting bytes each way, per request path. */
-async function countingRelay(targetPort) {
-  const counts = {};
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, "127.0.0.1");
-    let entry = null;
-    client.on("data", (data) => {
-      if (!entry) {
-        const path = data.toString("latin1").split(" ")[1] ?? "?";
-        entry = counts[path] ??= { up: 0, down: 0 };
-      }
-      entry.up += data.length;
-      upstream.write(data);
-    });
-    upstream.on("data", (data) => {
-      if (entry) entry.down += data.length;
-      client.write(data);
-    });
-    client.on("end", () => upstream.end());
-    upstream.on("end", () => client.end());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return { port: server.address().port, counts, close: () => server.close() };
-}
-
-/** Compressible text like a feed of JSON events. */
-function events(n) {
-  let out = "";
-  for (let i = 0; out.length < n; i++) {
-    out += `{"seq":${i},"topic":"sensors/${i % 13}","value":${(i * 7) % 1000},"ok":true}`;
-  }
-  return out.slice(0, n);
 }
 
 async function compressedClients(base, relay) {

@@ -109,6 +109,23 @@ fn reassemble(events: Vec<Event>) -> Vec<Event> {
     out
 }
 
+/// Sends `items` from one side, drives the pair, and returns what the
+/// other side received (fragments reassembled) and the sender's events.
+fn exchange(pair: &mut Pair, items: &[Item], client_sends: bool) -> (Vec<Event>, Vec<Event>) {
+    if client_sends {
+        send(&mut pair.client, items);
+    } else {
+        send(&mut pair.server, items);
+    }
+    pair.drive();
+    let (received, sender) = if client_sends {
+        (&mut pair.server_events, &mut pair.client_events)
+    } else {
+        (&mut pair.client_events, &mut pair.server_events)
+    };
+    (reassemble(std::mem::take(received)), std::mem::take(sender))
+}
+
 fn config(mut base: Config, streaming: bool) -> Config {
     if streaming {
         base.receive_mode = ReceiveMode::Streaming;
@@ -129,18 +146,7 @@ proptest! {
     ) {
         let mut pair = Pair::new(config(Config::client(), streaming), config(Config::server(), streaming));
         pair.chunks = chunks;
-        if client_sends {
-            send(&mut pair.client, &items);
-        } else {
-            send(&mut pair.server, &items);
-        }
-        pair.drive();
-        let (received, sender_events) = if client_sends {
-            (std::mem::take(&mut pair.server_events), &pair.client_events)
-        } else {
-            (std::mem::take(&mut pair.client_events), &pair.server_events)
-        };
-        let received = reassemble(received);
+        let (received, sender_events) = exchange(&mut pair, &items, client_sends);
         prop_assert_eq!(received, expected(&items));
         // Every ping was answered with a pong (the latest of each batch at
         // least; a batch of pings coalesces).
@@ -181,18 +187,8 @@ proptest! {
             (server_bits, client_bits)
         );
         pair.chunks = chunks;
-        if client_sends {
-            send(&mut pair.client, &items);
-        } else {
-            send(&mut pair.server, &items);
-        }
-        pair.drive();
-        let received = if client_sends {
-            std::mem::take(&mut pair.server_events)
-        } else {
-            std::mem::take(&mut pair.client_events)
-        };
-        prop_assert_eq!(reassemble(received), expected(&items));
+        let (received, _) = exchange(&mut pair, &items, client_sends);
+        prop_assert_eq!(received, expected(&items));
         prop_assert!(pair.client.is_open() && pair.server.is_open());
     }
 
