@@ -62,7 +62,9 @@ cat > "$work/fuzzingserver.json" <<JSON
 {"url": "ws://127.0.0.1:$port", "outdir": "$work/reports/client",
  "cases": $cases, "exclude-cases": [], "exclude-agent-cases": {}}
 JSON
-"$venv/bin/wstest" -m fuzzingserver -s "$work/fuzzingserver.json" > "$work/fuzzingserver.log" 2>&1 &
+# No embedded web server (its fixed port 8080 would clash with a second
+# run, or anything else on this machine).
+"$venv/bin/wstest" -m fuzzingserver --webport 0 -s "$work/fuzzingserver.json" > "$work/fuzzingserver.log" 2>&1 &
 pids+=($!)
 wait_port "$port"
 "$bin/autobahn_client$suffix" "ws://127.0.0.1:$port" "$adapter"
