@@ -244,7 +244,6 @@ async fn close_cleanly(socket: &mut WebSocket) -> Result<()> {
     )
 }
 
-
 /// Echo with permessage-deflate offered: the peer must accept it, and
 /// compressed messages of every shape must come back unchanged.
 async fn compressed_echo(base: &str) -> Result<DeflateParams> {

@@ -36,7 +36,7 @@
 //! context takeover off both ways. tokio-tungstenite 0.30 and
 //! fastwebsockets 0.10 do not implement permessage-deflate. `--json`
 //! replaces the constant payload bytes, which no real traffic resembles,
-//! with JSON-like text.
+//! with JSON-like text: 64 different messages per size, sent in turn.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -81,6 +81,17 @@ fn deflate_setting(name: &str) -> Option<DeflateConfig> {
 /// JSON-like text of `n` bytes, as a feed of events would carry.
 fn json_payload(n: usize) -> Vec<u8> {
     events::events(n).into_bytes()
+}
+
+/// 64 different JSON-like messages of `n` bytes, cut at different places
+/// from one stream of events: a connection sends them in turn, so that
+/// context takeover meets similar messages, not the same one again.
+fn json_payloads(n: usize) -> Arc<[Bytes]> {
+    const STEP: usize = 97;
+    let stream = Bytes::from(json_payload(n + 64 * STEP));
+    (0..64)
+        .map(|k| stream.slice(k * STEP..k * STEP + n))
+        .collect()
 }
 
 #[path = "../../adapter-tests/testees/events.rs"]
@@ -354,13 +365,15 @@ struct ConnStats {
 async fn drive(
     stream: TcpStream,
     mut conn: Connection,
-    payload: Bytes,
+    payloads: Arc<[Bytes]>,
     in_flight: usize,
     phase: Arc<AtomicU8>,
 ) -> io::Result<ConnStats> {
     let mut stats = ConnStats::default();
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
+    let mut next_payload = payloads.iter().cycle();
     for _ in 0..in_flight {
+        let payload = next_payload.next().expect("at least one payload");
         conn.send(Message::Binary(payload.clone())).expect("send");
         sent.push_back(Instant::now());
     }
@@ -408,6 +421,7 @@ async fn drive(
                             .push(u32::try_from(micros).unwrap_or(u32::MAX));
                     }
                     if current != STOP {
+                        let payload = next_payload.next().expect("at least one payload");
                         conn.send(Message::Binary(payload.clone())).expect("send");
                         sent.push_back(Instant::now());
                     }
@@ -436,7 +450,8 @@ struct Cell {
 /// One cell's shape.
 struct Load {
     connections: usize,
-    payload: Bytes,
+    /// Sent in turn.
+    payloads: Arc<[Bytes]>,
     in_flight: usize,
     deflate: Option<DeflateConfig>,
 }
@@ -450,7 +465,7 @@ async fn run_cell(
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let Load {
         connections,
-        payload,
+        payloads,
         in_flight,
         deflate,
     } = load;
@@ -461,7 +476,7 @@ async fn run_cell(
         tasks.push(tokio::spawn(drive(
             stream,
             conn,
-            payload.clone(),
+            payloads.clone(),
             in_flight,
             phase.clone(),
         )));
@@ -645,11 +660,11 @@ fn main() {
                 for &in_flight in &in_flights {
                     let load = Load {
                         connections,
-                        payload: Bytes::from(if json {
-                            json_payload(payload)
+                        payloads: if json {
+                            json_payloads(payload)
                         } else {
-                            vec![0xAB; payload]
-                        }),
+                            Arc::new([Bytes::from(vec![0xAB; payload])])
+                        },
                         in_flight,
                         deflate: deflate_setting(name),
                     };

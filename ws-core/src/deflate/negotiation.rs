@@ -42,6 +42,9 @@ pub const MAX_WINDOW_BITS: u8 = 15;
 /// connection holds about 420 KiB; with `server_no_context_takeover` and
 /// `client_no_context_takeover` an idle one holds nothing, at some cost
 /// in ratio for small messages (each message is compressed on its own).
+/// Measured as resident memory of a ws-tokio server (its echo benchmark,
+/// `--active-memory`), a connection that has compressed a message each way
+/// holds about 350 KB with the defaults and 220 KB with 10-bit windows.
 /// Where many connections stay open, prefer no context takeover, or leave
 /// compression off. Compression is off unless configured on the server
 /// and offered by the client.
