@@ -145,6 +145,10 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     request: &ClientRequest,
     config: &ClientConfig,
 ) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    // One offer decides what is sent and how we compress: the request's
+    // own, else the config's.
+    let mut config = config.clone();
+    config.deflate = request.deflate_config().cloned().or(config.deflate);
     let offered;
     let request = match (&config.deflate, request.deflate_config()) {
         (Some(deflate), None) => {
@@ -155,15 +159,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     };
     let mut response = handshake(&runtime, &mut io, request, &config.handshake).await?;
     let head = std::mem::replace(&mut response.response, http::Response::new(()));
-    // A request that carried its own offer compresses under its settings.
-    let socket = match (&config.deflate, request.deflate_config()) {
-        (None, Some(deflate)) => {
-            let mut config = config.clone();
-            config.deflate = Some(deflate.clone());
-            start(runtime, io, request_parts(request), response, &config)
-        }
-        _ => start(runtime, io, request_parts(request), response, config),
-    };
+    let socket = start(runtime, io, request_parts(request), response, &config);
     Ok((socket, head))
 }
 

@@ -621,21 +621,8 @@ impl Connection {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         let Some(mut incoming) = self.incoming.take() else {
-            // A whole message in one frame.
             let data = self.take_payload(payload);
-            let message = if text {
-                Message::Text(Utf8Bytes::from_validated(data))
-            } else {
-                Message::Binary(data)
-            };
-            return Ok(Some(match self.config.receive_mode {
-                ReceiveMode::Buffered => Event::Message(message),
-                ReceiveMode::Streaming => Event::Fragment(Fragment {
-                    data: message,
-                    is_first: true,
-                    is_last: true,
-                }),
-            }));
+            return Ok(Some(self.single_frame_event(whole_message(text, data))));
         };
         incoming.len += payload.len();
         incoming.fragments += 1;
@@ -644,22 +631,13 @@ impl Connection {
                 incoming.buffer.extend_from_slice(&self.read_buf[payload]);
                 fin.then(|| {
                     let data = std::mem::take(&mut incoming.buffer).freeze();
-                    Event::Message(if text {
-                        Message::Text(Utf8Bytes::from_validated(data))
-                    } else {
-                        Message::Binary(data)
-                    })
+                    Event::Message(whole_message(text, data))
                 })
             }
             ReceiveMode::Streaming => {
                 let data = self.take_payload(payload);
-                let data = if text {
-                    Message::Text(self.text_fragment(data))
-                } else {
-                    Message::Binary(data)
-                };
                 Some(Event::Fragment(Fragment {
-                    data,
+                    data: self.streamed_piece(text, data),
                     is_first: incoming.fragments == 1,
                     is_last: fin,
                 }))
@@ -709,43 +687,20 @@ impl Connection {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             }
         }
-        let message = |data: Bytes| {
-            if text {
-                Message::Text(Utf8Bytes::from_validated(data))
-            } else {
-                Message::Binary(data)
-            }
-        };
         let Some(mut incoming) = incoming else {
-            let data = Bytes::from(out);
-            return Ok(Some(match self.config.receive_mode {
-                ReceiveMode::Buffered => Event::Message(message(data)),
-                ReceiveMode::Streaming => Event::Fragment(Fragment {
-                    data: if text {
-                        Message::Text(self.text_fragment(data))
-                    } else {
-                        Message::Binary(data)
-                    },
-                    is_first: true,
-                    is_last: true,
-                }),
-            }));
+            let message = whole_message(text, Bytes::from(out));
+            return Ok(Some(self.single_frame_event(message)));
         };
         incoming.len = so_far + out.len();
         incoming.fragments += 1;
         let event = if streaming {
-            let data = Bytes::from(out);
             Some(Event::Fragment(Fragment {
-                data: if text {
-                    Message::Text(self.text_fragment(data))
-                } else {
-                    Message::Binary(data)
-                },
+                data: self.streamed_piece(text, Bytes::from(out)),
                 is_first: incoming.fragments == 1,
                 is_last: fin,
             }))
         } else if fin {
-            Some(Event::Message(message(Bytes::from(out))))
+            Some(Event::Message(whole_message(text, Bytes::from(out))))
         } else {
             incoming.inflated = out;
             None
@@ -754,6 +709,27 @@ impl Connection {
             self.incoming = Some(incoming);
         }
         Ok(event)
+    }
+
+    /// The event for a message that came in one frame, in either mode.
+    fn single_frame_event(&self, message: Message) -> Event {
+        match self.config.receive_mode {
+            ReceiveMode::Buffered => Event::Message(message),
+            ReceiveMode::Streaming => Event::Fragment(Fragment {
+                data: message,
+                is_first: true,
+                is_last: true,
+            }),
+        }
+    }
+
+    /// One streamed frame's data: for text, its whole code points.
+    fn streamed_piece(&self, text: bool, data: Bytes) -> Message {
+        if text {
+            Message::Text(self.text_fragment(data))
+        } else {
+            Message::Binary(data)
+        }
     }
 
     /// The whole code points of a streamed text frame: the bytes a previous
@@ -1251,6 +1227,15 @@ impl Connection {
             reason.to_owned(),
             CloseCause::Timeout(timeout),
         );
+    }
+}
+
+/// A message from its validated payload.
+fn whole_message(text: bool, data: Bytes) -> Message {
+    if text {
+        Message::Text(Utf8Bytes::from_validated(data))
+    } else {
+        Message::Binary(data)
     }
 }
 

@@ -536,6 +536,13 @@ fn server_negotiates_deflate_and_answers_in_the_response() {
         let upgrade = serve(&request_with(&lines)).unwrap().unwrap();
         assert_eq!(upgrade.negotiate_deflate(&config), None, "{hostile}");
     }
+    // A line that is not visible ASCII makes the whole header malformed:
+    // declined, even with a good offer on another line.
+    let mut lines = good_lines();
+    lines.push("Sec-WebSocket-Extensions: permessage-deflate; x=\"é\"");
+    lines.push("Sec-WebSocket-Extensions: permessage-deflate");
+    let upgrade = serve(&request_with(&lines)).unwrap().unwrap();
+    assert_eq!(upgrade.negotiate_deflate(&config), None);
     // Thousands of offers in one header: linear, and the first good one wins.
     let offers = (0..2000)
         .map(|i| format!("permessage-deflate; x{i}"))
