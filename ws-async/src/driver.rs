@@ -364,21 +364,28 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// anything happened; when nothing did, a wake-up is registered for
     /// everything it waits on.
     fn pump_io(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = self.take_outbox(cx);
+        let mut progress = self.take_outbox();
         progress |= self.write(cx);
         progress |= self.read(cx);
         progress |= self.timers(cx);
+        if !progress {
+            // Registered only now, before waiting, rather than on every
+            // drain: then a handler's replies during a busy stretch do not
+            // each wake this very task. Draining once more after
+            // registering catches a push that came in between.
+            self.outbox.register_driver(cx);
+            progress = self.take_outbox();
+        }
         if !progress {
             self.maybe_shrink();
         }
         progress
     }
 
-    fn take_outbox(&mut self, cx: &mut Context<'_>) -> bool {
+    fn take_outbox(&mut self) -> bool {
         if !self.conn.is_open() {
             return false;
         }
-        self.outbox.register_driver(cx);
         let conn = &mut self.conn;
         let runtime = &self.runtime;
         let mut taken = false;
@@ -495,7 +502,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             if let Some(closed) = self.closed.take() {
                 return Poll::Ready(Err(closed));
             }
-            self.take_outbox(cx);
+            self.take_outbox();
             match self.conn.poll_event() {
                 Some(Event::Message(message)) => return Poll::Ready(Ok(message)),
                 Some(Event::Closed(closed)) => {
@@ -648,16 +655,33 @@ where
                         shutdown_seen = true;
                         return Poll::Ready(Next::Shutdown);
                     }
-                    let l = listener.get_or_insert_with(|| shutdown.notify.listen());
+                }
+                let next = link.poll_next(cx).map(|next| match next {
+                    Ok(message) => Next::Message(message),
+                    Err(closed) => Next::Closed(closed),
+                });
+                // The shutdown signal only needs a wake-up registered when
+                // the connection is about to wait: not once per message.
+                if next.is_pending()
+                    && let Some(shutdown) = &shutdown
+                {
+                    let l = listener.get_or_insert_with(|| {
+                        let l = shutdown.notify.listen();
+                        // A notification sent before `listen` is not
+                        // delivered to it: look at the flags again.
+                        if shutdown.killed.load(Ordering::Acquire)
+                            || (!shutdown_seen && shutdown.draining.load(Ordering::Acquire))
+                        {
+                            cx.waker().wake_by_ref();
+                        }
+                        l
+                    });
                     if Pin::new(l).poll(cx).is_ready() {
                         listener = None;
                         cx.waker().wake_by_ref();
                     }
                 }
-                link.poll_next(cx).map(|next| match next {
-                    Ok(message) => Next::Message(message),
-                    Err(closed) => Next::Closed(closed),
-                })
+                next
             })
             .await;
             match next {
