@@ -18,6 +18,11 @@ use crate::tcp::TcpTransport;
 pub struct SmolListener {
     tcp: Async<TcpListener>,
     tls: Option<TlsAcceptor>,
+    /// The last accept found the queue empty: wait for readiness before
+    /// trying again. A server run as the future of `Executor::run` is
+    /// polled on every wake-up of the executor, and each needless
+    /// `accept(2)` would also re-arm async-io's one-shot registration.
+    drained: bool,
 }
 
 impl std::fmt::Debug for SmolListener {
@@ -35,6 +40,7 @@ pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<SmolListener> {
     Ok(SmolListener {
         tcp: Async::<TcpListener>::bind(resolve(addr)?)?,
         tls: None,
+        drained: false,
     })
 }
 
@@ -66,6 +72,7 @@ impl SmolListener {
         Ok(Self {
             tcp: Async::new(tcp)?,
             tls: tls.map(TlsAcceptor::from),
+            drained: false,
         })
     }
 }
@@ -79,11 +86,15 @@ impl Listener for SmolListener {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Async<TcpStream>, SocketAddr)>> {
         loop {
+            if self.drained {
+                // Without a new readiness event this registers nothing and
+                // makes no system call.
+                ready!(self.tcp.poll_readable(cx))?;
+                self.drained = false;
+            }
             match self.tcp.get_ref().accept() {
                 Ok((stream, peer)) => return Poll::Ready(Async::new(stream).map(|s| (s, peer))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.tcp.poll_readable(cx))?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
