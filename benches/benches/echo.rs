@@ -2,8 +2,9 @@
 //! driven one after another by the same load client in the same run.
 //!
 //! ```sh
-//! cargo bench -p ws-benches --bench echo                  # full matrix, ~4 min
-//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell
+//! cargo bench -p ws-benches --bench echo                  # full matrix, 3 rounds, ~13 min
+//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell, 1 round
+//! cargo bench -p ws-benches --bench echo -- --rounds 5    # median of 5 runs per cell
 //! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
 //! cargo bench -p ws-benches --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
 //! cargo bench -p ws-benches --bench echo -- --idle-only   # memory per idle connection
@@ -21,6 +22,15 @@
 //! same budget: one async-executor on one thread. The load client uses
 //! ws-core directly over tokio sockets on its own one-worker runtime, so
 //! the two share the machine's two cores evenly.
+//!
+//! `minimal` is no library but a bound: the least work an echo server can
+//! do (see its module). Where even it is not some factor faster than a
+//! peer, no server can be, on this machine with this load client.
+//!
+//! Runs on a shared two-core machine vary by a fifth from one to the next,
+//! so every cell runs once per round, the servers in turn, and the run
+//! with the median rate is reported. After the table, ws-tokio's rate
+//! divided by every other server's.
 //!
 //! For every cell (connections x payload x messages in flight per
 //! connection) it reports echoed messages per second, p50/p99 round-trip
@@ -52,7 +62,13 @@ use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest};
 use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
 
-const SERVERS: [&str; 4] = ["ws-tokio", "ws-smol", "tokio-tungstenite", "fastwebsockets"];
+const SERVERS: [&str; 5] = [
+    "ws-tokio",
+    "ws-smol",
+    "tokio-tungstenite",
+    "fastwebsockets",
+    "minimal",
+];
 const CONNECTIONS: [usize; 3] = [1, 64, 512];
 const PAYLOADS: [usize; 3] = [16, 1024, 64 * 1024];
 const IN_FLIGHT: [usize; 2] = [1, 16];
@@ -191,6 +207,145 @@ mod servers {
     }
 }
 
+/// Not a library: the least work a WebSocket echo server can do, as a
+/// bound on what any server can reach on this machine with this load
+/// client. One read, every complete frame unmasked in place, one vectored
+/// write of the unmasked headers and the payloads; no UTF-8, fragmentation, control-frame or
+/// limit checks, no allocation per message.
+mod minimal {
+    use std::io::IoSlice;
+
+    use bytes::{Buf, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use ws_core::frame::apply_mask;
+    use ws_core::handshake::{Accept, ServerHandshake};
+
+    pub(crate) async fn serve(listener: TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = connection(stream).await;
+            });
+        }
+    }
+
+    async fn connection(mut stream: TcpStream) -> std::io::Result<()> {
+        let mut input = BytesMut::with_capacity(64 * 1024);
+        let mut handshake = ServerHandshake::new(Default::default(), std::time::Instant::now());
+        let upgrade = loop {
+            input.clear();
+            if stream.read_buf(&mut input).await? == 0 {
+                return Ok(());
+            }
+            if let Some(upgrade) = handshake
+                .handle_input(&input)
+                .map_err(std::io::Error::other)?
+            {
+                break upgrade;
+            }
+        };
+        let accepted = upgrade
+            .accept(Accept::new())
+            .map_err(std::io::Error::other)?;
+        stream.write_all(&accepted.to_bytes()).await?;
+        input.clear();
+        let mut frames = Vec::new();
+        loop {
+            let consumed = unmask_frames(&mut input, &mut frames);
+            write_echoes(&mut stream, &input, &frames).await?;
+            frames.clear();
+            input.advance(consumed);
+            input.reserve(256 * 1024);
+            if stream.read_buf(&mut input).await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A frame to echo: its header as sent back (no mask) and where its
+    /// unmasked payload lies in the input.
+    struct Echo {
+        header: [u8; 10],
+        header_len: usize,
+        payload: std::ops::Range<usize>,
+    }
+
+    /// Unmasks every complete frame in `input` in place; returns the bytes
+    /// they take.
+    fn unmask_frames(input: &mut [u8], frames: &mut Vec<Echo>) -> usize {
+        let mut at = 0;
+        loop {
+            let frame = &mut input[at..];
+            if frame.len() < 2 {
+                return at;
+            }
+            let (len, header_len) = match frame[1] & 0x7f {
+                126 if frame.len() >= 4 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+                127 if frame.len() >= 10 => {
+                    let mut bytes = [0; 8];
+                    bytes.copy_from_slice(&frame[2..10]);
+                    (
+                        usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
+                        10,
+                    )
+                }
+                126 | 127 => return at,
+                short => (short as usize, 2),
+            };
+            let total = len.saturating_add(header_len + 4);
+            if frame.len() < total {
+                return at;
+            }
+            let mut header = [0; 10];
+            header[..header_len].copy_from_slice(&frame[..header_len]);
+            header[1] &= 0x7f;
+            let key = [
+                frame[header_len],
+                frame[header_len + 1],
+                frame[header_len + 2],
+                frame[header_len + 3],
+            ];
+            apply_mask(&mut frame[header_len + 4..total], key, 0);
+            frames.push(Echo {
+                header,
+                header_len,
+                payload: at + header_len + 4..at + total,
+            });
+            at += total;
+        }
+    }
+
+    /// Writes every echo with vectored writes, payloads straight from the
+    /// input buffer.
+    async fn write_echoes(
+        stream: &mut TcpStream,
+        input: &[u8],
+        frames: &[Echo],
+    ) -> std::io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = frames
+            .iter()
+            .flat_map(|f| {
+                [
+                    IoSlice::new(&f.header[..f.header_len]),
+                    IoSlice::new(&input[f.payload.clone()]),
+                ]
+            })
+            .collect();
+        let mut pending = &mut slices[..];
+        while !pending.is_empty() {
+            // IOV_MAX is 1024 on Linux.
+            let batch = pending.len().min(1024);
+            let written = stream.write_vectored(&pending[..batch]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut pending, written);
+        }
+        Ok(())
+    }
+}
+
 /// ws-smol on one thread: a single async-executor run by async-io's
 /// `block_on`, which also drives the reactor when the executor is idle,
 /// the counterpart of tokio's one worker.
@@ -225,6 +380,7 @@ fn serve(name: &str) -> io::Result<()> {
             }
             "tokio-tungstenite" => servers::tokio_tungstenite(listener).await,
             "fastwebsockets" => servers::fastwebsockets(listener).await,
+            "minimal" => minimal::serve(listener).await,
             other => panic!("unknown server {other}"),
         }
         Ok(())
@@ -378,6 +534,10 @@ async fn drive(
         sent.push_back(Instant::now());
     }
     loop {
+        // try_read/try_write never yield: without this, a connection whose
+        // echoes always arrive in time (a fast server) would keep the
+        // client's one worker forever and starve the others.
+        tokio::task::consume_budget().await;
         // Write what is queued, then read what has arrived.
         while conn.transmit_len() > 0 {
             let mut slices = [IoSlice::new(&[]); 16];
@@ -470,17 +630,24 @@ async fn run_cell(
         deflate,
     } = load;
     let (connections, in_flight) = (*connections, *in_flight);
-    let mut tasks = Vec::with_capacity(connections);
+    // Every connection is open before any starts sending: handshakes on
+    // this thread would otherwise queue behind busy connection tasks.
+    let mut opened = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let (stream, conn) = open(server.addr, deflate.as_ref()).await.expect("connect");
-        tasks.push(tokio::spawn(drive(
-            stream,
-            conn,
-            payloads.clone(),
-            in_flight,
-            phase.clone(),
-        )));
+        opened.push(open(server.addr, deflate.as_ref()).await.expect("connect"));
     }
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .map(|(stream, conn)| {
+            tokio::spawn(drive(
+                stream,
+                conn,
+                payloads.clone(),
+                in_flight,
+                phase.clone(),
+            ))
+        })
+        .collect();
     tokio::time::sleep(warmup).await;
     let cpu_before = server.cpu();
     phase.store(MEASURE, Ordering::Relaxed);
@@ -651,33 +818,59 @@ fn main() {
     } else {
         (Duration::from_millis(500), Duration::from_secs(2))
     };
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .map(|i| args[i + 1].parse().expect("--rounds N"))
+        .unwrap_or(if quick { 1 } else { 3 });
     let rt = runtime();
-    let mut table: Vec<(String, usize, usize, usize, Cell)> = Vec::new();
-    for name in &servers {
-        let server = ServerProcess::start(name);
+    // Every server stays up for the whole run, idle while another is
+    // measured. Rounds go over the cells and, within a cell, over the
+    // servers in turn, so a slow spell of the machine hits all of them.
+    let processes: Vec<ServerProcess> = servers.iter().map(|n| ServerProcess::start(n)).collect();
+    let mut runs: Vec<(String, usize, usize, usize, Vec<Cell>)> = Vec::new();
+    for round in 1..=rounds {
         for &connections in &connections_list {
             for &payload in &payloads {
                 for &in_flight in &in_flights {
-                    let load = Load {
-                        connections,
-                        payloads: if json {
-                            json_payloads(payload)
-                        } else {
-                            Arc::new([Bytes::from(vec![0xAB; payload])])
-                        },
-                        in_flight,
-                        deflate: deflate_setting(name),
-                    };
-                    let cell = rt.block_on(run_cell(&server, &load, warmup, measure));
-                    eprintln!(
-                        "{name:>18} conns {connections:>3} payload {payload:>5} in-flight {in_flight:>2}: {} msg/s",
-                        fmt_rate(cell.messages_per_sec)
-                    );
-                    table.push((name.clone(), connections, payload, in_flight, cell));
+                    for (name, server) in servers.iter().zip(&processes) {
+                        let load = Load {
+                            connections,
+                            payloads: if json {
+                                json_payloads(payload)
+                            } else {
+                                Arc::new([Bytes::from(vec![0xAB; payload])])
+                            },
+                            in_flight,
+                            deflate: deflate_setting(name),
+                        };
+                        let cell = rt.block_on(run_cell(server, &load, warmup, measure));
+                        eprintln!(
+                            "round {round}/{rounds} {name:>18} conns {connections:>3} payload {payload:>5} in-flight {in_flight:>2}: {} msg/s",
+                            fmt_rate(cell.messages_per_sec)
+                        );
+                        let key = (name.clone(), connections, payload, in_flight);
+                        match runs.iter_mut().find(|(n, c, p, f, _)| {
+                            (n, c, p, f) == (&key.0, &key.1, &key.2, &key.3)
+                        }) {
+                            Some((.., cells)) => cells.push(cell),
+                            None => runs.push((key.0, key.1, key.2, key.3, vec![cell])),
+                        }
+                    }
                 }
             }
         }
     }
+    drop(processes);
+    // The run with the median rate stands for the cell.
+    let table: Vec<(String, usize, usize, usize, Cell)> = runs
+        .into_iter()
+        .map(|(n, c, p, f, mut cells)| {
+            cells.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
+            let median = cells.swap_remove(cells.len() / 2);
+            (n, c, p, f, median)
+        })
+        .collect();
     if active_only {
         println!(
             "\nresident memory per connection after one 1 KiB JSON echo, then idle ({ACTIVE_CONNECTIONS} connections)\n"
@@ -693,12 +886,17 @@ fn main() {
         .map(|name| (name.clone(), rt.block_on(idle_memory(name))))
         .collect();
 
+    let of = if rounds > 1 {
+        format!(", median of {rounds} rounds")
+    } else {
+        String::new()
+    };
     if json {
         println!(
-            "\nmessages/s (p50 / p99 latency, server CPU per message, bytes sent per echo), JSON payloads\n"
+            "\nmessages/s (p50 / p99 latency, server CPU per message, bytes sent per echo), JSON payloads{of}\n"
         );
     } else {
-        println!("\nmessages/s (p50 / p99 latency, server CPU per message)\n");
+        println!("\nmessages/s (p50 / p99 latency, server CPU per message){of}\n");
     }
     print!("| connections | payload | in flight |");
     for name in &servers {
@@ -732,9 +930,54 @@ fn main() {
             }
         }
     }
+    print_ratios(&table, &servers, &connections_list, &payloads, &in_flights);
     println!("\nresident memory per idle connection ({IDLE_CONNECTIONS} connections)\n");
     println!("| server | bytes per connection |\n|---|---|");
     for (name, bytes) in idle {
         println!("| {name} | {:.0} |", bytes);
+    }
+}
+
+/// ws-tokio's rate divided by every other server's, per cell: the form the
+/// targets are stated in.
+fn print_ratios(
+    table: &[(String, usize, usize, usize, Cell)],
+    servers: &[String],
+    connections_list: &[usize],
+    payloads: &[usize],
+    in_flights: &[usize],
+) {
+    let base = "ws-tokio";
+    let others: Vec<&String> = servers.iter().filter(|s| *s != base).collect();
+    if !servers.iter().any(|s| s == base) || others.is_empty() {
+        return;
+    }
+    let rate = |name: &str, c: usize, p: usize, f: usize| {
+        table
+            .iter()
+            .find(|(n, cc, pp, ff, _)| n == name && (*cc, *pp, *ff) == (c, p, f))
+            .map(|(.., cell)| cell.messages_per_sec)
+    };
+    println!("\n{base}'s messages/s divided by each other server's\n");
+    print!("| connections | payload | in flight |");
+    for name in &others {
+        print!(" ÷ {name} |");
+    }
+    println!("\n|---|---|---|{}", "---|".repeat(others.len()));
+    for &c in connections_list {
+        for &p in payloads {
+            for &f in in_flights {
+                print!("| {c} | {p} B | {f} |");
+                for name in &others {
+                    match (rate(base, c, p, f), rate(name, c, p, f)) {
+                        (Some(ours), Some(theirs)) if theirs > 0.0 => {
+                            print!(" {:.2} |", ours / theirs)
+                        }
+                        _ => print!(" - |"),
+                    }
+                }
+                println!();
+            }
+        }
     }
 }
