@@ -2,8 +2,8 @@
 //! driven one after another by the same load client in the same run.
 //!
 //! ```sh
-//! cargo bench -p ws-benches --bench echo                  # full matrix, 3 rounds, ~13 min
-//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell, 1 round
+//! cargo bench -p ws-benches --bench echo                  # full matrix, 3 rounds, ~20 min
+//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell, 1 round, ~4 min
 //! cargo bench -p ws-benches --bench echo -- --rounds 5    # median of 5 runs per cell
 //! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
 //! cargo bench -p ws-benches --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
