@@ -1,9 +1,11 @@
 //! Echo servers on ws-tokio, ws-smol, tokio-tungstenite and fastwebsockets,
-//! driven one after another by the same load client in the same run.
+//! and a minimal bound, driven in turn by the same load client in the same
+//! run.
 //!
 //! ```sh
-//! cargo bench -p ws-benches --bench echo                  # full matrix, 3 rounds, ~20 min
-//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s per cell, 1 round, ~4 min
+//! cargo bench -p ws-benches --bench echo                  # full matrix, 3 rounds of 2 s cells
+//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s cells, 1 round
+//! cargo bench -p ws-benches --bench echo -- --quick --rounds 3   # the README's table, ~10 min
 //! cargo bench -p ws-benches --bench echo -- --rounds 5    # median of 5 runs per cell
 //! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
 //! cargo bench -p ws-benches --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
@@ -48,7 +50,7 @@
 //! replaces the constant payload bytes, which no real traffic resembles,
 //! with JSON-like text: 64 different messages per size, sent in turn.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -210,8 +212,9 @@ mod servers {
 /// Not a library: the least work a WebSocket echo server can do, as a
 /// bound on what any server can reach on this machine with this load
 /// client. One read, every complete frame unmasked in place, one vectored
-/// write of the unmasked headers and the payloads; no UTF-8, fragmentation, control-frame or
-/// limit checks, no allocation per message.
+/// write of the unmasked headers and the payloads; no UTF-8,
+/// fragmentation, control-frame or limit checks, no allocation per
+/// message.
 mod minimal {
     use std::io::IoSlice;
 
@@ -607,6 +610,9 @@ struct Cell {
     wire_bytes_per_message: f64,
 }
 
+/// Server, connections, payload size, messages in flight.
+type CellKey = (String, usize, usize, usize);
+
 /// One cell's shape.
 struct Load {
     connections: usize,
@@ -828,19 +834,20 @@ fn main() {
     // measured. Rounds go over the cells and, within a cell, over the
     // servers in turn, so a slow spell of the machine hits all of them.
     let processes: Vec<ServerProcess> = servers.iter().map(|n| ServerProcess::start(n)).collect();
-    let mut runs: Vec<(String, usize, usize, usize, Vec<Cell>)> = Vec::new();
+    let mut runs: BTreeMap<CellKey, Vec<Cell>> = BTreeMap::new();
     for round in 1..=rounds {
         for &connections in &connections_list {
             for &payload in &payloads {
+                let sent: Arc<[Bytes]> = if json {
+                    json_payloads(payload)
+                } else {
+                    Arc::new([Bytes::from(vec![0xAB; payload])])
+                };
                 for &in_flight in &in_flights {
                     for (name, server) in servers.iter().zip(&processes) {
                         let load = Load {
                             connections,
-                            payloads: if json {
-                                json_payloads(payload)
-                            } else {
-                                Arc::new([Bytes::from(vec![0xAB; payload])])
-                            },
+                            payloads: sent.clone(),
                             in_flight,
                             deflate: deflate_setting(name),
                         };
@@ -849,13 +856,9 @@ fn main() {
                             "round {round}/{rounds} {name:>18} conns {connections:>3} payload {payload:>5} in-flight {in_flight:>2}: {} msg/s",
                             fmt_rate(cell.messages_per_sec)
                         );
-                        let key = (name.clone(), connections, payload, in_flight);
-                        match runs.iter_mut().find(|(n, c, p, f, _)| {
-                            (n, c, p, f) == (&key.0, &key.1, &key.2, &key.3)
-                        }) {
-                            Some((.., cells)) => cells.push(cell),
-                            None => runs.push((key.0, key.1, key.2, key.3, vec![cell])),
-                        }
+                        runs.entry((name.clone(), connections, payload, in_flight))
+                            .or_default()
+                            .push(cell);
                     }
                 }
             }
@@ -863,12 +866,11 @@ fn main() {
     }
     drop(processes);
     // The run with the median rate stands for the cell.
-    let table: Vec<(String, usize, usize, usize, Cell)> = runs
+    let table: BTreeMap<CellKey, Cell> = runs
         .into_iter()
-        .map(|(n, c, p, f, mut cells)| {
+        .map(|(key, mut cells)| {
             cells.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
-            let median = cells.swap_remove(cells.len() / 2);
-            (n, c, p, f, median)
+            (key, cells.swap_remove(cells.len() / 2))
         })
         .collect();
     if active_only {
@@ -909,9 +911,8 @@ fn main() {
             for &in_flight in &in_flights {
                 print!("| {connections} | {payload} B | {in_flight} |");
                 for name in &servers {
-                    if let Some((.., cell)) = table.iter().find(|(n, c, p, f, _)| {
-                        n == name && *c == connections && *p == payload && *f == in_flight
-                    }) {
+                    if let Some(cell) = table.get(&(name.clone(), connections, payload, in_flight))
+                    {
                         let wire = if json {
                             format!(", {:.0} B", cell.wire_bytes_per_message)
                         } else {
@@ -941,7 +942,7 @@ fn main() {
 /// ws-tokio's rate divided by every other server's, per cell: the form the
 /// targets are stated in.
 fn print_ratios(
-    table: &[(String, usize, usize, usize, Cell)],
+    table: &BTreeMap<CellKey, Cell>,
     servers: &[String],
     connections_list: &[usize],
     payloads: &[usize],
@@ -954,9 +955,8 @@ fn print_ratios(
     }
     let rate = |name: &str, c: usize, p: usize, f: usize| {
         table
-            .iter()
-            .find(|(n, cc, pp, ff, _)| n == name && (*cc, *pp, *ff) == (c, p, f))
-            .map(|(.., cell)| cell.messages_per_sec)
+            .get(&(name.to_owned(), c, p, f))
+            .map(|cell| cell.messages_per_sec)
     };
     println!("\n{base}'s messages/s divided by each other server's\n");
     print!("| connections | payload | in flight |");
