@@ -27,6 +27,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::config::deadline_after;
 use crate::message::Message;
 
 /// Timing and bounds of acknowledged delivery.
@@ -112,8 +113,8 @@ impl AckSender {
         }
         let entry = InFlight {
             message,
-            expires: now + self.config.expire_after,
-            next_resend: now + self.config.resend_after,
+            expires: deadline_after(now, self.config.expire_after),
+            next_resend: deadline_after(now, self.config.resend_after),
         };
         self.deadlines
             .insert((entry.next_resend.min(entry.expires), id.clone()));
@@ -159,7 +160,7 @@ impl AckSender {
                 continue;
             }
             self.resend.push_back(entry.message.clone());
-            entry.next_resend = now + self.config.resend_after;
+            entry.next_resend = deadline_after(now, self.config.resend_after);
             let next = entry.next_resend.min(entry.expires);
             self.deadlines.insert((next, id));
         }

@@ -5,10 +5,23 @@
 //! MiB for clients, which usually trust their server). Every other default is
 //! shared and stated on its field.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
+
+/// The instant `after` past `now`, saturating: a duration too large for
+/// `Instant` (such as `Duration::MAX`, the way to say "never") gives an
+/// instant decades away instead of a panic.
+pub fn deadline_after(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after).unwrap_or_else(|| {
+        // The largest of these that the platform's `Instant` can hold.
+        [1 << 40, 1 << 32, 1 << 24]
+            .into_iter()
+            .find_map(|secs| now.checked_add(Duration::from_secs(secs)))
+            .unwrap_or(now)
+    })
+}
 
 /// What happens when a send would overflow `max_outgoing_buffer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,5 +194,21 @@ impl Default for HandshakeLimits {
             max_headers: 100,
             timeout: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let never = deadline_after(now, Duration::MAX);
+        assert!(never > now + Duration::from_secs(1 << 23));
     }
 }

@@ -403,10 +403,10 @@ impl<K: Hash + Eq + Clone> ConnectionRateLimiter<K> {
             }
             return Admission::Allow;
         }
-        state.strikes += 1;
+        state.strikes = state.strikes.saturating_add(1);
         if state.strikes >= rate.block_after {
             state.strikes = 0;
-            state.blocked_until = Some(now + rate.block_for);
+            state.blocked_until = Some(crate::config::deadline_after(now, rate.block_for));
             return Admission::Blocked {
                 retry_after: rate.block_for,
             };

@@ -2,6 +2,7 @@
 
 mod outgoing;
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -115,9 +116,10 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// We sent a close frame and wait for the peer's until `deadline`.
+    /// We sent a close frame and wait for the peer's until `deadline`
+    /// (`None`: a `close_timeout` too large to add means forever).
     CloseSent {
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     Closed,
 }
@@ -153,6 +155,34 @@ struct FrameText {
     carried_len: usize,
 }
 
+/// What decoding yields besides events: the peer's close frame, or a
+/// violation of the protocol or a limit. Acted on at once by
+/// [`Connection::poll_event`]; held by [`Connection::poll_control_event`].
+#[derive(Debug)]
+enum End {
+    Close(Option<CloseFrame>),
+    Violation(ProtocolError),
+}
+
+/// One result of decoding.
+#[derive(Debug)]
+enum Decoded {
+    Event(Event),
+    End(End),
+}
+
+/// Input decoded ahead of the application, in arrival order.
+#[derive(Debug, Default)]
+struct Ahead {
+    /// Messages (or fragments) waiting for [`Connection::poll_event`].
+    events: VecDeque<Event>,
+    /// Their payload bytes.
+    bytes: usize,
+    /// A close or violation found behind them, while the connection was
+    /// open: acted on once `events` are delivered, or at `deadline`.
+    end: Option<(End, Option<Instant>)>,
+}
+
 /// A WebSocket connection after the opening handshake, as a state machine.
 ///
 /// It performs no IO, reads no clock and draws no randomness of its own:
@@ -165,11 +195,17 @@ struct FrameText {
 /// 1. Received bytes go in with [`handle_read`](Self::handle_read), or by
 ///    appending to [`recv_buf`](Self::recv_buf) and calling
 ///    [`handle_received`](Self::handle_received). If the transport reaches
-///    end of stream, call [`handle_transport_closed`](Self::handle_transport_closed).
+///    end of stream, call [`handle_transport_closed`](Self::handle_transport_closed):
+///    whatever arrived before it is still decoded and delivered, so the
+///    order of end of stream and decoding does not matter.
 /// 2. Call [`poll_event`](Self::poll_event) until it returns `None`. Frames
 ///    are decoded lazily here, so one read that carried many frames yields
 ///    all of them in this loop, and automatic replies (pong, close) are
-///    queued as they are seen.
+///    queued as they are seen. While the application is busy with a
+///    message and not ready for the next, call
+///    [`poll_control_event`](Self::poll_control_event) instead: it decodes
+///    ahead, answering pings and reporting pongs, and keeps the messages it
+///    passes for `poll_event`.
 /// 3. Send with [`send`](Self::send) and friends; they queue bytes.
 /// 4. Write out everything from [`transmit_slices`](Self::transmit_slices)
 ///    (then [`advance_transmit`](Self::advance_transmit)) or
@@ -190,6 +226,13 @@ pub struct Connection {
     state: State,
     closed_event: Option<Closed>,
     now: Instant,
+    /// What [`poll_control_event`](Self::poll_control_event) decoded ahead
+    /// of the application. Boxed and only while it holds something: most
+    /// connections never decode ahead.
+    ahead: Option<Box<Ahead>>,
+    /// The transport reached end of stream: what is buffered is still
+    /// decoded and delivered, then the connection closes (1006).
+    eof: bool,
 
     read_buf: BytesMut,
     /// Size of the allocation `read_buf` was last given; payloads much
@@ -215,7 +258,8 @@ pub struct Connection {
     /// should not carry in every connection.
     mask_rng: Option<Box<ChaCha20Rng>>,
 
-    last_frame_at: Instant,
+    /// When bytes last arrived: the peer is alive.
+    last_input_at: Instant,
     ping_sent_at: Option<Instant>,
     keepalive_pings: u64,
     ping_window: (Instant, u32),
@@ -252,6 +296,8 @@ impl Connection {
             state: State::Open,
             closed_event: None,
             now,
+            ahead: None,
+            eof: false,
             read_buf: BytesMut::new(),
             read_alloc: 0,
             decoder: FrameDecoder::new(rules),
@@ -265,7 +311,7 @@ impl Connection {
             sending_compressed: false,
             deflate: None,
             mask_rng,
-            last_frame_at: now,
+            last_input_at: now,
             ping_sent_at: None,
             keepalive_pings: 0,
             ping_window: (now, 0),
@@ -321,12 +367,17 @@ impl Connection {
     // ---- input ---------------------------------------------------------
 
     /// Appends received bytes. Decoding happens in
-    /// [`poll_event`](Self::poll_event). Bytes arriving after the connection
-    /// closed are discarded.
+    /// [`poll_event`](Self::poll_event). Any bytes count as a sign of life
+    /// for the keepalive and idle timers, whether or not they are decoded
+    /// yet. Bytes arriving after the connection closed, or after the peer's
+    /// close frame, are discarded.
     pub fn handle_read(&mut self, data: &[u8], now: Instant) {
         self.advance_clock(now);
-        if self.state == State::Closed {
+        if self.input_ended() {
             return;
+        }
+        if !data.is_empty() {
+            self.saw_input();
         }
         self.reserve_read(data.len());
         self.decoder.append(&mut self.read_buf, data);
@@ -349,25 +400,42 @@ impl Connection {
         &mut self.read_buf
     }
 
-    /// Records the time of bytes appended to [`recv_buf`](Self::recv_buf).
+    /// Records bytes appended to [`recv_buf`](Self::recv_buf) at `now`: a
+    /// sign of life, as in [`handle_read`](Self::handle_read).
     pub fn handle_received(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.state == State::Closed {
+        if self.input_ended() {
             self.discard_input();
+        } else {
+            self.saw_input();
         }
     }
 
-    /// The transport reached end of stream or failed. Closes the connection
-    /// (reported as 1006) unless the close handshake already completed.
+    /// The transport reached end of stream or failed. Input already
+    /// received is still decoded and delivered by
+    /// [`poll_event`](Self::poll_event), a close frame in it completing the
+    /// close handshake; then the connection closes, reported as 1006 unless
+    /// the close handshake completed. Timers stop: nothing more can arrive.
     pub fn handle_transport_closed(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.state != State::Closed {
-            self.finish(
-                CloseCode::ABNORMAL,
-                String::new(),
-                CloseCause::TransportClosed,
-            );
-        }
+        self.eof = true;
+    }
+
+    /// Whether input is no longer wanted: the connection closed, or the
+    /// peer's close frame (or a violation) was found ahead.
+    fn input_ended(&self) -> bool {
+        self.state == State::Closed || self.eof || self.ahead_end().is_some()
+    }
+
+    fn saw_input(&mut self) {
+        self.last_input_at = self.now;
+        // Bytes after a keepalive ping prove the peer alive as a pong
+        // would: a peer busy sending a large message need not answer first.
+        self.ping_sent_at = None;
+    }
+
+    fn ahead_end(&self) -> Option<&(End, Option<Instant>)> {
+        self.ahead.as_ref().and_then(|ahead| ahead.end.as_ref())
     }
 
     /// Drops undecoded input, and the decoder's state with it.
@@ -421,49 +489,113 @@ impl Connection {
     /// Input is decoded only as far as the event returned, so an adapter
     /// that reacts to each message before asking for the next keeps its
     /// replies in order with whatever the peer sent next (including a
-    /// protocol error, which closes the connection).
+    /// protocol error, which closes the connection). Events decoded ahead
+    /// by [`poll_control_event`](Self::poll_control_event) come first, in
+    /// the order they arrived, and [`Event::Closed`] always comes last.
     #[must_use = "events carry messages and the connection's end"]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.next_event(false)
-    }
-
-    /// Like [`poll_event`](Self::poll_event), but decodes only control
-    /// frames (ping, pong, close) at the front of the input and stops at
-    /// the first data frame. Lets an adapter answer pings and notice a close
-    /// while the application is still busy with the previous message,
-    /// without taking in further messages.
-    #[must_use = "events carry messages and the connection's end"]
-    pub fn poll_control_event(&mut self) -> Option<Event> {
-        self.next_event(true)
-    }
-
-    /// Bytes received but not yet decoded. An adapter that pauses decoding
-    /// should stop reading once this passes its bound.
-    pub fn buffered_input(&self) -> usize {
-        self.decoder.undecoded(&self.read_buf)
-    }
-
-    fn next_frame_is_control(&self) -> bool {
-        self.decoder
-            .next_opcode(&self.read_buf)
-            .and_then(OpCode::from_u8)
-            .is_some_and(OpCode::is_control)
-    }
-
-    fn next_event(&mut self, control_only: bool) -> Option<Event> {
-        if let Some(closed) = self.closed_event.take() {
-            return Some(Event::Closed(closed));
+        if let Some(ahead) = &mut self.ahead {
+            if let Some(event) = ahead.events.pop_front() {
+                ahead.bytes -= held_len(&event);
+                return Some(event);
+            }
+            // Everything before the peer's close (or violation) is
+            // delivered, and the application has asked for more: its
+            // replies are queued, so the close can follow them.
+            let end = ahead.end.take();
+            self.ahead = None;
+            if let Some((end, _)) = end {
+                self.end(end);
+            }
         }
-        while self.state != State::Closed {
-            if control_only && !self.next_frame_is_control() {
+        loop {
+            if let Some(closed) = self.closed_event.take() {
+                return Some(Event::Closed(closed));
+            }
+            if self.state == State::Closed {
                 return None;
             }
+            match self.decode() {
+                Some(Decoded::Event(event)) => return Some(event),
+                Some(Decoded::End(end)) => self.end(end),
+                None if self.eof => self.finish(
+                    CloseCode::ABNORMAL,
+                    String::new(),
+                    CloseCause::TransportClosed,
+                ),
+                None => return None,
+            }
+        }
+    }
+
+    /// While the application is still busy with the previous message:
+    /// decodes ahead, answering pings at once and returning [`Event::Ping`]
+    /// and [`Event::Pong`], and keeps the messages it passes (in order) for
+    /// [`poll_event`](Self::poll_event). Call until `None` after every input
+    /// while the application is busy.
+    ///
+    /// A close frame or a protocol violation found ahead is not acted on at
+    /// once, as that would send our close frame before the application's
+    /// replies to the messages in front of it: it takes effect when
+    /// `poll_event` reaches it, or `close_timeout` after it was found
+    /// (through [`handle_timeout`](Self::handle_timeout)), whichever comes
+    /// first. Nothing after it is decoded. Either way every message in
+    /// front of it is delivered.
+    ///
+    /// Memory: the messages kept count in
+    /// [`buffered_input`](Self::buffered_input); an adapter bounds them by
+    /// not reading past its limit.
+    #[must_use = "events carry pings and pongs"]
+    pub fn poll_control_event(&mut self) -> Option<Event> {
+        while !self.input_ended() {
+            let end = match self.decode()? {
+                Decoded::Event(event @ (Event::Ping(_) | Event::Pong(_))) => return Some(event),
+                Decoded::Event(event) => {
+                    let ahead = self.ahead.get_or_insert_with(Box::default);
+                    ahead.bytes += held_len(&event);
+                    ahead.events.push_back(event);
+                    continue;
+                }
+                Decoded::End(end) => end,
+            };
+            if self.state != State::Open {
+                // Our close frame went out already: nothing we send can be
+                // overtaken, so the close takes effect now. The events in
+                // front of it still come first.
+                self.end(end);
+                return None;
+            }
+            let deadline = self.now.checked_add(self.config.close_timeout);
+            self.ahead.get_or_insert_with(Box::default).end = Some((end, deadline));
+            // Nothing after a close frame or a violation is read.
+            self.discard_input();
+        }
+        None
+    }
+
+    /// Bytes received and not yet delivered: undecoded input and messages
+    /// decoded ahead. An adapter that pauses delivery should stop reading
+    /// once this passes its bound.
+    pub fn buffered_input(&self) -> usize {
+        let ahead = self.ahead.as_ref().map_or(0, |ahead| ahead.bytes);
+        self.decoder.undecoded(&self.read_buf) + ahead
+    }
+
+    /// Acts on the peer's close frame or a violation.
+    fn end(&mut self, end: End) {
+        match end {
+            End::Close(frame) => self.on_close(frame),
+            End::Violation(error) => self.fail(error),
+        }
+    }
+
+    /// Decodes until an event, the peer's close frame or a violation;
+    /// `None` when more input is needed.
+    fn decode(&mut self) -> Option<Decoded> {
+        loop {
             let step = match self.decoder.step(&mut self.read_buf) {
                 Ok(step) => step,
-                Err(error) => {
-                    self.fail(error);
-                    break;
-                }
+                Err(error) => return Some(Decoded::End(End::Violation(error))),
             };
             let result = match step {
                 Step::NeedMore => return None,
@@ -478,12 +610,11 @@ impl Connection {
                     .and_then(|()| self.on_frame(header, payload)),
             };
             match result {
-                Ok(Some(event)) => return Some(event),
+                Ok(Some(decoded)) => return Some(decoded),
                 Ok(None) => {}
-                Err(error) => self.fail(error),
+                Err(error) => return Some(Decoded::End(End::Violation(error))),
             }
         }
-        self.closed_event.take().map(Event::Closed)
     }
 
     fn on_header(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
@@ -569,27 +700,24 @@ impl Connection {
         &mut self,
         header: FrameHeader,
         payload: Range<usize>,
-    ) -> Result<Option<Event>, ProtocolError> {
-        self.last_frame_at = self.now;
-        self.ping_sent_at = None;
-        match header.opcode {
+    ) -> Result<Option<Decoded>, ProtocolError> {
+        let event = match header.opcode {
             OpCode::Ping => {
                 self.check_ping_rate()?;
                 let payload = Bytes::copy_from_slice(&self.read_buf[payload]);
                 self.answer_ping(payload.clone());
-                Ok(Some(Event::Ping(payload)))
+                Event::Ping(payload)
             }
-            OpCode::Pong => Ok(Some(Event::Pong(Bytes::copy_from_slice(
-                &self.read_buf[payload],
-            )))),
+            OpCode::Pong => Event::Pong(Bytes::copy_from_slice(&self.read_buf[payload])),
             OpCode::Close => {
                 let frame = CloseFrame::parse(&self.read_buf[payload])?;
-                Ok(Some(self.on_close(frame)))
+                return Ok(Some(Decoded::End(End::Close(frame))));
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                self.on_data(header.fin, payload)
+                return Ok(self.on_data(header.fin, payload)?.map(Decoded::Event));
             }
-        }
+        };
+        Ok(Some(Decoded::Event(event)))
     }
 
     fn check_ping_rate(&mut self) -> Result<(), ProtocolError> {
@@ -601,7 +729,7 @@ impl Connection {
             *start = self.now;
             *count = 0;
         }
-        *count += 1;
+        *count = count.saturating_add(1);
         if *count > limit {
             return Err(ProtocolError::PingFlood);
         }
@@ -763,7 +891,7 @@ impl Connection {
         }
     }
 
-    fn on_close(&mut self, frame: Option<CloseFrame>) -> Event {
+    fn on_close(&mut self, frame: Option<CloseFrame>) {
         let (code, reason) = match frame {
             Some(CloseFrame { code, reason }) => (code, reason),
             None => (CloseCode::NO_STATUS, String::new()),
@@ -777,13 +905,7 @@ impl Connection {
             }
             State::CloseSent { .. } | State::Closed => Side::Local,
         };
-        self.state = State::Closed;
-        self.discard_input();
-        Event::Closed(Closed {
-            code,
-            reason,
-            cause: CloseCause::Handshake { initiated_by },
-        })
+        self.finish(code, reason, CloseCause::Handshake { initiated_by });
     }
 
     /// Fails the connection: sends a close frame with the error's code
@@ -939,7 +1061,7 @@ impl Connection {
         self.advance_clock(now);
         self.push_close(Some(frame.code), &frame.reason);
         self.state = State::CloseSent {
-            deadline: self.now + self.config.close_timeout,
+            deadline: self.now.checked_add(self.config.close_timeout),
         };
         Ok(())
     }
@@ -1132,40 +1254,68 @@ impl Connection {
     // ---- timers --------------------------------------------------------
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout)
-    /// has work to do, or `None` when no timer is armed.
+    /// has work to do, or `None` when no timer is armed. A duration too
+    /// large to add to an `Instant` (such as `Duration::MAX`) means never.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some((_, deadline)) = self.ahead_end() {
+            // The peer is closing (or broke the protocol): the only timer
+            // left is the one that acts on it.
+            return *deadline;
+        }
+        if self.eof {
+            // Nothing more can arrive, so no timer has anything to wait for.
+            return None;
+        }
         match self.state {
             State::Closed => None,
-            State::CloseSent { deadline } => Some(deadline),
+            State::CloseSent { deadline } => deadline,
             State::Open => {
-                let keepalive = self
+                let keepalive =
+                    self.config
+                        .ping_interval
+                        .and_then(|interval| match self.ping_sent_at {
+                            Some(sent) => sent.checked_add(self.config.pong_timeout),
+                            None => self.last_input_at.checked_add(interval),
+                        });
+                let idle = self
                     .config
-                    .ping_interval
-                    .map(|interval| match self.ping_sent_at {
-                        Some(sent) => sent + self.config.pong_timeout,
-                        None => self.last_frame_at + interval,
-                    });
-                let idle = self.config.idle_timeout.map(|t| self.last_frame_at + t);
+                    .idle_timeout
+                    .and_then(|t| self.last_input_at.checked_add(t));
                 let fragment = self
                     .incoming
                     .as_ref()
                     .zip(self.config.fragment_timeout)
-                    .map(|(incoming, t)| incoming.started + t);
+                    .and_then(|(incoming, t)| incoming.started.checked_add(t));
                 [keepalive, idle, fragment].into_iter().flatten().min()
             }
         }
     }
 
-    /// Runs the timers that are due at `now`: close deadline, fragment
-    /// deadline, pong deadline, idle timeout, keepalive ping. Then call
+    /// Runs the timers that are due at `now`: a close or violation found
+    /// ahead whose time is up, close deadline, fragment deadline, pong
+    /// deadline, idle timeout, keepalive ping. Then call
     /// [`poll_event`](Self::poll_event) and transmit.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
         let now = self.now;
+        if let Some((_, deadline)) = self.ahead_end() {
+            if deadline.is_some_and(|deadline| now >= deadline) {
+                let end = self.ahead.as_mut().and_then(|ahead| ahead.end.take());
+                if let Some((end, _)) = end {
+                    self.end(end);
+                }
+            }
+            return;
+        }
+        if self.eof {
+            return;
+        }
+        let due =
+            |since: Instant, after: Duration| since.checked_add(after).is_some_and(|at| now >= at);
         match self.state {
             State::Closed => {}
             State::CloseSent { deadline } => {
-                if now >= deadline {
+                if deadline.is_some_and(|deadline| now >= deadline) {
                     self.finish(
                         CloseCode::ABNORMAL,
                         String::new(),
@@ -1178,13 +1328,13 @@ impl Connection {
                     .incoming
                     .as_ref()
                     .zip(self.config.fragment_timeout)
-                    .is_some_and(|(incoming, t)| now >= incoming.started + t);
+                    .is_some_and(|(incoming, t)| due(incoming.started, t));
                 if fragment_expired {
                     self.fail(ProtocolError::FragmentTimeout);
                     return;
                 }
                 if let Some(sent) = self.ping_sent_at {
-                    if now >= sent + self.config.pong_timeout {
+                    if due(sent, self.config.pong_timeout) {
                         self.abort(
                             Timeout::KeepAlive,
                             CloseCode::INTERNAL_ERROR,
@@ -1194,13 +1344,13 @@ impl Connection {
                     }
                 }
                 if let Some(idle) = self.config.idle_timeout {
-                    if now >= self.last_frame_at + idle {
+                    if due(self.last_input_at, idle) {
                         self.abort(Timeout::Idle, CloseCode::GOING_AWAY, "idle timeout");
                         return;
                     }
                 }
                 if let Some(interval) = self.config.ping_interval {
-                    if self.ping_sent_at.is_none() && now >= self.last_frame_at + interval {
+                    if self.ping_sent_at.is_none() && due(self.last_input_at, interval) {
                         self.keepalive_pings += 1;
                         let payload = self.keepalive_pings.to_be_bytes();
                         self.flush_pending_pong();
@@ -1227,6 +1377,16 @@ impl Connection {
             reason.to_owned(),
             CloseCause::Timeout(timeout),
         );
+    }
+}
+
+/// The payload size of an event held for later delivery.
+fn held_len(event: &Event) -> usize {
+    match event {
+        Event::Message(message) => message.len(),
+        Event::Fragment(fragment) => fragment.data.len(),
+        Event::Ping(payload) | Event::Pong(payload) => payload.len(),
+        Event::Closed(_) => 0,
     }
 }
 

@@ -771,31 +771,282 @@ fn pings_are_answered_and_floods_are_bounded() {
 }
 
 #[test]
-fn control_events_stop_at_the_first_data_frame() {
+fn control_events_decode_ahead_and_keep_messages_in_order() {
     let mut conn = server();
     let mut wire = masked(OpCode::Ping, true, b"1");
     wire.extend(masked(OpCode::Text, true, b"msg"));
     wire.extend(masked(OpCode::Ping, true, b"2"));
+    wire.extend(masked(OpCode::Binary, false, &[1]));
+    wire.extend(masked(OpCode::Pong, true, b"3"));
+    wire.extend(masked(OpCode::Continuation, true, &[2]));
     conn.handle_read(&wire, Instant::now());
     assert_eq!(
         conn.poll_control_event(),
         Some(Event::Ping(Bytes::from_static(b"1")))
     );
-    assert_eq!(conn.poll_control_event(), None, "a data frame is next");
-    assert!(conn.buffered_input() > 0);
     assert_eq!(
-        conn.poll_event(),
-        Some(Event::Message(Message::text("msg")))
+        conn.poll_control_event(),
+        Some(Event::Ping(Bytes::from_static(b"2"))),
+        "a ping behind a message is answered while the application is busy"
     );
     assert_eq!(
         conn.poll_control_event(),
-        Some(Event::Ping(Bytes::from_static(b"2")))
+        Some(Event::Pong(Bytes::from_static(b"3")))
+    );
+    assert_eq!(conn.poll_control_event(), None);
+    assert_eq!(conn.buffered_input(), 5, "held messages count as buffered");
+    assert_eq!(
+        sent(&mut conn),
+        vec![
+            (OpCode::Pong, true, Bytes::from_static(b"1")),
+            (OpCode::Pong, true, Bytes::from_static(b"2")),
+        ]
+    );
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            Event::Message(Message::text("msg")),
+            Event::Message(Message::binary(vec![1, 2])),
+        ]
     );
     assert_eq!(conn.buffered_input(), 0);
-    // A reserved opcode is not a control frame: it waits for poll_event.
+    // A reserved opcode found ahead closes once the application gets to it.
     conn.handle_read(&[0x83, 0x80], Instant::now());
     assert_eq!(conn.poll_control_event(), None);
+    assert!(conn.is_open());
     assert!(matches!(conn.poll_event(), Some(Event::Closed(_))));
+}
+
+// Issue: frames that arrived are delivered and a close that arrived counts,
+// whatever order end of stream and decoding happen in.
+#[test]
+fn end_of_stream_before_decoding_loses_nothing() {
+    let now = Instant::now();
+    let mut close = vec![0x03, 0xE8];
+    close.extend_from_slice(b"bye");
+    let mut wire = unmasked(OpCode::Text, true, b"one");
+    wire.extend(unmasked(OpCode::Text, true, b"two"));
+    wire.extend(unmasked(OpCode::Close, true, &close));
+
+    // The peer's close behind two messages, then end of stream.
+    let mut conn = Connection::client(Config::client(), now, [1; 32]);
+    conn.handle_read(&wire, now);
+    conn.handle_transport_closed(now);
+    let got = events(&mut conn);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], Event::Message(Message::text("one")));
+    assert_eq!(got[1], Event::Message(Message::text("two")));
+    assert_eq!(
+        closed_by(&got),
+        &Closed {
+            code: CloseCode::NORMAL,
+            reason: "bye".into(),
+            cause: CloseCause::Handshake {
+                initiated_by: Side::Remote
+            },
+        }
+    );
+
+    // Our close answered behind the peer's last messages: a completed
+    // handshake, not 1006.
+    let mut conn = Connection::client(Config::client(), now, [1; 32]);
+    conn.close(CloseCode::NORMAL, "bye", now).unwrap();
+    conn.handle_read(&wire, now);
+    conn.handle_transport_closed(now);
+    assert_eq!(conn.poll_timeout(), None, "no timer after end of stream");
+    let got = events(&mut conn);
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        closed_by(&got).cause,
+        CloseCause::Handshake {
+            initiated_by: Side::Local
+        }
+    );
+
+    // No close at all, and half a frame at the end: the whole messages,
+    // then 1006.
+    let mut conn = server();
+    let mut wire = masked(OpCode::Text, true, b"a");
+    wire.extend(masked(OpCode::Text, true, b"b"));
+    wire.extend(&masked(OpCode::Text, true, b"cut short")[..5]);
+    conn.handle_read(&wire, now);
+    conn.handle_transport_closed(now);
+    let got = events(&mut conn);
+    assert_eq!(
+        got[..2],
+        [
+            Event::Message(Message::text("a")),
+            Event::Message(Message::text("b"))
+        ]
+    );
+    assert_eq!(closed_by(&got).cause, CloseCause::TransportClosed);
+    assert_eq!(closed_by(&got).code, CloseCode::ABNORMAL);
+
+    // The same when the end comes while the application is busy and the
+    // messages were decoded ahead.
+    let mut conn = server();
+    conn.handle_read(&wire, now);
+    assert_eq!(conn.poll_control_event(), None);
+    conn.handle_transport_closed(now);
+    assert_eq!(conn.poll_control_event(), None);
+    let got = events(&mut conn);
+    assert_eq!(got.len(), 3);
+    assert_eq!(closed_by(&got).cause, CloseCause::TransportClosed);
+}
+
+// A close behind messages the application has not taken yet is seen while
+// it is busy, but answered only after its replies to those messages.
+#[test]
+fn a_close_found_ahead_follows_the_replies_to_the_messages_before_it() {
+    let start = Instant::now();
+    let mut conn = Connection::server(Config::server(), start);
+    let mut wire = masked(OpCode::Text, true, b"m1");
+    wire.extend(masked(OpCode::Text, true, b"m2"));
+    wire.extend(masked(OpCode::Close, true, &[0x03, 0xE8]));
+    conn.handle_read(&wire[..8], start);
+    assert_eq!(conn.poll_event(), Some(Event::Message(Message::text("m1"))));
+    // The application is busy with m1; the rest arrives.
+    conn.handle_read(&wire[8..], start);
+    assert_eq!(conn.poll_control_event(), None);
+    assert!(conn.is_open(), "our close must not overtake the replies");
+    assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(10)));
+    conn.send_text("reply to m1").unwrap();
+    assert_eq!(conn.poll_event(), Some(Event::Message(Message::text("m2"))));
+    conn.send_text("reply to m2").unwrap();
+    let got = events(&mut conn);
+    assert_eq!(closed_by(&got).code, CloseCode::NORMAL);
+    let frames = sent(&mut conn);
+    let opcodes: Vec<_> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(opcodes, [OpCode::Text, OpCode::Text, OpCode::Close]);
+    assert_eq!(frames[1].2, Bytes::from_static(b"reply to m2"));
+
+    // An application that never gets to it: the close is answered at the
+    // close deadline, and the message before it is still delivered.
+    let mut conn = Connection::server(Config::server(), start);
+    conn.handle_read(&wire[..8], start);
+    let _ = conn.poll_event();
+    conn.handle_read(&wire[8..], start);
+    assert_eq!(conn.poll_control_event(), None);
+    conn.handle_timeout(start + Duration::from_secs(9));
+    assert!(conn.is_open());
+    conn.handle_timeout(start + Duration::from_secs(10));
+    assert!(!conn.is_open());
+    assert_eq!(close_code_sent(&mut conn), Some(1000));
+    assert_eq!(
+        conn.send_text("late"),
+        Err(SendError::Usage(UsageError::Closed))
+    );
+    let got = events(&mut conn);
+    assert_eq!(got[0], Event::Message(Message::text("m2")));
+    assert_eq!(
+        closed_by(&got).cause,
+        CloseCause::Handshake {
+            initiated_by: Side::Remote
+        }
+    );
+
+    // A violation found ahead waits the same way, and nothing after it is
+    // kept.
+    let mut conn = Connection::server(Config::server(), start);
+    conn.handle_read(&wire[..8], start);
+    let _ = conn.poll_event();
+    let mut bad = masked(OpCode::Text, true, b"m2");
+    bad.extend([0x83, 0x80]);
+    conn.handle_read(&bad, start);
+    assert_eq!(conn.poll_control_event(), None);
+    conn.handle_read(&masked(OpCode::Text, true, b"after"), start);
+    assert_eq!(conn.buffered_input(), 2, "only m2 is kept");
+    conn.send_text("reply to m1").unwrap();
+    let got = events(&mut conn);
+    assert_eq!(got[0], Event::Message(Message::text("m2")));
+    assert_eq!(violation(&got), ProtocolError::ReservedOpcode(3));
+    let opcodes: Vec<_> = sent(&mut conn).iter().map(|f| f.0).collect();
+    assert_eq!(opcodes, [OpCode::Text, OpCode::Close]);
+}
+
+// Issue: a slow reader with short keepalive timers is not taken for dead
+// while the peer keeps talking.
+#[test]
+fn received_bytes_keep_a_busy_connection_alive() {
+    let start = Instant::now();
+    let ms = Duration::from_millis;
+    let mut config = Config::client();
+    config.ping_interval = Some(ms(100));
+    config.pong_timeout = ms(100);
+    let mut conn = Connection::client(config, start, [2; 32]);
+    conn.handle_read(&unmasked(OpCode::Text, true, b"first"), start);
+    let _ = conn.poll_event();
+    // The application waits 1 s before asking for more. The peer sends a
+    // message, then answers our ping behind it.
+    for step in 1..=10 {
+        let at = start + ms(100 * step);
+        conn.handle_timeout(at);
+        let pings: Vec<_> = sent(&mut conn)
+            .into_iter()
+            .filter(|f| f.0 == OpCode::Ping)
+            .collect();
+        let mut wire = unmasked(OpCode::Text, true, b"more");
+        for (_, _, payload) in pings {
+            wire.extend(unmasked(OpCode::Pong, true, &payload));
+        }
+        conn.handle_read(&wire, at + ms(10));
+        while let Some(event) = conn.poll_control_event() {
+            assert!(matches!(event, Event::Pong(_)), "{event:?}");
+        }
+        assert!(conn.is_open(), "closed at step {step}");
+    }
+    let got = events(&mut conn);
+    assert_eq!(got.len(), 10);
+    assert!(
+        got.iter()
+            .all(|e| *e == Event::Message(Message::text("more")))
+    );
+
+    // Bytes alone (part of a large frame, no pong yet) count as life.
+    let mut config = Config::server();
+    config.ping_interval = Some(ms(100));
+    config.pong_timeout = ms(100);
+    let mut conn = Connection::server(config, start);
+    conn.handle_timeout(start + ms(100));
+    assert_eq!(sent(&mut conn)[0].0, OpCode::Ping);
+    let big = masked(OpCode::Binary, true, &[0; 1000]);
+    conn.handle_read(&big[..500], start + ms(150));
+    conn.handle_timeout(start + ms(200));
+    assert!(conn.is_open(), "bytes after the ping prove the peer alive");
+    conn.handle_timeout(start + ms(250));
+    assert_eq!(sent(&mut conn)[0].0, OpCode::Ping, "the next ping");
+    conn.handle_timeout(start + ms(350));
+    assert!(!conn.is_open(), "and silence after it does not");
+}
+
+// Durations too large to add to an `Instant` mean "never", not a panic.
+#[test]
+fn huge_durations_mean_never() {
+    let start = Instant::now();
+    let mut config = Config::server();
+    config.ping_interval = Some(Duration::MAX);
+    config.pong_timeout = Duration::MAX;
+    config.idle_timeout = Some(Duration::MAX);
+    config.fragment_timeout = Some(Duration::MAX);
+    config.close_timeout = Duration::MAX;
+    let mut conn = Connection::server(config, start);
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_read(&masked(OpCode::Text, false, b"part"), start);
+    let _ = events(&mut conn);
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_timeout(start + Duration::from_secs(1 << 40));
+    assert!(conn.is_open());
+    let mut wire = masked(OpCode::Continuation, true, b"");
+    wire.extend(masked(OpCode::Close, true, &[0x03, 0xE8]));
+    conn.handle_read(&wire, start);
+    assert_eq!(conn.poll_control_event(), None);
+    assert_eq!(conn.poll_timeout(), None);
+    let _ = events(&mut conn);
+    let mut conn = Connection::server(conn.config().clone(), start);
+    conn.close(CloseCode::NORMAL, "", start).unwrap();
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_timeout(start + Duration::from_secs(1 << 40));
+    assert!(!conn.is_closed());
 }
 
 // ROBUSTNESS 33: a peer that goes silent is detected by the keepalive ping's

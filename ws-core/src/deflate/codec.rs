@@ -161,11 +161,15 @@ impl Inflater {
                 return Err(InflateError::TooBig { limit });
             }
             // One byte past the limit tells "exactly full" from "more".
-            let room = (limit - kept + 1).min(INFLATE_CHUNK);
+            // Saturating: `usize::MAX` is a valid limit (no bound at all).
+            let room = (limit - kept).saturating_add(1).min(INFLATE_CHUNK);
             // Grow by doubling, but never past the limit: the buffer stays
             // within limit + 1 bytes whatever the input claims.
             if out.capacity() < kept + room {
-                let target = (out.capacity() * 2).clamp(kept + room, limit + 1);
+                let target = out
+                    .capacity()
+                    .saturating_mul(2)
+                    .clamp(kept + room, limit.saturating_add(1));
                 out.reserve_exact(target - kept);
             }
             out.resize(kept + room, 0);
@@ -361,6 +365,20 @@ mod tests {
         }
         assert_eq!(result, Err(InflateError::TooBig { limit }));
         assert!(out.len() <= limit + 1);
+    }
+
+    // `usize::MAX` is how a caller says "no bound": no arithmetic on it may
+    // overflow (a panic in debug builds, every message corrupt in release).
+    #[test]
+    fn an_unbounded_limit_inflates_normally() {
+        let text = text(50_000);
+        let mut deflater = Deflater::new(15, false, Compression::fast());
+        let mut wire = Vec::new();
+        deflater.compress(&text, true, &mut wire);
+        let mut inflater = Inflater::new(15, false);
+        let mut out = Vec::new();
+        inflater.inflate(&wire, true, usize::MAX, &mut out).unwrap();
+        assert_eq!(out, text);
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl ClientHandshake {
         let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
         let target = if target.is_empty() { "/" } else { target };
         let wire = encode_head(&format!("GET {target} HTTP/1.1"), &headers).freeze();
-        let deadline = now + limits.timeout;
+        let deadline = crate::config::deadline_after(now, limits.timeout);
         Ok((
             Self {
                 reader: HeadReader::new(limits),

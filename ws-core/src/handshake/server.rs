@@ -230,7 +230,7 @@ pub struct ServerHandshake {
 impl ServerHandshake {
     /// Starts reading a request at `now` under `limits`.
     pub fn new(limits: HandshakeLimits, now: Instant) -> Self {
-        let deadline = now + limits.timeout;
+        let deadline = crate::config::deadline_after(now, limits.timeout);
         Self {
             reader: HeadReader::new(limits),
             deadline,
