@@ -69,7 +69,43 @@ async fn slowloris_gets_408_and_oversized_heads_431() {
     reader.read_exact(&mut head).await.unwrap();
     assert_eq!(&head[9..12], b"431");
     let sent = writer.await.unwrap();
-    assert!(sent < 64 * 1024, "the server kept reading {sent} bytes");
+    // The head limit, then a bounded drain after the answer (so closing
+    // does not reset the connection under the client's feet), then the
+    // kernel's buffers.
+    assert!(
+        sent < (16 + 256 + 64) * 1024,
+        "the server kept reading {sent} bytes"
+    );
+}
+
+// A request much larger than the head limit, written in one go: after its
+// answer the server goes on reading (and discarding) for a moment instead
+// of closing with unread bytes, which would reset the connection; a reset
+// can destroy an answer still on its way. The client keeps sending after
+// the answer and is not reset, then closes cleanly.
+async fn refusal_reaches_a_client_still_sending() {
+    let server = echo_server(ServerConfig::default()).await;
+    let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
+    let mut big = String::from("GET /echo HTTP/1.1\r\nHost: x\r\n");
+    for _ in 0..40 {
+        big.push_str(&filler);
+    }
+    let mut raw = Raw::connect(server.addr).await;
+    use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
+    raw.send(big.as_bytes()).await;
+    let (status, _) = raw.read_head().await;
+    assert_eq!(status, 431);
+    for _ in 0..3 {
+        rt::sleep(Duration::from_millis(50)).await;
+        let written = raw.stream.write_all(filler.as_bytes()).await;
+        assert!(written.is_ok(), "reset after the answer: {written:?}");
+    }
+    rt::shutdown_write(&mut raw.stream).await;
+    let mut rest = Vec::new();
+    let read = rt::timeout(Duration::from_secs(5), raw.stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes once the client has");
+    assert!(read.is_ok(), "{read:?}");
 }
 
 // ROBUSTNESS 2.
@@ -351,6 +387,7 @@ async fn connection_limits_answer_503() {
 
 adapter_tests!(
     slowloris_gets_408_and_oversized_heads_431,
+    refusal_reaches_a_client_still_sending,
     too_many_headers_get_431,
     long_uri_gets_414,
     wrong_fields_get_their_status_and_close,

@@ -6,6 +6,7 @@
 pub(crate) mod common;
 
 mod api;
+mod closing;
 mod deflate;
 mod envelopes;
 mod handshake;

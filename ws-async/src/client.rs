@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use rustls_pki_types::ServerName;
+use ws_core::config::deadline_after;
 use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
 use ws_core::{Config, Connection, HandshakeLimits, Role};
@@ -67,7 +68,7 @@ pub async fn handshake<R: Runtime, T: Transport>(
     let mut nonce = [0; 16];
     nonce.copy_from_slice(&random_seed()[..16]);
     let (mut hs, wire) = ClientHandshake::new(request, nonce, limits.clone(), now)?;
-    let deadline = now + limits.timeout;
+    let deadline = deadline_after(now, limits.timeout);
     let exchange = async {
         write_all(io, &wire).await?;
         let mut buf = BytesMut::with_capacity(4096);
@@ -221,7 +222,7 @@ impl<N: Network> Client<N> {
     /// Connects, secures, and runs the handshake, all within the handshake
     /// deadline. Returns the connection and the server's 101 response.
     pub async fn connect(self) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-        let deadline = self.network.now() + self.config.handshake.timeout;
+        let deadline = deadline_after(self.network.now(), self.config.handshake.timeout);
         let timeout = || ConnectError::Handshake(ResponseError::Timeout);
         let host = self.request.host().to_owned();
         let port = self.request.port();

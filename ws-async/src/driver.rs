@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_listener::{Event as Notify, EventListener};
 use futures_util::FutureExt;
+use ws_core::close::CloseFrame;
+use ws_core::config::deadline_after;
 use ws_core::deflate::DeflateParams;
 use ws_core::policy::{PolicySet, Verdict, Violation};
 use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
@@ -178,10 +180,10 @@ impl Ctx {
             .map_err(|(error, _)| error)
     }
 
-    /// Starts the close handshake.
+    /// Starts the close handshake once everything queued before has gone
+    /// out; nothing can be sent after it. See [`ConnectionHandle::close`].
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.outbox
-            .force_push(Outgoing::Close(code, reason.to_owned()))
+        close(&self.outbox, code, reason)
     }
 
     /// Identity, address, request and subprotocol of the connection.
@@ -268,22 +270,50 @@ impl ConnectionHandle {
             .await
     }
 
-    /// Sends a ping (at most 125 bytes); its pong is not reported.
+    /// Sends a ping (at most 125 bytes, else [`SendError::Invalid`]); its
+    /// pong is not reported.
     pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        let payload = payload.into();
+        if payload.len() > ws_core::frame::MAX_CONTROL_PAYLOAD {
+            return Err(SendError::Invalid(
+                ws_core::UsageError::ControlPayloadTooLarge(payload.len()),
+            ));
+        }
         self.outbox
-            .try_push(Outgoing::Ping(payload.into()))
+            .try_push(Outgoing::Ping(payload))
             .map_err(|(error, _)| error)
     }
 
-    /// Starts the close handshake.
+    /// Starts the close handshake once everything queued before has gone
+    /// out; nothing can be sent after it (sends fail with
+    /// [`SendError::Closed`]). A code that may not be sent (1005, 1006,
+    /// 1015, below 1000...) or a reason over 123 bytes fails with
+    /// [`SendError::Invalid`] and sends nothing.
+    ///
+    /// The close goes out within the connection's `close_timeout` even when
+    /// the peer reads nothing: past it, what is still queued in front of
+    /// the close is dropped and the close is sent alone; the peer then has
+    /// another `close_timeout` to answer before the connection is dropped.
+    ///
+    /// Closing while a message is half sent with
+    /// [`send_fragment`](Self::send_fragment) abandons that message (a
+    /// message cannot be withdrawn once its first fragment is out): the
+    /// peer sees the close instead of its last fragment, and whole messages
+    /// queued behind it are dropped. This is how to give up on a
+    /// fragmented send, for example after cancelling a `send_fragment`.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.outbox
-            .force_push(Outgoing::Close(code, reason.to_owned()))
+        close(&self.outbox, code, reason)
     }
 
     pub(crate) fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
+}
+
+/// Validates a close and queues it.
+pub(crate) fn close(outbox: &Outbox, code: CloseCode, reason: &str) -> Result<(), SendError> {
+    let frame = CloseFrame::new(code, reason).map_err(SendError::Invalid)?;
+    outbox.close_with(frame)
 }
 
 /// Tunables of the driver around the protocol engine.
@@ -309,6 +339,74 @@ pub(crate) struct Shutdown {
     pub(crate) notify: Notify,
 }
 
+/// What a connection learns from the server's [`Shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Drain,
+    Kill,
+}
+
+/// One connection's view of the [`Shutdown`] signal: reports draining once
+/// and killing whenever asked, with a wake-up registered only when the
+/// connection is about to wait (not once per message).
+struct ShutdownWatch {
+    shutdown: Option<Arc<Shutdown>>,
+    listener: Option<EventListener>,
+    drain_seen: bool,
+}
+
+impl ShutdownWatch {
+    fn new(shutdown: Option<Arc<Shutdown>>) -> Self {
+        Self {
+            shutdown,
+            listener: None,
+            drain_seen: false,
+        }
+    }
+
+    /// The signal not yet reported (kill before drain).
+    fn check(&mut self) -> Option<Signal> {
+        let shutdown = self.shutdown.as_ref()?;
+        if shutdown.killed.load(Ordering::Acquire) {
+            return Some(Signal::Kill);
+        }
+        if !self.drain_seen && shutdown.draining.load(Ordering::Acquire) {
+            self.drain_seen = true;
+            return Some(Signal::Drain);
+        }
+        None
+    }
+
+    /// Whether the server was killed.
+    fn killed(&self) -> bool {
+        self.shutdown
+            .as_ref()
+            .is_some_and(|s| s.killed.load(Ordering::Acquire))
+    }
+
+    /// Before waiting: be woken when the signal changes.
+    fn register(&mut self, cx: &mut Context<'_>) {
+        let Some(shutdown) = &self.shutdown else {
+            return;
+        };
+        let listener = self.listener.get_or_insert_with(|| {
+            let listener = shutdown.notify.listen();
+            // A notification sent before `listen` is not delivered to it:
+            // look at the flags again.
+            if shutdown.killed.load(Ordering::Acquire)
+                || (!self.drain_seen && shutdown.draining.load(Ordering::Acquire))
+            {
+                cx.waker().wake_by_ref();
+            }
+            listener
+        });
+        if Pin::new(listener).poll(cx).is_ready() {
+            self.listener = None;
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
 /// The transport, the protocol state machine and what lies between them.
 pub(crate) struct Link<R: Runtime, T: Transport> {
     runtime: R,
@@ -320,8 +418,12 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     timer_at: Option<Instant>,
     /// Checked for every incoming message before a handler sees it.
     pub(crate) policies: PolicySet,
-    /// The close, when it was seen while a callback ran.
-    closed: Option<Closed>,
+    /// A close is queued behind data the peer has not made room for: by
+    /// this instant it goes out anyway.
+    close_by: Option<Instant>,
+    /// The last fragment taken into the engine was not the last of its
+    /// message.
+    fragment_open: bool,
     io_error: Option<Arc<io::Error>>,
     read_done: bool,
     write_done: bool,
@@ -346,7 +448,8 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             timer,
             timer_at: None,
             policies: PolicySet::new(),
-            closed: None,
+            close_by: None,
+            fragment_open: false,
             io_error: None,
             read_done: false,
             write_done: false,
@@ -384,23 +487,31 @@ impl<R: Runtime, T: Transport> Link<R, T> {
 
     fn take_outbox(&mut self) -> bool {
         if !self.conn.is_open() {
+            // Nothing more can be sent: senders must learn it now rather
+            // than have their messages wait for nothing.
+            self.outbox.close();
             return false;
         }
         let conn = &mut self.conn;
         let runtime = &self.runtime;
+        let fragment_open = &mut self.fragment_open;
         let mut taken = false;
         let mut skipped = false;
         self.outbox.drain(|item| {
-            // Nothing may overtake a whole message that is waiting.
-            if skipped && matches!(item, Outgoing::Close(..)) {
+            // Nothing may overtake a whole message that is waiting for a
+            // fragmented one to end, unless that message was abandoned: its
+            // last fragment can no longer be queued behind a close.
+            if skipped && !*fragment_open && matches!(item, Outgoing::Close(..)) {
                 return Drain::Stop;
             }
             let accepted = match item {
                 Outgoing::Message(message) => conn.send(message.clone()),
                 Outgoing::Uncompressed(message) => conn.send_uncompressed(message.clone()),
-                Outgoing::Fragment(data, last) => conn.send_fragment(data.clone(), *last),
+                Outgoing::Fragment(data, last) => conn
+                    .send_fragment(data.clone(), *last)
+                    .inspect(|()| *fragment_open = !*last),
                 Outgoing::Ping(payload) => conn.ping(payload),
-                Outgoing::Close(code, reason) => conn.close(*code, reason, runtime.now()),
+                Outgoing::Close(frame) => conn.close(frame.code, &frame.reason, runtime.now()),
             };
             match accepted {
                 Ok(()) => {
@@ -415,15 +526,35 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                     skipped = true;
                     Drain::Skip
                 }
-                // Closing, or an invalid close code from the application:
-                // drop it, there is nobody to report to.
+                // The engine closed meanwhile (its buffer overflowed under
+                // a closing backpressure policy); the outbox validated
+                // everything else.
                 Err(ws_core::SendError::Usage(error)) => {
                     tracing::debug!(%error, "dropped an outgoing item");
                     Drain::Take
                 }
             }
         });
+        if !self.conn.is_open() {
+            self.outbox.close();
+        } else if self.close_by.is_none() && self.outbox.close_waiting() {
+            // The close waits behind data the peer has not read yet.
+            let timeout = self.conn.config().close_timeout;
+            self.close_by = Some(deadline_after(self.runtime.now(), timeout));
+        }
         taken
+    }
+
+    /// Past `close_by`: the close goes out in front of what the peer did not
+    /// read.
+    fn force_close(&mut self) {
+        self.close_by = None;
+        if let Some(frame) = self.outbox.take_close() {
+            tracing::debug!("the peer reads nothing: closing in front of queued data");
+            let _ = self
+                .conn
+                .close(frame.code, &frame.reason, self.runtime.now());
+        }
     }
 
     fn write(&mut self, cx: &mut Context<'_>) -> bool {
@@ -463,7 +594,14 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 self.conn.handle_transport_closed(self.runtime.now());
             }
             Poll::Ready(Ok(_)) => self.conn.handle_received(self.runtime.now()),
-            Poll::Ready(Err(error)) => self.transport_failed(error),
+            Poll::Ready(Err(error)) => {
+                // Reading failed: what arrived before is still delivered,
+                // and writing may still work (the close frame, at least).
+                tracing::debug!(%error, "reading failed");
+                self.io_error.get_or_insert_with(|| Arc::new(error));
+                self.read_done = true;
+                self.conn.handle_transport_closed(self.runtime.now());
+            }
             Poll::Pending => return false,
         }
         true
@@ -479,16 +617,13 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         self.conn.handle_transport_closed(self.runtime.now());
     }
 
-    /// While a callback runs: answers pings and notices a close, without
-    /// taking in further messages.
+    /// While a callback runs: decodes ahead, so pings are answered and
+    /// pongs and a close are noticed; messages wait in the engine, in
+    /// order, for the callback to return.
     fn control_events(&mut self) -> bool {
         let mut any = false;
-        while let Some(event) = self.conn.poll_control_event() {
+        while self.conn.poll_control_event().is_some() {
             any = true;
-            if let Event::Closed(closed) = event {
-                self.outbox.close();
-                self.closed = Some(closed);
-            }
         }
         any
     }
@@ -499,9 +634,6 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Closed>> {
         // Bounded so one busy connection cannot hold a worker thread.
         for _ in 0..256 {
-            if let Some(closed) = self.closed.take() {
-                return Poll::Ready(Err(closed));
-            }
             self.take_outbox();
             match self.conn.poll_event() {
                 Some(Event::Message(message)) => return Poll::Ready(Ok(message)),
@@ -525,7 +657,9 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// IO and control frames while a callback runs.
     fn poll_busy(&mut self, cx: &mut Context<'_>) {
         for _ in 0..256 {
-            let progress = self.pump_io(cx) | self.control_events();
+            // Decoding first: what it finds (a close, say) can change the
+            // timers, which `pump_io` then arms.
+            let progress = self.control_events() | self.pump_io(cx);
             if !progress {
                 return;
             }
@@ -534,10 +668,14 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     fn timers(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.conn.poll_timeout() else {
-            return false;
+        let deadline = match (self.conn.poll_timeout(), self.close_by) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(deadline) => deadline,
+                None => return false,
+            },
         };
-        // Every frame moves the idle and keepalive deadlines later.
+        // Every read moves the idle and keepalive deadlines later.
         // Resetting the runtime's timer each time costs more than letting
         // an earlier one fire and re-arming then, so the timer is only
         // moved earlier. While an armed timer is no later than the
@@ -546,7 +684,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         if self.timer_at.is_none_or(|armed| armed > deadline) {
             let now = self.runtime.now();
             if deadline <= now {
-                self.conn.handle_timeout(now);
+                self.handle_timeout(now);
                 return true;
             }
             self.timer.as_mut().reset(deadline);
@@ -556,10 +694,17 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             self.timer_at = None;
             // Possibly early for the current deadline: the engine then
             // ignores it and the next pass re-arms.
-            self.conn.handle_timeout(self.runtime.now());
+            self.handle_timeout(self.runtime.now());
             return true;
         }
         false
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.close_by.is_some_and(|by| now >= by) {
+            self.force_close();
+        }
+        self.conn.handle_timeout(now);
     }
 
     /// An idle connection should cost little memory: drop empty buffers.
@@ -569,20 +714,19 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         }
     }
 
-    /// Closes from our side (shutdown, handler panic), after whatever the
-    /// handler queued before.
+    /// Closes from our side (shutdown, policy, handler panic), after
+    /// whatever the handler queued before; a no-op when a close is queued
+    /// already.
     fn close(&mut self, code: CloseCode, reason: &str) {
-        let _ = self
-            .outbox
-            .force_push(Outgoing::Close(code, reason.to_owned()));
+        let _ = close(&self.outbox, code, reason);
     }
 
     /// After the close: writes what is left (the close frame), shuts the
     /// write side down and, as a client, waits for the server to close
     /// first. Bounded by `linger`.
     async fn finish(&mut self) {
-        let deadline = self.runtime.now() + self.limits.linger;
         let runtime = self.runtime.clone();
+        let deadline = deadline_after(runtime.now(), self.limits.linger);
         let role = self.conn.role();
         let _ = with_deadline(&runtime, deadline, async {
             poll_fn(|cx| {
@@ -621,6 +765,15 @@ enum Next {
     Killed,
 }
 
+/// How a connection ends when the server is killed past its grace period.
+fn killed() -> Closed {
+    Closed {
+        code: CloseCode::ABNORMAL,
+        reason: "server shut down".into(),
+        cause: ws_core::CloseCause::TransportClosed,
+    }
+}
+
 /// Runs a connection until it closes: the handler's callbacks, interleaved
 /// with the link's IO. Returns how it closed.
 ///
@@ -640,46 +793,31 @@ where
     H: Handler,
 {
     async move {
+        let mut watch = ShutdownWatch::new(shutdown);
         let mut poisoned = false;
         let mut policy_closed = false;
-        let mut shutdown_seen = false;
-        let mut listener: Option<EventListener> = None;
-        call(&mut link, &mut poisoned, handler.on_open(&mut ctx)).await;
+        macro_rules! call {
+            ($callback:expr) => {
+                if call(&mut link, &mut poisoned, &mut watch, $callback).await == Outcome::Killed {
+                    link.outbox.close();
+                    return killed();
+                }
+            };
+        }
+        call!(handler.on_open(&mut ctx));
         let closed = loop {
             let next = poll_fn(|cx| {
-                if let Some(shutdown) = &shutdown {
-                    if shutdown.killed.load(Ordering::Acquire) {
-                        return Poll::Ready(Next::Killed);
-                    }
-                    if !shutdown_seen && shutdown.draining.load(Ordering::Acquire) {
-                        shutdown_seen = true;
-                        return Poll::Ready(Next::Shutdown);
-                    }
+                match watch.check() {
+                    Some(Signal::Kill) => return Poll::Ready(Next::Killed),
+                    Some(Signal::Drain) => return Poll::Ready(Next::Shutdown),
+                    None => {}
                 }
                 let next = link.poll_next(cx).map(|next| match next {
                     Ok(message) => Next::Message(message),
                     Err(closed) => Next::Closed(closed),
                 });
-                // The shutdown signal only needs a wake-up registered when
-                // the connection is about to wait: not once per message.
-                if next.is_pending()
-                    && let Some(shutdown) = &shutdown
-                {
-                    let l = listener.get_or_insert_with(|| {
-                        let l = shutdown.notify.listen();
-                        // A notification sent before `listen` is not
-                        // delivered to it: look at the flags again.
-                        if shutdown.killed.load(Ordering::Acquire)
-                            || (!shutdown_seen && shutdown.draining.load(Ordering::Acquire))
-                        {
-                            cx.waker().wake_by_ref();
-                        }
-                        l
-                    });
-                    if Pin::new(l).poll(cx).is_ready() {
-                        listener = None;
-                        cx.waker().wake_by_ref();
-                    }
+                if next.is_pending() {
+                    watch.register(cx);
                 }
                 next
             })
@@ -697,23 +835,13 @@ where
                     };
                     match verdict {
                         Verdict::Allow if !poisoned => {
-                            call(
-                                &mut link,
-                                &mut poisoned,
-                                handler.on_message(&mut ctx, message),
-                            )
-                            .await;
+                            call!(handler.on_message(&mut ctx, message));
                         }
                         Verdict::Allow => {}
                         Verdict::Drop(violation) => {
                             tracing::debug!(%violation, "dropped a message");
                             if !poisoned {
-                                call(
-                                    &mut link,
-                                    &mut poisoned,
-                                    handler.on_policy_violation(&mut ctx, &violation),
-                                )
-                                .await;
+                                call!(handler.on_policy_violation(&mut ctx, &violation));
                             }
                         }
                         Verdict::Close(violation) => {
@@ -725,29 +853,20 @@ where
                 }
                 Next::Shutdown => {
                     if !poisoned {
-                        call(&mut link, &mut poisoned, handler.on_shutdown(&mut ctx)).await;
+                        call!(handler.on_shutdown(&mut ctx));
                     }
                     link.close(CloseCode::GOING_AWAY, "server shutting down");
                 }
                 Next::Closed(closed) => {
                     ctx.transport_error = link.io_error();
                     if !poisoned {
-                        call(
-                            &mut link,
-                            &mut poisoned,
-                            handler.on_close(&mut ctx, &closed),
-                        )
-                        .await;
+                        call!(handler.on_close(&mut ctx, &closed));
                     }
                     break closed;
                 }
                 Next::Killed => {
                     link.outbox.close();
-                    return Closed {
-                        code: CloseCode::ABNORMAL,
-                        reason: "server shut down".into(),
-                        cause: ws_core::CloseCause::TransportClosed,
-                    };
+                    return killed();
                 }
             }
         };
@@ -767,11 +886,22 @@ fn close_reason(violation: &Violation) -> String {
     reason
 }
 
+/// How a callback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// It returned, or panicked (then the connection closes with 1011).
+    Done,
+    /// The server was killed while it ran: it was dropped unfinished.
+    Killed,
+}
+
 /// Runs one callback to completion while the link keeps doing IO. A panic
-/// closes the connection with 1011 and poisons the handler.
+/// closes the connection with 1011 and poisons the handler; a kill of the
+/// server (its grace period is over) drops the callback.
 fn call<'a, R, T, F>(
     link: &'a mut Link<R, T>,
     poisoned: &'a mut bool,
+    watch: &'a mut ShutdownWatch,
     callback: F,
 ) -> Call<'a, R, T, F>
 where
@@ -783,6 +913,7 @@ where
         callback: AssertUnwindSafe(callback).catch_unwind(),
         link,
         poisoned,
+        watch,
     }
 }
 
@@ -795,24 +926,29 @@ pin_project_lite::pin_project! {
         callback: futures_util::future::CatchUnwind<AssertUnwindSafe<F>>,
         link: &'a mut Link<R, T>,
         poisoned: &'a mut bool,
+        watch: &'a mut ShutdownWatch,
     }
 }
 
 impl<R: Runtime, T: Transport, F: Future<Output = ()>> Future for Call<'_, R, T, F> {
-    type Output = ();
+    type Output = Outcome;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let this = self.project();
+        if this.watch.killed() {
+            return Poll::Ready(Outcome::Killed);
+        }
         match this.callback.poll(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Ok(())) => Poll::Ready(Outcome::Done),
             Poll::Ready(Err(_panic)) => {
                 tracing::warn!("a handler callback panicked; closing its connection with 1011");
                 **this.poisoned = true;
                 this.link.close(CloseCode::INTERNAL_ERROR, "internal error");
-                Poll::Ready(())
+                Poll::Ready(Outcome::Done)
             }
             Poll::Pending => {
                 this.link.poll_busy(cx);
+                this.watch.register(cx);
                 Poll::Pending
             }
         }

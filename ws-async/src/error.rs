@@ -22,6 +22,11 @@ pub enum SendError {
         /// The queue's limit in bytes.
         limit: usize,
     },
+    /// What was to be sent is not valid: a close code that may not be sent,
+    /// a close reason over 123 bytes, a ping over 125 bytes, a fragment of
+    /// another kind than the message it continues. Nothing was queued.
+    #[error("not sent: {0}")]
+    Invalid(UsageError),
 }
 
 /// Why a client could not connect.

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use event_listener::EventListener;
 use futures_core::Stream;
 use futures_sink::Sink;
+use ws_core::close::CloseFrame;
 use ws_core::{CloseCode, Closed, Message};
 
 use crate::driver::{ConnectionHandle, ConnectionInfo, Ctx, Handler};
@@ -24,9 +25,10 @@ struct CloseOnDrop(Arc<crate::outbox::Outbox>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let _ = self
-            .0
-            .force_push(Outgoing::Close(CloseCode::NORMAL, String::new()));
+        let _ = self.0.close_with(CloseFrame {
+            code: CloseCode::NORMAL,
+            reason: String::new(),
+        });
     }
 }
 
@@ -102,7 +104,13 @@ impl WebSocket {
         info: Arc<ConnectionInfo>,
         read_ahead: usize,
     ) -> (Self, Forward) {
-        let (tx, rx) = async_channel::bounded(read_ahead + 1);
+        // Bounded by the demand below in either case; a large `read_ahead` must
+        // not allocate its capacity up front.
+        let (tx, rx) = if read_ahead < 1024 {
+            async_channel::bounded(read_ahead + 1)
+        } else {
+            async_channel::unbounded()
+        };
         let closed = Arc::new(OnceLock::new());
         let demand = Arc::new(Demand::default());
         let open = Arc::new(CloseOnDrop(handle.outbox().clone()));
@@ -369,15 +377,15 @@ impl Handler for Forward {
         // application asks for a message within `read_ahead` of the next.
         let wanted = self.delivered + 1;
         loop {
-            if self.demand.requested.load(Ordering::Acquire) + self.read_ahead >= wanted
-                || self.tx.is_closed()
-            {
+            let asked = || {
+                let requested = self.demand.requested.load(Ordering::Acquire);
+                requested.saturating_add(self.read_ahead) >= wanted || self.tx.is_closed()
+            };
+            if asked() {
                 return;
             }
             let listener = self.demand.changed.listen();
-            if self.demand.requested.load(Ordering::Acquire) + self.read_ahead >= wanted
-                || self.tx.is_closed()
-            {
+            if asked() {
                 return;
             }
             listener.await;

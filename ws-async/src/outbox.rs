@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use event_listener::{Event, EventListener};
-use ws_core::{CloseCode, Message};
+use ws_core::close::CloseFrame;
+use ws_core::{Message, UsageError};
 
 use crate::error::SendError;
 
@@ -20,7 +21,8 @@ pub(crate) enum Outgoing {
     /// One piece of a message sent in pieces; `true` for the last.
     Fragment(Message, bool),
     Ping(Bytes),
-    Close(CloseCode, String),
+    /// Always the last item: nothing is accepted after it.
+    Close(CloseFrame),
 }
 
 impl Outgoing {
@@ -28,7 +30,7 @@ impl Outgoing {
         match self {
             Self::Message(m) | Self::Uncompressed(m) | Self::Fragment(m, _) => m.len(),
             Self::Ping(p) => p.len(),
-            Self::Close(_, r) => r.len(),
+            Self::Close(frame) => frame.reason.len(),
         }
     }
 }
@@ -37,7 +39,40 @@ impl Outgoing {
 struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
+    /// A close was queued: nothing more is accepted.
+    closing: bool,
+    /// The connection is closed: nothing is queued or accepted.
     closed: bool,
+    /// The kind (`true` for text) of the message being sent in fragments,
+    /// as queued.
+    fragments: Option<bool>,
+}
+
+impl State {
+    /// Refuses items once closing, and fragments that change a message's
+    /// kind midway (the engine would refuse them later, with nobody left
+    /// to tell).
+    fn check(&self, item: &Outgoing) -> Result<(), SendError> {
+        if self.closed || self.closing {
+            return Err(SendError::Closed);
+        }
+        if let (Outgoing::Fragment(data, _), Some(text)) = (item, self.fragments) {
+            if data.is_text() != text {
+                return Err(SendError::Invalid(UsageError::FragmentKindMismatch));
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, item: Outgoing) {
+        match &item {
+            Outgoing::Fragment(data, last) => self.fragments = (!last).then(|| data.is_text()),
+            Outgoing::Close(_) => self.closing = true,
+            _ => {}
+        }
+        self.bytes += item.weight();
+        self.queue.push_back(item);
+    }
 }
 
 /// What [`Outbox::drain`] does with an item.
@@ -84,38 +119,67 @@ impl Outbox {
 
     /// Queues `item` if there is room.
     pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
-        let weight = item.weight();
         {
             let mut state = self.lock();
-            if state.closed {
-                return Err((SendError::Closed, item));
+            if let Err(error) = state.check(&item) {
+                return Err((error, item));
             }
-            if !self.fits(&state, weight) {
+            if !self.fits(&state, item.weight()) {
                 let error = SendError::Full {
                     queued: state.bytes,
                     limit: self.limit,
                 };
                 return Err((error, item));
             }
-            state.bytes += weight;
-            state.queue.push_back(item);
+            state.push(item);
         }
         self.driver.wake();
         Ok(())
     }
 
-    /// Queues `item` regardless of the limit (close frames).
+    /// Queues `item` regardless of the limit: for a sink whose
+    /// `poll_ready` saw room, and for close frames, which are small and
+    /// come once.
     pub(crate) fn force_push(&self, item: Outgoing) -> Result<(), SendError> {
         {
             let mut state = self.lock();
-            if state.closed {
-                return Err(SendError::Closed);
-            }
-            state.bytes += item.weight();
-            state.queue.push_back(item);
+            state.check(&item)?;
+            state.push(item);
         }
         self.driver.wake();
         Ok(())
+    }
+
+    /// Queues the close frame after everything queued before it; nothing
+    /// is accepted after it.
+    pub(crate) fn close_with(&self, frame: CloseFrame) -> Result<(), SendError> {
+        self.force_push(Outgoing::Close(frame))
+    }
+
+    /// Whether a close is queued and not yet taken by the driver.
+    pub(crate) fn close_waiting(&self) -> bool {
+        matches!(self.lock().queue.back(), Some(Outgoing::Close(_)))
+    }
+
+    /// Takes the queued close frame out of turn, dropping what waits in
+    /// front of it, and closes the outbox: for a peer that reads nothing,
+    /// past the close deadline.
+    pub(crate) fn take_close(&self) -> Option<CloseFrame> {
+        let close = {
+            let mut state = self.lock();
+            match state.queue.pop_back() {
+                Some(Outgoing::Close(frame)) => Some(frame),
+                Some(other) => {
+                    state.queue.push_back(other);
+                    None
+                }
+                None => None,
+            }
+        };
+        if close.is_some() {
+            self.close();
+        }
+        close
     }
 
     /// Whether a push of `weight` bytes is accepted now: into an empty
@@ -213,6 +277,15 @@ impl Outbox {
     pub(crate) fn close(&self) {
         {
             let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            if !state.queue.is_empty() {
+                tracing::debug!(
+                    items = state.queue.len(),
+                    "the connection closed before these could be sent"
+                );
+            }
             state.closed = true;
             state.queue = VecDeque::new();
             state.bytes = 0;
@@ -236,6 +309,7 @@ impl Outbox {
 mod tests {
     use super::*;
     use std::future::Future;
+    use ws_core::CloseCode;
 
     fn msg(n: usize) -> Outgoing {
         Outgoing::Message(Message::binary(vec![0; n]))
@@ -260,7 +334,35 @@ mod tests {
         outbox.try_push(msg(40)).unwrap();
         assert!(outbox.try_push(msg(1)).is_err());
         outbox
-            .force_push(Outgoing::Close(CloseCode::NORMAL, String::new()))
+            .close_with(CloseFrame::new(CloseCode::NORMAL, "").unwrap())
+            .unwrap();
+        assert!(matches!(outbox.force_push(msg(1)), Err(SendError::Closed)));
+        assert!(outbox.close_waiting());
+        assert!(
+            outbox
+                .close_with(CloseFrame::new(CloseCode::NORMAL, "").unwrap())
+                .is_err(),
+            "one close only"
+        );
+        assert_eq!(outbox.take_close().map(|f| f.code), Some(CloseCode::NORMAL));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn fragments_keep_their_message_kind() {
+        let outbox = Outbox::new(1000);
+        outbox
+            .try_push(Outgoing::Fragment(Message::text("a"), false))
+            .unwrap();
+        assert!(matches!(
+            outbox.try_push(Outgoing::Fragment(Message::binary(vec![1]), false)),
+            Err((SendError::Invalid(UsageError::FragmentKindMismatch), _))
+        ));
+        outbox
+            .try_push(Outgoing::Fragment(Message::text("b"), true))
+            .unwrap();
+        outbox
+            .try_push(Outgoing::Fragment(Message::binary(vec![1]), true))
             .unwrap();
     }
 

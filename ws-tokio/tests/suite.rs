@@ -53,6 +53,11 @@ mod rt {
         tokio::time::timeout(duration, future).await
     }
 
+    /// Ends the write side (a TCP FIN).
+    pub async fn shutdown_write(stream: &mut TcpStream) {
+        tokio::io::AsyncWriteExt::shutdown(stream).await.unwrap();
+    }
+
     pub fn split(
         stream: TcpStream,
     ) -> (

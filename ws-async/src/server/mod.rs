@@ -1,6 +1,7 @@
 //! The server: routing by path to endpoints, admission (origin, limits,
 //! subprotocol, authentication), the accept loop and per-connection tasks.
 
+mod handshakes;
 mod origin;
 mod registry;
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use ws_core::config::deadline_after;
 use ws_core::deflate::{DeflateConfig, DeflateParams};
 use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
 use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySet};
@@ -33,6 +36,7 @@ use crate::outbox::Outbox;
 use crate::runtime::{
     BoxFuture, Listener, Runtime, Transport, read_some, sleep_until, with_deadline, write_all,
 };
+use handshakes::{Handshakes, Ticket, client_key};
 
 /// Server-wide settings, each with its default.
 #[derive(Debug, Clone)]
@@ -45,8 +49,21 @@ pub struct ServerConfig {
     /// HTTP head together (a slow client gets 408). Default: 16 KiB, 10 s.
     pub handshake: HandshakeLimits,
     /// Most connections at once; further handshakes get
-    /// `overload_status`. Default: `None` (bounded by file descriptors).
+    /// `overload_status`. Counted from a handshake's admission (after
+    /// authentication) to the connection's end. Default: `None` (bounded
+    /// by file descriptors).
     pub max_connections: Option<usize>,
+    /// Most handshakes in progress at once, counted from the accepted
+    /// socket (before TLS) until it is upgraded or refused. Past it the
+    /// oldest handshake in progress is dropped to make room, so silent or
+    /// slow sockets cannot hold file descriptors and tasks that real
+    /// clients need. Default: 1024.
+    pub max_handshakes: usize,
+    /// Most handshakes in progress from one client address (IPv6: one
+    /// /64), with the same oldest-first rule. Default: 256. Behind a proxy
+    /// or load balancer every client has its address: keep it no lower
+    /// than `max_handshakes` there.
+    pub max_handshakes_per_client: usize,
     /// Status for handshakes refused by a connection limit or during
     /// shutdown. Default: 503.
     pub overload_status: StatusCode,
@@ -80,6 +97,8 @@ impl Default for ServerConfig {
             connection: Config::server(),
             handshake: HandshakeLimits::default(),
             max_connections: None,
+            max_handshakes: 1024,
+            max_handshakes_per_client: 256,
             overload_status: StatusCode::SERVICE_UNAVAILABLE,
             overload_retry_after: Some(Duration::from_secs(5)),
             send_queue: 1 << 20,
@@ -99,13 +118,17 @@ pub type Authenticate = Arc<
         + Sync,
 >;
 
-type Start<R> =
-    Arc<dyn Fn(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed> + Send + Sync>;
+/// Runs an admitted connection with the handler made for it.
+type Run<R> =
+    Box<dyn FnOnce(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed> + Send>;
+
+/// Makes a connection's handler, before the 101 is sent.
+type Make<R> = Arc<dyn Fn(&ConnectionInfo) -> Run<R> + Send + Sync>;
 
 /// One path of a server: how to make a handler per connection, and who may
 /// connect.
 pub struct Endpoint<R: Runtime> {
-    start: Start<R>,
+    make: Make<R>,
     subprotocols: Vec<String>,
     require_subprotocol: bool,
     origin: OriginPolicy,
@@ -130,7 +153,9 @@ impl<R: Runtime> std::fmt::Debug for Endpoint<R> {
 }
 
 impl<R: Runtime> Endpoint<R> {
-    /// An endpoint whose connections each get a handler from `factory`.
+    /// An endpoint whose connections each get a handler from `factory`,
+    /// called once the handshake is admitted and before the 101 is sent: a
+    /// factory that panics gets the client a 500, and the server goes on.
     ///
     /// Defaults: no subprotocol, same-origin check ([`OriginPolicy`]), no
     /// authentication, no per-endpoint connection limit.
@@ -139,15 +164,17 @@ impl<R: Runtime> Endpoint<R> {
         H: Handler,
         F: Fn(&ConnectionInfo) -> H + Send + Sync + 'static,
     {
-        let start: Start<R> = Arc::new(move |link, ctx, shutdown| {
-            let handler = factory(ctx.info());
-            // Boxed as it is: wrapping it in an async block would keep the
-            // moved arguments and the future side by side in every idle
-            // connection's memory.
-            Box::pin(drive(link, handler, ctx, Some(shutdown)))
+        let make: Make<R> = Arc::new(move |info| {
+            let handler = factory(info);
+            Box::new(move |link, ctx, shutdown| {
+                // Boxed as it is: wrapping it in an async block would keep
+                // the moved arguments and the future side by side in every
+                // idle connection's memory.
+                Box::pin(drive(link, handler, ctx, Some(shutdown))) as BoxFuture<Closed>
+            })
         });
         Self {
-            start,
+            make,
             subprotocols: Vec::new(),
             require_subprotocol: false,
             origin: OriginPolicy::default(),
@@ -276,6 +303,10 @@ impl<R: Runtime> ServerBuilder<R> {
                     .connection_rate
                     .clone()
                     .map(|rate| Mutex::new(ConnectionRateLimiter::new(rate))),
+                handshakes: Arc::new(Handshakes::new(
+                    self.config.max_handshakes,
+                    self.config.max_handshakes_per_client,
+                )),
                 config: self.config,
                 routes,
                 handle,
@@ -287,7 +318,9 @@ impl<R: Runtime> ServerBuilder<R> {
 #[derive(Debug)]
 struct Inner<R: Runtime> {
     runtime: R,
+    /// Keyed by [`client_key`]: IPv6 clients by /64.
     rate_limiter: Option<Mutex<ConnectionRateLimiter<IpAddr>>>,
+    handshakes: Arc<Handshakes>,
     config: ServerConfig,
     routes: BTreeMap<String, (Arc<str>, Endpoint<R>)>,
     handle: ServerHandle,
@@ -305,6 +338,11 @@ pub struct Server<R: Runtime> {
 struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
+    /// Whether no slot is free now.
+    fn full(counter: &AtomicUsize, max: Option<usize>) -> bool {
+        max.is_some_and(|max| counter.load(Ordering::Acquire) >= max)
+    }
+
     fn take(counter: &Arc<AtomicUsize>, max: Option<usize>) -> Option<Self> {
         let previous = counter.fetch_add(1, Ordering::AcqRel);
         if max.is_some_and(|max| previous >= max) {
@@ -329,9 +367,17 @@ impl<R: Runtime> Server<R> {
 
     /// Accepts connections from `listener` until [`ServerHandle::shutdown`]
     /// completes. Each connection runs in its own task.
+    ///
+    /// Accept errors never end the loop. Those of one connection (reset
+    /// or aborted before it was accepted) are skipped; running out of file
+    /// descriptors or memory is logged once and retried with a back-off
+    /// of up to a second (the sockets waiting meanwhile stay in the
+    /// kernel's backlog), and the recovery is logged when accepting works
+    /// again.
     pub async fn serve<L: Listener>(&self, mut listener: L) -> io::Result<()> {
         let shared = self.inner.handle.shared().clone();
         let mut stop = None;
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = poll_fn(|cx| {
                 if shared.stopped.load(Ordering::Acquire) {
@@ -348,37 +394,107 @@ impl<R: Runtime> Server<R> {
             .await;
             let (stream, peer) = match accepted {
                 None => return Ok(()),
-                Some(Ok(accepted)) => accepted,
+                Some(Ok(accepted)) => {
+                    backoff.succeeded();
+                    accepted
+                }
                 Some(Err(error)) => {
-                    // Out of file descriptors and the like: back off instead
-                    // of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    let deadline = self.inner.runtime.now() + Duration::from_millis(50);
-                    sleep_until(&self.inner.runtime, deadline).await;
+                    if let Some(pause) = backoff.failed(&error) {
+                        let deadline = deadline_after(self.inner.runtime.now(), pause);
+                        sleep_until(&self.inner.runtime, deadline).await;
+                    }
                     continue;
                 }
             };
+            // Counted before TLS: a socket that never speaks holds a place,
+            // and past the caps the oldest such place is taken back.
+            let ticket = self.inner.handshakes.enter(Some(peer.ip()));
             // Boxed: a captured future would stay in the connection's task
             // for its whole life, long after the TLS handshake.
             let secure = Box::pin(listener.secure(stream));
             let inner = self.inner.clone();
             self.inner.runtime.spawn(Box::pin(async move {
-                let deadline = inner.runtime.now() + inner.config.handshake.timeout;
-                let Some(Ok(io)) = with_deadline(&inner.runtime, deadline, secure).await else {
+                let deadline = deadline_after(inner.runtime.now(), inner.config.handshake.timeout);
+                let secured = ticket
+                    .run(with_deadline(&inner.runtime, deadline, secure))
+                    .await;
+                let Some(Some(Ok(io))) = secured else {
                     return;
                 };
-                serve_connection(inner, Box::new(io), Some(peer), deadline).await;
+                serve_connection(inner, Box::new(io), Some(peer), deadline, ticket).await;
             }));
         }
     }
 
     /// Runs the handshake and then the connection over `io`, a transport
     /// the caller accepted (and secured) itself. Returns when the
-    /// connection ends.
+    /// connection ends. The handshake counts against
+    /// [`ServerConfig::max_handshakes`] like an accepted one.
     pub async fn accept<T: Transport>(&self, io: T, peer: Option<SocketAddr>) {
-        let deadline = self.inner.runtime.now() + self.inner.config.handshake.timeout;
-        serve_connection(self.inner.clone(), Box::new(io), peer, deadline).await;
+        let ticket = self.inner.handshakes.enter(peer.map(|p| p.ip()));
+        let deadline = deadline_after(
+            self.inner.runtime.now(),
+            self.inner.config.handshake.timeout,
+        );
+        serve_connection(self.inner.clone(), Box::new(io), peer, deadline, ticket).await;
     }
+}
+
+/// What the accept loop does about accept errors.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    /// Consecutive failures for lack of resources.
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    /// How long to pause after `error`: nothing for an error that belongs
+    /// to one connection, growing pauses while resources are exhausted.
+    fn failed(&mut self, error: &io::Error) -> Option<Duration> {
+        if accept_error_is_per_connection(error) {
+            tracing::debug!(%error, "a connection failed before it was accepted");
+            return None;
+        }
+        if self.failures == 0 {
+            // Once per episode: every retry would log the same thing.
+            tracing::warn!(%error, "accepting connections failed; retrying with back-off");
+        }
+        self.failures = self.failures.saturating_add(1);
+        let shift = (self.failures - 1).min(7);
+        Some(Duration::from_millis(10 << shift).min(Duration::from_secs(1)))
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "accepting connections again");
+            self.failures = 0;
+        }
+    }
+}
+
+/// Whether an accept error concerns only the connection being accepted
+/// (which is gone; the next accept may succeed at once), as opposed to the
+/// process or system running out of file descriptors or memory.
+fn accept_error_is_per_connection(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    if matches!(
+        error.kind(),
+        ConnectionAborted
+            | ConnectionReset
+            | ConnectionRefused
+            | Interrupted
+            | WouldBlock
+            | PermissionDenied
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    ) {
+        return true;
+    }
+    // Linux reports some network errors of the pending connection from
+    // accept(2): EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EOPNOTSUPP.
+    cfg!(target_os = "linux") && matches!(error.raw_os_error(), Some(71 | 92 | 112 | 64 | 95))
 }
 
 impl Transport for Box<dyn Transport> {
@@ -412,15 +528,18 @@ async fn serve_connection<R: Runtime>(
     io: Box<dyn Transport>,
     peer: Option<SocketAddr>,
     deadline: Instant,
+    ticket: Ticket,
 ) {
     // The handshake's futures are boxed so that their memory is released
     // when it ends instead of staying in every open connection's task.
-    let opened = Box::pin(open_connection(&inner, io, peer, deadline)).await;
-    if let Some((io, admitted)) = opened {
-        if let Some(run) = start_connection(&inner, io, peer, admitted) {
-            drop(inner);
-            run.await;
-        }
+    let opened = ticket
+        .run(Box::pin(open_connection(&inner, io, peer, deadline)))
+        .await;
+    drop(ticket);
+    if let Some(Some((io, admitted))) = opened {
+        let run = start_connection(&inner, io, admitted);
+        drop(inner);
+        run.await;
     }
 }
 
@@ -431,7 +550,7 @@ async fn open_connection<R: Runtime>(
     mut io: Box<dyn Transport>,
     peer: Option<SocketAddr>,
     deadline: Instant,
-) -> Option<(Box<dyn Transport>, Admitted)> {
+) -> Option<(Box<dyn Transport>, Admitted<R>)> {
     let runtime = inner.runtime.clone();
     let mut handshake = ServerHandshake::new(inner.config.handshake.clone(), runtime.now());
     let read = async {
@@ -449,6 +568,11 @@ async fn open_connection<R: Runtime>(
             }
         }
     };
+    let timed_out = |handshake: &mut ServerHandshake| {
+        handshake
+            .handle_timeout(deadline)
+            .unwrap_or_else(|| overload(StatusCode::REQUEST_TIMEOUT, None))
+    };
     let upgrade = match with_deadline(&runtime, deadline, read).await {
         Some(Some(Ok(upgrade))) => upgrade,
         Some(Some(Err(rejection))) => {
@@ -458,32 +582,30 @@ async fn open_connection<R: Runtime>(
         // The client went away mid-handshake.
         Some(None) => return None,
         None => {
-            let rejection = handshake
-                .handle_timeout(deadline)
-                .unwrap_or_else(|| overload(StatusCode::REQUEST_TIMEOUT, None));
-            reject(&runtime, io, rejection).await;
+            reject(&runtime, io, timed_out(&mut handshake)).await;
             return None;
         }
     };
-    let admitted = match admit(inner, upgrade, peer).await {
+    let admitted = match admit(inner, upgrade, peer, deadline).await {
         Ok(admitted) => admitted,
         Err(rejection) => {
             reject(&runtime, io, rejection).await;
             return None;
         }
     };
-    let linger = runtime.now() + inner.config.connection.close_timeout;
+    let linger = deadline_after(runtime.now(), inner.config.connection.close_timeout);
     let written = with_deadline(&runtime, linger, write_all(&mut io, &admitted.response)).await;
     matches!(written, Some(Ok(()))).then_some((io, admitted))
 }
 
-struct Admitted {
-    request: http::request::Parts,
-    subprotocol: Option<String>,
+/// A handshake that passed admission, with the handler made for it.
+struct Admitted<R: Runtime> {
+    info: Arc<ConnectionInfo>,
     deflate: Option<(DeflateParams, DeflateConfig)>,
     response: Bytes,
     path: Arc<str>,
     slots: (Slot, Slot),
+    run: Run<R>,
 }
 
 fn overload(status: StatusCode, retry_after: Option<Duration>) -> Rejection {
@@ -500,24 +622,28 @@ fn plain(status: StatusCode, message: &str) -> Rejection {
 }
 
 /// Everything between a valid upgrade request and the 101: shutdown,
-/// route, limits, origin, subprotocol, authentication.
+/// route, limits, origin, subprotocol, authentication (within the
+/// handshake `deadline`), connection slots and the handler.
 async fn admit<R: Runtime>(
     inner: &Inner<R>,
     upgrade: UpgradeRequest,
     peer: Option<SocketAddr>,
-) -> Result<Admitted, Rejection> {
+    deadline: Instant,
+) -> Result<Admitted<R>, Rejection> {
     let config = &inner.config;
     if let (Some(limiter), Some(peer)) = (&inner.rate_limiter, peer) {
         let admission = limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .check(&peer.ip(), inner.runtime.now());
+            .check(&client_key(peer.ip()), inner.runtime.now());
         match admission {
             Admission::Allow => {}
             Admission::Limited { retry_after } | Admission::Blocked { retry_after } => {
                 // Whole seconds, rounded up: a client retrying at once
                 // would only be refused again.
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let secs = retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
                 return Err(overload(
                     StatusCode::TOO_MANY_REQUESTS,
                     Some(Duration::from_secs(secs)),
@@ -535,10 +661,14 @@ async fn admit<R: Runtime>(
             "no WebSocket endpoint at this path",
         ));
     };
-    let server_slot = Slot::take(&inner.handle.shared().admitted, config.max_connections)
-        .ok_or_else(overloaded)?;
-    let endpoint_slot =
-        Slot::take(&endpoint.active, endpoint.max_connections).ok_or_else(overloaded)?;
+    let server_active = &inner.handle.shared().admitted;
+    // A first look, so a full server does not authenticate in vain; the
+    // slots themselves are taken only once the handshake is admitted.
+    if Slot::full(server_active, config.max_connections)
+        || Slot::full(&endpoint.active, endpoint.max_connections)
+    {
+        return Err(overloaded());
+    }
     if !endpoint.origin.allows(upgrade.origin(), upgrade.headers()) {
         return Err(plain(StatusCode::FORBIDDEN, "origin not allowed"));
     }
@@ -570,29 +700,73 @@ async fn admit<R: Runtime>(
     let response = accepted.to_bytes();
     let (mut request, ()) = accepted.into_request().into_parts();
     if let Some(hook) = &endpoint.authenticate {
-        request = hook(request).await?;
+        // Inside the handshake deadline: a hook that never answers must not
+        // hold the connection (it holds no slot meanwhile).
+        request = with_deadline(&inner.runtime, deadline, hook(request))
+            .await
+            .ok_or_else(|| overload(StatusCode::REQUEST_TIMEOUT, None))??;
+        if inner.handle.is_shutting_down() {
+            return Err(overloaded());
+        }
     }
-    Ok(Admitted {
+    let server_slot = Slot::take(server_active, config.max_connections).ok_or_else(overloaded)?;
+    let endpoint_slot =
+        Slot::take(&endpoint.active, endpoint.max_connections).ok_or_else(overloaded)?;
+    let info = Arc::new(ConnectionInfo {
+        id: ConnectionId::random(),
+        peer_addr: peer,
         request,
         subprotocol,
+        deflate: deflate.as_ref().map(|(agreed, _)| *agreed),
+        role: Role::Server,
+    });
+    let make = AssertUnwindSafe(|| (endpoint.make)(&info));
+    let run = std::panic::catch_unwind(make).map_err(|_| {
+        tracing::warn!("a handler factory panicked; answering 500");
+        plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?;
+    Ok(Admitted {
+        info,
         deflate,
         response,
         path: path.clone(),
         slots: (server_slot, endpoint_slot),
+        run,
     })
 }
 
+/// Sends a refusal, then reads and discards what the client still sends
+/// for a moment before closing: closing with unread bytes would reset the
+/// connection, and a reset can destroy the response before the client
+/// reads it.
 async fn reject<R: Runtime>(runtime: &R, mut io: Box<dyn Transport>, rejection: Rejection) {
     tracing::debug!(status = %rejection.status(), "handshake refused");
-    let deadline = runtime.now() + REJECTION_LINGER;
+    let deadline = deadline_after(runtime.now(), REJECTION_LINGER);
     let wire = rejection.to_bytes();
     let _ = with_deadline(runtime, deadline, async {
-        if write_all(&mut io, &wire).await.is_ok() {
-            let _ = poll_fn(|cx| io.poll_shutdown(cx)).await;
+        if write_all(&mut io, &wire).await.is_err() {
+            return;
+        }
+        let _ = poll_fn(|cx| io.poll_shutdown(cx)).await;
+        let mut sink = BytesMut::with_capacity(4096);
+        // Until the client closes its side, within the deadline and a
+        // bound on what is read.
+        let mut budget = REJECTION_DRAIN;
+        while budget > 0 {
+            sink.clear();
+            match read_some(&mut io, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
         }
     })
     .await;
 }
+
+/// Bytes read and discarded after a refusal, at most: enough for the rest
+/// of an oversized request head, little enough that a client that never
+/// stops sending costs a bounded amount of work.
+pub(crate) const REJECTION_DRAIN: usize = 256 * 1024;
 
 /// Sets up the open connection and returns the future that runs it.
 ///
@@ -602,18 +776,17 @@ async fn reject<R: Runtime>(runtime: &R, mut io: Box<dyn Transport>, rejection: 
 fn start_connection<R: Runtime>(
     inner: &Inner<R>,
     io: Box<dyn Transport>,
-    peer: Option<SocketAddr>,
-    admitted: Admitted,
-) -> Option<impl Future<Output = ()> + Send + 'static> {
+    admitted: Admitted<R>,
+) -> impl Future<Output = ()> + Send + 'static {
     let Admitted {
-        request,
-        subprotocol,
+        info,
         deflate,
         path,
         slots,
+        run,
         ..
     } = admitted;
-    let (_, endpoint) = inner.routes.get(&*path)?;
+    let endpoint = inner.routes.get(&*path).map(|(_, endpoint)| endpoint);
     let mut config = inner.config.connection.clone();
     config.receive_mode = ws_core::ReceiveMode::Buffered;
     let limits = DriverLimits {
@@ -623,14 +796,6 @@ fn start_connection<R: Runtime>(
         linger: config.close_timeout,
         shrink_when_idle: inner.config.shrink_idle_buffers,
     };
-    let info = Arc::new(ConnectionInfo {
-        id: ConnectionId::random(),
-        peer_addr: peer,
-        request,
-        subprotocol,
-        deflate: deflate.as_ref().map(|(agreed, _)| *agreed),
-        role: Role::Server,
-    });
     let outbox = Arc::new(Outbox::new(inner.config.send_queue));
     let registration = inner
         .handle
@@ -641,15 +806,15 @@ fn start_connection<R: Runtime>(
         conn = conn.with_deflate(*agreed, deflate_config);
     }
     let mut link = Link::new(runtime, io, conn, outbox.clone(), limits);
-    if let Some(policies) = &endpoint.policies {
+    if let Some(policies) = endpoint.and_then(|e| e.policies.as_ref()) {
         link.policies = policies();
     }
     let ctx = Ctx::new(info, outbox, Some(inner.handle.clone()));
     let shutdown = inner.handle.shared().shutdown.clone();
-    let run = (endpoint.start)(link, ctx, shutdown);
-    Some(async move {
+    let run = run(link, ctx, shutdown);
+    async move {
         run.await;
         drop(registration);
         drop(slots);
-    })
+    }
 }

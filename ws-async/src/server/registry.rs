@@ -89,7 +89,7 @@ impl<R: Runtime> RuntimeClock for R {
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
         let runtime = self.clone();
         Box::pin(async move {
-            let deadline = runtime.now() + duration;
+            let deadline = ws_core::config::deadline_after(runtime.now(), duration);
             sleep_until(&runtime, deadline).await;
         })
     }
@@ -336,7 +336,8 @@ fn deliver(targets: Vec<ConnectionHandle>, message: Message) -> Delivery {
         match target.outbox().try_push(Outgoing::Message(message.clone())) {
             Ok(()) => delivery.delivered += 1,
             Err((SendError::Full { .. }, _)) => delivery.dropped.push(target.id()),
-            Err((SendError::Closed, _)) => {}
+            // Closed, or closing; whole messages are never invalid.
+            Err(_) => {}
         }
     }
     delivery

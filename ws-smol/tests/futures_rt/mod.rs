@@ -16,6 +16,11 @@ pub mod io {
     pub use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 }
 
+/// Ends the write side (a TCP FIN).
+pub async fn shutdown_write(stream: &mut TcpStream) {
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
 /// A spawned task's result; dropping it lets the task run on.
 pub struct Task<T> {
     output: Pin<Box<dyn Future<Output = Result<T, Lost>> + Send>>,
