@@ -340,7 +340,48 @@ async fn redirects_are_not_followed() {
     }
 }
 
+// Credentials never reach `Debug` output: not the server's view of the
+// connection (which handlers and logs print), not the client builder.
+async fn credentials_never_reach_debug_output() {
+    use http::header::{AUTHORIZATION, COOKIE};
+    struct Describe;
+    impl Handler for Describe {
+        async fn on_open(&mut self, ctx: &mut Ctx) {
+            let _ = ctx.send(format!("{:?}", ctx.info()));
+        }
+        async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
+    }
+    let server = serve(
+        ws::server()
+            .route("/", Endpoint::new(|_| Describe).subprotocols(["chat"]))
+            .build(),
+    )
+    .await;
+    let client = ws::client(&server.url("/"))
+        .unwrap()
+        .subprotocol("secret-protocol-token")
+        .subprotocol("chat")
+        .header(
+            AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer secret-token"),
+        )
+        .header(COOKIE, http::HeaderValue::from_static("id=secret-cookie"));
+    let described = format!("{client:?}");
+    let (mut socket, _) = client.connect().await.unwrap();
+    let Message::Text(info) = socket.recv().await.unwrap().unwrap() else {
+        panic!("a text message");
+    };
+    for text in [described.as_str(), info.as_str()] {
+        for secret in ["secret-token", "secret-cookie", "secret-protocol-token"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+    assert!(info.contains("Sensitive"), "{info}");
+    assert_eq!(socket.info().subprotocol.as_deref(), Some("chat"));
+}
+
 adapter_tests!(
+    credentials_never_reach_debug_output,
     echo_round_trips_including_16_mib,
     fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn,
     too_big_for_the_server_closes_with_1009,

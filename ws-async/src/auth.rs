@@ -178,12 +178,21 @@ impl Authenticator for BearerJwt {
 }
 
 /// `Authorization: Key <token>` against a list of keys, each naming the
-/// subject it authenticates. Every key is compared in constant time (and
-/// all of them, whatever matches), so timing tells nothing about how much
-/// of a key was right. Missing, malformed or unknown keys get 401.
+/// subject it authenticates. Keys are kept only as SHA-256 digests, and the
+/// digest of what a client presents is compared with every one of them in
+/// constant time: timing tells nothing about how much of a key was right,
+/// nor how long the keys are. Missing, malformed or unknown keys get 401.
 #[derive(Clone, Default)]
 pub struct KeyAuth {
-    keys: Vec<(Vec<u8>, String)>,
+    keys: Vec<(KeyDigest, String)>,
+}
+
+/// A key as [`KeyAuth`] keeps it.
+type KeyDigest = [u8; 32];
+
+fn key_digest(key: &[u8]) -> KeyDigest {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).into()
 }
 
 impl std::fmt::Debug for KeyAuth {
@@ -202,16 +211,19 @@ impl KeyAuth {
 
     /// Accepts `key`, identifying the client as `subject`.
     pub fn key(mut self, key: impl AsRef<[u8]>, subject: impl Into<String>) -> Self {
-        self.keys.push((key.as_ref().to_vec(), subject.into()));
+        self.keys.push((key_digest(key.as_ref()), subject.into()));
         self
     }
 
     fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
         let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Key", why);
         let given = credential(request, "Key").ok_or_else(|| unauthorized("a key is required"))?;
+        let given = key_digest(given.as_bytes());
         let mut found: Option<&str> = None;
         for (key, subject) in &self.keys {
-            if bool::from(key.as_slice().ct_eq(given.as_bytes())) {
+            // Fixed-size digests: the comparison takes as long whatever the
+            // lengths of the key and the guess.
+            if bool::from(key.ct_eq(&given)) {
                 found = Some(subject);
             }
         }
@@ -320,6 +332,27 @@ mod tests {
         assert_eq!(status(auth.check(&request(&["Bearer k-beta"]))), 401);
         assert_eq!(status(auth.check(&request(&[]))), 401);
         assert_eq!(status(KeyAuth::new().check(&request(&["Key "]))), 401);
+    }
+
+    // Keys of any length are checked through their digests: no raw key is
+    // kept, so no comparison can depend on a key's length.
+    #[test]
+    fn keys_are_kept_as_digests() {
+        let auth = KeyAuth::new()
+            .key("", "empty")
+            .key("k".repeat(1000), "long");
+        assert!(auth.keys.iter().all(|(digest, _)| digest.len() == 32));
+        assert_eq!(auth.keys[1].0, key_digest("k".repeat(1000).as_bytes()));
+        assert_eq!(
+            auth.check(&request(&[&format!("Key {}", "k".repeat(1000))]))
+                .unwrap()
+                .subject,
+            "long"
+        );
+        assert_eq!(
+            status(auth.check(&request(&[&format!("Key {}", "k".repeat(999))]))),
+            401
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 
 use super::head::{HeadError, HeadReader};
-use super::headers::{has_token, is_token, single, token_list};
+use super::headers::{has_token, is_sensitive, is_token, single, token_list};
 use super::key::{accept_key, client_key};
 use super::{encode_head, parse_headers};
 use crate::config::HandshakeLimits;
@@ -18,7 +18,11 @@ use crate::deflate::{DeflateConfig, DeflateParams, NegotiationError, client_acce
 use crate::error::UsageError;
 
 /// What to connect to and what to offer.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output leaves out credentials: header values such as
+/// `Authorization` and `Cookie` show as `Sensitive`, subprotocols (which
+/// may carry tokens) only by number.
+#[derive(Clone)]
 pub struct ClientRequest {
     uri: Uri,
     tls: bool,
@@ -27,8 +31,20 @@ pub struct ClientRequest {
     headers: HeaderMap,
 }
 
+impl std::fmt::Debug for ClientRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRequest")
+            .field("uri", &self.uri)
+            .field("subprotocols", &self.subprotocols.len())
+            .field("deflate", &self.deflate)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
 impl ClientRequest {
-    /// A request for a `ws://` or `wss://` URI with a host.
+    /// A request for a `ws://` or `wss://` URI with a host and no
+    /// `user:password@` part (credentials go in a header).
     pub fn new(uri: &str) -> Result<Self, UsageError> {
         let uri: Uri = uri
             .parse()
@@ -49,6 +65,14 @@ impl ClientRequest {
         };
         if uri.host().is_none_or(str::is_empty) {
             return Err(UsageError::InvalidUri("no host".into()));
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            // It would not be sent, and a URI is often logged.
+            return Err(UsageError::InvalidUri(
+                "credentials in the URI (user:password@) are not sent; \
+                 use an Authorization header"
+                    .into(),
+            ));
         }
         Ok(Self {
             uri,
@@ -79,8 +103,13 @@ impl ClientRequest {
     }
 
     /// Adds a request header (for example `Authorization` or `Origin`). A
-    /// `Host` header replaces the one derived from the URI.
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+    /// `Host` header replaces the one derived from the URI. Credentials
+    /// (`Authorization`, `Proxy-Authorization`, `Cookie`) are marked
+    /// sensitive.
+    pub fn header(mut self, name: HeaderName, mut value: HeaderValue) -> Self {
+        if is_sensitive(&name) {
+            value.set_sensitive(true);
+        }
         self.headers.append(name, value);
         self
     }

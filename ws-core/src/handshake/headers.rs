@@ -1,7 +1,37 @@
 //! Header value helpers: comma-separated token lists (RFC 9110 §5.6).
 
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{
+    AUTHORIZATION, COOKIE, HeaderName, PROXY_AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE,
+};
+
+/// Headers whose values are credentials or may carry them: browsers cannot
+/// set `Authorization` on a WebSocket, so tokens often travel as a
+/// subprotocol.
+const SENSITIVE: [HeaderName; 5] = [
+    AUTHORIZATION,
+    PROXY_AUTHORIZATION,
+    COOKIE,
+    SET_COOKIE,
+    SEC_WEBSOCKET_PROTOCOL,
+];
+
+/// Whether values of `name` are marked sensitive.
+pub(crate) fn is_sensitive(name: &HeaderName) -> bool {
+    SENSITIVE.contains(name)
+}
+
+/// Marks the values of credential headers sensitive, so that `Debug` (and
+/// so any log of a request) shows `Sensitive` instead of them.
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in &SENSITIVE {
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
 
 /// Whether any value of `name` lists `token` (compared case-insensitively).
 pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {

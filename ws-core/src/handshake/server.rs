@@ -12,7 +12,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use super::head::{HeadError, HeadReader};
-use super::headers::{has_token, single, token_list};
+use super::headers::{has_token, mark_sensitive, single, token_list};
 use super::key::{accept_key, is_valid_key};
 use super::{encode_head, parse_headers};
 use crate::config::HandshakeLimits;
@@ -303,7 +303,8 @@ fn parse_request(head: &[u8], lines: usize) -> Result<Request<()>, RequestError>
         .unwrap_or_default()
         .parse()
         .map_err(|e: http::uri::InvalidUri| RequestError::Malformed(e.to_string()))?;
-    let headers = parse_headers(parsed.headers).map_err(RequestError::Malformed)?;
+    let mut headers = parse_headers(parsed.headers).map_err(RequestError::Malformed)?;
+    mark_sensitive(&mut headers);
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -357,7 +358,10 @@ fn validate(request: Request<()>) -> Result<UpgradeRequest, RequestError> {
 ///
 /// Inspect the path, headers (`Origin`, `Authorization`, ...) and offered
 /// subprotocols, then [`accept`](Self::accept) or [`reject`](Self::reject).
-#[derive(Debug)]
+///
+/// Its `Debug` output shows credentials (`Authorization`, `Cookie`,
+/// `Sec-WebSocket-Protocol`, which browsers use to carry tokens) as
+/// `Sensitive`, and the offered subprotocols only by number.
 #[must_use = "an upgrade request must be accepted or rejected"]
 pub struct UpgradeRequest {
     request: Request<()>,
@@ -365,10 +369,20 @@ pub struct UpgradeRequest {
     subprotocols: Vec<String>,
 }
 
+impl fmt::Debug for UpgradeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpgradeRequest")
+            .field("request", &self.request)
+            .field("subprotocols", &self.subprotocols.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl UpgradeRequest {
     /// Validates a request parsed elsewhere (for example by hyper) as a
     /// WebSocket upgrade.
-    pub fn from_request(request: Request<()>) -> Result<Self, Rejection> {
+    pub fn from_request(mut request: Request<()>) -> Result<Self, Rejection> {
+        mark_sensitive(request.headers_mut());
         validate(request).map_err(Rejection::from_error)
     }
 

@@ -623,3 +623,54 @@ fn client_offers_deflate_and_checks_the_answer() {
         ResponseError::Extension("permessage-deflate".into())
     );
 }
+
+// Credentials never show in `Debug` output, on either side.
+#[test]
+fn credentials_are_redacted_in_debug_output() {
+    let mut lines = good_lines();
+    lines.extend([
+        "Authorization: Bearer secret-token",
+        "Cookie: session=secret-cookie",
+        "Sec-WebSocket-Protocol: chat, secret-protocol-token",
+    ]);
+    let upgrade = serve(&request_with(&lines)).unwrap().unwrap();
+    let debug = format!("{upgrade:?}");
+    for secret in ["secret-token", "secret-cookie", "secret-protocol-token"] {
+        assert!(!debug.contains(secret), "{debug}");
+    }
+    assert!(debug.contains("Sensitive"), "{debug}");
+    // The values are intact for whoever reads them on purpose.
+    assert_eq!(
+        upgrade.headers()[AUTHORIZATION].to_str().unwrap(),
+        "Bearer secret-token"
+    );
+    let (parts, ()) = upgrade
+        .accept(Accept::new().subprotocol("chat"))
+        .unwrap()
+        .into_request()
+        .into_parts();
+    assert!(!format!("{parts:?}").contains("secret"));
+
+    assert!(matches!(
+        ClientRequest::new("ws://user:secret-password@example.com/"),
+        Err(UsageError::InvalidUri(_))
+    ));
+    let request = ClientRequest::new("ws://example.com/")
+        .unwrap()
+        .subprotocol("secret-protocol-token")
+        .header(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret-token"),
+        )
+        .header(
+            http::header::COOKIE,
+            HeaderValue::from_static("session=secret-cookie"),
+        );
+    let debug = format!("{request:?}");
+    for secret in ["secret-token", "secret-cookie", "secret-protocol-token"] {
+        assert!(!debug.contains(secret), "{debug}");
+    }
+    assert!(debug.contains("example.com"), "{debug}");
+    let (_, wire) = client(&request);
+    assert!(wire.contains("authorization: Bearer secret-token\r\n"));
+}
