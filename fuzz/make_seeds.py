@@ -50,26 +50,35 @@ write("frame_decoder", "masked", b"\x05\x11" + frames_masked)
 write("frame_decoder", "unmasked", b"\x06\x03" + frame(1, b"hello") + frame(10, b"") + frame(1, b"x" * 300))
 write("frame_decoder", "rsv1", b"\x0d\x40" + frame(1, b"abc", rsv=4, mask=mask))
 
-def feed(data):
+# Connection script ops (ws_core::fuzzing::connection): 0-1 handle_read,
+# 2-3 recv_buf + handle_received, 4 timers, 5 send, 6 short vectored
+# write, 7 transport closed, 8 busy on/off, 9 shrink, 10-11 write all.
+def feed(data, op=0):
     """Script ops: feed `data` in pieces of up to 256 bytes."""
     out = b""
     while data:
         piece, data = data[:256], data[256:]
-        out += b"\x00" + bytes([len(piece) - 1]) + piece
+        out += bytes([op, len(piece) - 1]) + piece
     return out
 
-tick = b"\x03\x50"          # advance 20 s, run timers
-send = b"\x04\x07"          # send something
-write_all = b"\x07"
+tick = b"\x04\x50"          # advance 20 s, run timers
+send = b"\x05\x07"          # send something
+write_all = b"\x0a"
+busy = b"\x08"
 server_input = (frame(1, b"hello", mask=mask) + frame(1, b"frag", fin=False, mask=mask)
                 + frame(9, b"p", mask=mask) + frame(0, b"ment", mask=mask)
                 + frame(1, bytes([0xf4, 0x90, 0x80, 0x80]), mask=mask))
 write("connection_server", "messages", b"\x00" + feed(server_input) + send + write_all + tick + tick)
 write("connection_server", "close", b"\x02" + feed(frame(8, b"\x03\xe8", mask=mask)) + write_all)
-write("connection_server", "flood", b"\x01" + feed(frame(9, b"x", mask=mask) * 40) + b"\x05\x01")
+write("connection_server", "flood", b"\x01" + feed(frame(9, b"x", mask=mask) * 40) + b"\x06\x01")
+# Busy: a close behind messages the application has not taken, read the
+# way the driver reads, then answered once the application catches up.
+write("connection_server", "busy", b"\x00" + busy + feed(server_input + frame(8, b"\x03\xe8", mask=mask), op=2)
+      + b"\x06\x02" + b"\x07" + busy + b"\x09" + write_all)
 client_input = frame(1, b"hello") + frame(2, b"\x00" * 300, fin=False) + frame(0, b"", fin=True) + frame(8, b"")
 write("connection_client", "messages", b"\x02" + feed(client_input) + send + write_all)
-write("connection_client", "timeouts", b"\x00" + send + tick + tick + tick + b"\x06")
+write("connection_client", "timeouts", b"\x00" + send + tick + tick + tick + b"\x07")
+write("connection_client", "eof", b"\x00" + feed(client_input) + b"\x07" + write_all)
 
 # Envelopes: both seed shapes and a malformed one.
 os.makedirs("corpus/envelope", exist_ok=True)
@@ -95,7 +104,38 @@ _one = _c.compress("κόσμε hello ".encode() * 40) + _c.flush(zlib.Z_SYNC_FLU
 _two = _c.compress(b"again " * 100) + _c.flush(zlib.Z_SYNC_FLUSH)
 deflated = (frame(1, _one[:-4], mask=mask, rsv=4) + frame(2, _two[:20], fin=False, mask=mask, rsv=4)
             + frame(9, b"p", mask=mask) + frame(0, _two[20:-4], mask=mask))
-write("connection_server", "deflate", b"\x04" + feed(deflated) + send + b"\x04\x06" + write_all + tick)
+write("connection_server", "deflate", b"\x04" + feed(deflated) + send + b"\x05\x06" + write_all + tick)
 _c = zlib.compressobj(6, zlib.DEFLATED, -15)
 _one = _c.compress(b"server says hi " * 30) + _c.flush(zlib.Z_SYNC_FLUSH)
 write("connection_client", "deflate", b"\x1c" + feed(frame(1, _one[:-4], rsv=4)) + send + write_all)
+
+# The driver (ws_async::fuzzing::driver): flags, then ops (op, arg, ...):
+# 0-1 a peer frame (arg: kind; then a length byte), 2 raw bytes, 3 read
+# Pending, 4 read error/EOF, 5 short write, 6 write Pending, 7 write error,
+# 8 send, 9 try_send, 10 fragment, 11 close, 12 ping, 13 receive, 14 sleep,
+# 15 drop the connection's future after some rounds.
+def driver_frame(kind, length, fin=True):
+    return bytes([0, kind | (0 if fin else 0x40), length])
+os.makedirs("corpus/driver", exist_ok=True)
+text_send = b"\x08\x81" + b"x" * 16
+write("driver", "server-echo", b"\x40" + text_send + driver_frame(0, 2) + b"abcdefgh"
+      + driver_frame(3, 1) + b"ping" + b"\x05\x10\x06\x00" + b"\x0d\x02"
+      + b"\x00\x05\x00")
+write("driver", "server-slow-close", b"\x44" + b"\x0e\x05" + driver_frame(1, 4) + b"y" * 16
+      + driver_frame(0, 1) + b"zzzz" + b"\x00\x05\x00" + b"\x04\x01")
+write("driver", "server-fragments", b"\x42" + b"\x0a\x81" + b"f" * 16 + b"\x03" + b"\x0a\xc1" + b"g" * 16
+      + b"\x03" + b"\x08\x01" + b"h" * 16 + b"\x0b\x40\x03" + b"\x03\x00" + driver_frame(1, 2)
+      + b"i" * 8 + b"\x06\x00\x05\x03")
+write("driver", "client", b"\x41" + text_send + b"\x0d\x07" + b"\x0c\x03" + b"\x0b\x3f\x02"
+      + b"\x0d\x01" + b"\x0f\x10")
+write("driver", "client-deflate", b"\xc3" + text_send + text_send + b"\x0d\x05" + b"\x0e\x20")
+
+os.makedirs("corpus/origin", exist_ok=True)
+write("origin", "same", b"https://App.Example:443\napp.example:443\nhttps://app.example")
+write("origin", "ipv6", b"http://[::1]:8080\n[::1]:8080\nhttp://[::1]:8080,https://a")
+write("origin", "tricks", b"https://app.example.evil\napp.example\nhttps://app.example")
+
+os.makedirs("corpus/credentials", exist_ok=True)
+write("credentials", "key", b"Key right key")
+write("credentials", "bearer", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXdyb25n")
+write("credentials", "odd", b"bEaReR    \x7f\xff")

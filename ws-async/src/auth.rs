@@ -150,7 +150,7 @@ impl BearerJwt {
         self
     }
 
-    fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+    pub(crate) fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
         let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Bearer", why);
         let token = credential(request, "Bearer")
             .ok_or_else(|| unauthorized("a bearer token is required"))?;
@@ -215,7 +215,7 @@ impl KeyAuth {
         self
     }
 
-    fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+    pub(crate) fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
         let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Key", why);
         let given = credential(request, "Key").ok_or_else(|| unauthorized("a key is required"))?;
         let given = key_digest(given.as_bytes());

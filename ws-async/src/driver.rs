@@ -758,6 +758,15 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 }
 
+impl<R: Runtime, T: Transport> Drop for Link<R, T> {
+    fn drop(&mut self) {
+        // However the connection's task ends (even dropped unfinished, as
+        // when its runtime shuts down), senders waiting for room must learn
+        // that nobody will make it.
+        self.outbox.close();
+    }
+}
+
 enum Next {
     Message(Message),
     Shutdown,

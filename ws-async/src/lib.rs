@@ -14,6 +14,9 @@ mod client;
 mod driver;
 pub mod envelope;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod outbox;
 mod runtime;

@@ -87,19 +87,25 @@ pub struct Config {
     /// What a send does when the outgoing buffer is full. Default:
     /// [`BackpressurePolicy::Reject`].
     pub backpressure: BackpressurePolicy,
-    /// Send a ping after this long without receiving a complete frame.
-    /// Default: 20 s. `None` disables keepalive pings.
+    /// Send a ping after this long without receiving anything. Any bytes
+    /// count, decoded or not, so a slow application never makes a live
+    /// peer look dead. Default: 20 s. `None` disables keepalive pings. A
+    /// duration too large for `Instant` (`Duration::MAX`) means never, as
+    /// for every duration here.
     pub ping_interval: Option<Duration>,
-    /// After a keepalive ping, how long to wait for any complete frame before
+    /// After a keepalive ping, how long to wait for any bytes before
     /// treating the peer as dead (close frame 1011 sent best effort, reported
     /// locally as 1006). Default: 20 s.
     pub pong_timeout: Duration,
-    /// Close the connection when no complete frame arrived for this long
-    /// (close frame 1001 sent best effort, reported locally as 1006). Default:
-    /// 60 s. `None` disables it.
+    /// Close the connection when nothing arrived for this long (close frame
+    /// 1001 sent best effort, reported locally as 1006). Default: 60 s.
+    /// `None` disables it.
     pub idle_timeout: Option<Duration>,
     /// After sending a close frame, how long to wait for the peer's close
-    /// before giving up (reported as 1006). Default: 10 s.
+    /// before giving up (reported as 1006). Also how long the peer's close
+    /// (or a protocol violation) found while decoding ahead of a busy
+    /// application waits for the application's replies before it is acted
+    /// on. Default: 10 s.
     pub close_timeout: Duration,
     /// Whole messages or streamed fragments. Default:
     /// [`ReceiveMode::Buffered`].

@@ -178,8 +178,56 @@ pub fn frame_decoder(data: &[u8]) {
     );
 }
 
+/// What a connection wrote, read back as its peer would: every byte must
+/// form valid frames (masked as the role requires, control frames short
+/// and whole, close payloads valid), with nothing after the close frame.
+struct WireCheck {
+    decoder: FrameDecoder,
+    buf: BytesMut,
+    close_seen: bool,
+}
+
+impl WireCheck {
+    fn new(role: Role, deflate: bool) -> Self {
+        Self {
+            decoder: FrameDecoder::new(HeaderRules {
+                expect_masked: role == Role::Client,
+                expect_unmasked: role == Role::Server,
+                max_payload: usize::MAX,
+                allowed_rsv: if deflate { crate::frame::RSV1 } else { 0 },
+                reject_non_minimal: true,
+            }),
+            buf: BytesMut::new(),
+            close_seen: false,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        while let Some(frame) = self
+            .decoder
+            .decode(&mut self.buf)
+            .expect("the connection wrote an invalid frame")
+        {
+            assert!(!self.close_seen, "a frame after the close frame");
+            if frame.header.opcode.is_control() {
+                assert!(frame.header.fin && frame.payload.len() <= 125);
+            }
+            if frame.header.opcode == crate::frame::OpCode::Close {
+                self.close_seen = true;
+                crate::close::CloseFrame::parse(&frame.payload)
+                    .expect("the close frame we wrote parses");
+            }
+        }
+    }
+}
+
 /// A whole connection in the given role, driven by a script of input
-/// chunks, timer jumps, sends, partial writes and transport loss.
+/// chunks (through `handle_read`, or `recv_buf` and `handle_received` as
+/// the async driver reads), timer jumps, sends, partial vectored writes,
+/// busy stretches (decoding ahead with `poll_control_event`), buffer
+/// shrinking and transport loss. Everything it writes is checked as valid
+/// frames.
 pub fn connection(data: &[u8], role: Role) {
     let start = Instant::now();
     let mut config = match role {
@@ -200,7 +248,8 @@ pub fn connection(data: &[u8], role: Role) {
         Role::Client => Connection::client(config, start, [7; 32]),
     };
     // permessage-deflate on, with windows and resets from the first byte.
-    if let Some(&flags) = data.first().filter(|b| *b & 4 == 4) {
+    let deflate_on = data.first().is_some_and(|b| *b & 4 == 4);
+    if let Some(&flags) = data.first().filter(|_| deflate_on) {
         let agreed = DeflateParams {
             server_no_context_takeover: flags & 8 != 0,
             client_no_context_takeover: flags & 16 != 0,
@@ -213,25 +262,37 @@ pub fn connection(data: &[u8], role: Role) {
         };
         conn = conn.with_deflate(agreed, &deflate);
     }
+    let mut wire = WireCheck::new(role, deflate_on);
     let mut now = start;
     let mut closed = false;
+    let mut busy = false;
     let mut input = data.get(1..).unwrap_or_default();
     while let Some((&op, rest)) = input.split_first() {
         input = rest;
         let arg = input.first().copied().unwrap_or(0);
-        match op % 8 {
-            0..=2 => {
+        match op % 12 {
+            0 | 1 => {
                 let take = (usize::from(arg) + 1).min(input.len());
                 let (chunk, rest) = input.split_at(take);
                 conn.handle_read(chunk, now);
                 input = rest;
             }
-            3 => {
+            2 | 3 => {
+                // As the driver reads: into spare capacity, at most all of it.
+                let buf = conn.recv_buf();
+                let spare = buf.capacity() - buf.len();
+                let take = (usize::from(arg) + 1).min(input.len()).min(spare);
+                let (chunk, rest) = input.split_at(take);
+                buf.extend_from_slice(chunk);
+                conn.handle_received(now);
+                input = rest;
+            }
+            4 => {
                 now += Duration::from_millis(u64::from(arg) * 250);
                 conn.handle_timeout(now);
                 input = input.get(1..).unwrap_or_default();
             }
-            4 => {
+            5 => {
                 let payload = vec![arg; usize::from(arg) * 8];
                 let _ = match arg % 7 {
                     0 => conn.send_text("fuzz"),
@@ -244,13 +305,40 @@ pub fn connection(data: &[u8], role: Role) {
                 };
                 input = input.get(1..).unwrap_or_default();
             }
-            5 => {
-                let written = conn.transmit_len().min(usize::from(arg) * 64);
-                conn.advance_transmit(written);
+            6 => {
+                // A short vectored write, as a socket may take.
+                let mut slices = [std::io::IoSlice::new(&[]); 4];
+                let n = conn.transmit_slices(&mut slices);
+                let mut budget = usize::from(arg) * 64;
+                let mut written = Vec::new();
+                for slice in &slices[..n] {
+                    let take = slice.len().min(budget);
+                    written.extend_from_slice(&slice[..take]);
+                    budget -= take;
+                }
+                wire.feed(&written);
+                conn.advance_transmit(written.len());
                 input = input.get(1..).unwrap_or_default();
             }
-            6 => conn.handle_transport_closed(now),
-            _ => while conn.poll_transmit().is_some() {},
+            7 => conn.handle_transport_closed(now),
+            8 => busy = !busy,
+            9 => conn.shrink_buffers(),
+            _ => {
+                while let Some(chunk) = conn.poll_transmit() {
+                    wire.feed(&chunk);
+                }
+            }
+        }
+        if busy {
+            // The application is busy: only pings and pongs come out; the
+            // rest waits, in order, for `poll_event`.
+            while let Some(event) = conn.poll_control_event() {
+                assert!(
+                    matches!(event, Event::Ping(_) | Event::Pong(_)),
+                    "{event:?} while busy"
+                );
+            }
+            continue;
         }
         while let Some(event) = conn.poll_event() {
             assert!(!closed, "event after Closed: {event:?}");
@@ -270,6 +358,9 @@ pub fn connection(data: &[u8], role: Role) {
         // Data is refused past the limit; the slack covers one refused-free
         // send into an empty buffer plus one pong, ping and close frame.
         assert!(conn.transmit_len() <= limit + 2048 * 8 + 3 * 140);
+    }
+    while let Some(chunk) = conn.poll_transmit() {
+        wire.feed(&chunk);
     }
 }
 
