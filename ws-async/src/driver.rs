@@ -86,9 +86,12 @@ pub struct ConnectionInfo {
 ///
 /// All callbacks of one connection run in order in that connection's task;
 /// while one is waiting, the connection keeps reading (up to a bound),
-/// answering pings and writing. A slow callback delays only its own
+/// answering pings and writing, and the messages that arrive meanwhile wait
+/// in order for the next `on_message`. A slow callback delays only its own
 /// connection; a panicking one closes its connection with 1011 and no
-/// further callbacks run.
+/// further callbacks run. A callback still running when a server shutdown's
+/// grace period ends is dropped there, like any future cancelled at an
+/// `.await`.
 pub trait Handler: Send + 'static {
     /// The connection is open.
     fn on_open(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {

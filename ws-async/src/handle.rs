@@ -54,21 +54,32 @@ impl Demand {
 /// keepalive and close timers and writes, whether or not the application is
 /// currently receiving or sending. Received messages wait in a short queue;
 /// when the application does not take them the task keeps reading (and so
-/// keeps answering pings) until a byte bound, then stops reading, which
-/// pushes back on the peer.
+/// keeps answering pings) until a byte bound (the message limit plus one
+/// read), then stops reading, which pushes back on the peer. Any bytes that
+/// arrive count as a sign of life, so a slow reader is never taken for a
+/// dead peer by the keepalive.
 ///
-/// Messages are decoded as the application asks for them: the next data
-/// frame is only looked at once the application has asked for the next
-/// message, so whatever it sends in reply to a message goes out before the
-/// connection reacts to what the peer sent after it (a protocol error, say).
-/// Control frames are handled meanwhile: pings are answered and a close is
-/// noticed even while the application is busy or only sending.
-/// `read_ahead` in [`ClientConfig`](crate::ClientConfig) lets the task
-/// decode that many messages ahead instead, for throughput.
+/// Messages are handed over in order and none is lost: what arrived before
+/// the peer closed (or before the connection dropped) is still delivered,
+/// and the stream then ends. `recv` returns `None` after a completed close
+/// handshake, or one `Err` first when the connection ended abnormally.
+///
+/// Replies keep their order with what the peer sent: the peer's close, or a
+/// protocol error, that arrives behind messages the application has not
+/// taken yet is acted on once the application asks for the message after
+/// them (so whatever it sent in reply goes out first), or after the
+/// connection's `close_timeout` (10 s by default) if it does not. Until
+/// then sending still works; after it, sends fail with
+/// [`SendError::Closed`] and the remaining messages are still delivered.
+/// `read_ahead` in [`ClientConfig`](crate::ClientConfig) lets the task hand
+/// that many messages over ahead of the application's asking, for
+/// throughput.
 ///
 /// `recv` is cancel-safe: dropping its future loses no message. Sending
 /// waits while the connection's send queue is full, so a slow peer slows
-/// the sender down. [`split`](Self::split) gives independent halves.
+/// the sender down. [`close`](Self::close) goes out after what was sent
+/// before it. [`split`](Self::split) gives independent halves; dropping
+/// both closes the connection (1000).
 #[derive(Debug)]
 pub struct WebSocket {
     sender: WsSender,
@@ -169,12 +180,14 @@ impl WebSocket {
         self.receiver.recv().await
     }
 
-    /// Starts the close handshake. Keep receiving to see the end.
+    /// Starts the close handshake after what was sent before; keep
+    /// receiving to see the end (the peer's remaining messages, then
+    /// `None`). See [`ConnectionHandle::close`] for what is checked.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.sender.close(code, reason)
     }
 
-    /// Sends a ping.
+    /// Sends a ping (at most 125 bytes).
     pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), SendError> {
         self.sender.handle.ping(payload)
     }

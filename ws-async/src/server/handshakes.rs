@@ -5,9 +5,12 @@
 //! all happen while it holds one. Without a cap, thousands of silent or
 //! slow sockets each hold a task and a file descriptor until their
 //! handshake deadline, and real clients starve. Past a cap (server-wide, or
-//! for one client address) the oldest handshake in progress is dropped to
-//! make room: a real client sends its request at once and is done in
-//! milliseconds, so the oldest is almost always one that is stalling.
+//! for one client address) the oldest handshake that is waiting for its
+//! client is dropped to make room: a real client sends its request at once
+//! and is done in milliseconds, so the oldest one waiting is almost always
+//! one that is stalling. A handshake the server has not got to yet (a burst
+//! of real clients while the server is busy) is never dropped; when none is
+//! waiting, the newcomer is let in above the cap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -36,11 +39,20 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Set when a handshake is dropped to make room for a newer one.
+/// A handshake's state as the caps see it.
 #[derive(Debug, Default)]
 struct Eviction {
+    /// Its future is pending: waiting for the client (or its deadline).
+    waiting: AtomicBool,
+    /// Set when it is dropped to make room for a newer one.
     evicted: AtomicBool,
     event: Event,
+}
+
+impl Eviction {
+    fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -103,12 +115,19 @@ impl Handshakes {
             if let Some(client) = client {
                 let of_client = table.by_client.get(&client).map_or(0, BTreeSet::len);
                 if of_client >= self.max_per_client {
-                    let oldest = table.by_client[&client].first().copied();
+                    let oldest = table.by_client[&client]
+                        .iter()
+                        .copied()
+                        .find(|id| table.by_age[id].1.waiting());
                     evicted.extend(oldest.and_then(|id| table.remove(id)));
                 }
             }
             if table.by_age.len() >= self.max {
-                let oldest = table.by_age.keys().next().copied();
+                let oldest = table
+                    .by_age
+                    .iter()
+                    .find(|(_, (_, eviction))| eviction.waiting())
+                    .map(|(id, _)| *id);
                 evicted.extend(oldest.and_then(|id| table.remove(id)));
             }
             let id = table.next;
@@ -158,6 +177,7 @@ impl Ticket {
         let mut future = std::pin::pin!(future);
         let mut listener: Option<EventListener> = None;
         std::future::poll_fn(|cx| {
+            self.eviction.waiting.store(false, Ordering::Release);
             loop {
                 if self.eviction.evicted.load(Ordering::Acquire) {
                     return Poll::Ready(None);
@@ -165,6 +185,7 @@ impl Ticket {
                 if let Poll::Ready(output) = future.as_mut().poll(cx) {
                     return Poll::Ready(Some(output));
                 }
+                self.eviction.waiting.store(true, Ordering::Release);
                 match &mut listener {
                     Some(l) => {
                         if Pin::new(l).poll(cx).is_pending() {
@@ -214,27 +235,48 @@ mod tests {
         ticket.eviction.evicted.load(Ordering::Acquire)
     }
 
+    /// Enters a handshake that is then waiting for its client.
+    fn waiting(handshakes: &Arc<Handshakes>, peer: Option<IpAddr>) -> Ticket {
+        let ticket = handshakes.enter(peer);
+        ticket.eviction.waiting.store(true, Ordering::Release);
+        ticket
+    }
+
     #[test]
-    fn caps_drop_the_oldest_handshake() {
+    fn caps_drop_the_oldest_handshake_waiting_for_its_client() {
         let handshakes = Arc::new(Handshakes::new(4, 2));
         let one: IpAddr = "192.0.2.1".parse().unwrap();
         let two: IpAddr = "192.0.2.2".parse().unwrap();
-        let a = handshakes.enter(Some(one));
-        let b = handshakes.enter(Some(one));
-        let c = handshakes.enter(Some(two));
+        let a = waiting(&handshakes, Some(one));
+        let b = waiting(&handshakes, Some(one));
+        let c = waiting(&handshakes, Some(two));
         // The client's cap: its oldest goes, the other client's stay.
-        let d = handshakes.enter(Some(one));
+        let d = waiting(&handshakes, Some(one));
         assert!(evicted(&a) && !evicted(&b) && !evicted(&c) && !evicted(&d));
         assert_eq!(handshakes.len(), 3);
         // The server's cap: the oldest of all goes.
-        let e = handshakes.enter(None);
+        let e = waiting(&handshakes, None);
         assert_eq!(handshakes.len(), 4);
-        let f = handshakes.enter(Some(two));
+        let f = waiting(&handshakes, Some(two));
         assert!(evicted(&b) && !evicted(&c) && !evicted(&e) && !evicted(&f));
         assert_eq!(handshakes.len(), 4);
         drop((a, b, c, d, e, f));
         assert_eq!(handshakes.len(), 0);
         assert!(handshakes.lock().by_client.is_empty());
+    }
+
+    // A burst the server has not got to yet is let in above the cap rather
+    // than dropped; the oldest waiting one goes before any of it.
+    #[test]
+    fn handshakes_not_yet_run_are_never_dropped() {
+        let handshakes = Arc::new(Handshakes::new(2, 2));
+        let burst: Vec<Ticket> = (0..4).map(|_| handshakes.enter(None)).collect();
+        assert!(burst.iter().all(|t| !evicted(t)));
+        assert_eq!(handshakes.len(), 4);
+        let stalled = waiting(&handshakes, None);
+        let newcomer = handshakes.enter(None);
+        assert!(evicted(&stalled) && !evicted(&newcomer));
+        assert!(burst.iter().all(|t| !evicted(t)));
     }
 
     #[test]

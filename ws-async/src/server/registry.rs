@@ -291,9 +291,11 @@ impl ServerHandle {
     }
 
     /// Shuts the server down gracefully: new handshakes get 503, every
-    /// connection's `on_shutdown` runs and it is closed with 1001; once all
-    /// have closed, or `grace` has passed (then the rest are dropped), the
-    /// accept loop returns. Resolves when that is done.
+    /// connection's `on_shutdown` runs (after the callback it is in, if
+    /// any) and it is closed with 1001; once all have closed, or `grace`
+    /// has passed, the accept loop returns. Past `grace` the remaining
+    /// connections are dropped, callbacks still running included, and
+    /// their sockets closed. Resolves when that is done.
     pub async fn shutdown(&self, grace: Duration) {
         let shutdown = &self.shared.shutdown;
         shutdown.draining.store(true, Ordering::Release);
