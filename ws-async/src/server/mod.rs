@@ -55,14 +55,16 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Most handshakes in progress at once, counted from the accepted
     /// socket (before TLS) until it is upgraded or refused. Past it the
-    /// oldest handshake in progress is dropped to make room, so silent or
-    /// slow sockets cannot hold file descriptors and tasks that real
-    /// clients need. Default: 1024.
+    /// oldest handshake that is waiting for its client is dropped to make
+    /// room, so silent or slow sockets cannot hold file descriptors and
+    /// tasks that real clients need; handshakes the server has not got to
+    /// yet are never dropped (a burst of real clients gets in above the
+    /// cap). Default: 1024.
     pub max_handshakes: usize,
     /// Most handshakes in progress from one client address (IPv6: one
-    /// /64), with the same oldest-first rule. Default: 256. Behind a proxy
-    /// or load balancer every client has its address: keep it no lower
-    /// than `max_handshakes` there.
+    /// /64), with the same rule. Default: 256. Behind a proxy or load
+    /// balancer every client has its address: set it to `max_handshakes`
+    /// there.
     pub max_handshakes_per_client: usize,
     /// Status for handshakes refused by a connection limit or during
     /// shutdown. Default: 503.
