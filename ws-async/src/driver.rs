@@ -500,11 +500,13 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         let fragment_open = &mut self.fragment_open;
         let mut taken = false;
         let mut skipped = false;
+        let mut stopped = false;
         self.outbox.drain(|item| {
             // Nothing may overtake a whole message that is waiting for a
             // fragmented one to end, unless that message was abandoned: its
             // last fragment can no longer be queued behind a close.
             if skipped && !*fragment_open && matches!(item, Outgoing::Close(..)) {
+                stopped = true;
                 return Drain::Stop;
             }
             let accepted = match item {
@@ -522,7 +524,10 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                     Drain::Take
                 }
                 // The engine's buffer is full: wait for the transport.
-                Err(ws_core::SendError::Backpressure(_)) => Drain::Stop,
+                Err(ws_core::SendError::Backpressure(_)) => {
+                    stopped = true;
+                    Drain::Stop
+                }
                 // A whole message while a fragmented one is open waits for
                 // its last fragment, which may be queued behind it.
                 Err(ws_core::SendError::Usage(ws_core::UsageError::MessageInProgress)) => {
@@ -540,7 +545,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         });
         if !self.conn.is_open() {
             self.outbox.close();
-        } else if self.close_by.is_none() && self.outbox.close_waiting() {
+        } else if (stopped || skipped) && self.close_by.is_none() && self.outbox.close_waiting() {
             // The close waits behind data the peer has not read yet.
             let timeout = self.conn.config().close_timeout;
             self.close_by = Some(deadline_after(self.runtime.now(), timeout));

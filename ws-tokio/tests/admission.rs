@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-use ws_tokio::{Ctx, Endpoint, Handler, Message, ServerConfig};
+use tokio::net::TcpSocket;
+use ws_tokio::ws_core::handshake::ClientRequest;
+use ws_tokio::{
+    ClientConfig, Ctx, Endpoint, Handler, Message, ServerConfig, TokioIo, TokioRuntime,
+};
 
 struct Echo;
 
@@ -77,35 +80,64 @@ impl Drop for Restore {
 }
 
 // 5,000 silent TCP connections, and a real client still completes its
-// handshake within a second: past the cap on handshakes in progress (per
-// client address here, all come from 127.0.0.1) the oldest silent socket is
-// dropped for the newcomer. The process may open only a few hundred file
-// descriptors beyond the silent sockets' own, so a server that kept one per
-// silent socket would run out and leave the real client in the backlog.
+// handshake within a second. The clients' sockets are made before the
+// process's descriptor limit is lowered to a few hundred above them, so
+// the server (as if it were its own process) has room for only a few
+// hundred sockets: it lets the flood in above its handshake cap while the
+// sockets are young, runs out of descriptors, and then drops the oldest
+// silent handshakes to make room, reaching the real client in the backlog.
+// A server that kept every silent socket until its handshake deadline
+// (10 s) would leave the real client waiting.
 async fn silent_sockets_do_not_starve_real_clients() {
     let silent_count = 5_000;
-    let needed = (open_fds() + silent_count + 400) as libc::rlim_t;
     let before = nofile();
+    let _restore = Restore(before.rlim_cur);
+    let needed = (open_fds() + silent_count + 1000) as libc::rlim_t;
     assert!(
         before.rlim_max >= needed,
         "this test needs {needed} file descriptors; the hard limit is {}",
         before.rlim_max
     );
-    let _restore = Restore(before.rlim_cur);
     set_nofile(needed);
-
     let (addr, handle) = echo_server(ServerConfig::default()).await;
-    let mut silent = Vec::with_capacity(silent_count);
-    for _ in 0..silent_count {
-        silent.push(TcpStream::connect(addr).await.unwrap());
-    }
+    let sockets: Vec<TcpSocket> = (0..=silent_count)
+        .map(|_| TcpSocket::new_v4().unwrap())
+        .collect();
+    set_nofile((open_fds() + 300) as libc::rlim_t);
+    let mut sockets = sockets.into_iter();
+    let real = sockets.next().unwrap();
+    // The flood itself gets through: a server that held its first few
+    // hundred silent sockets until their deadline would stop accepting, and
+    // connects would wait in a full backlog.
+    let flood = async {
+        let mut silent = Vec::with_capacity(silent_count);
+        for socket in sockets {
+            silent.push(socket.connect(addr).await.unwrap());
+        }
+        silent
+    };
+    let silent = tokio::time::timeout(Duration::from_secs(10), flood)
+        .await
+        .expect("5,000 connects within 10 s");
     let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(1), echo_once(addr))
+    let echo = async {
+        let io = TokioIo(real.connect(addr).await.unwrap());
+        let request = ClientRequest::new(&format!("ws://{addr}/")).unwrap();
+        let (mut socket, _) =
+            ws_async::connect_with(TokioRuntime, io, &request, &ClientConfig::default())
+                .await
+                .unwrap();
+        socket.send("hello").await.unwrap();
+        assert_eq!(
+            socket.recv().await.unwrap().unwrap(),
+            Message::text("hello")
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(1), echo)
         .await
         .expect("a real client is served within a second");
     assert!(started.elapsed() < Duration::from_secs(1));
-    // The server holds no more than its cap of the silent sockets: they
-    // count as handshakes, never as connections.
+    // The silent sockets count as handshakes, never as connections.
     assert!(handle.count() <= 1);
     drop(silent);
 }

@@ -4,13 +4,17 @@
 //! refused: its TLS handshake, its HTTP head, authentication and the answer
 //! all happen while it holds one. Without a cap, thousands of silent or
 //! slow sockets each hold a task and a file descriptor until their
-//! handshake deadline, and real clients starve. Past a cap (server-wide, or
-//! for one client address) the oldest handshake that is waiting for its
-//! client is dropped to make room: a real client sends its request at once
-//! and is done in milliseconds, so the oldest one waiting is almost always
-//! one that is stalling. A handshake the server has not got to yet (a burst
-//! of real clients while the server is busy) is never dropped; when none is
-//! waiting, the newcomer is let in above the cap.
+//! handshake deadline, and real clients starve.
+//!
+//! Past a cap (server-wide, or for one client address) the oldest
+//! handshake that has been waiting for its client for at least
+//! [`STALLED_AFTER`] is dropped to make room: a real client sends its
+//! request at once and is done in milliseconds, so that one is almost
+//! always stalling. Younger handshakes are never dropped for the cap (a
+//! burst of real clients gets in above it). When the process runs out of
+//! file descriptors, the accept loop [sheds](Handshakes::shed) the oldest
+//! waiting handshake of any age, so a flood of silent sockets cannot keep
+//! real clients out of the backlog.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -19,8 +23,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use event_listener::{Event, EventListener};
+
+/// How long a handshake must have been in progress, and be waiting for its
+/// client, before a cap may drop it for a newcomer.
+pub(crate) const STALLED_AFTER: Duration = Duration::from_millis(250);
 
 /// The address a client is counted under: IPv4 addresses as they are
 /// (IPv4-mapped IPv6 ones too), IPv6 addresses by their /64 prefix, the
@@ -53,20 +62,26 @@ impl Eviction {
     fn waiting(&self) -> bool {
         self.waiting.load(Ordering::Acquire)
     }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
 }
 
 #[derive(Debug, Default)]
 struct Table {
     next: u64,
-    /// Every handshake in progress, oldest first.
-    by_age: BTreeMap<u64, (Option<IpAddr>, Arc<Eviction>)>,
+    /// Every handshake in progress, oldest first: its client, when it
+    /// began, its state.
+    by_age: BTreeMap<u64, (Option<IpAddr>, Instant, Arc<Eviction>)>,
     /// Those of each client address.
     by_client: HashMap<IpAddr, BTreeSet<u64>>,
 }
 
 impl Table {
     fn remove(&mut self, id: u64) -> Option<Arc<Eviction>> {
-        let (client, eviction) = self.by_age.remove(&id)?;
+        let (client, _, eviction) = self.by_age.remove(&id)?;
         if let Some(client) = client {
             if let Some(ids) = self.by_client.get_mut(&client) {
                 ids.remove(&id);
@@ -103,56 +118,68 @@ impl Handshakes {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A place for a new handshake from `peer`, dropping the oldest one in
-    /// progress (of that client, if it is the client's cap that is
-    /// reached) when a cap is reached.
-    pub(crate) fn enter(self: &Arc<Self>, peer: Option<IpAddr>) -> Ticket {
+    /// A place for a new handshake from `peer`, beginning at `now`; past a
+    /// cap, the oldest stalled handshake (of that client, if it is the
+    /// client's cap that is reached) is dropped.
+    pub(crate) fn enter(self: &Arc<Self>, peer: Option<IpAddr>, now: Instant) -> Ticket {
         let client = peer.map(client_key);
         let eviction = Arc::new(Eviction::default());
         let mut evicted = Vec::new();
         let id = {
             let mut table = self.lock();
+            let stalled = |table: &Table, id: &u64| {
+                let (_, entered, eviction) = &table.by_age[id];
+                eviction.waiting() && now.saturating_duration_since(*entered) >= STALLED_AFTER
+            };
             if let Some(client) = client {
                 let of_client = table.by_client.get(&client).map_or(0, BTreeSet::len);
                 if of_client >= self.max_per_client {
                     let oldest = table.by_client[&client]
                         .iter()
-                        .copied()
-                        .find(|id| table.by_age[id].1.waiting());
+                        .find(|id| stalled(&table, id))
+                        .copied();
                     evicted.extend(oldest.and_then(|id| table.remove(id)));
                 }
             }
             if table.by_age.len() >= self.max {
-                let oldest = table
-                    .by_age
-                    .iter()
-                    .find(|(_, (_, eviction))| eviction.waiting())
-                    .map(|(id, _)| *id);
+                let oldest = table.by_age.keys().find(|id| stalled(&table, id)).copied();
                 evicted.extend(oldest.and_then(|id| table.remove(id)));
             }
             let id = table.next;
             table.next += 1;
-            table.by_age.insert(id, (client, eviction.clone()));
+            table.by_age.insert(id, (client, now, eviction.clone()));
             if let Some(client) = client {
                 table.by_client.entry(client).or_default().insert(id);
             }
             id
         };
         if !evicted.is_empty() {
-            tracing::debug!(
-                evicted = evicted.len(),
-                "too many handshakes in progress; dropped the oldest"
-            );
+            tracing::debug!("too many handshakes in progress; dropped the oldest stalled one");
         }
         for eviction in evicted {
-            eviction.evicted.store(true, Ordering::Release);
-            eviction.event.notify(usize::MAX);
+            eviction.evict();
         }
         Ticket {
             handshakes: self.clone(),
             id,
             eviction,
         }
+    }
+
+    /// Drops the oldest handshake waiting for its client, whatever its age:
+    /// for when the process is out of file descriptors. Returns whether
+    /// there was one.
+    pub(crate) fn shed(&self) -> bool {
+        let victim = {
+            let mut table = self.lock();
+            let oldest = table
+                .by_age
+                .iter()
+                .find(|(_, (_, _, eviction))| eviction.waiting())
+                .map(|(id, _)| *id);
+            oldest.and_then(|id| table.remove(id))
+        };
+        victim.map(|eviction| eviction.evict()).is_some()
     }
 
     /// Handshakes in progress.
@@ -235,29 +262,35 @@ mod tests {
         ticket.eviction.evicted.load(Ordering::Acquire)
     }
 
-    /// Enters a handshake that is then waiting for its client.
-    fn waiting(handshakes: &Arc<Handshakes>, peer: Option<IpAddr>) -> Ticket {
-        let ticket = handshakes.enter(peer);
+    /// Enters a handshake, at `at` ms, that is then waiting for its client.
+    fn waiting(handshakes: &Arc<Handshakes>, peer: Option<IpAddr>, at: u64) -> Ticket {
+        let ticket = handshakes.enter(peer, ms(at));
         ticket.eviction.waiting.store(true, Ordering::Release);
         ticket
     }
 
+    fn ms(at: u64) -> Instant {
+        use std::sync::OnceLock;
+        static START: OnceLock<Instant> = OnceLock::new();
+        *START.get_or_init(Instant::now) + Duration::from_millis(at)
+    }
+
     #[test]
-    fn caps_drop_the_oldest_handshake_waiting_for_its_client() {
+    fn caps_drop_the_oldest_stalled_handshake() {
         let handshakes = Arc::new(Handshakes::new(4, 2));
         let one: IpAddr = "192.0.2.1".parse().unwrap();
         let two: IpAddr = "192.0.2.2".parse().unwrap();
-        let a = waiting(&handshakes, Some(one));
-        let b = waiting(&handshakes, Some(one));
-        let c = waiting(&handshakes, Some(two));
+        let a = waiting(&handshakes, Some(one), 0);
+        let b = waiting(&handshakes, Some(one), 0);
+        let c = waiting(&handshakes, Some(two), 0);
         // The client's cap: its oldest goes, the other client's stay.
-        let d = waiting(&handshakes, Some(one));
+        let d = waiting(&handshakes, Some(one), 300);
         assert!(evicted(&a) && !evicted(&b) && !evicted(&c) && !evicted(&d));
         assert_eq!(handshakes.len(), 3);
-        // The server's cap: the oldest of all goes.
-        let e = waiting(&handshakes, None);
+        // The server's cap: the oldest stalled one of all goes.
+        let e = waiting(&handshakes, None, 300);
         assert_eq!(handshakes.len(), 4);
-        let f = waiting(&handshakes, Some(two));
+        let f = waiting(&handshakes, Some(two), 300);
         assert!(evicted(&b) && !evicted(&c) && !evicted(&e) && !evicted(&f));
         assert_eq!(handshakes.len(), 4);
         drop((a, b, c, d, e, f));
@@ -265,28 +298,37 @@ mod tests {
         assert!(handshakes.lock().by_client.is_empty());
     }
 
-    // A burst the server has not got to yet is let in above the cap rather
-    // than dropped; the oldest waiting one goes before any of it.
+    // Handshakes the server has not got to yet, and young ones waiting for
+    // a client that is merely slow to send, are let in above the cap; the
+    // oldest stalled one goes first. Out of descriptors, any waiting one
+    // may be shed.
     #[test]
-    fn handshakes_not_yet_run_are_never_dropped() {
+    fn only_stalled_handshakes_are_dropped_for_the_cap() {
         let handshakes = Arc::new(Handshakes::new(2, 2));
-        let burst: Vec<Ticket> = (0..4).map(|_| handshakes.enter(None)).collect();
-        assert!(burst.iter().all(|t| !evicted(t)));
-        assert_eq!(handshakes.len(), 4);
-        let stalled = waiting(&handshakes, None);
-        let newcomer = handshakes.enter(None);
-        assert!(evicted(&stalled) && !evicted(&newcomer));
+        let burst: Vec<Ticket> = (0..3).map(|_| handshakes.enter(None, ms(0))).collect();
+        let young = waiting(&handshakes, None, 100);
+        let newcomer = handshakes.enter(None, ms(200));
+        assert!(burst.iter().all(|t| !evicted(t)) && !evicted(&young));
+        assert_eq!(handshakes.len(), 5);
+        let later = handshakes.enter(None, ms(400));
+        assert!(evicted(&young), "stalled for 300 ms by now");
+        assert!(!evicted(&newcomer) && !evicted(&later));
+        // Shedding takes any waiting handshake, and only those.
+        let fresh = waiting(&handshakes, None, 400);
+        assert!(handshakes.shed());
+        assert!(evicted(&fresh));
+        assert!(!handshakes.shed(), "none left waiting");
         assert!(burst.iter().all(|t| !evicted(t)));
     }
 
     #[test]
     fn an_evicted_handshake_stops_running() {
         let handshakes = Arc::new(Handshakes::new(1, 1));
-        let first = handshakes.enter(None);
+        let first = handshakes.enter(None, ms(0));
         let mut run = std::pin::pin!(first.run(std::future::pending::<()>()));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(run.as_mut().poll(&mut cx).is_pending());
-        let _second = handshakes.enter(None);
+        let _second = handshakes.enter(None, ms(1000));
         assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(None));
     }
 }

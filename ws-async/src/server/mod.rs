@@ -55,11 +55,11 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Most handshakes in progress at once, counted from the accepted
     /// socket (before TLS) until it is upgraded or refused. Past it the
-    /// oldest handshake that is waiting for its client is dropped to make
-    /// room, so silent or slow sockets cannot hold file descriptors and
-    /// tasks that real clients need; handshakes the server has not got to
-    /// yet are never dropped (a burst of real clients gets in above the
-    /// cap). Default: 1024.
+    /// oldest handshake that has stalled (waited for its client for 250 ms
+    /// or more) is dropped to make room, so silent or slow sockets cannot
+    /// hold file descriptors and tasks that real clients need; younger
+    /// ones are never dropped for the cap (a burst of real clients gets in
+    /// above it). Default: 1024.
     pub max_handshakes: usize,
     /// Most handshakes in progress from one client address (IPv6: one
     /// /64), with the same rule. Default: 256. Behind a proxy or load
@@ -371,10 +371,12 @@ impl<R: Runtime> Server<R> {
     /// completes. Each connection runs in its own task.
     ///
     /// Accept errors never end the loop. Those of one connection (reset
-    /// or aborted before it was accepted) are skipped; running out of file
-    /// descriptors or memory is logged once and retried with a back-off
+    /// or aborted before it was accepted) are skipped. Running out of file
+    /// descriptors or memory is logged once per episode; the oldest
+    /// handshake waiting for its client is dropped to give its descriptor
+    /// back, or, when there is none, accepting is retried with a back-off
     /// of up to a second (the sockets waiting meanwhile stay in the
-    /// kernel's backlog), and the recovery is logged when accepting works
+    /// kernel's backlog). The recovery is logged when accepting works
     /// again.
     pub async fn serve<L: Listener>(&self, mut listener: L) -> io::Result<()> {
         let shared = self.inner.handle.shared().clone();
@@ -402,15 +404,24 @@ impl<R: Runtime> Server<R> {
                 }
                 Some(Err(error)) => {
                     if let Some(pause) = backoff.failed(&error) {
-                        let deadline = deadline_after(self.inner.runtime.now(), pause);
-                        sleep_until(&self.inner.runtime, deadline).await;
+                        if self.inner.handshakes.shed() {
+                            // A stalled handshake gives its descriptor back
+                            // once its task runs: let it, then try again.
+                            yield_now().await;
+                        } else {
+                            let deadline = deadline_after(self.inner.runtime.now(), pause);
+                            sleep_until(&self.inner.runtime, deadline).await;
+                        }
                     }
                     continue;
                 }
             };
             // Counted before TLS: a socket that never speaks holds a place,
             // and past the caps the oldest such place is taken back.
-            let ticket = self.inner.handshakes.enter(Some(peer.ip()));
+            let ticket = self
+                .inner
+                .handshakes
+                .enter(Some(peer.ip()), self.inner.runtime.now());
             // Boxed: a captured future would stay in the connection's task
             // for its whole life, long after the TLS handshake.
             let secure = Box::pin(listener.secure(stream));
@@ -433,13 +444,30 @@ impl<R: Runtime> Server<R> {
     /// connection ends. The handshake counts against
     /// [`ServerConfig::max_handshakes`] like an accepted one.
     pub async fn accept<T: Transport>(&self, io: T, peer: Option<SocketAddr>) {
-        let ticket = self.inner.handshakes.enter(peer.map(|p| p.ip()));
+        let ticket = self
+            .inner
+            .handshakes
+            .enter(peer.map(|p| p.ip()), self.inner.runtime.now());
         let deadline = deadline_after(
             self.inner.runtime.now(),
             self.inner.config.handshake.timeout,
         );
         serve_connection(self.inner.clone(), Box::new(io), peer, deadline, ticket).await;
     }
+}
+
+/// Lets every other ready task run once before going on.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 /// What the accept loop does about accept errors.
