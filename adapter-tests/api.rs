@@ -47,7 +47,7 @@ async fn echo_round_trips_including_16_mib() {
     for message in messages {
         assert_eq!(socket.recv().await.unwrap().unwrap(), message);
     }
-    socket.close(ws::CloseCode::NORMAL, "done").unwrap();
+    socket.try_close(ws::CloseCode::NORMAL, "done").unwrap();
     assert!(socket.recv().await.is_none());
     assert_eq!(socket.closed().unwrap().code, ws::CloseCode::NORMAL);
 }
@@ -57,7 +57,7 @@ async fn fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn() {
     let (mut socket, _) = ws::connect(&server.url("/echo")).await.unwrap();
     socket.send_fragment("hel", false).await.unwrap();
     // Queued while the fragmented message is open: goes out after it.
-    socket.sender_handle().send("second").unwrap();
+    socket.try_send("second").unwrap();
     socket.send_fragment("lo", true).await.unwrap();
     assert_eq!(
         socket.recv().await.unwrap().unwrap(),
@@ -112,31 +112,27 @@ async fn split_halves_work_concurrently_as_stream_and_sink() {
     assert!(receiver.next().await.is_none());
 }
 
-/// Registers itself under the first message's text, joins "room", and
-/// relays "to:NAME:TEXT", "room:TEXT" and "all:TEXT" commands.
+/// Registers itself under the first message's text, and relays
+/// "to:NAME:TEXT" and "all:TEXT" commands.
 struct Chat;
 
 impl Handler for Chat {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
         let Message::Text(text) = message else { return };
-        let server: &ServerHandle = ctx.server().unwrap();
+        let server: &ServerHandle = ctx.server();
         if let Some(name) = text.strip_prefix("name:") {
             server.set_name(ctx.id(), name).unwrap();
-            server.join(ctx.id(), "room");
-            let _ = ctx.send("ok");
+            let _ = ctx.try_send("ok");
         } else if let Some(rest) = text.strip_prefix("to:") {
             let (name, body) = rest.split_once(':').unwrap();
-            server.by_name(name).unwrap().send(body).unwrap();
-        } else if let Some(body) = text.strip_prefix("room:") {
-            let delivery = server.send_to_group("room", body);
-            assert!(delivery.dropped.is_empty());
+            server.by_name(name).unwrap().try_send(body).unwrap();
         } else if let Some(body) = text.strip_prefix("all:") {
             server.broadcast(body, Some(ctx.id()));
         }
     }
 }
 
-async fn registry_names_groups_and_broadcast() {
+async fn registry_names_and_broadcast() {
     let server = serve(ws::server().route("/chat", Endpoint::new(|_| Chat)).build()).await;
     let mut sockets = Vec::new();
     for name in ["ann", "bob", "cy"] {
@@ -147,7 +143,6 @@ async fn registry_names_groups_and_broadcast() {
     }
     assert_eq!(server.handle.count(), 3);
     assert_eq!(server.handle.count_on("/chat"), 3);
-    assert_eq!(server.handle.members("room").len(), 3);
 
     sockets[0].send("to:cy:psst").await.unwrap();
     assert_eq!(
@@ -165,28 +160,28 @@ async fn registry_names_groups_and_broadcast() {
         Message::text("hi all")
     );
 
-    sockets[0].send("room:in the room").await.unwrap();
-    for socket in &mut sockets {
-        assert_eq!(
-            socket.recv().await.unwrap().unwrap(),
-            Message::text("in the room")
-        );
-    }
-    // The originator got nothing from its broadcast: its next message is the
-    // room message above, already checked. Names are unique.
+    // The originator got nothing from its broadcast. Names are unique.
     let ann = server.handle.by_name("ann").unwrap().id();
     let bob = server.handle.by_name("bob").unwrap().id();
     assert!(
         matches!(server.handle.set_name(bob, "ann"), Err(ws::NameError::Taken(id)) if id == ann)
     );
-    // Leaving frees the name and the group slot.
+    // Leaving frees the name.
     drop(sockets.remove(0));
     eventually(|| server.handle.by_name("ann").is_none(), "ann to leave").await;
-    assert_eq!(server.handle.members("room").len(), 2);
-    server.handle.send_to(bob, "direct").unwrap();
+    server.handle.try_send_to(bob, "direct").unwrap();
     assert_eq!(
         sockets[0].recv().await.unwrap().unwrap(),
         Message::text("direct")
+    );
+    assert!(matches!(
+        server.handle.try_send_to(ann, "gone"),
+        Err(SendError::Closed)
+    ));
+    sockets[1].send("all:still here").await.unwrap();
+    assert_eq!(
+        sockets[0].recv().await.unwrap().unwrap(),
+        Message::text("still here")
     );
 }
 
@@ -227,7 +222,7 @@ async fn backpressure_reaches_the_sender() {
     });
     let mut config = ClientConfig::default();
     config.send_queue = 256 * 1024;
-    let (mut socket, _) = ws::client(&format!("ws://{addr}/"))
+    let (socket, _) = ws::client(&format!("ws://{addr}/"))
         .unwrap()
         .config(config)
         .connect()
@@ -347,7 +342,7 @@ async fn credentials_never_reach_debug_output() {
     struct Describe;
     impl Handler for Describe {
         async fn on_open(&mut self, ctx: &mut Ctx) {
-            let _ = ctx.send(format!("{:?}", ctx.info()));
+            let _ = ctx.try_send(format!("{:?}", ctx.info()));
         }
         async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
     }
@@ -386,7 +381,7 @@ adapter_tests!(
     fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn,
     too_big_for_the_server_closes_with_1009,
     split_halves_work_concurrently_as_stream_and_sink,
-    registry_names_groups_and_broadcast,
+    registry_names_and_broadcast,
     backpressure_reaches_the_sender,
     tls_round_trip_and_hostname_verification,
     ipv6_loopback,

@@ -29,7 +29,7 @@ impl Handler for Slow {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
         rt::sleep(self.delay).await;
         let _ = self.seen.try_send(message.clone());
-        let _ = ctx.send_wait(message).await;
+        let _ = ctx.send(message).await;
     }
     async fn on_close(&mut self, _: &mut Ctx, closed: &Closed) {
         let _ = self.closed.try_send(closed.clone());
@@ -82,7 +82,7 @@ async fn send_then_close_gets_every_echo_and_the_close_reply() {
         for text in ["one", "two", "three"] {
             socket.send(text).await.unwrap();
         }
-        socket.close(CloseCode::NORMAL, "bye").unwrap();
+        socket.close(CloseCode::NORMAL, "bye").await.unwrap();
         rt::sleep(Duration::from_millis(300)).await;
         let mut got = Vec::new();
         while let Some(item) = rt::timeout(Duration::from_secs(5), socket.recv())
@@ -187,10 +187,10 @@ async fn close_behind_an_unread_message_is_answered() {
     struct EchoThenClose(usize);
     impl Handler for EchoThenClose {
         async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-            let _ = ctx.send(message);
+            let _ = ctx.try_send(message);
             self.0 += 1;
             if self.0 == 2 {
-                let _ = ctx.close(CloseCode::new(4000), "done");
+                let _ = ctx.try_close(CloseCode::new(4000), "done");
             }
         }
     }
@@ -327,13 +327,13 @@ async fn invalid_closes_are_refused() {
         (CloseCode::NORMAL, &"x".repeat(124)[..]),
     ] {
         assert!(
-            matches!(socket.close(code, reason), Err(SendError::Invalid(_))),
+            matches!(socket.try_close(code, reason), Err(SendError::Invalid(_))),
             "{code} {}",
             reason.len()
         );
     }
     assert!(matches!(
-        socket.ping(vec![0u8; 126]),
+        socket.try_ping(vec![0u8; 126]),
         Err(SendError::Invalid(_))
     ));
     socket.send("still open").await.unwrap();
@@ -341,7 +341,7 @@ async fn invalid_closes_are_refused() {
         socket.recv().await.unwrap().unwrap(),
         Message::text("still open")
     );
-    socket.close(CloseCode::NORMAL, "").unwrap();
+    socket.try_close(CloseCode::NORMAL, "").unwrap();
     assert!(matches!(socket.send("late").await, Err(SendError::Closed)));
     assert!(socket.recv().await.is_none());
 }
@@ -359,11 +359,7 @@ async fn server_closes_do_not_wait_for_a_peer_that_reads_nothing() {
             let handle = ctx.handle();
             rt::spawn(async move {
                 let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
-                while handle
-                    .send_wait(Message::Binary(chunk.clone()))
-                    .await
-                    .is_ok()
-                {}
+                while handle.send(Message::Binary(chunk.clone())).await.is_ok() {}
             });
         }
         async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
@@ -421,7 +417,7 @@ async fn an_abandoned_fragmented_send_is_ended_by_closing() {
     drop(socket.send_fragment("part two", false));
     // A whole message queued meanwhile waits for the fragmented one.
     socket.send("whole").await.unwrap();
-    socket.close(CloseCode::new(4001), "gave up").unwrap();
+    socket.try_close(CloseCode::new(4001), "gave up").unwrap();
     let closed = next(&closed_rx).await;
     assert_eq!(closed.code, CloseCode::new(4001));
     assert!(matches!(socket.send("late").await, Err(SendError::Closed)));
@@ -479,7 +475,7 @@ async fn huge_durations_mean_never() {
         .unwrap();
     socket.send("x").await.unwrap();
     assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("x"));
-    socket.close(CloseCode::NORMAL, "").unwrap();
+    socket.try_close(CloseCode::NORMAL, "").unwrap();
     assert!(socket.recv().await.is_none());
     rt::timeout(
         Duration::from_secs(5),

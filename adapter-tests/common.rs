@@ -15,7 +15,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-        let _ = ctx.send_wait(message).await;
+        let _ = ctx.send(message).await;
     }
 }
 

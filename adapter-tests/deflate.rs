@@ -105,7 +105,7 @@ impl Handler for Recording {
         self.0.lock().unwrap().push(ctx.info().deflate);
     }
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-        let _ = ctx.send_wait(message).await;
+        let _ = ctx.send(message).await;
     }
 }
 

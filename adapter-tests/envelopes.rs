@@ -25,7 +25,7 @@ impl EnvelopeHandler for Commands {
             .map(|i| i.subject.clone())
             .unwrap_or_default();
         let reply = envelope.response(json!({ "who": who, "action": envelope.action }));
-        let _ = ctx.send_envelope_wait(&reply).await;
+        let _ = ctx.send_envelope(&reply).await;
     }
 
     fn reply_to_malformed(&self) -> bool {
@@ -185,7 +185,7 @@ impl EnvelopeHandler for AckingReceiver {
             self.handled
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        let _ = ctx.send_envelope_wait(&envelope.ack()).await;
+        let _ = ctx.send_envelope(&envelope.ack()).await;
     }
 }
 

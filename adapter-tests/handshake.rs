@@ -229,7 +229,7 @@ async fn authentication_hook() {
                 .get::<User>()
                 .map(|u| u.0.clone())
                 .unwrap_or_default();
-            let _ = ctx.send(user);
+            let _ = ctx.try_send(user);
         }
     }
     let endpoint =

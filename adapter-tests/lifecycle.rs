@@ -15,7 +15,7 @@ struct Report {
 
 impl Handler for Report {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-        let _ = ctx.send(message);
+        let _ = ctx.try_send(message);
     }
     async fn on_close(&mut self, _ctx: &mut Ctx, closed: &Closed) {
         let _ = self.closed.try_send(closed.clone());
@@ -42,7 +42,7 @@ async fn peer_that_stops_reading_meets_backpressure() {
             rt::spawn(async move {
                 let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
                 for sent in 0..100_000 {
-                    if let Err(error) = handle.send(Message::Binary(chunk.clone())) {
+                    if let Err(error) = handle.try_send(Message::Binary(chunk.clone())) {
                         let _ = report.try_send((sent, error));
                         return;
                     }
@@ -155,7 +155,7 @@ async fn close_edge_cases() {
     struct CloseAtOnce;
     impl Handler for CloseAtOnce {
         async fn on_message(&mut self, ctx: &mut Ctx, _: Message) {
-            let _ = ctx.close(CloseCode::new(4000), "done");
+            let _ = ctx.try_close(CloseCode::new(4000), "done");
         }
     }
     let server = serve(
@@ -184,7 +184,7 @@ async fn recv_is_cancel_safe() {
     impl Handler for Count {
         async fn on_message(&mut self, ctx: &mut Ctx, _: Message) {
             for i in 0..2000u32 {
-                let _ = ctx.send_wait(i.to_string()).await;
+                let _ = ctx.send(i.to_string()).await;
             }
         }
     }
@@ -225,7 +225,7 @@ async fn sending_only_keeps_the_connection_alive() {
             let handle = ctx.handle();
             rt::spawn(async move {
                 for i in 0..40 {
-                    if handle.send(format!("server {i}")).is_err() {
+                    if handle.try_send(format!("server {i}")).is_err() {
                         return;
                     }
                     rt::sleep(Duration::from_millis(25)).await;
@@ -248,10 +248,10 @@ async fn sending_only_keeps_the_connection_alive() {
     .await;
     // Only pings come from the server; the application never receives.
     let (socket, _) = ws::connect(&server.url("/quiet")).await.unwrap();
-    let (mut sender, _receiver) = socket.split();
+    let (sender, _receiver) = socket.split();
     // The server sends data and pings; the application dropped its receiver.
     let (chatty, _) = ws::connect(&server.url("/chatty")).await.unwrap();
-    let (mut chatty_sender, chatty_receiver) = chatty.split();
+    let (chatty_sender, chatty_receiver) = chatty.split();
     drop(chatty_receiver);
     for _ in 0..10 {
         sender.send("ping me").await.unwrap();
@@ -272,11 +272,11 @@ async fn graceful_shutdown() {
     struct Polite(Arc<AtomicUsize>);
     impl Handler for Polite {
         async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-            let _ = ctx.send(message);
+            let _ = ctx.try_send(message);
         }
         async fn on_shutdown(&mut self, ctx: &mut Ctx) {
             self.0.fetch_add(1, Ordering::SeqCst);
-            let _ = ctx.send("bye");
+            let _ = ctx.try_send("bye");
         }
     }
     let shutdowns = Arc::new(AtomicUsize::new(0));
@@ -336,7 +336,7 @@ async fn panics_and_slow_handlers_stay_contained() {
                 b"slow" => rt::sleep(Duration::from_millis(1500)).await,
                 _ => {}
             }
-            let _ = ctx.send(message);
+            let _ = ctx.try_send(message);
         }
     }
     let server = serve(ws::server().route("/", Endpoint::new(|_| Fragile)).build()).await;

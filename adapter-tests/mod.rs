@@ -9,6 +9,7 @@ mod api;
 mod closing;
 mod deflate;
 mod envelopes;
+mod handlers;
 mod handshake;
 mod lifecycle;
 mod policies;

@@ -16,11 +16,11 @@ struct Reporting;
 
 impl Handler for Reporting {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-        let _ = ctx.send_wait(message).await;
+        let _ = ctx.send(message).await;
     }
 
     async fn on_policy_violation(&mut self, ctx: &mut Ctx, violation: &Violation) {
-        let _ = ctx.send_wait(format!("dropped: {violation}")).await;
+        let _ = ctx.send(format!("dropped: {violation}")).await;
     }
 }
 

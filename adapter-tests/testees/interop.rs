@@ -68,24 +68,24 @@ impl Handler for Peer {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
         match self.behaviour {
             Behaviour::Echo => {
-                let _ = ctx.send_wait(message).await;
+                let _ = ctx.send(message).await;
             }
             Behaviour::Close(code, reason) => {
-                let _ = ctx.close(code, reason);
+                let _ = ctx.try_close(code, reason);
             }
             Behaviour::Big => {
                 let size = std::str::from_utf8(message.as_bytes())
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0usize);
-                let _ = ctx.send_wait(vec![0x5a; size]).await;
+                let _ = ctx.send(vec![0x5a; size]).await;
             }
             // The server side never needs this path: interop clients drop
             // their own connections to test it.
             Behaviour::Drop => {}
             Behaviour::LastClose => {
                 let last = self.last.lock().unwrap().clone();
-                let _ = ctx.send(last);
+                let _ = ctx.try_send(last);
             }
         }
     }
@@ -225,7 +225,7 @@ async fn echo(base: &str) -> Result<()> {
     ];
     echo_each(&mut socket, &small, "echo").await?;
     socket
-        .ping(&b"are you there"[..])
+        .try_ping(&b"are you there"[..])
         .map_err(|e| e.to_string())?;
     socket.send(big.clone()).await.map_err(|e| e.to_string())?;
     check(next(&mut socket).await? == big, "echo of 16 MiB")?;
@@ -235,7 +235,7 @@ async fn echo(base: &str) -> Result<()> {
 /// Closes with 1000 "done" and checks the handshake completed.
 async fn close_cleanly(socket: &mut WebSocket) -> Result<()> {
     socket
-        .close(CloseCode::NORMAL, "done")
+        .try_close(CloseCode::NORMAL, "done")
         .map_err(|e| e.to_string())?;
     let (closed, error) = end(socket).await?;
     check(

@@ -136,7 +136,7 @@ mod servers {
         struct Echo;
         impl ws_tokio::Handler for Echo {
             async fn on_message(&mut self, ctx: &mut ws_tokio::Ctx, message: ws_tokio::Message) {
-                let _ = ctx.send_wait(message).await;
+                let _ = ctx.send(message).await;
             }
         }
         let mut config = ws_tokio::ServerConfig::default();
@@ -356,7 +356,7 @@ fn serve_smol() -> io::Result<()> {
     struct Echo;
     impl ws_smol::Handler for Echo {
         async fn on_message(&mut self, ctx: &mut ws_smol::Ctx, message: Message) {
-            let _ = ctx.send_wait(message).await;
+            let _ = ctx.send(message).await;
         }
     }
     let executor = Arc::new(smol::Executor::new());

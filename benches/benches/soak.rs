@@ -32,7 +32,7 @@ struct Echo;
 
 impl Handler for Echo {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-        let _ = ctx.send_wait(message).await;
+        let _ = ctx.send(message).await;
     }
 }
 
@@ -168,7 +168,7 @@ async fn one(addr: SocketAddr, kind: usize) -> Result<(), String> {
                 other => return Err(format!("{other:?}")),
             }
             socket
-                .close(CloseCode::NORMAL, "")
+                .try_close(CloseCode::NORMAL, "")
                 .map_err(|e| e.to_string())?;
             while let Some(item) = socket.recv().await {
                 item.map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! Handshake authentication: an [`Authenticator`] per endpoint sees the
 //! upgrade request and either names who is connecting ([`Identity`], which
-//! handlers read with [`Ctx::identity`]) or refuses with 401/403.
+//! handlers read with [`Ctx::identity`](crate::Ctx::identity)) or refuses
+//! with 401/403.
 //!
 //! Built in: [`BearerJwt`] for `Authorization: Bearer <JWT>` and [`KeyAuth`]
 //! for `Authorization: Key <token>`. Neither logs, stores or echoes the
@@ -16,8 +17,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use ws_core::handshake::Rejection;
-
-use crate::driver::Ctx;
 
 /// Who is connecting, as an [`Authenticator`] established it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,14 +48,6 @@ pub trait Authenticator: Send + Sync + 'static {
         &self,
         request: &http::request::Parts,
     ) -> impl Future<Output = Result<Identity, Rejection>> + Send;
-}
-
-impl Ctx {
-    /// The identity the endpoint's [`Authenticator`] established, if it has
-    /// one.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.info().request.extensions.get::<Identity>()
-    }
 }
 
 /// Wraps an authenticator as the hook an endpoint runs.

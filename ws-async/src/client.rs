@@ -12,13 +12,14 @@ use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
 use ws_core::{Config, Connection, HandshakeLimits, Role};
 
-use crate::driver::{
-    ConnectionHandle, ConnectionId, ConnectionInfo, Ctx, DriverLimits, Link, drive, random_seed,
-};
+use crate::connection::{ConnectionHandle, ConnectionId, ConnectionInfo, random_seed};
+use crate::engine::{DriverLimits, Link, drive};
 use crate::error::ConnectError;
-use crate::handle::WebSocket;
+use crate::handler::Ctx;
 use crate::outbox::Outbox;
 use crate::runtime::{MaybeTls, Network, Runtime, Transport, read_some, with_deadline, write_all};
+use crate::server::ServerHandle;
+use crate::socket::WebSocket;
 
 /// Settings of a client connection.
 #[derive(Debug, Clone)]
@@ -123,9 +124,11 @@ pub fn start<R: Runtime, T: Transport>(
     });
     let outbox = Arc::new(Outbox::new(config.send_queue));
     let handle = ConnectionHandle::new(info.id, outbox.clone());
-    let (socket, forward) = WebSocket::new(handle, info.clone(), config.read_ahead);
-    let link = Link::new(runtime.clone(), io, conn, outbox.clone(), limits);
-    let ctx = Ctx::new(info, outbox, None);
+    let (socket, forward) = WebSocket::new(handle.clone(), info.clone(), config.read_ahead);
+    let link = Link::new(runtime.clone(), io, conn, outbox, limits);
+    // The handler behind a client is internal; it never looks at a server.
+    let detached = ServerHandle::new(runtime.clone());
+    let ctx = Ctx::new(handle, info, detached);
     runtime.spawn(Box::pin(async move {
         drive(link, forward, ctx, None).await;
     }));

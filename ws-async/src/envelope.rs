@@ -4,13 +4,15 @@
 use std::future::Future;
 
 use ws_core::envelope::{Envelope, EnvelopeError};
+use ws_core::policy::Violation;
 use ws_core::{Closed, Message};
 
-use crate::driver::{Ctx, Handler};
-use crate::error::SendError;
+use crate::handler::{Ctx, Handler};
 
 /// A handler of envelopes rather than raw messages; wrap it in
-/// [`Envelopes`] to serve it on an endpoint.
+/// [`Envelopes`] to serve it on an endpoint. Besides `on_envelope` and
+/// `on_malformed` it has every other callback of a [`Handler`], with the
+/// same defaults, and [`Envelopes`] passes each one on.
 pub trait EnvelopeHandler: Send + 'static {
     /// A well-formed envelope arrived.
     fn on_envelope(&mut self, ctx: &mut Ctx, envelope: Envelope)
@@ -29,7 +31,7 @@ pub trait EnvelopeHandler: Send + 'static {
             .then(|| Envelope::error_reply(None, &error));
         async move {
             if let Some(reply) = reply {
-                let _ = ctx.send_envelope_wait(&reply).await;
+                let _ = ctx.send_envelope(&reply).await;
             }
         }
     }
@@ -40,13 +42,35 @@ pub trait EnvelopeHandler: Send + 'static {
         false
     }
 
-    /// The connection is open.
+    /// See [`Handler::on_open`].
     fn on_open(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
         let _ = ctx;
         async {}
     }
 
-    /// The connection closed.
+    /// See [`Handler::on_timer`].
+    fn on_timer(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// See [`Handler::on_policy_violation`].
+    fn on_policy_violation(
+        &mut self,
+        ctx: &mut Ctx,
+        violation: &Violation,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, violation);
+        async {}
+    }
+
+    /// See [`Handler::on_shutdown`].
+    fn on_shutdown(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// See [`Handler::on_close`].
     fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) -> impl Future<Output = ()> + Send {
         let _ = (ctx, closed);
         async {}
@@ -54,13 +78,14 @@ pub trait EnvelopeHandler: Send + 'static {
 }
 
 /// Serves an [`EnvelopeHandler`] as a [`Handler`]: parses every message
-/// and routes it to `on_envelope` or `on_malformed`.
+/// and routes it to `on_envelope` or `on_malformed`; every other callback
+/// goes to the envelope handler's own.
 #[derive(Debug)]
 pub struct Envelopes<H>(pub H);
 
 impl<H: EnvelopeHandler> Handler for Envelopes<H> {
-    async fn on_open(&mut self, ctx: &mut Ctx) {
-        self.0.on_open(ctx).await;
+    fn on_open(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        self.0.on_open(ctx)
     }
 
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
@@ -70,19 +95,23 @@ impl<H: EnvelopeHandler> Handler for Envelopes<H> {
         }
     }
 
-    async fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) {
-        self.0.on_close(ctx, closed).await;
-    }
-}
-
-impl Ctx {
-    /// Queues an envelope as a JSON text message; see [`Ctx::send`].
-    pub fn send_envelope(&self, envelope: &Envelope) -> Result<(), SendError> {
-        self.send(envelope.to_message())
+    fn on_timer(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        self.0.on_timer(ctx)
     }
 
-    /// Queues an envelope, waiting for room; see [`Ctx::send_wait`].
-    pub async fn send_envelope_wait(&self, envelope: &Envelope) -> Result<(), SendError> {
-        self.send_wait(envelope.to_message()).await
+    fn on_policy_violation(
+        &mut self,
+        ctx: &mut Ctx,
+        violation: &Violation,
+    ) -> impl Future<Output = ()> + Send {
+        self.0.on_policy_violation(ctx, violation)
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
+        self.0.on_shutdown(ctx)
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) -> impl Future<Output = ()> + Send {
+        self.0.on_close(ctx, closed)
     }
 }

@@ -335,19 +335,20 @@ impl App {
             let handle = ctx.handle();
             match step {
                 AppStep::Send(message) => {
-                    let _ = cancel_after(handle.send_wait(message), 8).await;
+                    let _ = cancel_after(handle.send(message), 8).await;
                 }
                 AppStep::TrySend(message) => {
-                    let _ = ctx.send(message);
+                    let _ = ctx.try_send(message);
                 }
                 AppStep::Fragment { data, last, polls } => {
                     let _ = cancel_after(handle.send_fragment(data, last), polls).await;
                 }
                 AppStep::Close(code, reason) => {
-                    let _ = ctx.close(CloseCode::new(code), &"r".repeat(reason));
+                    let _ =
+                        cancel_after(ctx.close(CloseCode::new(code), &"r".repeat(reason)), 4).await;
                 }
                 AppStep::Ping(len) => {
-                    let _ = handle.ping(vec![1; len]);
+                    let _ = handle.try_ping(vec![1; len]);
                 }
                 AppStep::Recv { polls } => {
                     sleep(&self.runtime, Duration::from_millis(u64::from(polls) * 50)).await;
@@ -374,7 +375,7 @@ impl Handler for App {
 
 /// The client application: every step in turn, then it lets go.
 async fn client_app(socket: crate::WebSocket, steps: Steps, runtime: Virtual) {
-    let (mut sender, mut receiver) = socket.split();
+    let (sender, mut receiver) = socket.split();
     while let Some(step) = next_step(&steps) {
         match step {
             AppStep::Send(message) => {
@@ -387,10 +388,11 @@ async fn client_app(socket: crate::WebSocket, steps: Steps, runtime: Virtual) {
                 let _ = cancel_after(sender.send_fragment(data, last), polls).await;
             }
             AppStep::Close(code, reason) => {
-                let _ = sender.close(CloseCode::new(code), &"r".repeat(reason));
+                let close = sender.close(CloseCode::new(code), &"r".repeat(reason));
+                let _ = cancel_after(close, 4).await;
             }
             AppStep::Ping(len) => {
-                let _ = sender.handle().ping(vec![1; len]);
+                let _ = cancel_after(sender.ping(vec![1; len]), 4).await;
             }
             AppStep::Recv { polls } => {
                 if let Some(Some(Ok(message))) = cancel_after(receiver.recv(), polls).await {

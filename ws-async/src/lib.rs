@@ -11,25 +11,42 @@
 
 pub mod auth;
 mod client;
-mod driver;
+mod connection;
+mod engine;
 pub mod envelope;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod handle;
+mod handler;
 mod outbox;
 mod runtime;
 mod server;
+mod socket;
 pub mod tls;
 
 pub use client::{Client, ClientConfig, connect_with, handshake, start};
-pub use driver::{ConnectionHandle, ConnectionId, ConnectionInfo, Ctx, Handler};
+pub use connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
 pub use error::{ConnectError, ConnectionError, SendError};
-pub use handle::{WebSocket, WsReceiver, WsSender};
+pub use handler::{Ctx, Handler, Layer, Layered};
 pub use runtime::{BoxFuture, Listener, MaybeTls, Network, Runtime, Timer, Transport};
 pub use server::{
     Authenticate, Delivery, Endpoint, NameError, OriginPolicy, Server, ServerBuilder, ServerConfig,
     ServerHandle,
 };
+pub use socket::{WebSocket, WsReceiver, WsSender};
 pub use ws_core;
+
+/// What every runtime adapter re-exports, listed once: `ws-tokio` and
+/// `ws-smol` each say `pub use ws_async::adapter::*` and add their runtime's
+/// own items.
+#[doc(hidden)]
+pub mod adapter {
+    pub use crate::{
+        Authenticate, ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId,
+        ConnectionInfo, Ctx, Delivery, Handler, Layer, Layered, NameError, OriginPolicy, SendError,
+        ServerConfig, ServerHandle, WebSocket, WsReceiver, WsSender, auth, envelope, tls,
+    };
+    pub use http;
+    pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
+}

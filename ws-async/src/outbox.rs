@@ -253,6 +253,7 @@ impl Outbox {
     /// one to end must not block that message's remaining fragments).
     pub(crate) fn drain(&self, mut take: impl FnMut(&Outgoing) -> Drain) {
         let mut freed = 0;
+        let mut taken = false;
         {
             let mut state = self.lock();
             let mut at = 0;
@@ -260,6 +261,7 @@ impl Outbox {
                 match take(item) {
                     Drain::Take => {
                         freed += item.weight();
+                        taken = true;
                         state.queue.remove(at);
                     }
                     Drain::Skip => at += 1,
@@ -268,8 +270,28 @@ impl Outbox {
             }
             state.bytes -= freed;
         }
-        if freed > 0 {
+        // Waiters for room, for a flush and for a close to be taken.
+        if taken {
             self.room.notify(usize::MAX);
+        }
+    }
+
+    /// Whether a close was queued or the connection closed: nothing more
+    /// is accepted.
+    pub(crate) fn is_closing(&self) -> bool {
+        let state = self.lock();
+        state.closing || state.closed
+    }
+
+    /// Resolves once the queued close has been taken by the driver (or the
+    /// outbox closed).
+    pub(crate) async fn close_taken(&self) {
+        loop {
+            let listener = self.room.listen();
+            if !self.close_waiting() {
+                return;
+            }
+            listener.await;
         }
     }
 

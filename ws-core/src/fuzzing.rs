@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::config::{Config, HandshakeLimits, ReceiveMode};
-use crate::connection::{Connection, Event, Role};
+use crate::connection::{Connection, Event};
 use crate::deflate::{DeflateConfig, DeflateParams};
 use crate::frame::{FrameDecoder, HeaderRules, encode_frame};
 use crate::handshake::{Accept, ClientHandshake, ClientRequest, RequestError, ServerHandshake};
 use crate::message::Message;
+use crate::role::Role;
 use crate::{CloseCode, Fragment};
 
 /// Splits `data` into chunks whose sizes come from `sizes` (cycled).

@@ -89,6 +89,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod policy;
+pub mod role;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -96,9 +97,10 @@ pub mod fuzzing;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::{BackpressurePolicy, Config, HandshakeLimits, ReceiveMode};
-pub use connection::{CloseCause, Closed, Connection, Event, PONG_BUDGET, Role, Side, Timeout};
+pub use connection::{CloseCause, Closed, Connection, Event, PONG_BUDGET, Side, Timeout};
 pub use error::{Backpressure, ProtocolError, SendError, UsageError};
 pub use message::{Fragment, Message, Utf8Bytes};
+pub use role::Role;
 
 /// The README's example, compiled and run as a doc test.
 #[cfg(doctest)]

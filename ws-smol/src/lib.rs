@@ -16,7 +16,7 @@
 //!
 //! impl Handler for Echo {
 //!     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//!         let _ = ctx.send(message);
+//!         let _ = ctx.try_send(message);
 //!     }
 //! }
 //!
@@ -35,7 +35,7 @@
 //! # struct Echo;
 //! # impl ws_smol::Handler for Echo {
 //! #     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//! #         let _ = ctx.send(message);
+//! #         let _ = ctx.try_send(message);
 //! #     }
 //! # }
 //! let runtime = SmolRuntime::with_spawner(|task| {
@@ -71,12 +71,8 @@ pub use listener::{ServerStream, SmolListener, bind, bind_tls};
 pub use runtime::SmolRuntime;
 pub use tcp::TcpTransport;
 
-pub use ws_async::{
-    ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId, ConnectionInfo,
-    Ctx, Delivery, Handler, NameError, OriginPolicy, SendError, ServerConfig, ServerHandle,
-    WebSocket, WsReceiver, WsSender, auth, envelope, tls,
-};
-pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
+#[doc(inline)]
+pub use ws_async::adapter::*;
 
 /// A server; see [`ws_async::Server`].
 pub type Server = ws_async::Server<SmolRuntime>;

@@ -5,13 +5,13 @@
 //! cargo run --release -p ws-tokio --example chat -- 0.0.0.0:8080
 //! ```
 //!
-//! Connect with `?name=alice` to pick a name (unique; a taken name gets a
-//! suffix). `/who` counts who is here. Slow clients whose send queue is full
+//! Connect with `?name=alice` to pick a name (percent-encoded, unique; a
+//! taken name gets a suffix). `/who` counts who is here. Slow clients whose send queue is full
 //! miss messages instead of slowing everyone down, and are told so.
 
 use std::time::Duration;
 
-use ws_tokio::{ConnectionInfo, Ctx, Endpoint, Handler, Message, ServerHandle};
+use ws_tokio::{ConnectionInfo, Ctx, Endpoint, Handler, Message};
 
 struct Member {
     name: String,
@@ -20,30 +20,20 @@ struct Member {
 impl Member {
     fn new(info: &ConnectionInfo) -> Self {
         let wanted = info
-            .request
-            .uri
-            .query()
-            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("name=")))
+            .query_param("name")
             .filter(|name| {
                 !name.is_empty()
-                    && name.len() <= 32
+                    && name.chars().count() <= 32
                     && name.chars().all(|c| c.is_alphanumeric() || c == '_')
             })
-            .map_or_else(
-                || format!("guest-{}", &info.id.to_string()[..6]),
-                str::to_owned,
-            );
+            .unwrap_or_else(|| format!("guest-{}", &info.id.to_string()[..6]));
         Self { name: wanted }
-    }
-
-    fn server<'a>(&self, ctx: &'a Ctx) -> &'a ServerHandle {
-        ctx.server().expect("a server connection")
     }
 }
 
 impl Handler for Member {
     async fn on_open(&mut self, ctx: &mut Ctx) {
-        let server = self.server(ctx);
+        let server = ctx.server();
         let mut name = self.name.clone();
         let mut n = 1;
         while server.set_name(ctx.id(), &name).is_err() {
@@ -51,36 +41,33 @@ impl Handler for Member {
             name = format!("{}-{n}", self.name);
         }
         self.name = name;
-        server.join(ctx.id(), "chat");
-        let _ = ctx.send(format!("welcome, {}", self.name));
-        server.send_to_group("chat", format!("* {} joined", self.name));
+        let _ = ctx.try_send(format!("welcome, {}", self.name));
+        server.broadcast(format!("* {} joined", self.name), Some(ctx.id()));
     }
 
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
         let Message::Text(text) = message else {
-            let _ = ctx.send("text messages only");
+            let _ = ctx.try_send("text messages only");
             return;
         };
-        let server = self.server(ctx);
+        let server = ctx.server();
         if text.trim() == "/who" {
-            let _ = ctx.send(format!("{} here", server.members("chat").len()));
+            let _ = ctx.try_send(format!("{} here", server.count_on("/chat")));
             return;
         }
         let delivery = server.broadcast(format!("{}: {text}", self.name), Some(ctx.id()));
         for slow in delivery.dropped {
-            if let Some(handle) = server.get(slow) {
-                let _ = handle.send("(you missed a message: you are reading too slowly)");
-            }
+            let _ = server.try_send_to(slow, "(you missed a message: you are reading too slowly)");
         }
     }
 
     async fn on_close(&mut self, ctx: &mut Ctx, _closed: &ws_tokio::Closed) {
-        self.server(ctx)
+        ctx.server()
             .broadcast(format!("* {} left", self.name), Some(ctx.id()));
     }
 
     async fn on_shutdown(&mut self, ctx: &mut Ctx) {
-        let _ = ctx.send("server restarting, please reconnect");
+        let _ = ctx.try_send("server restarting, please reconnect");
     }
 }
 

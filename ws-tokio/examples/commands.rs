@@ -75,7 +75,7 @@ async fn ticks(handle: ConnectionHandle, acks: Arc<Mutex<AckSender>>) {
             }
         }
         for message in outgoing {
-            if handle.send(message).is_err() {
+            if handle.try_send(message).is_err() {
                 return;
             }
         }
@@ -106,7 +106,7 @@ impl EnvelopeHandler for Session {
             }
             _ => envelope.response(json!({ "error": "unknown command" })),
         };
-        let _ = ctx.send_envelope_wait(&reply).await;
+        let _ = ctx.send_envelope(&reply).await;
     }
 
     fn reply_to_malformed(&self) -> bool {
@@ -129,7 +129,7 @@ impl ws_tokio::Handler for Reporting {
             data: Some(json!({ "error": violation.to_string() })),
             ..Envelope::default()
         };
-        let _ = ctx.send_envelope_wait(&reply).await;
+        let _ = ctx.send_envelope(&reply).await;
     }
 }
 

@@ -20,7 +20,7 @@ impl Handler for Echo {
     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
         // Waiting for room pushes back on a client that sends faster than it
         // reads the echoes; the connection keeps answering pings meanwhile.
-        let _ = ctx.send_wait(message).await;
+        let _ = ctx.send(message).await;
     }
 }
 

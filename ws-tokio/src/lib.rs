@@ -14,7 +14,7 @@
 //!
 //! impl Handler for Echo {
 //!     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//!         let _ = ctx.send(message);
+//!         let _ = ctx.try_send(message);
 //!     }
 //! }
 //!
@@ -48,12 +48,8 @@ pub use io::TokioIo;
 pub use listener::{ServerStream, TokioListener, bind, bind_tls};
 pub use runtime::TokioRuntime;
 
-pub use ws_async::{
-    ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId, ConnectionInfo,
-    Ctx, Delivery, Handler, NameError, OriginPolicy, SendError, ServerConfig, ServerHandle,
-    WebSocket, WsReceiver, WsSender, auth, envelope, tls,
-};
-pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
+#[doc(inline)]
+pub use ws_async::adapter::*;
 
 /// A server on tokio; see [`ws_async::Server`].
 pub type Server = ws_async::Server<TokioRuntime>;

@@ -26,12 +26,12 @@ use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySe
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
 pub use origin::OriginPolicy;
+pub(crate) use registry::Shutdown;
 pub use registry::{Delivery, NameError, ServerHandle};
 
-use crate::driver::{
-    ConnectionHandle, ConnectionId, ConnectionInfo, Ctx, DriverLimits, Handler, Link, Shutdown,
-    drive,
-};
+use crate::connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
+use crate::engine::{DriverLimits, Link, drive};
+use crate::handler::{Ctx, Handler};
 use crate::outbox::Outbox;
 use crate::runtime::{
     BoxFuture, Listener, Runtime, Transport, read_some, sleep_until, with_deadline, write_all,
@@ -839,7 +839,11 @@ fn start_connection<R: Runtime>(
     if let Some(policies) = endpoint.and_then(|e| e.policies.as_ref()) {
         link.policies = policies();
     }
-    let ctx = Ctx::new(info, outbox, Some(inner.handle.clone()));
+    let ctx = Ctx::new(
+        ConnectionHandle::new(info.id, outbox),
+        info,
+        inner.handle.clone(),
+    );
     let shutdown = inner.handle.shared().shutdown.clone();
     let run = run(link, ctx, shutdown);
     async move {

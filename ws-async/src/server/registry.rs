@@ -1,35 +1,45 @@
-//! Live connections by id, unique name and group; push from outside a
+//! Live connections by id and unique name; sending from outside a
 //! connection; the shutdown switch.
+//!
+//! Groups of connections (rooms, topics, presence) are not kept here: the
+//! `ws-channels` crate owns that concept, across one node or many.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use event_listener::Event as Notify;
+use event_listener::{Event as Notify, EventListener};
 use ws_core::Message;
 
-use crate::driver::{ConnectionHandle, ConnectionId, Shutdown};
+use crate::connection::{ConnectionHandle, ConnectionId};
 use crate::error::SendError;
 use crate::outbox::Outgoing;
 use crate::runtime::{BoxFuture, Runtime, sleep_until};
+
+/// A server-wide signal: shutting down (run `on_shutdown`, close with
+/// 1001) and, past the drain deadline, killed (drop at once).
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
+    pub(crate) draining: AtomicBool,
+    pub(crate) killed: AtomicBool,
+    pub(crate) notify: Notify,
+}
 
 #[derive(Debug)]
 struct Entry {
     handle: ConnectionHandle,
     endpoint: Arc<str>,
     name: Option<String>,
-    groups: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
 struct Tables {
     connections: BTreeMap<ConnectionId, Entry>,
     names: BTreeMap<String, ConnectionId>,
-    groups: BTreeMap<String, BTreeSet<ConnectionId>>,
 }
 
 /// State shared by a server's accept loop, its connections and its handles.
@@ -71,9 +81,13 @@ pub struct Delivery {
     pub dropped: Vec<ConnectionId>,
 }
 
-/// Controls a running server: its registry of connections (by id, unique
-/// name and group), sending from outside a connection, and graceful
-/// shutdown. Cheap to clone; every connection's handler has one.
+/// Controls a running server: its registry of connections (by id and
+/// unique name), sending from outside a connection, and graceful shutdown.
+/// Cheap to clone; every connection's handler has one
+/// ([`Ctx::server`](crate::Ctx::server)).
+///
+/// It keeps no groups of connections: channels, rooms and presence, on one
+/// node or across a cluster, are `ws-channels`' job.
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
@@ -82,10 +96,15 @@ pub struct ServerHandle {
 
 /// The parts of a runtime the handle needs, object-safe.
 pub(crate) trait RuntimeClock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> Instant;
     fn sleep(&self, duration: Duration) -> BoxFuture<()>;
 }
 
 impl<R: Runtime> RuntimeClock for R {
+    fn now(&self) -> Instant {
+        Runtime::now(self)
+    }
+
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
         let runtime = self.clone();
         Box::pin(async move {
@@ -110,9 +129,6 @@ impl Drop for Registration {
                 if let Some(name) = entry.name {
                     tables.names.remove(&name);
                 }
-                for group in entry.groups {
-                    remove_member(&mut tables, &group, self.id);
-                }
             }
         }
         self.shared.active.fetch_sub(1, Ordering::AcqRel);
@@ -128,15 +144,6 @@ fn lock(tables: &Mutex<Tables>) -> MutexGuard<'_, Tables> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn remove_member(tables: &mut Tables, group: &str, id: ConnectionId) {
-    if let Some(members) = tables.groups.get_mut(group) {
-        members.remove(&id);
-        if members.is_empty() {
-            tables.groups.remove(group);
-        }
-    }
-}
-
 impl ServerHandle {
     pub(crate) fn new<R: Runtime>(runtime: R) -> Self {
         Self {
@@ -149,6 +156,11 @@ impl ServerHandle {
         &self.shared
     }
 
+    /// The current time on the server's runtime clock.
+    pub fn now(&self) -> Instant {
+        self.runtime.now()
+    }
+
     pub(crate) fn register(&self, handle: ConnectionHandle, endpoint: Arc<str>) -> Registration {
         let id = handle.id();
         self.shared.active.fetch_add(1, Ordering::AcqRel);
@@ -158,7 +170,6 @@ impl ServerHandle {
                 handle,
                 endpoint,
                 name: None,
-                groups: BTreeSet::new(),
             },
         );
         Registration {
@@ -217,59 +228,16 @@ impl ServerHandle {
         tables.connections.get(id).map(|e| e.handle.clone())
     }
 
-    /// Adds connection `id` to `group`. Returns false if it is not
-    /// connected.
-    pub fn join(&self, id: ConnectionId, group: &str) -> bool {
-        let mut tables = lock(&self.shared.tables);
-        let Some(entry) = tables.connections.get_mut(&id) else {
-            return false;
-        };
-        entry.groups.insert(group.to_owned());
-        tables
-            .groups
-            .entry(group.to_owned())
-            .or_default()
-            .insert(id);
-        true
-    }
-
-    /// Removes connection `id` from `group`.
-    pub fn leave(&self, id: ConnectionId, group: &str) {
-        let mut tables = lock(&self.shared.tables);
-        if let Some(entry) = tables.connections.get_mut(&id) {
-            entry.groups.remove(group);
-        }
-        remove_member(&mut tables, group, id);
-    }
-
-    /// Members of `group`.
-    pub fn members(&self, group: &str) -> Vec<ConnectionId> {
-        lock(&self.shared.tables)
-            .groups
-            .get(group)
-            .map(|m| m.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
-    /// Queues `message` for connection `id`.
-    pub fn send_to(&self, id: ConnectionId, message: impl Into<Message>) -> Result<(), SendError> {
+    /// Queues `message` for connection `id` without waiting; see
+    /// [`ConnectionHandle::try_send`]. [`SendError::Closed`] when no such
+    /// connection is open.
+    pub fn try_send_to(
+        &self,
+        id: ConnectionId,
+        message: impl Into<Message>,
+    ) -> Result<(), SendError> {
         let handle = self.get(id).ok_or(SendError::Closed)?;
-        handle.send(message)
-    }
-
-    /// Queues `message` for every member of `group`.
-    pub fn send_to_group(&self, group: &str, message: impl Into<Message>) -> Delivery {
-        let targets: Vec<ConnectionHandle> = {
-            let tables = lock(&self.shared.tables);
-            tables
-                .groups
-                .get(group)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| tables.connections.get(id).map(|e| e.handle.clone()))
-                .collect()
-        };
-        deliver(targets, message.into())
+        handle.try_send(message)
     }
 
     /// Queues `message` for every connection except `except` (typically the
@@ -301,17 +269,24 @@ impl ServerHandle {
         shutdown.draining.store(true, Ordering::Release);
         shutdown.notify.notify(usize::MAX);
         let mut deadline = self.runtime.sleep(grace);
+        // Kept across polls: a listener dropped while pending would miss the
+        // last connection's end, and the drain would last the whole grace.
+        let mut listener: Option<EventListener> = None;
         let drained = poll_fn(|cx| {
             loop {
                 if self.shared.active.load(Ordering::Acquire) == 0 {
                     return Poll::Ready(true);
                 }
-                let mut listener = self.shared.active_changed.listen();
-                if self.shared.active.load(Ordering::Acquire) == 0 {
-                    return Poll::Ready(true);
-                }
-                if Pin::new(&mut listener).poll(cx).is_pending() {
-                    break;
+                match &mut listener {
+                    // Listening before the second look: a change in between
+                    // is not missed.
+                    None => listener = Some(self.shared.active_changed.listen()),
+                    Some(l) => {
+                        if Pin::new(l).poll(cx).is_pending() {
+                            break;
+                        }
+                        listener = None;
+                    }
                 }
             }
             deadline.as_mut().poll(cx).map(|()| false)

@@ -20,6 +20,7 @@ use crate::frame::{
     FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, Step,
 };
 use crate::message::{Fragment, Message, Utf8Bytes, Utf8Validator};
+use crate::role::Role;
 use outgoing::{OutgoingQueue, PayloadSource, ZERO_COPY_MIN};
 
 /// Pong bytes answered at once per drain of the send buffer; see
@@ -31,15 +32,6 @@ pub const PONG_BUDGET: usize = 4096;
 /// How many times `read_buffer_size` [`Connection::recv_buf`] reserves
 /// for the rest of a large frame in progress.
 const READ_AHEAD_FACTOR: usize = 4;
-
-/// Which end of the connection we are. Decides masking in both directions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// We accepted the connection: incoming frames must be masked.
-    Server,
-    /// We opened the connection: outgoing frames are masked.
-    Client,
-}
 
 /// Which end started something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,7 +6,7 @@ use flate2::Compression;
 
 use super::codec::{Deflater, InflateError, Inflater};
 use super::negotiation::{DeflateConfig, DeflateParams};
-use crate::connection::Role;
+use crate::role::Role;
 
 /// Scratch capacity kept between compressed sends; more is released.
 const SCRATCH_KEEP: usize = 64 * 1024;

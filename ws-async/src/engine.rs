@@ -1,323 +1,27 @@
-//! The connection driver: one task per connection that moves bytes between
-//! the transport and a `ws_core::Connection`, runs its timers, and calls the
-//! handler.
+//! The engine of a connection: one task that moves bytes between the
+//! transport and a `ws_core::Connection`, runs its timers and the
+//! handler's, and calls the handler.
 
-use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use event_listener::{Event as Notify, EventListener};
+use event_listener::EventListener;
 use futures_util::FutureExt;
-use ws_core::close::CloseFrame;
 use ws_core::config::deadline_after;
-use ws_core::deflate::DeflateParams;
 use ws_core::policy::{PolicySet, Verdict, Violation};
 use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
 
-use crate::error::SendError;
+use crate::connection::close;
+use crate::handler::{Ctx, Handler};
 use crate::outbox::{Drain, Outbox, Outgoing};
 use crate::runtime::{Runtime, Timer, Transport, read_some, with_deadline};
-use crate::server::ServerHandle;
-
-/// A connection's identifier, unique within a process and drawn at random
-/// so it reveals nothing about other connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub(crate) u64);
-
-impl ConnectionId {
-    pub(crate) fn random() -> Self {
-        use rand_core::{Rng, SeedableRng};
-        use std::sync::{Mutex, OnceLock};
-        static RNG: OnceLock<Mutex<rand_chacha::ChaCha20Rng>> = OnceLock::new();
-        let rng =
-            RNG.get_or_init(|| Mutex::new(rand_chacha::ChaCha20Rng::from_seed(random_seed())));
-        let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
-        Self(rng.next_u64())
-    }
-
-    /// The raw value.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-/// 32 bytes from the operating system's random source.
-pub(crate) fn random_seed() -> [u8; 32] {
-    let mut seed = [0; 32];
-    getrandom::fill(&mut seed).expect("the operating system's random source failed");
-    seed
-}
-
-/// What is known about a connection: who, where, how it was opened.
-#[derive(Debug)]
-pub struct ConnectionInfo {
-    /// The connection's identifier.
-    pub id: ConnectionId,
-    /// The peer's address, when the transport has one.
-    pub peer_addr: Option<SocketAddr>,
-    /// The handshake request (server side) with any extensions the
-    /// authenticate hook inserted, or the request that was sent (client
-    /// side).
-    pub request: http::request::Parts,
-    /// The subprotocol in use.
-    pub subprotocol: Option<String>,
-    /// The permessage-deflate parameters in force, if it was negotiated.
-    pub deflate: Option<DeflateParams>,
-    /// Which side we are.
-    pub role: Role,
-}
-
-/// Callbacks for one connection. A fresh handler is made for every
-/// connection, so its fields are the connection's own data.
-///
-/// All callbacks of one connection run in order in that connection's task;
-/// while one is waiting, the connection keeps reading (up to a bound),
-/// answering pings and writing, and the messages that arrive meanwhile wait
-/// in order for the next `on_message`. A slow callback delays only its own
-/// connection; a panicking one closes its connection with 1011 and no
-/// further callbacks run. A callback still running when a server shutdown's
-/// grace period ends is dropped there, like any future cancelled at an
-/// `.await`.
-pub trait Handler: Send + 'static {
-    /// The connection is open.
-    fn on_open(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        async {}
-    }
-
-    /// A message arrived.
-    fn on_message(&mut self, ctx: &mut Ctx, message: Message) -> impl Future<Output = ()> + Send;
-
-    /// The connection closed. No more callbacks follow.
-    fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) -> impl Future<Output = ()> + Send {
-        let _ = (ctx, closed);
-        async {}
-    }
-
-    /// A message broke one of the endpoint's policies whose action is
-    /// [`OnViolation::Drop`](ws_core::policy::OnViolation::Drop): it was
-    /// dropped, the connection stays open. (A violated
-    /// [`OnViolation::Close`](ws_core::policy::OnViolation::Close) policy
-    /// closes with 1008 instead, reported to [`on_close`](Self::on_close).)
-    fn on_policy_violation(
-        &mut self,
-        ctx: &mut Ctx,
-        violation: &Violation,
-    ) -> impl Future<Output = ()> + Send {
-        let _ = (ctx, violation);
-        async {}
-    }
-
-    /// The server is shutting down; the connection is closed with 1001 once
-    /// this returns.
-    fn on_shutdown(&mut self, ctx: &mut Ctx) -> impl Future<Output = ()> + Send {
-        let _ = ctx;
-        async {}
-    }
-}
-
-/// A handler's view of its connection.
-#[derive(Debug)]
-pub struct Ctx {
-    info: Arc<ConnectionInfo>,
-    outbox: Arc<Outbox>,
-    server: Option<ServerHandle>,
-    transport_error: Option<Arc<io::Error>>,
-}
-
-impl Ctx {
-    pub(crate) fn new(
-        info: Arc<ConnectionInfo>,
-        outbox: Arc<Outbox>,
-        server: Option<ServerHandle>,
-    ) -> Self {
-        Self {
-            info,
-            outbox,
-            server,
-            transport_error: None,
-        }
-    }
-
-    /// In `on_close`: the transport error that ended the connection, if
-    /// one did.
-    pub fn transport_error(&self) -> Option<&Arc<io::Error>> {
-        self.transport_error.as_ref()
-    }
-
-    /// Queues a message. Fails when the connection is closed, or when its
-    /// send queue is full (the peer is not keeping up); nothing is queued
-    /// then.
-    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox
-            .try_push(Outgoing::Message(message.into()))
-            .map_err(|(error, _)| error)
-    }
-
-    /// Queues a message, waiting for room in the send queue.
-    pub async fn send_wait(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox.push(Outgoing::Message(message.into())).await
-    }
-
-    /// Queues a message that is never compressed, even with
-    /// permessage-deflate on: for data that does not compress, or secrets
-    /// that must not share a compression context with data an attacker
-    /// chooses (CRIME, BREACH). Fails as [`send`](Self::send) does.
-    pub fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox
-            .try_push(Outgoing::Uncompressed(message.into()))
-            .map_err(|(error, _)| error)
-    }
-
-    /// Starts the close handshake once everything queued before has gone
-    /// out; nothing can be sent after it. See [`ConnectionHandle::close`].
-    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        close(&self.outbox, code, reason)
-    }
-
-    /// Identity, address, request and subprotocol of the connection.
-    pub fn info(&self) -> &ConnectionInfo {
-        &self.info
-    }
-
-    /// The connection's identifier.
-    pub fn id(&self) -> ConnectionId {
-        self.info.id
-    }
-
-    /// A handle for sending to this connection from other tasks.
-    pub fn handle(&self) -> ConnectionHandle {
-        ConnectionHandle {
-            id: self.info.id,
-            outbox: self.outbox.clone(),
-        }
-    }
-
-    /// The server this connection belongs to (registry, broadcast,
-    /// shutdown); `None` on client connections.
-    pub fn server(&self) -> Option<&ServerHandle> {
-        self.server.as_ref()
-    }
-}
-
-/// Sends to one connection from anywhere. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ConnectionHandle {
-    id: ConnectionId,
-    outbox: Arc<Outbox>,
-}
-
-impl ConnectionHandle {
-    pub(crate) fn new(id: ConnectionId, outbox: Arc<Outbox>) -> Self {
-        Self { id, outbox }
-    }
-
-    /// The connection's identifier.
-    pub fn id(&self) -> ConnectionId {
-        self.id
-    }
-
-    /// Queues a message without waiting; see [`Ctx::send`].
-    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox
-            .try_push(Outgoing::Message(message.into()))
-            .map_err(|(error, _)| error)
-    }
-
-    /// Queues a message, waiting for room.
-    pub async fn send_wait(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox.push(Outgoing::Message(message.into())).await
-    }
-
-    /// Queues a message that is never compressed, without waiting; see
-    /// [`Ctx::send_uncompressed`].
-    pub fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.outbox
-            .try_push(Outgoing::Uncompressed(message.into()))
-            .map_err(|(error, _)| error)
-    }
-
-    /// Queues a message that is never compressed, waiting for room.
-    pub async fn send_uncompressed_wait(
-        &self,
-        message: impl Into<Message>,
-    ) -> Result<(), SendError> {
-        self.outbox
-            .push(Outgoing::Uncompressed(message.into()))
-            .await
-    }
-
-    /// Queues one piece of a message sent in pieces; see
-    /// [`Ctx::send_fragment`].
-    pub async fn send_fragment(
-        &self,
-        data: impl Into<Message>,
-        is_last: bool,
-    ) -> Result<(), SendError> {
-        self.outbox
-            .push(Outgoing::Fragment(data.into(), is_last))
-            .await
-    }
-
-    /// Sends a ping (at most 125 bytes, else [`SendError::Invalid`]); its
-    /// pong is not reported.
-    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        let payload = payload.into();
-        if payload.len() > ws_core::frame::MAX_CONTROL_PAYLOAD {
-            return Err(SendError::Invalid(
-                ws_core::UsageError::ControlPayloadTooLarge(payload.len()),
-            ));
-        }
-        self.outbox
-            .try_push(Outgoing::Ping(payload))
-            .map_err(|(error, _)| error)
-    }
-
-    /// Starts the close handshake once everything queued before has gone
-    /// out; nothing can be sent after it (sends fail with
-    /// [`SendError::Closed`]). A code that may not be sent (1005, 1006,
-    /// 1015, below 1000...) or a reason over 123 bytes fails with
-    /// [`SendError::Invalid`] and sends nothing.
-    ///
-    /// The close goes out within the connection's `close_timeout` even when
-    /// the peer reads nothing: past it, what is still queued in front of
-    /// the close is dropped and the close is sent alone; the peer then has
-    /// another `close_timeout` to answer before the connection is dropped.
-    ///
-    /// Closing while a message is half sent with
-    /// [`send_fragment`](Self::send_fragment) abandons that message (a
-    /// message cannot be withdrawn once its first fragment is out): the
-    /// peer sees the close instead of its last fragment, and whole messages
-    /// queued behind it are dropped. This is how to give up on a
-    /// fragmented send, for example after cancelling a `send_fragment`.
-    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        close(&self.outbox, code, reason)
-    }
-
-    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
-        &self.outbox
-    }
-}
-
-/// Validates a close and queues it.
-pub(crate) fn close(outbox: &Outbox, code: CloseCode, reason: &str) -> Result<(), SendError> {
-    let frame = CloseFrame::new(code, reason).map_err(SendError::Invalid)?;
-    outbox.close_with(frame)
-}
+use crate::server::Shutdown;
 
 /// Tunables of the driver around the protocol engine.
 #[derive(Debug, Clone)]
@@ -331,15 +35,6 @@ pub(crate) struct DriverLimits {
     pub(crate) linger: Duration,
     /// Release buffer memory when the connection goes idle.
     pub(crate) shrink_when_idle: bool,
-}
-
-/// A server-wide signal: shutting down (run `on_shutdown`, close with
-/// 1001) and, past the drain deadline, killed (drop at once).
-#[derive(Debug, Default)]
-pub(crate) struct Shutdown {
-    pub(crate) draining: AtomicBool,
-    pub(crate) killed: AtomicBool,
-    pub(crate) notify: Notify,
 }
 
 /// What a connection learns from the server's [`Shutdown`].
@@ -427,6 +122,9 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     /// The last fragment taken into the engine was not the last of its
     /// message.
     fragment_open: bool,
+    /// The handler's timer ([`Ctx::set_timer`]), and whether it is due.
+    app_timer: Option<Instant>,
+    app_due: bool,
     io_error: Option<Arc<io::Error>>,
     read_done: bool,
     write_done: bool,
@@ -453,6 +151,8 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             policies: PolicySet::new(),
             close_by: None,
             fragment_open: false,
+            app_timer: None,
+            app_due: false,
             io_error: None,
             read_done: false,
             write_done: false,
@@ -463,6 +163,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// The transport error that ended the connection, if any.
     pub(crate) fn io_error(&self) -> Option<Arc<io::Error>> {
         self.io_error.clone()
+    }
+
+    /// Arms (or with `None` cancels) the handler's timer.
+    fn set_app_timer(&mut self, at: Option<Instant>) {
+        self.app_timer = at;
+        self.app_due = false;
     }
 
     /// Does the IO that is ready: queued sends into the engine, bytes out,
@@ -636,18 +342,21 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         any
     }
 
-    /// When no callback runs: the next message or the close, after feeding
-    /// queued sends into the engine so replies stay ahead of whatever the
-    /// peer sent next.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Closed>> {
+    /// When no callback runs: the handler's timer if it is due, else the
+    /// next message or the close, after feeding queued sends into the
+    /// engine so replies stay ahead of whatever the peer sent next.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         // Bounded so one busy connection cannot hold a worker thread.
         for _ in 0..256 {
+            if std::mem::take(&mut self.app_due) {
+                return Poll::Ready(Next::Timer);
+            }
             self.take_outbox();
             match self.conn.poll_event() {
-                Some(Event::Message(message)) => return Poll::Ready(Ok(message)),
+                Some(Event::Message(message)) => return Poll::Ready(Next::Message(message)),
                 Some(Event::Closed(closed)) => {
                     self.outbox.close();
-                    return Poll::Ready(Err(closed));
+                    return Poll::Ready(Next::Closed(closed));
                 }
                 // Pongs are answered by the engine; fragments only occur in
                 // streaming mode, which the driver does not enable.
@@ -676,12 +385,9 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     fn timers(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = match (self.conn.poll_timeout(), self.close_by) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(deadline) => deadline,
-                None => return false,
-            },
+        let deadlines = [self.conn.poll_timeout(), self.close_by, self.app_timer];
+        let Some(deadline) = deadlines.into_iter().flatten().min() else {
+            return false;
         };
         // Every read moves the idle and keepalive deadlines later.
         // Resetting the runtime's timer each time costs more than letting
@@ -711,6 +417,10 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     fn handle_timeout(&mut self, now: Instant) {
         if self.close_by.is_some_and(|by| now >= by) {
             self.force_close();
+        }
+        if self.app_timer.is_some_and(|at| now >= at) {
+            self.app_timer = None;
+            self.app_due = true;
         }
         self.conn.handle_timeout(now);
     }
@@ -777,6 +487,7 @@ impl<R: Runtime, T: Transport> Drop for Link<R, T> {
 
 enum Next {
     Message(Message),
+    Timer,
     Shutdown,
     Closed(Closed),
     Killed,
@@ -819,6 +530,9 @@ where
                     link.outbox.close();
                     return killed();
                 }
+                if let Some(timer) = ctx.take_timer_change() {
+                    link.set_app_timer(timer);
+                }
             };
         }
         call!(handler.on_open(&mut ctx));
@@ -829,10 +543,7 @@ where
                     Some(Signal::Drain) => return Poll::Ready(Next::Shutdown),
                     None => {}
                 }
-                let next = link.poll_next(cx).map(|next| match next {
-                    Ok(message) => Next::Message(message),
-                    Err(closed) => Next::Closed(closed),
-                });
+                let next = link.poll_next(cx);
                 if next.is_pending() {
                     watch.register(cx);
                 }
@@ -868,6 +579,12 @@ where
                         }
                     }
                 }
+                Next::Timer => {
+                    ctx.timer_fired();
+                    if !poisoned {
+                        call!(handler.on_timer(&mut ctx));
+                    }
+                }
                 Next::Shutdown => {
                     if !poisoned {
                         call!(handler.on_shutdown(&mut ctx));
@@ -875,7 +592,7 @@ where
                     link.close(CloseCode::GOING_AWAY, "server shutting down");
                 }
                 Next::Closed(closed) => {
-                    ctx.transport_error = link.io_error();
+                    ctx.set_transport_error(link.io_error());
                     if !poisoned {
                         call!(handler.on_close(&mut ctx, &closed));
                     }

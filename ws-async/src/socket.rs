@@ -12,8 +12,9 @@ use futures_sink::Sink;
 use ws_core::close::CloseFrame;
 use ws_core::{CloseCode, Closed, Message};
 
-use crate::driver::{ConnectionHandle, ConnectionInfo, Ctx, Handler};
+use crate::connection::{ConnectionHandle, ConnectionInfo};
 use crate::error::{ConnectionError, SendError};
+use crate::handler::{Ctx, Handler};
 use crate::outbox::Outgoing;
 
 type Item = Result<Message, ConnectionError>;
@@ -76,24 +77,30 @@ impl Demand {
 /// throughput.
 ///
 /// `recv` is cancel-safe: dropping its future loses no message. Sending
-/// waits while the connection's send queue is full, so a slow peer slows
-/// the sender down. [`close`](Self::close) goes out after what was sent
-/// before it. [`split`](Self::split) gives independent halves; dropping
-/// both closes the connection (1000).
+/// uses [`ConnectionHandle`]'s vocabulary (the socket derefs to its
+/// handle): `send(..).await` waits while the send queue is full, so a slow
+/// peer slows the sender down, and `try_send(..)` fails with
+/// [`SendError::Full`] instead; `close(code, reason).await` goes out after
+/// what was sent before it. [`split`](Self::split) gives independent
+/// halves; dropping both closes the connection (1000).
+///
+/// `send` and `close` are also the names of `futures`' `SinkExt` methods;
+/// the socket's own take precedence (`SinkExt::close(&mut socket)` reaches
+/// the sink's, which closes with 1000).
 #[derive(Debug)]
 pub struct WebSocket {
     sender: WsSender,
     receiver: WsReceiver,
 }
 
-/// The sending half of a [`WebSocket`]. A `Sink<Message>`.
+/// The sending half of a [`WebSocket`]: a `Sink<Message>`, and through
+/// `Deref` its connection's [`ConnectionHandle`].
 #[derive(Debug)]
 pub struct WsSender {
     handle: ConnectionHandle,
     _open: Arc<CloseOnDrop>,
     info: Arc<ConnectionInfo>,
     listener: Option<EventListener>,
-    close_sent: bool,
 }
 
 /// The receiving half of a [`WebSocket`]. A `Stream` of messages, ending
@@ -115,8 +122,8 @@ impl WebSocket {
         info: Arc<ConnectionInfo>,
         read_ahead: usize,
     ) -> (Self, Forward) {
-        // Bounded by the demand below in either case; a large `read_ahead` must
-        // not allocate its capacity up front.
+        // Bounded by the demand below in either case; a large `read_ahead`
+        // must not allocate its capacity up front.
         let (tx, rx) = if read_ahead < 1024 {
             async_channel::bounded(read_ahead + 1)
         } else {
@@ -131,7 +138,6 @@ impl WebSocket {
                 handle,
                 info,
                 listener: None,
-                close_sent: false,
             },
             receiver: WsReceiver {
                 _open: open,
@@ -151,45 +157,27 @@ impl WebSocket {
         (socket, forward)
     }
 
-    /// Sends a message, waiting while the send queue is full.
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
+    /// Sends a message, waiting while the send queue is full; see
+    /// [`ConnectionHandle::send`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
         self.sender.send(message).await
     }
 
-    /// Sends a message that is never compressed, waiting while the send
-    /// queue is full; see [`Ctx::send_uncompressed`](crate::Ctx::send_uncompressed).
-    pub async fn send_uncompressed(
-        &mut self,
-        message: impl Into<Message>,
-    ) -> Result<(), SendError> {
-        self.sender.send_uncompressed(message).await
-    }
-
-    /// Sends one piece of a message sent in pieces; see
-    /// [`WsSender::send_fragment`].
-    pub async fn send_fragment(
-        &mut self,
-        data: impl Into<Message>,
-        is_last: bool,
-    ) -> Result<(), SendError> {
-        self.sender.send_fragment(data, is_last).await
+    /// Starts the close handshake after what was sent before and waits
+    /// until it has gone to the connection; keep receiving to see the end
+    /// (the peer's remaining messages, then `None`). See
+    /// [`ConnectionHandle::close`] for what is checked.
+    pub fn close<'a>(
+        &'a self,
+        code: CloseCode,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + use<'a> {
+        self.sender.close(code, reason)
     }
 
     /// The next message; `None` once the connection is closed. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Item> {
         self.receiver.recv().await
-    }
-
-    /// Starts the close handshake after what was sent before; keep
-    /// receiving to see the end (the peer's remaining messages, then
-    /// `None`). See [`ConnectionHandle::close`] for what is checked.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.sender.close(code, reason)
-    }
-
-    /// Sends a ping (at most 125 bytes).
-    pub fn ping(&self, payload: impl Into<bytes::Bytes>) -> Result<(), SendError> {
-        self.sender.handle.ping(payload)
     }
 
     /// How the connection closed, once it has.
@@ -198,8 +186,8 @@ impl WebSocket {
     }
 
     /// A clonable handle for sending from other tasks.
-    pub fn sender_handle(&self) -> &ConnectionHandle {
-        &self.sender.handle
+    pub fn handle(&self) -> ConnectionHandle {
+        self.sender.handle.clone()
     }
 
     /// The connection's identity, address, request and subprotocol.
@@ -213,46 +201,46 @@ impl WebSocket {
     }
 }
 
+impl std::ops::Deref for WebSocket {
+    type Target = ConnectionHandle;
+
+    fn deref(&self) -> &ConnectionHandle {
+        &self.sender.handle
+    }
+}
+
 impl WsSender {
-    /// Sends a message, waiting while the send queue is full.
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.handle.send_wait(message).await
+    /// Sends a message, waiting while the send queue is full; see
+    /// [`ConnectionHandle::send`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.handle.send(message).await
     }
 
-    /// Sends a message that is never compressed, waiting while the send
-    /// queue is full; see [`Ctx::send_uncompressed`](crate::Ctx::send_uncompressed).
-    pub async fn send_uncompressed(
-        &mut self,
-        message: impl Into<Message>,
-    ) -> Result<(), SendError> {
-        self.handle.send_uncompressed_wait(message).await
-    }
-
-    /// Sends one piece of a message sent in pieces, waiting while the send
-    /// queue is full: the first piece's kind (text or binary) is the
-    /// message's, `is_last` ends it.
-    pub async fn send_fragment(
-        &mut self,
-        data: impl Into<Message>,
-        is_last: bool,
-    ) -> Result<(), SendError> {
-        self.handle.send_fragment(data, is_last).await
-    }
-
-    /// Queues a message without waiting; fails with
-    /// [`SendError::Full`] when the send queue is full.
-    pub fn try_send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.handle.send(message)
-    }
-
-    /// Starts the close handshake.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.close_sent = true;
+    /// Starts the close handshake and waits until it has gone to the
+    /// connection; see [`ConnectionHandle::close`].
+    pub fn close<'a>(
+        &'a self,
+        code: CloseCode,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + use<'a> {
         self.handle.close(code, reason)
     }
 
     /// A clonable handle to the same connection.
-    pub fn handle(&self) -> &ConnectionHandle {
+    pub fn handle(&self) -> ConnectionHandle {
+        self.handle.clone()
+    }
+
+    /// The connection's identity, address, request and subprotocol.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+}
+
+impl std::ops::Deref for WsSender {
+    type Target = ConnectionHandle;
+
+    fn deref(&self) -> &ConnectionHandle {
         &self.handle
     }
 }
@@ -292,11 +280,8 @@ impl Sink<Message> for WsSender {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
         std::task::ready!(self.as_mut().poll_flush(cx))?;
-        if !self.close_sent {
-            self.close_sent = true;
-            // Already closed is as good as closing.
-            let _ = self.handle.close(CloseCode::NORMAL, "");
-        }
+        // Already closing is as good as closing.
+        let _ = self.handle.try_close(CloseCode::NORMAL, "");
         Poll::Ready(Ok(()))
     }
 }

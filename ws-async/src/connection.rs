@@ -1,0 +1,251 @@
+//! A connection as the rest of the program sees it: its identifier, what is
+//! known about it, and the handle that sends to it from anywhere.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ws_core::close::CloseFrame;
+use ws_core::deflate::DeflateParams;
+use ws_core::{CloseCode, Message, Role, UsageError};
+
+use crate::error::SendError;
+use crate::outbox::{Outbox, Outgoing};
+
+/// A connection's identifier, unique within a process and drawn at random
+/// so it reveals nothing about other connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub(crate) u64);
+
+impl ConnectionId {
+    pub(crate) fn random() -> Self {
+        use rand_core::{Rng, SeedableRng};
+        use std::sync::{Mutex, OnceLock};
+        static RNG: OnceLock<Mutex<rand_chacha::ChaCha20Rng>> = OnceLock::new();
+        let rng =
+            RNG.get_or_init(|| Mutex::new(rand_chacha::ChaCha20Rng::from_seed(random_seed())));
+        let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+        Self(rng.next_u64())
+    }
+
+    /// The raw value.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// 32 bytes from the operating system's random source.
+pub(crate) fn random_seed() -> [u8; 32] {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed).expect("the operating system's random source failed");
+    seed
+}
+
+/// What is known about a connection: who, where, how it was opened.
+///
+/// Its `Debug` output shows credentials in the request (`Authorization`,
+/// `Cookie`, `Sec-WebSocket-Protocol`) as `Sensitive`.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The connection's identifier.
+    pub id: ConnectionId,
+    /// The peer's address, when the transport has one.
+    pub peer_addr: Option<SocketAddr>,
+    /// The handshake request (server side) with any extensions the
+    /// authenticate hook inserted, or the request that was sent (client
+    /// side).
+    pub request: http::request::Parts,
+    /// The subprotocol in use.
+    pub subprotocol: Option<String>,
+    /// The permessage-deflate parameters in force, if it was negotiated.
+    pub deflate: Option<DeflateParams>,
+    /// Which side we are.
+    pub role: Role,
+}
+
+impl ConnectionInfo {
+    /// The request's query string as `(name, value)` pairs, in order,
+    /// `+` and percent escapes decoded (`?name=J%C3%BCrg+B` gives
+    /// `("name", "Jürg B")`). Invalid UTF-8 is replaced, never an error.
+    pub fn query(&self) -> Vec<(String, String)> {
+        let query = self.request.uri.query().unwrap_or_default();
+        form_urlencoded::parse(query.as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect()
+    }
+
+    /// The first value of the query parameter `name`, decoded as
+    /// [`query`](Self::query) does.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.request.uri.query()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.into_owned())
+    }
+}
+
+/// Sends to one connection from anywhere: its handler (through
+/// [`Ctx`](crate::Ctx)), other tasks, other connections. Cheap to clone.
+///
+/// The vocabulary is tokio's: `send(..).await` waits while the
+/// connection's send queue is full (so a slow peer slows the sender down),
+/// `try_send(..)` never waits and fails with [`SendError::Full`] instead.
+/// Every method fails with [`SendError::Closed`] once the connection is
+/// closing, and with [`SendError::Invalid`] (sending nothing) for what may
+/// not be sent.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    id: ConnectionId,
+    outbox: Arc<Outbox>,
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new(id: ConnectionId, outbox: Arc<Outbox>) -> Self {
+        Self { id, outbox }
+    }
+
+    /// The connection's identifier.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Whether the connection is closing or closed: sends fail.
+    pub fn is_closed(&self) -> bool {
+        self.outbox.is_closing()
+    }
+
+    /// Queues a message, waiting for room in the send queue. With
+    /// permessage-deflate on, it is compressed when it reaches the
+    /// configured threshold.
+    pub fn send(
+        &self,
+        message: impl Into<Message>,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + '_ {
+        self.outbox.push(Outgoing::Message(message.into()))
+    }
+
+    /// Queues a message without waiting; fails with [`SendError::Full`]
+    /// when the send queue is full (nothing is queued then).
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.try_push(Outgoing::Message(message.into()))
+    }
+
+    /// Queues a message that is never compressed, even with
+    /// permessage-deflate on, waiting for room: for data that does not
+    /// compress, or secrets that must not share a compression context with
+    /// data an attacker chooses (CRIME, BREACH).
+    pub fn send_uncompressed(
+        &self,
+        message: impl Into<Message>,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + '_ {
+        self.outbox.push(Outgoing::Uncompressed(message.into()))
+    }
+
+    /// [`send_uncompressed`](Self::send_uncompressed) without waiting.
+    pub fn try_send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.try_push(Outgoing::Uncompressed(message.into()))
+    }
+
+    /// Queues one piece of a message sent in pieces, waiting for room: the
+    /// first piece's kind (text or binary) is the message's, `is_last` ends
+    /// it. Whole messages queued meanwhile wait until it ends. A message
+    /// cannot be withdrawn once its first piece is out: to give up on one
+    /// (after an error, or a cancelled `send_fragment`), close the
+    /// connection.
+    pub fn send_fragment(
+        &self,
+        data: impl Into<Message>,
+        is_last: bool,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + '_ {
+        self.outbox.push(Outgoing::Fragment(data.into(), is_last))
+    }
+
+    /// [`send_fragment`](Self::send_fragment) without waiting.
+    pub fn try_send_fragment(
+        &self,
+        data: impl Into<Message>,
+        is_last: bool,
+    ) -> Result<(), SendError> {
+        self.try_push(Outgoing::Fragment(data.into(), is_last))
+    }
+
+    /// Sends a ping (at most 125 bytes), waiting for room; its pong is
+    /// answered by the peer and not reported.
+    pub fn ping(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + '_ {
+        let item = ping(payload.into());
+        async move { self.outbox.push(item?).await }
+    }
+
+    /// [`ping`](Self::ping) without waiting.
+    pub fn try_ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.try_push(ping(payload.into())?)
+    }
+
+    /// Starts the close handshake once everything queued before has gone to
+    /// the connection, and waits until it has; nothing can be sent after
+    /// it. A code that may not be sent (1005, 1006, 1015, below 1000...) or
+    /// a reason over 123 bytes fails with [`SendError::Invalid`] and sends
+    /// nothing.
+    ///
+    /// The close goes out within the connection's `close_timeout` (10 s by
+    /// default) even when the peer reads nothing: past it, what is still
+    /// queued in front of it is dropped and the close is sent alone; the
+    /// peer then has another `close_timeout` to answer before the
+    /// connection is dropped.
+    ///
+    /// Closing while a message is half sent with
+    /// [`send_fragment`](Self::send_fragment) abandons that message: the
+    /// peer sees the close instead of its last piece, and whole messages
+    /// queued behind it are dropped.
+    pub fn close<'a>(
+        &'a self,
+        code: CloseCode,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + use<'a> {
+        let queued = self.try_close(code, reason);
+        async move {
+            queued?;
+            self.outbox.close_taken().await;
+            Ok(())
+        }
+    }
+
+    /// Queues the close as [`close`](Self::close) does, without waiting.
+    pub fn try_close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        close(&self.outbox, code, reason)
+    }
+
+    fn try_push(&self, item: Outgoing) -> Result<(), SendError> {
+        self.outbox.try_push(item).map_err(|(error, _)| error)
+    }
+
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+}
+
+fn ping(payload: Bytes) -> Result<Outgoing, SendError> {
+    if payload.len() > ws_core::frame::MAX_CONTROL_PAYLOAD {
+        return Err(SendError::Invalid(UsageError::ControlPayloadTooLarge(
+            payload.len(),
+        )));
+    }
+    Ok(Outgoing::Ping(payload))
+}
+
+/// Validates a close and queues it.
+pub(crate) fn close(outbox: &Outbox, code: CloseCode, reason: &str) -> Result<(), SendError> {
+    let frame = CloseFrame::new(code, reason).map_err(SendError::Invalid)?;
+    outbox.close_with(frame)
+}
