@@ -283,14 +283,14 @@ async fn tls_round_trip_and_hostname_verification() {
         .tls_config(client_tls)
         .connect()
         .await;
-    assert!(matches!(wrong, Err(ConnectError::Tls(_))), "{wrong:?}");
+    assert!(matches!(wrong, Err(ConnectError::Tls { .. })), "{wrong:?}");
     // And a client without the root does not trust it.
     let untrusted = ws::client(&format!("wss://localhost:{port}/echo"))
         .unwrap()
         .connect()
         .await;
     assert!(
-        matches!(untrusted, Err(ConnectError::Tls(_))),
+        matches!(untrusted, Err(ConnectError::Tls { .. })),
         "{untrusted:?}"
     );
 }
@@ -375,7 +375,105 @@ async fn credentials_never_reach_debug_output() {
     assert_eq!(socket.info().subprotocol.as_deref(), Some("chat"));
 }
 
+// A factory that refuses: its answer goes to the client instead of a 101.
+async fn factories_can_refuse_connections() {
+    use ws::Rejection;
+    use ws::http::StatusCode;
+    let server = serve(
+        ws::server()
+            .route(
+                "/",
+                Endpoint::try_new(|info| match info.query_param("room").as_deref() {
+                    Some("secret") => Err(Rejection::plain(StatusCode::FORBIDDEN, "members only")),
+                    _ => Ok(Echo),
+                }),
+            )
+            .build(),
+    )
+    .await;
+    let mut raw = super::common::Raw::connect(server.addr).await;
+    raw.send(super::common::request("/?room=secret", &[]).as_bytes())
+        .await;
+    let (status, head) = raw.read_head().await;
+    assert_eq!(status, 403, "{head}");
+    let body = raw.read_to_close(Duration::from_secs(5)).await;
+    assert_eq!(body, b"members only\n");
+    let (mut socket, _) = ws::connect(&server.url("/?room=open")).await.unwrap();
+    socket.send("in").await.unwrap();
+    assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("in"));
+}
+
+// `serve_with_shutdown` serves until its signal, then drains and returns.
+async fn serve_with_shutdown_ends_on_its_signal() {
+    let server = ws::server().route("/", Endpoint::new(|_| Echo)).build();
+    let listener = ws::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, signal) = async_channel::bounded::<()>(1);
+    let serving = rt::spawn(async move {
+        let signal = async move {
+            let _ = signal.recv().await;
+        };
+        server
+            .serve_with_shutdown(listener, signal, Duration::from_secs(30))
+            .await
+    });
+    let (mut socket, _) = ws::connect(&format!("ws://{addr}/")).await.unwrap();
+    socket.send("before").await.unwrap();
+    assert_eq!(
+        socket.recv().await.unwrap().unwrap(),
+        Message::text("before")
+    );
+    stop.send(()).await.unwrap();
+    assert!(socket.recv().await.is_none());
+    assert_eq!(socket.closed().unwrap().code, ws::CloseCode::GOING_AWAY);
+    rt::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("serving ends once drained")
+        .unwrap()
+        .unwrap();
+}
+
+// Errors say what failed and where, never repeat their cause (which is
+// their `source()`), and never show `Debug` text. `wss://` to a plain
+// server fails at once, saying so, instead of at the handshake deadline.
+async fn connect_errors_say_what_and_where() {
+    use std::error::Error as _;
+    let closed = {
+        let listener = rt::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let error = ws::connect(&format!("ws://{closed}/")).await.unwrap_err();
+    let text = error.to_string();
+    assert_eq!(text, format!("could not connect to {closed}"));
+    let source = error
+        .source()
+        .expect("the IO error is the source")
+        .to_string();
+    assert!(!text.contains(&source), "{text} repeats {source}");
+
+    let error = ws::connect("http://example.com/").await.unwrap_err();
+    let chain = format!("{error}: {}", error.source().unwrap());
+    assert!(!chain.contains("Some("), "{chain}");
+    assert!(chain.contains("not http"), "{chain}");
+
+    let server = echo_server(ServerConfig::default()).await;
+    let started = std::time::Instant::now();
+    let error = rt::timeout(
+        Duration::from_secs(5),
+        ws::connect(&format!("wss://{}/echo", server.addr)),
+    )
+    .await
+    .expect("fails fast")
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(matches!(error, ConnectError::Tls { .. }), "{error:?}");
+    assert!(error.to_string().contains("try ws://"), "{error}");
+}
+
 adapter_tests!(
+    connect_errors_say_what_and_where,
+    factories_can_refuse_connections,
+    serve_with_shutdown_ends_on_its_signal,
     credentials_never_reach_debug_output,
     echo_round_trips_including_16_mib,
     fragmented_sends_arrive_whole_and_whole_messages_wait_their_turn,

@@ -229,20 +229,35 @@ impl<N: Network> Client<N> {
         let timeout = || ConnectError::Handshake(ResponseError::Timeout);
         let host = self.request.host().to_owned();
         let port = self.request.port();
+        let target = || {
+            if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }
+        };
         let tcp = with_deadline(
             &self.network,
             deadline,
             self.network.connect_tcp(&host, port),
         )
         .await
-        .ok_or_else(timeout)??;
+        .ok_or_else(timeout)?
+        .map_err(|source| ConnectError::Connect {
+            target: target(),
+            source,
+        })?;
         let io = if self.request.is_tls() {
             let tls = self
                 .tls
                 .clone()
                 .unwrap_or_else(crate::tls::default_client_config);
-            let name = ServerName::try_from(host)
-                .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+            let tls_error = |source| ConnectError::Tls {
+                target: target(),
+                source,
+            };
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
             let secured = with_deadline(
                 &self.network,
                 deadline,
@@ -250,7 +265,7 @@ impl<N: Network> Client<N> {
             )
             .await
             .ok_or_else(timeout)?
-            .map_err(ConnectError::Tls)?;
+            .map_err(tls_error)?;
             MaybeTls::Tls(Box::new(secured))
         } else {
             MaybeTls::Plain(tcp)

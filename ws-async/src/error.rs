@@ -1,4 +1,7 @@
 //! Errors of the async layer, one type per operation, variants by cause.
+//! `Display` says what failed and where; the cause behind it is the
+//! error's `source()`, never repeated in its text (so error chains printed
+//! by `anyhow` or `eyre` show each step once).
 
 use std::io;
 use std::sync::Arc;
@@ -34,27 +37,63 @@ pub enum SendError {
 #[non_exhaustive]
 pub enum ConnectError {
     /// The URI or request is invalid.
-    #[error("invalid request: {0}")]
+    #[error("invalid WebSocket request")]
     Request(#[from] UsageError),
-    /// Resolving, connecting or the handshake's IO failed.
-    #[error("connection failed: {0}")]
-    Io(#[from] io::Error),
+    /// Resolving the host or opening the TCP connection failed.
+    #[error("could not connect to {target}")]
+    Connect {
+        /// `host:port`.
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
     /// The TLS handshake failed (certificate, hostname, protocol).
-    #[error("TLS handshake failed: {0}")]
-    Tls(io::Error),
-    /// The server's answer was not a valid WebSocket upgrade.
-    #[error("handshake refused: {0}")]
+    #[error("TLS handshake with {target} failed{}", tls_hint(source))]
+    Tls {
+        /// `host:port`.
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection failed during the WebSocket handshake.
+    #[error("the connection failed during the WebSocket handshake")]
+    Io(#[from] io::Error),
+    /// The server's answer was not a valid WebSocket upgrade (or did not
+    /// come in time).
+    #[error("the WebSocket handshake failed")]
     Handshake(#[from] ResponseError),
+}
+
+/// A hint for the commonest TLS mistake: `wss://` to a server that speaks
+/// plain HTTP answers with bytes that are not a TLS record.
+fn tls_hint(error: &io::Error) -> &'static str {
+    let not_tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| {
+            matches!(
+                inner,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if not_tls {
+        " (the server does not speak TLS here: try ws://)"
+    } else {
+        ""
+    }
 }
 
 /// A connection ended abnormally: the last item of a message stream before
 /// it ends. A completed close handshake ends the stream without one.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("connection closed: {} ({:?}){}", closed.code, closed.cause, io.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+#[error("connection closed ({}): {}", closed.code, closed.cause)]
 pub struct ConnectionError {
     /// How it closed, as the protocol engine reported it.
     pub closed: Closed,
     /// The transport error behind a [`CloseCause::TransportClosed`], if any.
+    #[source]
     pub io: Option<Arc<io::Error>>,
 }
 

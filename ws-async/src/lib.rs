@@ -48,5 +48,6 @@ pub mod adapter {
         ServerConfig, ServerHandle, WebSocket, WsReceiver, WsSender, auth, envelope, tls,
     };
     pub use http;
+    pub use ws_core::handshake::Rejection;
     pub use ws_core::{self, CloseCode, Closed, Config, Message, Utf8Bytes};
 }

@@ -7,8 +7,13 @@
 //!
 //! Arguments: `[ADDR]` (default `127.0.0.1:9001`, or `$WS_ADDR`),
 //! `--max-message BYTES`, `--max-fragments N`, `--deflate` (accept
-//! permessage-deflate).
+//! permessage-deflate). Ctrl-C (or SIGTERM) shuts down gracefully (close
+//! 1001 to every client).
 
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use futures_lite::StreamExt;
 use ws_smol::{Ctx, Endpoint, Handler, Message, OriginPolicy};
 
 struct Echo;
@@ -36,6 +41,13 @@ fn main() -> std::io::Result<()> {
     smol::block_on(async {
         let listener = ws_smol::bind(&args.addr).await?;
         println!("echo server listening on ws://{}/", listener.local_addr()?);
-        server.serve(listener).await
+        let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+        let stop = async move {
+            let _ = signals.next().await;
+            println!("shutting down");
+        };
+        server
+            .serve_with_shutdown(listener, stop, Duration::from_secs(5))
+            .await
     })
 }

@@ -85,11 +85,11 @@ async fn main() -> std::io::Result<()> {
         "chat server listening on ws://{}/chat",
         listener.local_addr()?
     );
-    let handle = server.handle();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            handle.shutdown(Duration::from_secs(5)).await;
-        }
-    });
-    server.serve(listener).await
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+    };
+    server
+        .serve_with_shutdown(listener, ctrl_c, Duration::from_secs(5))
+        .await
 }

@@ -21,7 +21,6 @@
 //! messages a second closes the connection with 1008; messages over 64 KiB
 //! are dropped with an error envelope.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -32,11 +31,16 @@ use ws_tokio::ws_core::envelope::{Envelope, Kind};
 use ws_tokio::ws_core::policy::{
     MaxMessagesPerSecond, MaxPayloadBytes, OnViolation, PolicySet, Violation,
 };
-use ws_tokio::{ConnectionHandle, Ctx, Endpoint, OriginPolicy};
+use ws_tokio::{Ctx, Endpoint, Handler, Layer, Layered, OriginPolicy};
 
+/// One client's session. Everything runs on the connection's own task:
+/// the acknowledged-delivery state machine is driven by the connection's
+/// timer (`on_timer`), no lock and no spawned task.
 struct Session {
-    acks: Arc<Mutex<AckSender>>,
-    subscribed: bool,
+    acks: AckSender,
+    /// When the next tick is due, once subscribed.
+    next_tick: Option<Instant>,
+    ticks: u64,
 }
 
 impl Session {
@@ -45,39 +49,22 @@ impl Session {
         config.resend_after = Duration::from_secs(3);
         config.expire_after = Duration::from_secs(15);
         Self {
-            acks: Arc::new(Mutex::new(AckSender::new(config))),
-            subscribed: false,
+            acks: AckSender::new(config),
+            next_tick: None,
+            ticks: 0,
         }
     }
-}
 
-/// Sends a `tick` event every second, and resends or expires what the
-/// client has not acknowledged, until the connection closes.
-async fn ticks(handle: ConnectionHandle, acks: Arc<Mutex<AckSender>>) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    for n in 0u64.. {
-        interval.tick().await;
-        let now = Instant::now();
-        let mut outgoing = Vec::new();
+    /// The connection's timer: the next tick or the next resend or expiry,
+    /// whichever comes first.
+    fn arm(&self, ctx: &mut Ctx) {
+        match [self.next_tick, self.acks.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
         {
-            let mut acks = acks.lock().unwrap();
-            acks.handle_timeout(now);
-            outgoing.extend(std::iter::from_fn(|| acks.poll_resend()));
-            while let Some(id) = acks.poll_expired() {
-                println!("event {id} expired unacknowledged");
-            }
-            let id = format!("tick-{n}");
-            let event = Envelope::event("tick", json!({ "n": n })).with_id(&id);
-            // A client that acknowledges nothing fills its window; then new
-            // events wait until old ones are acknowledged or expire.
-            if acks.track(&id, event.to_message(), now).is_ok() {
-                outgoing.push(event.to_message());
-            }
-        }
-        for message in outgoing {
-            if handle.try_send(message).is_err() {
-                return;
-            }
+            Some(at) => ctx.set_timer(at),
+            None => ctx.clear_timer(),
         }
     }
 }
@@ -86,8 +73,9 @@ impl EnvelopeHandler for Session {
     async fn on_envelope(&mut self, ctx: &mut Ctx, envelope: Envelope) {
         let reply = match (envelope.kind, envelope.action.as_deref()) {
             (Some(Kind::Ack), _) => {
-                let id = envelope.id.as_deref().unwrap_or_default();
-                self.acks.lock().unwrap().acknowledge(id);
+                self.acks
+                    .acknowledge(envelope.id.as_deref().unwrap_or_default());
+                self.arm(ctx);
                 return;
             }
             (Some(Kind::Command), Some("echo")) => {
@@ -98,9 +86,9 @@ impl EnvelopeHandler for Session {
                 envelope.response(json!({ "subject": who }))
             }
             (Some(Kind::Command), Some("subscribe")) => {
-                if !self.subscribed {
-                    self.subscribed = true;
-                    tokio::spawn(ticks(ctx.handle(), self.acks.clone()));
+                if self.next_tick.is_none() {
+                    self.next_tick = Some(ctx.now());
+                    self.arm(ctx);
                 }
                 envelope.response(json!({ "subscribed": true }))
             }
@@ -112,17 +100,39 @@ impl EnvelopeHandler for Session {
     fn reply_to_malformed(&self) -> bool {
         true
     }
+
+    /// Sends a `tick` event every second, and resends or expires what the
+    /// client has not acknowledged.
+    async fn on_timer(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now();
+        self.acks.handle_timeout(now);
+        while let Some(resend) = self.acks.poll_resend() {
+            let _ = ctx.send(resend).await;
+        }
+        while let Some(id) = self.acks.poll_expired() {
+            println!("event {id} expired unacknowledged");
+        }
+        if self.next_tick.is_some_and(|at| now >= at) {
+            self.ticks += 1;
+            let id = format!("tick-{}", self.ticks);
+            let event = Envelope::event("tick", json!({ "n": self.ticks })).with_id(&id);
+            // A client that acknowledges nothing fills its window; then new
+            // events wait until old ones are acknowledged or expire.
+            if self.acks.track(&id, event.to_message(), now).is_ok() {
+                let _ = ctx.send_envelope(&event).await;
+            }
+            self.next_tick = Some(now + Duration::from_secs(1));
+        }
+        self.arm(ctx);
+    }
 }
 
-/// Tells the client about dropped messages, as an error envelope.
-struct Reporting(Envelopes<Session>);
+/// Tells the client about dropped messages, as an error envelope; every
+/// other callback goes to the session unchanged.
+struct Reporting;
 
-impl ws_tokio::Handler for Reporting {
-    async fn on_message(&mut self, ctx: &mut Ctx, message: ws_tokio::Message) {
-        ws_tokio::Handler::on_message(&mut self.0, ctx, message).await;
-    }
-
-    async fn on_policy_violation(&mut self, ctx: &mut Ctx, violation: &Violation) {
+impl<H: Handler> Layer<H> for Reporting {
+    async fn on_policy_violation(&mut self, _inner: &mut H, ctx: &mut Ctx, violation: &Violation) {
         let reply = Envelope {
             kind: Some(Kind::Response),
             action: Some("error".into()),
@@ -167,7 +177,7 @@ async fn main() -> std::io::Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| "127.0.0.1:9003".into());
-    let endpoint = Endpoint::new(|_| Reporting(Envelopes(Session::new())))
+    let endpoint = Endpoint::new(|_| Layered::new(Reporting, Envelopes(Session::new())))
         .origin(OriginPolicy::AllowAnyOriginDangerously)
         .authenticator(BearerJwt::hs256(&secret()))
         .policies(|| {

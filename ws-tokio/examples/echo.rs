@@ -40,12 +40,11 @@ async fn main() -> std::io::Result<()> {
         .build();
     let listener = ws_tokio::bind(&args.addr).await?;
     println!("echo server listening on ws://{}/", listener.local_addr()?);
-    let handle = server.handle();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            println!("shutting down");
-            handle.shutdown(Duration::from_secs(5)).await;
-        }
-    });
-    server.serve(listener).await
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+    };
+    server
+        .serve_with_shutdown(listener, ctrl_c, Duration::from_secs(5))
+        .await
 }

@@ -124,8 +124,8 @@ pub type Authenticate = Arc<
 type Run<R> =
     Box<dyn FnOnce(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed> + Send>;
 
-/// Makes a connection's handler, before the 101 is sent.
-type Make<R> = Arc<dyn Fn(&ConnectionInfo) -> Run<R> + Send + Sync>;
+/// Makes a connection's handler (or refuses it), before the 101 is sent.
+type Make<R> = Arc<dyn Fn(&ConnectionInfo) -> Result<Run<R>, Rejection> + Send + Sync>;
 
 /// One path of a server: how to make a handler per connection, and who may
 /// connect.
@@ -166,14 +166,27 @@ impl<R: Runtime> Endpoint<R> {
         H: Handler,
         F: Fn(&ConnectionInfo) -> H + Send + Sync + 'static,
     {
+        Self::try_new(move |info| Ok(factory(info)))
+    }
+
+    /// An endpoint whose factory may refuse a connection: it sees what
+    /// [`new`](Self::new)'s does, after authentication and before the 101,
+    /// and its [`Rejection`] is the client's answer (for example a 403 for
+    /// a room the user may not enter, or a 404 for one that does not
+    /// exist).
+    pub fn try_new<H, F>(factory: F) -> Self
+    where
+        H: Handler,
+        F: Fn(&ConnectionInfo) -> Result<H, Rejection> + Send + Sync + 'static,
+    {
         let make: Make<R> = Arc::new(move |info| {
-            let handler = factory(info);
-            Box::new(move |link, ctx, shutdown| {
+            let handler = factory(info)?;
+            Ok(Box::new(move |link, ctx, shutdown| {
                 // Boxed as it is: wrapping it in an async block would keep
                 // the moved arguments and the future side by side in every
                 // idle connection's memory.
                 Box::pin(drive(link, handler, ctx, Some(shutdown))) as BoxFuture<Closed>
-            })
+            }) as Run<R>)
         });
         Self {
             make,
@@ -439,6 +452,33 @@ impl<R: Runtime> Server<R> {
         }
     }
 
+    /// Accepts connections from `listener` until `signal` resolves (a
+    /// Ctrl-C, say), then shuts down gracefully with `grace` (see
+    /// [`ServerHandle::shutdown`]) and returns once that is done.
+    pub async fn serve_with_shutdown<L: Listener>(
+        &self,
+        listener: L,
+        signal: impl Future<Output = ()> + Send,
+        grace: Duration,
+    ) -> io::Result<()> {
+        let handle = self.handle();
+        let stop = async move {
+            signal.await;
+            handle.shutdown(grace).await;
+        };
+        let mut stop = std::pin::pin!(stop);
+        let mut serve = std::pin::pin!(self.serve(listener));
+        let mut stopped = false;
+        poll_fn(|cx| {
+            // Serving goes on while the shutdown drains, and ends with it.
+            if !stopped && stop.as_mut().poll(cx).is_ready() {
+                stopped = true;
+            }
+            serve.as_mut().poll(cx)
+        })
+        .await
+    }
+
     /// Runs the handshake and then the connection over `io`, a transport
     /// the caller accepted (and secured) itself. Returns when the
     /// connection ends. The handshake counts against
@@ -647,10 +687,6 @@ fn overload(status: StatusCode, retry_after: Option<Duration>) -> Rejection {
     Rejection::new(status, headers, body)
 }
 
-fn plain(status: StatusCode, message: &str) -> Rejection {
-    Rejection::new(status, HeaderMap::new(), format!("{message}\n"))
-}
-
 /// Everything between a valid upgrade request and the 101: shutdown,
 /// route, limits, origin, subprotocol, authentication (within the
 /// handshake `deadline`), connection slots and the handler.
@@ -686,7 +722,7 @@ async fn admit<R: Runtime>(
         return Err(overloaded());
     }
     let Some((path, endpoint)) = inner.routes.get(upgrade.path()) else {
-        return Err(plain(
+        return Err(Rejection::plain(
             StatusCode::NOT_FOUND,
             "no WebSocket endpoint at this path",
         ));
@@ -700,7 +736,10 @@ async fn admit<R: Runtime>(
         return Err(overloaded());
     }
     if !endpoint.origin.allows(upgrade.origin(), upgrade.headers()) {
-        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+        return Err(Rejection::plain(
+            StatusCode::FORBIDDEN,
+            "origin not allowed",
+        ));
     }
     let subprotocol = endpoint
         .subprotocols
@@ -709,7 +748,7 @@ async fn admit<R: Runtime>(
         .cloned();
     if subprotocol.is_none() && endpoint.require_subprotocol {
         let wanted = endpoint.subprotocols.join(", ");
-        return Err(plain(
+        return Err(Rejection::plain(
             StatusCode::BAD_REQUEST,
             &format!("a subprotocol is required: {wanted}"),
         ));
@@ -753,8 +792,8 @@ async fn admit<R: Runtime>(
     let make = AssertUnwindSafe(|| (endpoint.make)(&info));
     let run = std::panic::catch_unwind(make).map_err(|_| {
         tracing::warn!("a handler factory panicked; answering 500");
-        plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    })?;
+        Rejection::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })??;
     Ok(Admitted {
         info,
         deflate,

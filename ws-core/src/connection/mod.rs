@@ -76,6 +76,35 @@ pub enum CloseCause {
     TransportClosed,
 }
 
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::KeepAlive => "no answer to the keepalive ping",
+            Self::Idle => "idle for too long",
+            Self::CloseHandshake => "the peer did not answer the close in time",
+        })
+    }
+}
+
+impl std::fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Handshake {
+                initiated_by: Side::Local,
+            } => f.write_str("closed by us, the peer answered"),
+            Self::Handshake {
+                initiated_by: Side::Remote,
+            } => f.write_str("closed by the peer"),
+            Self::ProtocolViolation(error) => write!(f, "the peer broke the protocol: {error}"),
+            Self::Timeout(timeout) => timeout.fmt(f),
+            Self::Backpressure => f.write_str("the peer did not read what was sent"),
+            Self::TransportClosed => {
+                f.write_str("the connection was lost before a close handshake")
+            }
+        }
+    }
+}
+
 /// The final event of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {

@@ -58,9 +58,10 @@ impl ClientRequest {
             Some(s) if s.eq_ignore_ascii_case("ws") => false,
             Some(s) if s.eq_ignore_ascii_case("wss") => true,
             other => {
-                return Err(UsageError::InvalidUri(format!(
-                    "scheme must be ws or wss, not {other:?}"
-                )));
+                return Err(UsageError::InvalidUri(match other {
+                    Some(scheme) => format!("the scheme must be ws or wss, not {scheme}"),
+                    None => "the URI has no scheme (ws:// or wss://)".into(),
+                }));
             }
         };
         if uri.host().is_none_or(str::is_empty) {
@@ -166,8 +167,8 @@ impl TryFrom<Request<()>> for ClientRequest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResponseError {
-    /// The response head broke a size limit.
-    #[error("response head: {0}")]
+    /// The response head broke a size limit, or was not HTTP.
+    #[error("unusable response head")]
     Head(#[from] HeadError),
     /// Not parseable as an HTTP/1.1 response.
     #[error("malformed response: {0}")]
@@ -201,7 +202,7 @@ pub enum ResponseError {
     #[error(transparent)]
     Deflate(#[from] NegotiationError),
     /// The response did not arrive within the handshake deadline.
-    #[error("handshake timed out")]
+    #[error("no response within the handshake deadline")]
     Timeout,
 }
 

@@ -20,6 +20,12 @@ pub enum HeadError {
     /// The head was larger than `max_head_size`.
     #[error("head larger than {0} bytes")]
     TooLarge(usize),
+    /// The first line holds bytes no HTTP start line has (control
+    /// characters, non-ASCII): not HTTP at all, for example a TLS handshake
+    /// sent to a plain `ws://` port. Caught at the first such byte, so the
+    /// other side learns at once rather than at the deadline.
+    #[error("not HTTP: byte {0:#04x} in the first line (TLS on a plain port?)")]
+    NotHttp(u8),
 }
 
 /// Accumulates a head until the empty line that ends it.
@@ -82,6 +88,10 @@ impl HeadReader {
                     }
                 }
                 b'\r' => {}
+                // Visible ASCII, space and tab are all a start line may hold.
+                other if self.lines == 0 && !matches!(other, b' ' | b'\t' | 0x21..=0x7e) => {
+                    return Err(HeadError::NotHttp(other));
+                }
                 _ => {
                     self.line_len += 1;
                     if self.line_len > self.limits.max_line_size {
@@ -133,6 +143,18 @@ mod tests {
             max_headers: headers,
             ..HandshakeLimits::default()
         }
+    }
+
+    // A TLS ClientHello (or any binary) is refused at its first byte.
+    #[test]
+    fn binary_start_lines_are_refused_at_once() {
+        let mut reader = HeadReader::new(HandshakeLimits::default());
+        assert_eq!(
+            reader.push(&[0x16, 0x03, 0x01, 0x02, 0x00]),
+            Err(HeadError::NotHttp(0x16))
+        );
+        let mut reader = HeadReader::new(HandshakeLimits::default());
+        assert_eq!(reader.push(b"GET / HTTP/1.1\r\nX-Bin: \xff\r\n"), Ok(None));
     }
 
     #[test]

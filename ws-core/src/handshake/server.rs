@@ -123,6 +123,7 @@ impl From<HeadError> for RequestError {
             HeadError::HeaderLineTooLong(_) => Self::HeaderLineTooLong,
             HeadError::TooManyHeaders(_) => Self::TooManyHeaders,
             HeadError::TooLarge(_) => Self::HeadTooLarge,
+            HeadError::NotHttp(_) => Self::Malformed(error.to_string()),
         }
     }
 }
@@ -147,6 +148,12 @@ impl Rejection {
             error: None,
             response: Box::new(response),
         }
+    }
+
+    /// A refusal with `status` and `message` as a one-line text body, for
+    /// example `Rejection::plain(StatusCode::FORBIDDEN, "not a member")`.
+    pub fn plain(status: StatusCode, message: &str) -> Self {
+        Self::new(status, HeaderMap::new(), format!("{message}\n"))
     }
 
     fn from_error(error: RequestError) -> Self {
