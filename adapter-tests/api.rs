@@ -26,7 +26,7 @@ fn big_config() -> (ServerConfig, ClientConfig) {
 async fn echo_round_trips_including_16_mib() {
     let (server_config, client_config) = big_config();
     let server = echo_server(server_config).await;
-    let (mut socket, response) = ws::client(&server.url("/echo"))
+    let (mut socket, response) = ws::client(server.url("/echo"))
         .unwrap()
         .config(client_config)
         .connect()
@@ -73,7 +73,7 @@ async fn too_big_for_the_server_closes_with_1009() {
     let server = echo_server(ServerConfig::default()).await;
     let (mut client_config, _) = (ClientConfig::default(), ());
     client_config.send_queue = 4 << 20;
-    let (mut socket, _) = ws::client(&server.url("/echo"))
+    let (mut socket, _) = ws::client(server.url("/echo"))
         .unwrap()
         .config(client_config)
         .connect()
@@ -222,7 +222,7 @@ async fn backpressure_reaches_the_sender() {
     });
     let mut config = ClientConfig::default();
     config.send_queue = 256 * 1024;
-    let (socket, _) = ws::client(&format!("ws://{addr}/"))
+    let (socket, _) = ws::client(format!("ws://{addr}/"))
         .unwrap()
         .config(config)
         .connect()
@@ -265,7 +265,7 @@ async fn tls_round_trip_and_hostname_verification() {
     rt::spawn(async move { server.serve(listener).await });
     let client_tls = ws::tls::client_config(roots);
 
-    let (mut socket, _) = ws::client(&format!("wss://localhost:{port}/echo"))
+    let (mut socket, _) = ws::client(format!("wss://localhost:{port}/echo"))
         .unwrap()
         .tls_config(client_tls.clone())
         .connect()
@@ -278,14 +278,14 @@ async fn tls_round_trip_and_hostname_verification() {
     );
 
     // ROBUSTNESS 10: the certificate is for "localhost"; another name fails.
-    let wrong = ws::client(&format!("wss://127.0.0.1:{port}/echo"))
+    let wrong = ws::client(format!("wss://127.0.0.1:{port}/echo"))
         .unwrap()
         .tls_config(client_tls)
         .connect()
         .await;
     assert!(matches!(wrong, Err(ConnectError::Tls { .. })), "{wrong:?}");
     // And a client without the root does not trust it.
-    let untrusted = ws::client(&format!("wss://localhost:{port}/echo"))
+    let untrusted = ws::client(format!("wss://localhost:{port}/echo"))
         .unwrap()
         .connect()
         .await;
@@ -352,7 +352,7 @@ async fn credentials_never_reach_debug_output() {
             .build(),
     )
     .await;
-    let client = ws::client(&server.url("/"))
+    let client = ws::client(server.url("/"))
         .unwrap()
         .subprotocol("secret-protocol-token")
         .subprotocol("chat")
@@ -470,7 +470,43 @@ async fn connect_errors_say_what_and_where() {
     assert!(error.to_string().contains("try ws://"), "{error}");
 }
 
+// `connect` takes a `&str`, a `String`, a `Uri` or an `http::Request`
+// (custom headers without a builder), and the client knows its peer.
+async fn connect_takes_uris_and_requests() {
+    struct Header;
+    impl Handler for Header {
+        async fn on_open(&mut self, ctx: &mut Ctx) {
+            let value = ctx
+                .info()
+                .request
+                .headers
+                .get("x-tenant")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let _ = ctx.try_send(value.unwrap_or_default());
+        }
+        async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
+    }
+    let server = serve(ws::server().route("/", Endpoint::new(|_| Header)).build()).await;
+    let url = server.url("/");
+    let uri: http::Uri = url.parse().unwrap();
+    let request = http::Request::builder()
+        .uri(&url)
+        .header("x-tenant", "acme")
+        .body(())
+        .unwrap();
+    let (mut a, _) = ws::connect(url.as_str()).await.unwrap();
+    let (mut b, _) = ws::connect(url.clone()).await.unwrap();
+    let (mut c, _) = ws::connect(uri).await.unwrap();
+    let (mut d, _) = ws::connect(request).await.unwrap();
+    for socket in [&mut a, &mut b, &mut c] {
+        assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text(""));
+    }
+    assert_eq!(d.recv().await.unwrap().unwrap(), Message::text("acme"));
+    assert_eq!(d.info().peer_addr, Some(server.addr));
+}
+
 adapter_tests!(
+    connect_takes_uris_and_requests,
     connect_errors_say_what_and_where,
     factories_can_refuse_connections,
     serve_with_shutdown_ends_on_its_signal,

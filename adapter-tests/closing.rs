@@ -158,7 +158,7 @@ async fn slow_reader_with_short_keepalive_is_not_timed_out() {
     let mut config = ClientConfig::default();
     config.connection.ping_interval = Some(Duration::from_millis(100));
     config.connection.pong_timeout = Duration::from_millis(100);
-    let (mut socket, _) = ws::client(&server.url("/echo"))
+    let (mut socket, _) = ws::client(server.url("/echo"))
         .unwrap()
         .config(config)
         .connect()
@@ -215,7 +215,7 @@ async fn close_behind_an_unread_message_is_answered() {
     .await;
     let mut config = ClientConfig::default();
     config.connection.close_timeout = Duration::from_millis(300);
-    let (mut socket, _) = ws::client(&server.url("/"))
+    let (mut socket, _) = ws::client(server.url("/"))
         .unwrap()
         .config(config)
         .connect()
@@ -467,7 +467,7 @@ async fn huge_durations_mean_never() {
     client.connection.close_timeout = Duration::MAX;
     client.connection.ping_interval = Some(Duration::MAX);
     client.read_ahead = usize::MAX;
-    let (mut socket, _) = ws::client(&server.url("/echo"))
+    let (mut socket, _) = ws::client(server.url("/echo"))
         .unwrap()
         .config(client)
         .connect()

@@ -125,7 +125,7 @@ async fn our_client_and_server_agree_and_echo_large_messages() {
             .build(),
     )
     .await;
-    let (mut socket, response) = ws::client(&server.url("/echo"))
+    let (mut socket, response) = ws::client(server.url("/echo"))
         .unwrap()
         .config(compressing_client())
         .connect()

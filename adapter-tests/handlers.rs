@@ -135,8 +135,8 @@ async fn every_callback<H: Handler>(
     .expect("shutdown returns once every connection has closed");
     assert!(socket.recv().await.is_none());
     eventually(has("close"), "on_close").await;
-    let seen = seen.lock().unwrap().clone();
-    seen
+
+    seen.lock().unwrap().clone()
 }
 
 fn assert_every_callback(seen: &[&str], wrapper: &str) {

@@ -254,7 +254,7 @@ async fn authentication_hook() {
         });
     let server = serve(ws::server().route("/me", endpoint).build()).await;
     for (token, expected) in [(None, 401u16), (Some("Bearer mallory"), 403)] {
-        let mut client = ws::client(&server.url("/me")).unwrap();
+        let mut client = ws::client(server.url("/me")).unwrap();
         if let Some(token) = token {
             client = client.header(AUTHORIZATION, HeaderValue::from_static(token));
         }
@@ -265,7 +265,7 @@ async fn authentication_hook() {
             other => panic!("expected {expected}, got {other:?}"),
         }
     }
-    let (mut socket, _) = ws::client(&server.url("/me"))
+    let (mut socket, _) = ws::client(server.url("/me"))
         .unwrap()
         .header(AUTHORIZATION, HeaderValue::from_static("Bearer alice"))
         .connect()
@@ -301,7 +301,7 @@ async fn subprotocol_selection_and_requirement() {
             .build(),
     )
     .await;
-    let (socket, _) = ws::client(&server.url("/chat"))
+    let (socket, _) = ws::client(server.url("/chat"))
         .unwrap()
         .subprotocol("v1.chat")
         .subprotocol("v2.chat")
@@ -313,19 +313,19 @@ async fn subprotocol_selection_and_requirement() {
         Some("v2.chat"),
         "the server's preference wins"
     );
-    let (socket, _) = ws::client(&server.url("/chat"))
+    let (socket, _) = ws::client(server.url("/chat"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     assert_eq!(socket.info().subprotocol, None);
-    match ws::client(&server.url("/strict")).unwrap().connect().await {
+    match ws::client(server.url("/strict")).unwrap().connect().await {
         Err(ConnectError::Handshake(ResponseError::Status { status, .. })) => {
             assert_eq!(status, 400)
         }
         other => panic!("{other:?}"),
     }
-    let (socket, _) = ws::client(&server.url("/strict"))
+    let (socket, _) = ws::client(server.url("/strict"))
         .unwrap()
         .subprotocol("hydrogen-protocol")
         .connect()
@@ -351,7 +351,7 @@ async fn connection_limits_answer_503() {
             .build(),
     )
     .await;
-    let first = ws::client(&server.url("/a"))
+    let first = ws::client(server.url("/a"))
         .unwrap()
         .connect()
         .await
@@ -362,12 +362,12 @@ async fn connection_limits_answer_503() {
         head.to_ascii_lowercase().contains("retry-after: 5"),
         "{head}"
     );
-    let b1 = ws::client(&server.url("/b"))
+    let b1 = ws::client(server.url("/b"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let b2 = ws::client(&server.url("/b"))
+    let b2 = ws::client(server.url("/b"))
         .unwrap()
         .connect()
         .await
@@ -378,7 +378,7 @@ async fn connection_limits_answer_503() {
     drop((first, b1, b2));
     super::common::eventually(|| server.handle.count() == 0, "connections to end").await;
     // Slots are back.
-    ws::client(&server.url("/a"))
+    ws::client(server.url("/a"))
         .unwrap()
         .connect()
         .await

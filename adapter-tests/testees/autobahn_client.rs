@@ -59,7 +59,7 @@ pub(crate) async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // moment, or the report can miss it. This thread only waits here; the
     // connection tasks run elsewhere.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let (mut socket, _) = ws::client(&format!("{base}/updateReports?agent={agent}"))?
+    let (mut socket, _) = ws::client(format!("{base}/updateReports?agent={agent}"))?
         .connect()
         .await?;
     while socket.recv().await.is_some() {}

@@ -150,7 +150,7 @@ async fn connect_with(
     config.connection = config.connection.with_max_message_size(max);
     config.send_queue = MAX;
     config.deflate = deflate;
-    let (socket, _) = ws::client(&format!("{base}{path}"))
+    let (socket, _) = ws::client(format!("{base}{path}"))
         .map_err(|e| e.to_string())?
         .config(config)
         .connect()

@@ -2,6 +2,7 @@
 //! connection.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -99,6 +100,17 @@ pub fn start<R: Runtime, T: Transport>(
     response: ServerResponse,
     config: &ClientConfig,
 ) -> WebSocket {
+    start_with_peer(runtime, io, request, response, config, None)
+}
+
+fn start_with_peer<R: Runtime, T: Transport>(
+    runtime: R,
+    io: T,
+    request: http::request::Parts,
+    response: ServerResponse,
+    config: &ClientConfig,
+    peer_addr: Option<SocketAddr>,
+) -> WebSocket {
     let mut connection = config.connection.clone();
     connection.receive_mode = ws_core::ReceiveMode::Buffered;
     let limits = DriverLimits {
@@ -116,7 +128,7 @@ pub fn start<R: Runtime, T: Transport>(
     conn.handle_read(&response.rest, runtime.now());
     let info = Arc::new(ConnectionInfo {
         id: ConnectionId::random(),
-        peer_addr: None,
+        peer_addr,
         request,
         subprotocol: response.subprotocol,
         deflate: response.deflate,
@@ -143,11 +155,23 @@ pub(crate) fn request_parts(request: &ClientRequest) -> http::request::Parts {
 }
 
 /// Connects over an already-connected transport: handshake, then start.
+/// The connection's [`ConnectionInfo::peer_addr`] is `None`: the transport
+/// is the caller's.
 pub async fn connect_with<R: Runtime, T: Transport>(
+    runtime: R,
+    io: T,
+    request: &ClientRequest,
+    config: &ClientConfig,
+) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    connect_over(runtime, io, request, config, None).await
+}
+
+async fn connect_over<R: Runtime, T: Transport>(
     runtime: R,
     mut io: T,
     request: &ClientRequest,
     config: &ClientConfig,
+    peer: Option<SocketAddr>,
 ) -> Result<(WebSocket, http::Response<()>), ConnectError> {
     // One offer decides what is sent and how we compress: the request's
     // own, else the config's.
@@ -163,8 +187,53 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     };
     let mut response = handshake(&runtime, &mut io, request, &config.handshake).await?;
     let head = std::mem::replace(&mut response.response, http::Response::new(()));
-    let socket = start(runtime, io, request_parts(request), response, &config);
+    let socket = start_with_peer(runtime, io, request_parts(request), response, &config, peer);
     Ok((socket, head))
+}
+
+/// What a client can connect to: a `ws://` or `wss://` URI as `&str`,
+/// `String` or [`http::Uri`], an [`http::Request`] (its URI and headers;
+/// subprotocols from its `Sec-WebSocket-Protocol`), or a prepared
+/// [`ClientRequest`].
+pub trait IntoClientRequest {
+    /// The request, or why it is not a valid WebSocket request.
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError>;
+}
+
+impl IntoClientRequest for &str {
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError> {
+        Ok(ClientRequest::new(self)?)
+    }
+}
+
+impl IntoClientRequest for &String {
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError> {
+        self.as_str().into_client_request()
+    }
+}
+
+impl IntoClientRequest for String {
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError> {
+        self.as_str().into_client_request()
+    }
+}
+
+impl IntoClientRequest for http::Uri {
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError> {
+        Ok(ClientRequest::from_uri(self)?)
+    }
+}
+
+impl IntoClientRequest for http::Request<()> {
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError> {
+        Ok(ClientRequest::try_from(self)?)
+    }
+}
+
+impl IntoClientRequest for ClientRequest {
+    fn into_client_request(self) -> Result<ClientRequest, ConnectError> {
+        Ok(self)
+    }
 }
 
 /// A client connection to make on runtime `N`: URI, headers,
@@ -182,9 +251,10 @@ pub struct Client<N> {
 }
 
 impl<N: Network> Client<N> {
-    /// A client for `uri` (`ws://` or `wss://`).
-    pub fn new(network: N, uri: &str) -> Result<Self, ConnectError> {
-        Ok(Self::from_request(network, ClientRequest::new(uri)?))
+    /// A client for `request`: a `ws://` or `wss://` URI, or a request
+    /// with headers (see [`IntoClientRequest`]).
+    pub fn new(network: N, request: impl IntoClientRequest) -> Result<Self, ConnectError> {
+        Ok(Self::from_request(network, request.into_client_request()?))
     }
 
     /// A client for a prepared request.
@@ -247,6 +317,7 @@ impl<N: Network> Client<N> {
             target: target(),
             source,
         })?;
+        let peer = N::peer_addr(&tcp);
         let io = if self.request.is_tls() {
             let tls = self
                 .tls
@@ -270,6 +341,6 @@ impl<N: Network> Client<N> {
         } else {
             MaybeTls::Plain(tcp)
         };
-        connect_with(self.network, io, &self.request, &self.config).await
+        connect_over(self.network, io, &self.request, &self.config, peer).await
     }
 }

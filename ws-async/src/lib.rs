@@ -25,7 +25,7 @@ mod server;
 mod socket;
 pub mod tls;
 
-pub use client::{Client, ClientConfig, connect_with, handshake, start};
+pub use client::{Client, ClientConfig, IntoClientRequest, connect_with, handshake, start};
 pub use connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
 pub use error::{ConnectError, ConnectionError, SendError};
 pub use handler::{Ctx, Handler, Layer, Layered};
@@ -44,8 +44,9 @@ pub use ws_core;
 pub mod adapter {
     pub use crate::{
         Authenticate, ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId,
-        ConnectionInfo, Ctx, Delivery, Handler, Layer, Layered, NameError, OriginPolicy, SendError,
-        ServerConfig, ServerHandle, WebSocket, WsReceiver, WsSender, auth, envelope, tls,
+        ConnectionInfo, Ctx, Delivery, Handler, IntoClientRequest, Layer, Layered, NameError,
+        OriginPolicy, SendError, ServerConfig, ServerHandle, WebSocket, WsReceiver, WsSender, auth,
+        envelope, tls,
     };
     pub use http;
     pub use ws_core::handshake::Rejection;

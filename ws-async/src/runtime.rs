@@ -75,6 +75,9 @@ pub trait Network: Runtime {
     /// Resolves `host` and connects to it, with `TCP_NODELAY` set.
     fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>>;
 
+    /// The address `tcp` is connected to.
+    fn peer_addr(tcp: &Self::Tcp) -> Option<SocketAddr>;
+
     /// Runs a TLS client handshake over `tcp`, verifying the server's
     /// certificate for `name`.
     fn connect_tls(

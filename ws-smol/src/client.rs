@@ -10,7 +10,7 @@ use async_io::Async;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use rustls_pki_types::ServerName;
-use ws_async::{BoxFuture, ConnectError, Network, WebSocket};
+use ws_async::{BoxFuture, ConnectError, IntoClientRequest, Network, WebSocket};
 
 use crate::io::FuturesIo;
 use crate::runtime::SmolRuntime;
@@ -19,17 +19,20 @@ use crate::tcp::TcpTransport;
 /// A client connection to make; see [`ws_async::Client`].
 pub type Client = ws_async::Client<SmolRuntime>;
 
-/// A client for `uri` (`ws://` or `wss://`) whose connection task runs on
-/// smol's global executor, to configure before [`ws_async::Client::connect`].
-/// For another executor, use `Client::new(SmolRuntime::with_spawner(..), uri)`.
-pub fn client(uri: &str) -> Result<Client, ConnectError> {
-    Client::new(SmolRuntime::new(), uri)
+/// A client for `request` (a `ws://` or `wss://` URI as `&str`, `String`
+/// or `Uri`, or an `http::Request` with headers) whose connection task runs
+/// on smol's global executor, to configure before [`Client::connect`]. For
+/// another executor, use `Client::new(SmolRuntime::with_spawner(..), request)`.
+pub fn client(request: impl IntoClientRequest) -> Result<Client, ConnectError> {
+    Client::new(SmolRuntime::new(), request)
 }
 
-/// Connects to `uri` with default settings. Returns the connection and the
-/// server's 101 response.
-pub async fn connect(uri: &str) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-    client(uri)?.connect().await
+/// Connects to `request` (see [`client`]) with default settings. Returns
+/// the connection and the server's 101 response.
+pub async fn connect(
+    request: impl IntoClientRequest,
+) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    client(request)?.connect().await
 }
 
 impl Network for SmolRuntime {
@@ -51,6 +54,10 @@ impl Network for SmolRuntime {
                 io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address")
             }))
         })
+    }
+
+    fn peer_addr(tcp: &Self::Tcp) -> Option<std::net::SocketAddr> {
+        tcp.peer_addr()
     }
 
     fn connect_tls(

@@ -42,6 +42,11 @@ impl TcpTransport {
         Ok(Self::new(stream))
     }
 
+    /// The address the stream is connected to.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.get_ref().peer_addr().ok()
+    }
+
     /// The registered stream, for layering TLS on it.
     pub fn into_inner(self) -> Async<TcpStream> {
         self.stream

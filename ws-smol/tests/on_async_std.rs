@@ -26,12 +26,14 @@ mod rt {
             ServerBuilder::new(runtime())
         }
 
-        pub fn client(uri: &str) -> Result<Client, ConnectError> {
-            Client::new(runtime(), uri)
+        pub fn client(request: impl IntoClientRequest) -> Result<Client, ConnectError> {
+            Client::new(runtime(), request)
         }
 
-        pub async fn connect(uri: &str) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-            client(uri)?.connect().await
+        pub async fn connect(
+            request: impl IntoClientRequest,
+        ) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+            client(request)?.connect().await
         }
     }
 

@@ -2,13 +2,14 @@
 //! `tokio-rustls` as a [`ws_async::Network`].
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use ws_async::{BoxFuture, ConnectError, Network, WebSocket};
+use ws_async::{BoxFuture, ConnectError, IntoClientRequest, Network, WebSocket};
 
 use crate::io::TokioIo;
 use crate::runtime::TokioRuntime;
@@ -16,16 +17,19 @@ use crate::runtime::TokioRuntime;
 /// A client connection to make on tokio; see [`ws_async::Client`].
 pub type Client = ws_async::Client<TokioRuntime>;
 
-/// A client for `uri` (`ws://` or `wss://`) on tokio, to configure before
-/// [`ws_async::Client::connect`].
-pub fn client(uri: &str) -> Result<Client, ConnectError> {
-    Client::new(TokioRuntime, uri)
+/// A client for `request` (a `ws://` or `wss://` URI as `&str`, `String`
+/// or `Uri`, or an `http::Request` with headers) on tokio, to configure
+/// before [`Client::connect`].
+pub fn client(request: impl IntoClientRequest) -> Result<Client, ConnectError> {
+    Client::new(TokioRuntime, request)
 }
 
-/// Connects to `uri` with default settings. Returns the connection and the
-/// server's 101 response.
-pub async fn connect(uri: &str) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-    client(uri)?.connect().await
+/// Connects to `request` (see [`client`]) with default settings. Returns
+/// the connection and the server's 101 response.
+pub async fn connect(
+    request: impl IntoClientRequest,
+) -> Result<(WebSocket, http::Response<()>), ConnectError> {
+    client(request)?.connect().await
 }
 
 impl Network for TokioRuntime {
@@ -39,6 +43,10 @@ impl Network for TokioRuntime {
             tcp.set_nodelay(true)?;
             Ok(TokioIo(tcp))
         })
+    }
+
+    fn peer_addr(tcp: &Self::Tcp) -> Option<SocketAddr> {
+        tcp.0.peer_addr().ok()
     }
 
     fn connect_tls(

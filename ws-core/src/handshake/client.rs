@@ -10,7 +10,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 
 use super::head::{HeadError, HeadReader};
-use super::headers::{has_token, is_sensitive, is_token, single, token_list};
+use super::headers::{has_token, is_sensitive, is_token, mark_sensitive, single, token_list};
 use super::key::{accept_key, client_key};
 use super::{encode_head, parse_headers};
 use crate::config::HandshakeLimits;
@@ -158,6 +158,7 @@ impl TryFrom<Request<()>> for ClientRequest {
         client.subprotocols = token_list(&headers, &SEC_WEBSOCKET_PROTOCOL)
             .map_err(|()| UsageError::InvalidHeader("Sec-WebSocket-Protocol".into()))?;
         headers.remove(SEC_WEBSOCKET_PROTOCOL);
+        mark_sensitive(&mut headers);
         client.headers = headers;
         Ok(client)
     }

@@ -154,6 +154,40 @@ impl Message {
     pub fn is_text(&self) -> bool {
         matches!(self, Self::Text(_))
     }
+
+    /// The text of a text message; `None` for binary.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Binary(_) => None,
+        }
+    }
+
+    /// The text of a text message, without copying; `None` for binary.
+    pub fn into_text(self) -> Option<Utf8Bytes> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Binary(_) => None,
+        }
+    }
+
+    /// The payload, text or binary, without copying.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Text(text) => text.into_bytes(),
+            Self::Binary(data) => data,
+        }
+    }
+}
+
+/// Text as it is; binary as lowercase hex.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(text) => f.write_str(text),
+            Self::Binary(data) => data.iter().try_for_each(|byte| write!(f, "{byte:02x}")),
+        }
+    }
 }
 
 impl From<String> for Message {
@@ -228,6 +262,18 @@ mod tests {
         let text = Utf8Bytes::try_from(Bytes::from_static("héllo".as_bytes())).unwrap();
         assert_eq!(text, "héllo");
         assert_eq!(text.len(), 6);
+    }
+
+    #[test]
+    fn text_accessors_and_display() {
+        let text = Message::text("héllo");
+        assert_eq!(text.as_text(), Some("héllo"));
+        assert_eq!(text.to_string(), "héllo");
+        let binary = Message::binary(vec![0, 0xab, 0xff]);
+        assert_eq!(binary.as_text(), None);
+        assert_eq!(binary.to_string(), "00abff");
+        assert_eq!(text.clone().into_text().unwrap(), "héllo");
+        assert_eq!(&binary.into_bytes()[..], &[0, 0xab, 0xff]);
     }
 
     #[test]
