@@ -18,7 +18,10 @@ use crate::engine::{DriverLimits, Link, drive};
 use crate::error::ConnectError;
 use crate::handler::Ctx;
 use crate::outbox::Outbox;
-use crate::runtime::{MaybeTls, Network, Runtime, Transport, read_some, with_deadline, write_all};
+use crate::runtime::{
+    AnyNetwork, AnyRuntime, Network, OpenError, Runtime, Transport, read_some, with_deadline,
+    write_all,
+};
 use crate::server::ServerHandle;
 use crate::socket::WebSocket;
 
@@ -139,7 +142,7 @@ fn start_with_peer<R: Runtime, T: Transport>(
     let (socket, forward) = WebSocket::new(handle.clone(), info.clone(), config.read_ahead);
     let link = Link::new(runtime.clone(), io, conn, outbox, limits);
     // The handler behind a client is internal; it never looks at a server.
-    let detached = ServerHandle::new(runtime.clone());
+    let detached = ServerHandle::new(AnyRuntime::new(runtime.clone()));
     let ctx = Ctx::new(handle, info, detached);
     runtime.spawn(Box::pin(async move {
         drive(link, forward, ctx, None).await;
@@ -236,31 +239,35 @@ impl IntoClientRequest for ClientRequest {
     }
 }
 
-/// A client connection to make on runtime `N`: URI, headers,
-/// subprotocols, limits, TLS. The adapters name it `Client`.
+/// A client connection to make: URI, headers, subprotocols, limits, TLS,
+/// and the runtime its connection runs on (the adapters' `client()` and
+/// `connect()` pick theirs).
 ///
 /// Redirects are not followed (a 3xx fails with its `Location` in
 /// [`ResponseError::Status`]), so credentials never travel to another
 /// origin. TLS always verifies the server's name.
 #[derive(Debug, Clone)]
-pub struct Client<N> {
-    network: N,
+pub struct Client {
+    network: AnyNetwork,
     request: ClientRequest,
     config: ClientConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-impl<N: Network> Client<N> {
-    /// A client for `request`: a `ws://` or `wss://` URI, or a request
-    /// with headers (see [`IntoClientRequest`]).
-    pub fn new(network: N, request: impl IntoClientRequest) -> Result<Self, ConnectError> {
+impl Client {
+    /// A client for `request` (a `ws://` or `wss://` URI, or a request
+    /// with headers; see [`IntoClientRequest`]) on `network`.
+    pub fn new(
+        network: impl Network,
+        request: impl IntoClientRequest,
+    ) -> Result<Self, ConnectError> {
         Ok(Self::from_request(network, request.into_client_request()?))
     }
 
-    /// A client for a prepared request.
-    pub fn from_request(network: N, request: ClientRequest) -> Self {
+    /// A client for a prepared request on `network`.
+    pub fn from_request(network: impl Network, request: ClientRequest) -> Self {
         Self {
-            network,
+            network: AnyNetwork::new(network),
             request,
             config: ClientConfig::default(),
             tls: None,
@@ -293,54 +300,38 @@ impl<N: Network> Client<N> {
     }
 
     /// Connects, secures, and runs the handshake, all within the handshake
-    /// deadline. Returns the connection and the server's 101 response.
+    /// deadline (10 s by default). Returns the connection and the server's
+    /// 101 response.
     pub async fn connect(self) -> Result<(WebSocket, http::Response<()>), ConnectError> {
-        let deadline = deadline_after(self.network.now(), self.config.handshake.timeout);
-        let timeout = || ConnectError::Handshake(ResponseError::Timeout);
+        let runtime = self.network.runtime();
+        let deadline = deadline_after(runtime.now(), self.config.handshake.timeout);
         let host = self.request.host().to_owned();
         let port = self.request.port();
-        let target = || {
-            if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            }
+        let target = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
         };
-        let tcp = with_deadline(
-            &self.network,
-            deadline,
-            self.network.connect_tcp(&host, port),
-        )
-        .await
-        .ok_or_else(timeout)?
-        .map_err(|source| ConnectError::Connect {
-            target: target(),
-            source,
-        })?;
-        let peer = N::peer_addr(&tcp);
-        let io = if self.request.is_tls() {
-            let tls = self
+        let tls = if self.request.is_tls() {
+            let config = self
                 .tls
                 .clone()
                 .unwrap_or_else(crate::tls::default_client_config);
-            let tls_error = |source| ConnectError::Tls {
-                target: target(),
-                source,
-            };
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-            let secured = with_deadline(
-                &self.network,
-                deadline,
-                self.network.connect_tls(tcp, name, tls),
-            )
-            .await
-            .ok_or_else(timeout)?
-            .map_err(tls_error)?;
-            MaybeTls::Tls(Box::new(secured))
+            let name = ServerName::try_from(host.clone()).map_err(|e| ConnectError::Tls {
+                target: target.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e),
+            })?;
+            Some((name, config))
         } else {
-            MaybeTls::Plain(tcp)
+            None
         };
-        connect_over(self.network, io, &self.request, &self.config, peer).await
+        let opened = with_deadline(&runtime, deadline, self.network.open(host, port, tls))
+            .await
+            .ok_or(ConnectError::Handshake(ResponseError::Timeout))?;
+        let (io, peer) = opened.map_err(|error| match error {
+            OpenError::Tcp(source) => ConnectError::Connect { target, source },
+            OpenError::Tls(source) => ConnectError::Tls { target, source },
+        })?;
+        connect_over(runtime, io, &self.request, &self.config, peer).await
     }
 }

@@ -43,10 +43,10 @@ pub use ws_core;
 #[doc(hidden)]
 pub mod adapter {
     pub use crate::{
-        Authenticate, ClientConfig, ConnectError, ConnectionError, ConnectionHandle, ConnectionId,
-        ConnectionInfo, Ctx, Delivery, Handler, IntoClientRequest, Layer, Layered, NameError,
-        OriginPolicy, SendError, ServerConfig, ServerHandle, WebSocket, WsReceiver, WsSender, auth,
-        envelope, tls,
+        Authenticate, Client, ClientConfig, ConnectError, ConnectionError, ConnectionHandle,
+        ConnectionId, ConnectionInfo, Ctx, Delivery, Endpoint, Handler, IntoClientRequest, Layer,
+        Layered, NameError, OriginPolicy, SendError, Server, ServerBuilder, ServerConfig,
+        ServerHandle, WebSocket, WsReceiver, WsSender, auth, envelope, tls,
     };
     pub use http;
     pub use ws_core::handshake::Rejection;

@@ -88,6 +88,146 @@ pub trait Network: Runtime {
     ) -> BoxFuture<io::Result<Self::Tls>>;
 }
 
+/// Any runtime behind one pointer: what servers, clients and their
+/// handles hold, so that their types do not depend on the runtime (and the
+/// adapters' documentation shows them whole).
+#[derive(Clone)]
+pub(crate) struct AnyRuntime(Arc<dyn ErasedRuntime>);
+
+/// The object-safe part of [`Runtime`].
+trait ErasedRuntime: Send + Sync + fmt::Debug {
+    fn spawn(&self, future: BoxFuture<()>);
+    fn timer(&self, deadline: Instant) -> Pin<Box<dyn Timer>>;
+    fn now(&self) -> Instant;
+}
+
+impl<R: Runtime> ErasedRuntime for R {
+    fn spawn(&self, future: BoxFuture<()>) {
+        Runtime::spawn(self, future);
+    }
+
+    fn timer(&self, deadline: Instant) -> Pin<Box<dyn Timer>> {
+        Runtime::timer(self, deadline)
+    }
+
+    fn now(&self) -> Instant {
+        Runtime::now(self)
+    }
+}
+
+impl AnyRuntime {
+    pub(crate) fn new(runtime: impl Runtime) -> Self {
+        Self(Arc::new(runtime))
+    }
+}
+
+impl fmt::Debug for AnyRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Runtime for AnyRuntime {
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.0.spawn(future);
+    }
+
+    fn timer(&self, deadline: Instant) -> Pin<Box<dyn Timer>> {
+        self.0.timer(deadline)
+    }
+
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+}
+
+/// A client's connection, opened: the transport and its peer's address.
+pub(crate) type Opened = (Box<dyn Transport>, Option<SocketAddr>);
+
+/// Which step of opening a client connection failed.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// Resolving or TCP.
+    Tcp(io::Error),
+    /// The TLS handshake.
+    Tls(io::Error),
+}
+
+/// Any [`Network`], behind one pointer, for [`Client`](crate::Client).
+#[derive(Clone)]
+pub(crate) struct AnyNetwork(Arc<dyn ErasedNetwork>);
+
+/// The object-safe part of [`Network`]: TCP, then TLS if asked, boxed.
+trait ErasedNetwork: ErasedRuntime {
+    fn open(
+        &self,
+        host: String,
+        port: u16,
+        tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+    ) -> BoxFuture<Result<Opened, OpenError>>;
+
+    fn runtime(&self) -> AnyRuntime;
+}
+
+impl<N: Network> ErasedNetwork for N {
+    fn open(
+        &self,
+        host: String,
+        port: u16,
+        tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+    ) -> BoxFuture<Result<Opened, OpenError>> {
+        let network = self.clone();
+        Box::pin(async move {
+            let tcp = network
+                .connect_tcp(&host, port)
+                .await
+                .map_err(OpenError::Tcp)?;
+            let peer = N::peer_addr(&tcp);
+            let io: Box<dyn Transport> = match tls {
+                None => Box::new(tcp),
+                Some((name, config)) => Box::new(
+                    network
+                        .connect_tls(tcp, name, config)
+                        .await
+                        .map_err(OpenError::Tls)?,
+                ),
+            };
+            Ok((io, peer))
+        })
+    }
+
+    fn runtime(&self) -> AnyRuntime {
+        AnyRuntime::new(self.clone())
+    }
+}
+
+impl AnyNetwork {
+    pub(crate) fn new(network: impl Network) -> Self {
+        Self(Arc::new(network))
+    }
+
+    /// Connects to `host:port`, with TLS when `tls` names the server.
+    pub(crate) fn open(
+        &self,
+        host: String,
+        port: u16,
+        tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+    ) -> BoxFuture<Result<Opened, OpenError>> {
+        self.0.open(host, port, tls)
+    }
+
+    /// The network's runtime, for the connection's task.
+    pub(crate) fn runtime(&self) -> AnyRuntime {
+        self.0.runtime()
+    }
+}
+
+impl fmt::Debug for AnyNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A stream that is plain or TLS, decided at run time (a listener with or
 /// without TLS, a `ws://` or `wss://` client). The TLS state is boxed so
 /// plain connections stay small.
@@ -134,6 +274,31 @@ impl<P: Transport, S: Transport> Transport for MaybeTls<P, S> {
             Self::Plain(io) => io.poll_shutdown(cx),
             Self::Tls(io) => io.poll_shutdown(cx),
         }
+    }
+}
+
+/// A boxed transport is a transport: servers run every connection over
+/// one, whatever the listener's type.
+impl Transport for Box<dyn Transport> {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        (**self).poll_read_buf(cx, buf)
+    }
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        (**self).poll_write_vectored(cx, bufs)
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_flush(cx)
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_shutdown(cx)
     }
 }
 

@@ -10,14 +10,11 @@ use async_io::Async;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use rustls_pki_types::ServerName;
-use ws_async::{BoxFuture, ConnectError, IntoClientRequest, Network, WebSocket};
+use ws_async::{BoxFuture, Client, ConnectError, IntoClientRequest, Network, WebSocket};
 
 use crate::io::FuturesIo;
 use crate::runtime::SmolRuntime;
 use crate::tcp::TcpTransport;
-
-/// A client connection to make; see [`ws_async::Client`].
-pub type Client = ws_async::Client<SmolRuntime>;
 
 /// A client for `request` (a `ws://` or `wss://` URI as `&str`, `String`
 /// or `Uri`, or an `http::Request` with headers) whose connection task runs

@@ -65,7 +65,7 @@ mod listener;
 mod runtime;
 mod tcp;
 
-pub use client::{Client, client, connect};
+pub use client::{client, connect};
 pub use io::FuturesIo;
 pub use listener::{ServerStream, SmolListener, bind, bind_tls};
 pub use runtime::SmolRuntime;
@@ -74,14 +74,7 @@ pub use tcp::TcpTransport;
 #[doc(inline)]
 pub use ws_async::adapter::*;
 
-/// A server; see [`ws_async::Server`].
-pub type Server = ws_async::Server<SmolRuntime>;
-/// A server route; see [`ws_async::Endpoint`].
-pub type Endpoint = ws_async::Endpoint<SmolRuntime>;
-/// Builds a [`Server`].
-pub type ServerBuilder = ws_async::ServerBuilder<SmolRuntime>;
-
 /// A server builder whose connection tasks run on smol's global executor.
 pub fn server() -> ServerBuilder {
-    ws_async::ServerBuilder::new(SmolRuntime::new())
+    ServerBuilder::new(SmolRuntime::new())
 }

@@ -9,13 +9,10 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use ws_async::{BoxFuture, ConnectError, IntoClientRequest, Network, WebSocket};
+use ws_async::{BoxFuture, Client, ConnectError, IntoClientRequest, Network, WebSocket};
 
 use crate::io::TokioIo;
 use crate::runtime::TokioRuntime;
-
-/// A client connection to make on tokio; see [`ws_async::Client`].
-pub type Client = ws_async::Client<TokioRuntime>;
 
 /// A client for `request` (a `ws://` or `wss://` URI as `&str`, `String`
 /// or `Uri`, or an `http::Request` with headers) on tokio, to configure

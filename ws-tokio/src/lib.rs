@@ -43,7 +43,7 @@ mod io;
 mod listener;
 mod runtime;
 
-pub use client::{Client, client, connect};
+pub use client::{client, connect};
 pub use io::TokioIo;
 pub use listener::{ServerStream, TokioListener, bind, bind_tls};
 pub use runtime::TokioRuntime;
@@ -51,14 +51,7 @@ pub use runtime::TokioRuntime;
 #[doc(inline)]
 pub use ws_async::adapter::*;
 
-/// A server on tokio; see [`ws_async::Server`].
-pub type Server = ws_async::Server<TokioRuntime>;
-/// A server route on tokio; see [`ws_async::Endpoint`].
-pub type Endpoint = ws_async::Endpoint<TokioRuntime>;
-/// Builds a [`Server`].
-pub type ServerBuilder = ws_async::ServerBuilder<TokioRuntime>;
-
 /// A server builder on the current tokio runtime.
 pub fn server() -> ServerBuilder {
-    ws_async::ServerBuilder::new(TokioRuntime)
+    ServerBuilder::new(TokioRuntime)
 }

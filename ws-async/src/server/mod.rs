@@ -34,7 +34,8 @@ use crate::engine::{DriverLimits, Link, drive};
 use crate::handler::{Ctx, Handler};
 use crate::outbox::Outbox;
 use crate::runtime::{
-    BoxFuture, Listener, Runtime, Transport, read_some, sleep_until, with_deadline, write_all,
+    AnyRuntime, BoxFuture, Listener, Runtime, Transport, read_some, sleep_until, with_deadline,
+    write_all,
 };
 use handshakes::{Handshakes, Ticket, client_key};
 
@@ -121,16 +122,18 @@ pub type Authenticate = Arc<
 >;
 
 /// Runs an admitted connection with the handler made for it.
-type Run<R> =
-    Box<dyn FnOnce(Link<R, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed> + Send>;
+type Run = Box<
+    dyn FnOnce(Link<AnyRuntime, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed>
+        + Send,
+>;
 
 /// Makes a connection's handler (or refuses it), before the 101 is sent.
-type Make<R> = Arc<dyn Fn(&ConnectionInfo) -> Result<Run<R>, Rejection> + Send + Sync>;
+type Make = Arc<dyn Fn(&ConnectionInfo) -> Result<Run, Rejection> + Send + Sync>;
 
 /// One path of a server: how to make a handler per connection, and who may
 /// connect.
-pub struct Endpoint<R: Runtime> {
-    make: Make<R>,
+pub struct Endpoint {
+    make: Make,
     subprotocols: Vec<String>,
     require_subprotocol: bool,
     origin: OriginPolicy,
@@ -142,7 +145,7 @@ pub struct Endpoint<R: Runtime> {
     active: Arc<AtomicUsize>,
 }
 
-impl<R: Runtime> std::fmt::Debug for Endpoint<R> {
+impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("subprotocols", &self.subprotocols)
@@ -154,7 +157,7 @@ impl<R: Runtime> std::fmt::Debug for Endpoint<R> {
     }
 }
 
-impl<R: Runtime> Endpoint<R> {
+impl Endpoint {
     /// An endpoint whose connections each get a handler from `factory`,
     /// called once the handshake is admitted and before the 101 is sent: a
     /// factory that panics gets the client a 500, and the server goes on.
@@ -179,14 +182,14 @@ impl<R: Runtime> Endpoint<R> {
         H: Handler,
         F: Fn(&ConnectionInfo) -> Result<H, Rejection> + Send + Sync + 'static,
     {
-        let make: Make<R> = Arc::new(move |info| {
+        let make: Make = Arc::new(move |info| {
             let handler = factory(info)?;
             Ok(Box::new(move |link, ctx, shutdown| {
                 // Boxed as it is: wrapping it in an async block would keep
                 // the moved arguments and the future side by side in every
                 // idle connection's memory.
                 Box::pin(drive(link, handler, ctx, Some(shutdown))) as BoxFuture<Closed>
-            }) as Run<R>)
+            }) as Run)
         });
         Self {
             make,
@@ -273,17 +276,17 @@ impl<R: Runtime> Endpoint<R> {
 
 /// Builds a [`Server`].
 #[derive(Debug)]
-pub struct ServerBuilder<R: Runtime> {
-    runtime: R,
+pub struct ServerBuilder {
+    runtime: AnyRuntime,
     config: ServerConfig,
-    routes: BTreeMap<String, Endpoint<R>>,
+    routes: BTreeMap<String, Endpoint>,
 }
 
-impl<R: Runtime> ServerBuilder<R> {
+impl ServerBuilder {
     /// A server on `runtime` with default settings and no routes.
-    pub fn new(runtime: R) -> Self {
+    pub fn new(runtime: impl Runtime) -> Self {
         Self {
-            runtime,
+            runtime: AnyRuntime::new(runtime),
             config: ServerConfig::default(),
             routes: BTreeMap::new(),
         }
@@ -297,13 +300,13 @@ impl<R: Runtime> ServerBuilder<R> {
 
     /// Routes requests for exactly `path` (the query is ignored) to
     /// `endpoint`. Other paths get 404.
-    pub fn route(mut self, path: &str, endpoint: Endpoint<R>) -> Self {
+    pub fn route(mut self, path: &str, endpoint: Endpoint) -> Self {
         self.routes.insert(path.to_owned(), endpoint);
         self
     }
 
     /// The server, ready to [`serve`](Server::serve) a listener.
-    pub fn build(self) -> Server<R> {
+    pub fn build(self) -> Server {
         let handle = ServerHandle::new(self.runtime.clone());
         let routes = self
             .routes
@@ -331,21 +334,21 @@ impl<R: Runtime> ServerBuilder<R> {
 }
 
 #[derive(Debug)]
-struct Inner<R: Runtime> {
-    runtime: R,
+struct Inner {
+    runtime: AnyRuntime,
     /// Keyed by [`client_key`]: IPv6 clients by /64.
     rate_limiter: Option<Mutex<ConnectionRateLimiter<IpAddr>>>,
     handshakes: Arc<Handshakes>,
     config: ServerConfig,
-    routes: BTreeMap<String, (Arc<str>, Endpoint<R>)>,
+    routes: BTreeMap<String, (Arc<str>, Endpoint)>,
     handle: ServerHandle,
 }
 
 /// A WebSocket server: routes, limits, registry and shutdown, on any
 /// runtime.
 #[derive(Debug, Clone)]
-pub struct Server<R: Runtime> {
-    inner: Arc<Inner<R>>,
+pub struct Server {
+    inner: Arc<Inner>,
 }
 
 /// Held while a connection occupies a slot of a connection limit.
@@ -374,7 +377,7 @@ impl Drop for Slot {
     }
 }
 
-impl<R: Runtime> Server<R> {
+impl Server {
     /// A handle for the registry, sending and shutdown.
     pub fn handle(&self) -> ServerHandle {
         self.inner.handle.clone()
@@ -567,34 +570,11 @@ fn accept_error_is_per_connection(error: &io::Error) -> bool {
     cfg!(target_os = "linux") && matches!(error.raw_os_error(), Some(71 | 92 | 112 | 64 | 95))
 }
 
-impl Transport for Box<dyn Transport> {
-    fn poll_read_buf(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>> {
-        (**self).poll_read_buf(cx, buf)
-    }
-    fn poll_write_vectored(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        (**self).poll_write_vectored(cx, bufs)
-    }
-    fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
-        (**self).poll_flush(cx)
-    }
-    fn poll_shutdown(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
-        (**self).poll_shutdown(cx)
-    }
-}
-
 /// How long a refused client gets to read its HTTP error response.
 const REJECTION_LINGER: Duration = Duration::from_secs(2);
 
-async fn serve_connection<R: Runtime>(
-    inner: Arc<Inner<R>>,
+async fn serve_connection(
+    inner: Arc<Inner>,
     io: Box<dyn Transport>,
     peer: Option<SocketAddr>,
     deadline: Instant,
@@ -615,12 +595,12 @@ async fn serve_connection<R: Runtime>(
 
 /// Reads and answers the upgrade request: the transport and what was
 /// admitted, or `None` once a refusal was sent or the client left.
-async fn open_connection<R: Runtime>(
-    inner: &Inner<R>,
+async fn open_connection(
+    inner: &Inner,
     mut io: Box<dyn Transport>,
     peer: Option<SocketAddr>,
     deadline: Instant,
-) -> Option<(Box<dyn Transport>, Admitted<R>)> {
+) -> Option<(Box<dyn Transport>, Admitted)> {
     let runtime = inner.runtime.clone();
     let mut handshake = ServerHandshake::new(inner.config.handshake.clone(), runtime.now());
     let read = async {
@@ -669,13 +649,13 @@ async fn open_connection<R: Runtime>(
 }
 
 /// A handshake that passed admission, with the handler made for it.
-struct Admitted<R: Runtime> {
+struct Admitted {
     info: Arc<ConnectionInfo>,
     deflate: Option<(DeflateParams, DeflateConfig)>,
     response: Bytes,
     path: Arc<str>,
     slots: (Slot, Slot),
-    run: Run<R>,
+    run: Run,
 }
 
 fn overload(status: StatusCode, retry_after: Option<Duration>) -> Rejection {
@@ -690,12 +670,12 @@ fn overload(status: StatusCode, retry_after: Option<Duration>) -> Rejection {
 /// Everything between a valid upgrade request and the 101: shutdown,
 /// route, limits, origin, subprotocol, authentication (within the
 /// handshake `deadline`), connection slots and the handler.
-async fn admit<R: Runtime>(
-    inner: &Inner<R>,
+async fn admit(
+    inner: &Inner,
     upgrade: UpgradeRequest,
     peer: Option<SocketAddr>,
     deadline: Instant,
-) -> Result<Admitted<R>, Rejection> {
+) -> Result<Admitted, Rejection> {
     let config = &inner.config;
     if let (Some(limiter), Some(peer)) = (&inner.rate_limiter, peer) {
         let admission = limiter
@@ -808,7 +788,7 @@ async fn admit<R: Runtime>(
 /// for a moment before closing: closing with unread bytes would reset the
 /// connection, and a reset can destroy the response before the client
 /// reads it.
-async fn reject<R: Runtime>(runtime: &R, mut io: Box<dyn Transport>, rejection: Rejection) {
+async fn reject(runtime: &AnyRuntime, mut io: Box<dyn Transport>, rejection: Rejection) {
     tracing::debug!(status = %rejection.status(), "handshake refused");
     let deadline = deadline_after(runtime.now(), REJECTION_LINGER);
     let wire = rejection.to_bytes();
@@ -842,10 +822,10 @@ pub(crate) const REJECTION_DRAIN: usize = 256 * 1024;
 /// Not an `async fn`: its arguments would stay in the connection's task
 /// for its whole life; the future returned holds only what must live that
 /// long.
-fn start_connection<R: Runtime>(
-    inner: &Inner<R>,
+fn start_connection(
+    inner: &Inner,
     io: Box<dyn Transport>,
-    admitted: Admitted<R>,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + Send + 'static {
     let Admitted {
         info,

@@ -18,7 +18,7 @@ use ws_core::Message;
 use crate::connection::{ConnectionHandle, ConnectionId};
 use crate::error::SendError;
 use crate::outbox::Outgoing;
-use crate::runtime::{BoxFuture, Runtime, sleep_until};
+use crate::runtime::{AnyRuntime, Runtime, sleep_until};
 
 /// A server-wide signal: shutting down (run `on_shutdown`, close with
 /// 1001) and, past the drain deadline, killed (drop at once).
@@ -91,27 +91,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
-    runtime: Arc<dyn RuntimeClock>,
-}
-
-/// The parts of a runtime the handle needs, object-safe.
-pub(crate) trait RuntimeClock: Send + Sync + std::fmt::Debug {
-    fn now(&self) -> Instant;
-    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
-}
-
-impl<R: Runtime> RuntimeClock for R {
-    fn now(&self) -> Instant {
-        Runtime::now(self)
-    }
-
-    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        let runtime = self.clone();
-        Box::pin(async move {
-            let deadline = ws_core::config::deadline_after(runtime.now(), duration);
-            sleep_until(&runtime, deadline).await;
-        })
-    }
+    runtime: AnyRuntime,
 }
 
 /// Keeps a connection in the registry while it lives.
@@ -145,10 +125,10 @@ fn lock(tables: &Mutex<Tables>) -> MutexGuard<'_, Tables> {
 }
 
 impl ServerHandle {
-    pub(crate) fn new<R: Runtime>(runtime: R) -> Self {
+    pub(crate) fn new(runtime: AnyRuntime) -> Self {
         Self {
             shared: Arc::new(Shared::default()),
-            runtime: Arc::new(runtime),
+            runtime,
         }
     }
 
@@ -268,7 +248,11 @@ impl ServerHandle {
         let shutdown = &self.shared.shutdown;
         shutdown.draining.store(true, Ordering::Release);
         shutdown.notify.notify(usize::MAX);
-        let mut deadline = self.runtime.sleep(grace);
+        let runtime = self.runtime.clone();
+        let mut deadline = Box::pin(async move {
+            let deadline = ws_core::config::deadline_after(runtime.now(), grace);
+            sleep_until(&runtime, deadline).await;
+        });
         // Kept across polls: a listener dropped while pending would miss the
         // last connection's end, and the drain would last the whole grace.
         let mut listener: Option<EventListener> = None;
