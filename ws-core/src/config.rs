@@ -190,6 +190,13 @@ pub struct HandshakeLimits {
     /// Deadline for the whole head to arrive; the server answers 408, the
     /// client fails with a timeout. Default: 10 s.
     pub timeout: Duration,
+    /// Server: accept bytes a client sent behind its request before the
+    /// 101 arrived (frames pipelined early, which RFC 6455 forbids). They
+    /// are never parsed as HTTP: they are kept in
+    /// [`UpgradeRequest::rest`](crate::handshake::UpgradeRequest::rest) for
+    /// the connection to read first. Default: `false`, such a request is
+    /// refused with 400.
+    pub accept_early_data: bool,
 }
 
 impl Default for HandshakeLimits {
@@ -199,6 +206,7 @@ impl Default for HandshakeLimits {
             max_line_size: 8 * KIB,
             max_headers: 100,
             timeout: Duration::from_secs(10),
+            accept_early_data: false,
         }
     }
 }

@@ -26,7 +26,9 @@
 //!
 //! let now = Instant::now();
 //!
-//! // Opening handshake. Nonces and seeds come from the caller's RNG.
+//! // Opening handshake. The constant nonce here and seed below keep the
+//! // example short: real callers draw both from a CSPRNG (the OS's, for
+//! // example through the `getrandom` crate), since ws-core draws none.
 //! let request = ClientRequest::new("ws://example.com/chat")?.subprotocol("chat");
 //! let (mut client_hs, request_bytes) =
 //!     ClientHandshake::new(&request, [7; 16], HandshakeLimits::default(), now)?;

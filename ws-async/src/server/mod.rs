@@ -651,6 +651,8 @@ async fn open_connection(
 /// A handshake that passed admission, with the handler made for it.
 struct Admitted {
     info: Arc<ConnectionInfo>,
+    /// Bytes the client sent behind its request, when allowed.
+    early_data: Bytes,
     deflate: Option<(DeflateParams, DeflateConfig)>,
     response: Bytes,
     path: Arc<str>,
@@ -747,6 +749,7 @@ async fn admit(
     }
     let accepted = upgrade.accept(accept).expect("the subprotocol was offered");
     let response = accepted.to_bytes();
+    let early_data = accepted.rest().clone();
     let (mut request, ()) = accepted.into_request().into_parts();
     if let Some(hook) = &endpoint.authenticate {
         // Inside the handshake deadline: a hook that never answers must not
@@ -776,6 +779,7 @@ async fn admit(
     })??;
     Ok(Admitted {
         info,
+        early_data,
         deflate,
         response,
         path: path.clone(),
@@ -829,6 +833,7 @@ fn start_connection(
 ) -> impl Future<Output = ()> + Send + 'static {
     let Admitted {
         info,
+        early_data,
         deflate,
         path,
         slots,
@@ -853,6 +858,9 @@ fn start_connection(
     let mut conn = Connection::server(config, runtime.now());
     if let Some((agreed, deflate_config)) = &deflate {
         conn = conn.with_deflate(*agreed, deflate_config);
+    }
+    if !early_data.is_empty() {
+        conn.handle_read(&early_data, runtime.now());
     }
     let mut link = Link::new(runtime, io, conn, outbox.clone(), limits);
     if let Some(policies) = endpoint.and_then(|e| e.policies.as_ref()) {

@@ -262,10 +262,11 @@ impl ServerHandshake {
         };
         // The request's own faults come first: whether pipelined bytes share
         // a read with the head is a matter of timing.
-        let upgrade = validate(parse_request(&head.head, head.lines)?)?;
-        if !head.rest.is_empty() {
+        let mut upgrade = validate(parse_request(&head.head, head.lines)?)?;
+        if !head.rest.is_empty() && !self.reader.limits().accept_early_data {
             return Err(RequestError::Pipelined);
         }
+        upgrade.rest = head.rest;
         Ok(Some(upgrade))
     }
 
@@ -358,6 +359,7 @@ fn validate(request: Request<()>) -> Result<UpgradeRequest, RequestError> {
         request,
         accept,
         subprotocols,
+        rest: Bytes::new(),
     })
 }
 
@@ -374,6 +376,7 @@ pub struct UpgradeRequest {
     request: Request<()>,
     accept: String,
     subprotocols: Vec<String>,
+    rest: Bytes,
 }
 
 impl fmt::Debug for UpgradeRequest {
@@ -396,6 +399,16 @@ impl UpgradeRequest {
     /// The request.
     pub fn request(&self) -> &Request<()> {
         &self.request
+    }
+
+    /// Bytes that arrived behind the request head, in the same input:
+    /// always empty unless
+    /// [`HandshakeLimits::accept_early_data`](crate::HandshakeLimits::accept_early_data)
+    /// lets them in. Once accepted, the connection reads them first
+    /// ([`Connection::handle_read`](crate::Connection::handle_read)), as
+    /// a client does with [`ServerResponse::rest`](crate::handshake::ServerResponse::rest).
+    pub fn rest(&self) -> &Bytes {
+        &self.rest
     }
 
     /// The request path (without the query).
@@ -478,6 +491,7 @@ impl UpgradeRequest {
             response,
             subprotocol: accept.subprotocol,
             deflate: accept.deflate,
+            rest: self.rest,
         })
     }
 
@@ -536,9 +550,17 @@ pub struct Accepted {
     response: Response<()>,
     subprotocol: Option<String>,
     deflate: Option<DeflateParams>,
+    rest: Bytes,
 }
 
 impl Accepted {
+    /// Bytes that arrived behind the request (see
+    /// [`UpgradeRequest::rest`]): feed them to the connection before
+    /// anything read later.
+    pub fn rest(&self) -> &Bytes {
+        &self.rest
+    }
+
     /// The request that was accepted.
     pub fn request(&self) -> &Request<()> {
         &self.request

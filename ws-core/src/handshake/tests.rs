@@ -192,6 +192,32 @@ fn body_and_pipelined_bytes_are_refused() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+// With early data allowed, bytes behind the head are kept for the
+// connection (never parsed as HTTP) and survive the accept.
+#[test]
+fn early_data_is_kept_when_allowed() {
+    let frame = [0x81u8, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    let mut wire = request_with(&good_lines()).into_bytes();
+    wire.extend_from_slice(&frame);
+    let limits = HandshakeLimits {
+        accept_early_data: true,
+        ..HandshakeLimits::default()
+    };
+    let upgrade = ServerHandshake::new(limits, Instant::now())
+        .handle_input(&wire)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&upgrade.rest()[..], &frame);
+    let accepted = upgrade.accept(Accept::new()).unwrap();
+    assert_eq!(&accepted.rest()[..], &frame);
+    let mut conn = crate::Connection::server(crate::Config::server(), Instant::now());
+    conn.handle_read(accepted.rest(), Instant::now());
+    assert_eq!(
+        conn.poll_event(),
+        Some(crate::Event::Message(crate::Message::text("hi")))
+    );
+}
+
 // ROBUSTNESS 1: a head dribbled byte by byte past the limit is refused once
 // the limit is crossed (431, or 414 for the request line), with bounded
 // memory; the deadline answers 408.
