@@ -146,7 +146,7 @@ mod servers {
             .route("/", ws_tokio::Endpoint::new(|_| Echo))
             .build();
         let _ = server
-            .serve(ws_tokio::TokioListener::from_tcp(listener, None))
+            .serve(ws_tokio::TokioListener::from_tcp(listener))
             .await;
     }
 

@@ -3,8 +3,9 @@
 //! handlers read with [`Ctx::identity`](crate::Ctx::identity)) or refuses
 //! with 401/403.
 //!
-//! Built in: [`BearerJwt`] for `Authorization: Bearer <JWT>` and [`KeyAuth`]
-//! for `Authorization: Key <token>`. Neither logs, stores or echoes the
+//! Built in: `BearerJwt` for `Authorization: Bearer <JWT>` (feature `jwt`,
+//! on by default in the adapters) and [`KeyAuth`] for
+//! `Authorization: Key <token>`. Neither logs, stores or echoes the
 //! credential: rejections carry a fixed text, and an [`Identity`] holds
 //! only the subject and the token's claims.
 
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use ws_core::handshake::Rejection;
@@ -94,19 +94,32 @@ fn credential<'a>(request: &'a http::request::Parts, scheme: &str) -> Option<&'a
         .filter(|c| !c.is_empty())
 }
 
+#[cfg(feature = "jwt")]
 type Authorize = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
 /// `Authorization: Bearer <JWT>`: the token's signature and its `exp`/`nbf`
-/// (and whatever else the [`Validation`] asks) must check out, else 401;
-/// an optional [`authorize`](Self::authorize) rule over the claims gives
-/// 403 when it says no. The identity's subject is the `sub` claim.
+/// must check out (and its `aud`/`iss` where [`audience`](Self::audience)
+/// and [`issuer`](Self::issuer) ask), else 401; an optional
+/// [`authorize`](Self::authorize) rule over the claims gives 403 when it
+/// says no. The identity's subject is the `sub` claim.
+///
+/// Built on the `jsonwebtoken` crate (feature `jwt`), which does not appear
+/// in this API.
+#[cfg(feature = "jwt")]
 #[derive(Clone)]
 pub struct BearerJwt {
-    key: DecodingKey,
-    validation: Validation,
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
     authorize: Option<Authorize>,
 }
 
+/// A public key that could not be read.
+#[cfg(feature = "jwt")]
+#[derive(Debug, thiserror::Error)]
+#[error("not a usable {0} public key in PEM form")]
+pub struct JwtKeyError(&'static str);
+
+#[cfg(feature = "jwt")]
 impl std::fmt::Debug for BearerJwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerJwt")
@@ -115,24 +128,57 @@ impl std::fmt::Debug for BearerJwt {
     }
 }
 
+#[cfg(feature = "jwt")]
 impl BearerJwt {
-    /// HMAC-SHA256 tokens signed with `secret`, with jsonwebtoken's default
-    /// validation (`exp` required and checked, 60 s leeway).
+    fn with(key: jsonwebtoken::DecodingKey, algorithm: jsonwebtoken::Algorithm) -> Self {
+        Self {
+            key,
+            validation: jsonwebtoken::Validation::new(algorithm),
+            authorize: None,
+        }
+    }
+
+    /// HMAC-SHA256 tokens signed with `secret`. `exp` is required and
+    /// checked, with 60 s of leeway.
     pub fn hs256(secret: &[u8]) -> Self {
-        Self::new(
-            DecodingKey::from_secret(secret),
-            Validation::new(Algorithm::HS256),
+        Self::with(
+            jsonwebtoken::DecodingKey::from_secret(secret),
+            jsonwebtoken::Algorithm::HS256,
         )
     }
 
-    /// Tokens checked with `key` under `validation` (algorithms, audience,
-    /// issuer, required claims).
-    pub fn new(key: DecodingKey, validation: Validation) -> Self {
-        Self {
-            key,
-            validation,
-            authorize: None,
-        }
+    /// RSA (RS256) tokens, checked with the issuer's public key in PEM
+    /// form. `exp` as for [`hs256`](Self::hs256).
+    pub fn rs256_pem(public_key: &[u8]) -> Result<Self, JwtKeyError> {
+        let key =
+            jsonwebtoken::DecodingKey::from_rsa_pem(public_key).map_err(|_| JwtKeyError("RSA"))?;
+        Ok(Self::with(key, jsonwebtoken::Algorithm::RS256))
+    }
+
+    /// ECDSA P-256 (ES256) tokens, checked with the issuer's public key in
+    /// PEM form. `exp` as for [`hs256`](Self::hs256).
+    pub fn es256_pem(public_key: &[u8]) -> Result<Self, JwtKeyError> {
+        let key =
+            jsonwebtoken::DecodingKey::from_ec_pem(public_key).map_err(|_| JwtKeyError("EC"))?;
+        Ok(Self::with(key, jsonwebtoken::Algorithm::ES256))
+    }
+
+    /// Tokens must carry one of these `aud` values.
+    pub fn audience(mut self, audiences: &[&str]) -> Self {
+        self.validation.set_audience(audiences);
+        self
+    }
+
+    /// Tokens must carry one of these `iss` values.
+    pub fn issuer(mut self, issuers: &[&str]) -> Self {
+        self.validation.set_issuer(issuers);
+        self
+    }
+
+    /// Clock skew tolerated on `exp` and `nbf`. Default: 60 s.
+    pub fn leeway(mut self, leeway: std::time::Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
+        self
     }
 
     /// Only clients whose claims pass `rule` may connect; others get 403.
@@ -148,10 +194,10 @@ impl BearerJwt {
         let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
             .map_err(|_| unauthorized("invalid or expired token"))?;
         let claims = data.claims;
-        if let Some(rule) = &self.authorize {
-            if !rule(&claims) {
-                return Err(refuse(StatusCode::FORBIDDEN, "Bearer", "not allowed here"));
-            }
+        if let Some(rule) = &self.authorize
+            && !rule(&claims)
+        {
+            return Err(refuse(StatusCode::FORBIDDEN, "Bearer", "not allowed here"));
         }
         let subject = claims
             .get("sub")
@@ -162,6 +208,7 @@ impl BearerJwt {
     }
 }
 
+#[cfg(feature = "jwt")]
 impl Authenticator for BearerJwt {
     async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
         self.check(request)
@@ -233,6 +280,7 @@ impl Authenticator for KeyAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "jwt")]
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
 
@@ -244,6 +292,7 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
+    #[cfg(feature = "jwt")]
     fn token(claims: Value, secret: &[u8]) -> String {
         jsonwebtoken::encode(
             &Header::default(),
@@ -253,6 +302,7 @@ mod tests {
         .unwrap()
     }
 
+    #[cfg(feature = "jwt")]
     fn in_an_hour() -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -265,6 +315,7 @@ mod tests {
         result.unwrap_err().status().as_u16()
     }
 
+    #[cfg(feature = "jwt")]
     #[test]
     fn bearer_jwt() {
         let auth = BearerJwt::hs256(b"secret").authorize(|claims| claims["role"] == "printer");
@@ -355,9 +406,12 @@ mod tests {
         let debug = format!("{rejection:?}");
         assert!(!debug.contains("wrong-secret-value"), "{debug}");
         assert_eq!(rejection.response().headers()[WWW_AUTHENTICATE], "Key");
-        let jwt = BearerJwt::hs256(b"s");
-        let rejection = jwt.check(&request(&["Bearer abc.def.ghi"])).unwrap_err();
-        assert!(!format!("{rejection:?}").contains("abc.def.ghi"));
-        assert!(!format!("{:?}", rejection.to_bytes()).contains("abc.def.ghi"));
+        #[cfg(feature = "jwt")]
+        {
+            let jwt = BearerJwt::hs256(b"s");
+            let rejection = jwt.check(&request(&["Bearer abc.def.ghi"])).unwrap_err();
+            assert!(!format!("{rejection:?}").contains("abc.def.ghi"));
+            assert!(!format!("{:?}", rejection.to_bytes()).contains("abc.def.ghi"));
+        }
     }
 }

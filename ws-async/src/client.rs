@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
+#[cfg(feature = "tls")]
 use rustls_pki_types::ServerName;
 use ws_core::config::deadline_after;
 use ws_core::deflate::DeflateConfig;
@@ -19,8 +20,8 @@ use crate::error::ConnectError;
 use crate::handler::Ctx;
 use crate::outbox::Outbox;
 use crate::runtime::{
-    AnyNetwork, AnyRuntime, Network, OpenError, Runtime, Transport, read_some, with_deadline,
-    write_all,
+    AnyNetwork, AnyRuntime, Network, OpenError, Runtime, TlsTarget, Transport, read_some,
+    with_deadline, write_all,
 };
 use crate::server::ServerHandle;
 use crate::socket::WebSocket;
@@ -251,6 +252,7 @@ pub struct Client {
     network: AnyNetwork,
     request: ClientRequest,
     config: ClientConfig,
+    #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -270,6 +272,7 @@ impl Client {
             network: AnyNetwork::new(network),
             request,
             config: ClientConfig::default(),
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -294,6 +297,7 @@ impl Client {
 
     /// Uses this rustls configuration for `wss://` (default: the Mozilla
     /// roots from webpki-roots, see [`crate::tls::default_client_config`]).
+    #[cfg(feature = "tls")]
     pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(tls);
         self
@@ -313,15 +317,7 @@ impl Client {
             format!("{host}:{port}")
         };
         let tls = if self.request.is_tls() {
-            let config = self
-                .tls
-                .clone()
-                .unwrap_or_else(crate::tls::default_client_config);
-            let name = ServerName::try_from(host.clone()).map_err(|e| ConnectError::Tls {
-                target: target.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, e),
-            })?;
-            Some((name, config))
+            Some(self.tls_target(&host, &target)?)
         } else {
             None
         };
@@ -330,8 +326,33 @@ impl Client {
             .ok_or(ConnectError::Handshake(ResponseError::Timeout))?;
         let (io, peer) = opened.map_err(|error| match error {
             OpenError::Tcp(source) => ConnectError::Connect { target, source },
+            #[cfg(feature = "tls")]
             OpenError::Tls(source) => ConnectError::Tls { target, source },
         })?;
         connect_over(runtime, io, &self.request, &self.config, peer).await
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_target(&self, host: &str, target: &str) -> Result<TlsTarget, ConnectError> {
+        let config = self
+            .tls
+            .clone()
+            .unwrap_or_else(crate::tls::default_client_config);
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::Tls {
+            target: target.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+        Ok((name, config))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn tls_target(&self, _host: &str, target: &str) -> Result<TlsTarget, ConnectError> {
+        Err(ConnectError::Tls {
+            target: target.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "wss:// needs the `tls` feature, which this build leaves out",
+            ),
+        })
     }
 }

@@ -69,6 +69,12 @@ pub enum ConnectError {
 /// A hint for the commonest TLS mistake: `wss://` to a server that speaks
 /// plain HTTP answers with bytes that are not a TLS record.
 fn tls_hint(error: &io::Error) -> &'static str {
+    #[cfg(not(feature = "tls"))]
+    let not_tls = {
+        let _ = error;
+        false
+    };
+    #[cfg(feature = "tls")]
     let not_tls = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())

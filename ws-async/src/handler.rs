@@ -8,12 +8,14 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(feature = "envelope")]
 use ws_core::envelope::Envelope;
 use ws_core::policy::Violation;
 use ws_core::{Closed, Message};
 
 use crate::auth::Identity;
 use crate::connection::{ConnectionHandle, ConnectionInfo};
+#[cfg(feature = "envelope")]
 use crate::error::SendError;
 use crate::server::ServerHandle;
 
@@ -290,12 +292,14 @@ impl Ctx {
 
     /// Queues an envelope as a JSON text message, waiting for room; see
     /// [`ConnectionHandle::send`].
+    #[cfg(feature = "envelope")]
     pub async fn send_envelope(&self, envelope: &Envelope) -> Result<(), SendError> {
         self.handle.send(envelope.to_message()).await
     }
 
     /// Queues an envelope without waiting; see
     /// [`ConnectionHandle::try_send`].
+    #[cfg(feature = "envelope")]
     pub fn try_send_envelope(&self, envelope: &Envelope) -> Result<(), SendError> {
         self.handle.try_send(envelope.to_message())
     }

@@ -13,6 +13,7 @@ pub mod auth;
 mod client;
 mod connection;
 mod engine;
+#[cfg(feature = "envelope")]
 pub mod envelope;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -23,6 +24,7 @@ mod outbox;
 mod runtime;
 mod server;
 mod socket;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 pub use client::{Client, ClientConfig, IntoClientRequest, connect_with, handshake, start};
@@ -42,11 +44,15 @@ pub use ws_core;
 /// own items.
 #[doc(hidden)]
 pub mod adapter {
+    #[cfg(feature = "envelope")]
+    pub use crate::envelope;
+    #[cfg(feature = "tls")]
+    pub use crate::tls;
     pub use crate::{
         Authenticate, Client, ClientConfig, ConnectError, ConnectionError, ConnectionHandle,
         ConnectionId, ConnectionInfo, Ctx, Delivery, Endpoint, Handler, IntoClientRequest, Layer,
         Layered, NameError, OriginPolicy, SendError, Server, ServerBuilder, ServerConfig,
-        ServerHandle, WebSocket, WsReceiver, WsSender, auth, envelope, tls,
+        ServerHandle, WebSocket, WsReceiver, WsSender, auth,
     };
     pub use http;
     pub use ws_core::handshake::Rejection;

@@ -56,10 +56,10 @@ impl State {
         if self.closed || self.closing {
             return Err(SendError::Closed);
         }
-        if let (Outgoing::Fragment(data, _), Some(text)) = (item, self.fragments) {
-            if data.is_text() != text {
-                return Err(SendError::Invalid(UsageError::FragmentKindMismatch));
-            }
+        if let (Outgoing::Fragment(data, _), Some(text)) = (item, self.fragments)
+            && data.is_text() != text
+        {
+            return Err(SendError::Invalid(UsageError::FragmentKindMismatch));
         }
         Ok(())
     }

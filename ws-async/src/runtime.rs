@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
+#[cfg(feature = "tls")]
 use rustls_pki_types::ServerName;
 
 /// A boxed, sendable future.
@@ -70,6 +71,7 @@ pub trait Network: Runtime {
     /// A connected TCP stream.
     type Tcp: Transport;
     /// TLS over [`Network::Tcp`].
+    #[cfg(feature = "tls")]
     type Tls: Transport;
 
     /// Resolves `host` and connects to it, with `TCP_NODELAY` set.
@@ -80,6 +82,7 @@ pub trait Network: Runtime {
 
     /// Runs a TLS client handshake over `tcp`, verifying the server's
     /// certificate for `name`.
+    #[cfg(feature = "tls")]
     fn connect_tls(
         &self,
         tcp: Self::Tcp,
@@ -141,6 +144,14 @@ impl Runtime for AnyRuntime {
     }
 }
 
+/// What a TLS client handshake needs: the server's name and the rustls
+/// configuration. Without the `tls` feature there is nothing to ask for.
+#[cfg(feature = "tls")]
+pub(crate) type TlsTarget = (ServerName<'static>, Arc<rustls::ClientConfig>);
+/// What a TLS client handshake needs; never, without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsTarget = std::convert::Infallible;
+
 /// A client's connection, opened: the transport and its peer's address.
 pub(crate) type Opened = (Box<dyn Transport>, Option<SocketAddr>);
 
@@ -150,6 +161,7 @@ pub(crate) enum OpenError {
     /// Resolving or TCP.
     Tcp(io::Error),
     /// The TLS handshake.
+    #[cfg(feature = "tls")]
     Tls(io::Error),
 }
 
@@ -163,7 +175,7 @@ trait ErasedNetwork: ErasedRuntime {
         &self,
         host: String,
         port: u16,
-        tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+        tls: Option<TlsTarget>,
     ) -> BoxFuture<Result<Opened, OpenError>>;
 
     fn runtime(&self) -> AnyRuntime;
@@ -174,7 +186,7 @@ impl<N: Network> ErasedNetwork for N {
         &self,
         host: String,
         port: u16,
-        tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+        tls: Option<TlsTarget>,
     ) -> BoxFuture<Result<Opened, OpenError>> {
         let network = self.clone();
         Box::pin(async move {
@@ -185,12 +197,15 @@ impl<N: Network> ErasedNetwork for N {
             let peer = N::peer_addr(&tcp);
             let io: Box<dyn Transport> = match tls {
                 None => Box::new(tcp),
+                #[cfg(feature = "tls")]
                 Some((name, config)) => Box::new(
                     network
                         .connect_tls(tcp, name, config)
                         .await
                         .map_err(OpenError::Tls)?,
                 ),
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
             };
             Ok((io, peer))
         })
@@ -211,7 +226,7 @@ impl AnyNetwork {
         &self,
         host: String,
         port: u16,
-        tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
+        tls: Option<TlsTarget>,
     ) -> BoxFuture<Result<Opened, OpenError>> {
         self.0.open(host, port, tls)
     }

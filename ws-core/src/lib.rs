@@ -85,6 +85,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod deflate;
+#[cfg(feature = "envelope")]
 pub mod envelope;
 pub mod error;
 pub mod frame;

@@ -2,16 +2,23 @@
 //! `futures-rustls` as a [`ws_async::Network`].
 
 use std::io;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use std::net::TcpStream;
 
+#[cfg(feature = "tls")]
 use async_io::Async;
+#[cfg(feature = "tls")]
 use futures_rustls::TlsConnector;
+#[cfg(feature = "tls")]
 use futures_rustls::client::TlsStream;
+#[cfg(feature = "tls")]
 use rustls_pki_types::ServerName;
 use ws_async::{BoxFuture, Client, ConnectError, IntoClientRequest, Network, WebSocket};
 
+#[cfg(feature = "tls")]
 use crate::io::FuturesIo;
 use crate::runtime::SmolRuntime;
 use crate::tcp::TcpTransport;
@@ -34,6 +41,7 @@ pub async fn connect(
 
 impl Network for SmolRuntime {
     type Tcp = TcpTransport;
+    #[cfg(feature = "tls")]
     type Tls = FuturesIo<TlsStream<Async<TcpStream>>>;
 
     fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>> {
@@ -57,6 +65,7 @@ impl Network for SmolRuntime {
         tcp.peer_addr()
     }
 
+    #[cfg(feature = "tls")]
     fn connect_tls(
         &self,
         tcp: Self::Tcp,

@@ -67,7 +67,9 @@ mod tcp;
 
 pub use client::{client, connect};
 pub use io::FuturesIo;
-pub use listener::{ServerStream, SmolListener, bind, bind_tls};
+#[cfg(feature = "tls")]
+pub use listener::bind_tls;
+pub use listener::{ServerStream, SmolListener, bind};
 pub use runtime::SmolRuntime;
 pub use tcp::TcpTransport;
 

@@ -2,14 +2,20 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use async_io::Async;
+#[cfg(feature = "tls")]
 use futures_rustls::TlsAcceptor;
+#[cfg(feature = "tls")]
 use futures_rustls::server::TlsStream;
-use ws_async::{BoxFuture, Listener, MaybeTls};
+#[cfg(feature = "tls")]
+use ws_async::MaybeTls;
+use ws_async::{BoxFuture, Listener};
 
+#[cfg(feature = "tls")]
 use crate::io::FuturesIo;
 use crate::tcp::TcpTransport;
 
@@ -17,6 +23,7 @@ use crate::tcp::TcpTransport;
 /// [`bind_tls`].
 pub struct SmolListener {
     tcp: Async<TcpListener>,
+    #[cfg(feature = "tls")]
     tls: Option<TlsAcceptor>,
     /// The last accept found the queue empty: wait for readiness before
     /// trying again. A server run as the future of `Executor::run` is
@@ -27,32 +34,28 @@ pub struct SmolListener {
 
 impl std::fmt::Debug for SmolListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmolListener")
-            .field("tcp", self.tcp.get_ref())
-            .field("tls", &self.tls.is_some())
-            .finish()
+        let mut debug = f.debug_struct("SmolListener");
+        debug.field("tcp", self.tcp.get_ref());
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls.is_some());
+        debug.finish()
     }
 }
 
 /// Binds a plain (`ws://`) listener, for example on `"127.0.0.1:9001"` or
 /// `"[::]:9001"`. The name is resolved on the calling thread.
 pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<SmolListener> {
-    Ok(SmolListener {
-        tcp: Async::<TcpListener>::bind(resolve(addr)?)?,
-        tls: None,
-        drained: false,
-    })
+    SmolListener::from_tcp(TcpListener::bind(resolve(addr)?)?)
 }
 
 /// Binds a TLS (`wss://`) listener with a rustls server configuration (see
 /// [`crate::tls`]).
+#[cfg(feature = "tls")]
 pub async fn bind_tls(
     addr: impl ToSocketAddrs,
     config: Arc<rustls::ServerConfig>,
 ) -> io::Result<SmolListener> {
-    let mut listener = bind(addr).await?;
-    listener.tls = Some(TlsAcceptor::from(config));
-    Ok(listener)
+    Ok(bind(addr).await?.with_tls(config))
 }
 
 fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
@@ -67,13 +70,21 @@ impl SmolListener {
         self.tcp.get_ref().local_addr()
     }
 
-    /// Wraps a listener bound elsewhere.
-    pub fn from_tcp(tcp: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Self> {
+    /// Wraps a listener bound elsewhere (plain `ws://`).
+    pub fn from_tcp(tcp: TcpListener) -> io::Result<Self> {
         Ok(Self {
             tcp: Async::new(tcp)?,
-            tls: tls.map(TlsAcceptor::from),
+            #[cfg(feature = "tls")]
+            tls: None,
             drained: false,
         })
+    }
+
+    /// Serves TLS (`wss://`) with a rustls server configuration.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
     }
 }
 
@@ -103,13 +114,15 @@ impl Listener for SmolListener {
     fn secure(&self, stream: Async<TcpStream>) -> BoxFuture<io::Result<Self::Io>> {
         // Small messages should leave at once, not wait for Nagle.
         let _ = stream.get_ref().set_nodelay(true);
-        match &self.tls {
-            None => Box::pin(async move { Ok(MaybeTls::Plain(TcpTransport::new(stream))) }),
-            Some(acceptor) => {
-                let accept = acceptor.accept(stream);
-                Box::pin(async move { Ok(MaybeTls::Tls(Box::new(FuturesIo(accept.await?)))) })
-            }
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = &self.tls {
+            let accept = acceptor.accept(stream);
+            return Box::pin(async move { Ok(MaybeTls::Tls(Box::new(FuturesIo(accept.await?)))) });
         }
+        #[cfg(feature = "tls")]
+        return Box::pin(async move { Ok(MaybeTls::Plain(TcpTransport::new(stream))) });
+        #[cfg(not(feature = "tls"))]
+        Box::pin(async move { Ok(TcpTransport::new(stream)) })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -118,4 +131,8 @@ impl Listener for SmolListener {
 }
 
 /// An accepted connection: plain TCP or TLS over TCP.
+#[cfg(feature = "tls")]
 pub type ServerStream = MaybeTls<TcpTransport, FuturesIo<TlsStream<Async<TcpStream>>>>;
+/// An accepted connection: plain TCP (TLS needs the `tls` feature).
+#[cfg(not(feature = "tls"))]
+pub type ServerStream = TcpTransport;

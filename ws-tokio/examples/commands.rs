@@ -167,11 +167,11 @@ fn print_token(subject: &str) {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [command, subject] = args.as_slice() {
-        if command == "token" {
-            print_token(subject);
-            return Ok(());
-        }
+    if let [command, subject] = args.as_slice()
+        && command == "token"
+    {
+        print_token(subject);
+        return Ok(());
     }
     let addr = args
         .first()

@@ -3,11 +3,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsConnector;
+#[cfg(feature = "tls")]
 use tokio_rustls::client::TlsStream;
 use ws_async::{BoxFuture, Client, ConnectError, IntoClientRequest, Network, WebSocket};
 
@@ -31,6 +35,7 @@ pub async fn connect(
 
 impl Network for TokioRuntime {
     type Tcp = TokioIo<TcpStream>;
+    #[cfg(feature = "tls")]
     type Tls = TokioIo<TlsStream<TcpStream>>;
 
     fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<io::Result<Self::Tcp>> {
@@ -46,6 +51,7 @@ impl Network for TokioRuntime {
         tcp.0.peer_addr().ok()
     }
 
+    #[cfg(feature = "tls")]
     fn connect_tls(
         &self,
         tcp: Self::Tcp,

@@ -45,7 +45,9 @@ mod runtime;
 
 pub use client::{client, connect};
 pub use io::TokioIo;
-pub use listener::{ServerStream, TokioListener, bind, bind_tls};
+#[cfg(feature = "tls")]
+pub use listener::bind_tls;
+pub use listener::{ServerStream, TokioListener, bind};
 pub use runtime::TokioRuntime;
 
 #[doc(inline)]

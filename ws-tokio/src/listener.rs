@@ -2,13 +2,18 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
+#[cfg(feature = "tls")]
 use tokio_rustls::server::TlsStream;
-use ws_async::{BoxFuture, Listener, MaybeTls};
+#[cfg(feature = "tls")]
+use ws_async::MaybeTls;
+use ws_async::{BoxFuture, Listener};
 
 use crate::io::TokioIo;
 
@@ -16,37 +21,34 @@ use crate::io::TokioIo;
 /// [`bind_tls`].
 pub struct TokioListener {
     tcp: TcpListener,
+    #[cfg(feature = "tls")]
     tls: Option<TlsAcceptor>,
 }
 
 impl std::fmt::Debug for TokioListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokioListener")
-            .field("tcp", &self.tcp)
-            .field("tls", &self.tls.is_some())
-            .finish()
+        let mut debug = f.debug_struct("TokioListener");
+        debug.field("tcp", &self.tcp);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls.is_some());
+        debug.finish()
     }
 }
 
 /// Binds a plain (`ws://`) listener, for example on `"127.0.0.1:9001"` or
 /// `"[::]:9001"`.
 pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TokioListener> {
-    Ok(TokioListener {
-        tcp: TcpListener::bind(addr).await?,
-        tls: None,
-    })
+    Ok(TokioListener::from_tcp(TcpListener::bind(addr).await?))
 }
 
 /// Binds a TLS (`wss://`) listener with a rustls server configuration (see
 /// [`crate::tls`]).
+#[cfg(feature = "tls")]
 pub async fn bind_tls(
     addr: impl ToSocketAddrs,
     config: Arc<rustls::ServerConfig>,
 ) -> io::Result<TokioListener> {
-    Ok(TokioListener {
-        tcp: TcpListener::bind(addr).await?,
-        tls: Some(TlsAcceptor::from(config)),
-    })
+    Ok(bind(addr).await?.with_tls(config))
 }
 
 impl TokioListener {
@@ -55,12 +57,20 @@ impl TokioListener {
         self.tcp.local_addr()
     }
 
-    /// Wraps a listener bound elsewhere.
-    pub fn from_tcp(tcp: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    /// Wraps a listener bound elsewhere (plain `ws://`).
+    pub fn from_tcp(tcp: TcpListener) -> Self {
         Self {
             tcp,
-            tls: tls.map(TlsAcceptor::from),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Serves TLS (`wss://`) with a rustls server configuration.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
     }
 }
 
@@ -75,13 +85,15 @@ impl Listener for TokioListener {
     fn secure(&self, stream: TcpStream) -> BoxFuture<io::Result<Self::Io>> {
         // Small messages should leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        match &self.tls {
-            None => Box::pin(async move { Ok(MaybeTls::Plain(TokioIo(stream))) }),
-            Some(acceptor) => {
-                let accept = acceptor.accept(stream);
-                Box::pin(async move { Ok(MaybeTls::Tls(Box::new(TokioIo(accept.await?)))) })
-            }
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = &self.tls {
+            let accept = acceptor.accept(stream);
+            return Box::pin(async move { Ok(MaybeTls::Tls(Box::new(TokioIo(accept.await?)))) });
         }
+        #[cfg(feature = "tls")]
+        return Box::pin(async move { Ok(MaybeTls::Plain(TokioIo(stream))) });
+        #[cfg(not(feature = "tls"))]
+        Box::pin(async move { Ok(TokioIo(stream)) })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -90,4 +102,8 @@ impl Listener for TokioListener {
 }
 
 /// An accepted connection: plain TCP or TLS over TCP.
+#[cfg(feature = "tls")]
 pub type ServerStream = MaybeTls<TokioIo<TcpStream>, TokioIo<TlsStream<TcpStream>>>;
+/// An accepted connection: plain TCP (TLS needs the `tls` feature).
+#[cfg(not(feature = "tls"))]
+pub type ServerStream = TokioIo<TcpStream>;

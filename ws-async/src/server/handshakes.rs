@@ -82,12 +82,12 @@ struct Table {
 impl Table {
     fn remove(&mut self, id: u64) -> Option<Arc<Eviction>> {
         let (client, _, eviction) = self.by_age.remove(&id)?;
-        if let Some(client) = client {
-            if let Some(ids) = self.by_client.get_mut(&client) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.by_client.remove(&client);
-                }
+        if let Some(client) = client
+            && let Some(ids) = self.by_client.get_mut(&client)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_client.remove(&client);
             }
         }
         Some(eviction)

@@ -105,10 +105,10 @@ impl Drop for Registration {
     fn drop(&mut self) {
         {
             let mut tables = lock(&self.shared.tables);
-            if let Some(entry) = tables.connections.remove(&self.id) {
-                if let Some(name) = entry.name {
-                    tables.names.remove(&name);
-                }
+            if let Some(entry) = tables.connections.remove(&self.id)
+                && let Some(name) = entry.name
+            {
+                tables.names.remove(&name);
             }
         }
         self.shared.active.fetch_sub(1, Ordering::AcqRel);

@@ -1354,36 +1354,37 @@ impl Connection {
                     self.fail(ProtocolError::FragmentTimeout);
                     return;
                 }
-                if let Some(sent) = self.ping_sent_at {
-                    if due(sent, self.config.pong_timeout) {
-                        self.abort(
-                            Timeout::KeepAlive,
-                            CloseCode::INTERNAL_ERROR,
-                            "keepalive timeout",
-                        );
-                        return;
-                    }
+                if let Some(sent) = self.ping_sent_at
+                    && due(sent, self.config.pong_timeout)
+                {
+                    self.abort(
+                        Timeout::KeepAlive,
+                        CloseCode::INTERNAL_ERROR,
+                        "keepalive timeout",
+                    );
+                    return;
                 }
-                if let Some(idle) = self.config.idle_timeout {
-                    if due(self.last_input_at, idle) {
-                        self.abort(Timeout::Idle, CloseCode::GOING_AWAY, "idle timeout");
-                        return;
-                    }
+                if let Some(idle) = self.config.idle_timeout
+                    && due(self.last_input_at, idle)
+                {
+                    self.abort(Timeout::Idle, CloseCode::GOING_AWAY, "idle timeout");
+                    return;
                 }
-                if let Some(interval) = self.config.ping_interval {
-                    if self.ping_sent_at.is_none() && due(self.last_input_at, interval) {
-                        self.keepalive_pings += 1;
-                        let payload = self.keepalive_pings.to_be_bytes();
-                        self.flush_pending_pong();
-                        let mask = self.next_mask();
-                        self.out.push_frame(
-                            OpCode::Ping,
-                            true,
-                            PayloadSource::Borrowed(&payload),
-                            mask,
-                        );
-                        self.ping_sent_at = Some(now);
-                    }
+                if let Some(interval) = self.config.ping_interval
+                    && self.ping_sent_at.is_none()
+                    && due(self.last_input_at, interval)
+                {
+                    self.keepalive_pings += 1;
+                    let payload = self.keepalive_pings.to_be_bytes();
+                    self.flush_pending_pong();
+                    let mask = self.next_mask();
+                    self.out.push_frame(
+                        OpCode::Ping,
+                        true,
+                        PayloadSource::Borrowed(&payload),
+                        mask,
+                    );
+                    self.ping_sent_at = Some(now);
                 }
             }
         }
