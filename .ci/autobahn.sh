@@ -28,11 +28,12 @@ mkdir -p target/ci
   fi
 ) 9> target/ci/autobahn-venv.lock
 
-# Example names carry the runtime so the adapters' binaries never collide.
+# The testees' names carry the runtime so the adapters' binaries never
+# collide.
 suffix=""
 [ "$adapter" = ws-smol ] && suffix=_smol
-cargo build --release --quiet -p "$adapter" --example "echo$suffix" --example "autobahn_client$suffix"
-bin=target/release/examples
+cargo build --release --quiet -p ws-testees --bin "echo$suffix" --bin "autobahn_client$suffix"
+bin=target/release
 mkdir -p "$work"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { python3 -c '

@@ -14,8 +14,8 @@ fi
 (cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
 suffix=""
 [ "$adapter" = ws-smol ] && suffix=_smol
-cargo build --release --quiet -p "$adapter" --example "interop$suffix"
-bin=target/release/examples/interop$suffix
+cargo build --release --quiet -p ws-testees --bin "interop$suffix"
+bin=target/release/interop$suffix
 echo "--- $adapter <-> python websockets"
 "$venv/bin/python" interop/python/interop_test.py "$bin"
 echo "--- $adapter <-> node ws"

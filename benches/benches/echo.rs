@@ -98,7 +98,7 @@ fn deflate_setting(name: &str) -> Option<DeflateConfig> {
 
 /// JSON-like text of `n` bytes, as a feed of events would carry.
 fn json_payload(n: usize) -> Vec<u8> {
-    events::events(n).into_bytes()
+    ws_testees::events::events(n).into_bytes()
 }
 
 /// 64 different JSON-like messages of `n` bytes, cut at different places
@@ -111,9 +111,6 @@ fn json_payloads(n: usize) -> Arc<[Bytes]> {
         .map(|k| stream.slice(k * STEP..k * STEP + n))
         .collect()
 }
-
-#[path = "../../adapter-tests/testees/events.rs"]
-mod events;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -2,19 +2,17 @@
 //!
 //! ```sh
 //! cargo run --release -p ws-smol --example echo_smol            # ws://127.0.0.1:9001/
-//! cargo run --release -p ws-smol --example echo_smol -- 0.0.0.0:8080 --max-message 16777216
+//! cargo run --release -p ws-smol --example echo_smol -- 0.0.0.0:8080
 //! ```
 //!
-//! Arguments: `[ADDR]` (default `127.0.0.1:9001`, or `$WS_ADDR`),
-//! `--max-message BYTES`, `--max-fragments N`, `--deflate` (accept
-//! permessage-deflate). Ctrl-C (or SIGTERM) shuts down gracefully (close
-//! 1001 to every client).
+//! The address defaults to `$WS_ADDR`, else `127.0.0.1:9001`. Ctrl-C (or
+//! SIGTERM) shuts down gracefully (close 1001 to every client).
 
 use std::time::Duration;
 
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt;
-use ws_smol::{Ctx, Endpoint, Handler, Message, OriginPolicy};
+use ws_smol::{Ctx, Endpoint, Handler, Message};
 
 struct Echo;
 
@@ -26,20 +24,17 @@ impl Handler for Echo {
     }
 }
 
-// Command-line parsing, shared by every adapter's echo example.
-#[path = "../../adapter-tests/testees/echo_args.rs"]
-mod echo_args;
-
 fn main() -> std::io::Result<()> {
-    let args = echo_args::parse().map_err(std::io::Error::other)?;
-    let echo = || Endpoint::new(|_| Echo).origin(OriginPolicy::AllowAnyOriginDangerously);
+    let addr = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("WS_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
     let server = ws_smol::server()
-        .config(args.server_config())
-        .route("/", echo())
-        .route("/echo", echo())
+        .route("/", Endpoint::new(|_| Echo))
+        .route("/echo", Endpoint::new(|_| Echo))
         .build();
     smol::block_on(async {
-        let listener = ws_smol::bind(&args.addr).await?;
+        let listener = ws_smol::bind(&addr).await?;
         println!("echo server listening on ws://{}/", listener.local_addr()?);
         let mut signals = Signals::new([Signal::Int, Signal::Term])?;
         let stop = async move {

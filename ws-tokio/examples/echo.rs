@@ -2,17 +2,15 @@
 //!
 //! ```sh
 //! cargo run --release -p ws-tokio --example echo            # ws://127.0.0.1:9001/
-//! cargo run --release -p ws-tokio --example echo -- 0.0.0.0:8080 --max-message 16777216
+//! cargo run --release -p ws-tokio --example echo -- 0.0.0.0:8080
 //! ```
 //!
-//! Arguments: `[ADDR]` (default `127.0.0.1:9001`, or `$WS_ADDR`),
-//! `--max-message BYTES`, `--max-fragments N`, `--deflate` (accept
-//! permessage-deflate). Ctrl-C shuts down gracefully (close 1001 to every
-//! client).
+//! The address defaults to `$WS_ADDR`, else `127.0.0.1:9001`. Ctrl-C shuts
+//! down gracefully (close 1001 to every client).
 
 use std::time::Duration;
 
-use ws_tokio::{Ctx, Endpoint, Handler, Message, OriginPolicy};
+use ws_tokio::{Ctx, Endpoint, Handler, Message};
 
 struct Echo;
 
@@ -24,21 +22,17 @@ impl Handler for Echo {
     }
 }
 
-// Command-line parsing, shared by every adapter's echo example.
-#[path = "../../adapter-tests/testees/echo_args.rs"]
-mod echo_args;
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args = echo_args::parse().map_err(std::io::Error::other)?;
-    let config = args.server_config();
-    let echo = || Endpoint::new(|_| Echo).origin(OriginPolicy::AllowAnyOriginDangerously);
+    let addr = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("WS_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
     let server = ws_tokio::server()
-        .config(config)
-        .route("/", echo())
-        .route("/echo", echo())
+        .route("/", Endpoint::new(|_| Echo))
+        .route("/echo", Endpoint::new(|_| Echo))
         .build();
-    let listener = ws_tokio::bind(&args.addr).await?;
+    let listener = ws_tokio::bind(&addr).await?;
     println!("echo server listening on ws://{}/", listener.local_addr()?);
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -1,18 +1,21 @@
-//! The echo examples' command line, shared by every adapter:
+//! The echo testee's command line, shared by every adapter:
 //! `[ADDR] [--max-message BYTES] [--max-fragments N] [--deflate]`, the
 //! address defaulting to `$WS_ADDR` or `127.0.0.1:9001`.
 
 use ws_async::ServerConfig;
 use ws_async::ws_core::deflate::DeflateConfig;
 
-pub(crate) struct Args {
-    pub(crate) addr: String,
+/// The parsed command line.
+pub struct Args {
+    /// Where to listen.
+    pub addr: String,
     max_message: Option<usize>,
     max_fragments: Option<usize>,
     deflate: bool,
 }
 
-pub(crate) fn parse() -> Result<Args, String> {
+/// Parses the process's arguments; `Err` carries the usage or the fault.
+pub fn parse() -> Result<Args, String> {
     let mut args = Args {
         addr: std::env::var("WS_ADDR").unwrap_or_else(|_| "127.0.0.1:9001".into()),
         max_message: None,
@@ -47,7 +50,7 @@ impl Args {
     /// Server defaults with the message and fragment limits raised as asked
     /// (the Autobahn suite sends 16 MiB messages and 100k fragments), and
     /// permessage-deflate on with its defaults under `--deflate`.
-    pub(crate) fn server_config(&self) -> ServerConfig {
+    pub fn server_config(&self) -> ServerConfig {
         let mut config = ServerConfig::default();
         if let Some(max) = self.max_message {
             config.connection = config.connection.with_max_message_size(max);

@@ -1,6 +1,6 @@
 //! The Autobahn TestSuite client testee, written once for every adapter:
 //! runs every case of a `wstest -m fuzzingserver`, echoing what the server
-//! sends. Each adapter's `autobahn_client` example includes it with a `rt`
+//! sends. Each adapter's `autobahn_client` binary includes it with a `rt`
 //! module naming the adapter (`rt::ws`).
 
 use crate::rt::ws;

@@ -3,7 +3,7 @@
 //! `interop/` generate the same).
 
 /// `n` bytes of JSON-like events.
-pub(crate) fn events(n: usize) -> String {
+pub fn events(n: usize) -> String {
     let mut out = String::with_capacity(n + 80);
     let mut i = 0u32;
     while out.len() < n {

@@ -1,10 +1,5 @@
-//! The interop testee on smol (see `interop/` and `.ci/interop.sh`); the
-//! program itself is `adapter-tests/testees/interop.rs`, shared by every
-//! adapter.
-//!
-//! ```sh
-//! cargo run --release -p ws-smol --example interop_smol -- server 127.0.0.1:0
-//! ```
+//! Our side of the interop tests on smol (`interop/`, `.ci/interop.sh`):
+//! `interop_smol server 127.0.0.1:0` or `interop_smol client ws://127.0.0.1:PORT`.
 
 mod rt {
     use std::future::Future;
@@ -21,7 +16,7 @@ mod rt {
     }
 }
 
-#[path = "../../adapter-tests/testees/interop.rs"]
+#[path = "../interop.rs"]
 mod testee;
 
 fn main() {

@@ -1,6 +1,6 @@
 //! Our side of the interop tests with Python `websockets` and Node `ws`
 //! (see `interop/`), written once for every adapter: each adapter's
-//! `interop` example includes it with a `rt` module naming the adapter
+//! `interop` binary includes it with a `rt` module naming the adapter
 //! (`rt::ws`) and its `rt::timeout`.
 //!
 //! ```sh
@@ -30,9 +30,7 @@ use ws::{
     ServerConfig, WebSocket,
 };
 
-#[path = "events.rs"]
-mod events;
-use events::events;
+use ws_testees::events::events;
 
 const MAX: usize = 32 << 20;
 
