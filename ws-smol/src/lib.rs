@@ -16,7 +16,7 @@
 //!
 //! impl Handler for Echo {
 //!     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//!         let _ = ctx.try_send(message);
+//!         let _ = ctx.send(message).await; // waits for room in the send queue
 //!     }
 //! }
 //!
@@ -35,7 +35,7 @@
 //! # struct Echo;
 //! # impl ws_smol::Handler for Echo {
 //! #     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//! #         let _ = ctx.try_send(message);
+//! #         let _ = ctx.send(message).await;
 //! #     }
 //! # }
 //! let runtime = SmolRuntime::with_spawner(|task| {

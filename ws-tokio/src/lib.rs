@@ -14,7 +14,7 @@
 //!
 //! impl Handler for Echo {
 //!     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//!         let _ = ctx.try_send(message);
+//!         let _ = ctx.send(message).await; // waits for room in the send queue
 //!     }
 //! }
 //!
