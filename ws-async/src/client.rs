@@ -19,11 +19,11 @@ use crate::engine::{DriverLimits, Link, drive};
 use crate::error::ConnectError;
 use crate::handler::Ctx;
 use crate::outbox::Outbox;
+use crate::registry::ServerHandle;
 use crate::runtime::{
     AnyNetwork, AnyRuntime, Network, OpenError, Runtime, TlsTarget, Transport, read_some,
     with_deadline, write_all,
 };
-use crate::server::ServerHandle;
 use crate::socket::WebSocket;
 
 /// Settings of a client connection.

@@ -20,8 +20,8 @@ use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
 use crate::connection::close;
 use crate::handler::{Ctx, Handler};
 use crate::outbox::{Drain, Outbox, Outgoing};
+use crate::registry::Shutdown;
 use crate::runtime::{Runtime, Timer, Transport, read_some, with_deadline};
-use crate::server::Shutdown;
 
 /// Tunables of the driver around the protocol engine.
 #[derive(Debug, Clone)]

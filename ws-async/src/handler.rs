@@ -17,7 +17,7 @@ use crate::auth::Identity;
 use crate::connection::{ConnectionHandle, ConnectionInfo};
 #[cfg(feature = "envelope")]
 use crate::error::SendError;
-use crate::server::ServerHandle;
+use crate::registry::ServerHandle;
 
 /// Callbacks for one connection. A fresh handler is made for every
 /// connection, so its fields are the connection's own data.

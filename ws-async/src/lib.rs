@@ -21,6 +21,7 @@ mod error;
 pub mod fuzzing;
 mod handler;
 mod outbox;
+mod registry;
 mod runtime;
 mod server;
 mod socket;
@@ -31,11 +32,9 @@ pub use client::{Client, ClientConfig, IntoClientRequest, connect_with, handshak
 pub use connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
 pub use error::{ConnectError, ConnectionError, SendError};
 pub use handler::{Ctx, Handler, Layer, Layered};
+pub use registry::{Delivery, NameError, ServerHandle};
 pub use runtime::{BoxFuture, Listener, MaybeTls, Network, Runtime, Timer, Transport};
-pub use server::{
-    Authenticate, Delivery, Endpoint, NameError, OriginPolicy, Server, ServerBuilder, ServerConfig,
-    ServerHandle,
-};
+pub use server::{Authenticate, Endpoint, OriginPolicy, Server, ServerBuilder, ServerConfig};
 pub use socket::{WebSocket, WsReceiver, WsSender};
 pub use ws_core;
 

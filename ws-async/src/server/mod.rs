@@ -3,7 +3,6 @@
 
 mod handshakes;
 mod origin;
-mod registry;
 
 use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
@@ -26,8 +25,8 @@ use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySe
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
 pub use origin::OriginPolicy;
-pub(crate) use registry::Shutdown;
-pub use registry::{Delivery, NameError, ServerHandle};
+
+use crate::registry::{ServerHandle, Shutdown};
 
 use crate::connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
 use crate::engine::{DriverLimits, Link, drive};
