@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::rt::{self, ws};
 
-use super::common::{Echo, Raw, echo_server, eventually, quick_config, request, serve};
+use super::common::{
+    Echo, Raw, connect_with, echo_server, eventually, quick_config, request, serve,
+};
 use ws::{
     ClientConfig, CloseCode, Closed, Ctx, Endpoint, Handler, Message, SendError, ServerConfig,
     ws_core,
@@ -158,12 +160,7 @@ async fn slow_reader_with_short_keepalive_is_not_timed_out() {
     let mut config = ClientConfig::default();
     config.connection.ping_interval = Some(Duration::from_millis(100));
     config.connection.pong_timeout = Duration::from_millis(100);
-    let (mut socket, _) = ws::client(server.url("/echo"))
-        .unwrap()
-        .config(config)
-        .connect()
-        .await
-        .unwrap();
+    let mut socket = connect_with(server.url("/echo"), config).await;
     socket.send("first").await.unwrap();
     socket.send("second").await.unwrap();
     rt::sleep(Duration::from_secs(1)).await;
@@ -215,12 +212,7 @@ async fn close_behind_an_unread_message_is_answered() {
     .await;
     let mut config = ClientConfig::default();
     config.connection.close_timeout = Duration::from_millis(300);
-    let (mut socket, _) = ws::client(server.url("/"))
-        .unwrap()
-        .config(config)
-        .connect()
-        .await
-        .unwrap();
+    let mut socket = connect_with(server.url("/"), config).await;
     socket.send("first").await.unwrap();
     socket.send("second").await.unwrap();
     // The client does not read for a while; the server's close must not
@@ -467,12 +459,7 @@ async fn huge_durations_mean_never() {
     client.connection.close_timeout = Duration::MAX;
     client.connection.ping_interval = Some(Duration::MAX);
     client.read_ahead = usize::MAX;
-    let (mut socket, _) = ws::client(server.url("/echo"))
-        .unwrap()
-        .config(client)
-        .connect()
-        .await
-        .unwrap();
+    let mut socket = connect_with(server.url("/echo"), client).await;
     socket.send("x").await.unwrap();
     assert_eq!(socket.recv().await.unwrap().unwrap(), Message::text("x"));
     socket.try_close(CloseCode::NORMAL, "").unwrap();

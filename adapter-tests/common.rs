@@ -40,6 +40,17 @@ pub async fn serve(server: Server) -> TestServer {
     TestServer { addr, handle, task }
 }
 
+/// A client connection to `url` under `config`.
+pub async fn connect_with(url: String, config: ws::ClientConfig) -> ws::WebSocket {
+    let (socket, _) = ws::client(url)
+        .unwrap()
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    socket
+}
+
 pub async fn echo_server(config: ServerConfig) -> TestServer {
     serve(
         ws::server()
