@@ -138,7 +138,7 @@ fn start_with_peer<R: Runtime, T: Transport>(
         deflate: response.deflate,
         role: Role::Client,
     });
-    let outbox = Arc::new(Outbox::new(config.send_queue));
+    let outbox = Arc::new(Outbox::new(config.send_queue, Role::Client));
     let handle = ConnectionHandle::new(info.id, outbox.clone());
     let (socket, forward) = WebSocket::new(handle.clone(), info.clone(), config.read_ahead);
     let link = Link::new(runtime.clone(), io, conn, outbox, limits);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ws_core::close::CloseFrame;
 use ws_core::deflate::DeflateParams;
-use ws_core::{CloseCode, Message, Role, UsageError};
+use ws_core::{CloseCode, EncodedMessage, Message, Role, UsageError};
 
 use crate::error::SendError;
 use crate::outbox::{Outbox, Outgoing};
@@ -175,6 +175,22 @@ impl ConnectionHandle {
         is_last: bool,
     ) -> Result<(), SendError> {
         self.try_push(Outgoing::Fragment(data.into(), is_last))
+    }
+
+    /// Queues a message [encoded once](EncodedMessage) for many
+    /// connections, waiting for room: a server's fan-out. A client's frames
+    /// are masked one by one, so a client connection refuses it with
+    /// [`SendError::Invalid`]. Never compressed.
+    pub fn send_encoded(
+        &self,
+        message: &EncodedMessage,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + '_ {
+        self.outbox.push(Outgoing::Encoded(message.clone()))
+    }
+
+    /// [`send_encoded`](Self::send_encoded) without waiting.
+    pub fn try_send_encoded(&self, message: &EncodedMessage) -> Result<(), SendError> {
+        self.try_push(Outgoing::Encoded(message.clone()))
     }
 
     /// Sends a ping (at most 125 bytes), waiting for room; its pong is

@@ -222,6 +222,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                     .send_fragment(data.clone(), *last)
                     .inspect(|()| *fragment_open = !*last),
                 Outgoing::Ping(payload) => conn.ping(payload),
+                Outgoing::Encoded(encoded) => conn.send_encoded(encoded),
                 Outgoing::Close(frame) => conn.close(frame.code, &frame.reason, runtime.now()),
             };
             match accepted {

@@ -8,7 +8,7 @@ use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use ws_core::close::CloseFrame;
-use ws_core::{Message, UsageError};
+use ws_core::{EncodedMessage, Message, Role, UsageError};
 
 use crate::error::SendError;
 
@@ -21,6 +21,8 @@ pub(crate) enum Outgoing {
     /// One piece of a message sent in pieces; `true` for the last.
     Fragment(Message, bool),
     Ping(Bytes),
+    /// A whole message encoded once for many connections (server only).
+    Encoded(EncodedMessage),
     /// Always the last item: nothing is accepted after it.
     Close(CloseFrame),
 }
@@ -30,6 +32,7 @@ impl Outgoing {
         match self {
             Self::Message(m) | Self::Uncompressed(m) | Self::Fragment(m, _) => m.len(),
             Self::Ping(p) => p.len(),
+            Self::Encoded(encoded) => encoded.payload_len(),
             Self::Close(frame) => frame.reason.len(),
         }
     }
@@ -49,12 +52,15 @@ struct State {
 }
 
 impl State {
-    /// Refuses items once closing, and fragments that change a message's
-    /// kind midway (the engine would refuse them later, with nobody left
-    /// to tell).
-    fn check(&self, item: &Outgoing) -> Result<(), SendError> {
+    /// Refuses items once closing, fragments that change a message's kind
+    /// midway, and pre-encoded messages on a client (the engine would
+    /// refuse them later, with nobody left to tell).
+    fn check(&self, item: &Outgoing, role: Role) -> Result<(), SendError> {
         if self.closed || self.closing {
             return Err(SendError::Closed);
+        }
+        if matches!(item, Outgoing::Encoded(_)) && role == Role::Client {
+            return Err(SendError::Invalid(UsageError::EncodedFromClient));
         }
         if let (Outgoing::Fragment(data, _), Some(text)) = (item, self.fragments)
             && data.is_text() != text
@@ -96,15 +102,17 @@ pub(crate) struct Outbox {
     driver: AtomicWaker,
     room: Event,
     limit: usize,
+    role: Role,
 }
 
 impl Outbox {
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize, role: Role) -> Self {
         Self {
             state: Mutex::new(State::default()),
             driver: AtomicWaker::new(),
             room: Event::new(),
             limit,
+            role,
         }
     }
 
@@ -121,7 +129,7 @@ impl Outbox {
     pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
         {
             let mut state = self.lock();
-            if let Err(error) = state.check(&item) {
+            if let Err(error) = state.check(&item, self.role) {
                 return Err((error, item));
             }
             if !self.fits(&state, item.weight()) {
@@ -143,7 +151,7 @@ impl Outbox {
     pub(crate) fn force_push(&self, item: Outgoing) -> Result<(), SendError> {
         {
             let mut state = self.lock();
-            state.check(&item)?;
+            state.check(&item, self.role)?;
             state.push(item);
         }
         self.driver.wake();
@@ -338,8 +346,28 @@ mod tests {
     }
 
     #[test]
+    fn encoded_messages_are_for_servers_and_weigh_their_payload() {
+        let encoded = EncodedMessage::new(&Message::text("x".repeat(60)));
+        let client = Outbox::new(100, Role::Client);
+        let refused = client
+            .try_push(Outgoing::Encoded(encoded.clone()))
+            .unwrap_err();
+        assert!(matches!(
+            refused.0,
+            SendError::Invalid(UsageError::EncodedFromClient)
+        ));
+        let server = Outbox::new(100, Role::Server);
+        server.try_push(Outgoing::Encoded(encoded.clone())).unwrap();
+        let full = server.try_push(Outgoing::Encoded(encoded)).unwrap_err();
+        assert!(
+            matches!(full.0, SendError::Full { queued: 60, .. }),
+            "{full:?}"
+        );
+    }
+
+    #[test]
     fn limit_refuses_but_empty_queue_takes_anything() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, Role::Server);
         outbox.try_push(msg(1000)).unwrap();
         assert!(matches!(
             outbox.try_push(msg(1)),
@@ -372,7 +400,7 @@ mod tests {
 
     #[test]
     fn fragments_keep_their_message_kind() {
-        let outbox = Outbox::new(1000);
+        let outbox = Outbox::new(1000, Role::Server);
         outbox
             .try_push(Outgoing::Fragment(Message::text("a"), false))
             .unwrap();
@@ -390,7 +418,7 @@ mod tests {
 
     #[test]
     fn drain_stops_at_the_first_refusal_and_keeps_order() {
-        let outbox = Outbox::new(1000);
+        let outbox = Outbox::new(1000, Role::Server);
         for n in [1, 2, 3] {
             outbox.try_push(msg(n)).unwrap();
         }
@@ -415,7 +443,7 @@ mod tests {
 
     #[test]
     fn skipped_items_keep_their_place() {
-        let outbox = Outbox::new(1000);
+        let outbox = Outbox::new(1000, Role::Server);
         for n in [1, 2, 3, 4] {
             outbox.try_push(msg(n)).unwrap();
         }
@@ -440,7 +468,7 @@ mod tests {
 
     #[test]
     fn async_push_waits_for_room() {
-        let outbox = std::sync::Arc::new(Outbox::new(10));
+        let outbox = std::sync::Arc::new(Outbox::new(10, Role::Server));
         outbox.try_push(msg(10)).unwrap();
         let waiter = {
             let outbox = outbox.clone();
@@ -461,7 +489,7 @@ mod tests {
     // would overflow it must not spin.
     #[test]
     fn push_that_does_not_fit_waits_instead_of_spinning() {
-        let outbox = std::sync::Arc::new(Outbox::new(100));
+        let outbox = std::sync::Arc::new(Outbox::new(100, Role::Server));
         outbox.try_push(msg(10)).unwrap();
         // Poll on another thread: a spinning push never returns from poll.
         let (done, polled) = std::sync::mpsc::channel();

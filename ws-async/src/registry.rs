@@ -141,6 +141,17 @@ impl ServerHandle {
         self.runtime.now()
     }
 
+    /// Runs `future` in the background on the server's runtime: work that
+    /// belongs to no connection, such as a library's periodic upkeep.
+    pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(Box::pin(future));
+    }
+
+    /// Waits until `deadline` on the server's runtime clock.
+    pub async fn sleep_until(&self, deadline: Instant) {
+        sleep_until(&self.runtime, deadline).await;
+    }
+
     pub(crate) fn register(&self, handle: ConnectionHandle, endpoint: Arc<str>) -> Registration {
         let id = handle.id();
         self.shared.active.fetch_add(1, Ordering::AcqRel);

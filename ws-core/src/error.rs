@@ -151,6 +151,9 @@ pub enum UsageError {
     /// The server chose a subprotocol the client did not offer.
     #[error("subprotocol {0:?} was not offered by the client")]
     SubprotocolNotOffered(String),
+    /// Pre-encoded messages are unmasked: only a server may send them.
+    #[error("only a server sends pre-encoded messages (a client masks every frame)")]
+    EncodedFromClient,
 }
 
 /// Sending would grow the outgoing buffer past `max_outgoing_buffer`.

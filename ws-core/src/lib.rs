@@ -102,7 +102,7 @@ pub use close::{CloseCode, CloseFrame};
 pub use config::{BackpressurePolicy, Config, HandshakeLimits, ReceiveMode};
 pub use connection::{CloseCause, Closed, Connection, Event, PONG_BUDGET, Side, Timeout};
 pub use error::{Backpressure, ProtocolError, SendError, UsageError};
-pub use message::{Fragment, Message, Utf8Bytes};
+pub use message::{EncodedMessage, Fragment, Message, Utf8Bytes};
 pub use role::Role;
 
 /// The README's example, compiled and run as a doc test.

@@ -849,7 +849,7 @@ fn start_connection(
         linger: config.close_timeout,
         shrink_when_idle: inner.config.shrink_idle_buffers,
     };
-    let outbox = Arc::new(Outbox::new(inner.config.send_queue));
+    let outbox = Arc::new(Outbox::new(inner.config.send_queue, Role::Server));
     let registration = inner
         .handle
         .register(ConnectionHandle::new(info.id, outbox.clone()), path);

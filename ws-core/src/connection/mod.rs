@@ -19,7 +19,7 @@ use crate::error::{Backpressure, ProtocolError, SendError, UsageError};
 use crate::frame::{
     FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, Step,
 };
-use crate::message::{Fragment, Message, Utf8Bytes, Utf8Validator};
+use crate::message::{EncodedMessage, Fragment, Message, Utf8Bytes, Utf8Validator};
 use crate::role::Role;
 use outgoing::{OutgoingQueue, PayloadSource, ZERO_COPY_MIN};
 
@@ -981,6 +981,21 @@ impl Connection {
             Message::Binary(data) => (OpCode::Binary, data),
         };
         self.send_whole(opcode, PayloadSource::Shared(data), compress)
+    }
+
+    /// Queues a message [encoded once](EncodedMessage) for many connections
+    /// (server role only: its frame is unmasked). It is never compressed,
+    /// and counts against `max_outgoing_buffer` like any send.
+    pub fn send_encoded(&mut self, message: &EncodedMessage) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            return Err(UsageError::EncodedFromClient.into());
+        }
+        if self.sending_text.is_some() {
+            return Err(UsageError::MessageInProgress.into());
+        }
+        self.make_room(message.as_bytes().len())?;
+        self.out.push_encoded(message.as_bytes());
+        Ok(())
     }
 
     /// Queues a text message, copying `text` into the send buffer.

@@ -76,6 +76,22 @@ impl OutgoingQueue {
         }
     }
 
+    /// Queues a frame encoded elsewhere: copied into the staging buffer when
+    /// small (so it leaves in one write with its neighbours), shared when
+    /// large.
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
+        self.len += frame.len();
+        if frame.len() >= ZERO_COPY_MIN {
+            if !self.staging.is_empty() {
+                let staged = self.staging.split().freeze();
+                self.segments.push_back(staged);
+            }
+            self.segments.push_back(frame.clone());
+        } else {
+            self.staging.extend_from_slice(frame);
+        }
+    }
+
     /// Fills `dst` with slices of the waiting bytes, in order, and returns
     /// how many it filled.
     pub(crate) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {

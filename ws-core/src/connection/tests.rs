@@ -1305,3 +1305,48 @@ fn idle_connections_release_compression_state_that_resets_per_message() {
         assert!(state(&server).0);
     }
 }
+
+// A message encoded once goes to many connections as the same bytes, and
+// reads back as the message; clients may not send one.
+#[test]
+fn encoded_messages_fan_out_as_the_same_bytes() {
+    for size in [5, 300, 70_000] {
+        let message = Message::text("x".repeat(size));
+        let encoded = EncodedMessage::new(&message);
+        let mut servers: Vec<Connection> = (0..3).map(|_| server()).collect();
+        let mut wires = Vec::new();
+        for conn in &mut servers {
+            conn.send_text("before").unwrap();
+            conn.send_encoded(&encoded).unwrap();
+            let mut wire = Vec::new();
+            while let Some(chunk) = conn.poll_transmit() {
+                wire.extend_from_slice(&chunk);
+            }
+            wires.push(wire);
+        }
+        assert!(wires.windows(2).all(|w| w[0] == w[1]));
+        let mut client = Connection::client(Config::client(), Instant::now(), [3; 32]);
+        client.handle_read(&wires[0], Instant::now());
+        assert_eq!(
+            client.poll_event(),
+            Some(Event::Message(Message::text("before")))
+        );
+        assert_eq!(client.poll_event(), Some(Event::Message(message)));
+    }
+    let encoded = EncodedMessage::new(&Message::text("x"));
+    let mut client = Connection::client(Config::client(), Instant::now(), [3; 32]);
+    assert_eq!(
+        client.send_encoded(&encoded),
+        Err(SendError::Usage(UsageError::EncodedFromClient))
+    );
+    // The buffer limit holds for encoded messages too.
+    let mut config = Config::server();
+    config.max_outgoing_buffer = 100;
+    let mut conn = server_with(config);
+    let big = EncodedMessage::new(&Message::binary(vec![0; 80]));
+    conn.send_encoded(&big).unwrap();
+    assert!(matches!(
+        conn.send_encoded(&big),
+        Err(SendError::Backpressure(_))
+    ));
+}

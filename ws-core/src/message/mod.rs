@@ -238,6 +238,49 @@ impl fmt::Debug for Message {
     }
 }
 
+/// A message encoded once as a whole, unmasked frame, for a server to send
+/// the same bytes to many connections (a channel's fan-out) without
+/// encoding it again for each: see
+/// [`Connection::send_encoded`](crate::Connection::send_encoded). Cheap to
+/// clone (the bytes are shared).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    frame: Bytes,
+    payload_len: usize,
+}
+
+impl EncodedMessage {
+    /// Encodes `message` as one frame (FIN set, no compression, no mask).
+    pub fn new(message: &Message) -> Self {
+        let (opcode, payload) = match message {
+            Message::Text(text) => (crate::frame::OpCode::Text, text.as_bytes().as_ref()),
+            Message::Binary(data) => (crate::frame::OpCode::Binary, data.as_ref()),
+        };
+        let mut frame = bytes::BytesMut::new();
+        crate::frame::encode_frame(&mut frame, opcode, true, 0, payload, None);
+        Self {
+            frame: frame.freeze(),
+            payload_len: payload.len(),
+        }
+    }
+
+    /// The frame's bytes, header included.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+}
+
+impl fmt::Debug for EncodedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncodedMessage({} bytes)", self.frame.len())
+    }
+}
+
 /// One data frame of a message, handed out in
 /// [`ReceiveMode::Streaming`](crate::ReceiveMode::Streaming).
 #[derive(Debug, Clone, PartialEq, Eq)]
