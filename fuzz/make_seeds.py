@@ -139,3 +139,14 @@ os.makedirs("corpus/credentials", exist_ok=True)
 write("credentials", "key", b"Key right key")
 write("credentials", "bearer", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXdyb25n")
 write("credentials", "odd", b"bEaReR    \x7f\xff")
+
+# channels: a flag byte, then ops (op, arg[, shape]); see ws-channels' fuzzing.rs.
+os.makedirs("corpus/channels", exist_ok=True)
+def cmd(session, action, channel=0):
+    return bytes([5, session, (channel << 4) | action])
+open2 = bytes([0, 1, 0, 0x82])  # u1 on node 0, u2 on node 1
+write("channels", "create-join-publish", b"\x00" + open2 + cmd(0, 0) + cmd(1, 1) + cmd(0, 3) + cmd(1, 3) + bytes([1, 1]))
+write("channels", "kick-ban-role", b"\x00" + open2 + cmd(0, 0) + cmd(2, 1) + cmd(0, 8) + cmd(0, 4) + cmd(2, 5) + cmd(1, 1) + cmd(0, 6))
+write("channels", "slow-lost", b"\x01" + open2 + cmd(0, 0) + cmd(1, 1) + bytes([3, 0x81]) + cmd(0, 3) + bytes([3, 1]) + cmd(0, 3))
+write("channels", "topics-time", b"\x00" + open2 + cmd(0, 10, 2) + cmd(1, 10, 2) + bytes([2, 200]) + cmd(0, 11, 2) + bytes([1, 0]))
+write("channels", "raw", b"\x00" + open2 + bytes([4, 0, 20]) + b'{"type":"command"}xx' + cmd(0, 13) + cmd(0, 9))

@@ -1,0 +1,650 @@
+//! The in-process backend: broker, presence store and controller in one
+//! mutex. One node needs nothing else; several nodes attached to one
+//! `MemoryBackend` behave as a cluster in one process (the tests use this).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
+use crate::types::{
+    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
+    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
+};
+
+/// Bans kept per channel at most; more fail with
+/// [`ErrorCode::Limit`](crate::ErrorCode::Limit).
+pub const MAX_BANS_PER_CHANNEL: usize = 10_000;
+/// Users with a role other than participant, per channel at most.
+pub const MAX_ROLES_PER_CHANNEL: usize = 10_000;
+
+/// A clock, so tests can move time.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// Broker, presence store and controller in memory. Every operation
+/// completes at once; deliveries are made to the sinks inside `publish`
+/// and `broadcast`, under one lock, so every node sees one order.
+pub struct MemoryBackend {
+    state: Mutex<State>,
+    clock: Clock,
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryBackend")
+            .field("nodes", &state.sinks.len())
+            .field("channels", &state.channels.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sinks: BTreeMap<NodeId, Arc<dyn Sink>>,
+    subscriptions: HashMap<String, Vec<NodeId>>,
+    histories: HashMap<String, History>,
+    channels: BTreeMap<String, Channel>,
+    epochs: u64,
+    epoch_base: u64,
+}
+
+struct History {
+    epoch: String,
+    top: u64,
+    entries: VecDeque<(Instant, Publication)>,
+}
+
+impl History {
+    fn expire(&mut self, now: Instant, size: Option<u32>) {
+        while self.entries.front().is_some_and(|(at, _)| *at <= now) {
+            self.entries.pop_front();
+        }
+        if let Some(size) = size {
+            while self.entries.len() > size as usize {
+                self.entries.pop_front();
+            }
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.top,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+struct Entry {
+    member: Member,
+    expires: Instant,
+    seq: u64,
+}
+
+struct Channel {
+    options: ChannelOptions,
+    members: HashMap<SessionId, Entry>,
+    next_seq: u64,
+    roles: HashMap<String, Role>,
+    bans: HashMap<String, Option<Instant>>,
+    empty_since: Option<Instant>,
+}
+
+impl Channel {
+    /// Drops expired entries and bans.
+    fn expire(&mut self, now: Instant) {
+        let before = self.members.len();
+        self.members.retain(|_, entry| entry.expires > now);
+        self.bans.retain(|_, until| until.is_none_or(|t| t > now));
+        if before > 0 && self.members.is_empty() {
+            self.empty_since = Some(now);
+        }
+    }
+
+    fn is_gone(&self, now: Instant) -> bool {
+        self.empty_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.options.linger)
+    }
+
+    fn summary(&self, name: &str) -> ChannelSummary {
+        ChannelSummary {
+            name: name.to_owned(),
+            options: self.options,
+            members: self.members.len(),
+        }
+    }
+
+    fn remove(&mut self, now: Instant, matches: impl Fn(&Member) -> bool) -> usize {
+        let before = self.members.len();
+        self.members.retain(|_, entry| !matches(&entry.member));
+        let removed = before - self.members.len();
+        if removed > 0 && self.members.is_empty() {
+            self.empty_since = Some(now);
+        }
+        removed
+    }
+}
+
+fn not_found(channel: &str) -> ChannelError {
+    ChannelError::new(ErrorCode::NotFound, format!("no channel named {channel:?}"))
+}
+
+impl MemoryBackend {
+    /// An empty backend on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(Instant::now))
+    }
+
+    /// An empty backend on `clock`.
+    pub fn with_clock(clock: Clock) -> Self {
+        Self {
+            state: Mutex::new(State {
+                epoch_base: NodeId::random().0,
+                ..State::default()
+            }),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // State is only changed in whole steps, so it is consistent even if
+        // a sink panicked while the lock was held.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Instant {
+        (self.clock)()
+    }
+}
+
+impl State {
+    fn new_epoch(&mut self) -> String {
+        self.epochs += 1;
+        format!("{:08x}", (self.epoch_base ^ self.epochs) & 0xffff_ffff)
+    }
+
+    /// The channel, unless it is missing or has lingered out (then its
+    /// history goes too).
+    fn live_channel(&mut self, name: &str, now: Instant) -> Option<&mut Channel> {
+        let gone = match self.channels.get_mut(name) {
+            None => return None,
+            Some(channel) => {
+                channel.expire(now);
+                channel.is_gone(now)
+            }
+        };
+        if gone {
+            self.channels.remove(name);
+            self.histories.remove(name);
+            return None;
+        }
+        self.channels.get_mut(name)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        for name in names {
+            self.live_channel(&name, now);
+        }
+        let channels = &self.channels;
+        self.histories.retain(|name, _| channels.contains_key(name));
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Broker for MemoryBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        self.lock().sinks.insert(node, sink);
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let mut state = self.lock();
+        let nodes = state.subscriptions.entry(channel.to_owned()).or_default();
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+        ready(Ok(()))
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let mut state = self.lock();
+        if let Some(nodes) = state.subscriptions.get_mut(channel) {
+            nodes.retain(|n| *n != node);
+            if nodes.is_empty() {
+                state.subscriptions.remove(channel);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        mut publication: Publication,
+        history: Option<HistorySpec>,
+    ) -> BoxFuture<'a, Result<Option<Position>, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let position = history.map(|spec| {
+            if !state.histories.contains_key(channel) {
+                let epoch = state.new_epoch();
+                state.histories.insert(
+                    channel.to_owned(),
+                    History {
+                        epoch,
+                        top: 0,
+                        entries: VecDeque::new(),
+                    },
+                );
+            }
+            let history = state.histories.get_mut(channel).expect("inserted above");
+            history.top += 1;
+            let position = history.position();
+            publication.position = Some(position.clone());
+            history
+                .entries
+                .push_back((now + spec.ttl, publication.clone()));
+            history.expire(now, Some(spec.size));
+            position
+        });
+        if let Some(nodes) = state.subscriptions.get(channel) {
+            for node in nodes {
+                if let Some(sink) = state.sinks.get(node) {
+                    sink.publication(channel, &publication);
+                }
+            }
+        }
+        ready(Ok(position))
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        if !state.histories.contains_key(channel) {
+            let epoch = state.new_epoch();
+            state.histories.insert(
+                channel.to_owned(),
+                History {
+                    epoch,
+                    top: 0,
+                    entries: VecDeque::new(),
+                },
+            );
+        }
+        let history = state.histories.get_mut(channel).expect("inserted above");
+        history.expire(now, None);
+        let top = history.position();
+        let Some(since) = since else {
+            return ready(Ok(HistoryPage {
+                publications: Vec::new(),
+                top: Some(top),
+                complete: true,
+            }));
+        };
+        let first_kept = history
+            .entries
+            .front()
+            .and_then(|(_, p)| p.position.as_ref().map(|p| p.offset))
+            .unwrap_or(history.top + 1);
+        let missing = history.top.saturating_sub(since.offset);
+        let complete = since.epoch == history.epoch
+            && since.offset <= history.top
+            && since.offset + 1 >= first_kept
+            && usize::try_from(missing).is_ok_and(|m| m <= limit);
+        let publications = if complete {
+            history
+                .entries
+                .iter()
+                .filter(|(_, p)| p.position.as_ref().is_some_and(|p| p.offset > since.offset))
+                .map(|(_, p)| p.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ready(Ok(HistoryPage {
+            publications,
+            top: Some(top),
+            complete,
+        }))
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        self.lock().histories.remove(channel);
+        ready(Ok(()))
+    }
+}
+
+impl PresenceStore for MemoryBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        max_channels: usize,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        if state.live_channel(channel, now).is_some() {
+            return ready(Err(ChannelError::new(
+                ErrorCode::AlreadyExists,
+                format!("a channel named {channel:?} exists"),
+            )));
+        }
+        if state.channels.len() >= max_channels {
+            state.sweep(now);
+            if state.channels.len() >= max_channels {
+                return ready(Err(ChannelError::new(
+                    ErrorCode::Limit,
+                    format!("there are {max_channels} channels, the most allowed"),
+                )));
+            }
+        }
+        // A channel made anew starts a new history, so offsets from an
+        // earlier channel of that name are never taken for this one's.
+        state.histories.remove(channel);
+        owner.role = Role::OWNER;
+        let mut roles = HashMap::new();
+        if let Some(user) = &owner.user {
+            roles.insert(user.clone(), Role::OWNER);
+        }
+        let mut members = HashMap::new();
+        members.insert(
+            owner.session,
+            Entry {
+                member: owner,
+                expires: now + ttl,
+                seq: 0,
+            },
+        );
+        state.channels.insert(
+            channel.to_owned(),
+            Channel {
+                options,
+                members,
+                next_seq: 1,
+                roles,
+                bans: HashMap::new(),
+                empty_since: None,
+            },
+        );
+        ready(Ok(JoinGrant {
+            options,
+            role: Role::OWNER,
+        }))
+    }
+
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        mut member: Member,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        if let Some(user) = &member.user
+            && record.bans.contains_key(user)
+        {
+            return ready(Err(ChannelError::new(
+                ErrorCode::Banned,
+                format!("banned from {channel:?}"),
+            )));
+        }
+        if let Some(entry) = record.members.get_mut(&member.session) {
+            entry.expires = now + ttl;
+            return ready(Ok(JoinGrant {
+                options: record.options,
+                role: entry.member.role.clone(),
+            }));
+        }
+        if record.members.len() >= record.options.max_participants as usize {
+            return ready(Err(ChannelError::new(
+                ErrorCode::Full,
+                format!(
+                    "{channel:?} has {} participants, its most",
+                    record.options.max_participants
+                ),
+            )));
+        }
+        member.role = member
+            .user
+            .as_ref()
+            .and_then(|user| record.roles.get(user).cloned())
+            .unwrap_or(Role::PARTICIPANT);
+        let grant = JoinGrant {
+            options: record.options,
+            role: member.role.clone(),
+        };
+        let seq = record.next_seq;
+        record.next_seq += 1;
+        record.empty_since = None;
+        record.members.insert(
+            member.session,
+            Entry {
+                member,
+                expires: now + ttl,
+                seq,
+            },
+        );
+        ready(Ok(grant))
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        session: SessionId,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        if let Some(record) = state.live_channel(channel, now) {
+            record.remove(now, |m| m.session == session);
+        }
+        ready(Ok(()))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        node: NodeId,
+        entries: &'a [(String, SessionId)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        for (channel, session) in entries {
+            if let Some(entry) = state
+                .channels
+                .get_mut(channel)
+                .and_then(|c| c.members.get_mut(session))
+                .filter(|e| e.member.node == node)
+            {
+                entry.expires = now + ttl;
+            }
+        }
+        // Refreshes come every few seconds from every node: a good time to
+        // drop what has expired everywhere.
+        state.sweep(now);
+        ready(Ok(()))
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Roster, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        let mut entries: Vec<&Entry> = record.members.values().collect();
+        entries.sort_unstable_by_key(|e| e.seq);
+        ready(Ok(Roster {
+            total: entries.len(),
+            members: entries
+                .into_iter()
+                .take(limit)
+                .map(|e| e.member.clone())
+                .collect(),
+        }))
+    }
+
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelSummary>, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        ready(Ok(state
+            .live_channel(channel, now)
+            .map(|c| c.summary(channel))))
+    }
+
+    fn channels(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ChannelSummary>, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        state.sweep(now);
+        ready(Ok(state
+            .channels
+            .iter()
+            .take(limit)
+            .map(|(name, c)| c.summary(name))
+            .collect()))
+    }
+
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        ready(Ok(record.remove(now, |m| {
+            target.matches(m.session, m.user.as_deref())
+        })))
+    }
+
+    fn ban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        duration: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        if record.bans.len() >= MAX_BANS_PER_CHANNEL && !record.bans.contains_key(user) {
+            return ready(Err(ChannelError::new(
+                ErrorCode::Limit,
+                format!("{channel:?} has {MAX_BANS_PER_CHANNEL} bans, the most allowed"),
+            )));
+        }
+        let until = duration.map(|d| {
+            now.checked_add(d)
+                .unwrap_or(now + Duration::from_secs(1 << 40))
+        });
+        record.bans.insert(user.to_owned(), until);
+        record.remove(now, |m| m.user.as_deref() == Some(user));
+        ready(Ok(()))
+    }
+
+    fn unban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        record.bans.remove(user);
+        ready(Ok(()))
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        role: &'a Role,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        if *role == Role::PARTICIPANT {
+            record.roles.remove(user);
+        } else {
+            if record.roles.len() >= MAX_ROLES_PER_CHANNEL && !record.roles.contains_key(user) {
+                return ready(Err(ChannelError::new(
+                    ErrorCode::Limit,
+                    format!(
+                        "{channel:?} has {MAX_ROLES_PER_CHANNEL} roles given, the most allowed"
+                    ),
+                )));
+            }
+            record.roles.insert(user.to_owned(), role.clone());
+        }
+        for entry in record.members.values_mut() {
+            if entry.member.user.as_deref() == Some(user) {
+                entry.member.role = role.clone();
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        if state.live_channel(channel, now).is_none() {
+            return ready(Err(not_found(channel)));
+        }
+        state.channels.remove(channel);
+        ready(Ok(()))
+    }
+}
+
+impl Controller for MemoryBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        self.lock().sinks.insert(node, sink);
+    }
+
+    fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
+        let state = self.lock();
+        for sink in state.sinks.values() {
+            sink.control(&message);
+        }
+        ready(Ok(()))
+    }
+}

@@ -1,0 +1,497 @@
+//! What a node needs from the rest of the cluster, as three traits, and
+//! the in-process default that implements all three.
+//!
+//! A node runs one [`ChannelManager`](crate::ChannelManager); the manager
+//! asks for backend work with [`Operation`]s and the glue
+//! ([`Channels`](crate::Channels)) carries each out with
+//! [`Backend::execute`]. Deliveries come the other way, through the
+//! [`Sink`] each backend is attached to.
+//!
+//! # What a backend must guarantee
+//!
+//! - **Order per channel.** Every node receives a channel's publications in
+//!   the order their offsets were assigned, and never the same publication
+//!   twice. Different channels need not be ordered with each other.
+//! - **Delivery is at most once; history is the record.** A publication a
+//!   node misses (a broker reconnect, a node's subscription starting late)
+//!   is not redelivered; clients recover it from history by position. So a
+//!   broker must append to history and assign the offset in the same step
+//!   as it publishes, and must start a new epoch whenever history may have
+//!   lost entries (a restart without persistence), so that no recovery
+//!   silently skips a gap.
+//! - **Interest-based fan-out.** A node is subscribed to a channel's topic
+//!   only while it hosts participants there; publications reach only
+//!   subscribed nodes.
+//! - **Atomic joins.** [`PresenceStore::join`] checks the channel exists,
+//!   the user is not banned and there is room, and adds the member, in one
+//!   step, so two nodes admitting the last two places at once cannot both
+//!   succeed, and a ban and a join racing on two nodes leave the user out.
+//! - **Expiry.** Presence entries carry a TTL and the node that owns them
+//!   refreshes them; a crashed node's entries disappear when their TTL
+//!   runs out.
+//! - **Control reaches every node.** A [`ControlMessage`] broadcast reaches
+//!   every node's sink, the sender's included, before (in-process) or
+//!   soon after (cluster) `broadcast` returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::types::{
+    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, HistoryPage, HistorySpec,
+    JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
+};
+
+pub mod memory;
+
+pub use memory::MemoryBackend;
+
+/// A boxed future, so the traits can be used as `dyn` objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a backend delivers what reaches this node.
+pub trait Sink: Send + Sync + 'static {
+    /// A publication on a channel (or topic) this node subscribed to.
+    /// Called in offset order per channel.
+    fn publication(&self, channel: &str, publication: &Publication);
+
+    /// A control message for every node.
+    fn control(&self, message: &ControlMessage);
+}
+
+/// Moves publications between nodes and keeps channel history.
+pub trait Broker: Send + Sync + 'static {
+    /// Deliver this node's subscriptions to `sink` from now on.
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>);
+
+    /// Starts delivering `channel`'s publications to `node`. The manager
+    /// subscribes when the first local participant joins, and reads
+    /// history for a recovery only after this returns, so nothing falls
+    /// between the two.
+    fn subscribe<'a>(
+        &'a self,
+        node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Stops delivering `channel` to `node`: its last local participant
+    /// left.
+    fn unsubscribe<'a>(
+        &'a self,
+        node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Publishes to every subscribed node. With `history`, appends to the
+    /// channel's history first and returns the publication's position.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: Option<HistorySpec>,
+    ) -> BoxFuture<'a, Result<Option<Position>, ChannelError>>;
+
+    /// The publications after `since` (at most `limit`), or, without
+    /// `since`, only the newest position: what a joining session needs to
+    /// recover a gap or to know where it starts.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>>;
+
+    /// Forgets a closed channel's history.
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>>;
+}
+
+/// Knows channels, their members, roles and bans; the cluster's
+/// coordinator.
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Creates a channel with `owner` as its first member, or fails with
+    /// [`ErrorCode::AlreadyExists`](crate::ErrorCode::AlreadyExists), or
+    /// [`ErrorCode::Limit`](crate::ErrorCode::Limit) past `max_channels`.
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        owner: Member,
+        ttl: Duration,
+        max_channels: usize,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>>;
+
+    /// Adds `member` (its `role` is ignored: the store's role for the user
+    /// is granted) atomically against existence, bans and capacity. Joining
+    /// again with a session already present succeeds and refreshes it.
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>>;
+
+    /// Removes a session. A channel with no members left is removed.
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        session: SessionId,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Extends the TTL of `node`'s entries.
+    fn refresh<'a>(
+        &'a self,
+        node: NodeId,
+        entries: &'a [(String, SessionId)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Up to `limit` members, oldest first, and the total.
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Roster, ChannelError>>;
+
+    /// One channel, if it exists.
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelSummary>, ChannelError>>;
+
+    /// Up to `limit` channels, by name.
+    fn channels(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ChannelSummary>, ChannelError>>;
+
+    /// Removes the target's members; how many were removed.
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>>;
+
+    /// Bans `user` (for `duration`, or until unbanned) and removes its
+    /// members. Joins check bans, so a ban outlives reconnects.
+    fn ban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        duration: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Lifts a ban; lifting none is not an error.
+    fn unban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Gives `user` `role` in the channel, now and when it joins again.
+    fn set_role<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        role: &'a Role,
+    ) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// Removes a channel, its members, roles and bans.
+    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>>;
+}
+
+/// Sends control messages to every node.
+pub trait Controller: Send + Sync + 'static {
+    /// Deliver control messages to `sink` from now on.
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>);
+
+    /// Sends `message` to every attached node, this one included.
+    fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>>;
+}
+
+/// The three backends a node uses.
+#[derive(Clone)]
+pub struct Backend {
+    /// Publications and history.
+    pub broker: Arc<dyn Broker>,
+    /// Channels, members, roles, bans.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Kicks, bans, role changes and disconnects for every node.
+    pub controller: Arc<dyn Controller>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backend { .. }")
+    }
+}
+
+impl Backend {
+    /// All three in one [`MemoryBackend`]: one node, or several nodes in
+    /// one process.
+    pub fn memory(memory: MemoryBackend) -> Self {
+        let memory = Arc::new(memory);
+        Self {
+            broker: memory.clone(),
+            presence: memory.clone(),
+            controller: memory,
+        }
+    }
+
+    /// Attaches a node's sink to the broker and the controller.
+    pub fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        self.broker.attach(node, sink.clone());
+        self.controller.attach(node, sink);
+    }
+
+    /// Carries out one operation the manager asked for.
+    pub async fn execute(&self, node: NodeId, operation: Operation) -> OpResult {
+        match operation {
+            Operation::Create {
+                channel,
+                options,
+                owner,
+                ttl,
+                max_channels,
+            } => OpResult::Joined(
+                self.presence
+                    .create(&channel, options, owner, ttl, max_channels)
+                    .await,
+            ),
+            Operation::Join {
+                channel,
+                member,
+                ttl,
+            } => OpResult::Joined(self.presence.join(&channel, member, ttl).await),
+            Operation::Leave { channel, session } => {
+                OpResult::Done(self.presence.leave(&channel, session).await)
+            }
+            Operation::Subscribe { topic } => {
+                OpResult::Done(self.broker.subscribe(node, &topic).await)
+            }
+            Operation::Unsubscribe { topic } => {
+                OpResult::Done(self.broker.unsubscribe(node, &topic).await)
+            }
+            Operation::Publish {
+                channel,
+                publication,
+                history,
+            } => OpResult::Published(self.broker.publish(&channel, publication, history).await),
+            Operation::History {
+                channel,
+                since,
+                limit,
+            } => OpResult::History(self.broker.history(&channel, since, limit).await),
+            Operation::Members { channel, limit } => {
+                OpResult::Roster(self.presence.members(&channel, limit).await)
+            }
+            Operation::Kick { channel, target } => {
+                let result = match self.presence.kick(&channel, &target).await {
+                    Ok(0) => Err(ChannelError::new(
+                        crate::ErrorCode::NotFound,
+                        "no such member in the channel",
+                    )),
+                    Ok(_) => {
+                        self.controller
+                            .broadcast(ControlMessage::Remove {
+                                channel,
+                                target,
+                                reason: crate::types::Removal::Kicked,
+                            })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                OpResult::Done(result)
+            }
+            Operation::Ban {
+                channel,
+                user,
+                duration,
+            } => {
+                let result = match self.presence.ban(&channel, &user, duration).await {
+                    Ok(()) => {
+                        self.controller
+                            .broadcast(ControlMessage::Remove {
+                                channel,
+                                target: Target::User(user),
+                                reason: crate::types::Removal::Banned,
+                            })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                OpResult::Done(result)
+            }
+            Operation::Unban { channel, user } => {
+                OpResult::Done(self.presence.unban(&channel, &user).await)
+            }
+            Operation::SetRole {
+                channel,
+                user,
+                role,
+            } => {
+                let result = match self.presence.set_role(&channel, &user, &role).await {
+                    Ok(()) => {
+                        self.controller
+                            .broadcast(ControlMessage::RoleChanged {
+                                channel,
+                                user,
+                                role,
+                            })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                OpResult::Done(result)
+            }
+            Operation::Close { channel } => {
+                let mut result = self.presence.delete(&channel).await;
+                if result.is_ok() {
+                    result = self.broker.remove_history(&channel).await;
+                }
+                if result.is_ok() {
+                    result = self
+                        .controller
+                        .broadcast(ControlMessage::Closed { channel })
+                        .await;
+                }
+                OpResult::Done(result)
+            }
+            Operation::Refresh { entries, ttl } => {
+                OpResult::Done(self.presence.refresh(node, &entries, ttl).await)
+            }
+        }
+    }
+}
+
+/// Backend work the manager asks for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// [`PresenceStore::create`].
+    Create {
+        /// The channel.
+        channel: String,
+        /// Its settings.
+        options: ChannelOptions,
+        /// The creating session, as owner.
+        owner: Member,
+        /// Presence TTL.
+        ttl: Duration,
+        /// Channels in all at most.
+        max_channels: usize,
+    },
+    /// [`PresenceStore::join`].
+    Join {
+        /// The channel.
+        channel: String,
+        /// The joining session.
+        member: Member,
+        /// Presence TTL.
+        ttl: Duration,
+    },
+    /// [`PresenceStore::leave`].
+    Leave {
+        /// The channel.
+        channel: String,
+        /// The session.
+        session: SessionId,
+    },
+    /// [`Broker::subscribe`].
+    Subscribe {
+        /// A channel, or a server-event topic as `$topic:<name>`.
+        topic: String,
+    },
+    /// [`Broker::unsubscribe`].
+    Unsubscribe {
+        /// As for `Subscribe`.
+        topic: String,
+    },
+    /// [`Broker::publish`].
+    Publish {
+        /// A channel, or a server-event topic as `$topic:<name>`.
+        channel: String,
+        /// What to publish.
+        publication: Publication,
+        /// The channel's history, if it keeps one.
+        history: Option<HistorySpec>,
+    },
+    /// [`Broker::history`].
+    History {
+        /// The channel.
+        channel: String,
+        /// Recover after this position.
+        since: Option<Position>,
+        /// Publications at most.
+        limit: usize,
+    },
+    /// [`PresenceStore::members`].
+    Members {
+        /// The channel.
+        channel: String,
+        /// Members at most.
+        limit: usize,
+    },
+    /// [`PresenceStore::kick`], then a [`ControlMessage::Remove`].
+    Kick {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        target: Target,
+    },
+    /// [`PresenceStore::ban`], then a [`ControlMessage::Remove`].
+    Ban {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+        /// How long; `None` until unbanned.
+        duration: Option<Duration>,
+    },
+    /// [`PresenceStore::unban`].
+    Unban {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+    },
+    /// [`PresenceStore::set_role`], then a [`ControlMessage::RoleChanged`].
+    SetRole {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+        /// The new role.
+        role: Role,
+    },
+    /// [`PresenceStore::delete`], [`Broker::remove_history`], then a
+    /// [`ControlMessage::Closed`].
+    Close {
+        /// The channel.
+        channel: String,
+    },
+    /// [`PresenceStore::refresh`] of every local entry.
+    Refresh {
+        /// (channel, session) pairs.
+        entries: Vec<(String, SessionId)>,
+        /// Presence TTL.
+        ttl: Duration,
+    },
+}
+
+/// How an [`Operation`] (or a custom command) turned out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpResult {
+    /// Operations without a value.
+    Done(Result<(), ChannelError>),
+    /// `Create` and `Join`.
+    Joined(Result<JoinGrant, ChannelError>),
+    /// `Publish`.
+    Published(Result<Option<Position>, ChannelError>),
+    /// `History`.
+    History(Result<HistoryPage, ChannelError>),
+    /// `Members`.
+    Roster(Result<Roster, ChannelError>),
+    /// A custom command's reply data.
+    Custom(Result<Value, ChannelError>),
+}

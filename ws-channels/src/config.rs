@@ -1,0 +1,328 @@
+//! Limits and options. Every limit is on by default; the defaults are in
+//! each field's documentation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::types::{ChannelOptions, Role};
+
+/// Close codes a channels server sends, in the range RFC 6455 leaves to
+/// applications (4000-4999), besides 1008 (policy violation).
+pub mod close_codes {
+    /// Anonymous sessions are not allowed here: authenticate and connect
+    /// again.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// The session could not keep up: messages could not be queued for it
+    /// (its send queue was full). Reconnecting and recovering is safe.
+    pub const SLOW: u16 = 4008;
+    /// The server disconnected the session on purpose (an operator or the
+    /// application); do not reconnect automatically.
+    pub const DISCONNECTED: u16 = 4009;
+}
+
+/// What happens to a session whose send queue is full when a delivery
+/// for it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowSubscriber {
+    /// Close it with [`close_codes::SLOW`] and the reason `"slow: send
+    /// queue full"`. Default.
+    #[default]
+    Disconnect,
+    /// Keep it, and send it a `lost` event for the channel ahead of the
+    /// next delivery that fits, so it can recover the gap by joining again
+    /// with `since`.
+    MarkLost,
+}
+
+/// How a channels node behaves and what it allows.
+#[derive(Debug, Clone)]
+pub struct ChannelsConfig {
+    /// Channels (joined or being joined) per session. Default 128.
+    pub max_channels_per_session: usize,
+    /// Channel and topic name length in bytes. Names are 1 to this many
+    /// characters from `A-Z a-z 0-9 _ - . : @ / =`. Default 128.
+    pub max_name_len: usize,
+    /// Channels in all, as the presence store counts them. Default 100,000.
+    pub max_channels: usize,
+    /// The most participants a `create` may ask for, and what it gets when
+    /// it asks for none. Default 100,000.
+    pub max_participants: u32,
+    /// The most history a `create` may ask for, in publications. Default
+    /// 1,000; channels keep none unless asked.
+    pub max_history_size: u32,
+    /// The longest history TTL a `create` may ask for. Default 24 hours;
+    /// when a channel asks for history without a TTL it gets 5 minutes.
+    pub max_history_ttl: Duration,
+    /// Publications one recovery replays at most; a longer gap is reported
+    /// as not recovered. Default 1,000.
+    pub max_recovery: usize,
+    /// Members one `presence` reply lists at most (the total is always
+    /// given). Default 1,000.
+    pub max_presence_reply: usize,
+    /// Size of a publish's data, in bytes of JSON. Default 64 KiB.
+    pub max_payload: usize,
+    /// Size of a join's `info`, in bytes of JSON. Default 1 KiB.
+    pub max_info: usize,
+    /// Server-event topics per session. Default 64.
+    pub max_topics_per_session: usize,
+    /// Size of a topic filter, in bytes of JSON. Default 1 KiB.
+    pub max_filter: usize,
+    /// Commands per second per session, with bursts of `command_burst`.
+    /// Default 50 per second.
+    pub command_rate: u64,
+    /// See `command_rate`. Default 100.
+    pub command_burst: u64,
+    /// Refused commands (bad requests, limits, unknown commands) a
+    /// session may send in a burst before it is closed with 1008; the
+    /// allowance refills at one per second. Default 20.
+    pub max_violations: u64,
+    /// How long a presence entry lives unless refreshed; the node
+    /// refreshes its entries every third of it. Default 60 s.
+    pub presence_ttl: Duration,
+    /// Whether sessions without an identity (see `ws_async::auth`) may use
+    /// channels. Default `false`: they are closed with
+    /// [`close_codes::UNAUTHORIZED`].
+    pub allow_anonymous: bool,
+    /// Whether a publisher gets its own publications. Default `true`.
+    pub echo: bool,
+    /// What happens to a session that cannot keep up. Default
+    /// [`SlowSubscriber::Disconnect`].
+    pub slow_subscriber: SlowSubscriber,
+    /// How long a channel, and its history, outlives its last member, so
+    /// that sessions reconnecting after a network failure can join again
+    /// and recover. Default 5 minutes.
+    pub channel_linger: Duration,
+    /// Publications buffered for a session while its recovery is read;
+    /// past it the session is marked as having lost messages. Default 1,000.
+    pub max_recovery_buffer: usize,
+    /// Commands each custom role may use (owners may use all, participants
+    /// `publish`, `leave` and `presence`). Empty by default.
+    pub roles: BTreeMap<Role, BTreeSet<String>>,
+    /// Custom commands and the roles (besides owners) allowed to use them.
+    /// Empty by default.
+    pub commands: BTreeMap<String, BTreeSet<Role>>,
+    /// Topics sessions may subscribe to. Empty by default.
+    pub topics: BTreeSet<String>,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        Self {
+            max_channels_per_session: 128,
+            max_name_len: 128,
+            max_channels: 100_000,
+            max_participants: 100_000,
+            max_history_size: 1_000,
+            max_history_ttl: Duration::from_secs(24 * 3600),
+            max_recovery: 1_000,
+            max_presence_reply: 1_000,
+            max_payload: 64 * 1024,
+            max_info: 1024,
+            max_topics_per_session: 64,
+            max_filter: 1024,
+            command_rate: 50,
+            command_burst: 100,
+            max_violations: 20,
+            presence_ttl: Duration::from_secs(60),
+            allow_anonymous: false,
+            echo: true,
+            slow_subscriber: SlowSubscriber::Disconnect,
+            channel_linger: Duration::from_secs(300),
+            max_recovery_buffer: 1_000,
+            roles: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            topics: BTreeSet::new(),
+        }
+    }
+}
+
+/// The built-in commands, by their `action` name.
+pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
+    "create",
+    "join",
+    "leave",
+    "publish",
+    "kick",
+    "ban",
+    "unban",
+    "presence",
+    "role",
+    "close",
+    "subscribe",
+    "unsubscribe",
+];
+
+/// What participants may do without being given more.
+const PARTICIPANT_COMMANDS: &[&str] = &["publish", "leave", "presence"];
+
+/// The TTL of history asked for without one.
+pub(crate) const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
+
+impl ChannelsConfig {
+    /// Adds a custom role allowed to use `commands` (built-in or custom).
+    pub fn role<I, S>(mut self, role: &str, commands: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles.insert(
+            Role::new(role),
+            commands.into_iter().map(Into::into).collect(),
+        );
+        self
+    }
+
+    /// Adds a custom command that owners and `roles` may use. Its handler
+    /// is registered on [`Channels`](crate::Channels).
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in command's (`create`, `join`, `publish`...):
+    /// the built-in would always be the one run.
+    pub fn command<I, S>(mut self, name: &str, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        assert!(
+            !BUILTIN_COMMANDS.contains(&name),
+            "{name:?} is a built-in channels command; give the custom command another name"
+        );
+        self.commands.insert(
+            name.to_owned(),
+            roles.into_iter().map(|r| role_named(r.as_ref())).collect(),
+        );
+        self
+    }
+
+    /// Adds a topic sessions may subscribe to.
+    pub fn topic(mut self, name: &str) -> Self {
+        self.topics.insert(name.to_owned());
+        self
+    }
+
+    /// Whether `name` is a valid channel or topic name.
+    pub fn is_valid_name(&self, name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= self.max_name_len
+            && name.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'_' | b'-' | b'.' | b':' | b'@' | b'/' | b'=')
+            })
+    }
+
+    /// Whether `role` names a role this node knows.
+    pub fn is_known_role(&self, role: &Role) -> bool {
+        *role == Role::OWNER || *role == Role::PARTICIPANT || self.roles.contains_key(role)
+    }
+
+    /// Whether `role` may use `command` in a channel.
+    pub fn allows(&self, role: &Role, command: &str) -> bool {
+        if *role == Role::OWNER {
+            return true;
+        }
+        if let Some(roles) = self.commands.get(command)
+            && roles.contains(role)
+        {
+            return true;
+        }
+        if *role == Role::PARTICIPANT {
+            return PARTICIPANT_COMMANDS.contains(&command);
+        }
+        self.roles
+            .get(role)
+            .is_some_and(|commands| commands.contains(command))
+    }
+
+    /// The options of a new channel, or why they cannot be granted.
+    pub(crate) fn channel_options(
+        &self,
+        max_participants: Option<u64>,
+        history_size: Option<u64>,
+        history_ttl_secs: Option<u64>,
+        presence_events: bool,
+    ) -> Result<ChannelOptions, String> {
+        let max_participants = match max_participants {
+            None => self.max_participants,
+            Some(0) => return Err("max_participants must be at least 1".into()),
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= self.max_participants)
+                .ok_or_else(|| format!("max_participants is at most {}", self.max_participants))?,
+        };
+        let history_size = match history_size {
+            None => 0,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= self.max_history_size)
+                .ok_or_else(|| format!("history_size is at most {}", self.max_history_size))?,
+        };
+        let history_ttl = match history_ttl_secs {
+            None => DEFAULT_HISTORY_TTL.min(self.max_history_ttl),
+            Some(secs) => Some(Duration::from_secs(secs))
+                .filter(|ttl| *ttl <= self.max_history_ttl)
+                .ok_or_else(|| {
+                    format!(
+                        "history_ttl is at most {} seconds",
+                        self.max_history_ttl.as_secs()
+                    )
+                })?,
+        };
+        Ok(ChannelOptions {
+            max_participants,
+            history_size,
+            history_ttl,
+            presence_events,
+            linger: self.channel_linger,
+        })
+    }
+}
+
+/// The built-in role of that name, or a custom one.
+fn role_named(name: &str) -> Role {
+    match name {
+        "owner" => Role::OWNER,
+        "participant" => Role::PARTICIPANT,
+        other => Role::new(other),
+    }
+}
+
+pub(crate) fn parse_role(name: &str) -> Role {
+    role_named(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_short_and_plain() {
+        let config = ChannelsConfig::default();
+        assert!(config.is_valid_name("room:42/chat@eu=1"));
+        assert!(!config.is_valid_name(""));
+        assert!(!config.is_valid_name("a b"));
+        assert!(!config.is_valid_name("$topic"));
+        assert!(!config.is_valid_name("é"));
+        assert!(!config.is_valid_name(&"a".repeat(129)));
+        assert!(config.is_valid_name(&"a".repeat(128)));
+    }
+
+    #[test]
+    fn roles_allow_what_they_were_given() {
+        let config = ChannelsConfig::default()
+            .role("moderator", ["kick", "publish"])
+            .command("roll", ["participant"])
+            .command("reset", ["moderator"]);
+        let moderator = Role::new("moderator");
+        assert!(config.allows(&Role::OWNER, "close"));
+        assert!(config.allows(&Role::PARTICIPANT, "publish"));
+        assert!(!config.allows(&Role::PARTICIPANT, "kick"));
+        assert!(config.allows(&Role::PARTICIPANT, "roll"));
+        assert!(!config.allows(&Role::PARTICIPANT, "reset"));
+        assert!(config.allows(&moderator, "kick"));
+        assert!(config.allows(&moderator, "reset"));
+        assert!(!config.allows(&moderator, "ban"));
+        assert!(config.is_known_role(&moderator));
+        assert!(!config.is_known_role(&Role::new("admin")));
+    }
+}

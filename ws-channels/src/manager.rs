@@ -1,0 +1,1718 @@
+//! The sans-IO channels state machine of one node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use ws_core::EncodedMessage;
+use ws_core::envelope::{Envelope, EnvelopeError};
+use ws_core::policy::TokenBucket;
+
+use crate::backend::{OpResult, Operation};
+use crate::config::{ChannelsConfig, close_codes};
+use crate::protocol::{self, Command, Filter, PublicationOut, ReplyTo, Request};
+use crate::types::{
+    ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, Member,
+    NodeId, Payload, Position, Publication, PublicationKind, Removal, Role, SessionId,
+};
+
+/// Names an [`Operation`] or custom command in flight, so its result can
+/// be handed back with [`ChannelManager::handle_result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// Broker topics of server-event topics start with this; channel names
+/// cannot, so the two never meet.
+pub const TOPIC_PREFIX: &str = "$topic:";
+
+/// A custom command for the application to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomCommand {
+    /// The session that sent it.
+    pub session: SessionId,
+    /// Its user.
+    pub user: Option<String>,
+    /// The channel.
+    pub channel: String,
+    /// The command's name.
+    pub name: String,
+    /// The command's data (`null` when absent).
+    pub data: Value,
+    /// The session's role in the channel.
+    pub role: Role,
+}
+
+/// What the manager asks its driver to do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send a reply or an event to one session. If it cannot be queued,
+    /// report it with [`ChannelManager::handle_undelivered`] (`channel`
+    /// `None`).
+    Send {
+        /// To whom.
+        session: SessionId,
+        /// What.
+        envelope: Envelope,
+    },
+    /// Send the same encoded frame to each session. Report each session
+    /// whose queue refused it with [`ChannelManager::handle_undelivered`].
+    Deliver {
+        /// The channel (or `$topic:` topic) it belongs to.
+        channel: String,
+        /// To whom, each once.
+        sessions: Vec<SessionId>,
+        /// The frame.
+        message: EncodedMessage,
+    },
+    /// Carry out a backend operation, then hand its result to
+    /// [`ChannelManager::handle_result`].
+    Backend {
+        /// Its id.
+        op: OpId,
+        /// What to do.
+        operation: Operation,
+    },
+    /// Run an application's custom command, then hand its result
+    /// ([`OpResult::Custom`]) to [`ChannelManager::handle_result`].
+    Custom {
+        /// Its id.
+        op: OpId,
+        /// What to run.
+        command: CustomCommand,
+    },
+    /// Close a session's connection.
+    Disconnect {
+        /// Whom.
+        session: SessionId,
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Joined in presence; waiting for the broker subscription and the
+    /// history read. Deliveries are buffered.
+    Recovering {
+        buffer: Vec<Publication>,
+        overflowed: bool,
+    },
+    Active,
+}
+
+#[derive(Debug)]
+struct Membership {
+    role: Role,
+    info: Option<Payload>,
+    stage: Stage,
+    /// Deliveries were refused (slow session): a `lost` event goes first
+    /// with the next delivery.
+    lost: bool,
+}
+
+#[derive(Debug)]
+struct Joining {
+    op: OpId,
+    /// Removed (kicked, banned, the channel closed) while the join was in
+    /// flight: the grant, when it comes, is undone.
+    cancelled: Option<ChannelError>,
+}
+
+#[derive(Debug)]
+struct Session {
+    user: Option<String>,
+    channels: BTreeMap<String, Membership>,
+    joining: BTreeMap<String, Joining>,
+    topics: BTreeMap<String, Filter>,
+    commands: TokenBucket,
+    violations: TokenBucket,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct LocalChannel {
+    options: ChannelOptions,
+    members: BTreeSet<SessionId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    Unsubscribed,
+    Subscribing,
+    Subscribed,
+    Unsubscribing,
+}
+
+/// Something waiting for a broker subscription.
+#[derive(Debug)]
+enum Waiter {
+    Join {
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+    },
+    Topic {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+}
+
+#[derive(Debug)]
+struct Subscription {
+    state: SubState,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Join {
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+        info: Option<Payload>,
+    },
+    Recover {
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+    },
+    Subscription {
+        topic: String,
+        subscribe: bool,
+    },
+    Publish {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    Reply {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    Members {
+        session: SessionId,
+        reply: ReplyTo,
+        limit: usize,
+    },
+    Custom {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    /// Fire and forget: leaves, refreshes, join/leave events.
+    Ignore,
+}
+
+/// The channels state machine of one node: sessions' commands, broker
+/// deliveries, control messages and time in; [`Action`]s out. It does no
+/// IO, reads no clock and spawns nothing, so it runs the same under any
+/// runtime and in tests.
+///
+/// The driver calls `handle_*` as things happen, then drains
+/// [`poll_action`](Self::poll_action) and carries each action out; backend
+/// operations come back through [`handle_result`](Self::handle_result). It
+/// calls [`handle_timeout`](Self::handle_timeout) at
+/// [`poll_timeout`](Self::poll_timeout) to refresh presence.
+#[derive(Debug)]
+pub struct ChannelManager {
+    node: NodeId,
+    config: Arc<ChannelsConfig>,
+    sessions: HashMap<SessionId, Session>,
+    channels: HashMap<String, LocalChannel>,
+    topics: HashMap<String, BTreeSet<SessionId>>,
+    subscriptions: HashMap<String, Subscription>,
+    pending: HashMap<OpId, Pending>,
+    next_op: u64,
+    actions: VecDeque<Action>,
+    next_refresh: Option<Instant>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ChannelError {
+    ChannelError::new(code, message.into())
+}
+
+fn topic_key(topic: &str) -> String {
+    format!("{TOPIC_PREFIX}{topic}")
+}
+
+impl ChannelManager {
+    /// A manager for node `node`.
+    pub fn new(node: NodeId, config: Arc<ChannelsConfig>) -> Self {
+        Self {
+            node,
+            config,
+            sessions: HashMap::new(),
+            channels: HashMap::new(),
+            topics: HashMap::new(),
+            subscriptions: HashMap::new(),
+            pending: HashMap::new(),
+            next_op: 0,
+            actions: VecDeque::new(),
+            next_refresh: None,
+        }
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<ChannelsConfig> {
+        &self.config
+    }
+
+    /// The next action to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next: the next
+    /// presence refresh, while there are sessions.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_refresh
+    }
+
+    /// A session opened, with its authenticated user. Anonymous sessions
+    /// are closed with [`close_codes::UNAUTHORIZED`] unless the
+    /// configuration allows them.
+    pub fn handle_open(&mut self, session: SessionId, user: Option<String>, now: Instant) {
+        if user.is_none() && !self.config.allow_anonymous {
+            self.actions.push_back(Action::Disconnect {
+                session,
+                code: close_codes::UNAUTHORIZED,
+                reason: "unauthorized: channels need an authenticated session".into(),
+            });
+            return;
+        }
+        if self.sessions.contains_key(&session) {
+            return;
+        }
+        self.sessions.insert(
+            session,
+            Session {
+                user,
+                channels: BTreeMap::new(),
+                joining: BTreeMap::new(),
+                topics: BTreeMap::new(),
+                commands: TokenBucket::new(self.config.command_rate, self.config.command_burst),
+                violations: TokenBucket::new(1, self.config.max_violations),
+                closing: false,
+            },
+        );
+        if self.next_refresh.is_none() {
+            self.next_refresh = Some(now + self.refresh_interval());
+        }
+    }
+
+    fn refresh_interval(&self) -> Duration {
+        (self.config.presence_ttl / 3).max(Duration::from_millis(100))
+    }
+
+    /// A session's connection closed: it leaves every channel and topic.
+    pub fn handle_closed(&mut self, session: SessionId, _now: Instant) {
+        let Some(state) = self.sessions.remove(&session) else {
+            return;
+        };
+        for (channel, membership) in state.channels {
+            self.drop_member(session, &channel);
+            self.op(
+                Operation::Leave {
+                    channel: channel.clone(),
+                    session,
+                },
+                Pending::Ignore,
+            );
+            self.publish_presence_event(
+                session,
+                state.user.clone(),
+                membership.info,
+                &channel,
+                PublicationKind::Leave,
+            );
+            self.reconcile(&channel);
+        }
+        for topic in state.topics.into_keys() {
+            self.drop_topic_subscriber(session, &topic);
+        }
+        if self.sessions.is_empty() {
+            self.next_refresh = None;
+        }
+    }
+
+    /// A message from a session that is not a valid envelope.
+    pub fn handle_malformed(&mut self, session: SessionId, error: &EnvelopeError, now: Instant) {
+        let refusal = ChannelError::new(ErrorCode::BadRequest, error.to_string());
+        self.refuse(session, &ReplyTo::default(), refusal, now);
+    }
+
+    /// A command envelope from a session.
+    pub fn handle_command(&mut self, session: SessionId, envelope: Envelope, now: Instant) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if state.closing {
+            return;
+        }
+        let reply = ReplyTo::of(&envelope);
+        if !state.commands.try_take(1, now) {
+            let refusal = error(
+                ErrorCode::Limit,
+                format!("more than {} commands a second", self.config.command_rate),
+            );
+            return self.refuse(session, &reply, refusal, now);
+        }
+        let config = self.config.clone();
+        let request = match protocol::parse(envelope, |name| config.commands.contains_key(name)) {
+            Ok(request) => request,
+            Err(refusal) => return self.refuse(session, &reply, refusal, now),
+        };
+        if let Err(refusal) = self.command(session, request, &reply) {
+            self.refuse(session, &reply, refusal, now);
+        }
+    }
+
+    fn refuse(&mut self, session: SessionId, reply: &ReplyTo, refusal: ChannelError, now: Instant) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let violation = refusal.code.is_violation();
+        self.actions.push_back(Action::Send {
+            session,
+            envelope: reply.error(&refusal),
+        });
+        if violation && !state.violations.try_take(1, now) && !state.closing {
+            state.closing = true;
+            self.actions.push_back(Action::Disconnect {
+                session,
+                code: 1008,
+                reason: "too many refused commands".into(),
+            });
+        }
+    }
+
+    fn ok(&mut self, session: SessionId, reply: &ReplyTo, fields: Value) {
+        self.actions.push_back(Action::Send {
+            session,
+            envelope: reply.ok(fields),
+        });
+    }
+
+    fn op(&mut self, operation: Operation, pending: Pending) -> OpId {
+        let op = OpId(self.next_op);
+        self.next_op += 1;
+        self.pending.insert(op, pending);
+        self.actions.push_back(Action::Backend { op, operation });
+        op
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), ChannelError> {
+        if name.len() > self.config.max_name_len {
+            return Err(error(
+                ErrorCode::Limit,
+                format!("names are at most {} bytes", self.config.max_name_len),
+            ));
+        }
+        if !self.config.is_valid_name(name) {
+            return Err(error(
+                ErrorCode::BadRequest,
+                "names are 1 or more of A-Z a-z 0-9 _ - . : @ / =",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_info(&self, info: &Option<Payload>) -> Result<(), ChannelError> {
+        match info {
+            Some(info) if info.len() > self.config.max_info => Err(error(
+                ErrorCode::Limit,
+                format!("info is at most {} bytes", self.config.max_info),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The session's membership, if it may use `command` in `channel`.
+    fn permitted(
+        &self,
+        session: SessionId,
+        channel: &str,
+        command: &str,
+    ) -> Result<&Membership, ChannelError> {
+        let membership = self.sessions[&session]
+            .channels
+            .get(channel)
+            .ok_or_else(|| error(ErrorCode::NotMember, format!("not in {channel:?}")))?;
+        if !self.config.allows(&membership.role, command) {
+            return Err(error(
+                ErrorCode::Forbidden,
+                format!("the role {} may not {command}", membership.role),
+            ));
+        }
+        Ok(membership)
+    }
+
+    fn member_record(&self, session: SessionId, info: Option<Payload>) -> Member {
+        Member {
+            session,
+            node: self.node,
+            user: self.sessions[&session].user.clone(),
+            info,
+            role: Role::PARTICIPANT,
+        }
+    }
+
+    fn command(
+        &mut self,
+        session: SessionId,
+        request: Request,
+        reply: &ReplyTo,
+    ) -> Result<(), ChannelError> {
+        let Request { channel, command } = request;
+        match command {
+            Command::Create {
+                max_participants,
+                history_size,
+                history_ttl,
+                presence_events,
+                info,
+            } => {
+                self.check_name(&channel)?;
+                self.check_info(&info)?;
+                self.check_room_for_channel(session, &channel)?;
+                let options = self
+                    .config
+                    .channel_options(max_participants, history_size, history_ttl, presence_events)
+                    .map_err(|m| error(ErrorCode::Limit, m))?;
+                let operation = Operation::Create {
+                    channel: channel.clone(),
+                    options,
+                    owner: self.member_record(session, info.clone()),
+                    ttl: self.config.presence_ttl,
+                    max_channels: self.config.max_channels,
+                };
+                self.start_join(session, channel, reply, None, info, operation);
+            }
+            Command::Join { since, info } => {
+                self.check_name(&channel)?;
+                self.check_info(&info)?;
+                if self.sessions[&session].channels.contains_key(&channel) {
+                    return self.rejoin(session, channel, reply, since);
+                }
+                self.check_room_for_channel(session, &channel)?;
+                let operation = Operation::Join {
+                    channel: channel.clone(),
+                    member: self.member_record(session, info.clone()),
+                    ttl: self.config.presence_ttl,
+                };
+                self.start_join(session, channel, reply, since, info, operation);
+            }
+            Command::Leave => {
+                let info = self.permitted(session, &channel, "leave")?.info.clone();
+                self.leave(session, &channel, info);
+                self.ok(session, reply, json!({}));
+            }
+            Command::Publish { data } => {
+                let membership = self.permitted(session, &channel, "publish")?;
+                if data.len() > self.config.max_payload {
+                    return Err(error(
+                        ErrorCode::Limit,
+                        format!("data is at most {} bytes", self.config.max_payload),
+                    ));
+                }
+                let from = ClientInfo {
+                    session,
+                    user: self.sessions[&session].user.clone(),
+                    info: membership.info.clone(),
+                };
+                let history = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.options.history());
+                self.op(
+                    Operation::Publish {
+                        channel,
+                        publication: Publication::message(Some(from), data),
+                        history,
+                    },
+                    Pending::Publish {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
+            Command::Kick { target } => {
+                self.permitted(session, &channel, "kick")?;
+                self.op(
+                    Operation::Kick { channel, target },
+                    Pending::Reply {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
+            Command::Ban { user, duration } => {
+                self.permitted(session, &channel, "ban")?;
+                if self.sessions[&session].user.as_deref() == Some(user.as_str()) {
+                    return Err(error(ErrorCode::BadRequest, "a user cannot ban itself"));
+                }
+                const MAX_BAN_SECS: u64 = 10 * 366 * 24 * 3600;
+                if duration.is_some_and(|d| d == 0 || d > MAX_BAN_SECS) {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        format!("duration is 1 to {MAX_BAN_SECS} seconds, or absent for no end"),
+                    ));
+                }
+                self.op(
+                    Operation::Ban {
+                        channel,
+                        user,
+                        duration: duration.map(Duration::from_secs),
+                    },
+                    Pending::Reply {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
+            Command::Unban { user } => {
+                self.permitted(session, &channel, "unban")?;
+                self.op(
+                    Operation::Unban { channel, user },
+                    Pending::Reply {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
+            Command::SetRole { user, role } => {
+                self.permitted(session, &channel, "role")?;
+                if !self.config.is_known_role(&role) {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        format!("no role named {:?}", role.as_str()),
+                    ));
+                }
+                self.op(
+                    Operation::SetRole {
+                        channel,
+                        user,
+                        role,
+                    },
+                    Pending::Reply {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
+            Command::Close => {
+                self.permitted(session, &channel, "close")?;
+                self.op(
+                    Operation::Close { channel },
+                    Pending::Reply {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
+            Command::Presence { limit } => {
+                self.permitted(session, &channel, "presence")?;
+                let limit = limit
+                    .unwrap_or(self.config.max_presence_reply)
+                    .min(self.config.max_presence_reply);
+                self.op(
+                    Operation::Members { channel, limit },
+                    Pending::Members {
+                        session,
+                        reply: reply.clone(),
+                        limit,
+                    },
+                );
+            }
+            Command::Subscribe { filter } => {
+                self.subscribe_topic(session, channel, filter, reply)?
+            }
+            Command::Unsubscribe => {
+                if self
+                    .sessions
+                    .get_mut(&session)
+                    .and_then(|s| s.topics.remove(&channel))
+                    .is_none()
+                {
+                    return Err(error(
+                        ErrorCode::NotFound,
+                        format!("not subscribed to {channel:?}"),
+                    ));
+                }
+                self.drop_topic_subscriber(session, &channel);
+                self.ok(session, reply, json!({}));
+            }
+            Command::Custom { name, data } => {
+                let role = self.permitted(session, &channel, &name)?.role.clone();
+                let op = OpId(self.next_op);
+                self.next_op += 1;
+                self.pending.insert(
+                    op,
+                    Pending::Custom {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+                self.actions.push_back(Action::Custom {
+                    op,
+                    command: CustomCommand {
+                        session,
+                        user: self.sessions[&session].user.clone(),
+                        channel,
+                        name,
+                        data,
+                        role,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_room_for_channel(
+        &self,
+        session: SessionId,
+        channel: &str,
+    ) -> Result<(), ChannelError> {
+        let state = &self.sessions[&session];
+        if state.joining.contains_key(channel) {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!("already joining {channel:?}"),
+            ));
+        }
+        if state.channels.len() + state.joining.len() >= self.config.max_channels_per_session {
+            return Err(error(
+                ErrorCode::Limit,
+                format!(
+                    "a session is in at most {} channels",
+                    self.config.max_channels_per_session
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn start_join(
+        &mut self,
+        session: SessionId,
+        channel: String,
+        reply: &ReplyTo,
+        since: Option<Position>,
+        info: Option<Payload>,
+        operation: Operation,
+    ) {
+        let op = self.op(
+            operation,
+            Pending::Join {
+                session,
+                channel: channel.clone(),
+                reply: reply.clone(),
+                since,
+                info,
+            },
+        );
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.joining.insert(
+                channel,
+                Joining {
+                    op,
+                    cancelled: None,
+                },
+            );
+        }
+    }
+
+    /// `join` from a member: with `since`, a recovery; without, only the
+    /// role.
+    fn rejoin(
+        &mut self,
+        session: SessionId,
+        channel: String,
+        reply: &ReplyTo,
+        since: Option<Position>,
+    ) -> Result<(), ChannelError> {
+        let has_history = self
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.options.history().is_some());
+        let membership = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.channels.get_mut(&channel))
+            .expect("checked by the caller");
+        let role = membership.role.clone();
+        match (since, &membership.stage) {
+            (Some(since), Stage::Active) if has_history => {
+                membership.stage = Stage::Recovering {
+                    buffer: Vec::new(),
+                    overflowed: false,
+                };
+                self.continue_join(session, channel, reply.clone(), Some(since));
+            }
+            (_, Stage::Recovering { .. }) => {
+                return Err(error(
+                    ErrorCode::BadRequest,
+                    format!("already joining {channel:?}"),
+                ));
+            }
+            _ => self.ok(session, reply, json!({ "role": role, "rejoined": true })),
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, session: SessionId, channel: &str, info: Option<Payload>) {
+        let user = self.sessions.get_mut(&session).and_then(|s| {
+            s.channels.remove(channel);
+            s.user.clone()
+        });
+        self.drop_member(session, channel);
+        self.op(
+            Operation::Leave {
+                channel: channel.to_owned(),
+                session,
+            },
+            Pending::Ignore,
+        );
+        self.publish_presence_event(session, user, info, channel, PublicationKind::Leave);
+        self.reconcile(channel);
+    }
+
+    fn publish_presence_event(
+        &mut self,
+        session: SessionId,
+        user: Option<String>,
+        info: Option<Payload>,
+        channel: &str,
+        kind: PublicationKind,
+    ) {
+        if !self
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.options.presence_events)
+        {
+            return;
+        }
+        let publication = Publication {
+            kind,
+            position: None,
+            from: Some(ClientInfo {
+                session,
+                user,
+                info,
+            }),
+            data: None,
+        };
+        self.op(
+            Operation::Publish {
+                channel: channel.to_owned(),
+                publication,
+                history: None,
+            },
+            Pending::Ignore,
+        );
+    }
+
+    fn drop_member(&mut self, session: SessionId, channel: &str) {
+        if let Some(local) = self.channels.get_mut(channel) {
+            local.members.remove(&session);
+        }
+    }
+
+    fn subscribe_topic(
+        &mut self,
+        session: SessionId,
+        topic: String,
+        filter: Option<Value>,
+        reply: &ReplyTo,
+    ) -> Result<(), ChannelError> {
+        if !self.config.topics.contains(&topic) {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("no topic named {topic:?}"),
+            ));
+        }
+        let filter = match filter {
+            None => Filter::parse(json!({}))?,
+            Some(value) => {
+                if value.to_string().len() > self.config.max_filter {
+                    return Err(error(
+                        ErrorCode::Limit,
+                        format!("a filter is at most {} bytes", self.config.max_filter),
+                    ));
+                }
+                Filter::parse(value)?
+            }
+        };
+        let max_topics = self.config.max_topics_per_session;
+        let state = self
+            .sessions
+            .get_mut(&session)
+            .expect("sessions are checked first");
+        if !state.topics.contains_key(&topic) && state.topics.len() >= max_topics {
+            return Err(error(
+                ErrorCode::Limit,
+                format!("a session subscribes to at most {max_topics} topics"),
+            ));
+        }
+        state.topics.insert(topic.clone(), filter);
+        self.topics
+            .entry(topic.clone())
+            .or_default()
+            .insert(session);
+        let key = topic_key(&topic);
+        if self.subscription_state(&key) == SubState::Subscribed {
+            self.ok(session, reply, json!({}));
+        } else {
+            self.subscriptions
+                .entry(key.clone())
+                .or_insert_with(|| Subscription {
+                    state: SubState::Unsubscribed,
+                    waiters: Vec::new(),
+                })
+                .waiters
+                .push(Waiter::Topic {
+                    session,
+                    reply: reply.clone(),
+                });
+            self.reconcile(&key);
+        }
+        Ok(())
+    }
+
+    fn drop_topic_subscriber(&mut self, session: SessionId, topic: &str) {
+        if let Some(subscribers) = self.topics.get_mut(topic) {
+            subscribers.remove(&session);
+            if subscribers.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+        self.reconcile(&topic_key(topic));
+    }
+
+    fn subscription_state(&self, key: &str) -> SubState {
+        self.subscriptions
+            .get(key)
+            .map_or(SubState::Unsubscribed, |s| s.state)
+    }
+
+    /// Whether this node has anyone for `key` (a channel or `$topic:`).
+    fn wants(&self, key: &str) -> bool {
+        match key.strip_prefix(TOPIC_PREFIX) {
+            Some(topic) => self.topics.contains_key(topic),
+            None => self
+                .channels
+                .get(key)
+                .is_some_and(|c| !c.members.is_empty()),
+        }
+    }
+
+    /// Moves the broker subscription for `key` towards what is wanted:
+    /// subscribed while anyone here listens, not otherwise. One operation
+    /// at a time per key; the next is decided when it completes.
+    fn reconcile(&mut self, key: &str) {
+        let wants = self.wants(key);
+        let state = self.subscription_state(key);
+        match (state, wants) {
+            (SubState::Unsubscribed, true) => {
+                self.subscriptions
+                    .entry(key.to_owned())
+                    .or_insert_with(|| Subscription {
+                        state: SubState::Unsubscribed,
+                        waiters: Vec::new(),
+                    })
+                    .state = SubState::Subscribing;
+                self.op(
+                    Operation::Subscribe {
+                        topic: key.to_owned(),
+                    },
+                    Pending::Subscription {
+                        topic: key.to_owned(),
+                        subscribe: true,
+                    },
+                );
+            }
+            (SubState::Subscribed, false) => {
+                if let Some(sub) = self.subscriptions.get_mut(key) {
+                    sub.state = SubState::Unsubscribing;
+                }
+                self.op(
+                    Operation::Unsubscribe {
+                        topic: key.to_owned(),
+                    },
+                    Pending::Subscription {
+                        topic: key.to_owned(),
+                        subscribe: false,
+                    },
+                );
+            }
+            (SubState::Unsubscribed, false) => {
+                if self
+                    .subscriptions
+                    .get(key)
+                    .is_some_and(|s| s.waiters.is_empty())
+                {
+                    self.subscriptions.remove(key);
+                }
+                if !key.starts_with(TOPIC_PREFIX)
+                    && self.channels.get(key).is_some_and(|c| c.members.is_empty())
+                {
+                    self.channels.remove(key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The result of an [`Action::Backend`] or [`Action::Custom`].
+    pub fn handle_result(&mut self, op: OpId, result: OpResult, now: Instant) {
+        let Some(pending) = self.pending.remove(&op) else {
+            return;
+        };
+        match (pending, result) {
+            (
+                Pending::Join {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                    info,
+                },
+                OpResult::Joined(result),
+            ) => self.joined(op, session, channel, reply, since, info, result, now),
+            (
+                Pending::Recover {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                },
+                OpResult::History(result),
+            ) => self.recovered(session, &channel, &reply, since, result, now),
+            (Pending::Subscription { topic, subscribe }, OpResult::Done(result)) => {
+                self.subscription_done(&topic, subscribe, result, now);
+            }
+            (Pending::Publish { session, reply }, OpResult::Published(result)) => match result {
+                Ok(position) => {
+                    let fields = match position {
+                        Some(p) => json!({ "offset": p.offset, "epoch": p.epoch }),
+                        None => json!({}),
+                    };
+                    self.ok(session, &reply, fields);
+                }
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (Pending::Reply { session, reply }, OpResult::Done(result)) => match result {
+                Ok(()) => self.ok(session, &reply, json!({})),
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (
+                Pending::Members {
+                    session,
+                    reply,
+                    limit,
+                },
+                OpResult::Roster(result),
+            ) => match result {
+                Ok(mut roster) => {
+                    roster.members.truncate(limit);
+                    let truncated = roster.members.len() < roster.total;
+                    let members: Vec<Value> = roster
+                        .members
+                        .iter()
+                        .map(|m| {
+                            json!({"session": m.session, "user": m.user, "info": m.info, "role": m.role})
+                        })
+                        .collect();
+                    self.ok(
+                        session,
+                        &reply,
+                        json!({ "members": members, "total": roster.total, "truncated": truncated }),
+                    );
+                }
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (Pending::Custom { session, reply }, OpResult::Custom(result)) => match result {
+                Ok(value) => self.ok(session, &reply, json!({ "result": value })),
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (Pending::Ignore, _) => {}
+            (pending, result) => {
+                tracing::error!(?pending, ?result, "a backend result of the wrong kind");
+                self.fail_pending(pending, now);
+            }
+        }
+    }
+
+    /// Answers a request whose operation came back with a result of the
+    /// wrong kind (a driver bug), rather than leaving it unanswered.
+    fn fail_pending(&mut self, pending: Pending, now: Instant) {
+        let failure = || ChannelError::new(ErrorCode::Internal, "the backend answered wrongly");
+        match pending {
+            Pending::Join {
+                session,
+                channel,
+                reply,
+                ..
+            } => {
+                if let Some(state) = self.sessions.get_mut(&session) {
+                    state.joining.remove(&channel);
+                }
+                self.refuse(session, &reply, failure(), now);
+            }
+            Pending::Recover {
+                session,
+                channel,
+                reply,
+                ..
+            } => self.recovered(session, &channel, &reply, None, Err(failure()), now),
+            Pending::Subscription { topic, subscribe } => {
+                self.subscription_done(&topic, subscribe, Err(failure()), now);
+            }
+            Pending::Publish { session, reply }
+            | Pending::Reply { session, reply }
+            | Pending::Members { session, reply, .. }
+            | Pending::Custom { session, reply } => self.refuse(session, &reply, failure(), now),
+            Pending::Ignore => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn joined(
+        &mut self,
+        op: OpId,
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+        info: Option<Payload>,
+        result: Result<crate::types::JoinGrant, ChannelError>,
+        now: Instant,
+    ) {
+        let joining = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| match s.joining.get(&channel) {
+                Some(j) if j.op == op => s.joining.remove(&channel),
+                _ => None,
+            });
+        let grant = match result {
+            Err(e) => {
+                if joining.is_some() {
+                    self.refuse(session, &reply, e, now);
+                }
+                return;
+            }
+            Ok(grant) => grant,
+        };
+        let Some(joining) = joining else {
+            // The session closed while joining: undo the join.
+            self.op(Operation::Leave { channel, session }, Pending::Ignore);
+            return;
+        };
+        if let Some(cancelled) = joining.cancelled {
+            self.op(
+                Operation::Leave {
+                    channel: channel.clone(),
+                    session,
+                },
+                Pending::Ignore,
+            );
+            return self.refuse(session, &reply, cancelled, now);
+        }
+        let state = self
+            .sessions
+            .get_mut(&session)
+            .expect("joining came from it");
+        let user = state.user.clone();
+        state.channels.insert(
+            channel.clone(),
+            Membership {
+                role: grant.role,
+                info: info.clone(),
+                stage: Stage::Recovering {
+                    buffer: Vec::new(),
+                    overflowed: false,
+                },
+                lost: false,
+            },
+        );
+        self.channels
+            .entry(channel.clone())
+            .or_insert_with(|| LocalChannel {
+                options: grant.options,
+                members: BTreeSet::new(),
+            })
+            .members
+            .insert(session);
+        self.publish_presence_event(session, user, info, &channel, PublicationKind::Join);
+        if self.subscription_state(&channel) == SubState::Subscribed {
+            self.continue_join(session, channel, reply, since);
+        } else {
+            self.subscriptions
+                .entry(channel.clone())
+                .or_insert_with(|| Subscription {
+                    state: SubState::Unsubscribed,
+                    waiters: Vec::new(),
+                })
+                .waiters
+                .push(Waiter::Join {
+                    session,
+                    channel: channel.clone(),
+                    reply,
+                    since,
+                });
+            self.reconcile(&channel);
+        }
+    }
+
+    /// The broker subscription is in place: read history (where the
+    /// channel keeps it) or answer at once.
+    fn continue_join(
+        &mut self,
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+    ) {
+        if self
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.options.history().is_some())
+        {
+            self.op(
+                Operation::History {
+                    channel: channel.clone(),
+                    since: since.clone(),
+                    limit: self.config.max_recovery,
+                },
+                Pending::Recover {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                },
+            );
+        } else {
+            let page = HistoryPage {
+                publications: Vec::new(),
+                top: None,
+                complete: since.is_none(),
+            };
+            self.finish_join(session, &channel, &reply, since.is_some(), page);
+        }
+    }
+
+    fn recovered(
+        &mut self,
+        session: SessionId,
+        channel: &str,
+        reply: &ReplyTo,
+        since: Option<Position>,
+        result: Result<HistoryPage, ChannelError>,
+        now: Instant,
+    ) {
+        let recovering = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.channels.get(channel))
+            .is_some_and(|m| matches!(m.stage, Stage::Recovering { .. }));
+        if !recovering {
+            // Left, kicked or closed meanwhile; whoever removed it told it.
+            return;
+        }
+        match result {
+            Ok(page) => self.finish_join(session, channel, reply, since.is_some(), page),
+            Err(e) => {
+                let info = self.sessions[&session].channels[channel].info.clone();
+                self.leave(session, channel, info);
+                self.refuse(session, reply, e, now);
+            }
+        }
+    }
+
+    /// Answers a join, then delivers what arrived meanwhile.
+    fn finish_join(
+        &mut self,
+        session: SessionId,
+        channel: &str,
+        reply: &ReplyTo,
+        asked_since: bool,
+        page: HistoryPage,
+    ) {
+        let Some(membership) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.channels.get_mut(channel))
+        else {
+            return;
+        };
+        let Stage::Recovering { buffer, overflowed } =
+            std::mem::replace(&mut membership.stage, Stage::Active)
+        else {
+            return;
+        };
+        let mut fields = json!({ "role": membership.role });
+        if let Some(top) = &page.top {
+            fields["offset"] = json!(top.offset);
+            fields["epoch"] = json!(top.epoch);
+        }
+        if asked_since {
+            fields["recovered"] = json!(page.complete);
+            let publications: Vec<PublicationOut<'_>> =
+                page.publications.iter().map(PublicationOut::of).collect();
+            fields["publications"] = serde_json::to_value(publications).unwrap_or(Value::Null);
+        }
+        let top = page.top.as_ref().map_or(0, |p| p.offset);
+        if overflowed {
+            membership.lost = true;
+        }
+        self.ok(session, reply, fields);
+        for publication in buffer {
+            let newer = publication.position.as_ref().is_none_or(|p| p.offset > top);
+            if newer {
+                let message = protocol::publication_event(channel, &publication);
+                self.deliver(channel, vec![session], message);
+            }
+        }
+    }
+
+    fn subscription_done(
+        &mut self,
+        key: &str,
+        subscribe: bool,
+        result: Result<(), ChannelError>,
+        now: Instant,
+    ) {
+        let Some(sub) = self.subscriptions.get_mut(key) else {
+            return;
+        };
+        if !subscribe {
+            if let Err(e) = &result {
+                tracing::warn!(topic = key, error = %e, "unsubscribing failed");
+            }
+            sub.state = SubState::Unsubscribed;
+            return self.reconcile(key);
+        }
+        let waiters = std::mem::take(&mut sub.waiters);
+        match result {
+            Ok(()) => {
+                sub.state = SubState::Subscribed;
+                for waiter in waiters {
+                    match waiter {
+                        Waiter::Join {
+                            session,
+                            channel,
+                            reply,
+                            since,
+                        } => self.continue_join(session, channel, reply, since),
+                        Waiter::Topic { session, reply } => {
+                            if self.sessions.contains_key(&session) {
+                                self.ok(session, &reply, json!({}));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                sub.state = SubState::Unsubscribed;
+                for waiter in waiters {
+                    match waiter {
+                        Waiter::Join {
+                            session,
+                            channel,
+                            reply,
+                            ..
+                        } => {
+                            let info = self
+                                .sessions
+                                .get(&session)
+                                .and_then(|s| s.channels.get(&channel))
+                                .map(|m| m.info.clone());
+                            if let Some(info) = info {
+                                self.leave(session, &channel, info);
+                                self.refuse(session, &reply, e.clone(), now);
+                            }
+                        }
+                        Waiter::Topic { session, reply } => {
+                            let topic = key.strip_prefix(TOPIC_PREFIX).unwrap_or(key);
+                            let had = self
+                                .sessions
+                                .get_mut(&session)
+                                .and_then(|s| s.topics.remove(topic))
+                                .is_some();
+                            if had {
+                                self.drop_topic_subscriber(session, topic);
+                                self.refuse(session, &reply, e.clone(), now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.reconcile(key);
+    }
+
+    /// A publication on a channel or topic this node subscribed to.
+    pub fn handle_publication(&mut self, channel: &str, publication: &Publication, _now: Instant) {
+        if let Some(topic) = channel.strip_prefix(TOPIC_PREFIX) {
+            return self.topic_publication(channel, topic, publication);
+        }
+        let Some(local) = self.channels.get(channel) else {
+            return;
+        };
+        let echo = self.config.echo;
+        let publisher = publication.from.as_ref().map(|f| f.session);
+        let mut recipients = Vec::with_capacity(local.members.len());
+        let mut lost = Vec::new();
+        let max_buffer = self.config.max_recovery_buffer;
+        for session in &local.members {
+            let Some(state) = self.sessions.get_mut(session) else {
+                continue;
+            };
+            if state.closing {
+                continue;
+            }
+            let Some(membership) = state.channels.get_mut(channel) else {
+                continue;
+            };
+            match &mut membership.stage {
+                Stage::Recovering { buffer, overflowed } => {
+                    if buffer.len() < max_buffer {
+                        buffer.push(publication.clone());
+                    } else if !*overflowed {
+                        *overflowed = true;
+                        buffer.clear();
+                    }
+                }
+                Stage::Active => {
+                    if !echo
+                        && publication.kind == PublicationKind::Message
+                        && publisher == Some(*session)
+                    {
+                        continue;
+                    }
+                    if std::mem::take(&mut membership.lost) {
+                        lost.push(*session);
+                    }
+                    recipients.push(*session);
+                }
+            }
+        }
+        for session in lost {
+            self.actions.push_back(Action::Send {
+                session,
+                envelope: protocol::event(channel, "lost", json!({})),
+            });
+        }
+        if !recipients.is_empty() {
+            let message = protocol::publication_event(channel, publication);
+            self.deliver(channel, recipients, message);
+        }
+    }
+
+    fn deliver(&mut self, channel: &str, sessions: Vec<SessionId>, message: EncodedMessage) {
+        self.actions.push_back(Action::Deliver {
+            channel: channel.to_owned(),
+            sessions,
+            message,
+        });
+    }
+
+    fn topic_publication(&mut self, key: &str, topic: &str, publication: &Publication) {
+        let (Some(subscribers), Some(data)) = (self.topics.get(topic), &publication.data) else {
+            return;
+        };
+        let value = data.to_value();
+        let recipients: Vec<SessionId> = subscribers
+            .iter()
+            .filter(|s| {
+                self.sessions.get(s).is_some_and(|state| {
+                    !state.closing && state.topics.get(topic).is_some_and(|f| f.matches(&value))
+                })
+            })
+            .copied()
+            .collect();
+        if !recipients.is_empty() {
+            let message = protocol::topic_event(topic, data);
+            self.deliver(key, recipients, message);
+        }
+    }
+
+    /// A delivery could not be queued for `session` (its send queue is
+    /// full). `channel` is the delivery's channel, or `None` for a reply or
+    /// an event of its own, which is never dropped: the session is closed.
+    pub fn handle_undelivered(&mut self, session: SessionId, channel: Option<&str>, _now: Instant) {
+        let mark_lost = self.config.slow_subscriber == crate::config::SlowSubscriber::MarkLost;
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if state.closing {
+            return;
+        }
+        if mark_lost && let Some(membership) = channel.and_then(|c| state.channels.get_mut(c)) {
+            membership.lost = true;
+            return;
+        }
+        state.closing = true;
+        self.actions.push_back(Action::Disconnect {
+            session,
+            code: close_codes::SLOW,
+            reason: "slow: send queue full".into(),
+        });
+    }
+
+    /// A control message from any node (this one included).
+    pub fn handle_control(&mut self, message: &ControlMessage, _now: Instant) {
+        match message {
+            ControlMessage::Remove {
+                channel,
+                target,
+                reason,
+            } => {
+                let (action, code) = match reason {
+                    Removal::Kicked => ("kicked", ErrorCode::Forbidden),
+                    Removal::Banned => ("banned", ErrorCode::Banned),
+                };
+                let cancel = ChannelError::new(code, format!("{action} from {channel:?}"));
+                self.remove_where(channel, action, cancel, |session, user| {
+                    target.matches(session, user)
+                });
+            }
+            ControlMessage::Closed { channel } => {
+                let cancel = error(ErrorCode::NotFound, format!("{channel:?} was closed"));
+                self.remove_where(channel, "closed", cancel, |_, _| true);
+            }
+            ControlMessage::RoleChanged {
+                channel,
+                user,
+                role,
+            } => {
+                let members: Vec<SessionId> = self
+                    .channels
+                    .get(channel)
+                    .map(|c| c.members.iter().copied().collect())
+                    .unwrap_or_default();
+                for session in members {
+                    let Some(state) = self.sessions.get_mut(&session) else {
+                        continue;
+                    };
+                    if state.user.as_deref() != Some(user.as_str()) {
+                        continue;
+                    }
+                    if let Some(membership) = state.channels.get_mut(channel) {
+                        membership.role = role.clone();
+                        self.actions.push_back(Action::Send {
+                            session,
+                            envelope: protocol::event(
+                                channel,
+                                "role",
+                                json!({ "user": user, "role": role }),
+                            ),
+                        });
+                    }
+                }
+            }
+            ControlMessage::Disconnect {
+                target,
+                code,
+                reason,
+            } => {
+                let mut targets: Vec<SessionId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(id, s)| !s.closing && target.matches(**id, s.user.as_deref()))
+                    .map(|(id, _)| *id)
+                    .collect();
+                targets.sort_unstable();
+                for session in targets {
+                    if let Some(state) = self.sessions.get_mut(&session) {
+                        state.closing = true;
+                    }
+                    self.actions.push_back(Action::Disconnect {
+                        session,
+                        code: *code,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Removes the matching local members of `channel` (telling each with
+    /// an `action` event) and cancels matching joins in flight.
+    fn remove_where(
+        &mut self,
+        channel: &str,
+        action: &str,
+        cancel: ChannelError,
+        matches: impl Fn(SessionId, Option<&str>) -> bool,
+    ) {
+        let mut sessions: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(id, s)| {
+                (s.channels.contains_key(channel) || s.joining.contains_key(channel))
+                    && matches(**id, s.user.as_deref())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        sessions.sort_unstable();
+        for session in sessions {
+            let state = self.sessions.get_mut(&session).expect("listed above");
+            if let Some(joining) = state.joining.get_mut(channel) {
+                joining.cancelled = Some(cancel.clone());
+            }
+            if state.channels.remove(channel).is_some() {
+                self.drop_member(session, channel);
+                self.actions.push_back(Action::Send {
+                    session,
+                    envelope: protocol::event(channel, action, json!({})),
+                });
+            }
+        }
+        self.reconcile(channel);
+    }
+
+    /// Time passed: refreshes presence when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(due) = self.next_refresh else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        self.next_refresh = Some(now + self.refresh_interval());
+        let mut entries: Vec<(String, SessionId)> = self
+            .sessions
+            .iter()
+            .flat_map(|(id, s)| s.channels.keys().map(move |c| (c.clone(), *id)))
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        entries.sort_unstable();
+        self.op(
+            Operation::Refresh {
+                entries,
+                ttl: self.config.presence_ttl,
+            },
+            Pending::Ignore,
+        );
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The channels `session` is in, with its role in each.
+    pub fn memberships(&self, session: SessionId) -> Vec<(String, Role)> {
+        self.sessions
+            .get(&session)
+            .map(|s| {
+                s.channels
+                    .iter()
+                    .map(|(c, m)| (c.clone(), m.role.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The local members of `channel`.
+    pub fn local_members(&self, channel: &str) -> Vec<SessionId> {
+        self.channels
+            .get(channel)
+            .map(|c| c.members.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether this node is subscribed to `key` at the broker (a channel,
+    /// or `$topic:<name>`).
+    pub fn is_subscribed(&self, key: &str) -> bool {
+        self.subscription_state(key) == SubState::Subscribed
+    }
+
+    /// Operations and custom commands in flight.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Checks the manager's own bookkeeping agrees with itself; a
+    /// description of the first disagreement. For tests and fuzzing.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (id, session) in &self.sessions {
+            if session.channels.len() + session.joining.len() > self.config.max_channels_per_session
+            {
+                return Err(format!("{id:?} is over its channel limit"));
+            }
+            if session.topics.len() > self.config.max_topics_per_session {
+                return Err(format!("{id:?} is over its topic limit"));
+            }
+            for channel in session.channels.keys() {
+                if !self
+                    .channels
+                    .get(channel)
+                    .is_some_and(|c| c.members.contains(id))
+                {
+                    return Err(format!("{id:?} is in {channel:?} but not its member list"));
+                }
+            }
+            for topic in session.topics.keys() {
+                if !self.topics.get(topic).is_some_and(|t| t.contains(id)) {
+                    return Err(format!("{id:?} has topic {topic:?} the node does not"));
+                }
+            }
+        }
+        for (name, channel) in &self.channels {
+            for member in &channel.members {
+                if !self
+                    .sessions
+                    .get(member)
+                    .is_some_and(|s| s.channels.contains_key(name))
+                {
+                    return Err(format!("{member:?} listed in {name:?} without membership"));
+                }
+            }
+            if channel.members.is_empty() && self.subscription_state(name) == SubState::Unsubscribed
+            {
+                return Err(format!(
+                    "{name:?} is kept with no members and no subscription"
+                ));
+            }
+        }
+        for (topic, subscribers) in &self.topics {
+            if subscribers.is_empty() {
+                return Err(format!("topic {topic:?} kept with no subscribers"));
+            }
+        }
+        for (key, sub) in &self.subscriptions {
+            let in_flight = matches!(sub.state, SubState::Subscribing | SubState::Unsubscribing);
+            if !in_flight && (sub.state == SubState::Subscribed) != self.wants(key) {
+                return Err(format!(
+                    "{key:?} is {:?} but wanted is {}",
+                    sub.state,
+                    self.wants(key)
+                ));
+            }
+            if !sub.waiters.is_empty() && sub.state != SubState::Subscribing {
+                return Err(format!("{key:?} has waiters while {:?}", sub.state));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;

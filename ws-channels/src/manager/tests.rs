@@ -1,0 +1,713 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::{ChannelsConfig, SlowSubscriber, close_codes};
+use crate::sim::{Out, Sim};
+use crate::types::{Role, SessionId};
+
+const A: SessionId = SessionId(0xa);
+const B: SessionId = SessionId(0xb);
+const C: SessionId = SessionId(0xc);
+
+fn cmd(id: u32, channel: &str, action: &str, data: Value) -> String {
+    json!({"type": "command", "id": id.to_string(), "channel": channel, "action": action, "data": data})
+        .to_string()
+}
+
+fn messages(outs: Vec<Out>) -> Vec<Value> {
+    outs.into_iter()
+        .map(|o| match o {
+            Out::Message(v) => v,
+            Out::Closed(code, reason) => panic!("closed {code} {reason}"),
+        })
+        .collect()
+}
+
+/// The one reply among `outs`, checked to answer `id`.
+fn reply(outs: Vec<Out>, id: u32) -> Value {
+    let replies: Vec<Value> = messages(outs)
+        .into_iter()
+        .filter(|m| m["type"] == "response")
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["id"], id.to_string());
+    replies[0]["data"].clone()
+}
+
+fn error_code(data: &Value) -> &str {
+    assert_eq!(data["ok"], false, "{data}");
+    data["code"].as_str().unwrap()
+}
+
+fn events(outs: Vec<Out>, action: &str) -> Vec<Value> {
+    messages(outs)
+        .into_iter()
+        .filter(|m| m["type"] == "event" && m["action"] == action)
+        .map(|m| m["data"].clone())
+        .collect()
+}
+
+/// One node, users a, b, c on sessions A, B, C; A owns "room".
+fn room(config: ChannelsConfig, create: Value) -> Sim {
+    let mut sim = Sim::new(1, config);
+    sim.open(0, A, Some("a"));
+    sim.open(0, B, Some("b"));
+    sim.open(0, C, Some("c"));
+    sim.send(0, A, &cmd(1, "room", "create", create));
+    assert_eq!(reply(sim.take(0, A), 1)["role"], "owner");
+    sim
+}
+
+fn join(sim: &mut Sim, session: SessionId, id: u32) -> Value {
+    sim.send(0, session, &cmd(id, "room", "join", json!({})));
+    reply(sim.take(0, session), id)
+}
+
+#[test]
+fn publish_reaches_each_member_once_in_order() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    assert_eq!(join(&mut sim, B, 1)["role"], "participant");
+    for n in 0..3 {
+        sim.send(0, A, &cmd(10 + n, "room", "publish", json!({ "n": n })));
+    }
+    let got: Vec<Value> = events(sim.take(0, B), "message")
+        .into_iter()
+        .map(|d| d["data"]["n"].clone())
+        .collect();
+    assert_eq!(got, [json!(0), json!(1), json!(2)]);
+    let own = sim.take(0, A);
+    assert_eq!(
+        events(own.clone(), "message").len(),
+        3,
+        "echo is on by default"
+    );
+    assert_eq!(events(sim.take(0, C), "message").len(), 0, "C never joined");
+    let from = &events(own, "message")[0]["from"];
+    assert_eq!(from["user"], "a");
+    assert_eq!(from["session"], "000000000000000a");
+}
+
+#[test]
+fn echo_off_spares_the_publisher() {
+    let config = ChannelsConfig {
+        echo: false,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({}));
+    join(&mut sim, B, 1);
+    sim.send(0, A, &cmd(2, "room", "publish", json!("hi")));
+    let own = sim.take(0, A);
+    assert_eq!(reply(own.clone(), 2)["ok"], true);
+    assert!(events(own, "message").is_empty());
+    assert_eq!(events(sim.take(0, B), "message").len(), 1);
+}
+
+#[test]
+fn participants_cannot_use_owner_commands() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, B, 1);
+    for (id, action, data) in [
+        (2, "kick", json!({"user": "a"})),
+        (3, "ban", json!({"user": "a"})),
+        (4, "unban", json!({"user": "a"})),
+        (5, "role", json!({"user": "b", "role": "owner"})),
+        (6, "close", json!({})),
+    ] {
+        sim.send(0, B, &cmd(id, "room", action, data));
+        assert_eq!(
+            error_code(&reply(sim.take(0, B), id)),
+            "forbidden",
+            "{action}"
+        );
+    }
+    // Not a member at all.
+    sim.send(0, C, &cmd(7, "room", "publish", json!(1)));
+    assert_eq!(error_code(&reply(sim.take(0, C), 7)), "not_member");
+    // Nothing was published by the refused commands.
+    assert!(events(sim.take(0, A), "message").is_empty());
+}
+
+#[test]
+fn roles_given_by_the_owner_take_effect_and_outlive_rejoining() {
+    let config = ChannelsConfig::default().role("moderator", ["kick", "publish", "leave"]);
+    let mut sim = room(config, json!({}));
+    join(&mut sim, B, 1);
+    join(&mut sim, C, 2);
+    sim.send(
+        0,
+        A,
+        &cmd(3, "room", "role", json!({"user": "b", "role": "moderator"})),
+    );
+    assert_eq!(reply(sim.take(0, A), 3)["ok"], true);
+    assert_eq!(events(sim.take(0, B), "role")[0]["role"], "moderator");
+    sim.send(0, B, &cmd(4, "room", "kick", json!({"user": "c"})));
+    assert_eq!(reply(sim.take(0, B), 4)["ok"], true);
+    assert_eq!(events(sim.take(0, C), "kicked").len(), 1);
+    // The role is the user's: it holds when b leaves and joins again.
+    sim.send(0, B, &cmd(5, "room", "leave", json!({})));
+    reply(sim.take(0, B), 5);
+    assert_eq!(join(&mut sim, B, 6)["role"], "moderator");
+    sim.send(
+        0,
+        A,
+        &cmd(7, "room", "role", json!({"user": "b", "role": "admin"})),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, A), 7)), "bad_request");
+    assert_eq!(
+        sim.with_manager(0, |m| m.memberships(B)),
+        [("room".to_owned(), Role::new("moderator"))]
+    );
+}
+
+#[test]
+fn a_ban_outlives_reconnecting_until_lifted_or_over() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, B, 1);
+    sim.send(
+        0,
+        A,
+        &cmd(2, "room", "ban", json!({"user": "b", "duration": 60})),
+    );
+    assert_eq!(reply(sim.take(0, A), 2)["ok"], true);
+    assert_eq!(events(sim.take(0, B), "banned").len(), 1);
+    assert!(sim.with_manager(0, |m| m.memberships(B)).is_empty());
+    // Reconnect as a new session of the same user.
+    sim.close(0, B);
+    let b2 = SessionId(0xb2);
+    sim.open(0, b2, Some("b"));
+    assert_eq!(error_code(&join(&mut sim, b2, 3)), "banned");
+    sim.advance(Duration::from_secs(61));
+    sim.take(0, A);
+    assert_eq!(join(&mut sim, b2, 4)["ok"], true, "the ban ran out");
+    sim.send(0, A, &cmd(5, "room", "ban", json!({"user": "b"})));
+    reply(sim.take(0, A), 5);
+    sim.send(0, A, &cmd(6, "room", "unban", json!({"user": "b"})));
+    reply(sim.take(0, A), 6);
+    sim.take(0, b2);
+    assert_eq!(join(&mut sim, b2, 7)["ok"], true, "unbanned");
+    sim.send(0, A, &cmd(8, "room", "ban", json!({"user": "a"})));
+    assert_eq!(error_code(&reply(sim.take(0, A), 8)), "bad_request");
+}
+
+#[test]
+fn kicking_one_session_or_every_session_of_a_user() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    let b2 = SessionId(0xb2);
+    sim.open(0, b2, Some("b"));
+    join(&mut sim, B, 1);
+    sim.send(0, b2, &cmd(2, "room", "join", json!({})));
+    reply(sim.take(0, b2), 2);
+    sim.send(
+        0,
+        A,
+        &cmd(3, "room", "kick", json!({"session": B.to_string()})),
+    );
+    assert_eq!(reply(sim.take(0, A), 3)["ok"], true);
+    assert_eq!(sim.with_manager(0, |m| m.local_members("room")), [A, b2]);
+    sim.send(0, A, &cmd(4, "room", "kick", json!({"user": "b"})));
+    reply(sim.take(0, A), 4);
+    assert_eq!(sim.with_manager(0, |m| m.local_members("room")), [A]);
+    sim.send(0, A, &cmd(5, "room", "kick", json!({"user": "nobody"})));
+    assert_eq!(error_code(&reply(sim.take(0, A), 5)), "not_found");
+    // A kicked session gets nothing published after the kick.
+    sim.take(0, B);
+    sim.send(0, A, &cmd(6, "room", "publish", json!(1)));
+    assert!(sim.take(0, B).is_empty());
+}
+
+#[test]
+fn full_channels_refuse_joins() {
+    let mut sim = room(ChannelsConfig::default(), json!({"max_participants": 2}));
+    join(&mut sim, B, 1);
+    assert_eq!(error_code(&join(&mut sim, C, 2)), "full");
+    sim.send(0, B, &cmd(3, "room", "leave", json!({})));
+    reply(sim.take(0, B), 3);
+    assert_eq!(join(&mut sim, C, 4)["ok"], true);
+}
+
+#[test]
+fn errors_for_missing_and_existing_channels() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    sim.send(0, B, &cmd(1, "nowhere", "join", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 1)), "not_found");
+    sim.send(0, B, &cmd(2, "room", "create", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 2)), "already_exists");
+    sim.send(0, B, &cmd(3, "bad name", "create", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 3)), "bad_request");
+    sim.send(0, B, &cmd(4, &"x".repeat(129), "create", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 4)), "limit");
+    sim.send(0, B, &cmd(5, "room", "dance", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 5)), "unknown_command");
+    sim.send(
+        0,
+        B,
+        &cmd(6, "r2", "create", json!({"history_size": 1_000_000})),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, B), 6)), "limit");
+    sim.send(
+        0,
+        B,
+        &cmd(7, "r2", "create", json!({"max_participants": 0})),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, B), 7)), "limit");
+    sim.send(0, B, &cmd(8, "room", "leave", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 8)), "not_member");
+}
+
+#[test]
+fn presence_lists_members_with_info_and_counts() {
+    let mut sim = room(
+        ChannelsConfig {
+            max_presence_reply: 2,
+            ..ChannelsConfig::default()
+        },
+        json!({}),
+    );
+    sim.send(
+        0,
+        B,
+        &cmd(1, "room", "join", json!({"info": {"name": "Bea"}})),
+    );
+    reply(sim.take(0, B), 1);
+    join(&mut sim, C, 2);
+    sim.send(0, B, &cmd(3, "room", "presence", json!({})));
+    let roster = reply(sim.take(0, B), 3);
+    assert_eq!(roster["total"], 3);
+    assert_eq!(roster["truncated"], true);
+    let members = roster["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0]["user"], "a");
+    assert_eq!(members[0]["role"], "owner");
+    assert_eq!(members[1]["info"]["name"], "Bea");
+}
+
+#[test]
+fn presence_events_announce_joins_and_leaves() {
+    let mut sim = room(ChannelsConfig::default(), json!({"presence_events": true}));
+    join(&mut sim, B, 1);
+    let joins = events(sim.take(0, A), "join");
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0]["from"]["user"], "b");
+    sim.close(0, B);
+    let leaves = events(sim.take(0, A), "leave");
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0]["from"]["user"], "b");
+}
+
+#[test]
+fn presence_expires_unless_refreshed() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    // The node refreshes its entries as time passes: they stay.
+    for _ in 0..10 {
+        sim.advance(Duration::from_secs(20));
+    }
+    let roster = sim.run(sim.backend().presence.members("room", 10)).unwrap();
+    assert_eq!(roster.total, 1);
+}
+
+#[test]
+fn recovery_replays_the_gap_or_says_it_cannot() {
+    let mut sim = room(
+        ChannelsConfig::default(),
+        json!({"history_size": 3, "history_ttl": 60}),
+    );
+    let joined = join(&mut sim, B, 1);
+    assert_eq!(joined["offset"], 0);
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    sim.send(0, A, &cmd(2, "room", "publish", json!("one")));
+    let published = reply(sim.take(0, A), 2);
+    assert_eq!(published["offset"], 1);
+    // B drops off and comes back: it missed "two".
+    sim.close(0, B);
+    sim.send(0, A, &cmd(3, "room", "publish", json!("two")));
+    let b2 = SessionId(0xb2);
+    sim.open(0, b2, Some("b"));
+    sim.send(
+        0,
+        b2,
+        &cmd(
+            4,
+            "room",
+            "join",
+            json!({"since": {"offset": 1, "epoch": epoch}}),
+        ),
+    );
+    let recovered = reply(sim.take(0, b2), 4);
+    assert_eq!(recovered["recovered"], true);
+    assert_eq!(recovered["offset"], 2);
+    let replayed = recovered["publications"].as_array().unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["data"], "two");
+    assert_eq!(replayed[0]["offset"], 2);
+    // A gap longer than the history: not recovered, nothing replayed.
+    sim.close(0, b2);
+    for n in 0..5 {
+        sim.send(0, A, &cmd(10 + n, "room", "publish", json!(n)));
+    }
+    let b3 = SessionId(0xb3);
+    sim.open(0, b3, Some("b"));
+    sim.send(
+        0,
+        b3,
+        &cmd(
+            5,
+            "room",
+            "join",
+            json!({"since": {"offset": 2, "epoch": epoch}}),
+        ),
+    );
+    let gap = reply(sim.take(0, b3), 5);
+    assert_eq!(gap["recovered"], false);
+    assert_eq!(gap["publications"], json!([]));
+    assert_eq!(gap["offset"], 7);
+    // Another epoch is never taken for this one.
+    sim.send(
+        0,
+        b3,
+        &cmd(
+            6,
+            "room",
+            "join",
+            json!({"since": {"offset": 7, "epoch": "other"}}),
+        ),
+    );
+    let other = reply(sim.take(0, b3), 6);
+    assert_eq!(other["recovered"], false);
+    // Expired history is a gap too.
+    sim.advance(Duration::from_secs(61));
+    sim.send(
+        0,
+        b3,
+        &cmd(
+            7,
+            "room",
+            "join",
+            json!({"since": {"offset": 6, "epoch": epoch}}),
+        ),
+    );
+    assert_eq!(reply(sim.take(0, b3), 7)["recovered"], false);
+    sim.send(
+        0,
+        b3,
+        &cmd(
+            8,
+            "room",
+            "join",
+            json!({"since": {"offset": 7, "epoch": epoch}}),
+        ),
+    );
+    assert_eq!(
+        reply(sim.take(0, b3), 8)["recovered"],
+        true,
+        "nothing missed"
+    );
+}
+
+#[test]
+fn channels_linger_for_reconnects_then_go() {
+    let mut sim = room(ChannelsConfig::default(), json!({"history_size": 10}));
+    sim.send(0, A, &cmd(2, "room", "publish", json!("x")));
+    let epoch = reply(sim.take(0, A), 2)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sim.close(0, A);
+    assert!(!sim.with_manager(0, |m| m.is_subscribed("room")));
+    sim.advance(Duration::from_secs(60));
+    let a2 = SessionId(0xa2);
+    sim.open(0, a2, Some("a"));
+    sim.send(
+        0,
+        a2,
+        &cmd(
+            3,
+            "room",
+            "join",
+            json!({"since": {"offset": 0, "epoch": epoch}}),
+        ),
+    );
+    let back = reply(sim.take(0, a2), 3);
+    assert_eq!(back["role"], "owner", "the owner's role survives");
+    assert_eq!(back["recovered"], true);
+    assert_eq!(back["publications"][0]["data"], "x");
+    sim.close(0, a2);
+    sim.advance(Duration::from_secs(301));
+    let channels = sim.run(sim.backend().presence.channels(10)).unwrap();
+    assert!(channels.is_empty(), "{channels:?}");
+}
+
+#[test]
+fn closing_a_channel_tells_everyone() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, B, 1);
+    sim.send(0, A, &cmd(2, "room", "close", json!({})));
+    assert_eq!(reply(sim.take(0, A), 2)["ok"], true);
+    assert_eq!(events(sim.take(0, B), "closed").len(), 1);
+    assert!(sim.with_manager(0, |m| m.local_members("room")).is_empty());
+    assert!(!sim.with_manager(0, |m| m.is_subscribed("room")));
+    sim.with_manager(0, |m| m.check_invariants()).unwrap();
+}
+
+#[test]
+fn slow_subscribers_are_disconnected_and_others_go_on() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, B, 1);
+    join(&mut sim, C, 2);
+    sim.set_slow(0, B, true);
+    sim.send(0, A, &cmd(3, "room", "publish", json!(1)));
+    sim.set_slow(0, B, false);
+    assert_eq!(
+        sim.take(0, B),
+        [Out::Closed(
+            close_codes::SLOW,
+            "slow: send queue full".into()
+        )]
+    );
+    sim.send(0, A, &cmd(4, "room", "publish", json!(2)));
+    assert!(
+        sim.take(0, B).is_empty(),
+        "a closing session gets nothing more"
+    );
+    assert_eq!(events(sim.take(0, C), "message").len(), 2);
+}
+
+#[test]
+fn slow_subscribers_can_be_told_what_they_lost() {
+    let config = ChannelsConfig {
+        slow_subscriber: SlowSubscriber::MarkLost,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({}));
+    join(&mut sim, B, 1);
+    sim.set_slow(0, B, true);
+    sim.send(0, A, &cmd(3, "room", "publish", json!(1)));
+    sim.set_slow(0, B, false);
+    sim.send(0, A, &cmd(4, "room", "publish", json!(2)));
+    let got = messages(sim.take(0, B));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["action"], "lost");
+    assert_eq!(got[0]["channel"], "room");
+    assert_eq!(got[1]["data"]["data"], 2);
+}
+
+#[test]
+fn anonymous_sessions_are_closed_unless_allowed() {
+    let mut sim = Sim::new(1, ChannelsConfig::default());
+    sim.open(0, A, None);
+    assert_eq!(
+        sim.take(0, A),
+        [Out::Closed(
+            close_codes::UNAUTHORIZED,
+            "unauthorized: channels need an authenticated session".into()
+        )]
+    );
+    assert_eq!(sim.with_manager(0, |m| m.session_count()), 0);
+    let mut sim = Sim::new(
+        1,
+        ChannelsConfig {
+            allow_anonymous: true,
+            ..ChannelsConfig::default()
+        },
+    );
+    sim.open(0, A, None);
+    sim.send(0, A, &cmd(1, "room", "create", json!({})));
+    assert_eq!(reply(sim.take(0, A), 1)["role"], "owner");
+}
+
+#[test]
+fn limits_on_channels_topics_payloads_and_rate() {
+    let config = ChannelsConfig {
+        max_channels_per_session: 2,
+        max_topics_per_session: 1,
+        max_payload: 16,
+        max_info: 8,
+        max_filter: 20,
+        command_burst: 30,
+        command_rate: 1,
+        max_violations: 1000,
+        ..ChannelsConfig::default()
+    }
+    .topic("t1")
+    .topic("t2");
+    let mut sim = room(config, json!({}));
+    sim.send(0, A, &cmd(1, "two", "create", json!({})));
+    reply(sim.take(0, A), 1);
+    sim.send(0, A, &cmd(2, "three", "create", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, A), 2)), "limit");
+    sim.send(0, A, &cmd(3, "room", "publish", json!("x".repeat(20))));
+    assert_eq!(error_code(&reply(sim.take(0, A), 3)), "limit");
+    sim.send(
+        0,
+        B,
+        &cmd(4, "room", "join", json!({"info": "x".repeat(10)})),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, B), 4)), "limit");
+    sim.send(
+        0,
+        B,
+        &cmd(
+            5,
+            "t1",
+            "subscribe",
+            json!({"filter": {"k": "x".repeat(20)}}),
+        ),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, B), 5)), "limit");
+    sim.send(0, B, &cmd(6, "t1", "subscribe", json!({})));
+    assert_eq!(reply(sim.take(0, B), 6)["ok"], true);
+    sim.send(0, B, &cmd(7, "t2", "subscribe", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 7)), "limit");
+    sim.send(0, B, &cmd(8, "t3", "subscribe", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, B), 8)), "not_found");
+    // The command rate: the burst is spent, and the next is refused.
+    let mut refused = 0;
+    for n in 0..40 {
+        sim.send(0, C, &cmd(100 + n, "nowhere", "join", json!({})));
+        if error_code(&reply(sim.take(0, C), 100 + n)) == "limit" {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10);
+    sim.with_manager(0, |m| m.check_invariants()).unwrap();
+}
+
+#[test]
+fn sessions_sending_refused_commands_are_closed() {
+    let config = ChannelsConfig {
+        max_violations: 3,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({}));
+    for n in 0..3 {
+        sim.send(0, B, "not json");
+        let data = reply_without_id(sim.take(0, B));
+        assert_eq!(error_code(&data), "bad_request", "{n}");
+    }
+    sim.send(0, B, &cmd(9, "room", "fly", json!({})));
+    let outs = sim.take(0, B);
+    assert_eq!(
+        outs.last(),
+        Some(&Out::Closed(1008, "too many refused commands".into()))
+    );
+    // Errors that are not the client's fault do not count.
+    for n in 0..10 {
+        sim.send(0, C, &cmd(n, "nowhere", "join", json!({})));
+        assert_eq!(error_code(&reply(sim.take(0, C), n)), "not_found");
+    }
+}
+
+fn reply_without_id(outs: Vec<Out>) -> Value {
+    let messages = messages(outs);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["type"], "response");
+    messages[0]["data"].clone()
+}
+
+#[test]
+fn topics_deliver_to_matching_filters() {
+    let config = ChannelsConfig::default().topic("printers");
+    let mut sim = Sim::new(2, config);
+    sim.open(0, A, Some("a"));
+    sim.open(1, B, Some("b"));
+    sim.send(
+        0,
+        A,
+        &cmd(
+            1,
+            "printers",
+            "subscribe",
+            json!({"filter": {"printer": "p1"}}),
+        ),
+    );
+    reply(sim.take(0, A), 1);
+    sim.send(1, B, &cmd(2, "printers", "subscribe", json!({})));
+    reply(sim.take(1, B), 2);
+    let publication = crate::types::Publication::message(
+        None,
+        crate::types::Payload::new(&json!({"printer": "p2", "state": "idle"})),
+    );
+    sim.run(
+        sim.backend()
+            .broker
+            .publish("$topic:printers", publication, None),
+    )
+    .unwrap();
+    assert!(sim.take(0, A).is_empty(), "filtered out");
+    let got = messages(sim.take(1, B));
+    assert_eq!(got[0]["channel"], "printers");
+    assert_eq!(got[0]["action"], "event");
+    assert_eq!(got[0]["data"]["state"], "idle");
+    sim.send(1, B, &cmd(3, "printers", "unsubscribe", json!({})));
+    reply(sim.take(1, B), 3);
+    assert!(!sim.with_manager(1, |m| m.is_subscribed("$topic:printers")));
+    assert!(sim.with_manager(0, |m| m.is_subscribed("$topic:printers")));
+}
+
+#[test]
+fn nodes_subscribe_only_while_they_host_participants() {
+    let mut sim = Sim::new(2, ChannelsConfig::default());
+    sim.open(0, A, Some("a"));
+    sim.open(1, B, Some("b"));
+    sim.send(0, A, &cmd(1, "room", "create", json!({})));
+    reply(sim.take(0, A), 1);
+    assert!(sim.with_manager(0, |m| m.is_subscribed("room")));
+    assert!(!sim.with_manager(1, |m| m.is_subscribed("room")));
+    sim.send(1, B, &cmd(2, "room", "join", json!({})));
+    reply(sim.take(1, B), 2);
+    assert!(sim.with_manager(1, |m| m.is_subscribed("room")));
+    sim.send(0, A, &cmd(3, "room", "publish", json!("across")));
+    reply(sim.take(0, A), 3);
+    assert_eq!(events(sim.take(1, B), "message")[0]["data"], "across");
+    // A kick on node 0 reaches node 1's session.
+    sim.send(0, A, &cmd(4, "room", "kick", json!({"user": "b"})));
+    reply(sim.take(0, A), 4);
+    assert_eq!(events(sim.take(1, B), "kicked").len(), 1);
+    assert!(!sim.with_manager(1, |m| m.is_subscribed("room")));
+    for node in 0..2 {
+        sim.with_manager(node, |m| m.check_invariants()).unwrap();
+    }
+}
+
+#[test]
+fn custom_commands_run_for_the_roles_given() {
+    let config = ChannelsConfig::default().command("roll", ["participant"]);
+    let mut sim = room(config, json!({}));
+    join(&mut sim, B, 1);
+    sim.send(0, B, &cmd(2, "room", "roll", json!({"sides": 6})));
+    assert_eq!(reply(sim.take(0, B), 2)["result"], json!({"sides": 6}));
+    sim.custom = |_| {
+        Err(crate::types::ChannelError::new(
+            crate::types::ErrorCode::Internal,
+            "dice lost",
+        ))
+    };
+    sim.send(0, B, &cmd(3, "room", "roll", json!({})));
+    let failed = reply(sim.take(0, B), 3);
+    assert_eq!(error_code(&failed), "internal");
+    assert_eq!(failed["message"], "dice lost");
+    sim.send(0, C, &cmd(4, "room", "roll", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, C), 4)), "not_member");
+}
+
+#[test]
+fn closing_a_session_leaves_no_trace() {
+    let config = ChannelsConfig::default().topic("t");
+    let mut sim = room(config, json!({}));
+    join(&mut sim, B, 1);
+    sim.send(0, B, &cmd(2, "t", "subscribe", json!({})));
+    reply(sim.take(0, B), 2);
+    sim.close(0, A);
+    sim.close(0, B);
+    sim.close(0, C);
+    sim.with_manager(0, |m| {
+        m.check_invariants().unwrap();
+        assert_eq!(m.session_count(), 0);
+        assert!(!m.is_subscribed("room"));
+        assert!(!m.is_subscribed("$topic:t"));
+        assert_eq!(m.pending_count(), 0);
+        assert_eq!(m.poll_timeout(), None);
+    });
+    let roster = sim.run(sim.backend().presence.members("room", 10)).unwrap();
+    assert_eq!(roster.total, 0);
+}

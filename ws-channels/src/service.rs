@@ -1,0 +1,593 @@
+//! The glue between a [`ChannelManager`] and a `ws-async` server: the
+//! endpoint sessions connect to, the handle for code outside connections,
+//! and the execution of the manager's actions against the backends.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ws_async::envelope::{EnvelopeHandler, Envelopes};
+use ws_async::{ConnectionHandle, Ctx, Endpoint, SendError, ServerHandle};
+use ws_core::envelope::{Envelope, EnvelopeError};
+use ws_core::{CloseCode, Closed};
+
+use crate::backend::{Backend, BoxFuture, MemoryBackend, OpResult, Operation, Sink};
+use crate::config::{ChannelsConfig, close_codes};
+use crate::manager::{Action, ChannelManager, CustomCommand, OpId, TOPIC_PREFIX};
+use crate::types::{
+    ChannelError, ChannelSummary, ControlMessage, ErrorCode, NodeId, Payload, Position,
+    Publication, Roster, SessionId, Target,
+};
+
+type CustomHandler = Arc<
+    dyn Fn(CustomCommand, ChannelsHandle) -> BoxFuture<'static, Result<Value, ChannelError>>
+        + Send
+        + Sync,
+>;
+
+/// Channels on one node: mount [`endpoint`](Self::endpoint) on a route of
+/// any `ws-async` server (ws-tokio, ws-smol) and use
+/// [`handle`](Self::handle) from anywhere else. Cheap to clone.
+///
+/// ```
+/// use ws_channels::{Channels, ChannelsConfig};
+///
+/// let channels = Channels::new(ChannelsConfig::default());
+/// let endpoint = channels.endpoint();
+/// // ws_tokio::server().route("/channels", endpoint).build()
+/// # let _ = endpoint;
+/// ```
+#[derive(Clone)]
+pub struct Channels {
+    node: Arc<Node>,
+}
+
+impl fmt::Debug for Channels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channels")
+            .field("node", &self.node.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds [`Channels`] with a backend and custom commands.
+pub struct ChannelsBuilder {
+    config: ChannelsConfig,
+    backend: Option<Backend>,
+    node: Option<NodeId>,
+    handlers: HashMap<String, CustomHandler>,
+}
+
+impl fmt::Debug for ChannelsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelsBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelsBuilder {
+    /// The backends; default: a fresh [`MemoryBackend`] (one node).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// This node's id; default: random.
+    pub fn node_id(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// A custom command `name` that owners and `roles` may use in a
+    /// channel; `handler` answers it, and its `Ok` value is the reply's
+    /// `result`. It runs in the sending session's task: the session's next
+    /// command waits for it.
+    pub fn command<I, S, F, Fut>(mut self, name: &str, roles: I, handler: F) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+        F: Fn(CustomCommand, ChannelsHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ChannelError>> + Send + 'static,
+    {
+        self.config = self.config.command(name, roles);
+        let handler: CustomHandler =
+            Arc::new(move |command, handle| Box::pin(handler(command, handle)));
+        self.handlers.insert(name.to_owned(), handler);
+        self
+    }
+
+    /// The channels.
+    pub fn build(self) -> Channels {
+        let config = Arc::new(self.config);
+        let id = self.node.unwrap_or_else(NodeId::random);
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Backend::memory(MemoryBackend::new()));
+        let node = Arc::new(Node {
+            id,
+            backend: backend.clone(),
+            handlers: self.handlers,
+            server: OnceLock::new(),
+            state: Mutex::new(NodeState {
+                manager: ChannelManager::new(id, config),
+                handles: HashMap::new(),
+                ticking: false,
+            }),
+        });
+        backend.attach(
+            id,
+            Arc::new(NodeSink {
+                node: Arc::downgrade(&node),
+            }),
+        );
+        Channels { node }
+    }
+}
+
+impl Channels {
+    /// Channels with `config` on an in-process backend.
+    pub fn new(config: ChannelsConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// A builder, for another backend or custom commands.
+    pub fn builder(config: ChannelsConfig) -> ChannelsBuilder {
+        ChannelsBuilder {
+            config,
+            backend: None,
+            node: None,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// An endpoint whose connections speak the channels protocol (see
+    /// `PROTOCOL.md`). Add authentication to it as to any endpoint
+    /// (`.authenticator(..)`): the identity's subject is the user in
+    /// channels. Its other settings are the endpoint defaults.
+    pub fn endpoint(&self) -> Endpoint {
+        let node = self.node.clone();
+        Endpoint::new(move |_| Envelopes(Session::new(node.clone())))
+    }
+
+    /// The handler of one session, to wrap in layers or serve on an
+    /// endpoint of your own: `Envelopes(channels.session())`.
+    pub fn session(&self) -> Session {
+        Session::new(self.node.clone())
+    }
+
+    /// A handle for code outside connections.
+    pub fn handle(&self) -> ChannelsHandle {
+        ChannelsHandle {
+            node: self.node.clone(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node.id
+    }
+}
+
+struct Node {
+    id: NodeId,
+    backend: Backend,
+    handlers: HashMap<String, CustomHandler>,
+    server: OnceLock<ServerHandle>,
+    state: Mutex<NodeState>,
+}
+
+struct NodeState {
+    manager: ChannelManager,
+    handles: HashMap<SessionId, ConnectionHandle>,
+    /// Whether the presence refresh task runs.
+    ticking: bool,
+}
+
+/// Backend work the manager asked for, to run outside the lock.
+enum Work {
+    Backend(OpId, Operation),
+    Custom(OpId, CustomCommand),
+}
+
+impl Node {
+    fn lock(&self) -> MutexGuard<'_, NodeState> {
+        // The manager is changed in whole steps; a panic in a send leaves
+        // it consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Instant {
+        self.server
+            .get()
+            .map_or_else(Instant::now, ServerHandle::now)
+    }
+
+    /// Carries out the manager's queued actions: sends now, under the
+    /// lock (they never wait, and doing them here keeps each channel's
+    /// order); backend work is returned to run after the lock is let go.
+    fn drain(state: &mut NodeState, now: Instant) -> Vec<Work> {
+        let mut work = Vec::new();
+        while let Some(action) = state.manager.poll_action() {
+            match action {
+                Action::Send { session, envelope } => {
+                    let Some(handle) = state.handles.get(&session) else {
+                        continue;
+                    };
+                    if let Err(SendError::Full { .. }) = handle.try_send(envelope.to_message()) {
+                        state.manager.handle_undelivered(session, None, now);
+                    }
+                }
+                Action::Deliver {
+                    channel,
+                    sessions,
+                    message,
+                } => {
+                    for session in sessions {
+                        let Some(handle) = state.handles.get(&session) else {
+                            continue;
+                        };
+                        if let Err(SendError::Full { .. }) = handle.try_send_encoded(&message) {
+                            state
+                                .manager
+                                .handle_undelivered(session, Some(&channel), now);
+                        }
+                    }
+                }
+                Action::Disconnect {
+                    session,
+                    code,
+                    reason,
+                } => {
+                    if let Some(handle) = state.handles.get(&session) {
+                        let _ = handle.try_close(CloseCode::new(code), &reason);
+                    }
+                }
+                Action::Backend { op, operation } => work.push(Work::Backend(op, operation)),
+                Action::Custom { op, command } => work.push(Work::Custom(op, command)),
+            }
+        }
+        work
+    }
+
+    /// Runs `work` and everything it leads to, in this task.
+    async fn run(self: &Arc<Self>, mut work: Vec<Work>) {
+        while !work.is_empty() {
+            let mut next = Vec::new();
+            for item in work {
+                let (op, result) = match item {
+                    Work::Backend(op, operation) => {
+                        (op, self.backend.execute(self.id, operation).await)
+                    }
+                    Work::Custom(op, command) => (op, OpResult::Custom(self.custom(command).await)),
+                };
+                let now = self.now();
+                let mut state = self.lock();
+                state.manager.handle_result(op, result, now);
+                next.extend(Self::drain(&mut state, now));
+            }
+            work = next;
+        }
+    }
+
+    async fn custom(self: &Arc<Self>, command: CustomCommand) -> Result<Value, ChannelError> {
+        let Some(handler) = self.handlers.get(&command.name) else {
+            return Err(ChannelError::new(
+                ErrorCode::Internal,
+                format!("no handler for {:?}", command.name),
+            ));
+        };
+        let handle = ChannelsHandle { node: self.clone() };
+        handler(command, handle).await
+    }
+
+    /// Runs `work` in the background: for work that arises outside any
+    /// session's task (deliveries, control messages, ticks).
+    fn spawn(self: &Arc<Self>, work: Vec<Work>) {
+        if work.is_empty() {
+            return;
+        }
+        match self.server.get() {
+            Some(server) => {
+                let node = self.clone();
+                server.spawn(async move { node.run(work).await });
+            }
+            None => tracing::error!("channels work arose before any session opened; dropped"),
+        }
+    }
+
+    /// Refreshes presence while there are sessions.
+    async fn tick(self: Arc<Self>, server: ServerHandle) {
+        loop {
+            let due = {
+                let mut state = self.lock();
+                match state.manager.poll_timeout() {
+                    Some(due) => due,
+                    None => {
+                        state.ticking = false;
+                        return;
+                    }
+                }
+            };
+            server.sleep_until(due).await;
+            let work = {
+                let now = server.now();
+                let mut state = self.lock();
+                state.manager.handle_timeout(now);
+                Self::drain(&mut state, now)
+            };
+            self.run(work).await;
+        }
+    }
+}
+
+/// Where the backends deliver to this node. Holds the node weakly: the
+/// backend may outlive it.
+struct NodeSink {
+    node: std::sync::Weak<Node>,
+}
+
+impl Sink for NodeSink {
+    fn publication(&self, channel: &str, publication: &Publication) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let now = node.now();
+        let work = {
+            let mut state = node.lock();
+            state.manager.handle_publication(channel, publication, now);
+            Node::drain(&mut state, now)
+        };
+        node.spawn(work);
+    }
+
+    fn control(&self, message: &ControlMessage) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let now = node.now();
+        let work = {
+            let mut state = node.lock();
+            state.manager.handle_control(message, now);
+            Node::drain(&mut state, now)
+        };
+        node.spawn(work);
+    }
+}
+
+/// The handler of one channels session; [`Channels::endpoint`] serves it.
+pub struct Session {
+    node: Arc<Node>,
+    id: Option<SessionId>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish()
+    }
+}
+
+impl Session {
+    fn new(node: Arc<Node>) -> Self {
+        Self { node, id: None }
+    }
+}
+
+impl EnvelopeHandler for Session {
+    async fn on_open(&mut self, ctx: &mut Ctx) {
+        let server = ctx.server().clone();
+        let _ = self.node.server.set(server.clone());
+        let session = SessionId(ctx.id().as_u64());
+        self.id = Some(session);
+        let user = ctx.identity().map(|identity| identity.subject.clone());
+        let now = ctx.now();
+        let work = {
+            let mut state = self.node.lock();
+            state.handles.insert(session, ctx.handle());
+            state.manager.handle_open(session, user, now);
+            if !state.ticking && state.manager.poll_timeout().is_some() {
+                state.ticking = true;
+                server.spawn(self.node.clone().tick(server.clone()));
+            }
+            Node::drain(&mut state, now)
+        };
+        self.node.run(work).await;
+    }
+
+    async fn on_envelope(&mut self, ctx: &mut Ctx, envelope: Envelope) {
+        let Some(session) = self.id else { return };
+        let now = ctx.now();
+        let work = {
+            let mut state = self.node.lock();
+            state.manager.handle_command(session, envelope, now);
+            Node::drain(&mut state, now)
+        };
+        self.node.run(work).await;
+    }
+
+    async fn on_malformed(&mut self, ctx: &mut Ctx, error: EnvelopeError) {
+        let Some(session) = self.id else { return };
+        let now = ctx.now();
+        let work = {
+            let mut state = self.node.lock();
+            state.manager.handle_malformed(session, &error, now);
+            Node::drain(&mut state, now)
+        };
+        self.node.run(work).await;
+    }
+
+    async fn on_close(&mut self, ctx: &mut Ctx, _closed: &Closed) {
+        let Some(session) = self.id.take() else {
+            return;
+        };
+        let now = ctx.now();
+        let work = {
+            let mut state = self.node.lock();
+            state.handles.remove(&session);
+            state.manager.handle_closed(session, now);
+            Node::drain(&mut state, now)
+        };
+        self.node.run(work).await;
+    }
+}
+
+/// The outcome of an operation that returns no value.
+fn done(result: OpResult) -> Result<(), ChannelError> {
+    match result {
+        OpResult::Done(result) => result,
+        other => Err(ChannelError::new(
+            ErrorCode::Internal,
+            format!("the backend answered wrongly: {other:?}"),
+        )),
+    }
+}
+
+/// Channels from code outside connections: publish, emit topic events,
+/// kick, ban, disconnect, list channels and presence. Every call goes to
+/// the backends, so on a cluster it acts on every node. Cheap to clone.
+#[derive(Clone)]
+pub struct ChannelsHandle {
+    node: Arc<Node>,
+}
+
+impl fmt::Debug for ChannelsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelsHandle")
+            .field("node", &self.node.id)
+            .finish()
+    }
+}
+
+impl ChannelsHandle {
+    fn backend(&self) -> &Backend {
+        &self.node.backend
+    }
+
+    async fn existing(&self, channel: &str) -> Result<ChannelSummary, ChannelError> {
+        self.backend()
+            .presence
+            .channel(channel)
+            .await?
+            .ok_or_else(|| {
+                ChannelError::new(ErrorCode::NotFound, format!("no channel named {channel:?}"))
+            })
+    }
+
+    /// Publishes `data` to `channel` from the server; its position when
+    /// the channel keeps history.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: &Value,
+    ) -> Result<Option<Position>, ChannelError> {
+        let summary = self.existing(channel).await?;
+        let publication = Publication::message(None, Payload::new(data));
+        self.backend()
+            .broker
+            .publish(channel, publication, summary.options.history())
+            .await
+    }
+
+    /// Sends `data` to every session subscribed to `topic` whose filter
+    /// matches it.
+    pub async fn emit(&self, topic: &str, data: &Value) -> Result<(), ChannelError> {
+        let publication = Publication::message(None, Payload::new(data));
+        self.backend()
+            .broker
+            .publish(&format!("{TOPIC_PREFIX}{topic}"), publication, None)
+            .await
+            .map(drop)
+    }
+
+    /// Removes `target`'s sessions from `channel`; how many.
+    pub async fn kick(&self, channel: &str, target: Target) -> Result<(), ChannelError> {
+        done(
+            self.backend()
+                .execute(
+                    self.node.id,
+                    Operation::Kick {
+                        channel: channel.to_owned(),
+                        target,
+                    },
+                )
+                .await,
+        )
+    }
+
+    /// Bans `user` from `channel` (for `duration`, or until unbanned),
+    /// removing its sessions.
+    pub async fn ban(
+        &self,
+        channel: &str,
+        user: &str,
+        duration: Option<Duration>,
+    ) -> Result<(), ChannelError> {
+        done(
+            self.backend()
+                .execute(
+                    self.node.id,
+                    Operation::Ban {
+                        channel: channel.to_owned(),
+                        user: user.to_owned(),
+                        duration,
+                    },
+                )
+                .await,
+        )
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(&self, channel: &str, user: &str) -> Result<(), ChannelError> {
+        self.backend().presence.unban(channel, user).await
+    }
+
+    /// Closes every connection of `target` on every node with
+    /// [`close_codes::DISCONNECTED`] and `reason` (at most 123 bytes; longer
+    /// is cut).
+    pub async fn disconnect(&self, target: Target, reason: &str) -> Result<(), ChannelError> {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.backend()
+            .controller
+            .broadcast(ControlMessage::Disconnect {
+                target,
+                code: close_codes::DISCONNECTED,
+                reason: reason[..end].to_owned(),
+            })
+            .await
+    }
+
+    /// Closes `channel`: every participant gets a `closed` event.
+    pub async fn close(&self, channel: &str) -> Result<(), ChannelError> {
+        done(
+            self.backend()
+                .execute(
+                    self.node.id,
+                    Operation::Close {
+                        channel: channel.to_owned(),
+                    },
+                )
+                .await,
+        )
+    }
+
+    /// Up to `limit` channels, by name.
+    pub async fn channels(&self, limit: usize) -> Result<Vec<ChannelSummary>, ChannelError> {
+        self.backend().presence.channels(limit).await
+    }
+
+    /// Up to `limit` members of `channel`, oldest first, and the total.
+    pub async fn presence(&self, channel: &str, limit: usize) -> Result<Roster, ChannelError> {
+        self.backend().presence.members(channel, limit).await
+    }
+
+    /// Sessions open on this node.
+    pub fn local_sessions(&self) -> usize {
+        self.node.lock().manager.session_count()
+    }
+}

@@ -1,0 +1,335 @@
+//! A deterministic driver for tests and fuzzing: managers of several nodes
+//! on one [`MemoryBackend`], a movable clock, and recorded outputs per
+//! session. Not a public API.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ws_core::envelope::Envelope;
+
+use crate::backend::{Backend, MemoryBackend, OpResult, Operation, Sink};
+use crate::config::ChannelsConfig;
+use crate::manager::{Action, ChannelManager, CustomCommand, OpId};
+use crate::types::{ChannelError, ControlMessage, NodeId, Publication, SessionId};
+
+/// What a session was sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// A message, parsed.
+    Message(Value),
+    /// The connection was closed.
+    Closed(u16, String),
+}
+
+enum Work {
+    Backend(OpId, Operation),
+    Custom(OpId, CustomCommand),
+}
+
+/// One node: a manager and what it produced.
+pub struct SimNode {
+    id: NodeId,
+    state: Mutex<NodeState>,
+}
+
+struct NodeState {
+    manager: ChannelManager,
+    outputs: BTreeMap<SessionId, Vec<Out>>,
+    slow: BTreeSet<SessionId>,
+    work: VecDeque<Work>,
+}
+
+impl SimNode {
+    fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl NodeState {
+    fn drain(&mut self, now: Instant) {
+        while let Some(action) = self.manager.poll_action() {
+            match action {
+                Action::Send { session, envelope } => {
+                    if self.slow.contains(&session) {
+                        self.manager.handle_undelivered(session, None, now);
+                    } else {
+                        self.record(session, Out::Message(parse(&envelope)));
+                    }
+                }
+                Action::Deliver {
+                    channel,
+                    sessions,
+                    message,
+                } => {
+                    let bytes = message.as_bytes();
+                    let header = if bytes[1] & 0x7f == 126 {
+                        4
+                    } else if bytes[1] & 0x7f == 127 {
+                        10
+                    } else {
+                        2
+                    };
+                    let value: Value =
+                        serde_json::from_slice(&bytes[header..]).expect("deliveries are JSON");
+                    let mut seen = BTreeSet::new();
+                    for session in sessions {
+                        assert!(seen.insert(session), "{session:?} twice in one delivery");
+                        if self.slow.contains(&session) {
+                            self.manager
+                                .handle_undelivered(session, Some(&channel), now);
+                        } else {
+                            self.record(session, Out::Message(value.clone()));
+                        }
+                    }
+                }
+                Action::Disconnect {
+                    session,
+                    code,
+                    reason,
+                } => self.record(session, Out::Closed(code, reason)),
+                Action::Backend { op, operation } => {
+                    self.work.push_back(Work::Backend(op, operation))
+                }
+                Action::Custom { op, command } => self.work.push_back(Work::Custom(op, command)),
+            }
+        }
+    }
+
+    /// Records what an open session was sent; a closed one gets nothing.
+    fn record(&mut self, session: SessionId, out: Out) {
+        if let Some(outputs) = self.outputs.get_mut(&session) {
+            outputs.push(out);
+        }
+    }
+}
+
+fn parse(envelope: &Envelope) -> Value {
+    serde_json::from_str(&envelope.to_json()).expect("envelopes are JSON")
+}
+
+struct SimSink {
+    node: Arc<SimNode>,
+    clock: Arc<Mutex<Instant>>,
+}
+
+impl Sink for SimSink {
+    fn publication(&self, channel: &str, publication: &Publication) {
+        let now = *self.clock.lock().unwrap();
+        let mut state = self.node.lock();
+        state.manager.handle_publication(channel, publication, now);
+        state.drain(now);
+    }
+
+    fn control(&self, message: &ControlMessage) {
+        let now = *self.clock.lock().unwrap();
+        let mut state = self.node.lock();
+        state.manager.handle_control(message, now);
+        state.drain(now);
+    }
+}
+
+/// Several nodes on one in-memory backend.
+pub struct Sim {
+    clock: Arc<Mutex<Instant>>,
+    backend: Backend,
+    nodes: Vec<Arc<SimNode>>,
+    /// What custom commands answer.
+    pub custom: fn(&CustomCommand) -> Result<Value, ChannelError>,
+}
+
+impl Sim {
+    /// `nodes` nodes with `config`.
+    pub fn new(nodes: usize, config: ChannelsConfig) -> Self {
+        let clock = Arc::new(Mutex::new(Instant::now()));
+        let reading = clock.clone();
+        let backend = Backend::memory(MemoryBackend::with_clock(Arc::new(move || {
+            *reading.lock().unwrap()
+        })));
+        let config = Arc::new(config);
+        let nodes = (0..nodes)
+            .map(|i| {
+                let id = NodeId(i as u64 + 1);
+                let node = Arc::new(SimNode {
+                    id,
+                    state: Mutex::new(NodeState {
+                        manager: ChannelManager::new(id, config.clone()),
+                        outputs: BTreeMap::new(),
+                        slow: BTreeSet::new(),
+                        work: VecDeque::new(),
+                    }),
+                });
+                backend.attach(
+                    id,
+                    Arc::new(SimSink {
+                        node: node.clone(),
+                        clock: clock.clone(),
+                    }),
+                );
+                node
+            })
+            .collect();
+        Self {
+            clock,
+            backend,
+            nodes,
+            custom: |command| Ok(command.data.clone()),
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Instant {
+        *self.clock.lock().unwrap()
+    }
+
+    /// Moves the clock on and lets every node handle its timeout.
+    pub fn advance(&mut self, by: Duration) {
+        let now = {
+            let mut clock = self.clock.lock().unwrap();
+            *clock += by;
+            *clock
+        };
+        for node in &self.nodes {
+            let mut state = node.lock();
+            state.manager.handle_timeout(now);
+            state.drain(now);
+        }
+        self.settle();
+    }
+
+    fn node(&self, node: usize) -> &Arc<SimNode> {
+        &self.nodes[node % self.nodes.len()]
+    }
+
+    /// Opens `session` on `node` as `user`.
+    pub fn open(&mut self, node: usize, session: SessionId, user: Option<&str>) {
+        let now = self.now();
+        {
+            let mut state = self.node(node).lock();
+            state.outputs.entry(session).or_default();
+            state
+                .manager
+                .handle_open(session, user.map(str::to_owned), now);
+            state.drain(now);
+        }
+        self.settle();
+    }
+
+    /// Closes `session` on `node`.
+    pub fn close(&mut self, node: usize, session: SessionId) {
+        let now = self.now();
+        {
+            let mut state = self.node(node).lock();
+            state.manager.handle_closed(session, now);
+            state.outputs.remove(&session);
+            state.slow.remove(&session);
+            state.drain(now);
+        }
+        self.settle();
+    }
+
+    /// Sends `session` on `node` a command, and runs everything it leads
+    /// to.
+    pub fn command(&mut self, node: usize, session: SessionId, envelope: Envelope) {
+        let now = self.now();
+        {
+            let mut state = self.node(node).lock();
+            state.manager.handle_command(session, envelope, now);
+            state.drain(now);
+        }
+        self.settle();
+    }
+
+    /// Sends a command given as JSON text.
+    pub fn send(&mut self, node: usize, session: SessionId, json: &str) {
+        match Envelope::from_slice(json.as_bytes()) {
+            Ok(envelope) => self.command(node, session, envelope),
+            Err(error) => {
+                let now = self.now();
+                let mut state = self.node(node).lock();
+                state.manager.handle_malformed(session, &error, now);
+                state.drain(now);
+            }
+        }
+    }
+
+    /// Makes `session`'s send queue refuse (or accept again) everything.
+    pub fn set_slow(&mut self, node: usize, session: SessionId, slow: bool) {
+        let mut state = self.node(node).lock();
+        if slow {
+            state.slow.insert(session);
+        } else {
+            state.slow.remove(&session);
+        }
+    }
+
+    /// Runs backend work until none is left.
+    pub fn settle(&mut self) {
+        loop {
+            let mut idle = true;
+            for node in &self.nodes {
+                loop {
+                    let work = node.lock().work.pop_front();
+                    let Some(work) = work else { break };
+                    idle = false;
+                    let (op, result) = match work {
+                        Work::Backend(op, operation) => {
+                            (op, now_or_never(self.backend.execute(node.id, operation)))
+                        }
+                        Work::Custom(op, command) => {
+                            (op, OpResult::Custom((self.custom)(&command)))
+                        }
+                    };
+                    let now = self.now();
+                    let mut state = node.lock();
+                    state.manager.handle_result(op, result, now);
+                    state.drain(now);
+                }
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    /// Takes what `session` on `node` was sent so far.
+    pub fn take(&mut self, node: usize, session: SessionId) -> Vec<Out> {
+        self.node(node)
+            .lock()
+            .outputs
+            .get_mut(&session)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` on a node's manager.
+    pub fn with_manager<T>(&self, node: usize, f: impl FnOnce(&ChannelManager) -> T) -> T {
+        f(&self.node(node).lock().manager)
+    }
+
+    /// The backends.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Runs a backend future that must complete at once (the memory
+    /// backend's do).
+    pub fn run<T>(&self, future: impl Future<Output = T>) -> T {
+        now_or_never(future)
+    }
+}
+
+fn now_or_never<T>(future: impl Future<Output = T>) -> T {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("the memory backend never waits"),
+    }
+}
