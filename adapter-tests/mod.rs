@@ -6,6 +6,7 @@
 pub(crate) mod common;
 
 mod api;
+mod channels;
 mod closing;
 mod deflate;
 mod envelopes;

@@ -1,0 +1,441 @@
+//! ws-channels end to end: every command and error code over real
+//! connections, a ban surviving a reconnect, recovery with and without a
+//! gap, a slow subscriber disconnected while the others keep receiving,
+//! and the handle used from outside connections.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use serde_json::{Value, json};
+use ws_channels::{Channels, ChannelsConfig, ChannelsHandle, Target, close_codes};
+
+use super::common::{Raw, TestServer, masked_frame, serve};
+use crate::rt::{self, ws};
+use ws::auth::KeyAuth;
+use ws::{Message, ServerConfig, WebSocket};
+
+const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
+
+async fn channels_server(
+    config: ChannelsConfig,
+    server: ServerConfig,
+) -> (TestServer, ChannelsHandle) {
+    let channels = Channels::builder(config)
+        .command("roll", ["participant"], |command, _| async move {
+            match command.data["sides"].as_u64() {
+                Some(sides) if sides > 0 => Ok(json!({ "sides": sides, "by": command.user })),
+                _ => Err(ws_channels::ChannelError::new(
+                    ws_channels::ErrorCode::BadRequest,
+                    "roll needs a positive `sides`",
+                )),
+            }
+        })
+        .build();
+    let mut keys = KeyAuth::new();
+    for user in USERS {
+        keys = keys.key(format!("key-{user}"), user);
+    }
+    let endpoint = channels.endpoint().authenticator(keys);
+    let handle = channels.handle();
+    let server = serve(
+        ws::server()
+            .config(server)
+            .route("/channels", endpoint)
+            .build(),
+    )
+    .await;
+    (server, handle)
+}
+
+/// A channels client: commands with ids, replies matched to them, events
+/// kept in order for whoever asks.
+struct Client {
+    socket: WebSocket,
+    next: u32,
+    events: VecDeque<Value>,
+}
+
+impl Client {
+    async fn connect(server: &TestServer, user: &str) -> Self {
+        let (socket, _) = ws::client(server.url("/channels"))
+            .unwrap()
+            .header(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Key key-{user}")).unwrap(),
+            )
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            socket,
+            next: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    async fn next_message(&mut self) -> Value {
+        let message = rt::timeout(Duration::from_secs(10), self.socket.recv())
+            .await
+            .expect("a message in time")
+            .expect("the connection is open")
+            .expect("a message");
+        serde_json::from_str(message.as_text().expect("text")).unwrap()
+    }
+
+    /// Sends a command and returns its reply's `data`.
+    async fn cmd(&mut self, channel: &str, action: &str, data: Value) -> Value {
+        self.next += 1;
+        let id = self.next.to_string();
+        let text = json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data});
+        self.socket
+            .send(Message::text(text.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let message = self.next_message().await;
+            if message["type"] == "response" && message["id"] == id {
+                assert_eq!(message["action"], action);
+                return message["data"].clone();
+            }
+            self.events.push_back(message);
+        }
+    }
+
+    /// The reply's error code, checked to be an error.
+    async fn refused(&mut self, channel: &str, action: &str, data: Value) -> String {
+        let reply = self.cmd(channel, action, data).await;
+        assert_eq!(reply["ok"], false, "{action}: {reply}");
+        assert!(reply["message"].is_string(), "{reply}");
+        reply["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn ok(&mut self, channel: &str, action: &str, data: Value) -> Value {
+        let reply = self.cmd(channel, action, data).await;
+        assert_eq!(reply["ok"], true, "{action}: {reply}");
+        reply
+    }
+
+    /// The next event named `action` (others before it are skipped).
+    async fn event(&mut self, action: &str) -> Value {
+        loop {
+            let message = match self.events.pop_front() {
+                Some(message) => message,
+                None => self.next_message().await,
+            };
+            if message["type"] == "event" && message["action"] == action {
+                return message;
+            }
+        }
+    }
+}
+
+async fn every_command_and_error_code() {
+    let config = ChannelsConfig {
+        max_channels_per_session: 3,
+        ..ChannelsConfig::default()
+    }
+    .role("moderator", ["kick", "publish", "leave", "presence"])
+    .topic("alerts");
+    let (server, handle) = channels_server(config, ServerConfig::default()).await;
+    let mut ann = Client::connect(&server, "ann").await;
+    let mut bob = Client::connect(&server, "bob").await;
+    let mut cy = Client::connect(&server, "cy").await;
+
+    let created = ann
+        .ok(
+            "room",
+            "create",
+            json!({"max_participants": 3, "presence_events": true}),
+        )
+        .await;
+    assert_eq!(created["role"], "owner");
+    assert_eq!(
+        ann.refused("room", "create", json!({})).await,
+        "already_exists"
+    );
+    assert_eq!(bob.refused("nowhere", "join", json!({})).await, "not_found");
+    assert_eq!(
+        bob.refused("no room", "join", json!({})).await,
+        "bad_request"
+    );
+    assert_eq!(
+        bob.refused("room", "dance", json!({})).await,
+        "unknown_command"
+    );
+    assert_eq!(bob.refused("room", "publish", json!(1)).await, "not_member");
+
+    let joined = bob
+        .ok("room", "join", json!({"info": {"name": "Bob"}}))
+        .await;
+    assert_eq!(joined["role"], "participant");
+    let announced = ann.event("join").await;
+    assert_eq!(announced["data"]["from"]["user"], "bob");
+    assert_eq!(announced["data"]["from"]["info"]["name"], "Bob");
+    cy.ok("room", "join", json!({})).await;
+    let mut dee = Client::connect(&server, "dee").await;
+    assert_eq!(dee.refused("room", "join", json!({})).await, "full");
+
+    // Publish: every member once, the publisher included.
+    let published = bob.ok("room", "publish", json!({"text": "hello"})).await;
+    assert!(published.get("offset").is_none(), "no history: no offset");
+    for client in [&mut ann, &mut bob, &mut cy] {
+        let message = client.event("message").await;
+        assert_eq!(message["channel"], "room");
+        assert_eq!(message["data"]["data"]["text"], "hello");
+        assert_eq!(message["data"]["from"]["user"], "bob");
+    }
+
+    // Presence.
+    let roster = cy.ok("room", "presence", json!({})).await;
+    assert_eq!(roster["total"], 3);
+    let users: Vec<&str> = roster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["ann", "bob", "cy"]);
+
+    // Roles: participants may not moderate; the owner makes bob one.
+    assert_eq!(
+        bob.refused("room", "kick", json!({"user": "cy"})).await,
+        "forbidden"
+    );
+    assert_eq!(
+        ann.refused("room", "role", json!({"user": "bob", "role": "king"}))
+            .await,
+        "bad_request"
+    );
+    ann.ok("room", "role", json!({"user": "bob", "role": "moderator"}))
+        .await;
+    assert_eq!(bob.event("role").await["data"]["role"], "moderator");
+    bob.ok("room", "kick", json!({"user": "cy"})).await;
+    assert_eq!(cy.event("kicked").await["channel"], "room");
+    assert_eq!(cy.refused("room", "publish", json!(1)).await, "not_member");
+    assert_eq!(
+        bob.refused("room", "ban", json!({"user": "cy"})).await,
+        "forbidden"
+    );
+
+    // Custom commands, for the roles given.
+    cy.ok("room", "join", json!({})).await;
+    let rolled = cy.ok("room", "roll", json!({"sides": 6})).await;
+    assert_eq!(rolled["result"], json!({"sides": 6, "by": "cy"}));
+    assert_eq!(cy.refused("room", "roll", json!({})).await, "bad_request");
+
+    // Limits: channels per session, payload size.
+    ann.ok("two", "create", json!({})).await;
+    ann.ok("three", "create", json!({})).await;
+    assert_eq!(ann.refused("four", "create", json!({})).await, "limit");
+    let big = "x".repeat(70 * 1024);
+    assert_eq!(ann.refused("room", "publish", json!(big)).await, "limit");
+
+    // Topics with filters, fed by the handle.
+    bob.ok("alerts", "subscribe", json!({"filter": {"level": "error"}}))
+        .await;
+    cy.ok("alerts", "subscribe", json!({})).await;
+    assert_eq!(
+        cy.refused("weather", "subscribe", json!({})).await,
+        "not_found"
+    );
+    handle
+        .emit("alerts", &json!({"level": "info", "n": 1}))
+        .await
+        .unwrap();
+    handle
+        .emit("alerts", &json!({"level": "error", "n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(cy.event("event").await["data"]["n"], 1);
+    assert_eq!(cy.event("event").await["data"]["n"], 2);
+    let alert = bob.event("event").await;
+    assert_eq!(alert["channel"], "alerts");
+    assert_eq!(alert["data"]["n"], 2, "the info alert was filtered out");
+    cy.ok("alerts", "unsubscribe", json!({})).await;
+    assert_eq!(
+        cy.refused("alerts", "unsubscribe", json!({})).await,
+        "not_found"
+    );
+
+    // The handle publishes as the server and lists channels and presence.
+    handle
+        .publish("room", &json!("from the server"))
+        .await
+        .unwrap();
+    let message = cy.event("message").await;
+    assert_eq!(message["data"]["data"], "from the server");
+    assert!(message["data"].get("from").is_none());
+    let names: Vec<String> = handle
+        .channels(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["room", "three", "two"]);
+    assert_eq!(handle.presence("room", 10).await.unwrap().total, 3);
+    assert_eq!(
+        handle.publish("nowhere", &json!(1)).await.unwrap_err().code,
+        ws_channels::ErrorCode::NotFound
+    );
+
+    // Leave, then close the channel: everyone is told.
+    cy.ok("room", "leave", json!({})).await;
+    assert_eq!(ann.event("leave").await["data"]["from"]["user"], "cy");
+    ann.ok("room", "close", json!({})).await;
+    assert_eq!(bob.event("closed").await["channel"], "room");
+    assert_eq!(bob.refused("room", "join", json!({})).await, "not_found");
+
+    // The handle disconnects a user with a do-not-reconnect code.
+    handle
+        .disconnect(Target::User("dee".into()), "bye")
+        .await
+        .unwrap();
+    let closed = rt::timeout(Duration::from_secs(5), async {
+        loop {
+            match dee.socket.recv().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("{e}"),
+                None => return dee.socket.closed().cloned(),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let closed = closed.expect("a close frame");
+    assert_eq!(closed.code.as_u16(), close_codes::DISCONNECTED);
+    assert_eq!(closed.reason, "bye");
+}
+
+async fn a_ban_survives_reconnecting() {
+    let (server, handle) =
+        channels_server(ChannelsConfig::default(), ServerConfig::default()).await;
+    let mut ann = Client::connect(&server, "ann").await;
+    ann.ok("room", "create", json!({})).await;
+    let mut bob = Client::connect(&server, "bob").await;
+    bob.ok("room", "join", json!({})).await;
+    ann.ok("room", "ban", json!({"user": "bob"})).await;
+    assert_eq!(bob.event("banned").await["channel"], "room");
+    drop(bob);
+    let mut bob = Client::connect(&server, "bob").await;
+    assert_eq!(bob.refused("room", "join", json!({})).await, "banned");
+    ann.ok("room", "unban", json!({"user": "bob"})).await;
+    bob.ok("room", "join", json!({})).await;
+    // Bans from the handle work the same way, with a duration.
+    handle
+        .ban("room", "bob", Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    bob.event("banned").await;
+    let mut bob = Client::connect(&server, "bob").await;
+    assert_eq!(bob.refused("room", "join", json!({})).await, "banned");
+}
+
+async fn recovery_with_and_without_a_gap() {
+    let (server, _handle) =
+        channels_server(ChannelsConfig::default(), ServerConfig::default()).await;
+    let mut ann = Client::connect(&server, "ann").await;
+    ann.ok(
+        "news",
+        "create",
+        json!({"history_size": 2, "history_ttl": 60}),
+    )
+    .await;
+    let mut bob = Client::connect(&server, "bob").await;
+    let joined = bob.ok("news", "join", json!({})).await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(joined["offset"], 0);
+    assert_eq!(ann.ok("news", "publish", json!("one")).await["offset"], 1);
+    assert_eq!(bob.event("message").await["data"]["offset"], 1);
+    drop(bob);
+    ann.ok("news", "publish", json!("two")).await;
+    let mut bob = Client::connect(&server, "bob").await;
+    let back = bob
+        .ok(
+            "news",
+            "join",
+            json!({"since": {"offset": 1, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(back["recovered"], true);
+    assert_eq!(
+        back["publications"],
+        json!([{"offset": 2, "epoch": epoch, "data": "two", "from": back["publications"][0]["from"]}])
+    );
+    drop(bob);
+    for text in ["three", "four", "five"] {
+        ann.ok("news", "publish", json!(text)).await;
+    }
+    let mut bob = Client::connect(&server, "bob").await;
+    let gap = bob
+        .ok(
+            "news",
+            "join",
+            json!({"since": {"offset": 2, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(gap["recovered"], false, "two kept, three missed: {gap}");
+    assert_eq!(gap["publications"], json!([]));
+    assert_eq!(gap["offset"], 5);
+    // Live delivery goes on after the reply.
+    ann.ok("news", "publish", json!("six")).await;
+    assert_eq!(bob.event("message").await["data"]["offset"], 6);
+}
+
+async fn a_slow_subscriber_is_disconnected_and_others_keep_receiving() {
+    let mut config = ServerConfig::default();
+    config.send_queue = 64 * 1024;
+    let channels = ChannelsConfig {
+        command_rate: 10_000,
+        command_burst: 10_000,
+        ..ChannelsConfig::default()
+    };
+    let (server, _handle) = channels_server(channels, config).await;
+    let mut ann = Client::connect(&server, "ann").await;
+    ann.ok("feed", "create", json!({})).await;
+    let mut bob = Client::connect(&server, "bob").await;
+    bob.ok("feed", "join", json!({})).await;
+    // Cy joins over a raw socket and then stops reading.
+    let mut cy = Raw::connect(server.addr).await;
+    cy.send(super::common::request("/channels", &["Authorization: Key key-cy"]).as_bytes())
+        .await;
+    assert_eq!(cy.read_head().await.0, 101);
+    let join = json!({"type": "command", "id": "1", "channel": "feed", "action": "join"});
+    cy.send(&masked_frame(1, true, join.to_string().as_bytes()))
+        .await;
+    let (_, reply) = cy.read_frame().await.map(|(o, _, p)| (o, p)).unwrap();
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["data"]["ok"], true, "{reply}");
+
+    // Enough to fill the kernel's buffers and the 64 KiB queue.
+    const COUNT: usize = 400;
+    let chunk = "x".repeat(32 * 1024);
+    let publisher = async {
+        for n in 0..COUNT {
+            ann.ok("feed", "publish", json!({"n": n, "pad": chunk}))
+                .await;
+        }
+    };
+    let reader = async {
+        for n in 0..COUNT {
+            let message = bob.event("message").await;
+            assert_eq!(message["data"]["data"]["n"], n, "in order, none missing");
+        }
+    };
+    rt::timeout(Duration::from_secs(60), async {
+        futures_util::future::join(publisher, reader).await;
+    })
+    .await
+    .expect("the fast subscriber kept up");
+    // Cy gets what fitted, then the close that says why.
+    assert_eq!(cy.read_close_code().await, Some(close_codes::SLOW));
+}
+
+adapter_tests!(
+    every_command_and_error_code,
+    a_ban_survives_reconnecting,
+    recovery_with_and_without_a_gap,
+    a_slow_subscriber_is_disconnected_and_others_keep_receiving,
+);
