@@ -1,0 +1,109 @@
+//! A channels server: rooms with owners, presence, history and recovery,
+//! kick and ban, a custom command and a server-event topic, on the
+//! in-process backend (see `ws-channels/PROTOCOL.md` for every message).
+//!
+//! ```sh
+//! cargo run --release -p ws-tokio --example channels          # ws://127.0.0.1:9003/channels
+//! cargo run --release -p ws-tokio --example channels -- 0.0.0.0:8080
+//! ```
+//!
+//! Connect with `?user=ann` (this demo trusts the name it is given; a real
+//! server uses `KeyAuth` or `BearerJwt`), then send for example
+//!
+//! ```json
+//! {"type":"command","id":"1","channel":"lobby","action":"create","data":{"history_size":100,"presence_events":true}}
+//! {"type":"command","id":"2","channel":"lobby","action":"publish","data":{"text":"hello"}}
+//! {"type":"command","id":"3","channel":"lobby","action":"roll","data":{"sides":6}}
+//! {"type":"command","id":"4","channel":"clock","action":"subscribe"}
+//! ```
+//!
+//! Ctrl-C closes every connection with 1001 and exits.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use ws_channels::{ChannelError, Channels, ChannelsConfig, ErrorCode};
+use ws_tokio::auth::{Authenticator, Identity};
+use ws_tokio::{Rejection, http};
+
+/// Takes the user from `?user=`: for trying things out only.
+struct NameFromQuery;
+
+impl Authenticator for NameFromQuery {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        let user = request
+            .uri
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("user="))
+            .filter(|name| {
+                !name.is_empty()
+                    && name.len() <= 32
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+        match user {
+            Some(user) => Ok(Identity::new(user)),
+            None => Err(Rejection::plain(
+                http::StatusCode::UNAUTHORIZED,
+                "connect with ?user=<name> (letters, digits, _)",
+            )),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("WS_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:9003".into());
+    let config = ChannelsConfig::default()
+        .role("moderator", ["kick", "publish", "leave", "presence"])
+        .topic("clock");
+    let channels = Channels::builder(config)
+        .command("roll", ["participant", "moderator"], |command, _| async move {
+            let sides = command.data["sides"].as_u64().filter(|s| (1..=1000).contains(s));
+            let Some(sides) = sides else {
+                return Err(ChannelError::new(
+                    ErrorCode::BadRequest,
+                    "roll needs `sides`, 1 to 1000",
+                ));
+            };
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos();
+            Ok(json!({ "sides": sides, "value": u64::from(nanos) % sides + 1 }))
+        })
+        .build();
+
+    // A server event every second on the `clock` topic.
+    let handle = channels.handle();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let _ = handle.emit("clock", &json!({ "unix": now })).await;
+        }
+    });
+
+    let endpoint = channels.endpoint().authenticator(NameFromQuery);
+    let server = ws_tokio::server().route("/channels", endpoint).build();
+    let listener = ws_tokio::bind(&addr).await?;
+    println!(
+        "channels server listening on ws://{}/channels?user=<name>",
+        listener.local_addr()?
+    );
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+    };
+    server
+        .serve_with_shutdown(listener, ctrl_c, Duration::from_secs(5))
+        .await
+}
