@@ -62,20 +62,26 @@ async fn main() -> std::io::Result<()> {
         .role("moderator", ["kick", "publish", "leave", "presence"])
         .topic("clock");
     let channels = Channels::builder(config)
-        .command("roll", ["participant", "moderator"], |command, _| async move {
-            let sides = command.data["sides"].as_u64().filter(|s| (1..=1000).contains(s));
-            let Some(sides) = sides else {
-                return Err(ChannelError::new(
-                    ErrorCode::BadRequest,
-                    "roll needs `sides`, 1 to 1000",
-                ));
-            };
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_nanos();
-            Ok(json!({ "sides": sides, "value": u64::from(nanos) % sides + 1 }))
-        })
+        .command(
+            "roll",
+            ["participant", "moderator"],
+            |command, _| async move {
+                let sides = command.data["sides"]
+                    .as_u64()
+                    .filter(|s| (1..=1000).contains(s));
+                let Some(sides) = sides else {
+                    return Err(ChannelError::new(
+                        ErrorCode::BadRequest,
+                        "roll needs `sides`, 1 to 1000",
+                    ));
+                };
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .subsec_nanos();
+                Ok(json!({ "sides": sides, "value": u64::from(nanos) % sides + 1 }))
+            },
+        )
         .build();
 
     // A server event every second on the `clock` topic.
