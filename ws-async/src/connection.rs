@@ -193,6 +193,39 @@ impl ConnectionHandle {
         self.try_push(Outgoing::Encoded(message.clone()))
     }
 
+    /// [`try_send_encoded`](Self::try_send_encoded) on each of `handles`
+    /// but the one at `except`: a fan-out. Returns the positions in
+    /// `handles` of the connections whose queue was full (they miss the
+    /// message); connections that are closing or closed are passed over.
+    ///
+    /// The same as calling `try_send_encoded` in a loop, but over thousands
+    /// of connections, whose queues are seldom in the CPU's cache, it asks
+    /// for each queue a few connections ahead, so the memory reads overlap
+    /// instead of coming one after another.
+    pub fn try_send_encoded_each(
+        handles: &[ConnectionHandle],
+        message: &EncodedMessage,
+        except: Option<usize>,
+    ) -> Vec<usize> {
+        const AHEAD: usize = 8;
+        let mut refused = Vec::new();
+        for handle in handles.iter().take(AHEAD) {
+            prefetch(&handle.outbox);
+        }
+        for (at, handle) in handles.iter().enumerate() {
+            if let Some(ahead) = handles.get(at + AHEAD) {
+                prefetch(&ahead.outbox);
+            }
+            if Some(at) == except {
+                continue;
+            }
+            if let Err(SendError::Full { .. }) = handle.try_send_encoded(message) {
+                refused.push(at);
+            }
+        }
+        refused
+    }
+
     /// Sends a ping (at most 125 bytes), waiting for room; its pong is
     /// answered by the peer and not reported.
     pub fn ping(
@@ -249,6 +282,25 @@ impl ConnectionHandle {
     pub(crate) fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
+}
+
+/// Asks the CPU to bring `outbox` into its cache; a hint, nothing else.
+#[inline]
+fn prefetch(outbox: &Arc<Outbox>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let at = Arc::as_ptr(outbox).cast::<i8>();
+        // SAFETY: `sse`, which the instruction needs, is part of every
+        // x86_64 target; a prefetch reads nothing and never faults, even
+        // at an address that is not mapped.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(at);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = outbox;
 }
 
 fn ping(payload: Bytes) -> Result<Outgoing, SendError> {

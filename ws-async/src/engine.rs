@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use event_listener::EventListener;
@@ -50,6 +50,9 @@ enum Signal {
 struct ShutdownWatch {
     shutdown: Option<Arc<Shutdown>>,
     listener: Option<EventListener>,
+    /// The waker `listener` was last polled with: polling it again with
+    /// the same one would change nothing, and costs a lock.
+    registered: Option<Waker>,
     drain_seen: bool,
 }
 
@@ -58,6 +61,7 @@ impl ShutdownWatch {
         Self {
             shutdown,
             listener: None,
+            registered: None,
             drain_seen: false,
         }
     }
@@ -98,9 +102,24 @@ impl ShutdownWatch {
             }
             listener
         });
+        // Polled again only when something may have changed: a new
+        // waker, or a notification somewhere on the event (ours, or one
+        // passed on to ours when another connection dropped its listener
+        // unread). `is_notified` is one atomic load; a poll takes a lock.
+        if !shutdown.notify.is_notified()
+            && self
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return;
+        }
         if Pin::new(listener).poll(cx).is_ready() {
             self.listener = None;
+            self.registered = None;
             cx.waker().wake_by_ref();
+        } else {
+            self.registered = Some(cx.waker().clone());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Messages waiting for a connection's driver, from any task.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -101,6 +102,13 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     driver: AtomicWaker,
     room: Event,
+    /// Someone has waited on `room`. Until then the driver does not
+    /// notify it: a notification takes the event's lock even with no one
+    /// listening, which a fan-out to thousands of connections would pay
+    /// on every write. Set before listening and read after the state's
+    /// lock is let go, so a waiter that looked at the state before a
+    /// drain is always notified (see [`Outbox::listen`]).
+    waited: AtomicBool,
     limit: usize,
     role: Role,
 }
@@ -111,6 +119,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             driver: AtomicWaker::new(),
             room: Event::new(),
+            waited: AtomicBool::new(false),
             limit,
             role,
         }
@@ -204,7 +213,7 @@ impl Outbox {
                 Ok(()) => return Ok(()),
                 Err((SendError::Full { .. }, back)) => {
                     item = back;
-                    self.room.listen()
+                    self.listen()
                 }
                 Err((error, _)) => return Err(error),
             };
@@ -245,7 +254,7 @@ impl Outbox {
                     std::task::ready!(std::pin::Pin::new(l).poll(cx));
                     *listener = None;
                 }
-                None => *listener = Some(self.room.listen()),
+                None => *listener = Some(self.listen()),
             }
         }
     }
@@ -279,7 +288,7 @@ impl Outbox {
             state.bytes -= freed;
         }
         // Waiters for room, for a flush and for a close to be taken.
-        if taken {
+        if taken && self.waited.load(Ordering::SeqCst) {
             self.room.notify(usize::MAX);
         }
     }
@@ -295,7 +304,7 @@ impl Outbox {
     /// outbox closed).
     pub(crate) async fn close_taken(&self) {
         loop {
-            let listener = self.room.listen();
+            let listener = self.listen();
             if !self.close_waiting() {
                 return;
             }
@@ -326,6 +335,15 @@ impl Outbox {
 
     /// A listener woken when the driver takes items (or the outbox closes).
     pub(crate) fn listen_drained(&self) -> EventListener {
+        self.listen()
+    }
+
+    /// Listens on `room`. Every waiter listens first and then looks at the
+    /// state under its lock: either it sees a drain that happened before,
+    /// or that drain's unlock came after this look and so after `waited`
+    /// was set, and the drain notifies.
+    fn listen(&self) -> EventListener {
+        self.waited.store(true, Ordering::SeqCst);
         self.room.listen()
     }
 
