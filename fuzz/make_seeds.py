@@ -149,4 +149,8 @@ write("channels", "create-join-publish", b"\x00" + open2 + cmd(0, 0) + cmd(1, 1)
 write("channels", "kick-ban-role", b"\x00" + open2 + cmd(0, 0) + cmd(2, 1) + cmd(0, 8) + cmd(0, 4) + cmd(2, 5) + cmd(1, 1) + cmd(0, 6))
 write("channels", "slow-lost", b"\x01" + open2 + cmd(0, 0) + cmd(1, 1) + bytes([3, 0x81]) + cmd(0, 3) + bytes([3, 1]) + cmd(0, 3))
 write("channels", "topics-time", b"\x00" + open2 + cmd(0, 10, 2) + cmd(1, 10, 2) + bytes([2, 200]) + cmd(0, 11, 2) + bytes([1, 0]))
+# Backend work held (op 2, arg 0xC1) and run an item at a time (arg 0x80):
+# a publication while a member's recovery read is in flight.
+hold, step, release = bytes([2, 0xC1]), bytes([2, 0x80]), bytes([2, 0xC0])
+write("channels", "held", b"\x00" + open2 + cmd(2, 0) + cmd(1, 1) + cmd(2, 3) + hold + cmd(2, 3) + cmd(1, 1) + step + step + cmd(2, 3) + release)
 write("channels", "raw", b"\x00" + open2 + bytes([4, 0, 20]) + b'{"type":"command"}xx' + cmd(0, 13) + cmd(0, 9))

@@ -1,6 +1,6 @@
 //! The body of the `channels` fuzz target: arbitrary commands from
-//! arbitrary sessions on two nodes, with time passing, slow sessions and
-//! reconnects. No panic, the managers' invariants hold after every step,
+//! arbitrary sessions on two nodes, with time passing, backend work held
+//! in flight, slow sessions and reconnects. No panic, the managers' invariants hold after every step,
 //! and when everyone has gone nothing is left behind.
 
 use std::time::Duration;
@@ -70,7 +70,15 @@ pub fn channels(data: &[u8]) {
                     open.retain(|(_, s)| *s != session);
                 }
             }
-            2 => sim.advance(Duration::from_secs(u64::from(arg))),
+            2 => match arg >> 6 {
+                // Backend work held back and run an item at a time, so
+                // commands and deliveries come while joins are in flight.
+                3 => sim.hold(arg & 1 == 1),
+                2 => {
+                    sim.step(usize::from(arg & 1));
+                }
+                _ => sim.advance(Duration::from_secs(u64::from(arg))),
+            },
             3 => {
                 if let Some((node, session)) = pick(&open) {
                     sim.set_slow(node, session, arg & 0x80 != 0);
@@ -125,6 +133,7 @@ pub fn channels(data: &[u8]) {
             }
         }
     }
+    sim.hold(false);
     for (node, session) in open {
         sim.close(node, session);
     }

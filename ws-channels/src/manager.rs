@@ -55,13 +55,20 @@ pub enum Action {
         /// What.
         envelope: Envelope,
     },
-    /// Send the same encoded frame to each session. Report each session
-    /// whose queue refused it with [`ChannelManager::handle_undelivered`].
+    /// Send the same encoded frame to each session but `except`. Report
+    /// each session whose queue refused it with
+    /// [`ChannelManager::handle_undelivered`].
     Deliver {
         /// The channel (or `$topic:` topic) it belongs to.
         channel: String,
-        /// To whom, each once.
-        sessions: Vec<SessionId>,
+        /// To whom, each once. The list is shared between publications
+        /// while the channel's members do not change, so a driver may key
+        /// a cache of its own (the sessions' connections) on it with
+        /// [`Arc::ptr_eq`].
+        sessions: Arc<[SessionId]>,
+        /// A session in `sessions` that does not get it: the publisher,
+        /// when the configuration does not echo.
+        except: Option<SessionId>,
         /// The frame.
         message: EncodedMessage,
     },
@@ -136,6 +143,65 @@ struct Session {
 struct LocalChannel {
     options: ChannelOptions,
     members: BTreeSet<SessionId>,
+    /// The members sorted for delivery, computed at the first publication
+    /// after a change and dropped (set to `None`) by every change to a
+    /// member's membership: so a publication to a steady channel costs no
+    /// lookup per member. [`ChannelManager::check_invariants`] checks it
+    /// against a fresh computation.
+    ready: Option<Ready>,
+}
+
+/// A channel's members as a publication sees them.
+#[derive(Debug, PartialEq, Eq)]
+struct Ready {
+    /// Active, nothing lost, not closing: they take the publication as
+    /// it is.
+    sessions: Arc<[SessionId]>,
+    /// Recovering (they buffer it) or owed a `lost` event first.
+    others: Vec<SessionId>,
+}
+
+impl Ready {
+    fn of(
+        name: &str,
+        members: &BTreeSet<SessionId>,
+        sessions: &HashMap<SessionId, Session>,
+    ) -> Self {
+        let mut ready = Vec::with_capacity(members.len());
+        let mut others = Vec::new();
+        for id in members {
+            let Some(session) = sessions.get(id).filter(|s| !s.closing) else {
+                continue;
+            };
+            let Some(membership) = session.channels.get(name) else {
+                continue;
+            };
+            if matches!(membership.stage, Stage::Active) && !membership.lost {
+                ready.push(*id);
+            } else {
+                others.push(*id);
+            }
+        }
+        Self {
+            sessions: ready.into(),
+            others,
+        }
+    }
+}
+
+/// Drops `name`'s delivery list: one of its members changed.
+fn stale(channels: &mut HashMap<String, LocalChannel>, name: &str) {
+    if let Some(channel) = channels.get_mut(name) {
+        channel.ready = None;
+    }
+}
+
+/// Marks `session` as closing: no delivery reaches it from now on.
+fn start_closing(channels: &mut HashMap<String, LocalChannel>, session: &mut Session) {
+    session.closing = true;
+    for name in session.channels.keys() {
+        stale(channels, name);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,7 +452,7 @@ impl ChannelManager {
             envelope: reply.error(&refusal),
         });
         if violation && !state.violations.try_take(1, now) && !state.closing {
-            state.closing = true;
+            start_closing(&mut self.channels, state);
             self.actions.push_back(Action::Disconnect {
                 session,
                 code: 1008,
@@ -757,6 +823,7 @@ impl ChannelManager {
                     buffer: Vec::new(),
                     overflowed: false,
                 };
+                stale(&mut self.channels, &channel);
                 self.continue_join(session, channel, reply.clone(), Some(since));
             }
             (_, Stage::Recovering { .. }) => {
@@ -825,6 +892,7 @@ impl ChannelManager {
     fn drop_member(&mut self, session: SessionId, channel: &str) {
         if let Some(local) = self.channels.get_mut(channel) {
             local.members.remove(&session);
+            local.ready = None;
         }
     }
 
@@ -1146,14 +1214,16 @@ impl ChannelManager {
                 lost: false,
             },
         );
-        self.channels
+        let local = self
+            .channels
             .entry(channel.clone())
             .or_insert_with(|| LocalChannel {
                 options: grant.options,
                 members: BTreeSet::new(),
-            })
-            .members
-            .insert(session);
+                ready: None,
+            });
+        local.members.insert(session);
+        local.ready = None;
         self.publish_presence_event(session, user, info, &channel, PublicationKind::Join);
         if self.subscription_state(&channel) == SubState::Subscribed {
             self.continue_join(session, channel, reply, since);
@@ -1261,6 +1331,7 @@ impl ChannelManager {
         else {
             return;
         };
+        stale(&mut self.channels, channel);
         let mut fields = json!({ "role": membership.role });
         if let Some(top) = &page.top {
             fields["offset"] = json!(top.offset);
@@ -1281,7 +1352,7 @@ impl ChannelManager {
             let newer = publication.position.as_ref().is_none_or(|p| p.offset > top);
             if newer {
                 let message = protocol::publication_event(channel, &publication);
-                self.deliver(channel, vec![session], message);
+                self.deliver(channel, Arc::new([session]), None, message);
             }
         }
     }
@@ -1367,22 +1438,29 @@ impl ChannelManager {
         if let Some(topic) = channel.strip_prefix(TOPIC_PREFIX) {
             return self.topic_publication(channel, topic, publication);
         }
-        let Some(local) = self.channels.get(channel) else {
+        let Some(local) = self.channels.get_mut(channel) else {
             return;
         };
-        let echo = self.config.echo;
+        let ready = local
+            .ready
+            .get_or_insert_with(|| Ready::of(channel, &local.members, &self.sessions));
+        let sessions = ready.sessions.clone();
+        let others = ready.others.clone();
         let publisher = publication.from.as_ref().map(|f| f.session);
-        let mut recipients = Vec::with_capacity(local.members.len());
+        let except =
+            publisher.filter(|_| !self.config.echo && publication.kind == PublicationKind::Message);
+        // The members not ready for it: buffered while recovering, or owed
+        // a `lost` event first (after which they are ready again).
+        let mut late = Vec::new();
         let mut lost = Vec::new();
         let max_buffer = self.config.max_recovery_buffer;
-        for session in &local.members {
-            let Some(state) = self.sessions.get_mut(session) else {
-                continue;
-            };
-            if state.closing {
-                continue;
-            }
-            let Some(membership) = state.channels.get_mut(channel) else {
+        for session in others {
+            let Some(membership) = self
+                .sessions
+                .get_mut(&session)
+                .filter(|s| !s.closing)
+                .and_then(|s| s.channels.get_mut(channel))
+            else {
                 continue;
             };
             match &mut membership.stage {
@@ -1395,18 +1473,17 @@ impl ChannelManager {
                     }
                 }
                 Stage::Active => {
-                    if !echo
-                        && publication.kind == PublicationKind::Message
-                        && publisher == Some(*session)
-                    {
-                        continue;
-                    }
                     if std::mem::take(&mut membership.lost) {
-                        lost.push(*session);
+                        lost.push(session);
                     }
-                    recipients.push(*session);
+                    if except != Some(session) {
+                        late.push(session);
+                    }
                 }
             }
+        }
+        if !lost.is_empty() {
+            stale(&mut self.channels, channel);
         }
         for session in lost {
             self.actions.push_back(Action::Send {
@@ -1414,16 +1491,30 @@ impl ChannelManager {
                 envelope: protocol::event(channel, "lost", json!({})),
             });
         }
-        if !recipients.is_empty() {
+        let everyone_else =
+            sessions.len() > usize::from(except.is_some_and(|e| sessions.contains(&e)));
+        if everyone_else || !late.is_empty() {
             let message = protocol::publication_event(channel, publication);
-            self.deliver(channel, recipients, message);
+            if everyone_else {
+                self.deliver(channel, sessions, except, message.clone());
+            }
+            if !late.is_empty() {
+                self.deliver(channel, late.into(), None, message);
+            }
         }
     }
 
-    fn deliver(&mut self, channel: &str, sessions: Vec<SessionId>, message: EncodedMessage) {
+    fn deliver(
+        &mut self,
+        channel: &str,
+        sessions: Arc<[SessionId]>,
+        except: Option<SessionId>,
+        message: EncodedMessage,
+    ) {
         self.actions.push_back(Action::Deliver {
             channel: channel.to_owned(),
             sessions,
+            except,
             message,
         });
     }
@@ -1444,7 +1535,7 @@ impl ChannelManager {
             .collect();
         if !recipients.is_empty() {
             let message = protocol::topic_event(topic, data);
-            self.deliver(key, recipients, message);
+            self.deliver(key, recipients.into(), None, message);
         }
     }
 
@@ -1459,11 +1550,15 @@ impl ChannelManager {
         if state.closing {
             return;
         }
-        if mark_lost && let Some(membership) = channel.and_then(|c| state.channels.get_mut(c)) {
+        if mark_lost
+            && let Some(channel) = channel
+            && let Some(membership) = state.channels.get_mut(channel)
+        {
             membership.lost = true;
+            stale(&mut self.channels, channel);
             return;
         }
-        state.closing = true;
+        start_closing(&mut self.channels, state);
         self.actions.push_back(Action::Disconnect {
             session,
             code: close_codes::SLOW,
@@ -1536,7 +1631,7 @@ impl ChannelManager {
                 targets.sort_unstable();
                 for session in targets {
                     if let Some(state) = self.sessions.get_mut(&session) {
-                        state.closing = true;
+                        start_closing(&mut self.channels, state);
                     }
                     self.actions.push_back(Action::Disconnect {
                         session,
@@ -1682,6 +1777,11 @@ impl ChannelManager {
                 {
                     return Err(format!("{member:?} listed in {name:?} without membership"));
                 }
+            }
+            if let Some(ready) = &channel.ready
+                && *ready != Ready::of(name, &channel.members, &self.sessions)
+            {
+                return Err(format!("{name:?}'s delivery list is out of date"));
             }
             if channel.members.is_empty() && self.subscription_state(name) == SubState::Unsubscribed
             {

@@ -115,6 +115,7 @@ impl ChannelsBuilder {
             state: Mutex::new(NodeState {
                 manager: ChannelManager::new(id, config),
                 handles: HashMap::new(),
+                fanout: HashMap::new(),
                 ticking: false,
             }),
         });
@@ -183,9 +184,24 @@ struct Node {
 struct NodeState {
     manager: ChannelManager,
     handles: HashMap<SessionId, ConnectionHandle>,
+    /// Per channel, the connections of its last delivery list, reused
+    /// while the manager hands out the same list. Emptied when a session
+    /// closes, so it never keeps a closed connection's queue alive.
+    fanout: HashMap<String, Fanout>,
     /// Whether the presence refresh task runs.
     ticking: bool,
 }
+
+/// A delivery list, and its sessions' connections with their sessions in
+/// the same order.
+struct Fanout {
+    list: Arc<[SessionId]>,
+    sessions: Vec<SessionId>,
+    handles: Vec<ConnectionHandle>,
+}
+
+/// At most this many channels' connection lists are kept.
+const MAX_FANOUT_LISTS: usize = 4096;
 
 /// Backend work the manager asked for, to run outside the lock.
 enum Work {
@@ -224,17 +240,41 @@ impl Node {
                 Action::Deliver {
                     channel,
                     sessions,
+                    except,
                     message,
                 } => {
-                    for session in sessions {
-                        let Some(handle) = state.handles.get(&session) else {
-                            continue;
-                        };
-                        if let Err(SendError::Full { .. }) = handle.try_send_encoded(&message) {
-                            state
-                                .manager
-                                .handle_undelivered(session, Some(&channel), now);
+                    let cached = state
+                        .fanout
+                        .get(&channel)
+                        .is_some_and(|f| Arc::ptr_eq(&f.list, &sessions));
+                    if !cached {
+                        if state.fanout.len() >= MAX_FANOUT_LISTS {
+                            state.fanout.clear();
                         }
+                        let (open, handles) = sessions
+                            .iter()
+                            .filter_map(|s| Some((*s, state.handles.get(s)?.clone())))
+                            .unzip();
+                        state.fanout.insert(
+                            channel.clone(),
+                            Fanout {
+                                list: sessions,
+                                sessions: open,
+                                handles,
+                            },
+                        );
+                    }
+                    let fanout = &state.fanout[&channel];
+                    let except = except.and_then(|e| fanout.sessions.iter().position(|s| *s == e));
+                    let refused: Vec<SessionId> =
+                        ConnectionHandle::try_send_encoded_each(&fanout.handles, &message, except)
+                            .into_iter()
+                            .map(|at| fanout.sessions[at])
+                            .collect();
+                    for session in refused {
+                        state
+                            .manager
+                            .handle_undelivered(session, Some(&channel), now);
                     }
                 }
                 Action::Disconnect {
@@ -427,6 +467,7 @@ impl EnvelopeHandler for Session {
         let work = {
             let mut state = self.node.lock();
             state.handles.remove(&session);
+            state.fanout.clear();
             state.manager.handle_closed(session, now);
             Node::drain(&mut state, now)
         };

@@ -64,6 +64,7 @@ impl NodeState {
                 Action::Deliver {
                     channel,
                     sessions,
+                    except,
                     message,
                 } => {
                     let bytes = message.as_bytes();
@@ -77,7 +78,7 @@ impl NodeState {
                     let value: Value =
                         serde_json::from_slice(&bytes[header..]).expect("deliveries are JSON");
                     let mut seen = BTreeSet::new();
-                    for session in sessions {
+                    for &session in sessions.iter().filter(|s| Some(**s) != except) {
                         assert!(seen.insert(session), "{session:?} twice in one delivery");
                         if self.slow.contains(&session) {
                             self.manager
@@ -140,6 +141,9 @@ pub struct Sim {
     nodes: Vec<Arc<SimNode>>,
     /// What custom commands answer.
     pub custom: fn(&CustomCommand) -> Result<Value, ChannelError>,
+    /// Backend work waits for [`Sim::step`] instead of running at once,
+    /// so commands, deliveries and time can come while it is in flight.
+    held: bool,
 }
 
 impl Sim {
@@ -178,6 +182,7 @@ impl Sim {
             backend,
             nodes,
             custom: |command| Ok(command.data.clone()),
+            held: false,
         }
     }
 
@@ -267,33 +272,43 @@ impl Sim {
         }
     }
 
-    /// Runs backend work until none is left.
+    /// Holds backend work (`true`) until [`Sim::step`] runs it one item
+    /// at a time, or lets it run to the end after each call again
+    /// (`false`, the default; this runs what was held).
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
+        self.settle();
+    }
+
+    /// Runs one item of held backend work, `node`'s if it has any, else
+    /// another node's; false when none is left.
+    pub fn step(&mut self, node: usize) -> bool {
+        let count = self.nodes.len();
+        (0..count).any(|i| self.run_one(&self.nodes[(node + i) % count].clone()))
+    }
+
+    fn run_one(&self, node: &Arc<SimNode>) -> bool {
+        let work = node.lock().work.pop_front();
+        let Some(work) = work else { return false };
+        let (op, result) = match work {
+            Work::Backend(op, operation) => {
+                (op, now_or_never(self.backend.execute(node.id, operation)))
+            }
+            Work::Custom(op, command) => (op, OpResult::Custom((self.custom)(&command))),
+        };
+        let now = self.now();
+        let mut state = node.lock();
+        state.manager.handle_result(op, result, now);
+        state.drain(now);
+        true
+    }
+
+    /// Runs backend work until none is left, unless it is held.
     pub fn settle(&mut self) {
-        loop {
-            let mut idle = true;
-            for node in &self.nodes {
-                loop {
-                    let work = node.lock().work.pop_front();
-                    let Some(work) = work else { break };
-                    idle = false;
-                    let (op, result) = match work {
-                        Work::Backend(op, operation) => {
-                            (op, now_or_never(self.backend.execute(node.id, operation)))
-                        }
-                        Work::Custom(op, command) => {
-                            (op, OpResult::Custom((self.custom)(&command)))
-                        }
-                    };
-                    let now = self.now();
-                    let mut state = node.lock();
-                    state.manager.handle_result(op, result, now);
-                    state.drain(now);
-                }
-            }
-            if idle {
-                return;
-            }
+        if self.held {
+            return;
         }
+        while self.nodes.iter().any(|node| self.run_one(node)) {}
     }
 
     /// Takes what `session` on `node` was sent so far.

@@ -648,3 +648,80 @@ impl Controller for MemoryBackend {
         ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// The memory backend's futures are ready at once.
+    fn now<T>(future: impl Future<Output = T>) -> T {
+        match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(value) => value,
+            Poll::Pending => panic!("the memory backend never waits"),
+        }
+    }
+
+    fn channel(store: &MemoryBackend) {
+        create(store, "room", 10).unwrap();
+    }
+
+    fn create(
+        store: &MemoryBackend,
+        name: &str,
+        max_channels: usize,
+    ) -> Result<JoinGrant, ChannelError> {
+        let options = ChannelOptions {
+            max_participants: 10,
+            history_size: 0,
+            history_ttl: Duration::from_secs(60),
+            presence_events: false,
+            linger: Duration::from_secs(60),
+        };
+        let owner = Member {
+            session: SessionId(1),
+            node: NodeId(1),
+            user: Some("owner".into()),
+            info: None,
+            role: Role::OWNER,
+        };
+        now(store.create(name, options, owner, Duration::from_secs(60), max_channels))
+    }
+
+    #[test]
+    fn channels_are_capped() {
+        let store = MemoryBackend::new();
+        create(&store, "a", 2).unwrap();
+        create(&store, "b", 2).unwrap();
+        assert_eq!(create(&store, "c", 2).unwrap_err().code, ErrorCode::Limit);
+        assert_eq!(
+            create(&store, "a", 2).unwrap_err().code,
+            ErrorCode::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn bans_and_roles_per_channel_are_capped() {
+        let store = MemoryBackend::new();
+        channel(&store);
+        for n in 0..MAX_BANS_PER_CHANNEL {
+            now(store.ban("room", &format!("u{n}"), None)).unwrap();
+        }
+        let refused = now(store.ban("room", "one-more", None)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Limit);
+        // Banning someone banned already only changes the duration.
+        now(store.ban("room", "u0", Some(Duration::from_secs(5)))).unwrap();
+
+        let moderator = Role::new("moderator");
+        // The owner's role is one of them.
+        for n in 1..MAX_ROLES_PER_CHANNEL {
+            now(store.set_role("room", &format!("r{n}"), &moderator)).unwrap();
+        }
+        let refused = now(store.set_role("room", "one-more", &moderator)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Limit);
+        now(store.set_role("room", "r1", &Role::PARTICIPANT)).unwrap();
+    }
+}

@@ -491,6 +491,105 @@ fn slow_subscribers_can_be_told_what_they_lost() {
     assert_eq!(got[1]["data"]["data"], 2);
 }
 
+/// Runs held backend work an item at a time, checking the manager's
+/// invariants (its cached delivery lists among them) after each.
+fn step_through(sim: &mut Sim) {
+    loop {
+        sim.with_manager(0, |m| m.check_invariants()).unwrap();
+        if !sim.step(0) {
+            return;
+        }
+    }
+}
+
+/// The `n`s of the messages among `outs`.
+fn numbers(outs: Vec<Out>) -> Vec<Value> {
+    events(outs, "message")
+        .into_iter()
+        .map(|d| d["data"]["n"].clone())
+        .collect()
+}
+
+#[test]
+fn deliveries_follow_members_joining_recovering_and_losing_while_work_is_in_flight() {
+    let config = ChannelsConfig {
+        slow_subscriber: SlowSubscriber::MarkLost,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({"history_size": 10}));
+    let epoch = join(&mut sim, C, 1)["epoch"].as_str().unwrap().to_owned();
+    sim.send(0, A, &cmd(2, "room", "publish", json!({"n": 1})));
+    assert_eq!(numbers(sim.take(0, C)), [json!(1)]);
+
+    // B joins, and publications come while its join and its history read
+    // are in flight: it gets each exactly once, in order.
+    sim.hold(true);
+    sim.send(0, B, &cmd(3, "room", "join", json!({})));
+    sim.step(0);
+    sim.with_manager(0, |m| m.check_invariants()).unwrap();
+    sim.send(0, A, &cmd(4, "room", "publish", json!({"n": 2})));
+    step_through(&mut sim);
+    sim.send(0, A, &cmd(5, "room", "publish", json!({"n": 3})));
+    step_through(&mut sim);
+    assert_eq!(numbers(sim.take(0, B)), [json!(2), json!(3)]);
+    assert_eq!(numbers(sim.take(0, C)), [json!(2), json!(3)]);
+
+    // C, a member, recovers from offset 1 again while A's publication is
+    // in flight (it arrives while C's history read is): the replay and
+    // the new publication, none twice.
+    sim.send(0, A, &cmd(6, "room", "publish", json!({"n": 4})));
+    sim.send(
+        0,
+        C,
+        &cmd(
+            7,
+            "room",
+            "join",
+            json!({"since": {"offset": 1, "epoch": epoch}}),
+        ),
+    );
+    step_through(&mut sim);
+    let outs = messages(sim.take(0, C));
+    let replayed: Vec<Value> = outs
+        .iter()
+        .filter(|m| m["type"] == "response")
+        .flat_map(|m| {
+            m["data"]["publications"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|p| p["data"]["n"].clone())
+        .collect();
+    let live: Vec<Value> = outs
+        .iter()
+        .filter(|m| m["action"] == "message")
+        .map(|m| m["data"]["data"]["n"].clone())
+        .collect();
+    assert_eq!([replayed, live].concat(), [json!(2), json!(3), json!(4)]);
+
+    // B's queue refuses one: B is owed a `lost` event, then is back in
+    // the common list.
+    sim.hold(false);
+    sim.set_slow(0, B, true);
+    sim.send(0, A, &cmd(8, "room", "publish", json!({"n": 5})));
+    sim.set_slow(0, B, false);
+    for n in 6..8 {
+        sim.send(0, A, &cmd(n + 3, "room", "publish", json!({ "n": n })));
+        sim.with_manager(0, |m| m.check_invariants()).unwrap();
+    }
+    let outs = messages(sim.take(0, B));
+    let actions: Vec<&str> = outs.iter().filter_map(|m| m["action"].as_str()).collect();
+    // n = 4 went out before; n = 5 was refused.
+    assert_eq!(actions[..2], ["message", "lost"], "{outs:?}");
+    let after_lost: Vec<Value> = outs[2..]
+        .iter()
+        .filter(|m| m["action"] == "message")
+        .map(|m| m["data"]["data"]["n"].clone())
+        .collect();
+    assert_eq!(after_lost, [json!(6), json!(7)]);
+}
+
 #[test]
 fn anonymous_sessions_are_closed_unless_allowed() {
     let mut sim = Sim::new(1, ChannelsConfig::default());
