@@ -53,13 +53,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
+use ws_benches::{ServerProcess, fmt_rate, list_arg};
 use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest};
 use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
@@ -387,66 +387,6 @@ fn serve(name: &str) -> io::Result<()> {
     })
 }
 
-/// A server in its own process.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(name: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("the bench binary"))
-            .args(["--serve", name])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("server process");
-        let mut line = String::new();
-        io::BufRead::read_line(
-            &mut io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let port: u16 = line.trim().parse().expect("the server's port");
-        Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-
-    fn proc_file(&self, file: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default()
-    }
-
-    /// User plus system CPU time.
-    fn cpu(&self) -> Duration {
-        let stat = self.proc_file("stat");
-        // Fields after the parenthesised command name; utime and stime are
-        // fields 14 and 15 of the whole line.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        // The kernel's USER_HZ is 100 on every Linux configuration.
-        Duration::from_millis(ticks * 10)
-    }
-
-    /// Resident memory in bytes.
-    fn rss(&self) -> u64 {
-        self.proc_file("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ---- the load client ------------------------------------------------------
 
 const WARMUP: u8 = 0;
@@ -770,27 +710,6 @@ async fn await_echo(
             }
         }
     }
-}
-
-fn fmt_rate(rate: f64) -> String {
-    if rate >= 1e6 {
-        format!("{:.2}M", rate / 1e6)
-    } else {
-        format!("{:.0}k", rate / 1e3)
-    }
-}
-
-/// `--name 1,2,3` from the command line, or `default`.
-fn list_arg(args: &[String], name: &str, default: &[usize]) -> Vec<usize> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|list| {
-            list.split(',')
-                .map(|n| n.parse().expect("a list of numbers"))
-                .collect()
-        })
-        .unwrap_or_else(|| default.to_vec())
 }
 
 fn main() {

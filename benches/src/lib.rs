@@ -1,1 +1,92 @@
-//! Benchmarks live in `benches/`.
+//! Helpers the bench binaries share: servers in their own processes, and
+//! command-line and number formatting.
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A server in its own process.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Runs this bench binary again as `--serve NAME`, and reads the port
+    /// it prints on its first line.
+    pub fn start(name: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .args(["--serve", name])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server process");
+        let mut line = String::new();
+        io::BufRead::read_line(
+            &mut io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port: u16 = line.trim().parse().expect("the server's port");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn proc_file(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default()
+    }
+
+    /// User plus system CPU time.
+    pub fn cpu(&self) -> Duration {
+        let stat = self.proc_file("stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        // The kernel's USER_HZ is 100 on every Linux configuration.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss(&self) -> u64 {
+        self.proc_file("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rate as `12k` or `1.20M`.
+pub fn fmt_rate(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2}M", rate / 1e6)
+    } else {
+        format!("{:.0}k", rate / 1e3)
+    }
+}
+
+/// `--name 1,2,3` from the command line, or `default`.
+pub fn list_arg(args: &[String], name: &str, default: &[usize]) -> Vec<usize> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|list| {
+            list.split(',')
+                .map(|n| n.parse().expect("a list of numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| default.to_vec())
+}
