@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use ws_benches::{ServerProcess, fmt_rate, list_arg};
+use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime};
 use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest};
 use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
@@ -110,14 +110,6 @@ fn json_payloads(n: usize) -> Arc<[Bytes]> {
     (0..64)
         .map(|k| stream.slice(k * STEP..k * STEP + n))
         .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 // ---- servers ------------------------------------------------------------
@@ -277,21 +269,8 @@ mod minimal {
         let mut at = 0;
         loop {
             let frame = &mut input[at..];
-            if frame.len() < 2 {
+            let Some((len, header_len)) = ws_benches::frame_lengths(frame) else {
                 return at;
-            }
-            let (len, header_len) = match frame[1] & 0x7f {
-                126 if frame.len() >= 4 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
-                127 if frame.len() >= 10 => {
-                    let mut bytes = [0; 8];
-                    bytes.copy_from_slice(&frame[2..10]);
-                    (
-                        usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
-                        10,
-                    )
-                }
-                126 | 127 => return at,
-                short => (short as usize, 2),
             };
             let total = len.saturating_add(header_len + 4);
             if frame.len() < total {
@@ -371,7 +350,7 @@ fn serve(name: &str) -> io::Result<()> {
     if name == "ws-smol" {
         return serve_smol();
     }
-    runtime().block_on(async {
+    one_worker_runtime().block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());
         match name {
@@ -745,7 +724,7 @@ fn main() {
         .position(|a| a == "--rounds")
         .map(|i| args[i + 1].parse().expect("--rounds N"))
         .unwrap_or(if quick { 1 } else { 3 });
-    let rt = runtime();
+    let rt = one_worker_runtime();
     // Every server stays up for the whole run, idle while another is
     // measured. Rounds go over the cells and, within a cell, over the
     // servers in turn, so a slow spell of the machine hits all of them.

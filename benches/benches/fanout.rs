@@ -51,7 +51,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
-use ws_benches::{ServerProcess, fmt_rate, list_arg};
+use ws_benches::{ServerProcess, fmt_rate, frame_lengths, list_arg, one_worker_runtime};
 
 const SERVERS: [&str; 3] = ["ws-channels", "tokio-tungstenite", "bound"];
 const SUBSCRIBERS: [usize; 2] = [1_000, 10_000];
@@ -60,14 +60,6 @@ const PAYLOADS: [usize; 2] = [16, 1024];
 const T_ORIGIN: u64 = 100_000_000_000;
 /// Messages the publisher may be ahead of the slowest subscriber.
 const WINDOW: u64 = 8;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 // ---- servers ------------------------------------------------------------
 
@@ -205,15 +197,8 @@ mod servers {
     /// The next complete masked frame in `input`, unmasked and re-headed
     /// as a server frame.
     fn next_frame(input: &mut bytes::BytesMut) -> Option<Vec<u8>> {
-        if input.len() < 2 {
-            return None;
-        }
-        let (len, header_len) = match input[1] & 0x7f {
-            126 if input.len() >= 4 => (usize::from(u16::from_be_bytes([input[2], input[3]])), 4),
-            126 | 127 => return None,
-            short => (usize::from(short), 2),
-        };
-        if input.len() < header_len + 4 + len {
+        let (len, header_len) = ws_benches::frame_lengths(input)?;
+        if input.len() < (header_len + 4).saturating_add(len) {
             return None;
         }
         let key = [
@@ -245,7 +230,7 @@ mod servers {
 }
 
 fn serve(name: &str) -> io::Result<()> {
-    runtime().block_on(async {
+    one_worker_runtime().block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());
         match name {
@@ -306,22 +291,7 @@ fn masked(payload: &[u8]) -> Vec<u8> {
 
 /// The payload of the next complete server frame in `input`.
 fn next_payload(input: &mut BytesMut) -> Option<BytesMut> {
-    if input.len() < 2 {
-        return None;
-    }
-    let (len, header_len) = match input[1] & 0x7f {
-        126 if input.len() >= 4 => (usize::from(u16::from_be_bytes([input[2], input[3]])), 4),
-        127 if input.len() >= 10 => {
-            let mut bytes = [0; 8];
-            bytes.copy_from_slice(&input[2..10]);
-            (
-                usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
-                10,
-            )
-        }
-        126 | 127 => return None,
-        short => (usize::from(short), 2),
-    };
+    let (len, header_len) = frame_lengths(input)?;
     if input.len() < len.saturating_add(header_len) {
         return None;
     }
@@ -589,7 +559,7 @@ fn main() {
         .map(|list| list.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|| SERVERS.iter().map(|s| (*s).to_owned()).collect());
     raise_fd_limit(subscribers.iter().max().copied().unwrap_or(0) * 2 + 1000);
-    let rt = runtime();
+    let rt = one_worker_runtime();
     let mut results: BTreeMap<(usize, usize, String), Vec<Cell>> = BTreeMap::new();
     for round in 0..rounds {
         for &n in &subscribers {

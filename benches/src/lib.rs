@@ -69,6 +69,34 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A multi-thread tokio runtime with one worker: every server and load
+/// client in the benches runs on one, so they compare like with like.
+pub fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The payload length and header length (without a masking key) of the
+/// frame starting `frame`, once its length fields have arrived. For the
+/// benches' hand-written peers, which do no other WebSocket work.
+pub fn frame_lengths(frame: &[u8]) -> Option<(usize, usize)> {
+    match *frame.get(1)? & 0x7f {
+        126 => {
+            let bytes = frame.get(2..4)?;
+            Some((usize::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4))
+        }
+        127 => {
+            let bytes: [u8; 8] = frame.get(2..10)?.try_into().ok()?;
+            let len = usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX);
+            Some((len, 10))
+        }
+        short => Some((usize::from(short), 2)),
+    }
+}
+
 /// A rate as `12k` or `1.20M`.
 pub fn fmt_rate(rate: f64) -> String {
     if rate >= 1e6 {

@@ -5,26 +5,13 @@
 
 use std::time::Duration;
 
-use crate::config::{ChannelsConfig, SlowSubscriber};
+use crate::config::{BUILTIN_COMMANDS, ChannelsConfig, SlowSubscriber};
 use crate::sim::Sim;
 use crate::types::SessionId;
 
-const ACTIONS: [&str; 14] = [
-    "create",
-    "join",
-    "leave",
-    "publish",
-    "kick",
-    "ban",
-    "unban",
-    "presence",
-    "role",
-    "close",
-    "subscribe",
-    "unsubscribe",
-    "roll",
-    "nonsense",
-];
+/// Beyond the built-in commands: one the application registers, and one
+/// nobody does.
+const OTHER_ACTIONS: [&str; 2] = ["roll", "nonsense"];
 const NAMES: [&str; 4] = ["c0", "c1", "t", "bad name"];
 
 /// Runs the ops `data` encodes.
@@ -97,7 +84,12 @@ pub fn channels(data: &[u8]) {
                 let Some((node, session)) = pick(&open) else {
                     continue;
                 };
-                let action = ACTIONS[usize::from(shape) % ACTIONS.len()];
+                let count = BUILTIN_COMMANDS.len() + OTHER_ACTIONS.len();
+                let choice = usize::from(shape) % count;
+                let action = BUILTIN_COMMANDS
+                    .get(choice)
+                    .copied()
+                    .unwrap_or_else(|| OTHER_ACTIONS[choice - BUILTIN_COMMANDS.len()]);
                 let channel = NAMES[usize::from(shape >> 4) % NAMES.len()];
                 let user = ["u0", "u1", "u2"][usize::from(arg) % 3];
                 let data = match action {

@@ -613,13 +613,7 @@ impl ChannelManager {
             }
             Command::Kick { target } => {
                 self.permitted(session, &channel, "kick")?;
-                self.op(
-                    Operation::Kick { channel, target },
-                    Pending::Reply {
-                        session,
-                        reply: reply.clone(),
-                    },
-                );
+                self.op_reply(Operation::Kick { channel, target }, session, reply);
             }
             Command::Ban { user, duration } => {
                 self.permitted(session, &channel, "ban")?;
@@ -633,27 +627,19 @@ impl ChannelManager {
                         format!("duration is 1 to {MAX_BAN_SECS} seconds, or absent for no end"),
                     ));
                 }
-                self.op(
+                self.op_reply(
                     Operation::Ban {
                         channel,
                         user,
                         duration: duration.map(Duration::from_secs),
                     },
-                    Pending::Reply {
-                        session,
-                        reply: reply.clone(),
-                    },
+                    session,
+                    reply,
                 );
             }
             Command::Unban { user } => {
                 self.permitted(session, &channel, "unban")?;
-                self.op(
-                    Operation::Unban { channel, user },
-                    Pending::Reply {
-                        session,
-                        reply: reply.clone(),
-                    },
-                );
+                self.op_reply(Operation::Unban { channel, user }, session, reply);
             }
             Command::SetRole { user, role } => {
                 self.permitted(session, &channel, "role")?;
@@ -663,27 +649,19 @@ impl ChannelManager {
                         format!("no role named {:?}", role.as_str()),
                     ));
                 }
-                self.op(
+                self.op_reply(
                     Operation::SetRole {
                         channel,
                         user,
                         role,
                     },
-                    Pending::Reply {
-                        session,
-                        reply: reply.clone(),
-                    },
+                    session,
+                    reply,
                 );
             }
             Command::Close => {
                 self.permitted(session, &channel, "close")?;
-                self.op(
-                    Operation::Close { channel },
-                    Pending::Reply {
-                        session,
-                        reply: reply.clone(),
-                    },
-                );
+                self.op_reply(Operation::Close { channel }, session, reply);
             }
             Command::Presence { limit } => {
                 self.permitted(session, &channel, "presence")?;
@@ -889,6 +867,17 @@ impl ChannelManager {
         );
     }
 
+    /// Starts `operation`, whose result answers `reply`.
+    fn op_reply(&mut self, operation: Operation, session: SessionId, reply: &ReplyTo) {
+        self.op(
+            operation,
+            Pending::Reply {
+                session,
+                reply: reply.clone(),
+            },
+        );
+    }
+
     fn drop_member(&mut self, session: SessionId, channel: &str) {
         if let Some(local) = self.channels.get_mut(channel) {
             local.members.remove(&session);
@@ -941,20 +930,29 @@ impl ChannelManager {
         if self.subscription_state(&key) == SubState::Subscribed {
             self.ok(session, reply, json!({}));
         } else {
-            self.subscriptions
-                .entry(key.clone())
-                .or_insert_with(|| Subscription {
-                    state: SubState::Unsubscribed,
-                    waiters: Vec::new(),
-                })
-                .waiters
-                .push(Waiter::Topic {
+            self.wait_for_subscription(
+                &key,
+                Waiter::Topic {
                     session,
                     reply: reply.clone(),
-                });
-            self.reconcile(&key);
+                },
+            );
         }
         Ok(())
+    }
+
+    /// Queues `waiter` until the broker subscription to `key` is in place,
+    /// and asks for it.
+    fn wait_for_subscription(&mut self, key: &str, waiter: Waiter) {
+        self.subscriptions
+            .entry(key.to_owned())
+            .or_insert_with(|| Subscription {
+                state: SubState::Unsubscribed,
+                waiters: Vec::new(),
+            })
+            .waiters
+            .push(waiter);
+        self.reconcile(key);
     }
 
     fn drop_topic_subscriber(&mut self, session: SessionId, topic: &str) {
@@ -1228,20 +1226,16 @@ impl ChannelManager {
         if self.subscription_state(&channel) == SubState::Subscribed {
             self.continue_join(session, channel, reply, since);
         } else {
-            self.subscriptions
-                .entry(channel.clone())
-                .or_insert_with(|| Subscription {
-                    state: SubState::Unsubscribed,
-                    waiters: Vec::new(),
-                })
-                .waiters
-                .push(Waiter::Join {
+            let key = channel.clone();
+            self.wait_for_subscription(
+                &key,
+                Waiter::Join {
                     session,
-                    channel: channel.clone(),
+                    channel,
                     reply,
                     since,
-                });
-            self.reconcile(&channel);
+                },
+            );
         }
     }
 

@@ -14,7 +14,7 @@ use crate::types::{
 };
 
 /// Bans kept per channel at most; more fail with
-/// [`ErrorCode::Limit`](crate::ErrorCode::Limit).
+/// [`ErrorCode::Limit`].
 pub const MAX_BANS_PER_CHANNEL: usize = 10_000;
 /// Users with a role other than participant, per channel at most.
 pub const MAX_ROLES_PER_CHANNEL: usize = 10_000;
@@ -170,6 +170,22 @@ impl State {
         format!("{:08x}", (self.epoch_base ^ self.epochs) & 0xffff_ffff)
     }
 
+    /// `channel`'s history, begun (empty, in a new epoch) if it has none.
+    fn history(&mut self, channel: &str) -> &mut History {
+        if !self.histories.contains_key(channel) {
+            let epoch = self.new_epoch();
+            self.histories.insert(
+                channel.to_owned(),
+                History {
+                    epoch,
+                    top: 0,
+                    entries: VecDeque::new(),
+                },
+            );
+        }
+        self.histories.get_mut(channel).expect("inserted above")
+    }
+
     /// The channel, unless it is missing or has lingered out (then its
     /// history goes too).
     fn live_channel(&mut self, name: &str, now: Instant) -> Option<&mut Channel> {
@@ -244,18 +260,7 @@ impl Broker for MemoryBackend {
         let now = self.now();
         let mut state = self.lock();
         let position = history.map(|spec| {
-            if !state.histories.contains_key(channel) {
-                let epoch = state.new_epoch();
-                state.histories.insert(
-                    channel.to_owned(),
-                    History {
-                        epoch,
-                        top: 0,
-                        entries: VecDeque::new(),
-                    },
-                );
-            }
-            let history = state.histories.get_mut(channel).expect("inserted above");
+            let history = state.history(channel);
             history.top += 1;
             let position = history.position();
             publication.position = Some(position.clone());
@@ -283,18 +288,7 @@ impl Broker for MemoryBackend {
     ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
         let now = self.now();
         let mut state = self.lock();
-        if !state.histories.contains_key(channel) {
-            let epoch = state.new_epoch();
-            state.histories.insert(
-                channel.to_owned(),
-                History {
-                    epoch,
-                    top: 0,
-                    entries: VecDeque::new(),
-                },
-            );
-        }
-        let history = state.histories.get_mut(channel).expect("inserted above");
+        let history = state.history(channel);
         history.expire(now, None);
         let top = history.position();
         let Some(since) = since else {
