@@ -16,7 +16,22 @@
 //! # memory per connection that has compressed a message, per setting
 //! cargo bench -p ws-benches --bench echo -- --active-memory \
 //!     --servers ws-tokio,ws-tokio+deflate,ws-tokio+deflate-w10,ws-tokio+deflate-nct
+//! # instructions per message, each server under valgrind's callgrind
+//! cargo bench -p ws-benches --bench echo -- --instructions
+//! cargo bench -p ws-benches --bench echo -- --instructions --servers ws-tokio \
+//!     --connections 1 --payloads 16 --in-flight 16
 //! ```
+//!
+//! `--instructions` counts instead of timing: each server runs under
+//! `valgrind --tool=callgrind`, the load client sends 5,000 echoes, the
+//! server's counters are dumped (`callgrind_control -d`), 20,000 more, and
+//! dumped again; the second dump divided by 20,000 is the user-space
+//! instructions per message. The figure does not depend on what else the
+//! machine is doing (within about 1 %: how many messages share a read
+//! still varies), so it can rank servers that throughput on a shared
+//! two-core machine cannot. Default rows: 1 connection 16 B 1 in flight,
+//! 16 x 1 KiB x 1, 1 x 16 B x 16, 1 x 1 KiB x 16, 1 x 64 KiB x 4; or the
+//! matrix of `--connections`, `--payloads`, `--in-flight`.
 //!
 //! Each server runs in its own process (this binary re-executed with
 //! `--serve NAME`) on a tokio runtime built the same way: multi-threaded
@@ -54,7 +69,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -74,6 +89,22 @@ const SERVERS: [&str; 5] = [
 const CONNECTIONS: [usize; 3] = [1, 64, 512];
 const PAYLOADS: [usize; 3] = [16, 1024, 64 * 1024];
 const IN_FLIGHT: [usize; 2] = [1, 16];
+/// `--instructions`' rows unless the matrix is given: (connections,
+/// payload, in flight).
+const INSTRUCTION_ROWS: [(usize, usize, usize); 5] = [
+    (1, 16, 1),
+    (16, 1024, 1),
+    (1, 16, 16),
+    (1, 1024, 16),
+    (1, 64 * 1024, 4),
+];
+const INSTRUCTION_SERVERS: [&str; 5] = [
+    "ws-tokio",
+    "ws-smol",
+    "fastwebsockets",
+    "tokio-tungstenite",
+    "minimal",
+];
 const IDLE_CONNECTIONS: usize = 5000;
 const ACTIVE_CONNECTIONS: usize = 1000;
 
@@ -436,13 +467,14 @@ struct ConnStats {
 }
 
 /// Keeps `in_flight` messages outstanding on one connection until told to
-/// stop, timing each round trip.
+/// stop, timing each round trip and counting every echo in `echoed`.
 async fn drive(
     stream: TcpStream,
     mut conn: Connection,
     payloads: Arc<[Bytes]>,
     in_flight: usize,
     phase: Arc<AtomicU8>,
+    echoed: Arc<AtomicU64>,
 ) -> io::Result<ConnStats> {
     let mut stats = ConnStats::default();
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
@@ -491,6 +523,7 @@ async fn drive(
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::Message(_) => {
+                    echoed.fetch_add(1, Ordering::Relaxed);
                     let started = sent.pop_front().expect("an echo for a message sent");
                     if current == MEASURE {
                         stats.messages += 1;
@@ -538,6 +571,41 @@ struct Load {
     deflate: Option<DeflateConfig>,
 }
 
+/// The load's connections, each driven by its own task.
+type Drivers = Vec<tokio::task::JoinHandle<io::Result<ConnStats>>>;
+
+/// Opens the load's connections, then starts them all.
+async fn start_load(
+    server: &ServerProcess,
+    load: &Load,
+    phase: &Arc<AtomicU8>,
+    echoed: &Arc<AtomicU64>,
+) -> Drivers {
+    // Every connection is open before any starts sending: handshakes on
+    // this thread would otherwise queue behind busy connection tasks.
+    let mut opened = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        opened.push(
+            open(server.addr, load.deflate.as_ref())
+                .await
+                .expect("connect"),
+        );
+    }
+    opened
+        .into_iter()
+        .map(|(stream, conn)| {
+            tokio::spawn(drive(
+                stream,
+                conn,
+                load.payloads.clone(),
+                load.in_flight,
+                phase.clone(),
+                echoed.clone(),
+            ))
+        })
+        .collect()
+}
+
 async fn run_cell(
     server: &ServerProcess,
     load: &Load,
@@ -545,31 +613,7 @@ async fn run_cell(
     measure: Duration,
 ) -> Cell {
     let phase = Arc::new(AtomicU8::new(WARMUP));
-    let Load {
-        connections,
-        payloads,
-        in_flight,
-        deflate,
-    } = load;
-    let (connections, in_flight) = (*connections, *in_flight);
-    // Every connection is open before any starts sending: handshakes on
-    // this thread would otherwise queue behind busy connection tasks.
-    let mut opened = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        opened.push(open(server.addr, deflate.as_ref()).await.expect("connect"));
-    }
-    let tasks: Vec<_> = opened
-        .into_iter()
-        .map(|(stream, conn)| {
-            tokio::spawn(drive(
-                stream,
-                conn,
-                payloads.clone(),
-                in_flight,
-                phase.clone(),
-            ))
-        })
-        .collect();
+    let tasks = start_load(server, load, &phase, &Arc::default()).await;
     tokio::time::sleep(warmup).await;
     let cpu_before = server.cpu();
     phase.store(MEASURE, Ordering::Relaxed);
@@ -605,6 +649,82 @@ async fn run_cell(
         cpu_ns_per_message: cpu.as_nanos() as f64 / messages.max(1) as f64,
         wire_bytes_per_message: received as f64 / messages.max(1) as f64,
     }
+}
+
+/// Echoes sent through before the first counter dump (warm-up), and
+/// between the two dumps (the measure), in `--instructions` mode.
+const WARM_ECHOES: u64 = 5_000;
+const COUNTED_ECHOES: u64 = 20_000;
+
+/// User-space instructions the server executes per echoed message: the
+/// server runs under callgrind; its counters are dumped (and reset) after
+/// `WARM_ECHOES` echoes and again `COUNTED_ECHOES` later. Instructions
+/// are counted, not timed, so the figure is the same run after run
+/// whatever else the machine does. `None` if the server under valgrind
+/// does not get through the load within two minutes.
+async fn count_instructions(name: &str, load: &Load, dumps: &std::path::Path) -> Option<f64> {
+    let out = dumps.join(format!(
+        "{name}.{}.{}.{}",
+        load.connections,
+        load.in_flight,
+        load.payloads[0].len()
+    ));
+    let wrapper = [
+        "valgrind".to_owned(),
+        "--quiet".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let server = ServerProcess::start_under(name, &wrapper);
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let tasks = start_load(&server, load, &phase, &echoed).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reached = |target: u64| {
+        let echoed = echoed.clone();
+        async move {
+            while echoed.load(Ordering::Relaxed) < target {
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            true
+        }
+    };
+    let dump = || {
+        let status = std::process::Command::new("callgrind_control")
+            .args(["-d", &server.pid().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        status.is_ok_and(|s| s.success())
+    };
+    let counted = reached(WARM_ECHOES).await
+        && dump()
+        && reached(WARM_ECHOES + COUNTED_ECHOES).await
+        && dump();
+    phase.store(STOP, Ordering::Relaxed);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+    drop(server);
+    if !counted {
+        return None;
+    }
+    // Dump 2 holds what ran between the two dumps.
+    let text = std::fs::read_to_string(format!("{}.2", out.display())).ok()?;
+    let total: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(total as f64 / COUNTED_ECHOES as f64)
 }
 
 /// Resident memory per idle connection: a fresh server, one connection to
@@ -695,6 +815,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
         serve(&args[i + 1]).expect("the server");
+        return;
+    }
+    if args.iter().any(|a| a == "--instructions") {
+        instructions_table(&args);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -836,6 +960,61 @@ fn main() {
 
 /// ws-tokio's rate divided by every other server's, per cell: the form the
 /// targets are stated in.
+/// `--instructions`: the table of instructions per message, each server
+/// under callgrind in turn.
+fn instructions_table(args: &[String]) {
+    let servers: Vec<String> = args
+        .iter()
+        .position(|a| a == "--servers")
+        .map(|i| args[i + 1].split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|| INSTRUCTION_SERVERS.iter().map(|s| s.to_string()).collect());
+    let matrix = ["--connections", "--payloads", "--in-flight"]
+        .iter()
+        .any(|flag| args.iter().any(|a| a == flag));
+    let rows: Vec<(usize, usize, usize)> = if matrix {
+        let mut rows = Vec::new();
+        for c in list_arg(args, "--connections", &CONNECTIONS) {
+            for p in list_arg(args, "--payloads", &PAYLOADS) {
+                for f in list_arg(args, "--in-flight", &IN_FLIGHT) {
+                    rows.push((c, p, f));
+                }
+            }
+        }
+        rows
+    } else {
+        INSTRUCTION_ROWS.to_vec()
+    };
+    let dumps = std::env::temp_dir().join(format!("ws-bench-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dumps).expect("a directory for callgrind's dumps");
+    let rt = one_worker_runtime();
+    println!(
+        "instructions per echoed message (callgrind; {COUNTED_ECHOES} echoes counted after {WARM_ECHOES})\n"
+    );
+    println!(
+        "| connections, payload, in flight | {} |",
+        servers.join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(servers.len()));
+    for (connections, payload, in_flight) in rows {
+        let mut line = format!("| {connections}, {payload} B, {in_flight} |");
+        for name in &servers {
+            let load = Load {
+                connections,
+                payloads: Arc::new([Bytes::from(vec![0xAB; payload])]),
+                in_flight,
+                deflate: deflate_setting(name),
+            };
+            let figure = rt.block_on(count_instructions(name, &load, &dumps));
+            let cell =
+                figure.map_or_else(|| "(did not finish)".to_owned(), |n| format!("{:.0}", n));
+            eprintln!("{name} conns {connections} payload {payload} in-flight {in_flight}: {cell}");
+            line.push_str(&format!(" {cell} |"));
+        }
+        println!("{line}");
+    }
+    let _ = std::fs::remove_dir_all(&dumps);
+}
+
 fn print_ratios(
     table: &BTreeMap<CellKey, Cell>,
     servers: &[String],

@@ -17,7 +17,23 @@ impl ServerProcess {
     /// Runs this bench binary again as `--serve NAME`, and reads the port
     /// it prints on its first line.
     pub fn start(name: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("the bench binary"))
+        Self::start_under(name, &[])
+    }
+
+    /// [`start`](Self::start) under another program, `wrapper` being its
+    /// command line up to the bench binary (for example
+    /// `["valgrind", "--tool=callgrind"]`).
+    pub fn start_under(name: &str, wrapper: &[String]) -> Self {
+        let exe = std::env::current_exe().expect("the bench binary");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(["--serve", name])
             .stdout(Stdio::piped())
             .spawn()
@@ -33,6 +49,11 @@ impl ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn proc_file(&self, file: &str) -> String {
