@@ -27,9 +27,11 @@
 //! server's counters are dumped (`callgrind_control -d`), 20,000 more, and
 //! dumped again; the second dump divided by 20,000 is the user-space
 //! instructions per message. The figure does not depend on what else the
-//! machine is doing (within about 1 %: how many messages share a read
-//! still varies), so it can rank servers that throughput on a shared
-//! two-core machine cannot. Default rows: 1 connection 16 B 1 in flight,
+//! machine is doing, so it can rank servers that throughput on a shared
+//! two-core machine cannot: with small messages runs agree within about
+//! 1 %. With large ones they do not yet (how the bytes split into reads
+//! and writes varies, and the count with it): take the least of several
+//! runs. Default rows: 1 connection 16 B 1 in flight,
 //! 16 x 1 KiB x 1, 1 x 16 B x 16, 1 x 1 KiB x 16, 1 x 64 KiB x 4; or the
 //! matrix of `--connections`, `--payloads`, `--in-flight`.
 //!
