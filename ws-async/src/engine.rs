@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::EventListener;
 use futures_util::FutureExt;
+use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
 use ws_core::config::deadline_after;
 use ws_core::policy::{PolicySet, Verdict, Violation};
 use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
@@ -631,13 +632,8 @@ where
 
 /// A violation as a close reason, cut to the 123 bytes a close frame holds.
 fn close_reason(violation: &Violation) -> String {
-    let mut reason = violation.to_string();
-    let mut end = reason.len().min(ws_core::close::MAX_CLOSE_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason.truncate(end);
-    reason
+    let reason = violation.to_string();
+    truncate_reason(&reason, MAX_CLOSE_REASON).to_owned()
 }
 
 /// How a callback ended.

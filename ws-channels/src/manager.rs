@@ -1485,8 +1485,7 @@ impl ChannelManager {
                 envelope: protocol::event(channel, "lost", json!({})),
             });
         }
-        let everyone_else =
-            sessions.len() > usize::from(except.is_some_and(|e| sessions.contains(&e)));
+        let everyone_else = sessions.iter().any(|s| Some(*s) != except);
         if everyone_else || !late.is_empty() {
             let message = protocol::publication_event(channel, publication);
             if everyone_else {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ws_async::envelope::{EnvelopeHandler, Envelopes};
 use ws_async::{ConnectionHandle, Ctx, Endpoint, SendError, ServerHandle};
+use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
 use ws_core::envelope::{Envelope, EnvelopeError};
 use ws_core::{CloseCode, Closed};
 
@@ -543,7 +544,8 @@ impl ChannelsHandle {
             .map(drop)
     }
 
-    /// Removes `target`'s sessions from `channel`; how many.
+    /// Removes `target`'s sessions from `channel` (each gets a `kicked`
+    /// event); `not_found` when it has none there.
     pub async fn kick(&self, channel: &str, target: Target) -> Result<(), ChannelError> {
         done(
             self.backend()
@@ -587,18 +589,14 @@ impl ChannelsHandle {
 
     /// Closes every connection of `target` on every node with
     /// [`close_codes::DISCONNECTED`] and `reason` (at most 123 bytes; longer
-    /// is cut).
+    /// is cut on a character boundary).
     pub async fn disconnect(&self, target: Target, reason: &str) -> Result<(), ChannelError> {
-        let mut end = reason.len().min(123);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
         self.backend()
             .controller
             .broadcast(ControlMessage::Disconnect {
                 target,
                 code: close_codes::DISCONNECTED,
-                reason: reason[..end].to_owned(),
+                reason: truncate_reason(reason, MAX_CLOSE_REASON).to_owned(),
             })
             .await
     }

@@ -149,8 +149,9 @@ impl CloseFrame {
 }
 
 /// Truncates `text` to at most `max` bytes on a character boundary, so a
-/// reason built from an error message always fits a close frame.
-pub(crate) fn truncate_reason(text: &str, max: usize) -> &str {
+/// reason built from an error message always fits a close frame (pass
+/// [`MAX_CLOSE_REASON`]).
+pub fn truncate_reason(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
