@@ -433,7 +433,59 @@ async fn a_slow_subscriber_is_disconnected_and_others_keep_receiving() {
     assert_eq!(cy.read_close_code().await, Some(close_codes::SLOW));
 }
 
+/// The service's fan-out: without echo the publisher is passed over, and
+/// the connections a publication goes to follow members joining and
+/// leaving between publications.
+async fn fan_out_follows_members_and_spares_the_publisher_without_echo() {
+    let config = ChannelsConfig {
+        echo: false,
+        ..ChannelsConfig::default()
+    };
+    let (server, _handle) = channels_server(config, ServerConfig::default()).await;
+    let mut ann = Client::connect(&server, "ann").await;
+    ann.ok("hall", "create", json!({})).await;
+    let mut bob = Client::connect(&server, "bob").await;
+    bob.ok("hall", "join", json!({})).await;
+    let mut cy = Client::connect(&server, "cy").await;
+    cy.ok("hall", "join", json!({})).await;
+    for n in 1..=2 {
+        ann.ok("hall", "publish", json!({ "n": n })).await;
+    }
+    for client in [&mut bob, &mut cy] {
+        for n in 1..=2 {
+            assert_eq!(client.event("message").await["data"]["data"]["n"], n);
+        }
+    }
+    cy.ok("hall", "leave", json!({})).await;
+    let mut dee = Client::connect(&server, "dee").await;
+    dee.ok("hall", "join", json!({})).await;
+    ann.ok("hall", "publish", json!({"n": 3})).await;
+    assert_eq!(bob.event("message").await["data"]["data"]["n"], 3);
+    assert_eq!(dee.event("message").await["data"]["data"]["n"], 3);
+    // Bob publishes: Ann gets it, Bob does not.
+    bob.ok("hall", "publish", json!({"n": 4})).await;
+    assert_eq!(ann.event("message").await["data"]["data"]["n"], 4);
+    assert_eq!(dee.event("message").await["data"]["data"]["n"], 4);
+    // A round trip after the last publication: anything still coming to
+    // Cy, Ann or Bob would have arrived before its reply.
+    for client in [&mut ann, &mut bob, &mut cy] {
+        client.cmd("hall", "presence", json!({})).await;
+    }
+    let own = |client: &Client| {
+        client
+            .events
+            .iter()
+            .filter(|m| m["action"] == "message")
+            .map(|m| m["data"]["data"]["n"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(own(&ann), Vec::<Value>::new(), "Ann's own publications");
+    assert_eq!(own(&bob), Vec::<Value>::new(), "Bob's own publication");
+    assert_eq!(own(&cy), Vec::<Value>::new(), "after Cy left");
+}
+
 adapter_tests!(
+    fan_out_follows_members_and_spares_the_publisher_without_echo,
     every_command_and_error_code,
     a_ban_survives_reconnecting,
     recovery_with_and_without_a_gap,
