@@ -716,8 +716,8 @@ mod tests {
             reason: "é".repeat(100),
         };
         let reason = close_reason(&violation);
-        assert!(reason.len() <= ws_core::close::MAX_CLOSE_REASON);
-        assert!(reason.len() >= ws_core::close::MAX_CLOSE_REASON - 1);
+        assert!(reason.len() <= MAX_CLOSE_REASON);
+        assert!(reason.len() >= MAX_CLOSE_REASON - 1);
         assert!(violation.to_string().starts_with(&reason));
         let short = Violation {
             policy: "p",
