@@ -1671,6 +1671,44 @@ impl ChannelManager {
         self.reconcile(channel);
     }
 
+    /// The backend lost its connection to the broker and has it again:
+    /// publications sent meanwhile may not have reached this node. Every
+    /// local member gets a `lost` event (a member still recovering gets
+    /// one after its join reply), so clients join again with `since` and
+    /// learn whether history filled the gap (`recovered`). Presence is
+    /// refreshed at once, so a broker that lost its data gets this node's
+    /// entries back.
+    pub fn handle_interrupted(&mut self, now: Instant) {
+        let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let state = self.sessions.get_mut(&id).expect("listed above");
+            if state.closing {
+                continue;
+            }
+            for (name, membership) in &mut state.channels {
+                match &mut membership.stage {
+                    Stage::Recovering { overflowed, buffer } => {
+                        *overflowed = true;
+                        buffer.clear();
+                    }
+                    Stage::Active => {
+                        membership.lost = false;
+                        self.actions.push_back(Action::Send {
+                            session: id,
+                            envelope: protocol::event(name, "lost", json!({})),
+                        });
+                    }
+                }
+                stale(&mut self.channels, name);
+            }
+        }
+        if self.next_refresh.is_some() {
+            self.next_refresh = Some(now);
+            self.handle_timeout(now);
+        }
+    }
+
     /// Time passed: refreshes presence when due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let Some(due) = self.next_refresh else {

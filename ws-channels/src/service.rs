@@ -397,6 +397,19 @@ impl Sink for NodeSink {
         };
         node.spawn(work);
     }
+
+    fn interrupted(&self) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let now = node.now();
+        let work = {
+            let mut state = node.lock();
+            state.manager.handle_interrupted(now);
+            Node::drain(&mut state, now)
+        };
+        node.spawn(work);
+    }
 }
 
 /// The handler of one channels session; [`Channels::endpoint`] serves it.

@@ -46,8 +46,12 @@ use crate::types::{
 };
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use memory::MemoryBackend;
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisConfig};
 
 /// A boxed future, so the traits can be used as `dyn` objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -60,6 +64,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// A control message for every node.
     fn control(&self, message: &ControlMessage);
+
+    /// The backend lost its connection to the broker and has it again,
+    /// resubscribed: publications sent meanwhile may have been missed, and
+    /// a broker that restarted without persistence may have lost this
+    /// node's presence entries. The default does nothing.
+    fn interrupted(&self) {}
 }
 
 /// Moves publications between nodes and keeps channel history.
@@ -234,6 +244,59 @@ impl Backend {
             broker: memory.clone(),
             presence: memory.clone(),
             controller: memory,
+        }
+    }
+
+    /// One value that is all three: a cluster backend such as
+    /// [`RedisBackend`](redis::RedisBackend).
+    pub fn shared<T: Broker + PresenceStore + Controller>(backend: T) -> Self {
+        let backend = Arc::new(backend);
+        Self {
+            broker: backend.clone(),
+            presence: backend.clone(),
+            controller: backend,
+        }
+    }
+
+    /// The backend a URL names: `memory` (one node; the default),
+    /// `redis://...` or `rediss://...` (feature `redis`), `nats://...`
+    /// (feature `nats`), each with its defaults and the key or subject
+    /// prefix `ws`. Connecting retries with backoff for up to 30 s, then
+    /// fails with [`ErrorCode::Unavailable`](crate::ErrorCode::Unavailable);
+    /// a URL of another scheme, or of a backend this build lacks, fails at
+    /// once with [`ErrorCode::BadRequest`](crate::ErrorCode::BadRequest).
+    pub async fn connect(url: &str) -> Result<Self, ChannelError> {
+        let scheme = url.split("://").next().unwrap_or(url);
+        #[cfg(not(all(feature = "redis", feature = "nats")))]
+        let missing = || {
+            ChannelError::new(
+                crate::ErrorCode::BadRequest,
+                format!(
+                    "this build has no {scheme} backend: enable ws-channels' `{}` feature",
+                    if scheme == "nats" { "nats" } else { "redis" }
+                ),
+            )
+        };
+        match scheme {
+            "memory" => Ok(Self::memory(MemoryBackend::new())),
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => Ok(Self::shared(
+                RedisBackend::connect(RedisConfig::new(url)).await?,
+            )),
+            #[cfg(not(feature = "redis"))]
+            "redis" | "rediss" => Err(missing()),
+            #[cfg(feature = "nats")]
+            "nats" => Ok(Self::shared(
+                NatsBackend::connect(NatsConfig::new(url)).await?,
+            )),
+            #[cfg(not(feature = "nats"))]
+            "nats" => Err(missing()),
+            _ => Err(ChannelError::new(
+                crate::ErrorCode::BadRequest,
+                format!(
+                    "unknown channel backend {scheme:?}: use memory, redis://... or nats://..."
+                ),
+            )),
         }
     }
 

@@ -1,0 +1,113 @@
+//! One channels node for the cluster tests (`testees/tests/cluster.rs`)
+//! and the cluster benchmark: a ws-tokio server with ws-channels on the
+//! backend its URL names.
+//!
+//! `channels_node --backend URL [--listen ADDR] [--prefix P]
+//! [--presence-ttl-ms N] [--heartbeat-ms N]`
+//!
+//! Users come from `?user=<name>` (trusted: for tests only). Prints
+//! `listening on <addr>` once it accepts connections.
+
+use std::time::Duration;
+
+use ws_channels::backend::{RedisBackend, RedisConfig};
+use ws_channels::{Backend, Channels, ChannelsConfig};
+use ws_tokio::auth::{Authenticator, Identity};
+use ws_tokio::{Rejection, http};
+
+struct NameFromQuery;
+
+impl Authenticator for NameFromQuery {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        let user = request
+            .uri
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("user="))
+            .filter(|name| !name.is_empty());
+        match user {
+            Some(user) => Ok(Identity::new(user)),
+            None => Err(Rejection::plain(
+                http::StatusCode::UNAUTHORIZED,
+                "connect with ?user=<name>",
+            )),
+        }
+    }
+}
+
+struct Args {
+    backend: String,
+    listen: String,
+    prefix: String,
+    presence_ttl: Duration,
+    heartbeat: Duration,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        backend: String::new(),
+        listen: "127.0.0.1:0".into(),
+        prefix: "ws".into(),
+        presence_ttl: Duration::from_secs(60),
+        heartbeat: Duration::from_secs(2),
+    };
+    let mut given = std::env::args().skip(1);
+    while let Some(flag) = given.next() {
+        let value = given
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let millis = || {
+            value
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("{flag}: not a number of milliseconds: {value}"))
+        };
+        match flag.as_str() {
+            "--backend" => args.backend = value.clone(),
+            "--listen" => args.listen = value.clone(),
+            "--prefix" => args.prefix = value.clone(),
+            "--presence-ttl-ms" => args.presence_ttl = millis()?,
+            "--heartbeat-ms" => args.heartbeat = millis()?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.backend.is_empty() {
+        return Err("--backend URL is required (memory, redis://..., nats://...)".into());
+    }
+    Ok(args)
+}
+
+async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
+    if args.backend.starts_with("redis") {
+        let config = RedisConfig::new(&args.backend)
+            .prefix(&args.prefix)
+            .heartbeat(args.heartbeat);
+        Ok(Backend::shared(RedisBackend::connect(config).await?))
+    } else {
+        Backend::connect(&args.backend).await
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = parse().map_err(std::io::Error::other)?;
+    let backend = backend(&args).await.map_err(std::io::Error::other)?;
+    let config = ChannelsConfig {
+        presence_ttl: args.presence_ttl,
+        command_rate: 100_000,
+        command_burst: 100_000,
+        ..ChannelsConfig::default()
+    };
+    let channels = Channels::builder(config).backend(backend).build();
+    let endpoint = channels.endpoint().authenticator(NameFromQuery);
+    let server = ws_tokio::server().route("/channels", endpoint).build();
+    let listener = ws_tokio::bind(&args.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    server
+        .serve_with_shutdown(listener, ctrl_c, Duration::from_secs(2))
+        .await
+}

@@ -1,0 +1,650 @@
+//! Channels across nodes: three `channels_node` processes per backend on
+//! loopback ports, sharing a real Redis or NATS, and the faults a cluster
+//! meets (a node killed with SIGKILL, the broker restarted under load).
+//!
+//! The shared services come from `WS_TEST_REDIS_URL` and `WS_TEST_NATS_URL`
+//! (`.ci/run` sets both). Unset, the tests try the default ports and, when
+//! nothing answers there, say they were skipped and what to start. Set and
+//! unreachable, they fail. Every test uses its own key or subject prefix;
+//! the tests that kill a broker start their own `redis-server` or
+//! `nats-server -js` on a free port and kill only that.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use ws_tokio::{Message, WebSocket};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+impl Kind {
+    fn env(self) -> &'static str {
+        match self {
+            Kind::Redis => "WS_TEST_REDIS_URL",
+            Kind::Nats => "WS_TEST_NATS_URL",
+        }
+    }
+
+    fn default_url(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis://127.0.0.1:6379",
+            Kind::Nats => "nats://127.0.0.1:4222",
+        }
+    }
+
+    fn url(self, port: u16) -> String {
+        match self {
+            Kind::Redis => format!("redis://127.0.0.1:{port}"),
+            Kind::Nats => format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+fn port_of(url: &str) -> Option<SocketAddr> {
+    let rest = url.split("://").nth(1)?;
+    let host = rest.rsplit('@').next()?.split('/').next()?;
+    std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()
+}
+
+/// The shared service's URL, or `None` (said on stderr) to skip.
+fn service(kind: Kind) -> Option<String> {
+    if let Ok(url) = std::env::var(kind.env()) {
+        let addr = port_of(&url).unwrap_or_else(|| panic!("{}={url}: no address", kind.env()));
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("{}={url} is set but unreachable: {e}", kind.env()));
+        return Some(url);
+    }
+    let url = kind.default_url();
+    let addr = port_of(url).expect("a fixed address");
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return Some(url.to_owned());
+    }
+    eprintln!(
+        "skipped: no {kind:?} at {url}; start it ({}) or set {}",
+        match kind {
+            Kind::Redis => "redis-server --port 6379",
+            Kind::Nats => "nats-server -js -p 4222",
+        },
+        kind.env()
+    );
+    None
+}
+
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("t{}{}{}", std::process::id(), nanos % 1_000_000_000, test)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker of the test's own, on a free port, killed when dropped.
+struct OwnBroker {
+    kind: Kind,
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    fn start(kind: Kind) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("ws-broker-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = Self {
+            kind,
+            port,
+            dir,
+            child: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    fn url(&self) -> String {
+        self.kind.url(self.port)
+    }
+
+    fn restart(&mut self) {
+        let mut command = match self.kind {
+            Kind::Redis => {
+                let mut c = std::process::Command::new("redis-server");
+                c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no"]);
+                c
+            }
+            Kind::Nats => {
+                let mut c = std::process::Command::new("nats-server");
+                c.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+                    .arg("-sd")
+                    .arg(&self.dir);
+                c
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}'s server: {e}", self.kind));
+        self.child = Some(child);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(started.elapsed() < WAIT, "{:?} did not start", self.kind);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // JetStream answers a little after the port opens.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `channels_node` process.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+struct NodeOptions {
+    presence_ttl_ms: u64,
+    heartbeat_ms: u64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            presence_ttl_ms: 60_000,
+            heartbeat_ms: 500,
+        }
+    }
+}
+
+impl Node {
+    async fn start(backend: &str, prefix: &str, options: &NodeOptions) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_channels_node"))
+            .args(["--backend", backend, "--prefix", prefix])
+            .args(["--presence-ttl-ms", &options.presence_ttl_ms.to_string()])
+            .args(["--heartbeat-ms", &options.heartbeat_ms.to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("channels_node starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("channels_node says where it listens")
+            .unwrap()
+            .expect("channels_node exited before listening");
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .parse()
+            .unwrap();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr }
+    }
+
+    async fn start_three(backend: &str, prefix: &str, options: &NodeOptions) -> [Self; 3] {
+        [
+            Self::start(backend, prefix, options).await,
+            Self::start(backend, prefix, options).await,
+            Self::start(backend, prefix, options).await,
+        ]
+    }
+
+    /// SIGKILL: no goodbye, no presence cleanup.
+    async fn kill9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// A channels client: commands with ids, events kept until asked for.
+struct Client {
+    socket: WebSocket,
+    events: VecDeque<Value>,
+    next: u64,
+    session: Option<String>,
+}
+
+impl Client {
+    async fn connect(node: &Node, user: &str) -> Self {
+        let url = format!("ws://{}/channels?user={user}", node.addr);
+        let (socket, _) = ws_tokio::connect(url.as_str()).await.expect("connects");
+        Self {
+            socket,
+            events: VecDeque::new(),
+            next: 0,
+            session: None,
+        }
+    }
+
+    async fn read(&mut self) -> Value {
+        let message = tokio::time::timeout(WAIT, self.socket.recv())
+            .await
+            .expect("a message in time")
+            .expect("the connection stays open")
+            .expect("no error");
+        let Message::Text(text) = message else {
+            panic!("a binary message")
+        };
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Sends a command and returns its response's `data`.
+    async fn command(&mut self, channel: &str, action: &str, data: Value) -> Value {
+        self.next += 1;
+        let id = self.next.to_string();
+        let command = json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data});
+        self.socket
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let message = self.read().await;
+            if message["type"] == "response" && message["id"] == id.as_str() {
+                return message["data"].clone();
+            }
+            self.events.push_back(message);
+        }
+    }
+
+    async fn ok(&mut self, channel: &str, action: &str, data: Value) -> Value {
+        let reply = self.command(channel, action, data.clone()).await;
+        assert_eq!(
+            reply["ok"], true,
+            "{action} {channel} {data} was refused: {reply}"
+        );
+        reply
+    }
+
+    /// The next event on `channel` with `action`; others stay queued.
+    async fn event(&mut self, channel: &str, action: &str) -> Value {
+        if let Some(at) = self
+            .events
+            .iter()
+            .position(|e| e["channel"] == channel && e["action"] == action)
+        {
+            return self.events.remove(at).unwrap();
+        }
+        loop {
+            let message = self.read().await;
+            if message["type"] == "event"
+                && message["channel"] == channel
+                && message["action"] == action
+            {
+                return message;
+            }
+            self.events.push_back(message);
+        }
+    }
+
+    /// Every message that arrives within `quiet`.
+    async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut out: Vec<Value> = self.events.drain(..).collect();
+        while let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(quiet, self.socket.recv()).await
+        {
+            out.push(serde_json::from_str(&text).unwrap());
+        }
+        out
+    }
+
+    /// This session's id, from a presence listing.
+    async fn session(&mut self, channel: &str, user: &str) -> String {
+        if let Some(session) = &self.session {
+            return session.clone();
+        }
+        let presence = self.ok(channel, "presence", json!({})).await;
+        let session = presence["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user"] == user)
+            .expect("listed")["session"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.session = Some(session.clone());
+        session
+    }
+}
+
+fn roster(presence: &Value) -> BTreeSet<(String, String)> {
+    presence["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap_or_default().to_owned(),
+                m["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn publish_reaches_every_node_once_in_order(kind: Kind) {
+    let Some(url) = service(kind) else { return };
+    let prefix = unique_prefix("order");
+    let [a, b, c] = Node::start_three(&url, &prefix, &NodeOptions::default()).await;
+    let mut ann = Client::connect(&a, "ann").await;
+    let mut bob = Client::connect(&b, "bob").await;
+    let mut cid = Client::connect(&c, "cid").await;
+    ann.ok(
+        "room",
+        "create",
+        json!({"history_size": 100, "presence_events": true}),
+    )
+    .await;
+    bob.ok("room", "join", json!({})).await;
+    cid.ok("room", "join", json!({})).await;
+    const N: u64 = 50;
+    for n in 1..=N {
+        let reply = ann.ok("room", "publish", json!({ "n": n })).await;
+        assert_eq!(reply["offset"], n);
+    }
+    for client in [&mut bob, &mut cid] {
+        let mut seen = Vec::new();
+        for message in client.drain(Duration::from_millis(700)).await {
+            if message["action"] == "message" {
+                seen.push((
+                    message["data"]["offset"].as_u64().unwrap(),
+                    message["data"]["data"]["n"].as_u64().unwrap(),
+                ));
+            }
+        }
+        let expected: Vec<(u64, u64)> = (1..=N).map(|n| (n, n)).collect();
+        assert_eq!(seen, expected, "{kind:?}: each publication once, in order");
+    }
+    // The node of a publisher gets it once too, through the broker.
+    let own: Vec<Value> = ann
+        .drain(Duration::from_millis(300))
+        .await
+        .into_iter()
+        .filter(|m| m["action"] == "message")
+        .collect();
+    assert_eq!(own.len() as u64, N);
+}
+
+async fn kick_ban_and_presence_across_nodes(kind: Kind) {
+    let Some(url) = service(kind) else { return };
+    let prefix = unique_prefix("kick");
+    let [a, b, c] = Node::start_three(&url, &prefix, &NodeOptions::default()).await;
+    let mut ann = Client::connect(&a, "ann").await;
+    let mut bob = Client::connect(&c, "bob").await;
+    let mut cid = Client::connect(&b, "cid").await;
+    ann.ok("room", "create", json!({"presence_events": true}))
+        .await;
+    bob.ok("room", "join", json!({})).await;
+    cid.ok("room", "join", json!({})).await;
+
+    // The same roster from every node.
+    let from_a = ann.ok("room", "presence", json!({})).await;
+    let from_b = cid.ok("room", "presence", json!({})).await;
+    let from_c = bob.ok("room", "presence", json!({})).await;
+    assert_eq!(from_a["total"], 3);
+    let expected: BTreeSet<(String, String)> = [
+        ("ann", "owner"),
+        ("bob", "participant"),
+        ("cid", "participant"),
+    ]
+    .into_iter()
+    .map(|(u, r)| (u.to_owned(), r.to_owned()))
+    .collect();
+    for presence in [&from_a, &from_b, &from_c] {
+        assert_eq!(roster(presence), expected, "{kind:?}: {presence}");
+    }
+    assert_eq!(from_a["members"], from_b["members"]);
+    assert_eq!(from_a["members"], from_c["members"]);
+
+    // A kick on A takes effect on B.
+    ann.ok("room", "kick", json!({"user": "cid"})).await;
+    cid.event("room", "kicked").await;
+    let refused = cid.command("room", "publish", json!("still here?")).await;
+    assert_eq!(refused["code"], "not_member");
+    // Kicked may come back; banned may not.
+    cid.ok("room", "join", json!({})).await;
+
+    // A ban on A takes effect on C, and on B when bob comes back there.
+    ann.ok("room", "ban", json!({"user": "bob"})).await;
+    bob.event("room", "banned").await;
+    let mut bob_again = Client::connect(&b, "bob").await;
+    let refused = bob_again.command("room", "join", json!({})).await;
+    assert_eq!(refused["code"], "banned", "{kind:?}: {refused}");
+    let presence = cid.ok("room", "presence", json!({})).await;
+    assert_eq!(presence["total"], 2);
+    ann.ok("room", "unban", json!({"user": "bob"})).await;
+    bob_again.ok("room", "join", json!({})).await;
+}
+
+async fn a_killed_node_leaves_every_roster(kind: Kind) {
+    let Some(url) = service(kind) else { return };
+    let prefix = unique_prefix("kill");
+    let options = NodeOptions {
+        presence_ttl_ms: 6_000,
+        heartbeat_ms: 300,
+    };
+    let [a, mut b, c] = Node::start_three(&url, &prefix, &options).await;
+    let mut ann = Client::connect(&a, "ann").await;
+    let mut bob = Client::connect(&b, "bob").await;
+    let mut cid = Client::connect(&c, "cid").await;
+    ann.ok("room", "create", json!({"presence_events": true}))
+        .await;
+    bob.ok("room", "join", json!({})).await;
+    cid.ok("room", "join", json!({})).await;
+    let bob_session = bob.session("room", "bob").await;
+    // Let every node hear the others' heartbeats.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let killed = Instant::now();
+    b.kill9().await;
+    for client in [&mut ann, &mut cid] {
+        loop {
+            let leave = client.event("room", "leave").await;
+            if leave["data"]["from"]["session"] == bob_session.as_str() {
+                break;
+            }
+        }
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(options.presence_ttl_ms),
+        "{kind:?}: the leave events took {took:?}"
+    );
+    for client in [&mut ann, &mut cid] {
+        let presence = client.ok("room", "presence", json!({})).await;
+        assert_eq!(presence["total"], 2, "{kind:?}: {presence}");
+        assert!(!roster(&presence).iter().any(|(user, _)| user == "bob"));
+    }
+    // Exactly one leave event each: one node removed bob.
+    for client in [&mut ann, &mut cid] {
+        let more = client.drain(Duration::from_millis(1500)).await;
+        assert!(
+            !more.iter().any(|m| m["action"] == "leave"),
+            "{kind:?}: a second leave: {more:?}"
+        );
+    }
+}
+
+/// The broker dies and comes back while a publisher keeps publishing: what
+/// was acknowledged before reaches the subscriber on another node, nothing
+/// acknowledged is lost silently (the subscriber is told `lost` and its
+/// recovery says whether history covered the gap), and what is
+/// acknowledged after its recovery reaches it.
+async fn broker_restart_under_load(kind: Kind) {
+    let mut broker = OwnBroker::start(kind);
+    let prefix = unique_prefix("restart");
+    let options = NodeOptions {
+        presence_ttl_ms: 60_000,
+        heartbeat_ms: 300,
+    };
+    let a = Node::start(&broker.url(), &prefix, &options).await;
+    let b = Node::start(&broker.url(), &prefix, &options).await;
+    let mut ann = Client::connect(&a, "ann").await;
+    let mut bob = Client::connect(&b, "bob").await;
+    ann.ok("room", "create", json!({"history_size": 1000}))
+        .await;
+    bob.ok("room", "join", json!({})).await;
+
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let publisher = tokio::spawn(async move {
+        // (n, acknowledged position) per publish.
+        let mut acked: Vec<(u64, u64, String)> = Vec::new();
+        let mut refused = 0u64;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let reply = ann.command("room", "publish", json!({ "n": n })).await;
+            if reply["ok"] == true {
+                acked.push((
+                    n,
+                    reply["offset"].as_u64().unwrap(),
+                    reply["epoch"].as_str().unwrap().to_owned(),
+                ));
+            } else {
+                assert!(
+                    ["unavailable", "not_found", "not_member"]
+                        .contains(&reply["code"].as_str().unwrap()),
+                    "a publish refused for another reason: {reply}"
+                );
+                refused += 1;
+            }
+            if stop_rx.try_recv().is_ok() {
+                return (acked, refused);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    // Before: publications flow.
+    let mut before = Vec::new();
+    let mut last: Option<Value> = None;
+    while before.len() < 20 {
+        let event = bob.event("room", "message").await;
+        before.push(event["data"]["data"]["n"].as_u64().unwrap());
+        last = Some(json!({
+            "offset": event["data"]["offset"],
+            "epoch": event["data"]["epoch"],
+        }));
+    }
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart();
+
+    // Bob hears that continuity was lost, and joins again from the last
+    // position he saw.
+    let waiting = Instant::now();
+    let mut received: Vec<u64> = before;
+    loop {
+        let message = bob.read().await;
+        if message["action"] == "message" {
+            received.push(message["data"]["data"]["n"].as_u64().unwrap());
+            last = Some(json!({
+                "offset": message["data"]["offset"],
+                "epoch": message["data"]["epoch"],
+            }));
+        }
+        if message["action"] == "lost" {
+            break;
+        }
+        assert!(waiting.elapsed() < WAIT * 2, "{kind:?}: no lost event");
+    }
+    let last_seen = *received.last().unwrap();
+    let since = last.expect("bob saw messages with positions");
+    let rejoin = loop {
+        let reply = bob.command("room", "join", json!({ "since": since })).await;
+        if reply["ok"] == true {
+            break reply;
+        }
+        assert_eq!(reply["code"], "unavailable", "{kind:?}: {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let recovered = rejoin["recovered"] == true;
+    for publication in rejoin["publications"].as_array().unwrap() {
+        received.push(publication["data"]["n"].as_u64().unwrap());
+    }
+    // After: publications flow again.
+    let mut after = 0;
+    while after < 20 {
+        let event = bob.event("room", "message").await;
+        received.push(event["data"]["data"]["n"].as_u64().unwrap());
+        after += 1;
+    }
+    let _ = stop_tx.send(());
+    let (acked, refused) = publisher.await.unwrap();
+    for message in bob.drain(Duration::from_secs(1)).await {
+        if message["action"] == "message" {
+            received.push(message["data"]["data"]["n"].as_u64().unwrap());
+        }
+    }
+    eprintln!(
+        "{kind:?}: {} publishes acknowledged, {refused} refused while the broker was away, \
+         recovered: {recovered}",
+        acked.len()
+    );
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "{kind:?}: each publication once, in order: {received:?}"
+    );
+    let rejoin_epoch = rejoin["epoch"].as_str().unwrap();
+    let rejoin_top = rejoin["offset"].as_u64().unwrap();
+    for (n, offset, epoch) in &acked {
+        let owed = *n <= last_seen || recovered || (epoch == rejoin_epoch && *offset > rejoin_top);
+        assert!(
+            !owed || received.contains(n),
+            "{kind:?}: publication {n} (offset {offset} in {epoch}) was acknowledged and never delivered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_publish_reaches_every_node_once_in_order() {
+    publish_reaches_every_node_once_in_order(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn redis_kick_ban_and_presence_across_nodes() {
+    kick_ban_and_presence_across_nodes(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn redis_a_killed_node_leaves_every_roster() {
+    a_killed_node_leaves_every_roster(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn redis_broker_restart_under_load() {
+    broker_restart_under_load(Kind::Redis).await;
+}

@@ -1,0 +1,1428 @@
+//! A cluster backend on Redis (feature `redis`): broker, presence store
+//! and controller for any number of nodes sharing one Redis.
+//!
+//! - **Publications**: one Redis PUB/SUB channel per channel or topic,
+//!   subscribed by a node only while it has local participants there.
+//!   A publication to a channel with history is appended to a Redis Stream
+//!   (`MAXLEN` the channel's history size; each entry carries its expiry)
+//!   and published by one Lua script, so offsets and delivery order agree
+//!   on every node.
+//! - **Presence**: per channel a sorted set of members in join order, a
+//!   sorted set of expiries on the Redis clock, and hashes of member data,
+//!   roles and bans; joins check existence, bans and capacity in one
+//!   script. Every key of a channel lives while its members are refreshed,
+//!   then the channel's linger, so a deployment whose nodes all stopped
+//!   leaves nothing behind. All keys of a channel share a hash tag
+//!   (`{prefix}:{<channel>}:...`) for Redis Cluster; the list of channel
+//!   names is one key besides.
+//! - **Control**: one PUB/SUB channel carries kicks, bans, role changes,
+//!   disconnects and every node's heartbeat. A node silent for three
+//!   heartbeats is taken for dead: the nodes sharing its channels remove
+//!   its members, and expired members are removed whenever a channel's
+//!   presence is touched; each removal is one script, so exactly one node
+//!   publishes the `leave` event (channels with presence events).
+//! - **Failures**: [`RedisBackend::connect`] retries with backoff until
+//!   [`RedisConfig::connect_timeout`]. While running, a lost connection is
+//!   re-established in the background with backoff: every subscription the
+//!   node still needs is made again in one `SUBSCRIBE`, the node is told
+//!   ([`Sink::interrupted`]) so its sessions get `lost` events and can
+//!   recover from history, and if Redis lost its data (a restart without
+//!   persistence, noticed by a marker key) the node writes its members
+//!   back. Meanwhile local traffic goes on; commands that need Redis fail
+//!   with [`ErrorCode::Unavailable`], publishes included.
+//!
+//! The backend runs on tokio: build [`Channels`](crate::Channels) with it
+//! inside a tokio runtime.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{Client, Script, Value as Reply};
+use serde::{Deserialize, Serialize};
+
+use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
+use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
+use crate::manager::TOPIC_PREFIX;
+use crate::types::{
+    ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,
+    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, PublicationKind,
+    Role, Roster, SessionId, Target,
+};
+
+/// How to reach Redis and how to behave towards it.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` (or `rediss://` with
+    /// TLS).
+    pub url: String,
+    /// Put before every key and PUB/SUB channel, so deployments can share
+    /// a Redis. Default `"ws"`. No `{` or `}`.
+    pub prefix: String,
+    /// How often a node says it is alive; a node silent for three is taken
+    /// for dead. Default 2 s.
+    pub heartbeat: Duration,
+    /// How long [`RedisBackend::connect`] keeps trying. Default 30 s.
+    pub connect_timeout: Duration,
+    /// How long one command may take before it fails with
+    /// [`ErrorCode::Unavailable`]. Default 5 s.
+    pub command_timeout: Duration,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("heartbeat", &self.heartbeat)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, for the Redis at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "ws".into(),
+            heartbeat: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The key and channel prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// How long `connect` keeps trying.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+/// `url` without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("redis/prelude.lua"),
+            include_str!(concat!("redis/", $file))
+        ))
+    };
+}
+
+struct Scripts {
+    create: Script,
+    join: Script,
+    leave: Script,
+    refresh: Script,
+    restore: Script,
+    members: Script,
+    summary: Script,
+    kick: Script,
+    ban: Script,
+    set_role: Script,
+    reap_node: Script,
+    publish: Script,
+    history: Script,
+    remove_history: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            create: script!("create.lua"),
+            join: script!("join.lua"),
+            leave: script!("leave.lua"),
+            refresh: script!("refresh.lua"),
+            restore: script!("restore.lua"),
+            members: script!("members.lua"),
+            summary: script!("summary.lua"),
+            kick: script!("kick.lua"),
+            ban: script!("ban.lua"),
+            set_role: script!("set_role.lua"),
+            reap_node: script!("reap_node.lua"),
+            publish: script!("publish.lua"),
+            history: script!("history.lua"),
+            remove_history: script!("remove_history.lua"),
+        }
+    }
+}
+
+/// What this node added to presence, to write back if Redis loses it.
+#[derive(Clone)]
+struct LocalEntry {
+    options: String,
+    info: String,
+    role: String,
+    user: String,
+}
+
+/// Broker, presence store and controller on Redis. Make it with
+/// [`connect`](Self::connect) and hand it to
+/// [`Backend::shared`](super::Backend::shared).
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: RedisConfig,
+    client: Client,
+    conn: ConnectionManager,
+    scripts: Scripts,
+    attached: OnceLock<(NodeId, Arc<dyn Sink>)>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Channels and `$topic:` keys this node is subscribed to.
+    topics: Mutex<BTreeSet<String>>,
+    /// The live PUB/SUB connection's command half, `None` while down.
+    pubsub: tokio::sync::watch::Sender<Option<PubSubSink>>,
+    local: Mutex<HashMap<(String, SessionId), LocalEntry>>,
+    /// Set when Redis lost its data: the next refresh writes members back.
+    restore: AtomicBool,
+    /// The presence TTL the manager last asked for, in ms.
+    ttl_ms: AtomicU64,
+    /// Other nodes' last heartbeat.
+    peers: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.shared.task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unavailable(error: impl fmt::Display) -> ChannelError {
+    ChannelError::unavailable(format!("redis: {error}"))
+}
+
+fn not_found(channel: &str) -> ChannelError {
+    ChannelError::new(ErrorCode::NotFound, format!("no channel named {channel:?}"))
+}
+
+fn text(reply: &Reply) -> String {
+    match reply {
+        Reply::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Reply::SimpleString(s) => s.clone(),
+        Reply::Int(n) => n.to_string(),
+        Reply::Okay => "OK".into(),
+        _ => String::new(),
+    }
+}
+
+fn int(reply: &Reply) -> u64 {
+    match reply {
+        Reply::Int(n) => u64::try_from(*n).unwrap_or(0),
+        other => text(other).parse().unwrap_or(0),
+    }
+}
+
+fn items(reply: &Reply) -> &[Reply] {
+    match reply {
+        Reply::Array(items) | Reply::Set(items) => items,
+        _ => &[],
+    }
+}
+
+fn at(reply: &[Reply], index: usize) -> &Reply {
+    reply.get(index).unwrap_or(&Reply::Nil)
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX / 4)
+        .max(1)
+}
+
+fn new_epoch() -> String {
+    format!("{:08x}", NodeId::random().0 & 0xffff_ffff)
+}
+
+/// A user as the scripts store it: empty for none, `=name` for a name.
+fn user_field(user: Option<&str>) -> String {
+    user.map(|u| format!("={u}")).unwrap_or_default()
+}
+
+/// What travels on a channel's PUB/SUB channel.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+    p: Publication,
+}
+
+/// What travels on the control channel.
+#[derive(Serialize, Deserialize)]
+struct ControlWire {
+    node: NodeId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    msg: Option<ControlMessage>,
+}
+
+impl RedisBackend {
+    /// Connects to Redis, trying again with backoff (100 ms doubling to
+    /// 5 s, each failure logged) until `config.connect_timeout`, then
+    /// failing with [`ErrorCode::Unavailable`] and the last error. A URL
+    /// that is not a Redis URL fails at once with
+    /// [`ErrorCode::BadRequest`].
+    pub async fn connect(config: RedisConfig) -> Result<Self, ChannelError> {
+        if config.prefix.contains(['{', '}']) {
+            return Err(ChannelError::new(
+                ErrorCode::BadRequest,
+                "the Redis key prefix may not contain { or }",
+            ));
+        }
+        let client = Client::open(config.url.as_str()).map_err(|e| {
+            ChannelError::new(
+                ErrorCode::BadRequest,
+                format!("not a Redis URL: {}: {e}", redact(&config.url)),
+            )
+        })?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.command_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        let conn = loop {
+            attempts += 1;
+            let attempt = async {
+                let mut conn = client
+                    .get_connection_manager_with_config(manager.clone())
+                    .await?;
+                redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                Ok::<_, redis::RedisError>(conn)
+            };
+            let error = match tokio::time::timeout(config.command_timeout, attempt).await {
+                Ok(Ok(conn)) => break conn,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {:?}", config.command_timeout),
+            };
+            if started.elapsed() + delay > config.connect_timeout {
+                return Err(ChannelError::unavailable(format!(
+                    "Redis at {} unreachable after {attempts} attempts in {:.1?}: {error}",
+                    redact(&config.url),
+                    started.elapsed()
+                )));
+            }
+            tracing::warn!(
+                url = %redact(&config.url),
+                %error,
+                retry_in = ?delay,
+                "Redis unreachable; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        };
+        let (pubsub, _) = tokio::sync::watch::channel(None);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                client,
+                conn,
+                scripts: Scripts::new(),
+                attached: OnceLock::new(),
+                task: Mutex::new(None),
+                topics: Mutex::new(BTreeSet::new()),
+                pubsub,
+                local: Mutex::new(HashMap::new()),
+                restore: AtomicBool::new(false),
+                ttl_ms: AtomicU64::new(60_000),
+                peers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        if self.shared.attached.set((node, sink.clone())).is_err() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(Shared::listen(self.shared.clone(), node, sink));
+                *lock(&self.shared.task) = Some(task);
+            }
+            Err(_) => tracing::error!(
+                "the Redis backend needs a tokio runtime: build Channels inside one; \
+                 this node receives nothing"
+            ),
+        }
+    }
+}
+
+impl Shared {
+    fn key(&self, channel: &str, part: &str) -> String {
+        format!("{}:{{{channel}}}:{part}", self.config.prefix)
+    }
+
+    /// The eight keys of a channel, in the scripts' order.
+    fn keys(&self, channel: &str) -> [String; 8] {
+        ["meta", "mem", "exp", "info", "who", "roles", "bans", "hist"]
+            .map(|part| self.key(channel, part))
+    }
+
+    fn pubsub_channel(&self, channel: &str) -> String {
+        format!("{}:pub:{channel}", self.config.prefix)
+    }
+
+    fn control_channel(&self) -> String {
+        format!("{}:control", self.config.prefix)
+    }
+
+    fn index(&self) -> String {
+        format!("{}:channels", self.config.prefix)
+    }
+
+    fn ttl(&self) -> u64 {
+        self.ttl_ms.load(Ordering::Relaxed)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs a script on `channel`'s eight keys.
+    async fn on_channel(
+        &self,
+        script: &Script,
+        channel: &str,
+        args: &[String],
+    ) -> Result<Reply, ChannelError> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys(channel) {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn command<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, ChannelError> {
+        let mut conn = self.conn();
+        command.query_async(&mut conn).await.map_err(unavailable)
+    }
+
+    /// Publishes `leave` events for members a script removed, if the
+    /// channel has presence events.
+    async fn leaves(&self, channel: &str, options: &str, reaped: &Reply) {
+        let reaped = items(reaped);
+        if reaped.is_empty() {
+            return;
+        }
+        let presence_events = serde_json::from_str::<ChannelOptions>(options)
+            .is_ok_and(|options| options.presence_events);
+        {
+            let mut local = lock(&self.local);
+            for info in reaped {
+                if let Ok(member) = serde_json::from_str::<Member>(&text(info)) {
+                    local.remove(&(channel.to_owned(), member.session));
+                }
+            }
+        }
+        if !presence_events {
+            return;
+        }
+        for info in reaped {
+            let Ok(member) = serde_json::from_str::<Member>(&text(info)) else {
+                continue;
+            };
+            let publication = Publication {
+                kind: PublicationKind::Leave,
+                position: None,
+                from: Some(ClientInfo {
+                    session: member.session,
+                    user: member.user,
+                    info: member.info,
+                }),
+                data: None,
+            };
+            if let Err(e) = self.send_publication(channel, publication).await {
+                tracing::warn!(channel, error = %e, "a leave event for an expired member was not sent");
+            }
+        }
+    }
+
+    async fn send_publication(
+        &self,
+        channel: &str,
+        publication: Publication,
+    ) -> Result<(), ChannelError> {
+        let wire = Wire {
+            o: None,
+            e: None,
+            p: publication,
+        };
+        let text = serde_json::to_string(&wire).map_err(unavailable)?;
+        self.command::<()>(
+            redis::cmd("PUBLISH")
+                .arg(self.pubsub_channel(channel))
+                .arg(text),
+        )
+        .await
+    }
+
+    /// Waits (up to the command timeout) for the PUB/SUB connection.
+    async fn pubsub(&self) -> Result<PubSubSink, ChannelError> {
+        let mut watch = self.pubsub.subscribe();
+        let ready =
+            tokio::time::timeout(self.config.command_timeout, watch.wait_for(Option::is_some))
+                .await;
+        match ready {
+            Ok(Ok(sink)) => Ok(sink.clone().expect("waited for Some")),
+            _ => Err(ChannelError::unavailable(
+                "redis: no PUB/SUB connection (reconnecting)",
+            )),
+        }
+    }
+
+    fn local_channels(&self) -> Vec<String> {
+        lock(&self.topics)
+            .iter()
+            .filter(|t| !t.starts_with(TOPIC_PREFIX))
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps the PUB/SUB connection up for as long as the backend lives:
+    /// delivers what arrives, beats, notices dead peers, reconnects.
+    async fn listen(self: Arc<Self>, node: NodeId, sink: Arc<dyn Sink>) {
+        let mut first = true;
+        let mut delay = Duration::from_millis(100);
+        let mut instance: Option<String> = None;
+        loop {
+            let mut channels = vec![self.control_channel()];
+            channels.extend(
+                lock(&self.topics)
+                    .iter()
+                    .map(|topic| self.pubsub_channel(topic)),
+            );
+            let connect = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channels).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = match tokio::time::timeout(self.config.command_timeout, connect).await {
+                Ok(Ok(pubsub)) => pubsub,
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer".into(),
+                    };
+                    tracing::warn!(%error, retry_in = ?delay, "Redis PUB/SUB unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let connected = Instant::now();
+            let (commands, mut messages) = pubsub.split();
+            self.pubsub.send_replace(Some(commands.clone()));
+            let marker = self.instance().await;
+            if !first {
+                let lost_data = match (&instance, &marker) {
+                    (Some(before), Some(now)) => before != now,
+                    _ => true,
+                };
+                tracing::info!(
+                    subscriptions = channels.len(),
+                    lost_data,
+                    "Redis PUB/SUB connection restored"
+                );
+                if lost_data {
+                    self.restore.store(true, Ordering::Relaxed);
+                }
+                sink.interrupted();
+            }
+            if marker.is_some() {
+                instance = marker;
+            }
+            first = false;
+            let mut beat = tokio::time::interval(self.config.heartbeat);
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        self.deliver(node, &sink, &message);
+                    }
+                    _ = beat.tick() => {
+                        self.beat(node).await;
+                        let mut ping = commands.clone();
+                        let alive = tokio::time::timeout(
+                            self.config.command_timeout,
+                            ping.ping::<Reply>(),
+                        )
+                        .await;
+                        if !matches!(alive, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
+                }
+            }
+            self.pubsub.send_replace(None);
+            tracing::warn!("Redis PUB/SUB connection lost; reconnecting");
+            // A connection that keeps failing at once is retried with
+            // backoff too.
+            if connected.elapsed() > Duration::from_secs(10) {
+                delay = Duration::from_millis(100);
+            } else {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// The marker key that tells whether Redis kept its data: set once by
+    /// the first node to look, gone after a restart without persistence.
+    async fn instance(&self) -> Option<String> {
+        let key = format!("{}:instance", self.config.prefix);
+        // The command connection reconnects on its own first error.
+        for _ in 0..5 {
+            let set = self
+                .command::<()>(redis::cmd("SET").arg(&key).arg(new_epoch()).arg("NX"))
+                .await;
+            if set.is_ok()
+                && let Ok(value) = self.command::<String>(redis::cmd("GET").arg(&key)).await
+            {
+                return Some(value);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    fn deliver(&self, node: NodeId, sink: &Arc<dyn Sink>, message: &redis::Msg) {
+        let name = message.get_channel_name();
+        let payload = message.get_payload_bytes();
+        if name == self.control_channel() {
+            match serde_json::from_slice::<ControlWire>(payload) {
+                Ok(ControlWire { node: from, msg }) => match msg {
+                    Some(message) => sink.control(&message),
+                    None if from != node => {
+                        lock(&self.peers).insert(from, Instant::now());
+                    }
+                    None => {}
+                },
+                Err(e) => tracing::warn!(error = %e, "an unreadable control message"),
+            }
+            return;
+        }
+        let prefix = format!("{}:pub:", self.config.prefix);
+        let Some(channel) = name.strip_prefix(&prefix) else {
+            return;
+        };
+        match serde_json::from_slice::<Wire>(payload) {
+            Ok(Wire { o, e, mut p }) => {
+                if let (Some(offset), Some(epoch)) = (o, e) {
+                    p.position = Some(Position { offset, epoch });
+                }
+                sink.publication(channel, &p);
+            }
+            Err(e) => tracing::warn!(channel, error = %e, "an unreadable publication"),
+        }
+    }
+
+    /// Says this node is alive, and removes the members of nodes that
+    /// stopped saying so from the channels this node shares with them.
+    async fn beat(self: &Arc<Self>, node: NodeId) {
+        let beat = ControlWire { node, msg: None };
+        if let Ok(text) = serde_json::to_string(&beat) {
+            let _ = self
+                .command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(text))
+                .await;
+        }
+        let silent = self.config.heartbeat * 3 + self.config.heartbeat / 2;
+        let dead: Vec<NodeId> = {
+            let mut peers = lock(&self.peers);
+            let dead = peers
+                .iter()
+                .filter(|(_, seen)| seen.elapsed() > silent)
+                .map(|(node, _)| *node)
+                .collect::<Vec<_>>();
+            for node in &dead {
+                peers.remove(node);
+            }
+            dead
+        };
+        for gone in dead {
+            tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
+            let this = self.clone();
+            tokio::spawn(async move {
+                for channel in this.local_channels() {
+                    let args = [gone.0.to_string(), this.ttl().to_string()];
+                    match this
+                        .on_channel(&this.scripts.reap_node, &channel, &args)
+                        .await
+                    {
+                        Ok(reply) => {
+                            let reply = items(&reply);
+                            this.leaves(&channel, &text(at(reply, 1)), at(reply, 2))
+                                .await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(channel, error = %e, "a dead node's members stay until they expire");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    fn remember(&self, channel: &str, member: &Member, options: &ChannelOptions, role: &Role) {
+        let (Ok(info), Ok(options)) = (
+            serde_json::to_string(member),
+            serde_json::to_string(options),
+        ) else {
+            return;
+        };
+        lock(&self.local).insert(
+            (channel.to_owned(), member.session),
+            LocalEntry {
+                options,
+                info,
+                role: role.as_str().to_owned(),
+                user: user_field(member.user.as_deref()),
+            },
+        );
+    }
+
+    async fn refresh_channel(
+        &self,
+        node: NodeId,
+        channel: &str,
+        sessions: &[SessionId],
+        ttl: u64,
+        restore: bool,
+    ) -> Result<(), ChannelError> {
+        let mut args = vec![node.0.to_string(), ttl.to_string()];
+        args.extend(sessions.iter().map(SessionId::to_string));
+        let reply = self
+            .on_channel(&self.scripts.refresh, channel, &args)
+            .await?;
+        let reply = items(&reply);
+        let options = text(at(reply, 1));
+        self.leaves(channel, &options, at(reply, 2)).await;
+        if !restore {
+            return Ok(());
+        }
+        let missing: Vec<SessionId> = if text(at(reply, 0)) == "gone" {
+            sessions.to_vec()
+        } else {
+            items(at(reply, 3))
+                .iter()
+                .filter_map(|s| text(s).parse().ok())
+                .collect()
+        };
+        let entries: Vec<(SessionId, LocalEntry)> = {
+            let local = lock(&self.local);
+            missing
+                .iter()
+                .filter_map(|s| Some((*s, local.get(&(channel.to_owned(), *s))?.clone())))
+                .collect()
+        };
+        let Some((_, first)) = entries.first() else {
+            return Ok(());
+        };
+        let mut args = vec![first.options.clone(), new_epoch(), ttl.to_string()];
+        for (session, entry) in &entries {
+            args.extend([
+                session.to_string(),
+                entry.info.clone(),
+                node.0.to_string(),
+                entry.role.clone(),
+                entry.user.clone(),
+            ]);
+        }
+        let restored = self
+            .on_channel(&self.scripts.restore, channel, &args)
+            .await?;
+        self.command::<()>(redis::cmd("ZADD").arg(self.index()).arg(0).arg(channel))
+            .await?;
+        tracing::info!(channel, restored = int(&restored), "presence written back");
+        Ok(())
+    }
+
+    async fn summary(&self, channel: &str) -> Result<Option<ChannelSummary>, ChannelError> {
+        let reply = self.on_channel(&self.scripts.summary, channel, &[]).await?;
+        let reply = items(&reply);
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        let options = serde_json::from_str(&text(at(reply, 0))).map_err(unavailable)?;
+        Ok(Some(ChannelSummary {
+            name: channel.to_owned(),
+            options,
+            members: usize::try_from(int(at(reply, 1))).unwrap_or(usize::MAX),
+        }))
+    }
+
+    /// Drops names of channels that are gone from the index.
+    async fn prune_index(&self) -> Result<(), ChannelError> {
+        let names: Vec<String> = self
+            .command(redis::cmd("ZRANGE").arg(self.index()).arg(0).arg(-1))
+            .await?;
+        for name in names {
+            let exists: bool = self
+                .command(redis::cmd("EXISTS").arg(self.key(&name, "meta")))
+                .await?;
+            if !exists {
+                self.command::<()>(redis::cmd("ZREM").arg(self.index()).arg(&name))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn status_error(status: &str, channel: &str) -> ChannelError {
+    match status {
+        "not_found" => not_found(channel),
+        "exists" => ChannelError::new(
+            ErrorCode::AlreadyExists,
+            format!("a channel named {channel:?} exists"),
+        ),
+        "banned" => ChannelError::new(ErrorCode::Banned, format!("banned from {channel:?}")),
+        "full" => ChannelError::new(ErrorCode::Full, format!("{channel:?} is full")),
+        "limit" => ChannelError::new(
+            ErrorCode::Limit,
+            format!("{channel:?} has as many bans or roles as allowed"),
+        ),
+        other => ChannelError::unavailable(format!("redis: unexpected script status {other:?}")),
+    }
+}
+
+fn role_of(name: &str) -> Role {
+    match name {
+        "owner" => Role::OWNER,
+        "participant" => Role::PARTICIPANT,
+        other => Role::new(other),
+    }
+}
+
+impl Broker for RedisBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        RedisBackend::attach(self, node, sink);
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        _node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            lock(&shared.topics).insert(channel.to_owned());
+            let result = async {
+                let mut pubsub = shared.pubsub().await?;
+                tokio::time::timeout(
+                    shared.config.command_timeout,
+                    pubsub.subscribe(shared.pubsub_channel(channel)),
+                )
+                .await
+                .map_err(|_| ChannelError::unavailable("redis: SUBSCRIBE timed out"))?
+                .map_err(unavailable)
+            }
+            .await;
+            if result.is_err() {
+                lock(&shared.topics).remove(channel);
+            }
+            result
+        })
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        _node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            lock(&shared.topics).remove(channel);
+            let pubsub = shared.pubsub.borrow().clone();
+            // Down: the reconnect subscribes only what is still wanted.
+            if let Some(mut pubsub) = pubsub {
+                let _ = tokio::time::timeout(
+                    shared.config.command_timeout,
+                    pubsub.unsubscribe(shared.pubsub_channel(channel)),
+                )
+                .await;
+            }
+            Ok(())
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: Option<HistorySpec>,
+    ) -> BoxFuture<'a, Result<Option<Position>, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let Some(spec) = history else {
+                return shared
+                    .send_publication(channel, publication)
+                    .await
+                    .map(|()| None);
+            };
+            let json = serde_json::to_string(&publication).map_err(unavailable)?;
+            let mut invocation = shared.scripts.publish.prepare_invoke();
+            invocation
+                .key(shared.key(channel, "meta"))
+                .key(shared.key(channel, "hist"))
+                .arg(json)
+                .arg(spec.size)
+                .arg(ms(spec.ttl))
+                .arg(shared.pubsub_channel(channel));
+            let mut conn = shared.conn();
+            let reply: Reply = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let reply = items(&reply);
+            match text(at(reply, 0)).as_str() {
+                "ok" => Ok(Some(Position {
+                    offset: int(at(reply, 1)),
+                    epoch: text(at(reply, 2)),
+                })),
+                status => Err(status_error(status, channel)),
+            }
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let after = since
+                .as_ref()
+                .map_or_else(|| "-1".to_owned(), |p| p.offset.to_string());
+            let mut invocation = shared.scripts.history.prepare_invoke();
+            invocation
+                .key(shared.key(channel, "meta"))
+                .key(shared.key(channel, "hist"))
+                .arg(after)
+                .arg(limit);
+            let mut conn = shared.conn();
+            let reply: Reply = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let reply = items(&reply);
+            if reply.is_empty() {
+                // No such channel: an empty history no position belongs to.
+                return Ok(HistoryPage {
+                    publications: Vec::new(),
+                    top: Some(Position {
+                        offset: 0,
+                        epoch: new_epoch(),
+                    }),
+                    complete: since.is_none(),
+                });
+            }
+            let epoch = text(at(reply, 0));
+            let top = int(at(reply, 1));
+            let now = int(at(reply, 2));
+            let page_top = Some(Position {
+                offset: top,
+                epoch: epoch.clone(),
+            });
+            let Some(since) = since else {
+                return Ok(HistoryPage {
+                    publications: Vec::new(),
+                    top: page_top,
+                    complete: true,
+                });
+            };
+            let entries = items(at(reply, 3));
+            let mut publications = Vec::new();
+            let mut complete = since.epoch == epoch
+                && since.offset <= top
+                && usize::try_from(top - since.offset).is_ok_and(|m| m <= limit);
+            let mut expected = since.offset + 1;
+            for entry in entries.chunks(3) {
+                if !complete {
+                    break;
+                }
+                let offset: u64 = text(at(entry, 0))
+                    .split('-')
+                    .next()
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(0);
+                let expires = int(at(entry, 1));
+                let parsed = serde_json::from_str::<Publication>(&text(at(entry, 2)));
+                match parsed {
+                    Ok(mut publication) if offset == expected && expires > now => {
+                        publication.position = Some(Position {
+                            offset,
+                            epoch: epoch.clone(),
+                        });
+                        publications.push(publication);
+                        expected += 1;
+                    }
+                    _ => complete = false,
+                }
+            }
+            if expected != top + 1 {
+                complete = false;
+            }
+            if !complete {
+                publications.clear();
+            }
+            Ok(HistoryPage {
+                publications,
+                top: page_top,
+                complete,
+            })
+        })
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut invocation = shared.scripts.remove_history.prepare_invoke();
+            invocation
+                .key(shared.key(channel, "meta"))
+                .key(shared.key(channel, "hist"))
+                .arg(new_epoch());
+            let mut conn = shared.conn();
+            invocation
+                .invoke_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+    }
+}
+
+impl PresenceStore for RedisBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        max_channels: usize,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
+            let count: usize = shared
+                .command(redis::cmd("ZCARD").arg(shared.index()))
+                .await?;
+            if count >= max_channels {
+                shared.prune_index().await?;
+                let count: usize = shared
+                    .command(redis::cmd("ZCARD").arg(shared.index()))
+                    .await?;
+                if count >= max_channels {
+                    return Err(ChannelError::new(
+                        ErrorCode::Limit,
+                        format!("there are {max_channels} channels, the most allowed"),
+                    ));
+                }
+            }
+            owner.role = Role::OWNER;
+            let opts = serde_json::to_string(&options).map_err(unavailable)?;
+            let info = serde_json::to_string(&owner).map_err(unavailable)?;
+            let args = [
+                opts,
+                owner.session.to_string(),
+                info,
+                owner.node.0.to_string(),
+                user_field(owner.user.as_deref()),
+                ms(ttl).to_string(),
+                new_epoch(),
+            ];
+            let reply = shared
+                .on_channel(&shared.scripts.create, channel, &args)
+                .await?;
+            let status = text(at(items(&reply), 0));
+            if status != "ok" {
+                return Err(status_error(&status, channel));
+            }
+            shared
+                .command::<()>(redis::cmd("ZADD").arg(shared.index()).arg(0).arg(channel))
+                .await?;
+            shared.remember(channel, &owner, &options, &Role::OWNER);
+            Ok(JoinGrant {
+                options,
+                role: Role::OWNER,
+            })
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
+            let info = serde_json::to_string(&member).map_err(unavailable)?;
+            let args = [
+                member.session.to_string(),
+                info,
+                member.node.0.to_string(),
+                user_field(member.user.as_deref()),
+                ms(ttl).to_string(),
+            ];
+            let reply = shared
+                .on_channel(&shared.scripts.join, channel, &args)
+                .await?;
+            let reply = items(&reply);
+            let status = text(at(reply, 0));
+            let opts = text(at(reply, 1));
+            shared.leaves(channel, &opts, at(reply, 2)).await;
+            if status != "ok" {
+                return Err(status_error(&status, channel));
+            }
+            let options: ChannelOptions = serde_json::from_str(&opts).map_err(unavailable)?;
+            let role = role_of(&text(at(reply, 3)));
+            shared.remember(channel, &member, &options, &role);
+            Ok(JoinGrant { options, role })
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        session: SessionId,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            lock(&shared.local).remove(&(channel.to_owned(), session));
+            let args = [session.to_string(), shared.ttl().to_string()];
+            let reply = shared
+                .on_channel(&shared.scripts.leave, channel, &args)
+                .await?;
+            let reply = items(&reply);
+            shared
+                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
+                .await;
+            Ok(())
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        node: NodeId,
+        entries: &'a [(String, SessionId)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
+            let mut by_channel: BTreeMap<&str, Vec<SessionId>> = BTreeMap::new();
+            for (channel, session) in entries {
+                by_channel.entry(channel).or_default().push(*session);
+            }
+            {
+                // What the manager no longer has is not written back.
+                let mut local = lock(&shared.local);
+                local.retain(|(channel, session), _| {
+                    by_channel
+                        .get(channel.as_str())
+                        .is_some_and(|s| s.contains(session))
+                });
+            }
+            let restore = shared.restore.swap(false, Ordering::Relaxed);
+            let mut result = Ok(());
+            for (channel, sessions) in &by_channel {
+                if let Err(e) = shared
+                    .refresh_channel(node, channel, sessions, ms(ttl), restore)
+                    .await
+                {
+                    result = Err(e);
+                }
+            }
+            if restore && result.is_err() {
+                shared.restore.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Roster, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let args = [limit.to_string(), shared.ttl().to_string()];
+            let reply = shared
+                .on_channel(&shared.scripts.members, channel, &args)
+                .await?;
+            let reply = items(&reply);
+            let status = text(at(reply, 0));
+            if status != "ok" {
+                return Err(status_error(&status, channel));
+            }
+            shared
+                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
+                .await;
+            let members = items(at(reply, 4))
+                .chunks(2)
+                .filter_map(|pair| {
+                    let mut member: Member = serde_json::from_str(&text(at(pair, 0))).ok()?;
+                    member.role = role_of(&text(at(pair, 1)));
+                    Some(member)
+                })
+                .collect();
+            Ok(Roster {
+                members,
+                total: usize::try_from(int(at(reply, 3))).unwrap_or(usize::MAX),
+            })
+        })
+    }
+
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelSummary>, ChannelError>> {
+        Box::pin(self.shared.summary(channel))
+    }
+
+    fn channels(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ChannelSummary>, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            const PAGE: usize = 256;
+            let mut out = Vec::new();
+            let mut start = 0usize;
+            while out.len() < limit {
+                let names: Vec<String> = shared
+                    .command(
+                        redis::cmd("ZRANGE")
+                            .arg(shared.index())
+                            .arg(start)
+                            .arg(start + PAGE - 1),
+                    )
+                    .await?;
+                if names.is_empty() {
+                    break;
+                }
+                start += names.len();
+                for name in names {
+                    match shared.summary(&name).await? {
+                        Some(summary) if out.len() < limit => out.push(summary),
+                        Some(_) => break,
+                        None => {
+                            shared
+                                .command::<()>(redis::cmd("ZREM").arg(shared.index()).arg(&name))
+                                .await?;
+                            start -= 1;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let (kind, value) = match target {
+                Target::Session(session) => ("s", session.to_string()),
+                Target::User(user) => ("u", user_field(Some(user))),
+            };
+            let args = [kind.to_owned(), value, shared.ttl().to_string()];
+            let reply = shared
+                .on_channel(&shared.scripts.kick, channel, &args)
+                .await?;
+            let reply = items(&reply);
+            let status = text(at(reply, 0));
+            if status != "ok" {
+                return Err(status_error(&status, channel));
+            }
+            shared
+                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
+                .await;
+            Ok(usize::try_from(int(at(reply, 3))).unwrap_or(0))
+        })
+    }
+
+    fn ban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        duration: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let args = [
+                user.to_owned(),
+                duration.map_or(0, ms).to_string(),
+                MAX_BANS_PER_CHANNEL.to_string(),
+                shared.ttl().to_string(),
+            ];
+            let reply = shared
+                .on_channel(&shared.scripts.ban, channel, &args)
+                .await?;
+            let reply = items(&reply);
+            let status = text(at(reply, 0));
+            shared
+                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
+                .await;
+            if status != "ok" {
+                return Err(status_error(&status, channel));
+            }
+            Ok(())
+        })
+    }
+
+    fn unban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared
+                .command::<()>(
+                    redis::cmd("HDEL")
+                        .arg(shared.key(channel, "bans"))
+                        .arg(user),
+                )
+                .await
+        })
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        role: &'a Role,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let args = [
+                user.to_owned(),
+                role.as_str().to_owned(),
+                MAX_ROLES_PER_CHANNEL.to_string(),
+            ];
+            let reply = shared
+                .on_channel(&shared.scripts.set_role, channel, &args)
+                .await?;
+            match text(&reply).as_str() {
+                "ok" => Ok(()),
+                status => Err(status_error(status, channel)),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared
+                .command::<()>(redis::cmd("DEL").arg(&shared.keys(channel)[..]))
+                .await?;
+            shared
+                .command::<()>(redis::cmd("ZREM").arg(shared.index()).arg(channel))
+                .await
+        })
+    }
+}
+
+impl Controller for RedisBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        RedisBackend::attach(self, node, sink);
+    }
+
+    fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let Some((node, _)) = shared.attached.get() else {
+                return Err(ChannelError::unavailable(
+                    "redis: the backend is not attached to a node",
+                ));
+            };
+            let wire = ControlWire {
+                node: *node,
+                msg: Some(message),
+            };
+            let text = serde_json::to_string(&wire).map_err(unavailable)?;
+            shared
+                .command::<()>(
+                    redis::cmd("PUBLISH")
+                        .arg(shared.control_channel())
+                        .arg(text),
+                )
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("redis://user:secret@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(redact("redis://db:6379"), "redis://db:6379");
+        let config = RedisConfig::new("redis://:hunter2@db");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

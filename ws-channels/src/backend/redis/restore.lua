@@ -1,0 +1,21 @@
+-- Puts a node's members back after the broker lost its data.
+-- ARGV: opts, epoch, ttl ms, then per member: session, info, node, role, user
+local now = now_ms()
+local ttl = tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'opts', ARGV[1], 'seq', 0, 'epoch', ARGV[2], 'top', 0)
+end
+local opts = cjson.decode(redis.call('HGET', KEYS[1], 'opts'))
+local restored = 0
+for i = 4, #ARGV, 5 do
+  local session, role, user = ARGV[i], ARGV[i + 3], ARGV[i + 4]
+  if redis.call('HEXISTS', KEYS[5], session) == 0 then
+    add(session, now, ttl, ARGV[i + 1], ARGV[i + 2], role, user)
+    if user ~= '' and role ~= 'participant' then
+      redis.call('HSETNX', KEYS[6], string.sub(user, 2), role)
+    end
+    restored = restored + 1
+  end
+end
+settle(opts, ttl)
+return restored
