@@ -648,3 +648,23 @@ async fn redis_a_killed_node_leaves_every_roster() {
 async fn redis_broker_restart_under_load() {
     broker_restart_under_load(Kind::Redis).await;
 }
+
+#[tokio::test]
+async fn nats_publish_reaches_every_node_once_in_order() {
+    publish_reaches_every_node_once_in_order(Kind::Nats).await;
+}
+
+#[tokio::test]
+async fn nats_kick_ban_and_presence_across_nodes() {
+    kick_ban_and_presence_across_nodes(Kind::Nats).await;
+}
+
+#[tokio::test]
+async fn nats_a_killed_node_leaves_every_roster() {
+    a_killed_node_leaves_every_roster(Kind::Nats).await;
+}
+
+#[tokio::test]
+async fn nats_broker_restart_under_load() {
+    broker_restart_under_load(Kind::Nats).await;
+}

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use ws_channels::backend::{RedisBackend, RedisConfig};
+use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
 use ws_channels::{Backend, Channels, ChannelsConfig};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
@@ -84,6 +84,11 @@ async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
             .prefix(&args.prefix)
             .heartbeat(args.heartbeat);
         Ok(Backend::shared(RedisBackend::connect(config).await?))
+    } else if args.backend.starts_with("nats") {
+        let config = NatsConfig::new(&args.backend)
+            .prefix(&args.prefix)
+            .heartbeat(args.heartbeat);
+        Ok(Backend::shared(NatsBackend::connect(config).await?))
     } else {
         Backend::connect(&args.backend).await
     }

@@ -45,11 +45,17 @@ use crate::types::{
     JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
 };
 
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod cluster;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
 
 pub use memory::MemoryBackend;
+#[cfg(feature = "nats")]
+pub use nats::{NatsBackend, NatsConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 

@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -45,6 +45,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
+use super::cluster::{ControlWire, Peers, lock, ms, new_epoch, redact, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
 use crate::manager::TOPIC_PREFIX;
@@ -113,16 +114,6 @@ impl RedisConfig {
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
-    }
-}
-
-/// `url` without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -205,8 +196,7 @@ struct Shared {
     restore: AtomicBool,
     /// The presence TTL the manager last asked for, in ms.
     ttl_ms: AtomicU64,
-    /// Other nodes' last heartbeat.
-    peers: Mutex<HashMap<NodeId, Instant>>,
+    peers: Peers,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -223,10 +213,6 @@ impl Drop for RedisBackend {
             task.abort();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unavailable(error: impl fmt::Display) -> ChannelError {
@@ -265,16 +251,6 @@ fn at(reply: &[Reply], index: usize) -> &Reply {
     reply.get(index).unwrap_or(&Reply::Nil)
 }
 
-fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX / 4)
-        .max(1)
-}
-
-fn new_epoch() -> String {
-    format!("{:08x}", NodeId::random().0 & 0xffff_ffff)
-}
-
 /// A user as the scripts store it: empty for none, `=name` for a name.
 fn user_field(user: Option<&str>) -> String {
     user.map(|u| format!("={u}")).unwrap_or_default()
@@ -288,14 +264,6 @@ struct Wire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     e: Option<String>,
     p: Publication,
-}
-
-/// What travels on the control channel.
-#[derive(Serialize, Deserialize)]
-struct ControlWire {
-    node: NodeId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    msg: Option<ControlMessage>,
 }
 
 impl RedisBackend {
@@ -322,11 +290,7 @@ impl RedisBackend {
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(100);
-        let mut attempts = 0u32;
-        let conn = loop {
-            attempts += 1;
+        let conn = with_backoff("Redis", &config.url, config.connect_timeout, || async {
             let attempt = async {
                 let mut conn = client
                     .get_connection_manager_with_config(manager.clone())
@@ -334,27 +298,13 @@ impl RedisBackend {
                 redis::cmd("PING").query_async::<()>(&mut conn).await?;
                 Ok::<_, redis::RedisError>(conn)
             };
-            let error = match tokio::time::timeout(config.command_timeout, attempt).await {
-                Ok(Ok(conn)) => break conn,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {:?}", config.command_timeout),
-            };
-            if started.elapsed() + delay > config.connect_timeout {
-                return Err(ChannelError::unavailable(format!(
-                    "Redis at {} unreachable after {attempts} attempts in {:.1?}: {error}",
-                    redact(&config.url),
-                    started.elapsed()
-                )));
+            match tokio::time::timeout(config.command_timeout, attempt).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", config.command_timeout)),
             }
-            tracing::warn!(
-                url = %redact(&config.url),
-                %error,
-                retry_in = ?delay,
-                "Redis unreachable; retrying"
-            );
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        };
+        })
+        .await?;
         let (pubsub, _) = tokio::sync::watch::channel(None);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -369,7 +319,7 @@ impl RedisBackend {
                 local: Mutex::new(HashMap::new()),
                 restore: AtomicBool::new(false),
                 ttl_ms: AtomicU64::new(60_000),
-                peers: Mutex::new(HashMap::new()),
+                peers: Peers::default(),
             }),
         })
     }
@@ -646,9 +596,7 @@ impl Shared {
             match serde_json::from_slice::<ControlWire>(payload) {
                 Ok(ControlWire { node: from, msg }) => match msg {
                     Some(message) => sink.control(&message),
-                    None if from != node => {
-                        lock(&self.peers).insert(from, Instant::now());
-                    }
+                    None if from != node => self.peers.heard(from),
                     None => {}
                 },
                 Err(e) => tracing::warn!(error = %e, "an unreadable control message"),
@@ -679,19 +627,7 @@ impl Shared {
                 .command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(text))
                 .await;
         }
-        let silent = self.config.heartbeat * 3 + self.config.heartbeat / 2;
-        let dead: Vec<NodeId> = {
-            let mut peers = lock(&self.peers);
-            let dead = peers
-                .iter()
-                .filter(|(_, seen)| seen.elapsed() > silent)
-                .map(|(node, _)| *node)
-                .collect::<Vec<_>>();
-            for node in &dead {
-                peers.remove(node);
-            }
-            dead
-        };
+        let dead = self.peers.silent(self.config.heartbeat);
         for gone in dead {
             tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
             let this = self.clone();
@@ -1416,12 +1352,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(
-            redact("redis://user:secret@db:6379/0"),
-            "redis://***@db:6379/0"
-        );
-        assert_eq!(redact("redis://db:6379"), "redis://db:6379");
+    fn the_password_stays_out_of_debug() {
         let config = RedisConfig::new("redis://:hunter2@db");
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -1,0 +1,1463 @@
+//! A cluster backend on NATS with JetStream (feature `nats`): broker,
+//! presence store and controller for any number of nodes sharing one NATS
+//! server or cluster.
+//!
+//! - **Publications**: a subject per channel or topic,
+//!   `<prefix>.live.<hex of the name>`, subscribed by a node only while it
+//!   has local participants there. A publication to a channel with history
+//!   is published to the JetStream stream `<prefix>-history`
+//!   (`<prefix>.hist.<hex>`), which stores it and republishes it to the
+//!   live subject in stream order: appended and published in one step.
+//!   Offsets grow by one per channel: the publisher sets the next offset
+//!   and JetStream refuses it unless the channel's last stored message is
+//!   the one it read (`Nats-Expected-Last-Subject-Sequence`), so two
+//!   publishers racing on one channel take turns. The stream keeps at most
+//!   [`NatsConfig::max_history`] messages per channel and none older than
+//!   [`NatsConfig::max_history_age`]; each channel's own size and TTL
+//!   apply when history is read.
+//! - **Presence**: one JetStream key-value entry per channel in the bucket
+//!   `<prefix>-presence` (options, members in join order with their
+//!   expiry, roles, bans), changed by compare-and-set on its revision, so
+//!   joins check existence, bans and capacity atomically. Expiry uses the
+//!   nodes' clocks, which must agree to well under the presence TTL. The
+//!   entry is one value of at most the server's `max_payload` (1 MiB by
+//!   default): a few thousand members per channel. Channels larger than
+//!   that need the Redis backend.
+//! - **Control**: `<prefix>.control` carries kicks, bans, role changes,
+//!   disconnects and heartbeats, as with Redis; the members of a node silent
+//!   for three heartbeats are removed by the nodes sharing its channels.
+//! - **Failures**: [`NatsBackend::connect`] retries with backoff until
+//!   [`NatsConfig::connect_timeout`]. The client reconnects on its own and
+//!   subscribes again; on reconnecting the node is told
+//!   ([`Sink::interrupted`]), and writes its members back if the presence
+//!   bucket lost them. Publishing while disconnected fails with
+//!   [`ErrorCode::Unavailable`].
+//!
+//! The backend runs on tokio: build [`Channels`](crate::Channels) with it
+//! inside a tokio runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::{Client, HeaderMap};
+use futures_lite::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::cluster::{ControlWire, Peers, lock, ms, new_epoch, redact, with_backoff};
+use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
+use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
+use crate::manager::TOPIC_PREFIX;
+use crate::types::{
+    ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,
+    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, PublicationKind,
+    Role, Roster, SessionId, Target,
+};
+
+/// How to reach NATS and how to behave towards it.
+#[derive(Clone)]
+pub struct NatsConfig {
+    /// `nats://[user:password@]host[:port]`, or several separated by
+    /// commas.
+    pub url: String,
+    /// The first token of every subject, and the start of the stream and
+    /// bucket names, so deployments can share a NATS. Default `"ws"`.
+    /// Letters, digits, `-` and `_`.
+    pub prefix: String,
+    /// How often a node says it is alive; a node silent for three is taken
+    /// for dead. Default 2 s.
+    pub heartbeat: Duration,
+    /// How long [`NatsBackend::connect`] keeps trying. Default 30 s.
+    pub connect_timeout: Duration,
+    /// How long one request may take before it fails with
+    /// [`ErrorCode::Unavailable`]. Default 5 s.
+    pub command_timeout: Duration,
+    /// Messages the history stream keeps per channel at most: the largest
+    /// `history_size` a channel may ask for. Default 1,000 (the default
+    /// `ChannelsConfig::max_history_size`).
+    pub max_history: u32,
+    /// How long the history stream keeps a message at most: the longest
+    /// `history_ttl` a channel may ask for. Default 24 hours.
+    pub max_history_age: Duration,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("heartbeat", &self.heartbeat)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_history", &self.max_history)
+            .field("max_history_age", &self.max_history_age)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// The defaults, for the NATS at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "ws".into(),
+            heartbeat: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(5),
+            max_history: 1_000,
+            max_history_age: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// The subject, stream and bucket prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// How long `connect` keeps trying.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+const OFFSET: &str = "Ws-Offset";
+const EPOCH: &str = "Ws-Epoch";
+const EXPIRES: &str = "Ws-Expires";
+const PREVIOUS: &str = "Ws-Previous";
+
+/// One channel's presence, as stored in its key-value entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    options: ChannelOptions,
+    /// The next join order.
+    seq: u64,
+    /// The history epoch while the channel has no stored message.
+    epoch: String,
+    /// Whether a message was published in `epoch`.
+    epoch_used: bool,
+    members: Vec<Entry>,
+    roles: BTreeMap<String, Role>,
+    /// User -> until, ms since the Unix epoch; 0 for until unbanned.
+    bans: BTreeMap<String, u64>,
+    /// When the last member left, ms since the Unix epoch.
+    empty_since: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    member: Member,
+    expires: u64,
+}
+
+impl Record {
+    fn new(options: ChannelOptions) -> Self {
+        Self {
+            options,
+            seq: 0,
+            epoch: new_epoch(),
+            epoch_used: false,
+            members: Vec::new(),
+            roles: BTreeMap::new(),
+            bans: BTreeMap::new(),
+            empty_since: None,
+        }
+    }
+
+    /// Removes expired members and bans; the members removed.
+    fn reap(&mut self, now: u64) -> Vec<Member> {
+        let mut gone = Vec::new();
+        self.members.retain(|entry| {
+            let keep = entry.expires > now;
+            if !keep {
+                gone.push(entry.member.clone());
+            }
+            keep
+        });
+        self.bans.retain(|_, until| *until == 0 || *until > now);
+        if !gone.is_empty() {
+            self.settle(now);
+        }
+        gone
+    }
+
+    fn settle(&mut self, now: u64) {
+        if self.members.is_empty() {
+            self.empty_since.get_or_insert(now);
+        } else {
+            self.empty_since = None;
+        }
+    }
+
+    /// Whether an empty channel outlived its linger.
+    fn lingered_out(&self, now: u64) -> bool {
+        self.empty_since
+            .is_some_and(|since| now.saturating_sub(since) >= ms(self.options.linger))
+    }
+
+    fn remove(&mut self, now: u64, matches: impl Fn(&Member) -> bool) -> usize {
+        let before = self.members.len();
+        self.members.retain(|entry| !matches(&entry.member));
+        let removed = before - self.members.len();
+        if removed > 0 {
+            self.settle(now);
+        }
+        removed
+    }
+
+    fn add(&mut self, mut member: Member, role: Role, now: u64, ttl: u64) {
+        member.role = role;
+        self.seq += 1;
+        self.members.push(Entry {
+            member,
+            expires: now + ttl,
+        });
+        self.settle(now);
+    }
+
+    fn summary(&self, name: &str) -> ChannelSummary {
+        ChannelSummary {
+            name: name.to_owned(),
+            options: self.options,
+            members: self.members.len(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn unavailable(error: impl fmt::Display) -> ChannelError {
+    ChannelError::unavailable(format!("nats: {error}"))
+}
+
+fn not_found(channel: &str) -> ChannelError {
+    ChannelError::new(ErrorCode::NotFound, format!("no channel named {channel:?}"))
+}
+
+fn hex(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.as_str().parse().ok()
+}
+
+/// Broker, presence store and controller on NATS. Make it with
+/// [`connect`](Self::connect) and hand it to
+/// [`Backend::shared`](super::Backend::shared).
+pub struct NatsBackend {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for NatsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBackend")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What this node added to presence, to write back if the bucket loses it.
+#[derive(Clone)]
+struct LocalEntry {
+    options: ChannelOptions,
+    member: Member,
+}
+
+struct Shared {
+    config: NatsConfig,
+    client: Client,
+    history: stream::Stream,
+    presence: kv::Store,
+    attached: OnceLock<(NodeId, Arc<dyn Sink>)>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Per subscribed channel or topic, the task that delivers it.
+    subscriptions: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    local: Mutex<HashMap<(String, SessionId), LocalEntry>>,
+    restore: AtomicBool,
+    peers: Peers,
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>>>,
+}
+
+impl Drop for NatsBackend {
+    fn drop(&mut self) {
+        for task in lock(&self.shared.tasks).drain(..) {
+            task.abort();
+        }
+        for (_, task) in lock(&self.shared.subscriptions).drain() {
+            task.abort();
+        }
+    }
+}
+
+impl NatsBackend {
+    /// Connects to NATS, trying again with backoff (100 ms doubling to
+    /// 5 s, each failure logged) until `config.connect_timeout`, then
+    /// failing with [`ErrorCode::Unavailable`] and the last error; then
+    /// makes the history stream and the presence bucket if they are
+    /// missing. A bad prefix fails at once with [`ErrorCode::BadRequest`].
+    pub async fn connect(config: NatsConfig) -> Result<Self, ChannelError> {
+        let prefix_ok = !config.prefix.is_empty()
+            && config
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !prefix_ok {
+            return Err(ChannelError::new(
+                ErrorCode::BadRequest,
+                "the NATS prefix is letters, digits, - and _",
+            ));
+        }
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = with_backoff("NATS", &config.url, config.connect_timeout, || {
+            let events_tx = events_tx.clone();
+            let options = async_nats::ConnectOptions::new()
+                .connection_timeout(config.command_timeout)
+                .request_timeout(Some(config.command_timeout))
+                .max_reconnects(None)
+                .event_callback(move |event| {
+                    let events_tx = events_tx.clone();
+                    async move {
+                        let _ = events_tx.send(event);
+                    }
+                });
+            let url = config.url.clone();
+            async move {
+                options
+                    .connect(url.as_str())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await?;
+        let jetstream = jetstream::new(client.clone());
+        let prefix = &config.prefix;
+        let history = jetstream
+            .create_or_update_stream(stream::Config {
+                name: format!("{prefix}-history"),
+                subjects: vec![format!("{prefix}.hist.>")],
+                max_messages_per_subject: i64::from(config.max_history),
+                max_age: config.max_history_age,
+                storage: stream::StorageType::File,
+                republish: Some(stream::Republish {
+                    source: format!("{prefix}.hist.>"),
+                    destination: format!("{prefix}.live.>"),
+                    headers_only: false,
+                }),
+                ..stream::Config::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("the history stream: {e} (is JetStream on?)")))?;
+        let history = jetstream
+            .get_stream(history.config.name)
+            .await
+            .map_err(unavailable)?;
+        // The bucket's stream as `create_key_value` would make it; that
+        // call first asks for account information, whose reply from NATS
+        // servers before 2.10 the client cannot read.
+        let bucket = format!("{prefix}-presence");
+        jetstream
+            .create_or_update_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..stream::Config::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("the presence bucket: {e}")))?;
+        let presence = jetstream
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| unavailable(format!("the presence bucket: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                client,
+                history,
+                presence,
+                attached: OnceLock::new(),
+                tasks: Mutex::new(Vec::new()),
+                subscriptions: Mutex::new(HashMap::new()),
+                local: Mutex::new(HashMap::new()),
+                restore: AtomicBool::new(false),
+                peers: Peers::default(),
+                events: Mutex::new(Some(events_rx)),
+            }),
+        })
+    }
+
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        if self.shared.attached.set((node, sink.clone())).is_err() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(Shared::listen(self.shared.clone(), node, sink));
+                lock(&self.shared.tasks).push(task);
+            }
+            Err(_) => tracing::error!(
+                "the NATS backend needs a tokio runtime: build Channels inside one; \
+                 this node receives nothing"
+            ),
+        }
+    }
+}
+
+impl Shared {
+    fn live_subject(&self, channel: &str) -> String {
+        format!("{}.live.{}", self.config.prefix, hex(channel))
+    }
+
+    fn history_subject(&self, channel: &str) -> String {
+        format!("{}.hist.{}", self.config.prefix, hex(channel))
+    }
+
+    fn control_subject(&self) -> String {
+        format!("{}.control", self.config.prefix)
+    }
+
+    fn key(channel: &str) -> String {
+        format!("c.{}", hex(channel))
+    }
+
+    fn connected(&self) -> Result<(), ChannelError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            _ => Err(ChannelError::unavailable(
+                "nats: not connected (reconnecting)",
+            )),
+        }
+    }
+
+    /// Reads `channel`'s record, lets `change` edit it (`None`: no such
+    /// channel, or it lingered out) and writes it back if `change` says it
+    /// changed, retrying when another node wrote in between. Expired
+    /// members are removed first; `leave` events for them go out after the
+    /// write.
+    async fn modify<T>(
+        &self,
+        channel: &str,
+        mut change: impl FnMut(&mut Option<Record>, u64) -> (Result<T, ChannelError>, bool),
+    ) -> Result<T, ChannelError> {
+        let key = Self::key(channel);
+        for _ in 0..64 {
+            self.connected()?;
+            let entry = self
+                .presence
+                .entry(key.clone())
+                .await
+                .map_err(unavailable)?;
+            let (revision, stored) = match entry {
+                Some(entry) if entry.operation == kv::Operation::Put => (
+                    Some(entry.revision),
+                    serde_json::from_slice::<Record>(&entry.value).ok(),
+                ),
+                Some(entry) => (Some(entry.revision), None),
+                None => (None, None),
+            };
+            let now = now_ms();
+            let had = stored.is_some();
+            let mut record = stored;
+            let mut reaped = Vec::new();
+            let mut changed = false;
+            if let Some(r) = &mut record {
+                reaped = r.reap(now);
+                changed = !reaped.is_empty();
+                if r.lingered_out(now) {
+                    record = None;
+                    changed = true;
+                }
+            }
+            let presence_events = record.as_ref().is_some_and(|r| r.options.presence_events);
+            let (result, edited) = change(&mut record, now);
+            if !(changed || edited) {
+                return result;
+            }
+            let written = match (&record, revision) {
+                (Some(r), revision) => {
+                    let bytes = serde_json::to_vec(r).map_err(unavailable)?.into();
+                    match revision {
+                        Some(revision) => self
+                            .presence
+                            .update(&key, bytes, revision)
+                            .await
+                            .map(drop)
+                            .map_err(|e| {
+                                (
+                                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                                    e.to_string(),
+                                )
+                            }),
+                        None => self
+                            .presence
+                            .create(&key, bytes)
+                            .await
+                            .map(drop)
+                            .map_err(|e| {
+                                (
+                                    e.kind() == kv::CreateErrorKind::AlreadyExists,
+                                    e.to_string(),
+                                )
+                            }),
+                    }
+                }
+                (None, Some(revision)) if had => self
+                    .presence
+                    .delete_expect_revision(&key, Some(revision))
+                    .await
+                    .map_err(|e| (true, e.to_string())),
+                (None, _) => Ok(()),
+            };
+            match written {
+                Ok(()) => {
+                    if presence_events {
+                        self.leaves(channel, reaped).await;
+                    }
+                    self.forget(channel, &record);
+                    return result;
+                }
+                Err((true, _)) => continue,
+                Err((false, error)) => return Err(unavailable(error)),
+            }
+        }
+        Err(ChannelError::unavailable(format!(
+            "nats: {channel:?} changed too often to update"
+        )))
+    }
+
+    /// Drops local entries the record no longer has.
+    fn forget(&self, channel: &str, record: &Option<Record>) {
+        let mut local = lock(&self.local);
+        local.retain(|(name, session), _| {
+            name != channel
+                || record
+                    .as_ref()
+                    .is_some_and(|r| r.members.iter().any(|e| e.member.session == *session))
+        });
+    }
+
+    async fn leaves(&self, channel: &str, members: Vec<Member>) {
+        for member in members {
+            let publication = Publication {
+                kind: PublicationKind::Leave,
+                position: None,
+                from: Some(ClientInfo {
+                    session: member.session,
+                    user: member.user,
+                    info: member.info,
+                }),
+                data: None,
+            };
+            if let Err(e) = self.send_live(channel, &publication).await {
+                tracing::warn!(channel, error = %e, "a leave event for an expired member was not sent");
+            }
+        }
+    }
+
+    async fn send_live(
+        &self,
+        channel: &str,
+        publication: &Publication,
+    ) -> Result<(), ChannelError> {
+        self.connected()?;
+        let payload = serde_json::to_vec(publication).map_err(unavailable)?;
+        self.client
+            .publish(self.live_subject(channel), payload.into())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn record(&self, channel: &str) -> Result<Option<Record>, ChannelError> {
+        let entry = self
+            .presence
+            .entry(Self::key(channel))
+            .await
+            .map_err(unavailable)?;
+        let now = now_ms();
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<Record>(&e.value).ok())
+            .map(|mut r| {
+                r.reap(now);
+                r
+            })
+            .filter(|r| !r.lingered_out(now)))
+    }
+
+    /// The channel's newest stored message: stream sequence, offset, epoch.
+    async fn last(&self, channel: &str) -> Result<Option<(u64, u64, String)>, ChannelError> {
+        match self
+            .history
+            .get_last_raw_message_by_subject(&self.history_subject(channel))
+            .await
+        {
+            Ok(message) => Ok(Some((
+                message.sequence,
+                header_u64(&message.headers, OFFSET).unwrap_or(0),
+                message
+                    .headers
+                    .get(EPOCH)
+                    .map(|e| e.as_str().to_owned())
+                    .unwrap_or_default(),
+            ))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The epoch a channel without stored messages publishes in: the
+    /// record's while nothing was published in it, else a new one (the
+    /// history was lost, so offsets start again).
+    async fn fresh_epoch(&self, channel: &str) -> Result<String, ChannelError> {
+        self.modify(channel, |record, _| match record {
+            None => (Err(not_found(channel)), false),
+            Some(r) => {
+                if r.epoch_used {
+                    r.epoch = new_epoch();
+                }
+                r.epoch_used = true;
+                (Ok(r.epoch.clone()), true)
+            }
+        })
+        .await
+    }
+
+    async fn subscribe(self: &Arc<Self>, channel: &str) -> Result<(), ChannelError> {
+        self.connected()?;
+        let Some((_, sink)) = self.attached.get() else {
+            return Err(ChannelError::unavailable("nats: not attached to a node"));
+        };
+        let mut subscriber = self
+            .client
+            .subscribe(self.live_subject(channel))
+            .await
+            .map_err(unavailable)?;
+        // The SUB has reached the server once a flush returns: nothing
+        // published after this returns is missed.
+        self.client.flush().await.map_err(unavailable)?;
+        let sink = sink.clone();
+        let name = channel.to_owned();
+        let task = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let Ok(mut publication) = serde_json::from_slice::<Publication>(&message.payload)
+                else {
+                    tracing::warn!(channel = name, "an unreadable publication");
+                    continue;
+                };
+                if let Some(headers) = &message.headers
+                    && let (Some(offset), Some(epoch)) =
+                        (header_u64(headers, OFFSET), headers.get(EPOCH))
+                {
+                    publication.position = Some(Position {
+                        offset,
+                        epoch: epoch.as_str().to_owned(),
+                    });
+                }
+                sink.publication(&name, &publication);
+            }
+        });
+        if let Some(old) = lock(&self.subscriptions).insert(channel.to_owned(), task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    async fn listen(self: Arc<Self>, node: NodeId, sink: Arc<dyn Sink>) {
+        let mut control = loop {
+            match self.client.subscribe(self.control_subject()).await {
+                Ok(subscriber) => break subscriber,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to the control subject; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut events = lock(&self.events).take();
+        let mut instance = self.instance().await;
+        let mut disconnected = false;
+        let mut beat = tokio::time::interval(self.config.heartbeat);
+        loop {
+            tokio::select! {
+                message = control.next() => {
+                    let Some(message) = message else { return };
+                    match serde_json::from_slice::<ControlWire>(&message.payload) {
+                        Ok(ControlWire { msg: Some(message), .. }) => sink.control(&message),
+                        Ok(ControlWire { node: from, msg: None }) if from != node => self.peers.heard(from),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "an unreadable control message"),
+                    }
+                }
+                event = async {
+                    match &mut events {
+                        Some(events) => events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match event {
+                        Some(async_nats::Event::Disconnected) => {
+                            tracing::warn!("NATS connection lost; reconnecting");
+                            disconnected = true;
+                        }
+                        Some(async_nats::Event::Connected) if disconnected => {
+                            disconnected = false;
+                            let marker = self.instance().await;
+                            let lost_data = marker.is_none() || marker != instance;
+                            tracing::info!(lost_data, "NATS connection restored");
+                            if lost_data {
+                                self.restore.store(true, Ordering::Relaxed);
+                            }
+                            if marker.is_some() {
+                                instance = marker;
+                            }
+                            sink.interrupted();
+                        }
+                        Some(_) => {}
+                        None => events = None,
+                    }
+                }
+                _ = beat.tick() => self.beat(node).await,
+            }
+        }
+    }
+
+    /// A marker entry that tells whether the presence bucket kept its data.
+    async fn instance(&self) -> Option<String> {
+        for _ in 0..20 {
+            let _ = self
+                .presence
+                .create("instance", new_epoch().into_bytes().into())
+                .await;
+            if let Ok(Some(value)) = self.presence.get("instance").await {
+                return Some(String::from_utf8_lossy(&value).into_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    async fn beat(self: &Arc<Self>, node: NodeId) {
+        let beat = ControlWire { node, msg: None };
+        if let Ok(text) = serde_json::to_vec(&beat)
+            && self.connected().is_ok()
+        {
+            let _ = self
+                .client
+                .publish(self.control_subject(), text.into())
+                .await;
+        }
+        for gone in self.peers.silent(self.config.heartbeat) {
+            tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
+            let this = self.clone();
+            tokio::spawn(async move {
+                let channels: Vec<String> = lock(&this.subscriptions)
+                    .keys()
+                    .filter(|c| !c.starts_with(TOPIC_PREFIX))
+                    .cloned()
+                    .collect();
+                for channel in channels {
+                    let result = this
+                        .modify(&channel, |record, now| {
+                            let Some(r) = record else {
+                                return (Ok((Vec::new(), false)), false);
+                            };
+                            let mut gone_members = Vec::new();
+                            r.members.retain(|e| {
+                                let keep = e.member.node != gone;
+                                if !keep {
+                                    gone_members.push(e.member.clone());
+                                }
+                                keep
+                            });
+                            r.settle(now);
+                            let changed = !gone_members.is_empty();
+                            let events = r.options.presence_events;
+                            (Ok((gone_members, events)), changed)
+                        })
+                        .await;
+                    match result {
+                        Ok((members, true)) => this.leaves(&channel, members).await,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(
+                            channel,
+                            error = %e,
+                            "a dead node's members stay until they expire"
+                        ),
+                    }
+                }
+            });
+        }
+    }
+
+    fn remember(&self, channel: &str, member: &Member, options: ChannelOptions) {
+        lock(&self.local).insert(
+            (channel.to_owned(), member.session),
+            LocalEntry {
+                options,
+                member: member.clone(),
+            },
+        );
+    }
+}
+
+fn channel_from_key(key: &str) -> Option<String> {
+    unhex(key.strip_prefix("c.")?)
+}
+
+impl Broker for NatsBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        NatsBackend::attach(self, node, sink);
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        _node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(self.shared.subscribe(channel))
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        _node: NodeId,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            // Dropping the subscriber unsubscribes.
+            if let Some(task) = lock(&self.shared.subscriptions).remove(channel) {
+                task.abort();
+            }
+            Ok(())
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: Option<HistorySpec>,
+    ) -> BoxFuture<'a, Result<Option<Position>, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let Some(spec) = history else {
+                return shared.send_live(channel, &publication).await.map(|()| None);
+            };
+            shared.connected()?;
+            let payload: bytes::Bytes = serde_json::to_vec(&publication)
+                .map_err(unavailable)?
+                .into();
+            let subject = shared.history_subject(channel);
+            let jetstream = jetstream::new(shared.client.clone());
+            for _ in 0..64 {
+                let (previous, offset, epoch) = match shared.last(channel).await? {
+                    Some((sequence, offset, epoch)) => (sequence, offset + 1, epoch),
+                    None => (0, 1, shared.fresh_epoch(channel).await?),
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(OFFSET, offset.to_string().as_str());
+                headers.insert(EPOCH, epoch.as_str());
+                headers.insert(EXPIRES, (now_ms() + ms(spec.ttl)).to_string().as_str());
+                headers.insert(PREVIOUS, previous.to_string().as_str());
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    previous.to_string().as_str(),
+                );
+                let ack = jetstream
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await
+                    .map_err(unavailable)?
+                    .await;
+                match ack {
+                    Ok(_) => return Ok(Some(Position { offset, epoch })),
+                    Err(e)
+                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            Err(ChannelError::unavailable(format!(
+                "nats: too many publishers raced on {channel:?}"
+            )))
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let last = shared.last(channel).await?;
+            let (mut sequence, top, epoch) = match last {
+                Some(last) => last,
+                None => {
+                    let epoch = match shared.record(channel).await? {
+                        Some(r) if !r.epoch_used => r.epoch,
+                        _ => new_epoch(),
+                    };
+                    (0, 0, epoch)
+                }
+            };
+            let page_top = Some(Position {
+                offset: top,
+                epoch: epoch.clone(),
+            });
+            let Some(since) = since else {
+                return Ok(HistoryPage {
+                    publications: Vec::new(),
+                    top: page_top,
+                    complete: true,
+                });
+            };
+            let size = shared
+                .record(channel)
+                .await?
+                .map_or(0, |r| u64::from(r.options.history_size));
+            let missing = top.saturating_sub(since.offset);
+            let mut complete = since.epoch == epoch
+                && since.offset <= top
+                && missing <= size
+                && usize::try_from(missing).is_ok_and(|m| m <= limit);
+            // Walk back from the newest message to the first one missed.
+            let mut publications = Vec::new();
+            let now = now_ms();
+            let mut expected = top;
+            while complete && expected > since.offset {
+                let message = match shared.history.get_raw_message(sequence).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        complete = false;
+                        break;
+                    }
+                };
+                let headers = &message.headers;
+                let fits = header_u64(headers, OFFSET) == Some(expected)
+                    && headers.get(EPOCH).map(|e| e.as_str()) == Some(epoch.as_str())
+                    && header_u64(headers, EXPIRES).is_some_and(|x| x > now);
+                match serde_json::from_slice::<Publication>(&message.payload) {
+                    Ok(mut publication) if fits => {
+                        publication.position = Some(Position {
+                            offset: expected,
+                            epoch: epoch.clone(),
+                        });
+                        publications.push(publication);
+                    }
+                    _ => complete = false,
+                }
+                sequence = header_u64(headers, PREVIOUS).unwrap_or(0);
+                expected -= 1;
+            }
+            if complete {
+                publications.reverse();
+            } else {
+                publications.clear();
+            }
+            Ok(HistoryPage {
+                publications,
+                top: page_top,
+                complete,
+            })
+        })
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            shared
+                .history
+                .purge()
+                .filter(shared.history_subject(channel))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}
+
+impl PresenceStore for NatsBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        max_channels: usize,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let status = shared.presence.status().await.map_err(unavailable)?;
+            // One value per channel (deleted ones count until compacted),
+            // and the instance marker.
+            if status.values() > max_channels as u64 {
+                return Err(ChannelError::new(
+                    ErrorCode::Limit,
+                    format!("there are {max_channels} channels, the most allowed"),
+                ));
+            }
+            owner.role = Role::OWNER;
+            let ttl = ms(ttl);
+            let granted = shared
+                .modify(channel, |record, now| {
+                    if record.is_some() {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::AlreadyExists,
+                                format!("a channel named {channel:?} exists"),
+                            )),
+                            false,
+                        );
+                    }
+                    let mut r = Record::new(options);
+                    if let Some(user) = &owner.user {
+                        r.roles.insert(user.clone(), Role::OWNER);
+                    }
+                    r.add(owner.clone(), Role::OWNER, now, ttl);
+                    *record = Some(r);
+                    (Ok(()), true)
+                })
+                .await;
+            granted?;
+            // A channel made anew starts a new history.
+            shared
+                .history
+                .purge()
+                .filter(shared.history_subject(channel))
+                .await
+                .map_err(unavailable)?;
+            shared.remember(channel, &owner, options);
+            Ok(JoinGrant {
+                options,
+                role: Role::OWNER,
+            })
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let ttl = ms(ttl);
+            let grant = shared
+                .modify(channel, |record, now| {
+                    let Some(r) = record else {
+                        return (Err(not_found(channel)), false);
+                    };
+                    if let Some(user) = &member.user
+                        && r.bans.contains_key(user)
+                    {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::Banned,
+                                format!("banned from {channel:?}"),
+                            )),
+                            false,
+                        );
+                    }
+                    if let Some(entry) = r
+                        .members
+                        .iter_mut()
+                        .find(|e| e.member.session == member.session)
+                    {
+                        entry.expires = now + ttl;
+                        let role = entry.member.role.clone();
+                        return (
+                            Ok(JoinGrant {
+                                options: r.options,
+                                role,
+                            }),
+                            true,
+                        );
+                    }
+                    if r.members.len() >= r.options.max_participants as usize {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::Full,
+                                format!("{channel:?} is full"),
+                            )),
+                            false,
+                        );
+                    }
+                    let role = member
+                        .user
+                        .as_ref()
+                        .and_then(|u| r.roles.get(u).cloned())
+                        .unwrap_or(Role::PARTICIPANT);
+                    r.add(member.clone(), role.clone(), now, ttl);
+                    (
+                        Ok(JoinGrant {
+                            options: r.options,
+                            role,
+                        }),
+                        true,
+                    )
+                })
+                .await?;
+            shared.remember(channel, &member, grant.options);
+            Ok(grant)
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        session: SessionId,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| match record {
+                    Some(r) => {
+                        let removed = r.remove(now, |m| m.session == session);
+                        (Ok(()), removed > 0)
+                    }
+                    None => (Ok(()), false),
+                })
+                .await
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        node: NodeId,
+        entries: &'a [(String, SessionId)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let ttl = ms(ttl);
+            let mut by_channel: BTreeMap<&str, Vec<SessionId>> = BTreeMap::new();
+            for (channel, session) in entries {
+                by_channel.entry(channel).or_default().push(*session);
+            }
+            lock(&shared.local).retain(|(channel, session), _| {
+                by_channel
+                    .get(channel.as_str())
+                    .is_some_and(|s| s.contains(session))
+            });
+            let restore = shared.restore.swap(false, Ordering::Relaxed);
+            let mut result = Ok(());
+            for (channel, sessions) in &by_channel {
+                let local: Vec<LocalEntry> = if restore {
+                    let local = lock(&shared.local);
+                    sessions
+                        .iter()
+                        .filter_map(|s| local.get(&((*channel).to_owned(), *s)).cloned())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let refreshed = shared
+                    .modify(channel, |record, now| {
+                        if record.is_none() && !local.is_empty() {
+                            *record = Some(Record::new(local[0].options));
+                        }
+                        let Some(r) = record else {
+                            return (Ok(()), false);
+                        };
+                        let mut changed = false;
+                        for entry in &mut r.members {
+                            if entry.member.node == node && sessions.contains(&entry.member.session)
+                            {
+                                entry.expires = now + ttl;
+                                changed = true;
+                            }
+                        }
+                        for entry in &local {
+                            let present = r
+                                .members
+                                .iter()
+                                .any(|e| e.member.session == entry.member.session);
+                            if !present {
+                                let role = entry.member.role.clone();
+                                if let Some(user) = &entry.member.user
+                                    && role != Role::PARTICIPANT
+                                {
+                                    r.roles.entry(user.clone()).or_insert(role.clone());
+                                }
+                                r.add(entry.member.clone(), role, now, ttl);
+                                changed = true;
+                            }
+                        }
+                        (Ok(()), changed)
+                    })
+                    .await;
+                if let Err(e) = refreshed {
+                    result = Err(e);
+                }
+            }
+            if restore && result.is_err() {
+                shared.restore.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Roster, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| match record {
+                    None => (Err(not_found(channel)), false),
+                    Some(r) => (
+                        Ok(Roster {
+                            total: r.members.len(),
+                            members: r
+                                .members
+                                .iter()
+                                .take(limit)
+                                .map(|e| e.member.clone())
+                                .collect(),
+                        }),
+                        false,
+                    ),
+                })
+                .await
+        })
+    }
+
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelSummary>, ChannelError>> {
+        Box::pin(async move {
+            self.shared.connected()?;
+            Ok(self
+                .shared
+                .record(channel)
+                .await?
+                .map(|r| r.summary(channel)))
+        })
+    }
+
+    fn channels(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ChannelSummary>, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let mut keys = shared.presence.keys().await.map_err(unavailable)?;
+            let mut names = Vec::new();
+            while let Some(key) = keys.next().await {
+                if let Some(name) = key.ok().as_deref().and_then(channel_from_key) {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            let mut out = Vec::new();
+            for name in names {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some(record) = shared.record(&name).await? {
+                    out.push(record.summary(&name));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| match record {
+                    None => (Err(not_found(channel)), false),
+                    Some(r) => {
+                        let removed =
+                            r.remove(now, |m| target.matches(m.session, m.user.as_deref()));
+                        (Ok(removed), removed > 0)
+                    }
+                })
+                .await
+        })
+    }
+
+    fn ban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        duration: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| {
+                    let Some(r) = record else {
+                        return (Err(not_found(channel)), false);
+                    };
+                    if r.bans.len() >= MAX_BANS_PER_CHANNEL && !r.bans.contains_key(user) {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::Limit,
+                                format!(
+                                    "{channel:?} has {MAX_BANS_PER_CHANNEL} bans, the most allowed"
+                                ),
+                            )),
+                            false,
+                        );
+                    }
+                    let until = duration.map_or(0, |d| now.saturating_add(ms(d)));
+                    r.bans.insert(user.to_owned(), until);
+                    r.remove(now, |m| m.user.as_deref() == Some(user));
+                    (Ok(()), true)
+                })
+                .await
+        })
+    }
+
+    fn unban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| match record {
+                    Some(r) => {
+                        let removed = r.bans.remove(user).is_some();
+                        (Ok(()), removed)
+                    }
+                    None => (Ok(()), false),
+                })
+                .await
+        })
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        role: &'a Role,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| {
+                    let Some(r) = record else {
+                        return (Err(not_found(channel)), false);
+                    };
+                    if *role == Role::PARTICIPANT {
+                        r.roles.remove(user);
+                    } else {
+                        if r.roles.len() >= MAX_ROLES_PER_CHANNEL && !r.roles.contains_key(user) {
+                            return (
+                                Err(ChannelError::new(
+                                    ErrorCode::Limit,
+                                    format!(
+                                        "{channel:?} has {MAX_ROLES_PER_CHANNEL} roles given, the most allowed"
+                                    ),
+                                )),
+                                false,
+                            );
+                        }
+                        r.roles.insert(user.to_owned(), role.clone());
+                    }
+                    for entry in &mut r.members {
+                        if entry.member.user.as_deref() == Some(user) {
+                            entry.member.role = role.clone();
+                        }
+                    }
+                    (Ok(()), true)
+                })
+                .await
+        })
+    }
+
+    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| {
+                    let existed = record.take().is_some();
+                    (Ok(()), existed)
+                })
+                .await
+        })
+    }
+}
+
+impl Controller for NatsBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        NatsBackend::attach(self, node, sink);
+    }
+
+    fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let Some((node, _)) = shared.attached.get() else {
+                return Err(ChannelError::unavailable(
+                    "nats: the backend is not attached to a node",
+                ));
+            };
+            let wire = ControlWire {
+                node: *node,
+                msg: Some(message),
+            };
+            let payload = serde_json::to_vec(&wire).map_err(unavailable)?;
+            shared
+                .client
+                .publish(shared.control_subject(), payload.into())
+                .await
+                .map_err(unavailable)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_subject_tokens_and_back() {
+        for name in ["room", "a:b@c/d=e.f", "$topic:clock"] {
+            let token = hex(name);
+            assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(channel_from_key(&Shared::key(name)).as_deref(), Some(name));
+        }
+        assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn the_password_stays_out_of_debug() {
+        let config = NatsConfig::new("nats://me:hunter2@n1:4222");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}
