@@ -629,6 +629,39 @@ async fn broker_restart_under_load(kind: Kind) {
     }
 }
 
+/// A broker that is not there at start: the node retries, then exits
+/// with an error that names the broker, never a panic.
+async fn an_unreachable_broker_at_start_is_a_clear_error(kind: Kind) {
+    let url = kind.url(free_port());
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_channels_node"))
+        .args(["--backend", &url, "--connect-timeout-ms", "1500"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("unreachable after") && stderr.contains(&url),
+        "{kind:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "it retried"
+    );
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start() {
+    an_unreachable_broker_at_start_is_a_clear_error(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn nats_unreachable_at_start() {
+    an_unreachable_broker_at_start_is_a_clear_error(Kind::Nats).await;
+}
+
 #[tokio::test]
 async fn redis_publish_reaches_every_node_once_in_order() {
     publish_reaches_every_node_once_in_order(Kind::Redis).await;

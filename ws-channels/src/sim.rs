@@ -262,6 +262,17 @@ impl Sim {
         }
     }
 
+    /// Tells `node` its broker connection was lost and restored.
+    pub fn interrupt(&mut self, node: usize) {
+        let now = self.now();
+        {
+            let mut state = self.node(node).lock();
+            state.manager.handle_interrupted(now);
+            state.drain(now);
+        }
+        self.settle();
+    }
+
     /// Makes `session`'s send queue refuse (or accept again) everything.
     pub fn set_slow(&mut self, node: usize, session: SessionId, slow: bool) {
         let mut state = self.node(node).lock();

@@ -3,7 +3,7 @@
 //! backend its URL names.
 //!
 //! `channels_node --backend URL [--listen ADDR] [--prefix P]
-//! [--presence-ttl-ms N] [--heartbeat-ms N]`
+//! [--presence-ttl-ms N] [--heartbeat-ms N] [--connect-timeout-ms N]`
 //!
 //! Users come from `?user=<name>` (trusted: for tests only). Prints
 //! `listening on <addr>` once it accepts connections.
@@ -42,6 +42,7 @@ struct Args {
     prefix: String,
     presence_ttl: Duration,
     heartbeat: Duration,
+    connect_timeout: Duration,
 }
 
 fn parse() -> Result<Args, String> {
@@ -51,6 +52,7 @@ fn parse() -> Result<Args, String> {
         prefix: "ws".into(),
         presence_ttl: Duration::from_secs(60),
         heartbeat: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(30),
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -69,6 +71,7 @@ fn parse() -> Result<Args, String> {
             "--prefix" => args.prefix = value.clone(),
             "--presence-ttl-ms" => args.presence_ttl = millis()?,
             "--heartbeat-ms" => args.heartbeat = millis()?,
+            "--connect-timeout-ms" => args.connect_timeout = millis()?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -82,12 +85,14 @@ async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
     if args.backend.starts_with("redis") {
         let config = RedisConfig::new(&args.backend)
             .prefix(&args.prefix)
-            .heartbeat(args.heartbeat);
+            .heartbeat(args.heartbeat)
+            .connect_timeout(args.connect_timeout);
         Ok(Backend::shared(RedisBackend::connect(config).await?))
     } else if args.backend.starts_with("nats") {
         let config = NatsConfig::new(&args.backend)
             .prefix(&args.prefix)
-            .heartbeat(args.heartbeat);
+            .heartbeat(args.heartbeat)
+            .connect_timeout(args.connect_timeout);
         Ok(Backend::shared(NatsBackend::connect(config).await?))
     } else {
         Backend::connect(&args.backend).await

@@ -1001,7 +1001,18 @@ impl Broker for NatsBackend {
                 .filter(shared.history_subject(channel))
                 .await
                 .map_err(unavailable)?;
-            Ok(())
+            // History begins again in a new epoch, named now so joins
+            // before the next publication see the epoch it will have.
+            shared
+                .modify(channel, |record, _| match record {
+                    Some(r) => {
+                        r.epoch = new_epoch();
+                        r.epoch_used = false;
+                        (Ok(()), true)
+                    }
+                    None => (Ok(()), false),
+                })
+                .await
         })
     }
 }

@@ -591,6 +591,44 @@ fn deliveries_follow_members_joining_recovering_and_losing_while_work_is_in_flig
 }
 
 #[test]
+fn a_broker_interruption_tells_every_member_to_recover() {
+    let mut sim = room(ChannelsConfig::default(), json!({"history_size": 10}));
+    join(&mut sim, B, 1);
+    sim.send(0, A, &cmd(2, "room", "publish", json!({ "n": 1 })));
+    let seen = events(sim.take(0, B), "message");
+    let since = json!({"offset": seen[0]["offset"], "epoch": seen[0]["epoch"]});
+    sim.take(0, A);
+    // C's join is in flight: granted, its history not read yet.
+    sim.hold(true);
+    sim.send(0, C, &cmd(3, "room", "join", json!({})));
+    assert!(sim.step(0));
+
+    sim.interrupt(0);
+    for session in [A, B] {
+        assert_eq!(events(sim.take(0, session), "lost").len(), 1);
+    }
+    step_through(&mut sim);
+    sim.hold(false);
+    assert_eq!(reply(sim.take(0, C), 3)["ok"], true);
+    // C is told with the next delivery, after its join reply.
+    sim.send(0, A, &cmd(4, "room", "publish", json!({ "n": 2 })));
+    let outs = messages(sim.take(0, C));
+    let actions: Vec<&str> = outs.iter().map(|m| m["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["lost", "message"]);
+    // Joining again from the last position seen recovers the gap.
+    sim.send(0, B, &cmd(5, "room", "join", json!({ "since": since })));
+    let rejoined = reply(
+        sim.take(0, B)
+            .into_iter()
+            .filter(|o| !matches!(o, Out::Message(m) if m["type"] == "event"))
+            .collect(),
+        5,
+    );
+    assert_eq!(rejoined["recovered"], true, "{rejoined}");
+    assert_eq!(rejoined["publications"][0]["data"]["n"], 2);
+}
+
+#[test]
 fn anonymous_sessions_are_closed_unless_allowed() {
     let mut sim = Sim::new(1, ChannelsConfig::default());
     sim.open(0, A, None);

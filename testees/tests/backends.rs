@@ -1,0 +1,311 @@
+//! The same checks against every backend through the traits: the
+//! in-process default, Redis and NATS (from `WS_TEST_REDIS_URL` and
+//! `WS_TEST_NATS_URL`, as in `cluster.rs`; skipped with a message when
+//! unset and nothing answers on the default port).
+
+use std::time::Duration;
+
+use serde_json::json;
+use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::{
+    Backend, ChannelOptions, ErrorCode, HistorySpec, Member, MemoryBackend, NodeId, Payload,
+    Position, Publication, Role, SessionId, Target,
+};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn service(env: &str, default: &str) -> Option<String> {
+    if let Ok(url) = std::env::var(env) {
+        return Some(url);
+    }
+    let addr = default.split("://").nth(1).unwrap();
+    if std::net::TcpStream::connect(addr).is_ok() {
+        return Some(default.to_owned());
+    }
+    eprintln!("skipped: nothing at {default}; start it or set {env}");
+    None
+}
+
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("b{}{}{test}", std::process::id(), nanos % 1_000_000_000)
+}
+
+async fn backends(test: &str) -> Vec<(&'static str, Backend)> {
+    let mut out = vec![("memory", Backend::memory(MemoryBackend::new()))];
+    if let Some(url) = service("WS_TEST_REDIS_URL", "redis://127.0.0.1:6379") {
+        let redis = RedisBackend::connect(RedisConfig::new(url).prefix(prefix(test)))
+            .await
+            .expect("Redis connects");
+        out.push(("redis", Backend::shared(redis)));
+    }
+    if let Some(url) = service("WS_TEST_NATS_URL", "nats://127.0.0.1:4222") {
+        let nats = NatsBackend::connect(NatsConfig::new(url).prefix(prefix(test)))
+            .await
+            .expect("NATS connects");
+        out.push(("nats", Backend::shared(nats)));
+    }
+    out
+}
+
+fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
+    ChannelOptions {
+        max_participants,
+        history_size,
+        history_ttl: Duration::from_secs(300),
+        presence_events: false,
+        linger: Duration::from_secs(300),
+    }
+}
+
+fn member(session: u64, user: &str) -> Member {
+    Member {
+        session: SessionId(session),
+        node: NodeId(7),
+        user: Some(user.to_owned()),
+        info: None,
+        role: Role::PARTICIPANT,
+    }
+}
+
+fn message(n: u64) -> Publication {
+    Publication::message(None, Payload::new(&json!({ "n": n })))
+}
+
+#[tokio::test]
+async fn joins_are_checked_against_existence_capacity_and_bans() {
+    for (name, backend) in backends("joins").await {
+        let presence = &backend.presence;
+        let missing = presence.join("room", member(2, "bo"), TTL).await;
+        assert_eq!(missing.unwrap_err().code, ErrorCode::NotFound, "{name}");
+        let grant = presence
+            .create("room", options(2, 0), member(1, "al"), TTL, 100)
+            .await
+            .unwrap();
+        assert_eq!(grant.role, Role::OWNER, "{name}");
+        let again = presence
+            .create("room", options(2, 0), member(9, "zed"), TTL, 100)
+            .await;
+        assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyExists, "{name}");
+        presence.join("room", member(2, "bo"), TTL).await.unwrap();
+        // Joining again with a session already present is not a new place.
+        presence.join("room", member(2, "bo"), TTL).await.unwrap();
+        let full = presence.join("room", member(3, "cy"), TTL).await;
+        assert_eq!(full.unwrap_err().code, ErrorCode::Full, "{name}");
+
+        presence.ban("room", "bo", None).await.unwrap();
+        let roster = presence.members("room", 10).await.unwrap();
+        assert_eq!(roster.total, 1, "{name}: the ban removed bo");
+        let banned = presence.join("room", member(4, "bo"), TTL).await;
+        assert_eq!(banned.unwrap_err().code, ErrorCode::Banned, "{name}");
+        presence.unban("room", "bo").await.unwrap();
+        presence.join("room", member(4, "bo"), TTL).await.unwrap();
+
+        // A ban with a duration ends by itself.
+        presence
+            .ban("room", "bo", Some(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        let banned = presence.join("room", member(5, "bo"), TTL).await;
+        assert_eq!(banned.unwrap_err().code, ErrorCode::Banned, "{name}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        presence.join("room", member(5, "bo"), TTL).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn roles_rosters_kicks_expiry_and_deletion() {
+    for (name, backend) in backends("roles").await {
+        let presence = &backend.presence;
+        presence
+            .create("hall", options(100, 0), member(1, "al"), TTL, 100)
+            .await
+            .unwrap();
+        presence
+            .set_role("hall", "bo", &Role::new("moderator"))
+            .await
+            .unwrap();
+        let grant = presence.join("hall", member(2, "bo"), TTL).await.unwrap();
+        assert_eq!(grant.role, Role::new("moderator"), "{name}");
+        presence.join("hall", member(3, "cy"), TTL).await.unwrap();
+        presence.join("hall", member(4, "cy"), TTL).await.unwrap();
+        presence
+            .set_role("hall", "cy", &Role::new("guest"))
+            .await
+            .unwrap();
+        let roster = presence.members("hall", 10).await.unwrap();
+        let order: Vec<(u64, String)> = roster
+            .members
+            .iter()
+            .map(|m| (m.session.0, m.role.as_str().to_owned()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (1, "owner".into()),
+                (2, "moderator".into()),
+                (3, "guest".into()),
+                (4, "guest".into())
+            ],
+            "{name}: oldest first, with roles"
+        );
+        let first_two = presence.members("hall", 2).await.unwrap();
+        assert_eq!((first_two.members.len(), first_two.total), (2, 4), "{name}");
+
+        let kicked = presence
+            .kick("hall", &Target::User("cy".into()))
+            .await
+            .unwrap();
+        assert_eq!(kicked, 2, "{name}");
+        let kicked = presence
+            .kick("hall", &Target::Session(SessionId(99)))
+            .await
+            .unwrap();
+        assert_eq!(kicked, 0, "{name}");
+
+        // An entry that is not refreshed expires; a refreshed one stays.
+        let short = Duration::from_millis(400);
+        presence
+            .join("hall", member(5, "dee"), short)
+            .await
+            .unwrap();
+        presence
+            .join("hall", member(6, "eve"), short)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        presence
+            .refresh(NodeId(7), &[("hall".into(), SessionId(6))], TTL)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sessions: Vec<u64> = presence
+            .members("hall", 10)
+            .await
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| m.session.0)
+            .collect();
+        assert_eq!(sessions, [1, 2, 6], "{name}");
+
+        let listed = presence.channels(10).await.unwrap();
+        assert!(listed.iter().any(|c| c.name == "hall"), "{name}");
+        presence.delete("hall").await.unwrap();
+        assert!(presence.channel("hall").await.unwrap().is_none(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn history_keeps_offsets_size_ttl_and_epochs() {
+    for (name, backend) in backends("history").await {
+        backend
+            .presence
+            .create("log", options(10, 3), member(1, "al"), TTL, 100)
+            .await
+            .unwrap();
+        let broker = &backend.broker;
+        let empty = broker.history("log", None, 100).await.unwrap();
+        let start = empty.top.unwrap();
+        assert_eq!(start.offset, 0, "{name}");
+        let spec = HistorySpec {
+            size: 3,
+            ttl: Duration::from_secs(300),
+        };
+        let mut positions = Vec::new();
+        for n in 1..=5 {
+            let position = broker.publish("log", message(n), Some(spec)).await.unwrap();
+            positions.push(position.unwrap());
+        }
+        let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [1, 2, 3, 4, 5], "{name}");
+        let epoch = positions[0].epoch.clone();
+        assert!(positions.iter().all(|p| p.epoch == epoch), "{name}");
+        // An empty channel's epoch is the one its first publication gets.
+        assert_eq!(start.epoch, epoch, "{name}");
+
+        let since = |offset| Position {
+            offset,
+            epoch: epoch.clone(),
+        };
+        let page = broker.history("log", Some(since(2)), 100).await.unwrap();
+        assert!(page.complete, "{name}");
+        let got: Vec<u64> = page
+            .publications
+            .iter()
+            .map(|p| p.position.as_ref().unwrap().offset)
+            .collect();
+        assert_eq!(got, [3, 4, 5], "{name}");
+        // Trimmed to three: offset 2 is gone, so after 1 cannot recover.
+        let page = broker.history("log", Some(since(1)), 100).await.unwrap();
+        assert!(!page.complete && page.publications.is_empty(), "{name}");
+        // More missing than the limit.
+        let page = broker.history("log", Some(since(2)), 2).await.unwrap();
+        assert!(!page.complete, "{name}");
+        // Another epoch, or a position from the future.
+        let other = Position {
+            offset: 4,
+            epoch: "elsewhere".into(),
+        };
+        assert!(
+            !broker
+                .history("log", Some(other), 100)
+                .await
+                .unwrap()
+                .complete
+        );
+        assert!(
+            !broker
+                .history("log", Some(since(9)), 100)
+                .await
+                .unwrap()
+                .complete
+        );
+        // Up to date is complete and empty.
+        let page = broker.history("log", Some(since(5)), 100).await.unwrap();
+        assert!(page.complete && page.publications.is_empty(), "{name}");
+
+        // Entries expire with the channel's history TTL.
+        backend
+            .presence
+            .create("brief", options(10, 3), member(1, "al"), TTL, 100)
+            .await
+            .unwrap();
+        let short = HistorySpec {
+            size: 3,
+            ttl: Duration::from_millis(200),
+        };
+        let kept = broker
+            .publish("brief", message(1), Some(short))
+            .await
+            .unwrap()
+            .unwrap();
+        let before = Position {
+            offset: 0,
+            epoch: kept.epoch.clone(),
+        };
+        let page = broker
+            .history("brief", Some(before.clone()), 100)
+            .await
+            .unwrap();
+        assert!(page.complete && page.publications.len() == 1, "{name}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let page = broker.history("brief", Some(before), 100).await.unwrap();
+        assert!(!page.complete, "{name}: offset 1 expired");
+
+        // Removing history starts a new epoch.
+        broker.remove_history("log").await.unwrap();
+        let after = broker.history("log", None, 100).await.unwrap().top.unwrap();
+        assert_ne!(after.epoch, epoch, "{name}");
+        assert_eq!(after.offset, 0, "{name}");
+        let first = broker
+            .publish("log", message(7), Some(spec))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.offset, &first.epoch), (1, &after.epoch), "{name}");
+    }
+}
