@@ -1,11 +1,17 @@
 //! A channels server: rooms with owners, presence, history and recovery,
-//! kick and ban, a custom command and a server-event topic, on the
-//! in-process backend (see `ws-channels/PROTOCOL.md` for every message).
+//! kick and ban, a custom command and a server-event topic (see
+//! `ws-channels/PROTOCOL.md` for every message), on the in-process backend
+//! or, as one node of a cluster, on Redis or NATS.
 //!
 //! ```sh
 //! cargo run --release -p ws-tokio --example channels          # ws://127.0.0.1:9003/channels
 //! cargo run --release -p ws-tokio --example channels -- 0.0.0.0:8080
+//! cargo run --release -p ws-tokio --example channels -- 127.0.0.1:9004 redis://127.0.0.1:6379
+//! cargo run --release -p ws-tokio --example channels -- 127.0.0.1:9005 nats://127.0.0.1:4222
 //! ```
+//!
+//! The address also comes from `$WS_ADDR` and the backend from
+//! `$WS_CHANNELS_BACKEND` (default `memory`).
 //!
 //! Connect with `?user=ann` (this demo trusts the name it is given; a real
 //! server uses `KeyAuth` or `BearerJwt`), then send for example
@@ -22,7 +28,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use ws_channels::{ChannelError, Channels, ChannelsConfig, ErrorCode};
+use ws_channels::{Backend, ChannelError, Channels, ChannelsConfig, ErrorCode};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
 
@@ -58,10 +64,18 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .or_else(|| std::env::var("WS_ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:9003".into());
+    let backend_url = std::env::args()
+        .nth(2)
+        .or_else(|| std::env::var("WS_CHANNELS_BACKEND").ok())
+        .unwrap_or_else(|| "memory".into());
+    let backend = Backend::connect(&backend_url)
+        .await
+        .map_err(std::io::Error::other)?;
     let config = ChannelsConfig::default()
         .role("moderator", ["kick", "publish", "leave", "presence"])
         .topic("clock");
     let channels = Channels::builder(config)
+        .backend(backend)
         .command(
             "roll",
             ["participant", "moderator"],
@@ -102,8 +116,9 @@ async fn main() -> std::io::Result<()> {
     let server = ws_tokio::server().route("/channels", endpoint).build();
     let listener = ws_tokio::bind(&addr).await?;
     println!(
-        "channels server listening on ws://{}/channels?user=<name>",
-        listener.local_addr()?
+        "channels server listening on ws://{}/channels?user=<name> (backend: {})",
+        listener.local_addr()?,
+        backend_name(&backend_url)
     );
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -112,4 +127,13 @@ async fn main() -> std::io::Result<()> {
     server
         .serve_with_shutdown(listener, ctrl_c, Duration::from_secs(5))
         .await
+}
+
+/// The backend's scheme and host, never its password.
+fn backend_name(url: &str) -> &str {
+    let end = url.find('@').map_or(0, |at| at + 1);
+    match url.split_once("://") {
+        Some((scheme, _)) if end > 0 => &url[..scheme.len()],
+        _ => url,
+    }
 }

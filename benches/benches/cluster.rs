@@ -1,0 +1,296 @@
+//! Channels across nodes: three node processes on Redis, three on NATS,
+//! and one node on the in-process backend, side by side in the same run.
+//!
+//! ```sh
+//! cargo bench -p ws-benches --bench cluster                        # 300 subscribers, 3 rounds of 5 s
+//! cargo bench -p ws-benches --bench cluster -- --quick             # 1 round of 2 s
+//! cargo bench -p ws-benches --bench cluster -- --subscribers 300,3000 --backends redis,nats
+//! ```
+//!
+//! Redis and NATS come from `WS_TEST_REDIS_URL` and `WS_TEST_NATS_URL`
+//! (default `redis://127.0.0.1:6379`, `nats://127.0.0.1:4222`); each cell
+//! uses a key and subject prefix of its own.
+//!
+//! Each node is this binary again (`--serve`), ws-tokio with one worker
+//! serving `ws_channels::Channels` on the backend. The subscribers are
+//! spread evenly over the nodes and join one channel (no history); one
+//! publisher per node publishes to it, so every publication crosses the
+//! broker to reach two nodes out of three. Publishers go as fast as the
+//! subscribers keep up: a publisher waits while more than eight
+//! publications per subscriber are undelivered. Each publication carries
+//! its send time; the load client (this process, one tokio worker) times
+//! each delivery. Per cell: deliveries per second, publish-to-delivery
+//! p50/p99, and publications lost (counted, never expected). The median
+//! round is reported.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime};
+use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::{Backend, Channels, ChannelsConfig};
+use ws_tokio::auth::{Authenticator, Identity};
+use ws_tokio::{Message, Rejection, WebSocket, http};
+
+const BACKENDS: [&str; 3] = ["memory", "redis", "nats"];
+const PAYLOAD: usize = 64;
+/// Undelivered publications per subscriber before publishers wait.
+const WINDOW: u64 = 8;
+
+struct AnyUser;
+
+impl Authenticator for AnyUser {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        let user = request
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("user="))
+            .unwrap_or("anon");
+        Ok(Identity::new(user))
+    }
+}
+
+fn url(backend: &str) -> String {
+    match backend {
+        "redis" => {
+            std::env::var("WS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        }
+        "nats" => {
+            std::env::var("WS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+        }
+        _ => "memory".into(),
+    }
+}
+
+/// `--serve backend:prefix`: one node.
+fn serve(spec: &str) {
+    let (backend, prefix) = spec.split_once(':').expect("backend:prefix");
+    one_worker_runtime().block_on(async {
+        let backend = match backend {
+            "redis" => Backend::shared(
+                RedisBackend::connect(RedisConfig::new(url("redis")).prefix(prefix))
+                    .await
+                    .expect("Redis"),
+            ),
+            "nats" => Backend::shared(
+                NatsBackend::connect(NatsConfig::new(url("nats")).prefix(prefix))
+                    .await
+                    .expect("NATS"),
+            ),
+            _ => Backend::connect("memory").await.expect("memory"),
+        };
+        let config = ChannelsConfig {
+            command_rate: 1_000_000,
+            command_burst: 1_000_000,
+            ..ChannelsConfig::default()
+        };
+        let channels = Channels::builder(config).backend(backend).build();
+        let server = ws_tokio::server()
+            .route("/", channels.endpoint().authenticator(AnyUser))
+            .build();
+        let listener = ws_tokio::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        server.serve(listener).await.unwrap();
+    });
+}
+
+fn command(id: u64, action: &str, data: serde_json::Value) -> Message {
+    Message::text(
+        json!({"type": "command", "id": id.to_string(), "channel": "bench", "action": action, "data": data})
+            .to_string(),
+    )
+}
+
+async fn connect(node: &ServerProcess, user: &str) -> WebSocket {
+    let url = format!("ws://{}/?user={user}", node.addr);
+    ws_tokio::connect(url.as_str()).await.expect("connects").0
+}
+
+/// Sends a command and waits for its response.
+async fn ask(socket: &mut WebSocket, id: u64, action: &str, data: serde_json::Value) {
+    socket.send(command(id, action, data)).await.unwrap();
+    let id = id.to_string();
+    while let Some(Ok(Message::Text(text))) = socket.recv().await {
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if value["type"] == "response" && value["id"] == id.as_str() {
+            assert_eq!(value["data"]["ok"], true, "{action}: {value}");
+            return;
+        }
+    }
+    panic!("{action}: the connection closed");
+}
+
+struct Cell {
+    deliveries_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    lost: u64,
+}
+
+/// The send time a delivery carries, from `"t":<micros>` in its text.
+fn sent_at(text: &str) -> Option<u64> {
+    let start = text.find("\"t\":")? + 4;
+    let digits: &str = &text[start..];
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    digits[..end].parse().ok()
+}
+
+async fn run_cell(nodes: &[ServerProcess], subscribers: usize, seconds: f64) -> Cell {
+    let origin = Instant::now();
+    let mut owner = connect(&nodes[0], "owner").await;
+    ask(&mut owner, 1, "create", json!({})).await;
+    let mut publishers = vec![owner];
+    for node in &nodes[1..] {
+        let mut publisher = connect(node, "publisher").await;
+        ask(&mut publisher, 1, "join", json!({})).await;
+        publishers.push(publisher);
+    }
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for n in 0..subscribers {
+        let mut socket = connect(&nodes[n % nodes.len()], &format!("s{n}")).await;
+        ask(&mut socket, 1, "join", json!({})).await;
+        let (delivered, finished) = (delivered.clone(), finished.clone());
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !finished.load(Ordering::Relaxed) {
+                let Ok(next) = tokio::time::timeout(Duration::from_millis(50), socket.recv()).await
+                else {
+                    continue;
+                };
+                let Some(Ok(Message::Text(text))) = next else {
+                    break;
+                };
+                if let Some(sent) = sent_at(&text) {
+                    let now = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    latencies.push(now.saturating_sub(sent));
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    // Publishers' own deliveries are read and dropped.
+    let published = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    let padding = "x".repeat(PAYLOAD);
+    let started = Instant::now();
+    for publisher in publishers {
+        let (delivered, published, stop, padding) = (
+            delivered.clone(),
+            published.clone(),
+            stop.clone(),
+            padding.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let (sender, mut receiver) = publisher.split();
+            let drain = tokio::spawn(async move { while receiver.recv().await.is_some() {} });
+            let mut id = 10;
+            while !stop.load(Ordering::Relaxed) {
+                let outstanding = published.load(Ordering::Relaxed) * subscribers as u64
+                    - delivered.load(Ordering::Relaxed);
+                if outstanding > WINDOW * subscribers as u64 {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    continue;
+                }
+                id += 1;
+                let t = origin.elapsed().as_micros();
+                let data = json!({ "t": t as u64, "pad": padding });
+                published.fetch_add(1, Ordering::Relaxed);
+                if sender.send(command(id, "publish", data)).await.is_err() {
+                    break;
+                }
+            }
+            drain.abort();
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let in_window = delivered.load(Ordering::Relaxed);
+    for writer in writers {
+        let _ = writer.await;
+    }
+    // Let what is in flight arrive, then count what never did.
+    let settle = Instant::now();
+    let expected = published.load(Ordering::Relaxed) * subscribers as u64;
+    while delivered.load(Ordering::Relaxed) < expected && settle.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = expected.saturating_sub(delivered.load(Ordering::Relaxed));
+    finished.store(true, Ordering::Relaxed);
+    let mut latencies: Vec<u64> = Vec::new();
+    for reader in readers {
+        latencies.append(&mut reader.await.unwrap_or_default());
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let index = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+        Duration::from_micros(latencies.get(index).copied().unwrap_or(0))
+    };
+    Cell {
+        deliveries_per_second: in_window as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        lost,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        serve(&args[i + 1]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds = list_arg(&args, "--rounds", &[if quick { 1 } else { 3 }])[0];
+    let seconds = if quick { 2.0 } else { 5.0 };
+    let subscribers = list_arg(&args, "--subscribers", &[300]);
+    let backends: Vec<String> = args
+        .iter()
+        .position(|a| a == "--backends")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || BACKENDS.iter().map(|s| (*s).to_owned()).collect(),
+            |list| list.split(',').map(str::to_owned).collect(),
+        );
+    let runtime = one_worker_runtime();
+    let mut any_lost = false;
+    println!("| backend | nodes | subscribers | deliveries/s | p50 | p99 | lost |");
+    println!("|---|---|---|---|---|---|---|");
+    for &count in &subscribers {
+        let mut cells: Vec<(String, Vec<Cell>)> =
+            backends.iter().map(|b| (b.clone(), Vec::new())).collect();
+        for round in 0..rounds {
+            for (backend, results) in &mut cells {
+                let prefix = format!("bench{}n{count}r{round}{backend}", std::process::id());
+                let nodes: Vec<ServerProcess> = (0..if backend == "memory" { 1 } else { 3 })
+                    .map(|_| ServerProcess::start(&format!("{backend}:{prefix}")))
+                    .collect();
+                results.push(runtime.block_on(run_cell(&nodes, count, seconds)));
+            }
+        }
+        for (backend, mut results) in cells {
+            results.sort_by(|a, b| a.deliveries_per_second.total_cmp(&b.deliveries_per_second));
+            any_lost |= results.iter().any(|r| r.lost > 0);
+            let median = &results[results.len() / 2];
+            println!(
+                "| {backend} | {} | {count} | {} | {:.1?} | {:.1?} | {} |",
+                if backend == "memory" { 1 } else { 3 },
+                fmt_rate(median.deliveries_per_second),
+                median.p50,
+                median.p99,
+                median.lost
+            );
+        }
+    }
+    if any_lost {
+        eprintln!("publications were lost: a delivery guarantee is broken");
+        std::process::exit(1);
+    }
+}
