@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime};
+use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime, percentile};
 use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
 use ws_channels::{Backend, Channels, ChannelsConfig};
 use ws_tokio::auth::{Authenticator, Identity};
@@ -198,8 +198,8 @@ async fn run_cell(nodes: &[ServerProcess], subscribers: usize, seconds: f64) -> 
                     continue;
                 }
                 id += 1;
-                let t = origin.elapsed().as_micros();
-                let data = json!({ "t": t as u64, "pad": padding });
+                let t = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let data = json!({ "t": t, "pad": padding });
                 published.fetch_add(1, Ordering::Relaxed);
                 if sender.send(command(id, "publish", data)).await.is_err() {
                     break;
@@ -229,14 +229,11 @@ async fn run_cell(nodes: &[ServerProcess], subscribers: usize, seconds: f64) -> 
         latencies.append(&mut reader.await.unwrap_or_default());
     }
     latencies.sort_unstable();
-    let at = |q: f64| {
-        let index = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
-        Duration::from_micros(latencies.get(index).copied().unwrap_or(0))
-    };
+    let at = |percent| Duration::from_micros(percentile(&latencies, percent));
     Cell {
         deliveries_per_second: in_window as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
+        p50: at(50),
+        p99: at(99),
         lost,
     }
 }

@@ -51,7 +51,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
-use ws_benches::{ServerProcess, fmt_rate, frame_lengths, list_arg, one_worker_runtime};
+use ws_benches::{
+    ServerProcess, fmt_rate, frame_lengths, list_arg, one_worker_runtime, percentile,
+};
 
 const SERVERS: [&str; 3] = ["ws-channels", "tokio-tungstenite", "bound"];
 const SUBSCRIBERS: [usize; 2] = [1_000, 10_000];
@@ -508,12 +510,7 @@ async fn run_cell(
     }
     let mut latencies = std::mem::take(&mut *shared.latencies.lock().unwrap());
     latencies.sort_unstable();
-    let pick = |percent: usize| {
-        latencies
-            .get((latencies.len() * percent / 100).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pick = |percent| percentile(&latencies, percent);
     Ok(Cell {
         deliveries_per_sec: delivered as f64 / window.as_secs_f64(),
         p50_us: pick(50),

@@ -139,3 +139,12 @@ pub fn list_arg(args: &[String], name: &str, default: &[usize]) -> Vec<usize> {
         })
         .unwrap_or_else(|| default.to_vec())
 }
+
+/// The `percent`th percentile of `sorted` (ascending), or the default for
+/// an empty slice.
+pub fn percentile<T: Copy + Default>(sorted: &[T], percent: usize) -> T {
+    sorted
+        .get((sorted.len() * percent / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}

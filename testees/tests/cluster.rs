@@ -433,7 +433,7 @@ async fn racing_publishers_share_one_gapless_order(kind: Kind) {
     let mut orders = Vec::new();
     for watcher in &mut watchers {
         let mut seen = Vec::new();
-        while seen.len() < 3 * EACH as usize {
+        while (seen.len() as u64) < 3 * EACH {
             let event = watcher.event("room", "message").await;
             let data = &event["data"];
             seen.push((

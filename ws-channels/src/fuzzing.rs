@@ -64,6 +64,8 @@ pub fn channels(data: &[u8]) {
                 2 => {
                     sim.step(usize::from(arg & 1));
                 }
+                // A node's broker connection dropped and came back.
+                1 => sim.interrupt(usize::from(arg & 1)),
                 _ => sim.advance(Duration::from_secs(u64::from(arg))),
             },
             3 => {

@@ -11,9 +11,12 @@
 //!   time in, [`Action`]s out.
 //! - [`backend`]: the traits a cluster implements ([`Broker`](backend::Broker),
 //!   [`PresenceStore`](backend::PresenceStore),
-//!   [`Controller`](backend::Controller)) and the in-process
+//!   [`Controller`](backend::Controller)), the in-process
 //!   [`MemoryBackend`], the default, with which one node needs nothing
-//!   else.
+//!   else, and two cluster backends: Redis (feature `redis`) and NATS
+//!   with JetStream (feature `nats`), both on tokio.
+//!   [`Backend::connect`] takes a URL: `memory`, `redis://...`,
+//!   `nats://...`.
 //! - [`Channels`]: the glue that serves the manager on any `ws-async`
 //!   server route and carries out its actions, with [`ChannelsHandle`]
 //!   for code outside connections.

@@ -46,6 +46,33 @@ impl Peers {
     }
 }
 
+/// The builder methods both cluster configurations have.
+macro_rules! shared_settings {
+    ($config:ident) => {
+        impl $config {
+            /// The prefix of every key, channel, subject, stream or bucket
+            /// name this backend uses, so deployments can share a broker.
+            pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+                self.prefix = prefix.into();
+                self
+            }
+
+            /// How often this node says it is alive.
+            pub fn heartbeat(mut self, every: std::time::Duration) -> Self {
+                self.heartbeat = every;
+                self
+            }
+
+            /// How long `connect` keeps trying.
+            pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.connect_timeout = timeout;
+                self
+            }
+        }
+    };
+}
+pub(crate) use shared_settings;
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -254,7 +254,7 @@ impl Backend {
     }
 
     /// One value that is all three: a cluster backend such as
-    /// [`RedisBackend`](redis::RedisBackend).
+    /// `RedisBackend` or `NatsBackend`.
     pub fn shared<T: Broker + PresenceStore + Controller>(backend: T) -> Self {
         let backend = Arc::new(backend);
         Self {

@@ -111,25 +111,9 @@ impl NatsConfig {
             max_history_age: Duration::from_secs(24 * 3600),
         }
     }
-
-    /// The subject, stream and bucket prefix.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The heartbeat interval.
-    pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
-        self
-    }
-
-    /// How long `connect` keeps trying.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
 }
+
+super::cluster::shared_settings!(NatsConfig);
 
 const OFFSET: &str = "Ws-Offset";
 const EPOCH: &str = "Ws-Epoch";
@@ -815,6 +799,17 @@ impl Shared {
         }
     }
 
+    /// Drops every stored message of `channel`.
+    async fn purge(&self, channel: &str) -> Result<(), ChannelError> {
+        self.connected()?;
+        self.history
+            .purge()
+            .filter(self.history_subject(channel))
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     fn remember(&self, channel: &str, member: &Member, options: ChannelOptions) {
         lock(&self.local).insert(
             (channel.to_owned(), member.session),
@@ -994,13 +989,7 @@ impl Broker for NatsBackend {
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            shared.connected()?;
-            shared
-                .history
-                .purge()
-                .filter(shared.history_subject(channel))
-                .await
-                .map_err(unavailable)?;
+            shared.purge(channel).await?;
             // History begins again in a new epoch, named now so joins
             // before the next publication see the epoch it will have.
             shared
@@ -1062,12 +1051,7 @@ impl PresenceStore for NatsBackend {
                 .await;
             granted?;
             // A channel made anew starts a new history.
-            shared
-                .history
-                .purge()
-                .filter(shared.history_subject(channel))
-                .await
-                .map_err(unavailable)?;
+            shared.purge(channel).await?;
             shared.remember(channel, &owner, options);
             Ok(JoinGrant {
                 options,

@@ -97,25 +97,9 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(5),
         }
     }
-
-    /// The key and channel prefix.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The heartbeat interval.
-    pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
-        self
-    }
-
-    /// How long `connect` keeps trying.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
 }
+
+super::cluster::shared_settings!(RedisConfig);
 
 macro_rules! script {
     ($file:literal) => {
@@ -393,6 +377,29 @@ impl Shared {
             .map_err(unavailable)
     }
 
+    /// Runs a script that may remove expired members (its reply starts
+    /// with a status, the channel's options and the members removed),
+    /// sends their `leave` events, and turns a refusal into its error.
+    async fn membership(
+        &self,
+        script: &Script,
+        channel: &str,
+        args: &[String],
+    ) -> Result<Vec<Reply>, ChannelError> {
+        let reply = self.on_channel(script, channel, args).await?;
+        let Reply::Array(reply) = reply else {
+            return Err(ChannelError::unavailable(
+                "redis: a script answered wrongly",
+            ));
+        };
+        self.leaves(channel, &text(at(&reply, 1)), at(&reply, 2))
+            .await;
+        match text(at(&reply, 0)).as_str() {
+            "ok" | "gone" => Ok(reply),
+            status => Err(status_error(status, channel)),
+        }
+    }
+
     async fn command<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
@@ -634,18 +641,11 @@ impl Shared {
             tokio::spawn(async move {
                 for channel in this.local_channels() {
                     let args = [gone.0.to_string(), this.ttl().to_string()];
-                    match this
-                        .on_channel(&this.scripts.reap_node, &channel, &args)
-                        .await
-                    {
-                        Ok(reply) => {
-                            let reply = items(&reply);
-                            this.leaves(&channel, &text(at(reply, 1)), at(reply, 2))
-                                .await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(channel, error = %e, "a dead node's members stay until they expire");
-                        }
+                    let removed = this
+                        .membership(&this.scripts.reap_node, &channel, &args)
+                        .await;
+                    if let Err(e) = removed {
+                        tracing::warn!(channel, error = %e, "a dead node's members stay until they expire");
                     }
                 }
             });
@@ -681,11 +681,9 @@ impl Shared {
         let mut args = vec![node.0.to_string(), ttl.to_string()];
         args.extend(sessions.iter().map(SessionId::to_string));
         let reply = self
-            .on_channel(&self.scripts.refresh, channel, &args)
+            .membership(&self.scripts.refresh, channel, &args)
             .await?;
-        let reply = items(&reply);
-        let options = text(at(reply, 1));
-        self.leaves(channel, &options, at(reply, 2)).await;
+        let reply = &reply[..];
         if !restore {
             return Ok(());
         }
@@ -1057,17 +1055,11 @@ impl PresenceStore for RedisBackend {
                 ms(ttl).to_string(),
             ];
             let reply = shared
-                .on_channel(&shared.scripts.join, channel, &args)
+                .membership(&shared.scripts.join, channel, &args)
                 .await?;
-            let reply = items(&reply);
-            let status = text(at(reply, 0));
-            let opts = text(at(reply, 1));
-            shared.leaves(channel, &opts, at(reply, 2)).await;
-            if status != "ok" {
-                return Err(status_error(&status, channel));
-            }
-            let options: ChannelOptions = serde_json::from_str(&opts).map_err(unavailable)?;
-            let role = role_of(&text(at(reply, 3)));
+            let options: ChannelOptions =
+                serde_json::from_str(&text(at(&reply, 1))).map_err(unavailable)?;
+            let role = role_of(&text(at(&reply, 3)));
             shared.remember(channel, &member, &options, &role);
             Ok(JoinGrant { options, role })
         })
@@ -1082,14 +1074,10 @@ impl PresenceStore for RedisBackend {
             let shared = &self.shared;
             lock(&shared.local).remove(&(channel.to_owned(), session));
             let args = [session.to_string(), shared.ttl().to_string()];
-            let reply = shared
-                .on_channel(&shared.scripts.leave, channel, &args)
-                .await?;
-            let reply = items(&reply);
             shared
-                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
-                .await;
-            Ok(())
+                .membership(&shared.scripts.leave, channel, &args)
+                .await
+                .map(drop)
         })
     }
 
@@ -1141,16 +1129,9 @@ impl PresenceStore for RedisBackend {
             let shared = &self.shared;
             let args = [limit.to_string(), shared.ttl().to_string()];
             let reply = shared
-                .on_channel(&shared.scripts.members, channel, &args)
+                .membership(&shared.scripts.members, channel, &args)
                 .await?;
-            let reply = items(&reply);
-            let status = text(at(reply, 0));
-            if status != "ok" {
-                return Err(status_error(&status, channel));
-            }
-            shared
-                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
-                .await;
+            let reply = &reply[..];
             let members = items(at(reply, 4))
                 .chunks(2)
                 .filter_map(|pair| {
@@ -1222,16 +1203,9 @@ impl PresenceStore for RedisBackend {
             };
             let args = [kind.to_owned(), value, shared.ttl().to_string()];
             let reply = shared
-                .on_channel(&shared.scripts.kick, channel, &args)
+                .membership(&shared.scripts.kick, channel, &args)
                 .await?;
-            let reply = items(&reply);
-            let status = text(at(reply, 0));
-            if status != "ok" {
-                return Err(status_error(&status, channel));
-            }
-            shared
-                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
-                .await;
+            let reply = &reply[..];
             Ok(usize::try_from(int(at(reply, 3))).unwrap_or(0))
         })
     }
@@ -1250,18 +1224,10 @@ impl PresenceStore for RedisBackend {
                 MAX_BANS_PER_CHANNEL.to_string(),
                 shared.ttl().to_string(),
             ];
-            let reply = shared
-                .on_channel(&shared.scripts.ban, channel, &args)
-                .await?;
-            let reply = items(&reply);
-            let status = text(at(reply, 0));
             shared
-                .leaves(channel, &text(at(reply, 1)), at(reply, 2))
-                .await;
-            if status != "ok" {
-                return Err(status_error(&status, channel));
-            }
-            Ok(())
+                .membership(&shared.scripts.ban, channel, &args)
+                .await
+                .map(drop)
         })
     }
 
