@@ -83,7 +83,8 @@ async fn too_big_for_the_server_closes_with_1009() {
         .send(Message::binary(vec![0; (1 << 20) + 1]))
         .await
         .unwrap();
-    assert!(socket.recv().await.is_none());
+    let got = socket.recv().await;
+    assert!(got.is_none(), "{got:?} {:?}", socket.closed());
     assert_eq!(
         socket.closed().unwrap().code,
         ws::CloseCode::MESSAGE_TOO_BIG

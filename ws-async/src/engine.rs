@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
 use ws_core::config::deadline_after;
 use ws_core::policy::{PolicySet, Verdict, Violation};
-use ws_core::{CloseCode, Closed, Connection, Event, Message, Role};
+use ws_core::{CloseCode, Closed, Connection, Event, Message};
 
 use crate::connection::close;
 use crate::handler::{Ctx, Handler};
@@ -461,12 +461,11 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     /// After the close: writes what is left (the close frame), shuts the
-    /// write side down and, as a client, waits for the server to close
-    /// first. Bounded by `linger`.
+    /// write side down and reads (discarding) until the peer closes too.
+    /// Bounded by `linger`.
     async fn finish(&mut self) {
         let runtime = self.runtime.clone();
         let deadline = deadline_after(runtime.now(), self.limits.linger);
-        let role = self.conn.role();
         let _ = with_deadline(&runtime, deadline, async {
             poll_fn(|cx| {
                 self.write(cx);
@@ -480,9 +479,14 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             if !self.write_done {
                 let _ = poll_fn(|cx| self.io.poll_shutdown(cx)).await;
             }
-            if role == Role::Client && !self.read_done {
-                // RFC 6455 §7.1.1: the server closes the TCP connection
-                // first; read until it does.
+            if !self.read_done {
+                // A client: RFC 6455 §7.1.1, the server closes the TCP
+                // connection first; read until it does. A server: a
+                // socket closed with unread input sends a reset, which can
+                // reach the peer before it reads our close frame (a client
+                // still writing a message too big for us gets a broken
+                // pipe instead of 1009); read until the peer, which has
+                // our FIN, closes.
                 let mut sink = bytes::BytesMut::with_capacity(1024);
                 loop {
                     sink.clear();
