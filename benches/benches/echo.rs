@@ -19,7 +19,7 @@
 //! # instructions per message, each server under valgrind's callgrind
 //! cargo bench -p ws-benches --bench echo -- --instructions
 //! cargo bench -p ws-benches --bench echo -- --instructions --servers ws-tokio \
-//!     --connections 1 --payloads 16 --in-flight 16
+//!     --connections 1 --payloads 16 --in-flight 16 --keep-dumps target/callgrind
 //! ```
 //!
 //! `--instructions` counts instead of timing: each server runs under
@@ -986,7 +986,16 @@ fn instructions_table(args: &[String]) {
     } else {
         INSTRUCTION_ROWS.to_vec()
     };
-    let dumps = std::env::temp_dir().join(format!("ws-bench-callgrind-{}", std::process::id()));
+    // With `--keep-dumps DIR` the dumps stay there, for
+    // `callgrind_annotate --inclusive=yes DIR/<server>.<conns>.<in flight>.<bytes>.2`.
+    let kept = args
+        .iter()
+        .position(|a| a == "--keep-dumps")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let dumps = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("ws-bench-callgrind-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dumps).expect("a directory for callgrind's dumps");
     let rt = one_worker_runtime();
     println!(
@@ -1014,7 +1023,9 @@ fn instructions_table(args: &[String]) {
         }
         println!("{line}");
     }
-    let _ = std::fs::remove_dir_all(&dumps);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&dumps);
+    }
 }
 
 fn print_ratios(
