@@ -149,7 +149,18 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     read_done: bool,
     write_done: bool,
     needs_flush: bool,
+    /// When bytes last arrived.
+    read_at: Option<Instant>,
+    /// When the buffers are released if nothing arrives before.
+    shrink_at: Option<Instant>,
+    /// Buffers may hold allocations worth releasing.
+    holds_buffers: bool,
 }
+
+/// How long a connection must go without input before its buffers are
+/// released: a connection in a steady exchange keeps them rather than
+/// freeing and allocating them again for every message.
+const SHRINK_AFTER: Duration = Duration::from_millis(250);
 
 impl<R: Runtime, T: Transport> Link<R, T> {
     pub(crate) fn new(
@@ -177,6 +188,9 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             read_done: false,
             write_done: false,
             needs_flush: false,
+            read_at: None,
+            shrink_at: None,
+            holds_buffers: true,
         }
     }
 
@@ -209,7 +223,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             progress = self.take_outbox();
         }
         if !progress {
-            self.maybe_shrink();
+            progress = self.maybe_shrink(cx);
         }
         progress
     }
@@ -302,6 +316,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 Poll::Ready(Ok(written)) => {
                     self.conn.advance_transmit(written);
                     self.needs_flush = true;
+                    self.holds_buffers = true;
                     progress = true;
                 }
                 Poll::Ready(Err(error)) => self.transport_failed(error),
@@ -328,7 +343,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 self.read_done = true;
                 self.conn.handle_transport_closed(self.runtime.now());
             }
-            Poll::Ready(Ok(_)) => self.conn.handle_received(self.runtime.now()),
+            Poll::Ready(Ok(_)) => {
+                let now = self.runtime.now();
+                self.conn.handle_received(now);
+                self.read_at = Some(now);
+                self.holds_buffers = true;
+            }
             Poll::Ready(Err(error)) => {
                 // Reading failed: what arrived before is still delivered,
                 // and writing may still work (the close frame, at least).
@@ -406,7 +426,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     fn timers(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadlines = [self.conn.poll_timeout(), self.close_by, self.app_timer];
+        let deadlines = [
+            self.conn.poll_timeout(),
+            self.close_by,
+            self.app_timer,
+            self.shrink_at,
+        ];
         let Some(deadline) = deadlines.into_iter().flatten().min() else {
             return false;
         };
@@ -443,13 +468,37 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             self.app_timer = None;
             self.app_due = true;
         }
+        if self.shrink_at.is_some_and(|at| now >= at) {
+            self.shrink_at = None;
+            let quiet = self
+                .read_at
+                .is_none_or(|read| now.saturating_duration_since(read) >= SHRINK_AFTER);
+            if quiet && self.conn.transmit_len() == 0 {
+                self.conn.shrink_buffers();
+                self.holds_buffers = false;
+            }
+        }
         self.conn.handle_timeout(now);
     }
 
-    /// An idle connection should cost little memory: drop empty buffers.
-    fn maybe_shrink(&mut self) {
-        if self.limits.shrink_when_idle && self.conn.transmit_len() == 0 {
-            self.conn.shrink_buffers();
+    /// An idle connection should cost little memory: drops empty buffers
+    /// once nothing has arrived for [`SHRINK_AFTER`] (at once if nothing
+    /// ever did), arming the timer for it. Whether the timer fired on the
+    /// spot, which counts as progress.
+    fn maybe_shrink(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.limits.shrink_when_idle || !self.holds_buffers || self.conn.transmit_len() > 0 {
+            return false;
+        }
+        match self.read_at.and_then(|read| read.checked_add(SHRINK_AFTER)) {
+            Some(due) => {
+                self.shrink_at = Some(due);
+                self.timers(cx)
+            }
+            None => {
+                self.conn.shrink_buffers();
+                self.holds_buffers = false;
+                false
+            }
         }
     }
 

@@ -109,6 +109,11 @@ pub(crate) struct Outbox {
     /// lock is let go, so a waiter that looked at the state before a
     /// drain is always notified (see [`Outbox::listen`]).
     waited: AtomicBool,
+    /// The queue holds items. Written under the state's lock, read
+    /// without it, so a driver with nothing to send takes no lock: a
+    /// push sets it before waking the driver, and the driver looks again
+    /// after registering for that wake.
+    pending: AtomicBool,
     limit: usize,
     role: Role,
 }
@@ -120,6 +125,7 @@ impl Outbox {
             driver: AtomicWaker::new(),
             room: Event::new(),
             waited: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
             limit,
             role,
         }
@@ -149,6 +155,7 @@ impl Outbox {
                 return Err((error, item));
             }
             state.push(item);
+            self.pending.store(true, Ordering::SeqCst);
         }
         self.driver.wake();
         Ok(())
@@ -162,6 +169,7 @@ impl Outbox {
             let mut state = self.lock();
             state.check(&item, self.role)?;
             state.push(item);
+            self.pending.store(true, Ordering::SeqCst);
         }
         self.driver.wake();
         Ok(())
@@ -185,7 +193,12 @@ impl Outbox {
         let close = {
             let mut state = self.lock();
             match state.queue.pop_back() {
-                Some(Outgoing::Close(frame)) => Some(frame),
+                Some(Outgoing::Close(frame)) => {
+                    if state.queue.is_empty() {
+                        self.pending.store(false, Ordering::SeqCst);
+                    }
+                    Some(frame)
+                }
                 Some(other) => {
                     state.queue.push_back(other);
                     None
@@ -269,6 +282,9 @@ impl Outbox {
     /// place and looks further (a whole message waiting for a fragmented
     /// one to end must not block that message's remaining fragments).
     pub(crate) fn drain(&self, mut take: impl FnMut(&Outgoing) -> Drain) {
+        if !self.pending.load(Ordering::SeqCst) {
+            return;
+        }
         let mut freed = 0;
         let mut taken = false;
         {
@@ -286,6 +302,9 @@ impl Outbox {
                 }
             }
             state.bytes -= freed;
+            if state.queue.is_empty() {
+                self.pending.store(false, Ordering::SeqCst);
+            }
         }
         // Waiters for room, for a flush and for a close to be taken.
         if taken && self.waited.load(Ordering::SeqCst) {
@@ -328,6 +347,7 @@ impl Outbox {
             state.closed = true;
             state.queue = VecDeque::new();
             state.bytes = 0;
+            self.pending.store(false, Ordering::SeqCst);
         }
         self.room.notify(usize::MAX);
         self.driver.wake();

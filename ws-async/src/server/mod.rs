@@ -75,7 +75,8 @@ pub struct ServerConfig {
     /// with [`SendError::Full`](crate::SendError::Full) (broadcasts skip
     /// that connection). Default: 1 MiB.
     pub send_queue: usize,
-    /// Release a connection's buffers whenever it goes idle, so idle
+    /// Release a connection's buffers when it goes idle (once nothing has
+    /// arrived for 250 ms, so a steady exchange keeps its buffers), so idle
     /// connections cost little memory. Default: `true`.
     pub shrink_idle_buffers: bool,
     /// Connection-rate limiting per client IP address: handshakes past the
