@@ -1,12 +1,13 @@
 //! The handler seam: wrappers pass on every callback they do not change,
 //! and a handler runs its own timer on its connection's task.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::rt::{self, ws};
 
-use super::common::{eventually, serve};
+use super::common::{eventually, masked_frame, request, serve};
 use ws::envelope::{EnvelopeHandler, Envelopes};
 use ws::ws_core::envelope::Envelope;
 use ws::ws_core::policy::{MaxPayloadBytes, OnViolation, PolicySet, Violation};
@@ -222,7 +223,87 @@ async fn handlers_run_their_own_timers() {
     assert!(after.is_err(), "no tick after clear_timer: {after:?}");
 }
 
+// A peer that keeps sending does not hold off the handler's timer. The
+// flood comes from a thread writing as fast as the kernel takes it. (The
+// driver looks at its timers when a pass finds nothing to do, and every
+// 16th pass of a stretch that never runs dry; this flood leaves the socket
+// empty often enough that the first rule alone passes it.)
+async fn timers_fire_while_a_peer_floods() {
+    use std::io::{Read, Write};
+    struct Deadline;
+    impl Handler for Deadline {
+        async fn on_open(&mut self, ctx: &mut Ctx) {
+            let at = ctx.now() + Duration::from_millis(100);
+            ctx.set_timer(at);
+        }
+        async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
+        async fn on_timer(&mut self, ctx: &mut Ctx) {
+            let _ = ctx.send("tick").await;
+        }
+    }
+    let server = serve(ws::server().route("/", Endpoint::new(|_| Deadline)).build()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticked = Arc::new(AtomicBool::new(false));
+    let upgraded = Arc::new(AtomicBool::new(false));
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let control = stream.try_clone().unwrap();
+    let flood = std::thread::spawn({
+        let (stop, upgraded) = (stop.clone(), upgraded.clone());
+        move || {
+            writer.write_all(request("/", &[]).as_bytes()).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && writer.read_exact(&mut byte).is_ok() {
+                head.push(byte[0]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+            upgraded.store(true, Ordering::Relaxed);
+            let frame = masked_frame(1, true, &[b'x'; 64]);
+            let batch = frame.repeat(256);
+            while !stop.load(Ordering::Relaxed) && writer.write_all(&batch).is_ok() {}
+        }
+    });
+    let reader = std::thread::spawn({
+        let (stop, ticked, upgraded) = (stop.clone(), ticked.clone(), upgraded.clone());
+        move || {
+            while !upgraded.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                match stream.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                    Err(_) => continue,
+                }
+                if seen.windows(6).any(|w| w == b"\x81\x04tick") {
+                    ticked.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    while !ticked.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(5) {
+        rt::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let fired = ticked.load(Ordering::Relaxed);
+    // Unblocks the flood's write wherever the server is.
+    let _ = control.shutdown(std::net::Shutdown::Both);
+    drop(server);
+    let _ = reader.join();
+    let _ = flood.join();
+    assert!(fired, "the timer did not fire during the flood");
+}
+
 adapter_tests!(
     wrappers_pass_on_every_callback,
-    handlers_run_their_own_timers
+    handlers_run_their_own_timers,
+    timers_fire_while_a_peer_floods
 );

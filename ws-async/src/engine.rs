@@ -155,6 +155,8 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     shrink_at: Option<Instant>,
     /// Buffers may hold allocations worth releasing.
     holds_buffers: bool,
+    /// Passes of `pump_io`, for looking at the timers on some busy ones.
+    busy_passes: u8,
 }
 
 /// How long a connection must go without input before its buffers are
@@ -191,6 +193,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             read_at: None,
             shrink_at: None,
             holds_buffers: true,
+            busy_passes: 0,
         }
     }
 
@@ -213,7 +216,14 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         let mut progress = self.take_outbox();
         progress |= self.write(cx);
         progress |= self.read(cx);
-        progress |= self.timers(cx);
+        // The timers are looked at when nothing else moved (and so before
+        // every wait), and every few passes of a stretch that keeps moving,
+        // so a flood cannot hold them off; not on every pass of the
+        // per-message path.
+        self.busy_passes = self.busy_passes.wrapping_add(1);
+        if !progress || self.busy_passes.is_multiple_of(16) {
+            progress |= self.timers(cx);
+        }
         if !progress {
             // Registered only now, before waiting, rather than on every
             // drain: then a handler's replies during a busy stretch do not
@@ -492,7 +502,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         match self.read_at.and_then(|read| read.checked_add(SHRINK_AFTER)) {
             Some(due) => {
                 self.shrink_at = Some(due);
-                self.timers(cx)
+                // An armed timer no later than `due` covers it.
+                if self.timer_at.is_none_or(|armed| armed > due) {
+                    self.timers(cx)
+                } else {
+                    false
+                }
             }
             None => {
                 self.conn.shrink_buffers();

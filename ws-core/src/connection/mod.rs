@@ -375,12 +375,14 @@ impl Connection {
     }
 
     /// Whether messages can still be sent (no close frame sent or received).
+    #[inline]
     pub fn is_open(&self) -> bool {
         self.state == State::Open
     }
 
     /// Whether the connection has closed. [`Event::Closed`] may still be
     /// waiting in [`poll_event`](Self::poll_event).
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
@@ -1251,8 +1253,12 @@ impl Connection {
     // ---- output --------------------------------------------------------
 
     /// Bytes waiting to be written, after encoding any pending pong.
+    #[inline]
     pub fn transmit_len(&mut self) -> usize {
-        self.flush_pending_pong();
+        // Called on every pass of a driver's loop; a pong is rare.
+        if self.pending_pong.is_some() {
+            self.flush_pending_pong();
+        }
         self.out.len()
     }
 
