@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{ChannelError, ControlMessage, NodeId};
+use crate::types::{
+    ChannelError, ClientInfo, ControlMessage, Member, NodeId, Publication, PublicationKind,
+};
 
 /// What travels on the control channel: a heartbeat (no `msg`) or a
 /// control message, with the sending node.
@@ -16,6 +18,21 @@ pub(crate) struct ControlWire {
     pub(crate) node: NodeId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) msg: Option<ControlMessage>,
+}
+
+/// The `leave` event for a member the backend removed (expired, or its
+/// node stopped beating).
+pub(crate) fn leave(member: Member) -> Publication {
+    Publication {
+        kind: PublicationKind::Leave,
+        position: None,
+        from: Some(ClientInfo {
+            session: member.session,
+            user: member.user,
+            info: member.info,
+        }),
+        data: None,
+    }
 }
 
 /// Other nodes' last heartbeats.

@@ -25,7 +25,7 @@
 //!   that need the Redis backend.
 //! - **Control**: `<prefix>.control` carries kicks, bans, role changes,
 //!   disconnects and heartbeats, as with Redis; the members of a node silent
-//!   for three heartbeats are removed by the nodes sharing its channels.
+//!   for three and a half heartbeats are removed by the nodes sharing its channels.
 //! - **Failures**: [`NatsBackend::connect`] retries with backoff until
 //!   [`NatsConfig::connect_timeout`]. The client reconnects on its own and
 //!   subscribes again; on reconnecting the node is told
@@ -47,14 +47,13 @@ use async_nats::{Client, HeaderMap};
 use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{ControlWire, Peers, lock, ms, new_epoch, redact, with_backoff};
+use super::cluster::{ControlWire, Peers, leave, lock, ms, new_epoch, redact, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
-    ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,
-    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, PublicationKind,
-    Role, Roster, SessionId, Target,
+    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
+    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
 };
 
 /// How to reach NATS and how to behave towards it.
@@ -67,7 +66,7 @@ pub struct NatsConfig {
     /// bucket names, so deployments can share a NATS. Default `"ws"`.
     /// Letters, digits, `-` and `_`.
     pub prefix: String,
-    /// How often a node says it is alive; a node silent for three is taken
+    /// How often a node says it is alive; a node silent for three and a half is taken
     /// for dead. Default 2 s.
     pub heartbeat: Duration,
     /// How long [`NatsBackend::connect`] keeps trying. Default 30 s.
@@ -549,17 +548,7 @@ impl Shared {
 
     async fn leaves(&self, channel: &str, members: Vec<Member>) {
         for member in members {
-            let publication = Publication {
-                kind: PublicationKind::Leave,
-                position: None,
-                from: Some(ClientInfo {
-                    session: member.session,
-                    user: member.user,
-                    info: member.info,
-                }),
-                data: None,
-            };
-            if let Err(e) = self.send_live(channel, &publication).await {
+            if let Err(e) = self.send_live(channel, &leave(member)).await {
                 tracing::warn!(channel, error = %e, "a leave event for an expired member was not sent");
             }
         }

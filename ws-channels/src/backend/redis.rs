@@ -16,8 +16,8 @@
 //!   (`{prefix}:{<channel>}:...`) for Redis Cluster; the list of channel
 //!   names is one key besides.
 //! - **Control**: one PUB/SUB channel carries kicks, bans, role changes,
-//!   disconnects and every node's heartbeat. A node silent for three
-//!   heartbeats is taken for dead: the nodes sharing its channels remove
+//!   disconnects and every node's heartbeat. A node silent for three and
+//!   a half heartbeats is taken for dead: the nodes sharing its channels remove
 //!   its members, and expired members are removed whenever a channel's
 //!   presence is touched; each removal is one script, so exactly one node
 //!   publishes the `leave` event (channels with presence events).
@@ -45,14 +45,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{ControlWire, Peers, lock, ms, new_epoch, redact, with_backoff};
+use super::cluster::{ControlWire, Peers, leave, lock, ms, new_epoch, redact, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
-    ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,
-    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, PublicationKind,
-    Role, Roster, SessionId, Target,
+    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
+    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
 };
 
 /// How to reach Redis and how to behave towards it.
@@ -64,7 +63,7 @@ pub struct RedisConfig {
     /// Put before every key and PUB/SUB channel, so deployments can share
     /// a Redis. Default `"ws"`. No `{` or `}`.
     pub prefix: String,
-    /// How often a node says it is alive; a node silent for three is taken
+    /// How often a node says it is alive; a node silent for three and a half is taken
     /// for dead. Default 2 s.
     pub heartbeat: Duration,
     /// How long [`RedisBackend::connect`] keeps trying. Default 30 s.
@@ -415,34 +414,23 @@ impl Shared {
         if reaped.is_empty() {
             return;
         }
-        let presence_events = serde_json::from_str::<ChannelOptions>(options)
-            .is_ok_and(|options| options.presence_events);
+        let members: Vec<Member> = reaped
+            .iter()
+            .filter_map(|info| serde_json::from_str(&text(info)).ok())
+            .collect();
         {
             let mut local = lock(&self.local);
-            for info in reaped {
-                if let Ok(member) = serde_json::from_str::<Member>(&text(info)) {
-                    local.remove(&(channel.to_owned(), member.session));
-                }
+            for member in &members {
+                local.remove(&(channel.to_owned(), member.session));
             }
         }
+        let presence_events = serde_json::from_str::<ChannelOptions>(options)
+            .is_ok_and(|options| options.presence_events);
         if !presence_events {
             return;
         }
-        for info in reaped {
-            let Ok(member) = serde_json::from_str::<Member>(&text(info)) else {
-                continue;
-            };
-            let publication = Publication {
-                kind: PublicationKind::Leave,
-                position: None,
-                from: Some(ClientInfo {
-                    session: member.session,
-                    user: member.user,
-                    info: member.info,
-                }),
-                data: None,
-            };
-            if let Err(e) = self.send_publication(channel, publication).await {
+        for member in members {
+            if let Err(e) = self.send_publication(channel, leave(member)).await {
                 tracing::warn!(channel, error = %e, "a leave event for an expired member was not sent");
             }
         }
