@@ -42,6 +42,25 @@ impl fmt::Display for ConnectionId {
     }
 }
 
+/// Parses what [`Display`](fmt::Display) writes: 16 hexadecimal digits.
+impl std::str::FromStr for ConnectionId {
+    type Err = InvalidConnectionId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidConnectionId);
+        }
+        u64::from_str_radix(text, 16)
+            .map(Self)
+            .map_err(|_| InvalidConnectionId)
+    }
+}
+
+/// A connection id that is not 16 hexadecimal digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a connection id is 16 hexadecimal digits")]
+pub struct InvalidConnectionId;
+
 /// 32 bytes from the operating system's random source.
 pub(crate) fn random_seed() -> [u8; 32] {
     let mut seed = [0; 32];

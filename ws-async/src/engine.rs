@@ -20,6 +20,7 @@ use ws_core::{CloseCode, Closed, Connection, Event, Message};
 
 use crate::connection::close;
 use crate::handler::{Ctx, Handler};
+use crate::meters::{self, ConnectionMeters};
 use crate::outbox::{Drain, Outbox, Outgoing};
 use crate::registry::Shutdown;
 use crate::runtime::{Runtime, Timer, Transport, read_some, with_deadline};
@@ -157,6 +158,8 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     holds_buffers: bool,
     /// Passes of `pump_io`, for looking at the timers on some busy ones.
     busy_passes: u8,
+    /// Message counters (feature `metrics`; server connections only).
+    pub(crate) meters: ConnectionMeters,
 }
 
 /// How long a connection must go without input before its buffers are
@@ -194,6 +197,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             shrink_at: None,
             holds_buffers: true,
             busy_passes: 0,
+            meters: ConnectionMeters::off(),
         }
     }
 
@@ -248,6 +252,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         let conn = &mut self.conn;
         let runtime = &self.runtime;
         let fragment_open = &mut self.fragment_open;
+        let meters = &self.meters;
         let mut taken = false;
         let mut skipped = false;
         let mut stopped = false;
@@ -271,6 +276,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             };
             match accepted {
                 Ok(()) => {
+                    match item {
+                        Outgoing::Message(m) | Outgoing::Uncompressed(m) => meters.sent(m.len(), true),
+                        Outgoing::Fragment(m, last) => meters.sent(m.len(), *last),
+                        Outgoing::Encoded(e) => meters.sent(e.payload_len(), true),
+                        Outgoing::Ping(_) | Outgoing::Close(_) => {}
+                    }
                     taken = true;
                     Drain::Take
                 }
@@ -583,7 +594,8 @@ enum Next {
 }
 
 /// How a connection ends when the server is killed past its grace period.
-fn killed() -> Closed {
+fn killed(meters: &ConnectionMeters) -> Closed {
+    meters.closed(CloseCode::ABNORMAL);
     Closed {
         code: CloseCode::ABNORMAL,
         reason: "server shut down".into(),
@@ -617,7 +629,7 @@ where
             ($callback:expr) => {
                 if call(&mut link, &mut poisoned, &mut watch, $callback).await == Outcome::Killed {
                     link.outbox.close();
-                    return killed();
+                    return killed(&link.meters);
                 }
                 if let Some(timer) = ctx.take_timer_change() {
                     link.set_app_timer(timer);
@@ -644,6 +656,7 @@ where
                 // delivered.
                 Next::Message(_) if policy_closed => {}
                 Next::Message(message) => {
+                    link.meters.received(message.len());
                     let verdict = if link.policies.is_empty() {
                         Verdict::Allow
                     } else {
@@ -656,12 +669,14 @@ where
                         }
                         Verdict::Allow => {}
                         Verdict::Drop(violation) => {
+                            meters::policy_violation(violation.policy, false);
                             tracing::debug!(%violation, "dropped a message");
                             if !poisoned {
                                 call!(handler.on_policy_violation(&mut ctx, &violation));
                             }
                         }
                         Verdict::Close(violation) => {
+                            meters::policy_violation(violation.policy, true);
                             tracing::debug!(%violation, "closing on a policy violation");
                             policy_closed = true;
                             link.close(CloseCode::POLICY_VIOLATION, &close_reason(&violation));
@@ -689,10 +704,11 @@ where
                 }
                 Next::Killed => {
                     link.outbox.close();
-                    return killed();
+                    return killed(&link.meters);
                 }
             }
         };
+        link.meters.closed(closed.code);
         link.finish().await;
         closed
     }

@@ -20,6 +20,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
+mod meters;
 mod outbox;
 mod registry;
 mod runtime;
@@ -29,12 +30,14 @@ mod socket;
 pub mod tls;
 
 pub use client::{Client, ClientConfig, IntoClientRequest, connect_with, handshake, start};
-pub use connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
+pub use connection::{ConnectionHandle, ConnectionId, ConnectionInfo, InvalidConnectionId};
 pub use error::{ConnectError, ConnectionError, SendError};
 pub use handler::{Ctx, Handler, Layer, Layered};
-pub use registry::{Delivery, NameError, ServerHandle};
+pub use registry::{Delivery, NameError, OpenConnection, ServerHandle};
 pub use runtime::{BoxFuture, Listener, MaybeTls, Network, Runtime, Timer, Transport};
-pub use server::{Authenticate, Endpoint, OriginPolicy, Server, ServerBuilder, ServerConfig};
+pub use server::{
+    Authenticate, Endpoint, OriginPolicy, Server, ServerBuilder, ServerConfig, Upgrade,
+};
 pub use socket::{WebSocket, WsReceiver, WsSender};
 pub use ws_core;
 
@@ -49,9 +52,9 @@ pub mod adapter {
     pub use crate::tls;
     pub use crate::{
         Authenticate, Client, ClientConfig, ConnectError, ConnectionError, ConnectionHandle,
-        ConnectionId, ConnectionInfo, Ctx, Delivery, Endpoint, Handler, IntoClientRequest, Layer,
-        Layered, NameError, OriginPolicy, SendError, Server, ServerBuilder, ServerConfig,
-        ServerHandle, WebSocket, WsReceiver, WsSender, auth,
+        ConnectionId, ConnectionInfo, Ctx, InvalidConnectionId, Delivery, Endpoint, Handler, IntoClientRequest, Layer,
+        Layered, NameError, OpenConnection, OriginPolicy, SendError, Server, ServerBuilder, ServerConfig,
+        ServerHandle, Upgrade, WebSocket, WsReceiver, WsSender, auth,
     };
     pub use http;
     pub use ws_core::handshake::Rejection;

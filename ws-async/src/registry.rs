@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use event_listener::{Event as Notify, EventListener};
 use ws_core::Message;
 
-use crate::connection::{ConnectionHandle, ConnectionId};
+use crate::connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
 use crate::error::SendError;
 use crate::outbox::Outgoing;
 use crate::runtime::{AnyRuntime, Runtime, sleep_until};
@@ -32,8 +32,24 @@ pub(crate) struct Shutdown {
 #[derive(Debug)]
 struct Entry {
     handle: ConnectionHandle,
+    info: Arc<ConnectionInfo>,
     endpoint: Arc<str>,
     name: Option<String>,
+}
+
+/// One open connection, as [`ServerHandle::connections`] lists it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OpenConnection {
+    /// Sends to it and closes it.
+    pub handle: ConnectionHandle,
+    /// Who and where: peer address, handshake request (with the
+    /// [`Identity`](crate::auth::Identity) an authenticator set), subprotocol.
+    pub info: Arc<ConnectionInfo>,
+    /// The path of the endpoint it connected to.
+    pub endpoint: Arc<str>,
+    /// Its unique name, if one was set ([`ServerHandle::set_name`]).
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -152,13 +168,19 @@ impl ServerHandle {
         sleep_until(&self.runtime, deadline).await;
     }
 
-    pub(crate) fn register(&self, handle: ConnectionHandle, endpoint: Arc<str>) -> Registration {
+    pub(crate) fn register(
+        &self,
+        handle: ConnectionHandle,
+        info: Arc<ConnectionInfo>,
+        endpoint: Arc<str>,
+    ) -> Registration {
         let id = handle.id();
         self.shared.active.fetch_add(1, Ordering::AcqRel);
         lock(&self.shared.tables).connections.insert(
             id,
             Entry {
                 handle,
+                info,
                 endpoint,
                 name: None,
             },
@@ -181,6 +203,21 @@ impl ServerHandle {
             .values()
             .filter(|e| &*e.endpoint == path)
             .count()
+    }
+
+    /// Every open connection, in the order of their ids (a snapshot: it
+    /// holds the registry's lock only while it copies).
+    pub fn connections(&self) -> Vec<OpenConnection> {
+        lock(&self.shared.tables)
+            .connections
+            .values()
+            .map(|e| OpenConnection {
+                handle: e.handle.clone(),
+                info: e.info.clone(),
+                endpoint: e.endpoint.clone(),
+                name: e.name.clone(),
+            })
+            .collect()
     }
 
     /// The connection with `id`.

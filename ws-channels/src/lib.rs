@@ -45,6 +45,7 @@ mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod manager;
+mod meters;
 mod protocol;
 mod service;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -54,7 +55,7 @@ mod types;
 
 pub use backend::{Backend, MemoryBackend, OpResult, Operation};
 pub use config::{ChannelsConfig, SlowSubscriber, close_codes};
-pub use manager::{Action, ChannelManager, CustomCommand, OpId, TOPIC_PREFIX};
+pub use manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOPIC_PREFIX};
 pub use service::{Channels, ChannelsBuilder, ChannelsHandle, Session};
 pub use types::{
     ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,

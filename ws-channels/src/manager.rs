@@ -26,6 +26,18 @@ pub struct OpId(pub u64);
 /// cannot, so the two never meet.
 pub const TOPIC_PREFIX: &str = "$topic:";
 
+/// A node's counts at one moment ([`ChannelManager::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Sessions open on this node.
+    pub sessions: usize,
+    /// Channels with at least one member on this node.
+    pub channels: usize,
+    /// Channel memberships and topic subscriptions of this node's sessions.
+    pub subscriptions: usize,
+}
+
 /// A custom command for the application to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomCommand {
@@ -1739,6 +1751,20 @@ impl ChannelManager {
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// What this node holds now: sessions, channels with a local member,
+    /// and subscriptions (a session in a channel, or on a topic).
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            sessions: self.sessions.len(),
+            channels: self.channels.len(),
+            subscriptions: self
+                .sessions
+                .values()
+                .map(|s| s.channels.len() + s.topics.len())
+                .sum(),
+        }
     }
 
     /// The channels `session` is in, with its role in each.

@@ -17,7 +17,8 @@ use ws_core::{CloseCode, Closed};
 
 use crate::backend::{Backend, BoxFuture, MemoryBackend, OpResult, Operation, Sink};
 use crate::config::{ChannelsConfig, close_codes};
-use crate::manager::{Action, ChannelManager, CustomCommand, OpId, TOPIC_PREFIX};
+use crate::meters;
+use crate::manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOPIC_PREFIX};
 use crate::types::{
     ChannelError, ChannelSummary, ControlMessage, ErrorCode, NodeId, Payload, Position,
     Publication, Roster, SessionId, Target,
@@ -272,6 +273,12 @@ impl Node {
                             .into_iter()
                             .map(|at| fanout.sessions[at])
                             .collect();
+                    meters::delivered(
+                        fanout
+                            .handles
+                            .len()
+                            .saturating_sub(usize::from(except.is_some()) + refused.len()),
+                    );
                     for session in refused {
                         state
                             .manager
@@ -284,6 +291,7 @@ impl Node {
                     reason,
                 } => {
                     if let Some(handle) = state.handles.get(&session) {
+                        meters::disconnected(code);
                         let _ = handle.try_close(CloseCode::new(code), &reason);
                     }
                 }
@@ -402,6 +410,7 @@ impl Sink for NodeSink {
         let Some(node) = self.node.upgrade() else {
             return;
         };
+        meters::interrupted();
         let now = node.now();
         let work = {
             let mut state = node.lock();
@@ -641,5 +650,10 @@ impl ChannelsHandle {
     /// Sessions open on this node.
     pub fn local_sessions(&self) -> usize {
         self.node.lock().manager.session_count()
+    }
+
+    /// This node's sessions, channels and subscriptions now.
+    pub fn stats(&self) -> NodeStats {
+        self.node.lock().manager.stats()
     }
 }

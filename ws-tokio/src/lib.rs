@@ -42,6 +42,8 @@ mod client;
 mod io;
 mod listener;
 mod runtime;
+#[cfg(feature = "hyper")]
+mod upgrade;
 
 pub use client::{client, connect};
 pub use io::TokioIo;
@@ -49,6 +51,8 @@ pub use io::TokioIo;
 pub use listener::bind_tls;
 pub use listener::{ServerStream, TokioListener, bind};
 pub use runtime::TokioRuntime;
+#[cfg(feature = "hyper")]
+pub use upgrade::{UpgradeBody, upgrade};
 
 #[doc(inline)]
 pub use ws_async::adapter::*;

@@ -31,6 +31,7 @@ use crate::registry::{ServerHandle, Shutdown};
 use crate::connection::{ConnectionHandle, ConnectionId, ConnectionInfo};
 use crate::engine::{DriverLimits, Link, drive};
 use crate::handler::{Ctx, Handler};
+use crate::meters::{self, ConnectionMeters};
 use crate::outbox::Outbox;
 use crate::runtime::{
     AnyRuntime, BoxFuture, Listener, Runtime, Transport, read_some, sleep_until, with_deadline,
@@ -499,6 +500,91 @@ impl Server {
     }
 }
 
+/// A WebSocket upgrade that passed admission on a request an HTTP library
+/// parsed ([`Server::upgrade`]): answer with [`response`](Self::response),
+/// then [`run`](Self::run) the connection on the upgraded transport.
+///
+/// Dropping it instead gives back the connection slot it holds.
+#[must_use = "an admitted upgrade holds a connection slot until it runs or is dropped"]
+pub struct Upgrade {
+    inner: Arc<Inner>,
+    admitted: Admitted,
+    response: http::Response<()>,
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("id", &self.admitted.info.id)
+            .field("path", &self.admitted.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upgrade {
+    /// The `101 Switching Protocols` response to send (accept key,
+    /// subprotocol, extensions).
+    pub fn response(&self) -> &http::Response<()> {
+        &self.response
+    }
+
+    /// What is known about the connection about to open.
+    pub fn info(&self) -> &Arc<ConnectionInfo> {
+        &self.admitted.info
+    }
+
+    /// Runs the connection over `io`, the transport after the 101 was
+    /// sent; returns when it ends.
+    pub async fn run<T: Transport>(self, io: T) {
+        let run = start_connection(&self.inner, Box::new(io), self.admitted);
+        drop(self.inner);
+        run.await;
+    }
+}
+
+impl Server {
+    /// Admits a WebSocket upgrade request that an HTTP library (hyper,
+    /// axum) read, by the same rules as [`serve`](Self::serve): route by
+    /// path, limits, origin, subprotocol, authentication, shutdown. The
+    /// refusal to send when it does not pass (its status and body are the
+    /// ones a served connection would get).
+    ///
+    /// `peer` is the client's address, for the connection's
+    /// [`ConnectionInfo`] and per-client rate limits. The
+    /// authenticator must answer within the handshake timeout
+    /// ([`HandshakeLimits::timeout`], 10 s by default), as in `serve`.
+    pub async fn upgrade(
+        &self,
+        request: http::Request<()>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Upgrade, Rejection> {
+        let result = async {
+            let upgrade = UpgradeRequest::from_request(request)?;
+            let deadline = deadline_after(
+                self.inner.runtime.now(),
+                self.inner.config.handshake.timeout,
+            );
+            admit(&self.inner, upgrade, peer, deadline, true).await
+        }
+        .await;
+        match result {
+            Ok(mut admitted) => {
+                let response = admitted.head.take().expect("admitted with its head");
+                Ok(Upgrade {
+                    inner: self.inner.clone(),
+                    admitted,
+                    response,
+                })
+            }
+            Err(rejection) => {
+                tracing::debug!(status = %rejection.status(), "handshake refused");
+                meters::handshake_refused(rejection.status());
+                Err(rejection)
+            }
+        }
+    }
+}
+
 /// Lets every other ready task run once before going on.
 async fn yield_now() {
     let mut yielded = false;
@@ -636,7 +722,7 @@ async fn open_connection(
             return None;
         }
     };
-    let admitted = match admit(inner, upgrade, peer, deadline).await {
+    let admitted = match admit(inner, upgrade, peer, deadline, false).await {
         Ok(admitted) => admitted,
         Err(rejection) => {
             reject(&runtime, io, rejection).await;
@@ -655,6 +741,8 @@ struct Admitted {
     early_data: Bytes,
     deflate: Option<(DeflateParams, DeflateConfig)>,
     response: Bytes,
+    /// The 101 as a value, for an HTTP library that writes it.
+    head: Option<http::Response<()>>,
     path: Arc<str>,
     slots: (Slot, Slot),
     run: Run,
@@ -677,6 +765,7 @@ async fn admit(
     upgrade: UpgradeRequest,
     peer: Option<SocketAddr>,
     deadline: Instant,
+    keep_head: bool,
 ) -> Result<Admitted, Rejection> {
     let config = &inner.config;
     if let (Some(limiter), Some(peer)) = (&inner.rate_limiter, peer) {
@@ -748,7 +837,11 @@ async fn admit(
         accept = accept.deflate(*agreed);
     }
     let accepted = upgrade.accept(accept).expect("the subprotocol was offered");
-    let response = accepted.to_bytes();
+    let (response, head) = if keep_head {
+        (Bytes::new(), Some(accepted.response().clone()))
+    } else {
+        (accepted.to_bytes(), None)
+    };
     let early_data = accepted.rest().clone();
     let (mut request, ()) = accepted.into_request().into_parts();
     if let Some(hook) = &endpoint.authenticate {
@@ -782,6 +875,7 @@ async fn admit(
         early_data,
         deflate,
         response,
+        head,
         path: path.clone(),
         slots: (server_slot, endpoint_slot),
         run,
@@ -794,6 +888,7 @@ async fn admit(
 /// reads it.
 async fn reject(runtime: &AnyRuntime, mut io: Box<dyn Transport>, rejection: Rejection) {
     tracing::debug!(status = %rejection.status(), "handshake refused");
+    meters::handshake_refused(rejection.status());
     let deadline = deadline_after(runtime.now(), REJECTION_LINGER);
     let wire = rejection.to_bytes();
     let _ = with_deadline(runtime, deadline, async {
@@ -853,7 +948,11 @@ fn start_connection(
     let outbox = Arc::new(Outbox::new(inner.config.send_queue, Role::Server));
     let registration = inner
         .handle
-        .register(ConnectionHandle::new(info.id, outbox.clone()), path);
+        .register(
+            ConnectionHandle::new(info.id, outbox.clone()),
+            info.clone(),
+            path.clone(),
+        );
     let runtime = inner.runtime.clone();
     let mut conn = Connection::server(config, runtime.now());
     if let Some((agreed, deflate_config)) = &deflate {
@@ -863,18 +962,35 @@ fn start_connection(
         conn.handle_read(&early_data, runtime.now());
     }
     let mut link = Link::new(runtime, io, conn, outbox.clone(), limits);
+    link.meters = ConnectionMeters::opened();
     if let Some(policies) = endpoint.and_then(|e| e.policies.as_ref()) {
         link.policies = policies();
     }
     let ctx = Ctx::new(
         ConnectionHandle::new(info.id, outbox),
-        info,
+        info.clone(),
         inner.handle.clone(),
     );
     let shutdown = inner.handle.shared().shutdown.clone();
+    let id = info.id;
+    tracing::debug!(
+        target: "ws_async::connections",
+        id = %id,
+        peer = ?info.peer_addr,
+        route = %path,
+        user = info.request.extensions.get::<crate::auth::Identity>().map(|i| i.subject.as_str()),
+        "connection opened"
+    );
     let run = run(link, ctx, shutdown);
     async move {
-        run.await;
+        let closed = run.await;
+        tracing::debug!(
+            target: "ws_async::connections",
+            id = %id,
+            code = closed.code.as_u16(),
+            reason = %closed.reason,
+            "connection closed"
+        );
         drop(registration);
         drop(slots);
     }

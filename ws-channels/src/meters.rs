@@ -1,0 +1,37 @@
+//! What the channels layer counts for an operator (feature `metrics`),
+//! through the [`metrics`](https://docs.rs/metrics) facade; without the
+//! feature these compile to nothing. Gauges of what a node holds come from
+//! [`ChannelsHandle::stats`](crate::ChannelsHandle::stats).
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `ws_channels_deliveries_total` | counter: publications queued for a session | |
+//! | `ws_channels_disconnects_total` | counter: sessions closed by the channels layer | `code` (4008 slow, 4009 on purpose, 4001, 1008) |
+//! | `ws_channels_broker_interruptions_total` | counter: times the node lost and regained its broker | |
+
+#[cfg(feature = "metrics")]
+pub(crate) fn delivered(sessions: usize) {
+    metrics::counter!("ws_channels_deliveries_total").increment(sessions as u64);
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn disconnected(code: u16) {
+    metrics::counter!("ws_channels_disconnects_total", "code" => code.to_string()).increment(1);
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) fn interrupted() {
+    metrics::counter!("ws_channels_broker_interruptions_total").increment(1);
+}
+
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn delivered(_sessions: usize) {}
+
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn disconnected(_code: u16) {}
+
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn interrupted() {}

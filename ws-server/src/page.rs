@@ -1,0 +1,38 @@
+//! The browser page `ws serve` shows at `/`: plain HTML, CSS and
+//! JavaScript compiled into the binary, so there is no build step.
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::response::IntoResponse;
+
+const INDEX: &str = include_str!("page/index.html");
+const SCRIPT: &str = include_str!("page/app.js");
+const STYLE: &str = include_str!("page/style.css");
+
+/// Scripts and styles from this origin only; WebSockets to it ('self'
+/// covers ws:// and wss:// of the same host).
+const POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+                      frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, POLICY),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+}
+
+pub(crate) async fn index() -> impl IntoResponse {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+pub(crate) async fn script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub(crate) async fn style() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}

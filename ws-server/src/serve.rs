@@ -1,0 +1,433 @@
+//! `ws serve`: the channels endpoint, the page, the admin API and the
+//! metrics on one HTTP server (hyper, with axum's router), on every
+//! address asked for, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use ws_async::auth::{Authenticator, BearerJwt, Identity, KeyAuth};
+use ws_channels::{Backend, Channels, ChannelsConfig, ChannelsHandle};
+use ws_core::handshake::Rejection;
+use ws_tokio::{OriginPolicy, Server, ServerConfig};
+
+use crate::settings::{Auth, LogFormat, ServeArgs, Settings};
+use crate::{admin, page};
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) ws: Server,
+    pub(crate) channels: ChannelsHandle,
+    pub(crate) prometheus: PrometheusHandle,
+    pub(crate) admin_token: Option<crate::settings::AdminToken>,
+}
+
+pub(crate) fn main(args: ServeArgs) -> ExitCode {
+    let settings = match Settings::resolve(args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ws serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(message) = init_logging(&settings) {
+        eprintln!("ws serve: `log`: {message}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ws serve: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("ws serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    // Connection opens and closes are debug events of their own target:
+    // shown by default, without the rest of the library's debug output.
+    let filter = if settings.log.contains("ws_async") {
+        settings.log.clone()
+    } else {
+        format!("{},ws_async::connections=debug", settings.log)
+    };
+    let filter = EnvFilter::try_new(&filter).map_err(|error| error.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let result = match settings.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|error| error.to_string())
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|error| format!("cannot start the metrics recorder: {error}"))?;
+    let backend = Backend::connect(&settings.backend)
+        .await
+        .map_err(|error| format!("`backend`: {error}"))?;
+    let channels = Channels::builder(ChannelsConfig::default())
+        .backend(backend)
+        .build();
+
+    let mut endpoint = channels.endpoint();
+    endpoint = match &settings.auth {
+        Auth::Open => endpoint.authenticator(NamesFromQuery),
+        Auth::Jwt(secret) => endpoint.authenticator(FromHeaderOrQuery {
+            inner: BearerJwt::hs256(secret),
+            scheme: "Bearer",
+            param: "token",
+        }),
+        Auth::Keys(keys) => {
+            let auth = keys
+                .iter()
+                .fold(KeyAuth::new(), |auth, (user, key)| auth.key(key, user.clone()));
+            endpoint.authenticator(FromHeaderOrQuery {
+                inner: auth,
+                scheme: "Key",
+                param: "token",
+            })
+        }
+    };
+    if !settings.origins.is_empty() {
+        endpoint = endpoint.origin(OriginPolicy::AllowList(settings.origins.clone()));
+    }
+    let mut config = ServerConfig::default();
+    config.connection.max_message_size = settings.max_message_size;
+    config.connection.idle_timeout = settings.idle_timeout;
+    config.max_connections = settings.max_connections;
+    let ws = ws_tokio::server()
+        .config(config)
+        .route("/channels", endpoint)
+        .build();
+    let app = App {
+        ws: ws.clone(),
+        channels: channels.handle(),
+        prometheus,
+        admin_token: settings.admin_token.clone(),
+    };
+    let router = router(app);
+
+    let tls = settings.tls.clone().map(TlsAcceptor::from);
+    let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr)>(256);
+    let mut accept_tasks = Vec::new();
+    for addr in &settings.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+        let (http, ws_scheme) = if tls.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        // On stdout, for people and for scripts that started it on port 0.
+        println!("ws serve: page {http}://{bound}/  channels {ws_scheme}://{bound}/channels");
+        tracing::info!(%bound, tls = tls.is_some(), "listening");
+        accept_tasks.push(tokio::spawn(accept(listener, accepted_tx.clone())));
+    }
+    drop(accepted_tx);
+    log_settings(&settings);
+
+    // Every HTTP connection holds a `done` sender and watches `stop`: on
+    // shutdown they finish the request in hand and close, and `finished`
+    // yields `None` once the last one has.
+    let (stop, stopping) = watch::channel(false);
+    let (done, mut finished) = mpsc::channel::<()>(1);
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            next = accepted.recv() => {
+                let Some((stream, peer)) = next else { break };
+                let router = router.clone();
+                let tls = tls.clone();
+                let stopping = stopping.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    serve_http(stream, peer, tls, router, stopping).await;
+                    drop(done);
+                });
+            }
+        }
+    }
+    tracing::info!(
+        grace_secs = settings.shutdown_grace.as_secs(),
+        connections = ws.handle().count(),
+        "shutting down: closing connections with 1001"
+    );
+    for task in accept_tasks {
+        task.abort();
+    }
+    let _ = stop.send(true);
+    drop(done);
+    ws.handle().shutdown(settings.shutdown_grace).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), finished.recv()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_settings(settings: &Settings) {
+    let auth = match settings.auth {
+        Auth::Open => "clients name themselves with ?user= (no --jwt-secret or --keys-file)",
+        Auth::Jwt(_) => "HS256 JWT",
+        Auth::Keys(_) => "API keys",
+    };
+    tracing::info!(
+        backend = %redact(&settings.backend),
+        auth,
+        admin_api = settings.admin_token.is_some(),
+        max_message_size = settings.max_message_size,
+        max_connections = ?settings.max_connections,
+        workers = settings.workers,
+        "serving channels"
+    );
+}
+
+/// A backend URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Accepts connections; running out of file descriptors pauses it, with
+/// a growing back-off, instead of spinning.
+async fn accept(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, SocketAddr)>) {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                pause = Duration::from_millis(10);
+                let _ = stream.set_nodelay(true);
+                if accepted.send((stream, peer)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Time a client gets for TLS and for each request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    stopping: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request)
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    let result = match tls {
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            until_stopped(connection, stopping).await
+        }
+        None => {
+            let connection = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            until_stopped(connection, stopping).await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+    }
+}
+
+/// Serves `connection` until it ends; once `stopping` turns true, it
+/// finishes the request in hand and closes.
+async fn until_stopped<I, S>(
+    connection: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    mut stopping: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/style.css", get(page::style))
+        .route("/channels", get(upgrade))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/admin", admin::router())
+        .with_state(app)
+}
+
+async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> impl IntoResponse {
+    ws_tokio::upgrade(&app.ws, request, Some(peer)).await
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let stats = app.channels.stats();
+    metrics::gauge!("ws_channels_sessions").set(stats.sessions as f64);
+    metrics::gauge!("ws_channels_channels").set(stats.channels as f64);
+    metrics::gauge!("ws_channels_subscriptions").set(stats.subscriptions as f64);
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.prometheus.render(),
+    )
+}
+
+/// Takes the user from `?user=`: the default when no authentication is
+/// configured, so the page works out of the box. Anyone can claim any
+/// name; the log says so at start.
+struct NamesFromQuery;
+
+impl Authenticator for NamesFromQuery {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        let user = query_param(request, "user").filter(|name| is_user_name(name));
+        match user {
+            Some(user) => Ok(Identity::new(user)),
+            None => Err(Rejection::plain(
+                http::StatusCode::UNAUTHORIZED,
+                "connect with ?user=NAME (1 to 32 letters, digits, _ or -)",
+            )),
+        }
+    }
+}
+
+/// A user name the page and `?user=` accept.
+pub(crate) fn is_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn query_param(request: &http::request::Parts, name: &str) -> Option<String> {
+    let query = request.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// An authenticator of the `Authorization` header that also takes the
+/// credential from a query parameter, since browsers cannot set headers
+/// on a WebSocket.
+struct FromHeaderOrQuery<A> {
+    inner: A,
+    scheme: &'static str,
+    param: &'static str,
+}
+
+impl<A: Authenticator> Authenticator for FromHeaderOrQuery<A> {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        if request.headers.contains_key(AUTHORIZATION) {
+            return self.inner.authenticate(request).await;
+        }
+        let mut parts = http::Request::new(()).into_parts().0;
+        if let Some(credential) = query_param(request, self.param)
+            && let Ok(value) = http::HeaderValue::from_str(&format!("{} {credential}", self.scheme))
+        {
+            parts.headers.insert(AUTHORIZATION, value);
+        }
+        self.inner.authenticate(&parts).await
+    }
+}
+
+/// The JSON body of an error answer.
+pub(crate) fn error_body(code: &str, message: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({ "error": code, "message": message.into() })
+}

@@ -1,0 +1,426 @@
+//! `ws serve`'s settings: a TOML file, environment variables and flags,
+//! merged in that order of strength (a flag beats the environment, which
+//! beats the file), then checked as a whole before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Where `ws serve` listens when told nothing.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Flags of `ws serve`; each also reads the environment variable it names.
+#[derive(Debug, Args)]
+#[command(after_help = SERVE_HELP)]
+pub(crate) struct ServeArgs {
+    /// A TOML file of settings (the flags' long names, `_` for `-`, as
+    /// keys); flags and environment variables override it.
+    #[arg(long, short, env = "WS_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to listen on, IPv4 or IPv6 (`[::1]:8080`); repeat or separate
+    /// with commas for several. Port 0 picks a free port.
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, env = "WS_LISTEN", value_delimiter = ',', value_name = "ADDR")]
+    listen: Vec<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serves https:// and
+    /// wss:// instead of http:// and ws://.
+    #[arg(long, env = "WS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, env = "WS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Authenticate clients with HS256 JWTs signed with this secret (the
+    /// user is the `sub` claim), sent as `Authorization: Bearer` or, from
+    /// browsers, `?token=`.
+    #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    jwt_secret: Option<String>,
+    /// Authenticate clients with API keys: a file of `user key` lines
+    /// (`#` starts a comment), sent as `Authorization: Key` or `?token=`.
+    #[arg(long, env = "WS_KEYS_FILE", value_name = "FILE")]
+    keys_file: Option<PathBuf>,
+    /// The bearer token of the admin API (`/admin/...`, used by `ws ctl`).
+    /// Without one the admin API answers 403.
+    #[arg(long, env = "WS_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// Web origins allowed to open WebSockets (`https://app.example.com`);
+    /// repeat or separate with commas. [default: the page's own origin]
+    #[arg(long, env = "WS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
+    origins: Vec<String>,
+    /// Most WebSocket connections at once; more get 503. [default: no limit
+    /// but file descriptors]
+    #[arg(long, env = "WS_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Largest message a client may send, in bytes; larger closes with
+    /// 1009. [default: 65536]
+    #[arg(long, env = "WS_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Seconds a connection may stay silent (pings answered count) before
+    /// it is closed; 0 for never. [default: 60]
+    #[arg(long, env = "WS_IDLE_TIMEOUT", value_name = "SECONDS")]
+    idle_timeout: Option<u64>,
+    /// Channel backend: `memory` (this process), `redis://host:port` or
+    /// `nats://host:port` (a cluster; needs the `redis` or `nats` feature).
+    /// [default: memory]
+    #[arg(long, env = "WS_BACKEND", value_name = "URL")]
+    backend: Option<String>,
+    /// Worker threads. [default: the number of CPUs]
+    #[arg(long, env = "WS_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// Seconds connections get to close after SIGINT or SIGTERM before
+    /// they are dropped. [default: 10]
+    #[arg(long, env = "WS_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    shutdown_grace: Option<u64>,
+    /// Log filter, as `RUST_LOG` takes it (`info`, `ws_async=debug`).
+    /// [default: info]
+    #[arg(long, env = "WS_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// Log lines as text or as JSON objects. [default: text]
+    #[arg(long, env = "WS_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+const SERVE_HELP: &str = "\
+Serves, on every address: the page at /, channels at /channels (WebSocket),
+the admin API at /admin/ (for `ws ctl`), Prometheus metrics at /metrics.
+
+Without --jwt-secret or --keys-file, clients name themselves with ?user=NAME:
+fine for trying it out, not for the internet.
+
+Exit status: 0 after a clean shutdown, 2 for bad settings (the message names
+the setting), 1 when serving failed (an address in use, say).";
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The settings file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    jwt_secret: Option<String>,
+    keys_file: Option<PathBuf>,
+    admin_token: Option<String>,
+    origins: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    max_message_size: Option<usize>,
+    idle_timeout: Option<u64>,
+    backend: Option<String>,
+    workers: Option<usize>,
+    shutdown_grace: Option<u64>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// How clients prove who they are.
+#[derive(Clone)]
+pub(crate) enum Auth {
+    /// Clients name themselves (`?user=`): for trying things out.
+    Open,
+    /// HS256 JWTs.
+    Jwt(Arc<[u8]>),
+    /// API keys: `(user, key)`.
+    Keys(Arc<[(String, String)]>),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret or the keys.
+        match self {
+            Self::Open => f.write_str("Open"),
+            Self::Jwt(_) => f.write_str("Jwt(..)"),
+            Self::Keys(keys) => write!(f, "Keys({} keys)", keys.len()),
+        }
+    }
+}
+
+/// Everything `ws serve` runs with, checked.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) auth: Auth,
+    pub(crate) admin_token: Option<AdminToken>,
+    pub(crate) origins: Vec<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_message_size: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) backend: String,
+    pub(crate) workers: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) log: String,
+    pub(crate) log_format: LogFormat,
+}
+
+/// The admin API's token; its `Debug` hides it.
+#[derive(Clone)]
+pub(crate) struct AdminToken(pub(crate) Arc<str>);
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// A setting that cannot be used, named.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettingsError {
+    #[error("cannot read the settings file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the settings file {path} is not valid: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("`listen`: {value:?} is not an address like 127.0.0.1:8080 or [::1]:8080")]
+    Listen { value: String },
+    #[error("`{setting}`: cannot read {path}: {source}")]
+    ReadSetting {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{setting}`: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Merges the file named by `--config` (if any) under the flags and
+    /// environment, then checks and loads everything (certificates, keys).
+    pub(crate) fn resolve(args: ServeArgs) -> Result<Self, SettingsError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let listen = if args.listen.is_empty() {
+            file.listen
+                .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()])
+        } else {
+            args.listen
+        };
+        if listen.is_empty() {
+            return Err(invalid("listen", "at least one address is needed"));
+        }
+        let listen = listen
+            .into_iter()
+            .map(|value| {
+                value
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| SettingsError::Listen { value })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(load_tls(&cert, &key)?),
+            (Some(_), None) => return Err(invalid("tls_key", "--tls-cert needs --tls-key")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "--tls-key needs --tls-cert")),
+        };
+        let auth = match (
+            args.jwt_secret.or(file.jwt_secret),
+            args.keys_file.or(file.keys_file),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "jwt_secret",
+                    "choose one of --jwt-secret and --keys-file",
+                ));
+            }
+            (Some(secret), None) if secret.len() < 32 => {
+                return Err(invalid(
+                    "jwt_secret",
+                    "an HS256 secret needs at least 32 bytes",
+                ));
+            }
+            (Some(secret), None) => Auth::Jwt(secret.into_bytes().into()),
+            (None, Some(path)) => Auth::Keys(read_keys(&path)?.into()),
+            (None, None) => Auth::Open,
+        };
+        let admin_token = match args.admin_token.or(file.admin_token) {
+            Some(token) if token.len() < 16 => {
+                return Err(invalid(
+                    "admin_token",
+                    "the admin token needs at least 16 characters",
+                ));
+            }
+            Some(token) => Some(AdminToken(token.into())),
+            None => None,
+        };
+        let origins = if args.origins.is_empty() {
+            file.origins.unwrap_or_default()
+        } else {
+            args.origins
+        };
+        for origin in &origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    "origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        let max_message_size = args
+            .max_message_size
+            .or(file.max_message_size)
+            .unwrap_or(64 * 1024);
+        if max_message_size == 0 {
+            return Err(invalid("max_message_size", "must be at least 1 byte"));
+        }
+        let max_connections = args.max_connections.or(file.max_connections);
+        if max_connections == Some(0) {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        let idle_timeout = match args.idle_timeout.or(file.idle_timeout).unwrap_or(60) {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        };
+        let workers = match args.workers.or(file.workers) {
+            Some(0) => return Err(invalid("workers", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, usize::from),
+        };
+        let backend = args
+            .backend
+            .or(file.backend)
+            .unwrap_or_else(|| "memory".to_owned());
+        if !(backend == "memory" || backend.contains("://")) {
+            return Err(invalid(
+                "backend",
+                format!("{backend:?} is not `memory`, redis://... or nats://..."),
+            ));
+        }
+        Ok(Self {
+            listen,
+            tls,
+            auth,
+            admin_token,
+            origins,
+            max_connections,
+            max_message_size,
+            idle_timeout,
+            backend,
+            workers,
+            shutdown_grace: Duration::from_secs(
+                args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
+            ),
+            log: args
+                .log
+                .or(file.log)
+                .unwrap_or_else(|| "info".to_owned()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| SettingsError::ParseFile {
+        path: path.to_owned(),
+        // toml's message names the key and shows the line.
+        message: error.to_string().trim_end().to_owned(),
+    })
+}
+
+fn read_setting(setting: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
+    std::fs::read(path).map_err(|source| SettingsError::ReadSetting {
+        setting,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, SettingsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_pem = read_setting("tls_cert", cert)?;
+    let key_pem = read_setting("tls_key", key)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| invalid("tls_cert", format!("{}: {error}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(invalid(
+            "tls_cert",
+            format!("{} holds no PEM certificate", cert.display()),
+        ));
+    }
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|error| invalid("tls_key", format!("{}: {error}", key.display())))?;
+    ws_async::tls::server_config(chain, private_key)
+        .map_err(|error| invalid("tls_cert", format!("{}: {error}", cert.display())))
+}
+
+/// `user key` per line; blank lines and `#` comments skipped.
+fn read_keys(path: &Path) -> Result<Vec<(String, String)>, SettingsError> {
+    let text = read_setting("keys_file", path)?;
+    let text = String::from_utf8(text)
+        .map_err(|_| invalid("keys_file", format!("{} is not UTF-8", path.display())))?;
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some(user), Some(key), None) if key.len() >= 16 => {
+                keys.push((user.to_owned(), key.to_owned()));
+            }
+            (Some(_), Some(_), None) => {
+                return Err(invalid(
+                    "keys_file",
+                    format!(
+                        "{} line {}: a key needs at least 16 characters",
+                        path.display(),
+                        number + 1
+                    ),
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "keys_file",
+                    format!(
+                        "{} line {}: expected `user key`",
+                        path.display(),
+                        number + 1
+                    ),
+                ));
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(invalid(
+            "keys_file",
+            format!("{} holds no keys", path.display()),
+        ));
+    }
+    Ok(keys)
+}
