@@ -277,7 +277,9 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             match accepted {
                 Ok(()) => {
                     match item {
-                        Outgoing::Message(m) | Outgoing::Uncompressed(m) => meters.sent(m.len(), true),
+                        Outgoing::Message(m) | Outgoing::Uncompressed(m) => {
+                            meters.sent(m.len(), true)
+                        }
                         Outgoing::Fragment(m, last) => meters.sent(m.len(), *last),
                         Outgoing::Encoded(e) => meters.sent(e.payload_len(), true),
                         Outgoing::Ping(_) | Outgoing::Close(_) => {}

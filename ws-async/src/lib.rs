@@ -52,9 +52,10 @@ pub mod adapter {
     pub use crate::tls;
     pub use crate::{
         Authenticate, Client, ClientConfig, ConnectError, ConnectionError, ConnectionHandle,
-        ConnectionId, ConnectionInfo, Ctx, InvalidConnectionId, Delivery, Endpoint, Handler, IntoClientRequest, Layer,
-        Layered, NameError, OpenConnection, OriginPolicy, SendError, Server, ServerBuilder, ServerConfig,
-        ServerHandle, Upgrade, WebSocket, WsReceiver, WsSender, auth,
+        ConnectionId, ConnectionInfo, Ctx, Delivery, Endpoint, Handler, IntoClientRequest,
+        InvalidConnectionId, Layer, Layered, NameError, OpenConnection, OriginPolicy, SendError,
+        Server, ServerBuilder, ServerConfig, ServerHandle, Upgrade, WebSocket, WsReceiver,
+        WsSender, auth,
     };
     pub use http;
     pub use ws_core::handshake::Rejection;

@@ -91,8 +91,7 @@ mod on {
 
     pub(crate) fn policy_violation(policy: &'static str, closed: bool) {
         let action = if closed { "close" } else { "drop" };
-        counter!("ws_policy_violations_total", "policy" => policy, "action" => action)
-            .increment(1);
+        counter!("ws_policy_violations_total", "policy" => policy, "action" => action).increment(1);
     }
 }
 

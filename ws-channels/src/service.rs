@@ -17,8 +17,8 @@ use ws_core::{CloseCode, Closed};
 
 use crate::backend::{Backend, BoxFuture, MemoryBackend, OpResult, Operation, Sink};
 use crate::config::{ChannelsConfig, close_codes};
-use crate::meters;
 use crate::manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOPIC_PREFIX};
+use crate::meters;
 use crate::types::{
     ChannelError, ChannelSummary, ControlMessage, ErrorCode, NodeId, Payload, Position,
     Publication, Roster, SessionId, Target,

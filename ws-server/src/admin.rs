@@ -336,7 +336,10 @@ struct DisconnectBody {
 }
 
 async fn disconnect(_: Admin, State(app): State<App>, Body(body): Body<DisconnectBody>) -> Answer {
-    let reason = body.reason.as_deref().unwrap_or("disconnected by an administrator");
+    let reason = body
+        .reason
+        .as_deref()
+        .unwrap_or("disconnected by an administrator");
     match (body.connection, body.user) {
         (Some(id), None) => {
             let id = id
@@ -351,13 +354,14 @@ async fn disconnect(_: Admin, State(app): State<App>, Body(body): Body<Disconnec
             })?;
             let reason = ws_core::close::truncate_reason(reason, ws_core::close::MAX_CLOSE_REASON);
             handle
-                .try_close(CloseCode::new(ws_channels::close_codes::DISCONNECTED), reason)
+                .try_close(
+                    CloseCode::new(ws_channels::close_codes::DISCONNECTED),
+                    reason,
+                )
                 .map_err(|error| ApiError::bad_request(error.to_string()))?;
         }
         (None, Some(user)) => {
-            app.channels
-                .disconnect(Target::User(user), reason)
-                .await?;
+            app.channels.disconnect(Target::User(user), reason).await?;
         }
         _ => return Err(ApiError::bad_request("give one of `connection` and `user`")),
     }

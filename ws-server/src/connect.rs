@@ -166,11 +166,19 @@ async fn exchange(socket: WebSocket, json: bool) -> u8 {
     let closed = receiver.closed().cloned();
     match closed {
         Some(closed) if matches!(closed.code.as_u16(), 1000 | 1001) => {
-            eprintln!("ws connect: closed {} {}", closed.code.as_u16(), closed.reason);
+            eprintln!(
+                "ws connect: closed {} {}",
+                closed.code.as_u16(),
+                closed.reason
+            );
             status::OK
         }
         Some(closed) => {
-            eprintln!("ws connect: closed {} {}", closed.code.as_u16(), closed.reason);
+            eprintln!(
+                "ws connect: closed {} {}",
+                closed.code.as_u16(),
+                closed.reason
+            );
             status::FAILED
         }
         None => status::FAILED,
@@ -208,8 +216,8 @@ fn chain(error: &dyn std::error::Error) -> String {
 fn roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let pem =
-        std::fs::read(path).map_err(|error| format!("cannot read --ca {}: {error}", path.display()))?;
+    let pem = std::fs::read(path)
+        .map_err(|error| format!("cannot read --ca {}: {error}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|error| format!("--ca {}: {error}", path.display()))?;

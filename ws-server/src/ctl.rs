@@ -39,7 +39,12 @@ and a string otherwise (`hello`).";
 #[command(after_help = CTL_HELP)]
 pub(crate) struct CtlArgs {
     /// The server's base URL (http:// or https://).
-    #[arg(long, short, env = "WS_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        short,
+        env = "WS_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     server: String,
     /// The admin token the server was started with.
     #[arg(long, env = "WS_ADMIN_TOKEN", hide_env_values = true)]
@@ -150,7 +155,9 @@ pub(crate) fn main(args: CtlArgs) -> ExitCode {
     let answer: Value = match response.body_mut().read_json() {
         Ok(answer) => answer,
         Err(error) => {
-            eprintln!("ws ctl: {base} answered {http_status} without JSON ({error}): is it `ws serve`?");
+            eprintln!(
+                "ws ctl: {base} answered {http_status} without JSON ({error}): is it `ws serve`?"
+            );
             return ExitCode::from(status::FAILED);
         }
     };
@@ -177,7 +184,8 @@ pub(crate) fn main(args: CtlArgs) -> ExitCode {
 
 /// The method, path under `/admin/` and body of `command`.
 fn request(command: &CtlCommand) -> (&'static str, String, Option<Value>) {
-    let encode = |value: &str| form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>();
+    let encode =
+        |value: &str| form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>();
     match command {
         CtlCommand::Stats => ("GET", "stats".into(), None),
         CtlCommand::Connections => ("GET", "connections".into(), None),
@@ -213,7 +221,10 @@ fn request(command: &CtlCommand) -> (&'static str, String, Option<Value>) {
             "unban".into(),
             Some(json!({ "channel": channel, "user": user })),
         ),
-        CtlCommand::Publish { channel, data: text } => (
+        CtlCommand::Publish {
+            channel,
+            data: text,
+        } => (
             "POST",
             "publish".into(),
             Some(json!({ "channel": channel, "data": data(text) })),

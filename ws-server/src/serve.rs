@@ -108,9 +108,9 @@ async fn run(settings: Settings) -> Result<(), String> {
             param: "token",
         }),
         Auth::Keys(keys) => {
-            let auth = keys
-                .iter()
-                .fold(KeyAuth::new(), |auth, (user, key)| auth.key(key, user.clone()));
+            let auth = keys.iter().fold(KeyAuth::new(), |auth, (user, key)| {
+                auth.key(key, user.clone())
+            });
             endpoint.authenticator(FromHeaderOrQuery {
                 inner: auth,
                 scheme: "Key",
@@ -137,6 +137,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     };
     let router = router(app);
 
+    let signal = shutdown_signal()?;
     let tls = settings.tls.clone().map(TlsAcceptor::from);
     let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr)>(256);
     let mut accept_tasks = Vec::new();
@@ -165,7 +166,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     // yields `None` once the last one has.
     let (stop, stopping) = watch::channel(false);
     let (done, mut finished) = mpsc::channel::<()>(1);
-    let mut signal = std::pin::pin!(shutdown_signal());
+    let mut signal = std::pin::pin!(signal);
     loop {
         tokio::select! {
             () = &mut signal => break,
@@ -225,27 +226,29 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal
+/// sent as soon as the server has said where it listens is not missed.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+        let install =
+            |kind| signal(kind).map_err(|error| format!("cannot handle signals: {error}"));
+        let mut interrupt = install(SignalKind::interrupt())?;
+        let mut terminate = install(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -37,7 +37,12 @@ pub(crate) struct ServeArgs {
     /// Authenticate clients with HS256 JWTs signed with this secret (the
     /// user is the `sub` claim), sent as `Authorization: Bearer` or, from
     /// browsers, `?token=`.
-    #[arg(long, env = "WS_JWT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "WS_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     jwt_secret: Option<String>,
     /// Authenticate clients with API keys: a file of `user key` lines
     /// (`#` starts a comment), sent as `Authorization: Key` or `?token=`.
@@ -45,7 +50,12 @@ pub(crate) struct ServeArgs {
     keys_file: Option<PathBuf>,
     /// The bearer token of the admin API (`/admin/...`, used by `ws ctl`).
     /// Without one the admin API answers 403.
-    #[arg(long, env = "WS_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "WS_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     admin_token: Option<String>,
     /// Web origins allowed to open WebSockets (`https://app.example.com`);
     /// repeat or separate with commas. [default: the page's own origin]
@@ -233,7 +243,10 @@ impl Settings {
                     .map_err(|_| SettingsError::Listen { value })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(load_tls(&cert, &key)?),
             (Some(_), None) => return Err(invalid("tls_key", "--tls-cert needs --tls-key")),
@@ -326,10 +339,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
             ),
-            log: args
-                .log
-                .or(file.log)
-                .unwrap_or_else(|| "info".to_owned()),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
             log_format: args
                 .log_format
                 .or(file.log_format)

@@ -55,7 +55,10 @@ pub async fn upgrade<B>(
 ) -> http::Response<UpgradeBody> {
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, _body) = request.into_parts();
-    match server.upgrade(http::Request::from_parts(parts, ()), peer).await {
+    match server
+        .upgrade(http::Request::from_parts(parts, ()), peer)
+        .await
+    {
         Ok(upgrade) => {
             let response = upgrade.response().clone().map(|()| Full::default());
             tokio::spawn(async move {

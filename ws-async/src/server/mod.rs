@@ -946,13 +946,11 @@ fn start_connection(
         shrink_when_idle: inner.config.shrink_idle_buffers,
     };
     let outbox = Arc::new(Outbox::new(inner.config.send_queue, Role::Server));
-    let registration = inner
-        .handle
-        .register(
-            ConnectionHandle::new(info.id, outbox.clone()),
-            info.clone(),
-            path.clone(),
-        );
+    let registration = inner.handle.register(
+        ConnectionHandle::new(info.id, outbox.clone()),
+        info.clone(),
+        path.clone(),
+    );
     let runtime = inner.runtime.clone();
     let mut conn = Connection::server(config, runtime.now());
     if let Some((agreed, deflate_config)) = &deflate {

@@ -1,0 +1,715 @@
+//! The `ws` binary as a user runs it: `ws serve` as a child process with a
+//! settings file, `ws ctl` against it (every subcommand, `--json` parsed,
+//! exit statuses), `ws connect` piping stdin, `/metrics` against what was
+//! sent, TLS, SIGTERM, and bad settings.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use ws_tokio::{Message, WebSocket};
+
+const WAIT: Duration = Duration::from_secs(15);
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn ws_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ws")
+}
+
+/// A file of its own under the temporary directory.
+fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ws-server-tests-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A running `ws serve`, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Serve {
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(ws_binary());
+        command
+            .arg("serve")
+            .args(args)
+            .env_remove("WS_ADMIN_TOKEN")
+            .env_remove("WS_LISTEN")
+            .env("WS_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("ws serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("ws serve prints its address")
+            .unwrap()
+            .expect("ws serve prints its address");
+        // "ws serve: page http://127.0.0.1:PORT/  channels ws://..."
+        let addr = line
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Self { child, addr }
+    }
+
+    fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn ctl(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        run_ctl(&self.http(), token, args).await
+    }
+
+    async fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.ctl(TOKEN, &all).await;
+        assert_eq!(code, 0, "ws ctl {args:?}: {out} {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out:?} is not JSON: {e}"))
+    }
+
+    async fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").await
+    }
+}
+
+async fn run_ctl(server: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(ws_binary())
+            .arg("ctl")
+            .arg("--server")
+            .arg(server)
+            .arg("--token")
+            .arg(token)
+            .args(args)
+            .env_remove("WS_ADMIN_TOKEN")
+            .output(),
+    )
+    .await
+    .expect("ws ctl answers in time")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "ws ctl panicked: {stderr}");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+    )
+}
+
+/// A GET over a fresh connection, the body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
+        .await
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// A channels session, with the events that arrived between responses.
+struct Peer {
+    ws: WebSocket,
+    events: VecDeque<Value>,
+    next: u64,
+}
+
+impl Peer {
+    async fn connect(addr: SocketAddr, user: &str) -> Self {
+        let (ws, _) = ws_tokio::connect(format!("ws://{addr}/channels?user={user}"))
+            .await
+            .expect("connects");
+        Self {
+            ws,
+            events: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Value> {
+        match tokio::time::timeout(WAIT, self.ws.recv()).await {
+            Ok(Some(Ok(Message::Text(text)))) => Some(serde_json::from_str(text.as_str()).unwrap()),
+            Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
+            Ok(Some(Err(_)) | None) => None,
+            Err(_) => panic!("nothing arrived in time"),
+        }
+    }
+
+    async fn command(&mut self, channel: &str, action: &str, data: Value) -> Value {
+        self.next += 1;
+        let id = self.next.to_string();
+        let envelope = json!({ "type": "command", "id": id, "channel": channel, "action": action, "data": data });
+        self.ws.send(envelope.to_string()).await.unwrap();
+        loop {
+            let message = self.recv().await.expect("a response");
+            if message["type"] == "response" && message["id"] == id {
+                return message["data"].clone();
+            }
+            self.events.push_back(message);
+        }
+    }
+
+    /// The next event with `action`, skipping others.
+    async fn event(&mut self, action: &str) -> Value {
+        if let Some(at) = self.events.iter().position(|e| e["action"] == action) {
+            return self.events.remove(at).unwrap();
+        }
+        loop {
+            let message = self.recv().await.expect("an event");
+            if message["action"] == action {
+                return message;
+            }
+            self.events.push_back(message);
+        }
+    }
+
+    /// Reads until the connection closes: its close code.
+    async fn closed(&mut self) -> u16 {
+        while self.recv().await.is_some() {}
+        self.ws.closed().expect("closed").code.as_u16()
+    }
+}
+
+fn settings_file(extra: &str) -> PathBuf {
+    temp_file(
+        "ws.toml",
+        format!("listen = [\"127.0.0.1:0\"]\nadmin_token = \"{TOKEN}\"\n{extra}").as_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn ctl_controls_a_server_started_from_a_settings_file() {
+    let config = settings_file("max_message_size = 4096\nlog = \"warn\"\n");
+    let serve = Serve::start(&["--config", config.to_str().unwrap()], &[]).await;
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    let mut bob = Peer::connect(serve.addr, "bob").await;
+    let created = ann
+        .command(
+            "lobby",
+            "create",
+            json!({ "history_size": 10, "presence_events": true }),
+        )
+        .await;
+    assert_eq!(created["ok"], true, "{created}");
+    assert_eq!(bob.command("lobby", "join", json!({})).await["ok"], true);
+
+    let stats = serve.ctl_json(&["stats"]).await;
+    assert_eq!(stats["connections"], 2, "{stats}");
+    assert_eq!(stats["sessions"], 2);
+    assert_eq!(stats["channels"], 1);
+
+    let connections = serve.ctl_json(&["connections"]).await;
+    let list = connections["connections"].as_array().unwrap();
+    let mut users: Vec<&str> = list.iter().map(|c| c["user"].as_str().unwrap()).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["ann", "bob"]);
+    assert!(list.iter().all(|c| c["path"] == "/channels"));
+
+    let channels = serve.ctl_json(&["channels"]).await;
+    assert_eq!(channels["channels"][0]["name"], "lobby", "{channels}");
+    assert_eq!(channels["channels"][0]["members"], 2);
+
+    let presence = serve.ctl_json(&["presence", "lobby"]).await;
+    assert_eq!(presence["total"], 2, "{presence}");
+
+    // Human output names what it lists.
+    let (code, text, _) = serve.ctl(TOKEN, &["presence", "lobby"]).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("ann") && text.contains("owner"), "{text}");
+
+    let published = serve
+        .ctl_json(&["publish", "lobby", r#"{"text":"from ctl"}"#])
+        .await;
+    assert_eq!(published["offset"], 1, "{published}");
+    let event = bob.event("message").await;
+    assert_eq!(event["data"]["data"]["text"], "from ctl");
+    assert!(event["data"].get("from").is_none(), "the server publishes");
+
+    let sent = serve.ctl_json(&["broadcast", "maintenance at noon"]).await;
+    assert_eq!(sent["delivered"], 2, "{sent}");
+    assert_eq!(ann.event("notice").await["data"], "maintenance at noon");
+
+    // Kick: bob is told, and may come back.
+    serve.ctl_json(&["kick", "lobby", "bob"]).await;
+    bob.event("kicked").await;
+    assert_eq!(bob.command("lobby", "join", json!({})).await["ok"], true);
+
+    // Ban: bob is told and cannot come back until unbanned.
+    serve
+        .ctl_json(&["ban", "lobby", "bob", "--for", "600"])
+        .await;
+    bob.event("banned").await;
+    let refused = bob.command("lobby", "join", json!({})).await;
+    assert_eq!(refused["code"], "banned", "{refused}");
+    serve.ctl_json(&["unban", "lobby", "bob"]).await;
+    assert_eq!(bob.command("lobby", "join", json!({})).await["ok"], true);
+
+    // Disconnect one connection by id, then a user everywhere.
+    let bob_id = list.iter().find(|c| c["user"] == "bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    serve
+        .ctl_json(&["disconnect", &bob_id, "--reason", "bye"])
+        .await;
+    assert_eq!(bob.closed().await, 4009);
+    serve.ctl_json(&["disconnect", "--user", "ann"]).await;
+    assert_eq!(ann.closed().await, 4009);
+
+    // What went wrong, by exit status.
+    let (code, _, err) = serve.ctl(TOKEN, &["presence", "nowhere"]).await;
+    assert_eq!(code, 5, "no such channel: {err}");
+    let (code, _, err) = serve.ctl(TOKEN, &["disconnect", "0123456789abcdef"]).await;
+    assert_eq!(code, 5, "no such connection: {err}");
+    let (code, _, err) = serve.ctl(TOKEN, &["disconnect", "not-an-id"]).await;
+    assert_eq!(code, 1, "a malformed id is refused: {err}");
+    assert!(err.contains("16 hexadecimal digits"), "{err}");
+    let (code, _, err) = serve.ctl("wrong-token-wrong-token", &["stats"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, _, _) = serve.ctl(TOKEN, &["kick", "lobby"]).await;
+    assert_eq!(code, 2, "a user or --session is required");
+    let (code, out, _) = serve
+        .ctl(TOKEN, &["--json", "kick", "lobby", "nobody"])
+        .await;
+    assert_eq!(code, 5);
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["error"], "not_found", "--json prints the error too");
+}
+
+#[tokio::test]
+async fn ctl_says_when_the_server_cannot_be_reached_or_has_no_admin_token() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = run_ctl(&format!("http://127.0.0.1:{port}"), TOKEN, &["stats"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+
+    let serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    let (code, _, err) = serve.ctl(TOKEN, &["stats"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("--admin-token"),
+        "says how to turn it on: {err}"
+    );
+}
+
+#[tokio::test]
+async fn flags_beat_the_environment_which_beats_the_file() {
+    let from_file = "token-from-the-file-0000";
+    let from_env = "token-from-the-environment";
+    let from_flag = "token-from-the-flag-00000";
+    let config = temp_file(
+        "ws.toml",
+        format!("listen = [\"127.0.0.1:0\"]\nadmin_token = \"{from_file}\"\n").as_bytes(),
+    );
+    let config = config.to_str().unwrap();
+
+    let serve = Serve::start(&["--config", config], &[("WS_ADMIN_TOKEN", from_env)]).await;
+    assert_eq!(serve.ctl(from_env, &["stats"]).await.0, 0);
+    assert_eq!(serve.ctl(from_file, &["stats"]).await.0, 4);
+    drop(serve);
+
+    let serve = Serve::start(
+        &["--config", config, "--admin-token", from_flag],
+        &[("WS_ADMIN_TOKEN", from_env)],
+    )
+    .await;
+    assert_eq!(serve.ctl(from_flag, &["stats"]).await.0, 0);
+    assert_eq!(serve.ctl(from_env, &["stats"]).await.0, 4);
+    drop(serve);
+
+    let serve = Serve::start(&["--config", config], &[]).await;
+    assert_eq!(serve.ctl(from_file, &["stats"]).await.0, 0);
+}
+
+#[tokio::test]
+async fn connect_sends_stdin_lines_and_prints_what_arrives() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    let mut child = Command::new(ws_binary())
+        .arg("connect")
+        .arg("--json")
+        .arg(format!("ws://{}/channels?user=cat", serve.addr))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("a line")
+    };
+    stdin
+        .write_all(
+            b"{\"type\":\"command\",\"id\":\"1\",\"channel\":\"pipe\",\"action\":\"create\"}\n",
+        )
+        .await
+        .unwrap();
+    let created: Value = serde_json::from_str(&next_line().await).unwrap();
+    assert_eq!(created["data"]["ok"], true, "{created}");
+    // Not JSON: reported, not sent; the next line still goes.
+    stdin.write_all(b"not json\n").await.unwrap();
+    stdin
+        .write_all(b"{\"type\":\"command\",\"id\":\"2\",\"channel\":\"pipe\",\"action\":\"publish\",\"data\":\"hi\"}\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line: Value = serde_json::from_str(&next_line().await).unwrap();
+        seen.push(line);
+    }
+    assert!(
+        seen.iter()
+            .any(|m| m["action"] == "message" && m["data"]["data"] == "hi"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|m| m["id"] == "2" && m["data"]["ok"] == true),
+        "{seen:?}"
+    );
+    // The end of stdin closes the connection normally.
+    drop(stdin);
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("ws connect exits at the end of stdin")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not JSON"), "{stderr}");
+    assert!(stderr.contains("closed 1000"), "{stderr}");
+
+    // Refused handshakes give their status.
+    let output = Command::new(ws_binary())
+        .arg("connect")
+        .arg(format!("ws://{}/channels", serve.addr))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "no ?user=: 401: {stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+}
+
+/// The value of the unlabelled `name` in Prometheus text, 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_sent() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    const CLIENTS: usize = 4;
+    const PUBLISHES: usize = 25;
+    let mut peers = Vec::new();
+    for n in 0..CLIENTS {
+        peers.push(Peer::connect(serve.addr, &format!("user{n}")).await);
+    }
+    assert_eq!(
+        peers[0].command("load", "create", json!({})).await["ok"],
+        true
+    );
+    for peer in &mut peers[1..] {
+        assert_eq!(peer.command("load", "join", json!({})).await["ok"], true);
+    }
+    let during = serve.metrics().await;
+    assert_eq!(
+        metric(&during, "ws_connections_open"),
+        CLIENTS as f64,
+        "{during}"
+    );
+    assert_eq!(metric(&during, "ws_channels_sessions"), CLIENTS as f64);
+    assert_eq!(metric(&during, "ws_channels_subscriptions"), CLIENTS as f64);
+    for peer in &mut peers {
+        for _ in 0..PUBLISHES {
+            assert_eq!(
+                peer.command("load", "publish", json!("x")).await["ok"],
+                true
+            );
+        }
+    }
+    // Every client gets every publication.
+    for peer in &mut peers {
+        for _ in 0..CLIENTS * PUBLISHES {
+            peer.event("message").await;
+        }
+    }
+    for peer in &mut peers {
+        peer.ws
+            .close(ws_tokio::CloseCode::NORMAL, "")
+            .await
+            .unwrap();
+        assert_eq!(peer.closed().await, 1000);
+    }
+    // The server counts each close as its task ends.
+    let mut after = String::new();
+    for _ in 0..50 {
+        after = serve.metrics().await;
+        if metric(&after, "ws_connections_open") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let commands = 1 + (CLIENTS - 1) + CLIENTS * PUBLISHES;
+    let deliveries = CLIENTS * CLIENTS * PUBLISHES;
+    assert_eq!(metric(&after, "ws_connections_open"), 0.0, "{after}");
+    assert_eq!(metric(&after, "ws_connections_total"), CLIENTS as f64);
+    assert_eq!(
+        metric(&after, "ws_messages_received_total"),
+        commands as f64
+    );
+    assert_eq!(
+        metric(&after, "ws_channels_deliveries_total"),
+        deliveries as f64
+    );
+    // A response per command and a message per delivery.
+    assert_eq!(
+        metric(&after, "ws_messages_sent_total"),
+        (commands + deliveries) as f64
+    );
+    assert_eq!(
+        metric(&after, "ws_closes_total{code=\"1000\"}"),
+        CLIENTS as f64
+    );
+    assert!(metric(&after, "ws_bytes_received_total") > 0.0);
+}
+
+#[tokio::test]
+async fn refused_handshakes_are_counted_by_status() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    let refused = ws_tokio::connect(format!("ws://{}/channels", serve.addr)).await;
+    assert!(refused.is_err(), "no ?user= is refused");
+    let metrics = serve.metrics().await;
+    assert_eq!(
+        metric(&metrics, "ws_handshakes_refused_total{status=\"401\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_1001_and_exits_0() {
+    let mut serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    let mut peer = Peer::connect(serve.addr, "ann").await;
+    assert_eq!(peer.command("room", "create", json!({})).await["ok"], true);
+    let pid = serve.child.id().unwrap();
+    // SAFETY: signalling a child process this test started.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert_eq!(peer.closed().await, 1001);
+    let status = tokio::time::timeout(WAIT, serve.child.wait())
+        .await
+        .expect("ws serve exits after draining")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn tls_serves_wss_and_https() {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = temp_file("cert.pem", key.cert.pem().as_bytes());
+    let private = temp_file("key.pem", key.signing_key.serialize_pem().as_bytes());
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            TOKEN,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            private.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let url = format!("wss://localhost:{}/channels?user=tls", serve.addr.port());
+    let mut child = Command::new(ws_binary())
+        .args(["connect", "--ca", cert.to_str().unwrap(), &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"{\"type\":\"command\",\"id\":\"1\",\"channel\":\"secure\",\"action\":\"create\"}\n",
+        )
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+    let https = format!("https://localhost:{}", serve.addr.port());
+    let (code, out, err) = run_ctl(
+        &https,
+        TOKEN,
+        &["--ca", cert.to_str().unwrap(), "--json", "channels"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"secure\""), "{out}");
+    drop(stdin);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `ws serve` with bad settings: the exit status and the message.
+async fn refused_settings(args: &[&str]) -> String {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(ws_binary())
+            .arg("serve")
+            .args(args)
+            .env_remove("WS_LISTEN")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("ws serve gives up at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn bad_settings_are_named_and_refused() {
+    let unknown = temp_file("ws.toml", b"listen = [\"127.0.0.1:0\"]\nlisten_port = 9\n");
+    let stderr = refused_settings(&["--config", unknown.to_str().unwrap()]).await;
+    assert!(
+        stderr.contains("listen_port"),
+        "names the unknown key: {stderr}"
+    );
+
+    let stderr = refused_settings(&["--listen", "localhost:http"]).await;
+    assert!(
+        stderr.contains("`listen`") && stderr.contains("localhost:http"),
+        "{stderr}"
+    );
+
+    let stderr = refused_settings(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ])
+    .await;
+    assert!(
+        stderr.contains("tls_cert") && stderr.contains("/nonexistent/cert.pem"),
+        "{stderr}"
+    );
+
+    let garbage = temp_file("cert.pem", b"not a certificate");
+    let stderr = refused_settings(&[
+        "--tls-cert",
+        garbage.to_str().unwrap(),
+        "--tls-key",
+        garbage.to_str().unwrap(),
+    ])
+    .await;
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+
+    let stderr = refused_settings(&["--config", "/nonexistent/ws.toml"]).await;
+    assert!(stderr.contains("/nonexistent/ws.toml"), "{stderr}");
+
+    let stderr = refused_settings(&["--jwt-secret", "short"]).await;
+    assert!(stderr.contains("jwt_secret"), "{stderr}");
+
+    let keys = temp_file("keys", b"ann\n");
+    let stderr = refused_settings(&["--keys-file", keys.to_str().unwrap()]).await;
+    assert!(stderr.contains("line 1"), "{stderr}");
+}
+
+#[tokio::test]
+async fn keys_file_authenticates_from_the_header_or_the_query() {
+    let keys = temp_file("keys", b"# user key\nann ann-key-0123456789abcdef\n");
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--keys-file",
+            keys.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let url = format!(
+        "ws://{}/channels?token=ann-key-0123456789abcdef",
+        serve.addr
+    );
+    let (mut ws, _) = ws_tokio::connect(url).await.expect("a key in the query");
+    ws.send(r#"{"type":"command","id":"1","channel":"k","action":"create"}"#)
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(reply))) = ws.recv().await else {
+        panic!("no reply")
+    };
+    assert!(reply.as_str().contains("\"ok\":true"), "{reply}");
+    let wrong = ws_tokio::connect(format!(
+        "ws://{}/channels?token=wrong-key-0123456789",
+        serve.addr
+    ))
+    .await;
+    assert!(wrong.is_err(), "an unknown key is refused");
+    let named = ws_tokio::connect(format!("ws://{}/channels?user=ann", serve.addr)).await;
+    assert!(
+        named.is_err(),
+        "?user= is no credential once keys are required"
+    );
+}
