@@ -69,13 +69,7 @@ pub(crate) fn main(args: ServeArgs) -> ExitCode {
 
 fn init_logging(settings: &Settings) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    // Connection opens and closes are debug events of their own target:
-    // shown by default, without the rest of the library's debug output.
-    let filter = if settings.log.contains("ws_async") {
-        settings.log.clone()
-    } else {
-        format!("{},ws_async::connections=debug", settings.log)
-    };
+    let filter = settings.log.clone();
     let filter = EnvFilter::try_new(&filter).map_err(|error| error.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -11,6 +11,11 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+/// What `ws serve` logs when told nothing: its own events, and every
+/// connection opened and closed (the library logs those at debug level
+/// under a target of their own).
+const DEFAULT_LOG: &str = "info,ws_async::connections=debug";
+
 /// Where `ws serve` listens when told nothing.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -85,8 +90,9 @@ pub(crate) struct ServeArgs {
     /// they are dropped. [default: 10]
     #[arg(long, env = "WS_SHUTDOWN_GRACE", value_name = "SECONDS")]
     shutdown_grace: Option<u64>,
-    /// Log filter, as `RUST_LOG` takes it (`info`, `ws_async=debug`).
-    /// [default: info]
+    /// Log filter, as `RUST_LOG` takes it (`warn`, `info,ws_async=debug`).
+    /// [default: info,ws_async::connections=debug: also every connection
+    /// opened and closed, with its id, peer address, route and user]
     #[arg(long, env = "WS_LOG", value_name = "FILTER")]
     log: Option<String>,
     /// Log lines as text or as JSON objects. [default: text]
@@ -339,7 +345,10 @@ impl Settings {
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
             ),
-            log: args.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            log: args
+                .log
+                .or(file.log)
+                .unwrap_or_else(|| DEFAULT_LOG.to_owned()),
             log_format: args
                 .log_format
                 .or(file.log_format)

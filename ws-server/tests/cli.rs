@@ -713,3 +713,112 @@ async fn keys_file_authenticates_from_the_header_or_the_query() {
         "?user= is no credential once keys are required"
     );
 }
+
+/// The shared broker named by `var` (set: it must answer), else the one on
+/// `default` if it answers, else `None` (said on stderr) to skip.
+fn broker(var: &str, default: &str, start: &str) -> Option<String> {
+    let reachable = |url: &str| {
+        let host = url
+            .split("://")
+            .nth(1)?
+            .rsplit('@')
+            .next()?
+            .split('/')
+            .next()?;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+            .ok()?
+            .next()?;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()
+    };
+    if let Ok(url) = std::env::var(var) {
+        assert!(
+            reachable(&url).is_some(),
+            "{var}={url} is set but unreachable"
+        );
+        return Some(url);
+    }
+    if reachable(default).is_some() {
+        return Some(default.to_owned());
+    }
+    eprintln!("skipped: no broker at {default}; start one ({start}) or set {var}");
+    None
+}
+
+/// Two `ws serve` processes on one broker are one channels service.
+async fn two_servers_share_channels(backend: &str) {
+    let a = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            backend,
+            "--admin-token",
+            TOKEN,
+        ],
+        &[],
+    )
+    .await;
+    let b = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            backend,
+            "--admin-token",
+            TOKEN,
+        ],
+        &[],
+    )
+    .await;
+    let channel = format!(
+        "serve-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let mut ann = Peer::connect(a.addr, "ann").await;
+    let mut bob = Peer::connect(b.addr, "bob").await;
+    let created = ann
+        .command(&channel, "create", json!({ "history_size": 10 }))
+        .await;
+    assert_eq!(created["ok"], true, "{created}");
+    let joined = bob.command(&channel, "join", json!({})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    assert_eq!(
+        ann.command(&channel, "publish", json!("across")).await["ok"],
+        true
+    );
+    assert_eq!(bob.event("message").await["data"]["data"], "across");
+    let presence = b.ctl_json(&["presence", &channel]).await;
+    assert_eq!(
+        presence["total"], 2,
+        "either server sees every member: {presence}"
+    );
+    // A kick through one server reaches a member on the other.
+    a.ctl_json(&["kick", &channel, "bob"]).await;
+    bob.event("kicked").await;
+}
+
+#[tokio::test]
+async fn two_servers_share_channels_through_redis() {
+    if let Some(url) = broker(
+        "WS_TEST_REDIS_URL",
+        "redis://127.0.0.1:6379",
+        "redis-server --port 6379",
+    ) {
+        two_servers_share_channels(&url).await;
+    }
+}
+
+#[tokio::test]
+async fn two_servers_share_channels_through_nats() {
+    if let Some(url) = broker(
+        "WS_TEST_NATS_URL",
+        "nats://127.0.0.1:4222",
+        "nats-server -js -p 4222",
+    ) {
+        two_servers_share_channels(&url).await;
+    }
+}

@@ -16,7 +16,7 @@ pub type UpgradeBody = Full<Bytes>;
 /// WebSocket upgrade that passes the server's admission (route by path,
 /// origin, subprotocol, authentication, limits, shutdown), with the
 /// connection then running in a spawned task; otherwise the refusal the
-/// server would send (400 for a request that is no upgrade, 404 for a path
+/// server would send (426 for a request that is no upgrade, 404 for a path
 /// with no endpoint, 401/403/503...).
 ///
 /// `peer` is the client's address (axum's `ConnectInfo`, or what the

@@ -194,6 +194,7 @@ function entered(data) {
 function refused(data) {
   showError(ERRORS[data.code] || data.message || "Refused.");
   state.wanted = false;
+  $("room").hidden = true;
   $("leave").disabled = true;
   state.socket.close(1000);
 }
