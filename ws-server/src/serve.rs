@@ -119,6 +119,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     config.connection.max_message_size = settings.max_message_size;
     config.connection.idle_timeout = settings.idle_timeout;
     config.max_connections = settings.max_connections;
+    config.handshake.timeout = settings.handshake_timeout;
     let ws = ws_tokio::server()
         .config(config)
         .route("/channels", endpoint)
@@ -170,8 +171,9 @@ async fn run(settings: Settings) -> Result<(), String> {
                 let tls = tls.clone();
                 let stopping = stopping.clone();
                 let done = done.clone();
+                let head_timeout = settings.handshake_timeout;
                 tokio::spawn(async move {
-                    serve_http(stream, peer, tls, router, stopping).await;
+                    serve_http(stream, peer, tls, router, stopping, head_timeout).await;
                     drop(done);
                 });
             }
@@ -268,15 +270,13 @@ async fn accept(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, Socket
     }
 }
 
-/// Time a client gets for TLS and for each request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn serve_http(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     router: Router,
     stopping: watch::Receiver<bool>,
+    head_timeout: Duration,
 ) {
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -284,10 +284,10 @@ async fn serve_http(
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(head_timeout);
     let result = match tls {
         Some(acceptor) => {
-            let stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+            let stream = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");

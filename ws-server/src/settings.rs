@@ -86,6 +86,11 @@ pub(crate) struct ServeArgs {
     /// Worker threads. [default: the number of CPUs]
     #[arg(long, env = "WS_WORKERS", value_name = "N")]
     workers: Option<usize>,
+    /// Seconds a client gets for the TLS handshake and for each HTTP
+    /// request head (a WebSocket upgrade included, with its
+    /// authentication) before its connection is dropped. [default: 10]
+    #[arg(long, env = "WS_HANDSHAKE_TIMEOUT", value_name = "SECONDS")]
+    handshake_timeout: Option<u64>,
     /// Seconds connections get to close after SIGINT or SIGTERM before
     /// they are dropped. [default: 10]
     #[arg(long, env = "WS_SHUTDOWN_GRACE", value_name = "SECONDS")]
@@ -136,6 +141,7 @@ struct FileSettings {
     idle_timeout: Option<u64>,
     backend: Option<String>,
     workers: Option<usize>,
+    handshake_timeout: Option<u64>,
     shutdown_grace: Option<u64>,
     log: Option<String>,
     log_format: Option<LogFormat>,
@@ -176,6 +182,7 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) backend: String,
     pub(crate) workers: usize,
+    pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) log: String,
     pub(crate) log_format: LogFormat,
@@ -331,8 +338,14 @@ impl Settings {
                 format!("{backend:?} is not `memory`, redis://... or nats://..."),
             ));
         }
+        let handshake_timeout = match args.handshake_timeout.or(file.handshake_timeout) {
+            Some(0) => return Err(invalid("handshake_timeout", "must be at least 1 second")),
+            Some(secs) => Duration::from_secs(secs),
+            None => Duration::from_secs(10),
+        };
         Ok(Self {
             listen,
+            handshake_timeout,
             tls,
             auth,
             admin_token,

@@ -822,3 +822,140 @@ async fn two_servers_share_channels_through_nats() {
         two_servers_share_channels(&url).await;
     }
 }
+
+/// Reads until the server closes the connection; how long that took.
+async fn time_to_close(mut stream: tokio::net::TcpStream) -> Duration {
+    let started = std::time::Instant::now();
+    let mut buf = [0; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut stream, &mut buf)).await
+        {
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept a stalled connection open"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_clients_are_dropped_after_the_handshake_timeout() {
+    let serve = Serve::start(
+        &["--listen", "127.0.0.1:0", "--handshake-timeout", "1"],
+        &[],
+    )
+    .await;
+    // A request head that never ends (slowloris).
+    let mut partial = tokio::net::TcpStream::connect(serve.addr).await.unwrap();
+    partial
+        .write_all(b"GET /channels?user=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    // A socket that says nothing at all.
+    let silent = tokio::net::TcpStream::connect(serve.addr).await.unwrap();
+    let (partial, silent) = tokio::join!(time_to_close(partial), time_to_close(silent));
+    assert!(partial < Duration::from_secs(5), "{partial:?}");
+    assert!(silent < Duration::from_secs(5), "{silent:?}");
+}
+
+/// A raw request and the whole response.
+async fn raw(addr: SocketAddr, request: String) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_admin_requests_get_400_with_a_reason() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--admin-token", TOKEN], &[]).await;
+    let post = |body: &str| {
+        format!(
+            "POST /admin/kick HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (body, says) in [
+        ("{not json", "JSON"),
+        (r#"{"channel":"c","user":"u","extra":1}"#, "extra"),
+        (
+            r#"{"channel":"c","session":"xyz"}"#,
+            "16 hexadecimal digits",
+        ),
+        (r#"{"channel":"c"}"#, "one of `user` and `session`"),
+    ] {
+        let response = raw(serve.addr, post(body)).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{body}: {response}");
+        assert!(response.contains(says), "{body}: {response}");
+    }
+    let unauthenticated = raw(
+        serve.addr,
+        "GET /admin/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(),
+    )
+    .await;
+    assert!(
+        unauthenticated.starts_with("HTTP/1.1 401"),
+        "{unauthenticated}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_logs_and_help() {
+    let secret = "jwt-secret-that-must-not-leak-0123456789";
+    let mut child = Command::new(ws_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "trace"])
+        .env("WS_JWT_SECRET", secret)
+        .env("WS_ADMIN_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A wrong token and the right one, both in the query and the header.
+    let _ = ws_tokio::connect(format!("ws://{addr}/channels?token=not-a-valid-jwt")).await;
+    let (code, _, _) = run_ctl(&format!("http://{addr}"), TOKEN, &["stats"]).await;
+    assert_eq!(code, 0);
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("serving channels"),
+        "the log was captured: {logs}"
+    );
+    for leak in [secret, TOKEN, "not-a-valid-jwt"] {
+        assert!(!logs.contains(leak), "{leak} in the logs: {logs}");
+    }
+    let help = Command::new(ws_binary())
+        .args(["serve", "--help"])
+        .env("WS_JWT_SECRET", secret)
+        .env("WS_ADMIN_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("WS_JWT_SECRET"), "{help}");
+    assert!(!help.contains(secret) && !help.contains(TOKEN), "{help}");
+}
