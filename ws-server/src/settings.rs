@@ -78,9 +78,9 @@ pub(crate) struct ServeArgs {
     /// it is closed; 0 for never. [default: 60]
     #[arg(long, env = "WS_IDLE_TIMEOUT", value_name = "SECONDS")]
     idle_timeout: Option<u64>,
-    /// Channel backend: `memory` (this process), `redis://host:port` or
-    /// `nats://host:port` (a cluster; needs the `redis` or `nats` feature).
-    /// [default: memory]
+    /// Channel backend: `memory` (this process), or `redis://host:port` or
+    /// `nats://host:port` (JetStream) for a cluster of `ws serve`
+    /// processes sharing channels. [default: memory]
     #[arg(long, env = "WS_BACKEND", value_name = "URL")]
     backend: Option<String>,
     /// Worker threads. [default: the number of CPUs]

@@ -959,3 +959,227 @@ async fn secrets_stay_out_of_logs_and_help() {
     assert!(help.contains("WS_JWT_SECRET"), "{help}");
     assert!(!help.contains(secret) && !help.contains(TOKEN), "{help}");
 }
+
+#[tokio::test]
+async fn jwts_authenticate_from_the_header_or_the_query() {
+    use jsonwebtoken::{EncodingKey, Header};
+    let secret = "a-secret-of-at-least-thirty-two-bytes!!";
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--jwt-secret", secret], &[]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |key: &str| {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &json!({ "sub": "ann", "exp": exp }),
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    let good = token(secret);
+    let (mut ws, _) = ws_tokio::connect(format!("ws://{}/channels?token={good}", serve.addr))
+        .await
+        .expect("a JWT in the query");
+    ws.send(r#"{"type":"command","id":"1","channel":"j","action":"create"}"#)
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(reply))) = ws.recv().await else {
+        panic!("no reply")
+    };
+    assert!(reply.as_str().contains("\"role\":\"owner\""), "{reply}");
+    let request = http::Request::get(format!("ws://{}/channels", serve.addr))
+        .header("Authorization", format!("Bearer {good}"))
+        .body(())
+        .unwrap();
+    assert!(
+        ws_tokio::connect(request).await.is_ok(),
+        "a JWT in the header"
+    );
+    let forged = token("another-secret-of-thirty-two-bytes-or-more");
+    let refused = ws_tokio::connect(format!("ws://{}/channels?token={forged}", serve.addr)).await;
+    assert!(
+        refused.is_err(),
+        "a token signed with another key is refused"
+    );
+    let named = ws_tokio::connect(format!("ws://{}/channels?user=ann", serve.addr)).await;
+    assert!(
+        named.is_err(),
+        "?user= is no credential once JWTs are required"
+    );
+}
+
+/// The status of a WebSocket handshake refused with `origin`, if any.
+async fn handshake_status(addr: SocketAddr, origin: Option<&str>) -> String {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let response = raw(
+        addr,
+        format!(
+            "GET /channels?user=ann HTTP/1.1\r\nHost: {addr}\r\n{origin}Upgrade: websocket\r\n\
+             Connection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    )
+    .await;
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn origins_and_limits_are_enforced() {
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--origins",
+            "https://app.example",
+            "--max-connections",
+            "1",
+            "--max-message-size",
+            "1000",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        handshake_status(serve.addr, Some("https://evil.example"))
+            .await
+            .contains("403")
+    );
+    // The page's own origin is not on the list given.
+    let own = format!("http://{}", serve.addr);
+    assert!(
+        handshake_status(serve.addr, Some(&own))
+            .await
+            .contains("403")
+    );
+
+    let mut first = Peer::connect(serve.addr, "ann").await;
+    let second = ws_tokio::connect(format!("ws://{}/channels?user=bob", serve.addr)).await;
+    match second {
+        Err(ws_tokio::ConnectError::Handshake(ws_core::handshake::ResponseError::Status {
+            status,
+            ..
+        })) => assert_eq!(status, 503, "past max_connections"),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    first.ws.send("x".repeat(1001)).await.unwrap();
+    assert_eq!(first.closed().await, 1009, "past max_message_size");
+    let metrics = serve.metrics().await;
+    assert_eq!(
+        metric(&metrics, "ws_handshakes_refused_total{status=\"403\"}"),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "ws_handshakes_refused_total{status=\"503\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_connection_id_peer_and_route() {
+    let mut child = Command::new(ws_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("WS_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut peer = Peer::connect(addr, "ann").await;
+    peer.ws
+        .close(ws_tokio::CloseCode::NORMAL, "")
+        .await
+        .unwrap();
+    peer.closed().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs: Vec<Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let opened = logs
+        .iter()
+        .find(|l| l["message"] == "connection opened")
+        .expect("the opening is logged");
+    assert_eq!(opened["route"], "/channels");
+    assert_eq!(opened["user"], "ann");
+    assert!(
+        opened["peer"].as_str().unwrap().contains("127.0.0.1"),
+        "{opened}"
+    );
+    let closed = logs
+        .iter()
+        .find(|l| l["message"] == "connection closed")
+        .expect("the close is logged");
+    assert_eq!(closed["id"], opened["id"]);
+    assert_eq!(closed["code"], 1000);
+}
+
+#[tokio::test]
+async fn serves_ipv6_and_ipv4_at_once() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let mut child = Command::new(ws_binary())
+        .args(["serve", "--listen", "127.0.0.1:0,[::1]:0"])
+        .env("WS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let addr: SocketAddr = line
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        addrs.push(addr);
+    }
+    assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
+    for addr in addrs {
+        assert_eq!(http_get(addr, "/healthz").await, "ok\n");
+        let mut peer = Peer::connect(addr, "six").await;
+        assert_eq!(
+            peer.command("v6", "join", json!({})).await["code"],
+            "not_found"
+        );
+    }
+}
