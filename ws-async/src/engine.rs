@@ -265,8 +265,11 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 return Drain::Stop;
             }
             let accepted = match item {
-                Outgoing::Message(message) => conn.send(message.clone()),
-                Outgoing::Uncompressed(message) => conn.send_uncompressed(message.clone()),
+                // By reference: the queue keeps the message until the
+                // engine accepts it, and a clone of a payload that owns its
+                // buffer would allocate to share it.
+                Outgoing::Message(message) => conn.send_ref(message),
+                Outgoing::Uncompressed(message) => conn.send_uncompressed_ref(message),
                 Outgoing::Fragment(data, last) => conn
                     .send_fragment(data.clone(), *last)
                     .inspect(|()| *fragment_open = !*last),

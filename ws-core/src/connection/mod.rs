@@ -977,6 +977,35 @@ impl Connection {
         self.send_message(message, false)
     }
 
+    /// Queues `message` as [`send`](Self::send) does, leaving it with the
+    /// caller: for a sender that must keep what it sends until the send is
+    /// accepted (a queue, which retries after backpressure). Payloads under
+    /// 4 KiB are copied into the send buffer (as `send` copies them); larger
+    /// ones are shared, not copied. Cheaper than `send(message.clone())`,
+    /// which for a payload that owns its buffer allocates to share it.
+    pub fn send_ref(&mut self, message: &Message) -> Result<(), SendError> {
+        self.send_message_ref(message, true)
+    }
+
+    /// [`send_uncompressed`](Self::send_uncompressed) that leaves `message`
+    /// with the caller, as [`send_ref`](Self::send_ref) does.
+    pub fn send_uncompressed_ref(&mut self, message: &Message) -> Result<(), SendError> {
+        self.send_message_ref(message, false)
+    }
+
+    fn send_message_ref(&mut self, message: &Message, compress: bool) -> Result<(), SendError> {
+        let (opcode, data) = match message {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+        };
+        let payload = if data.len() >= ZERO_COPY_MIN {
+            PayloadSource::Shared(data.clone())
+        } else {
+            PayloadSource::Borrowed(data)
+        };
+        self.send_whole(opcode, payload, compress)
+    }
+
     fn send_message(&mut self, message: Message, compress: bool) -> Result<(), SendError> {
         let (opcode, data) = match message {
             Message::Text(text) => (OpCode::Text, text.into_bytes()),

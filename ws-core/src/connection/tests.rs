@@ -1350,3 +1350,45 @@ fn encoded_messages_fan_out_as_the_same_bytes() {
         Err(SendError::Backpressure(_))
     ));
 }
+
+#[test]
+fn sending_by_reference_matches_sending_by_value_and_keeps_the_message() {
+    let small = Message::text("small");
+    let large = Message::binary(vec![7u8; 10_000]);
+    for role in [Role::Server, Role::Client] {
+        let make = || match role {
+            Role::Server => server(),
+            Role::Client => Connection::client(Config::client(), Instant::now(), [9; 32]),
+        };
+        let (mut by_value, mut by_ref) = (make(), make());
+        for message in [&small, &large] {
+            by_value.send(message.clone()).unwrap();
+            by_ref.send_ref(message).unwrap();
+            by_value.send_uncompressed(message.clone()).unwrap();
+            by_ref.send_uncompressed_ref(message).unwrap();
+        }
+        assert_eq!(sent(&mut by_value), sent(&mut by_ref), "{role:?}");
+    }
+    assert_eq!(
+        small.as_text(),
+        Some("small"),
+        "the caller keeps its message"
+    );
+    assert_eq!(large.len(), 10_000);
+
+    // Refused the same way: backpressure, and a fragmented message open.
+    let mut config = Config::server();
+    config.max_outgoing_buffer = 100;
+    let mut conn = server_with(config);
+    conn.send_ref(&Message::binary(vec![0u8; 90])).unwrap();
+    assert!(matches!(
+        conn.send_ref(&Message::binary(vec![0u8; 90])),
+        Err(SendError::Backpressure(_))
+    ));
+    let mut conn = server();
+    conn.send_fragment(Message::text("a"), false).unwrap();
+    assert!(matches!(
+        conn.send_ref(&small),
+        Err(SendError::Usage(UsageError::MessageInProgress))
+    ));
+}
