@@ -2,6 +2,7 @@
 //! metrics on one HTTP server (hyper, with axum's router), on every
 //! address asked for, until SIGINT or SIGTERM.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -148,8 +149,12 @@ async fn run(settings: Settings) -> Result<(), String> {
         } else {
             ("http", "ws")
         };
-        // On stdout, for people and for scripts that started it on port 0.
-        println!("ws serve: page {http}://{bound}/  channels {ws_scheme}://{bound}/channels");
+        // On stdout, for people and for scripts that started it on port 0;
+        // a closed stdout (`ws serve | head -1`) is no reason to stop.
+        let _ = writeln!(
+            std::io::stdout(),
+            "ws serve: page {http}://{bound}/  channels {ws_scheme}://{bound}/channels"
+        );
         tracing::info!(%bound, tls = tls.is_some(), "listening");
         accept_tasks.push(tokio::spawn(accept(listener, accepted_tx.clone())));
     }

@@ -39,11 +39,22 @@ fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
 /// A running `ws serve`, killed when dropped.
 struct Serve {
     child: Child,
+    /// The first address it listens on.
     addr: SocketAddr,
+    /// Every address, in the order given.
+    addrs: Vec<SocketAddr>,
 }
 
 impl Serve {
+    /// `ws serve ARGS` logging warnings only to the test's stderr.
     async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(args, env, false).await
+    }
+
+    /// `ws serve ARGS` with `env` (over `WS_LOG=warn`); with `capture_logs`
+    /// its stderr is kept for [`stop`](Self::stop). Reads the address of
+    /// each `--listen` address it prints.
+    async fn spawn(args: &[&str], env: &[(&str, &str)], capture_logs: bool) -> Self {
         let mut command = Command::new(ws_binary());
         command
             .arg("serve")
@@ -54,24 +65,60 @@ impl Serve {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_logs {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true);
         let mut child = command.spawn().expect("ws serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
+        let listeners = args
+            .iter()
+            .position(|a| *a == "--listen")
+            .map_or(1, |at| args[at + 1].split(',').count());
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addrs = Vec::new();
+        for _ in 0..listeners {
+            let line = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .expect("ws serve prints its addresses")
+                .unwrap()
+                .expect("ws serve prints its addresses");
+            // "ws serve: page http://127.0.0.1:PORT/  channels ws://..."
+            let addr = line
+                .split("://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|addr| addr.parse().ok())
+                .unwrap_or_else(|| panic!("no address in {line:?}"));
+            addrs.push(addr);
+        }
+        Self {
+            child,
+            addr: addrs[0],
+            addrs,
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running") as libc::pid_t;
+        // SAFETY: signalling a child process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// SIGTERM, then its exit status and what it logged (with
+    /// `capture_logs`).
+    async fn stop(self) -> (Option<i32>, String) {
+        self.terminate();
+        let output = tokio::time::timeout(WAIT, self.child.wait_with_output())
             .await
-            .expect("ws serve prints its address")
-            .unwrap()
-            .expect("ws serve prints its address");
-        // "ws serve: page http://127.0.0.1:PORT/  channels ws://..."
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Self { child, addr }
+            .expect("ws serve exits after draining")
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     fn http(&self) -> String {
@@ -532,19 +579,13 @@ async fn refused_handshakes_are_counted_by_status() {
 
 #[tokio::test]
 async fn sigterm_closes_connections_with_1001_and_exits_0() {
-    let mut serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    let serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
     let mut peer = Peer::connect(serve.addr, "ann").await;
     assert_eq!(peer.command("room", "create", json!({})).await["ok"], true);
-    let pid = serve.child.id().unwrap();
-    // SAFETY: signalling a child process this test started.
-    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    serve.terminate();
     assert_eq!(peer.closed().await, 1001);
-    let status = tokio::time::timeout(WAIT, serve.child.wait())
-        .await
-        .expect("ws serve exits after draining")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    let (status, _) = serve.stop().await;
+    assert_eq!(status, Some(0));
 }
 
 #[tokio::test]
@@ -746,30 +787,16 @@ fn broker(var: &str, default: &str, start: &str) -> Option<String> {
 
 /// Two `ws serve` processes on one broker are one channels service.
 async fn two_servers_share_channels(backend: &str) {
-    let a = Serve::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            backend,
-            "--admin-token",
-            TOKEN,
-        ],
-        &[],
-    )
-    .await;
-    let b = Serve::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            backend,
-            "--admin-token",
-            TOKEN,
-        ],
-        &[],
-    )
-    .await;
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        backend,
+        "--admin-token",
+        TOKEN,
+    ];
+    let a = Serve::start(&args, &[]).await;
+    let b = Serve::start(&args, &[]).await;
     let channel = format!(
         "serve-{}-{}",
         std::process::id(),
@@ -905,42 +932,21 @@ async fn malformed_admin_requests_get_400_with_a_reason() {
 #[tokio::test]
 async fn secrets_stay_out_of_logs_and_help() {
     let secret = "jwt-secret-that-must-not-leak-0123456789";
-    let mut child = Command::new(ws_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log", "trace"])
-        .env("WS_JWT_SECRET", secret)
-        .env("WS_ADMIN_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = line
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // A wrong token and the right one, both in the query and the header.
-    let _ = ws_tokio::connect(format!("ws://{addr}/channels?token=not-a-valid-jwt")).await;
-    let (code, _, _) = run_ctl(&format!("http://{addr}"), TOKEN, &["stats"]).await;
+    let serve = Serve::spawn(
+        &["--listen", "127.0.0.1:0", "--log", "trace"],
+        &[("WS_JWT_SECRET", secret), ("WS_ADMIN_TOKEN", TOKEN)],
+        true,
+    )
+    .await;
+    // A wrong token, and the admin token.
+    let _ = ws_tokio::connect(format!(
+        "ws://{}/channels?token=not-a-valid-jwt",
+        serve.addr
+    ))
+    .await;
+    let (code, _, _) = serve.ctl(TOKEN, &["stats"]).await;
     assert_eq!(code, 0);
-    // SAFETY: signalling a child process this test started.
-    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
-    let output = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = String::from_utf8_lossy(&output.stderr);
+    let (_, logs) = serve.stop().await;
     assert!(
         logs.contains("serving channels"),
         "the log was captured: {logs}"
@@ -1081,44 +1087,22 @@ async fn origins_and_limits_are_enforced() {
 
 #[tokio::test]
 async fn json_logs_carry_the_connection_id_peer_and_route() {
-    let mut child = Command::new(ws_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env_remove("WS_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = line
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut peer = Peer::connect(addr, "ann").await;
+    // The default filter, which shows connections opening and closing.
+    let serve = Serve::spawn(
+        &["--listen", "127.0.0.1:0", "--log-format", "json"],
+        &[("WS_LOG", "info,ws_async::connections=debug")],
+        true,
+    )
+    .await;
+    let mut peer = Peer::connect(serve.addr, "ann").await;
     peer.ws
         .close(ws_tokio::CloseCode::NORMAL, "")
         .await
         .unwrap();
     peer.closed().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // SAFETY: signalling a child process this test started.
-    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) };
-    let output = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs: Vec<Value> = String::from_utf8_lossy(&output.stderr)
+    let (_, logs) = serve.stop().await;
+    let logs: Vec<Value> = logs
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
         .collect();
@@ -1146,33 +1130,8 @@ async fn serves_ipv6_and_ipv4_at_once() {
         eprintln!("skipped: no IPv6 loopback here");
         return;
     }
-    let mut child = Command::new(ws_binary())
-        .args(["serve", "--listen", "127.0.0.1:0,[::1]:0"])
-        .env("WS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addrs = Vec::new();
-    for _ in 0..2 {
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let addr: SocketAddr = line
-            .split("://")
-            .nth(1)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        addrs.push(addr);
-    }
+    let serve = Serve::start(&["--listen", "127.0.0.1:0,[::1]:0"], &[]).await;
+    let addrs = serve.addrs.clone();
     assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
     for addr in addrs {
         assert_eq!(http_get(addr, "/healthz").await, "ok\n");
