@@ -52,7 +52,8 @@ pub(crate) struct CtlArgs {
     /// Print the server's JSON answer instead of text.
     #[arg(long)]
     json: bool,
-    /// Trust this CA certificate (PEM) for https://, besides the usual roots.
+    /// Trust only this CA certificate (PEM) for https://, instead of the
+    /// Mozilla roots.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// What to do.
@@ -318,8 +319,8 @@ fn human(command: &CtlCommand, answer: &Value) -> String {
     out
 }
 
-/// An HTTP agent that reads error answers as answers, with `ca` trusted
-/// besides the usual roots.
+/// An HTTP agent that reads error answers as answers, trusting only `ca`
+/// when given (else the Mozilla roots).
 fn agent(ca: Option<&std::path::Path>) -> Result<ureq::Agent, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(path) = ca {

@@ -169,14 +169,11 @@ async fn run_ctl(server: &str, token: &str, args: &[&str]) -> (i32, String, Stri
 
 /// A GET over a fresh connection, the body.
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
-        .await
-        .unwrap();
-    let response = String::from_utf8(response).unwrap();
+    let response = raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
