@@ -14,3 +14,4 @@ mod handlers;
 mod handshake;
 mod lifecycle;
 mod policies;
+mod sealed;

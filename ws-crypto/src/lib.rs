@@ -19,6 +19,7 @@
 
 pub mod channel;
 mod keys;
+pub mod sealed;
 pub mod session;
 
 pub use keys::{InvalidPublicKey, KeyPair, PublicKey, Suite};

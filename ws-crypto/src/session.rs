@@ -421,6 +421,12 @@ impl Sealer {
         record.extend_from_slice(&body);
         Ok(record)
     }
+
+    /// Takes back the counter of the last sealed record, which was never
+    /// sent (the connection's queue refused it).
+    pub(crate) fn rewind(&mut self) {
+        self.next -= 1;
+    }
 }
 
 /// Opens one direction's messages, accepting only the next counter.

@@ -1,0 +1,233 @@
+//! ws-crypto's encrypted sessions over real connections: an echo with a
+//! pinned server key, an impostor detected at the handshake, clients that
+//! do not encrypt refused, and a replayed or altered message closing the
+//! session with 1008 and the reason.
+
+use std::time::Duration;
+
+use ws_crypto::KeyPair;
+use ws_crypto::sealed::{
+    SUBPROTOCOL, Sealed, SealedCtx, SealedHandler, SealedSocket, SessionError,
+};
+use ws_crypto::session::{ClientHandshake, HandshakeError, Kind, OpenError, ServerHandshake};
+
+use super::common::{TestServer, serve};
+use crate::rt::{self, ws};
+use ws::ws_core::handshake::ResponseError;
+use ws::{Endpoint, Message, WebSocket};
+
+struct SealedEcho;
+
+impl SealedHandler for SealedEcho {
+    async fn on_open(&mut self, ctx: &mut SealedCtx<'_>) {
+        let _ = ctx.send("welcome").await;
+    }
+
+    async fn on_message(&mut self, ctx: &mut SealedCtx<'_>, message: Message) {
+        let _ = ctx.send(message).await;
+    }
+}
+
+async fn sealed_server(handshake: ServerHandshake) -> TestServer {
+    serve(
+        ws::server()
+            .route(
+                "/sealed",
+                Endpoint::new(move |_| Sealed::new(handshake.clone(), SealedEcho))
+                    .subprotocols([SUBPROTOCOL])
+                    .require_subprotocol(),
+            )
+            .build(),
+    )
+    .await
+}
+
+async fn connect(server: &TestServer) -> WebSocket {
+    let (socket, _) = ws::client(server.url("/sealed"))
+        .unwrap()
+        .subprotocol(SUBPROTOCOL)
+        .connect()
+        .await
+        .unwrap();
+    socket
+}
+
+async fn next(session: &mut SealedSocket) -> Message {
+    rt::timeout(Duration::from_secs(10), session.recv())
+        .await
+        .expect("a message within 10 s")
+        .expect("the session is open")
+        .expect("the message opens")
+}
+
+async fn sealed_session_echoes_with_a_pinned_key() {
+    let handshake = ServerHandshake::new(Some(KeyPair::generate()));
+    let pin = handshake.public_key();
+    let server = sealed_server(handshake).await;
+    let mut session = SealedSocket::open(connect(&server).await, pin)
+        .await
+        .unwrap();
+    assert_eq!(session.server_key(), pin);
+    assert_eq!(next(&mut session).await, Message::text("welcome"));
+    for message in [
+        Message::text("hello"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text(""),
+        Message::binary(vec![7u8; 100_000]),
+    ] {
+        session.send(message.clone()).await.unwrap();
+        assert_eq!(next(&mut session).await, message);
+    }
+    // From another task, through a sender.
+    let sender = session.sender();
+    let task = rt::spawn(async move { sender.send("from a task").await.is_ok() });
+    assert_eq!(next(&mut session).await, Message::text("from a task"));
+    drop(task);
+    session.close(ws::CloseCode::NORMAL, "").await.unwrap();
+    assert!(
+        rt::timeout(Duration::from_secs(10), session.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_pinned_key_detects_an_impostor() {
+    let server = sealed_server(ServerHandshake::new(Some(KeyPair::generate()))).await;
+    let expected = KeyPair::generate().public();
+    let error = SealedSocket::open(connect(&server).await, Some(expected))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::Handshake(HandshakeError::ServerKeyMismatch { .. })
+        ),
+        "{error}"
+    );
+    // A server with no long-term key cannot satisfy a pin either.
+    let unkeyed = sealed_server(ServerHandshake::new(None)).await;
+    let error = SealedSocket::open(connect(&unkeyed).await, Some(expected))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::Handshake(HandshakeError::ServerNotAuthenticated)
+        ),
+        "{error}"
+    );
+    // Without a pin the session is encrypted and says which key it saw.
+    let mut session = SealedSocket::open(connect(&unkeyed).await, None)
+        .await
+        .unwrap();
+    assert_eq!(session.server_key(), None);
+    assert_eq!(next(&mut session).await, Message::text("welcome"));
+}
+
+async fn clients_that_do_not_encrypt_are_refused() {
+    let server = sealed_server(ServerHandshake::new(None)).await;
+    // No subprotocol: refused in the HTTP handshake.
+    let refused = ws::connect(server.url("/sealed")).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ws::ConnectError::Handshake(ResponseError::Status { status, .. })
+                if status.as_u16() == 400
+        ),
+        "{refused:?}"
+    );
+    // The subprotocol, then plaintext instead of a hello: closed with 1008.
+    let mut socket = connect(&server).await;
+    socket.send("hello?").await.unwrap();
+    let ended = rt::timeout(Duration::from_secs(10), async {
+        while socket.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok());
+    let closed = socket.closed().expect("closed");
+    assert_eq!(closed.code, ws::CloseCode::POLICY_VIOLATION, "{closed:?}");
+    assert!(closed.reason.contains("malformed hello"), "{closed:?}");
+    // A client asking for the subprotocol of a server that does not serve it.
+    let plain = super::common::echo_server(ws::ServerConfig::default()).await;
+    let (socket, _) = ws::client(plain.url("/echo"))
+        .unwrap()
+        .subprotocol(SUBPROTOCOL)
+        .connect()
+        .await
+        .unwrap();
+    let error = SealedSocket::open(socket, None).await.unwrap_err();
+    assert!(matches!(error, SessionError::NotNegotiated), "{error}");
+}
+
+/// Drives the handshake by hand so the test holds the sealed records.
+async fn replayed_and_altered_messages_close_the_session() {
+    for attack in ["replay", "flip", "skip"] {
+        let server = sealed_server(ServerHandshake::new(None)).await;
+        let mut socket = connect(&server).await;
+        let handshake = ClientHandshake::new(None);
+        socket
+            .send(Message::binary(handshake.hello().to_vec()))
+            .await
+            .unwrap();
+        let Some(Ok(Message::Binary(accept))) = socket.recv().await else {
+            panic!("no accept")
+        };
+        let mut session = handshake.finish(&accept).unwrap();
+        let Some(Ok(Message::Binary(welcome))) = socket.recv().await else {
+            panic!("no welcome")
+        };
+        assert_eq!(
+            session.opener.open(&welcome).unwrap(),
+            (Kind::Text, b"welcome".to_vec())
+        );
+        let first = session.sealer.seal(Kind::Text, b"one").unwrap();
+        let second = session.sealer.seal(Kind::Text, b"two").unwrap();
+        socket.send(Message::binary(first.clone())).await.unwrap();
+        let Some(Ok(Message::Binary(echo))) = socket.recv().await else {
+            panic!("no echo")
+        };
+        assert_eq!(session.opener.open(&echo).unwrap().1, b"one");
+        let (bad, expected) = match attack {
+            "replay" => (
+                first,
+                OpenError::Replayed {
+                    counter: 0,
+                    expected: 1,
+                },
+            ),
+            "flip" => {
+                let mut flipped = second;
+                *flipped.last_mut().unwrap() ^= 1;
+                (flipped, OpenError::Tampered { counter: 1 })
+            }
+            _ => (
+                session.sealer.seal(Kind::Text, b"three").unwrap(),
+                OpenError::Skipped {
+                    counter: 2,
+                    expected: 1,
+                },
+            ),
+        };
+        socket.send(Message::binary(bad)).await.unwrap();
+        rt::timeout(Duration::from_secs(10), async {
+            while socket.recv().await.is_some() {}
+        })
+        .await
+        .unwrap();
+        let closed = socket.closed().expect("closed");
+        assert_eq!(closed.code, ws::CloseCode::POLICY_VIOLATION, "{attack}");
+        assert_eq!(
+            closed.reason,
+            format!("encrypted session: {expected}"),
+            "{attack}"
+        );
+    }
+}
+
+adapter_tests!(
+    sealed_session_echoes_with_a_pinned_key,
+    a_pinned_key_detects_an_impostor,
+    clients_that_do_not_encrypt_are_refused,
+    replayed_and_altered_messages_close_the_session,
+);
