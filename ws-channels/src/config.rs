@@ -241,6 +241,7 @@ impl ChannelsConfig {
         history_size: Option<u64>,
         history_ttl_secs: Option<u64>,
         presence_events: bool,
+        encrypted: bool,
     ) -> Result<ChannelOptions, String> {
         let max_participants = match max_participants {
             None => self.max_participants,
@@ -273,6 +274,7 @@ impl ChannelsConfig {
             history_size,
             history_ttl,
             presence_events,
+            encrypted,
             linger: self.channel_linger,
         })
     }

@@ -557,6 +557,7 @@ impl ChannelManager {
                 history_size,
                 history_ttl,
                 presence_events,
+                encrypted,
                 info,
             } => {
                 self.check_name(&channel)?;
@@ -564,7 +565,13 @@ impl ChannelManager {
                 self.check_room_for_channel(session, &channel)?;
                 let options = self
                     .config
-                    .channel_options(max_participants, history_size, history_ttl, presence_events)
+                    .channel_options(
+                        max_participants,
+                        history_size,
+                        history_ttl,
+                        presence_events,
+                        encrypted,
+                    )
                     .map_err(|m| error(ErrorCode::Limit, m))?;
                 let operation = Operation::Create {
                     channel: channel.clone(),
@@ -602,15 +609,19 @@ impl ChannelManager {
                         format!("data is at most {} bytes", self.config.max_payload),
                     ));
                 }
+                let options = self.channels.get(&channel).map(|c| c.options);
+                if options.is_some_and(|o| o.encrypted) && !data.is_e2e_envelope() {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        "an encrypted channel carries only end-to-end envelopes ({\"e2e\": \"keys\" | \"msg\", ...})",
+                    ));
+                }
                 let from = ClientInfo {
                     session,
                     user: self.sessions[&session].user.clone(),
                     info: membership.info.clone(),
                 };
-                let history = self
-                    .channels
-                    .get(&channel)
-                    .and_then(|c| c.options.history());
+                let history = options.and_then(|o| o.history());
                 self.op(
                     Operation::Publish {
                         channel,

@@ -68,6 +68,7 @@ pub(crate) enum Command {
         history_size: Option<u64>,
         history_ttl: Option<u64>,
         presence_events: bool,
+        encrypted: bool,
         info: Option<Payload>,
     },
     Join {
@@ -125,6 +126,8 @@ struct CreateData {
     history_ttl: Option<u64>,
     #[serde(default)]
     presence_events: bool,
+    #[serde(default)]
+    encrypted: bool,
     info: Option<Payload>,
 }
 
@@ -204,6 +207,7 @@ pub(crate) fn parse(
                 history_size: d.history_size,
                 history_ttl: d.history_ttl,
                 presence_events: d.presence_events,
+                encrypted: d.encrypted,
                 info: d.info,
             }
         }

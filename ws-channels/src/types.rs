@@ -115,6 +115,18 @@ impl Payload {
         self.0.is_empty()
     }
 
+    /// Whether this is an end-to-end client's envelope: an object whose
+    /// `e2e` is `"keys"` or `"msg"`.
+    pub fn is_e2e_envelope(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Tagged<'a> {
+            #[serde(borrow)]
+            e2e: &'a str,
+        }
+        serde_json::from_str::<Tagged<'_>>(&self.0)
+            .is_ok_and(|tagged| matches!(tagged.e2e, "keys" | "msg"))
+    }
+
     /// The value, parsed.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
@@ -224,6 +236,13 @@ pub struct ChannelOptions {
     pub history_ttl: Duration,
     /// Whether participants get `join` and `leave` events.
     pub presence_events: bool,
+    /// An end-to-end encrypted channel: its publications must be the
+    /// envelopes of an end-to-end client (`{"e2e": "keys" | "msg", ...}`,
+    /// as `ws-crypto` and the browser module make them), so no client
+    /// publishes plaintext into it by mistake. The server checks the
+    /// shape; it cannot read the content.
+    #[serde(default)]
+    pub encrypted: bool,
     /// How long the channel, and its history, outlives its last member,
     /// so sessions that reconnect can join again and recover.
     #[serde(with = "duration_secs")]

@@ -673,6 +673,7 @@ mod tests {
             history_size: 0,
             history_ttl: Duration::from_secs(60),
             presence_events: false,
+            encrypted: false,
             linger: Duration::from_secs(60),
         };
         let owner = Member {

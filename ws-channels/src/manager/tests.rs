@@ -848,3 +848,35 @@ fn closing_a_session_leaves_no_trace() {
     let roster = sim.run(sim.backend().presence.members("room", 10)).unwrap();
     assert_eq!(roster.total, 0);
 }
+
+#[test]
+fn an_encrypted_channel_carries_only_end_to_end_envelopes() {
+    let mut sim = room(ChannelsConfig::default(), json!({"encrypted": true}));
+    join(&mut sim, B, 1);
+    for (id, plaintext) in [
+        (2, json!("hi")),
+        (3, json!({"text": "hi"})),
+        (4, json!({"e2e": "other"})),
+        (5, json!({"e2e": 1})),
+    ] {
+        sim.send(0, B, &cmd(id, "room", "publish", plaintext));
+        assert_eq!(error_code(&reply(sim.take(0, B), id)), "bad_request");
+    }
+    let sealed =
+        json!({"e2e": "msg", "epoch": 1, "seq": 1, "nonce": "AAAAAAAAAAAAAAAA", "ct": "AAAA"});
+    sim.send(0, B, &cmd(6, "room", "publish", sealed.clone()));
+    let outs = sim.take(0, B);
+    assert_eq!(events(outs.clone(), "message")[0]["data"], sealed);
+    assert_eq!(reply(outs, 6)["ok"], true);
+    // An ordinary channel takes anything.
+    sim.send(0, A, &cmd(7, "open", "create", json!({})));
+    sim.send(0, A, &cmd(8, "open", "publish", json!("hi")));
+    let replies: Vec<Value> = messages(sim.take(0, A))
+        .into_iter()
+        .filter(|m| m["type"] == "response")
+        .collect();
+    assert!(
+        replies.iter().all(|r| r["data"]["ok"] == true),
+        "{replies:?}"
+    );
+}
