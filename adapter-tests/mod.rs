@@ -9,6 +9,7 @@ mod api;
 mod channels;
 mod closing;
 mod deflate;
+mod e2e_channels;
 mod envelopes;
 mod handlers;
 mod handshake;

@@ -18,6 +18,7 @@
 //! errors.
 
 pub mod channel;
+pub mod client;
 mod keys;
 pub mod sealed;
 pub mod session;
