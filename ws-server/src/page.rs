@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
+const E2E_MODULE: &str = include_str!("page/e2e.js");
 const STYLE: &str = include_str!("page/style.css");
 
 /// Scripts and styles from this origin only; WebSockets to it ('self'
@@ -31,6 +32,12 @@ pub(crate) async fn index() -> impl IntoResponse {
 
 pub(crate) async fn script() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// The end-to-end encryption module (WebCrypto), for the page and for
+/// other pages of this origin: `import { E2eChannels } from "/e2e.js"`.
+pub(crate) async fn e2e_module() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", E2E_MODULE)
 }
 
 pub(crate) async fn style() -> impl IntoResponse {

@@ -345,6 +345,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
+        .route("/e2e.js", get(page::e2e_module))
         .route("/style.css", get(page::style))
         .route("/channels", get(upgrade))
         .route("/metrics", get(metrics))
