@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use serde_json::{Value, json};
@@ -211,6 +213,16 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
         .unwrap_or_default();
     assert!(publications.len() >= 6, "{history}");
     assert!(publications.iter().all(|p| p["data"]["e2e"].is_string()));
+    // Not merely encoded: the ciphertexts, decoded, are not the plaintexts.
+    for publication in &publications {
+        let Some(ct) = publication["data"]["ct"].as_str() else {
+            continue;
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(ct).unwrap();
+        for secret in SECRETS {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
     // A plaintext publication is refused by the encrypted channel.
     let refused = observer2
         .command("2", "publish", json!({"text": "plain"}))

@@ -57,6 +57,7 @@ fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
         history_size,
         history_ttl: Duration::from_secs(300),
         presence_events: false,
+        encrypted: false,
         linger: Duration::from_secs(300),
     }
 }

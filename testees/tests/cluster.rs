@@ -785,3 +785,193 @@ async fn redis_racing_publishers_share_one_gapless_order() {
 async fn nats_racing_publishers_share_one_gapless_order() {
     racing_publishers_share_one_gapless_order(Kind::Nats).await;
 }
+
+/// Everything the broker carries and keeps under `prefix`, as text: for
+/// Redis every key of the prefix by type (the history stream, rosters,
+/// member info) plus what was published on its channels; for NATS every
+/// message published on any subject while `conversation` ran (JetStream
+/// stores exactly what is published to it).
+async fn broker_contents<F: Future<Output = ()>>(
+    kind: Kind,
+    url: &str,
+    prefix: &str,
+    conversation: F,
+) -> String {
+    use futures_lite::StreamExt;
+    let mut seen = String::new();
+    match kind {
+        Kind::Redis => {
+            let client = redis::Client::open(url).unwrap();
+            let mut pubsub = client.get_async_pubsub().await.unwrap();
+            pubsub.psubscribe(format!("{prefix}*")).await.unwrap();
+            conversation.await;
+            let mut stream = pubsub.on_message();
+            while let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(300), stream.next()).await
+            {
+                seen.push_str(&message.get_payload::<String>().unwrap());
+            }
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(!keys.is_empty(), "no keys under {prefix}");
+            for key in keys {
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let mut command = match kind.as_str() {
+                    "string" => redis::cmd("GET"),
+                    "hash" => redis::cmd("HGETALL"),
+                    "zset" => redis::cmd("ZRANGE"),
+                    "set" => redis::cmd("SMEMBERS"),
+                    "list" => redis::cmd("LRANGE"),
+                    "stream" => redis::cmd("XRANGE"),
+                    other => panic!("a {other} under {key}"),
+                };
+                command.arg(&key);
+                match kind.as_str() {
+                    "zset" | "list" => {
+                        command.arg(0).arg(-1);
+                    }
+                    "stream" => {
+                        command.arg("-").arg("+");
+                    }
+                    _ => {}
+                }
+                let value: redis::Value = command.query_async(&mut conn).await.unwrap();
+                seen.push_str(&format!("{key}: {value:?}\n"));
+            }
+        }
+        Kind::Nats => {
+            let client = async_nats::connect(url).await.unwrap();
+            let mut all = client.subscribe(">").await.unwrap();
+            client.flush().await.unwrap();
+            conversation.await;
+            while let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(300), all.next()).await
+            {
+                seen.push_str(&String::from_utf8_lossy(&message.payload));
+                seen.push('\n');
+            }
+        }
+    }
+    seen
+}
+
+async fn e2e_channels_leave_only_ciphertext_in_the_broker(kind: Kind) {
+    use ws_crypto::KeyPair;
+    use ws_crypto::client::{E2eClient, E2eEvent};
+    let Some(url) = service(kind) else { return };
+    let prefix = unique_prefix("e2e");
+    let [a, b, _c] = Node::start_three(&url, &prefix, &NodeOptions::default()).await;
+    let connect = |node: &Node, user: &str| {
+        let url = format!("ws://{}/channels?user={user}", node.addr);
+        async move {
+            let (socket, _) = ws_tokio::connect(url.as_str()).await.unwrap();
+            E2eClient::new(socket, KeyPair::generate())
+        }
+    };
+    let mut ann = connect(&a, "ann").await;
+    let mut bob = connect(&b, "bob").await;
+    async fn until_message(client: &mut E2eClient) -> Vec<u8> {
+        loop {
+            let event = tokio::time::timeout(WAIT, client.next_event())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            match event {
+                E2eEvent::Message { plaintext, .. } => return plaintext,
+                E2eEvent::Refused { error, .. } => panic!("{error}"),
+                _ => {}
+            }
+        }
+    }
+    let seen = broker_contents(kind, &url, &prefix, async {
+        ann.create("room", 100).await.unwrap();
+        bob.join("room").await.unwrap();
+        // Ann's client hands over the key when Bob's join reaches her node.
+        loop {
+            match tokio::time::timeout(WAIT, ann.next_event())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                E2eEvent::Joined { granted, .. } => break assert!(granted),
+                E2eEvent::Other(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        ann.publish("room", b"the vault code is 4711")
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(WAIT, bob.next_event())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                E2eEvent::Keys { .. } => break,
+                E2eEvent::Refused { .. } | E2eEvent::Other(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        bob.publish("room", b"noted: the vault code").await.unwrap();
+        assert_eq!(until_message(&mut ann).await, b"the vault code is 4711");
+        assert_eq!(until_message(&mut ann).await, b"noted: the vault code");
+    })
+    .await;
+    assert!(
+        seen.contains("e2e"),
+        "{kind:?}: the broker carried the conversation"
+    );
+    assert!(
+        !seen.contains("vault"),
+        "{kind:?}: plaintext in the broker: {seen}"
+    );
+    // Nor merely encoded: every ciphertext, decoded, is not the plaintext.
+    let sealed = ciphertexts(&seen);
+    assert!(sealed.len() >= 2, "{kind:?}: {seen}");
+    for bytes in sealed {
+        assert!(
+            !bytes.windows(5).any(|w| w == b"vault"),
+            "{kind:?}: plaintext under base64"
+        );
+    }
+}
+
+/// The decoded `ct` fields in `text` (JSON, possibly escaped again).
+fn ciphertexts(text: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("ct")
+        .filter_map(|(at, _)| {
+            let rest = text[at + 2..].trim_start_matches(['"', '\\', ':', ' ']);
+            let run: String = rest.chars().take_while(|&c| alphabet(c)).collect();
+            (run.len() >= 22)
+                .then(|| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(run)
+                        .ok()
+                })
+                .flatten()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_e2e_channels_leave_only_ciphertext_in_the_broker() {
+    e2e_channels_leave_only_ciphertext_in_the_broker(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn nats_e2e_channels_leave_only_ciphertext_in_the_broker() {
+    e2e_channels_leave_only_ciphertext_in_the_broker(Kind::Nats).await;
+}

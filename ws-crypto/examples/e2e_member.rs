@@ -51,7 +51,9 @@ async fn run(url: &str, channel: &str, create: bool) -> Result<(), Box<dyn std::
             E2eEvent::Joined { user, granted, .. } => {
                 println!("joined {} granted={granted}", user.unwrap_or_default());
             }
-            E2eEvent::Message { user, plaintext, .. } => {
+            E2eEvent::Message {
+                user, plaintext, ..
+            } => {
                 let text = String::from_utf8_lossy(&plaintext).into_owned();
                 println!("message {}: {text}", user.unwrap_or_default());
                 let ours = text.starts_with("rust got: ") || text == "hello from rust";

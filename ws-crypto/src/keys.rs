@@ -248,6 +248,13 @@ mod tests {
         assert_eq!("a".repeat(44).parse::<PublicKey>(), Err(InvalidPublicKey));
     }
 
+    /// The same groups the browser module's `fingerprint` shows.
+    #[test]
+    fn fingerprints_match_the_browser_module() {
+        let key = KeyPair::from_secret_bytes([4; 32]).public();
+        assert_eq!(key.fingerprint(), "9942 8f8b 20c2 5e95 0740 451d f43b 4ace");
+    }
+
     #[test]
     fn debug_shows_no_secret() {
         let pair = KeyPair::from_secret_bytes([7; 32]);
