@@ -223,6 +223,20 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
         }
     }
+    // A key hand-over from a member who is not the owner is refused.
+    let forged =
+        json!({"e2e": "keys", "epoch": 9, "keys": {bob.session("room").unwrap(): "A".repeat(107)}});
+    assert_eq!(observer2.command("3", "publish", forged).await["ok"], true);
+    let refused = until(&mut bob, |event| match event {
+        E2eEvent::Refused { error, .. } => Some(error),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        refused,
+        E2eError::Malformed("keys from a session that is not the owner")
+    );
+    assert_eq!(bob.epoch("room"), Some(3));
     // A plaintext publication is refused by the encrypted channel.
     let refused = observer2
         .command("2", "publish", json!({"text": "plain"}))

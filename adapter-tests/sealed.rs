@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ws_crypto::KeyPair;
 use ws_crypto::sealed::{
-    SUBPROTOCOL, Sealed, SealedCtx, SealedHandler, SealedSocket, SessionError,
+    SUBPROTOCOL, Sealed, SealedCtx, SealedHandler, SealedSendError, SealedSocket, SessionError,
 };
 use ws_crypto::session::{ClientHandshake, HandshakeError, Kind, OpenError, ServerHandshake};
 
@@ -24,6 +24,20 @@ impl SealedHandler for SealedEcho {
     }
 
     async fn on_message(&mut self, ctx: &mut SealedCtx<'_>, message: Message) {
+        if message.as_text() == Some("flood") {
+            // Until the send queue is full; the refused record's counter
+            // must be taken back, or the next message would leave a gap.
+            let mut sent = 0u32;
+            loop {
+                match ctx.try_send(Message::binary(vec![1u8; 64 * 1024])) {
+                    Ok(()) => sent += 1,
+                    Err(SealedSendError::Send(ws::SendError::Full { .. })) => break,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            let _ = ctx.send(sent.to_string()).await;
+            return;
+        }
         let _ = ctx.send(message).await;
     }
 }
@@ -90,6 +104,33 @@ async fn sealed_session_echoes_with_a_pinned_key() {
             .unwrap()
             .is_none()
     );
+}
+
+async fn a_full_send_queue_leaves_no_gap_in_the_counters() {
+    let server = sealed_server(ServerHandshake::new(None)).await;
+    let mut session = SealedSocket::open(connect(&server).await, None)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut session).await, Message::text("welcome"));
+    session.send("flood").await.unwrap();
+    // Not reading yet lets the server's queue fill.
+    rt::sleep(Duration::from_millis(200)).await;
+    let mut floods = 0u32;
+    loop {
+        match next(&mut session).await {
+            Message::Binary(bytes) => {
+                assert_eq!(bytes.len(), 64 * 1024);
+                floods += 1;
+            }
+            Message::Text(count) => {
+                assert_eq!(count.as_str(), floods.to_string());
+                break;
+            }
+        }
+    }
+    assert!(floods > 0);
+    session.send("still in step").await.unwrap();
+    assert_eq!(next(&mut session).await, Message::text("still in step"));
 }
 
 async fn a_pinned_key_detects_an_impostor() {
@@ -227,6 +268,7 @@ async fn replayed_and_altered_messages_close_the_session() {
 
 adapter_tests!(
     sealed_session_echoes_with_a_pinned_key,
+    a_full_send_queue_leaves_no_gap_in_the_counters,
     a_pinned_key_detects_an_impostor,
     clients_that_do_not_encrypt_are_refused,
     replayed_and_altered_messages_close_the_session,

@@ -710,6 +710,31 @@ mod tests {
     }
 
     #[test]
+    fn a_second_key_for_an_epoch_is_refused() {
+        let (owner, mut bob, _) = room();
+        let mut other = Keyring::new("room");
+        other.rotate();
+        let again = other
+            .wrap_current(&owner.key, [(bob.session, &bob.key.public())])
+            .unwrap();
+        assert_eq!(
+            bob.ring
+                .accept_keys(&bob.key, &owner.key.public(), bob.session, &again),
+            Err(E2eError::KeyConflict { epoch: 1 })
+        );
+        // The same key again is harmless.
+        let same = owner
+            .ring
+            .wrap_current(&owner.key, [(bob.session, &bob.key.public())])
+            .unwrap();
+        assert_eq!(
+            bob.ring
+                .accept_keys(&bob.key, &owner.key.public(), bob.session, &same),
+            Ok(Some(1))
+        );
+    }
+
+    #[test]
     fn only_the_last_epochs_are_kept() {
         let (mut owner, ..) = room();
         for _ in 0..10 {

@@ -10,6 +10,10 @@
 //! until [`E2eClient::admit`]). The server relays wrapped keys and
 //! ciphertext only.
 //!
+//! The owner's client hands keys to members who join, and starts a new
+//! epoch when one leaves, while it handles events: keep calling
+//! [`E2eClient::next_event`] (a loop in its own task) on the owner's side.
+//!
 //! The client learns its own session id and the owner's key from the
 //! channel's presence list, which the server supplies. An honest server
 //! cannot read anything; a malicious one could substitute public keys in
