@@ -1,8 +1,9 @@
 // The page of `ws serve` in headless Chromium, as two people use it: both
 // join a channel and see each other in the roster, exchange messages, one
 // reloads and finds the history; the owner kicks the other, who is told,
-// then bans them, and they cannot come back. Neither page may log a
-// console error. A screenshot goes to target/ci/page.png.
+// then bans them, and they cannot come back. Then an end-to-end encrypted
+// channel: two pages talk, a page without the key sees ciphertext only.
+// No page may log a console error. A screenshot goes to target/ci/page.png.
 //
 // Usage: node page.mjs PATH/TO/ws   (the ws-server binary)
 // The browser is Debian's chromium ($CHROMIUM, default `chromium` on PATH),
@@ -109,10 +110,46 @@ try {
   check(true, "a banned user cannot join again, and is told why");
   check(!(await roster(ann, "bob").count()), "bob is not back in ann's roster");
 
+  // End-to-end encrypted: two pages with the box ticked talk; a third
+  // without it sees only ciphertext and cannot post plaintext.
+  const cara = await person("cara");
+  const dan = await person("dan");
+  const eve = await person("eve");
+  await cara.check("#e2e");
+  await join(cara, "cara", "vault");
+  await cara.waitForSelector("#room:not([hidden])");
+  await dan.check("#e2e");
+  await join(dan, "dan", "vault");
+  await dan.locator("#messages li.system", { hasText: "Key received (epoch 1)" }).waitFor();
+  check(true, "an encrypted channel's owner page hands the key to a newcomer");
+  check(/^[0-9a-f]{4}( [0-9a-f]{4}){7}$/.test(await dan.textContent("#fingerprint")), "the page shows its key's fingerprint");
+  await cara.fill("#text", "the vault opens at noon");
+  await cara.click("#send");
+  await dan.locator("#messages li.message.sealed", { hasText: "the vault opens at noon" }).waitFor();
+  await dan.fill("#text", "noted");
+  await dan.click("#send");
+  await cara.locator("#messages li.message.sealed", { hasText: "noted" }).waitFor();
+  check(true, "encrypted messages cross both ways, marked as sealed");
+  await join(eve, "eve", "vault");
+  await eve.waitForSelector("#room:not([hidden])");
+  await cara.fill("#text", "second secret");
+  await cara.click("#send");
+  await eve.locator("#messages li.message", { hasText: '"e2e":"msg"' }).first().waitFor();
+  const seenByEve = await eve.textContent("#messages");
+  check(!seenByEve.includes("second secret") && !seenByEve.includes("noon"), "a page without the key sees ciphertext only");
+  await eve.fill("#text", "plain words");
+  await eve.click("#send");
+  await eve.waitForSelector("#error:not([hidden])");
+  check((await eve.textContent("#error")).includes("only end-to-end envelopes"), "plaintext into an encrypted channel is refused");
+  await roster(cara, "dan").locator("button.kick").click();
+  await cara.locator("#messages li.system", { hasText: "new key (epoch 2)" }).waitFor();
+  check(true, "kicking from an encrypted channel starts a new key epoch");
+
   mkdirSync("target/ci", { recursive: true });
   await ann.screenshot({ path: "target/ci/page.png", fullPage: true });
   await bob.screenshot({ path: "target/ci/page-banned.png", fullPage: true });
-  console.log("screenshots: target/ci/page.png, target/ci/page-banned.png");
+  await cara.screenshot({ path: "target/ci/page-e2e.png", fullPage: true });
+  console.log("screenshots: target/ci/page.png, target/ci/page-banned.png, target/ci/page-e2e.png");
   check(consoleErrors.length === 0, `no console errors${consoleErrors.length ? `: ${consoleErrors.join("; ")}` : ""}`);
 } catch (error) {
   failures.push(String(error));

@@ -44,6 +44,9 @@ const state = {
   last: null, // {offset, epoch} of the last publication seen
   wanted: false, // whether the person wants to be in the channel
   retry: null,
+  encrypted: false, // end-to-end: messages sealed here, through /e2e.js
+  e2e: null, // the E2eChannels of the current socket
+  keyPair: null, // this tab's X25519 key pair, kept across reconnects
 };
 
 function showError(text) {
@@ -71,9 +74,9 @@ function append(item) {
   list.scrollTop = list.scrollHeight;
 }
 
-function showMessage(publication) {
+function showMessage(publication, sealed = false) {
   const item = document.createElement("li");
-  item.className = "message";
+  item.className = sealed ? "message sealed" : "message";
   const from = document.createElement("span");
   from.className = "from";
   from.textContent = publication.from ? publication.from.user || "anonymous" : "server";
@@ -156,6 +159,17 @@ function renderRoster() {
 }
 
 function moderate(action, user) {
+  if (state.e2e) {
+    // Through the module: it starts a new key epoch for those who remain.
+    state.e2e[action](state.channel, user).then(
+      (epoch) => {
+        system(`${user} was ${action === "kick" ? "kicked" : "banned"}; new key (epoch ${epoch}) for the others.`);
+        refreshRoster();
+      },
+      (error) => showError(ERRORS[error.code] || error.message),
+    );
+    return;
+  }
   command(action, { user }, (data) => {
     if (data.ok) {
       system(`${user} was ${action === "kick" ? "kicked" : "banned"}.`);
@@ -206,8 +220,68 @@ function join() {
   command("join", since ? { since } : {}, (reply) => (reply.ok ? entered(reply) : refused(reply)));
 }
 
+// End-to-end: creates the channel encrypted, or joins it. An owner coming
+// back (a reload, a reconnect) starts a new epoch, since its keys were in
+// the page it left.
+async function enterEncrypted() {
+  const socket = state.socket;
+  try {
+    const { E2eChannels, generateKeyPair, fingerprint } = await import("/e2e.js");
+    state.keyPair ??= await generateKeyPair();
+    $("fingerprint").textContent = await fingerprint(state.keyPair.publicKey);
+    if (state.socket !== socket) return;
+    state.e2e = new E2eChannels(socket, state.keyPair, onE2eEvent);
+    try {
+      await state.e2e.create(state.channel, 100);
+      entered({ role: "owner" });
+      system("You created this end-to-end encrypted channel; you hand its keys to whoever joins.");
+    } catch (error) {
+      if (error.code !== "already_exists") return refused(error);
+      await state.e2e.join(state.channel);
+      if (state.e2e.isOwner(state.channel)) {
+        await state.e2e.rotate(state.channel);
+        entered({ role: "owner" });
+      } else {
+        entered({ role: "participant" });
+        system("Waiting for the owner to hand over the key.");
+      }
+    }
+  } catch (error) {
+    if (error.code) refused(error);
+    else showError(`End-to-end encryption failed: ${error.message}`);
+  }
+}
+
+function onE2eEvent(event) {
+  if (event.channel !== undefined && event.channel !== state.channel) return;
+  switch (event.type) {
+    case "message":
+      showMessage({ from: { user: event.user }, data: { text: event.text ?? "(binary)" } }, true);
+      break;
+    case "refused":
+      system(`A message could not be opened (${event.error.code}): ${event.error.message}`);
+      break;
+    case "keys":
+      system(`Key received (epoch ${event.epoch}).`);
+      break;
+    case "joined":
+      if (!event.granted) system(`${event.user || "someone"} was not given the key (removed earlier, or no key).`);
+      break;
+    case "left":
+      system(`New key (epoch ${event.epoch}) for those who remain.`);
+      break;
+    case "error":
+      showError(`End-to-end encryption failed: ${event.error.message}`);
+      break;
+  }
+}
+
 // Creates the channel (becoming its owner), or joins it if it exists.
 function enter() {
+  if (state.encrypted) {
+    enterEncrypted();
+    return;
+  }
   command(
     "create",
     { history_size: 100, history_ttl: 3600, presence_events: true },
@@ -228,7 +302,8 @@ function onEvent(envelope) {
   if (envelope.channel !== state.channel) return;
   switch (envelope.action) {
     case "message":
-      showMessage(data);
+      // End-to-end messages are opened and shown by the module.
+      if (!state.e2e) showMessage(data);
       break;
     case "join":
       state.roster.set(data.from.session, { user: data.from.user, role: "participant" });
@@ -279,6 +354,7 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/channels?${params}`);
   state.socket = socket;
+  state.e2e = null;
   state.pending.clear();
   setStatus("connecting");
   let opened = false;
@@ -295,6 +371,8 @@ function connect() {
       return;
     }
     if (envelope.type === "response") {
+      // The module's commands are its own.
+      if (envelope.id?.startsWith("e2e-")) return;
       const handler = state.pending.get(envelope.id);
       state.pending.delete(envelope.id);
       if (handler) handler(envelope.data || {});
@@ -328,6 +406,8 @@ $("join-form").addEventListener("submit", (event) => {
   state.user = $("user").value.trim();
   state.channel = $("channel").value.trim();
   state.token = $("token").value.trim();
+  state.encrypted = $("e2e").checked;
+  $("e2e-hint").hidden = !state.encrypted;
   state.last = null;
   state.wanted = true;
   $("messages").replaceChildren();
@@ -352,8 +432,15 @@ $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value;
   if (!text || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+  if (state.e2e) {
+    state.e2e.publish(state.channel, text).then(
+      () => ($("text").value = ""),
+      (error) => showError(error.code === "no_key" ? "No key yet: the channel's owner hands it over when their page is open." : ERRORS[error.code] || error.message),
+    );
+    return;
+  }
   command("publish", { text }, (data) => {
-    if (!data.ok) showError(ERRORS[data.code] || data.message);
+    if (!data.ok) showError(data.code === "bad_request" ? `The server refused the message: ${data.message}` : ERRORS[data.code] || data.message);
   });
   $("text").value = "";
 });

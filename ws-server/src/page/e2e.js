@@ -303,6 +303,15 @@ export class E2eChannels {
     this.queue = this.queue.then(() => this.#handle(envelope)).catch((error) => this.onEvent({ type: "error", error }));
   }
 
+  // Runs `work` in line with event handling, so events that arrive while a
+  // join or a rotation waits for the server are handled after it (a key
+  // hand-over must not be read before the client knows its own session).
+  #serial(work) {
+    const run = this.queue.then(work);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
   command(channel, action, data = {}) {
     const id = `e2e-${++this.nextId}`;
     return new Promise((resolve, reject) => {
@@ -341,18 +350,22 @@ export class E2eChannels {
   }
 
   /** Creates `channel` encrypted, owned by this client, with epoch 1. */
-  async create(channel, historySize = 0) {
-    const data = { encrypted: true, presence_events: true, info: this.#info() };
-    if (historySize > 0) data.history_size = historySize;
-    await this.command(channel, "create", data);
-    await this.#findSelf(channel);
-    await this.rings.get(channel).rotate();
+  create(channel, historySize = 0) {
+    return this.#serial(async () => {
+      const data = { encrypted: true, presence_events: true, info: this.#info() };
+      if (historySize > 0) data.history_size = historySize;
+      await this.command(channel, "create", data);
+      await this.#findSelf(channel);
+      await this.rings.get(channel).rotate();
+    });
   }
 
   /** Joins `channel`; the key arrives as a "keys" event. */
-  async join(channel) {
-    await this.command(channel, "join", { info: this.#info() });
-    await this.#findSelf(channel);
+  join(channel) {
+    return this.#serial(async () => {
+      await this.command(channel, "join", { info: this.#info() });
+      await this.#findSelf(channel);
+    });
   }
 
   async leave(channel) {
@@ -368,20 +381,39 @@ export class E2eChannels {
     await this.command(channel, "publish", sealed);
   }
 
-  async kick(channel, user) {
-    await this.command(channel, "kick", { user });
-    this.joined.get(channel)?.withheld.add(user);
-    return this.rotate(channel);
+  /** (Owner) Kicks `user` and starts a new epoch for those who remain. */
+  kick(channel, user) {
+    return this.#serial(async () => {
+      await this.command(channel, "kick", { user });
+      this.joined.get(channel)?.withheld.add(user);
+      return this.#rotate(channel);
+    });
   }
 
-  async ban(channel, user, duration) {
-    await this.command(channel, "ban", duration ? { user, duration } : { user });
-    this.joined.get(channel)?.withheld.add(user);
-    return this.rotate(channel);
+  /** (Owner) Bans `user` and starts a new epoch for those who remain. */
+  ban(channel, user, duration) {
+    return this.#serial(async () => {
+      await this.command(channel, "ban", duration ? { user, duration } : { user });
+      this.joined.get(channel)?.withheld.add(user);
+      return this.#rotate(channel);
+    });
+  }
+
+  /** (Owner) Lets `user` have keys again and hands its sessions the current key. */
+  admit(channel, user) {
+    return this.#serial(async () => {
+      this.joined.get(channel)?.withheld.delete(user);
+      const members = await this.#presence(channel);
+      await this.#grant(channel, members.filter((m) => m.user === user && m.key?.length === 32).map((m) => [m.session, m.key]));
+    });
   }
 
   /** (Owner) A new epoch for everyone present but withheld users. */
-  async rotate(channel) {
+  rotate(channel) {
+    return this.#serial(() => this.#rotate(channel));
+  }
+
+  async #rotate(channel) {
     const members = await this.#presence(channel);
     const joined = this.joined.get(channel);
     const keep = members.filter((m) => m.session !== joined.me && !joined.withheld.has(m.user) && m.key?.length === 32);
@@ -416,7 +448,7 @@ export class E2eChannels {
       case "leave": {
         if (!this.isOwner(channel)) return this.onEvent({ type: "other", envelope });
         if (!joined.holders.delete(from.session)) return;
-        const epoch = await this.rotate(channel);
+        const epoch = await this.#rotate(channel);
         return this.onEvent({ type: "left", channel, session: from.session, epoch });
       }
       case "kicked":
