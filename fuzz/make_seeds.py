@@ -154,3 +154,13 @@ write("channels", "topics-time", b"\x00" + open2 + cmd(0, 10, 2) + cmd(1, 10, 2)
 hold, step, release = bytes([2, 0xC1]), bytes([2, 0x80]), bytes([2, 0xC0])
 write("channels", "held", b"\x00" + open2 + cmd(2, 0) + cmd(1, 1) + cmd(2, 3) + hold + cmd(2, 3) + cmd(1, 1) + step + step + cmd(2, 3) + release)
 write("channels", "raw", b"\x00" + open2 + bytes([4, 0, 20]) + b'{"type":"command"}xx' + cmd(0, 13) + cmd(0, 9))
+
+# crypto: a mode byte (0 hello, 1 accept, 2 record, 3 end-to-end JSON), then
+# the bytes; see ws-crypto's fuzzing.rs.
+os.makedirs("corpus/crypto", exist_ok=True)
+write("crypto", "hello", bytes([0, 1, 1]) + bytes([9] * 32) + bytes([2, 1, 2]))
+write("crypto", "accept", bytes([1, 2, 1]) + bytes([7] * 32) + bytes([1, 1]) + bytes([8] * 32) + bytes(32))
+write("crypto", "record-aes", bytes([2, 3]) + bytes(8) + b"hello" + bytes(16))
+write("crypto", "record-chacha", bytes([6, 4]) + bytes(7) + b"\x01" + bytes(20))
+write("crypto", "e2e-msg", b'\x03{"e2e":"msg","epoch":1,"seq":1,"nonce":"AAAAAAAAAAAAAAAA","ct":"AAAAAAAAAAAAAAAAAAAAAA"}')
+write("crypto", "e2e-keys", b'\x03{"e2e":"keys","epoch":2,"keys":{"b":"' + b"A" * 107 + b'"}}')

@@ -19,6 +19,9 @@
 
 pub mod channel;
 pub mod client;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 pub mod sealed;
 pub mod session;
