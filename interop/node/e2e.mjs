@@ -5,7 +5,10 @@
 // a channel a Rust member joins. A plain WebSocket in the same browser
 // reads what the server stored and finds only ciphertext.
 //
-// Usage: node e2e.mjs PATH/TO/ws PATH/TO/e2e_member
+// Then the browser's encrypted-session client checks ws-crypto's known
+// answer and talks to a Rust sealed server (the sealed_echo example).
+//
+// Usage: node e2e.mjs PATH/TO/ws PATH/TO/e2e_member PATH/TO/sealed_echo
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
@@ -17,7 +20,7 @@ const check = (condition, what) => {
   if (!condition) failures.push(what);
 };
 
-const [binary, member] = process.argv.slice(2);
+const [binary, member, sealedEcho] = process.argv.slice(2);
 const server = spawn(binary, ["serve", "--listen", "127.0.0.1:0"], {
   stdio: ["ignore", "pipe", "inherit"],
   env: { ...process.env, WS_LOG: "warn" },
@@ -187,6 +190,78 @@ try {
   check(stored.publications >= 4, `the history holds the conversation (${stored.publications} publications)`);
   check(!/hello from rust|rust got|hello from chromium/.test(stored.seen) && stored.seen.includes('"e2e":"msg"'), "what the server stored and relayed is ciphertext only");
   check(stored.plain === "bad_request", "the encrypted channel refuses a plaintext publication");
+  // 4. Encrypted sessions: the browser's client against ws-crypto's
+  // known answer, then against a Rust server (the sealed_echo example).
+  const known = await page.evaluate(async () => {
+    const { importKeyPair, sessionHello, sessionFinish, sealRecord, openRecord } = await import("/e2e.js");
+    const fill = (b) => new Uint8Array(32).fill(b);
+    const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    const unhex = (text) => Uint8Array.from(text.match(/../g), (h) => parseInt(h, 16));
+    const start = await sessionHello(await importKeyPair(fill(1)));
+    const accept = unhex("0201ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e587d5901015dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e0124b3ef22d704e47aa06b7f551ddaa0f6c4b831eda628efb211a8bf4c75b688fe2b52d14b");
+    const keys = await sessionFinish(start, accept, (await importKeyPair(fill(3))).publicKey);
+    const reply = await openRecord(keys.receive, 0, unhex("0400000000000000005a8b5b7c3b4e53b8b5d3ca929fb715988075"));
+    let forged = "accepted";
+    try {
+      const altered = accept.slice();
+      altered[5] ^= 1;
+      await sessionFinish(start, altered, null);
+    } catch (error) {
+      forged = error.code;
+    }
+    return { hello: hex(start.hello), record: hex(await sealRecord(keys.send, 0, "hello")), reply: Array.from(reply), forged };
+  });
+  check(
+    known.hello === "0101a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a2090101" &&
+      known.record === "030000000000000000fce349e9389e3998bf64ffca1fa0b8fc6e5880f7a8" &&
+      known.reply.join() === "0,1",
+    "WebCrypto's session client matches ws-crypto's key-schedule known answer",
+  );
+  check(known.forged === "confirmation_failed", `an altered accept fails confirmation in the browser (${known.forged})`);
+
+  const echo = spawn(sealedEcho, ["127.0.0.1:0", base.replace(/\/$/, "")], { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(echo);
+  const [listening] = await once(createInterface({ input: echo.stdout }), "line");
+  const [, sealedUrl, serverKey] = listening.match(/listening (\S+) key (\S+)/);
+  // ws serve's page may only connect to its own origin (CSP); this page
+  // ignores that to reach the echo server on another port.
+  const other = await (await browser.newContext({ bypassCSP: true })).newPage();
+  other.on("pageerror", (error) => consoleErrors.push(error.message));
+  await other.goto(base);
+  const session = await other.evaluate(
+    async ([url, key]) => {
+      const { SealedSession, SESSION_SUBPROTOCOL, generateKeyPair } = await import("/e2e.js");
+      const connect = async () => {
+        const socket = new WebSocket(url, [SESSION_SUBPROTOCOL]);
+        await new Promise((resolve, reject) => {
+          socket.onopen = resolve;
+          socket.onerror = reject;
+        });
+        return socket;
+      };
+      const received = [];
+      const session = await SealedSession.open(await connect(), key, (message) => received.push(message));
+      session.send("hello from chromium");
+      session.send(Uint8Array.of(0, 1, 2, 255));
+      session.send("é ✓");
+      const deadline = Date.now() + 10_000;
+      while (received.length < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      let wrongPin = "accepted";
+      try {
+        await SealedSession.open(await connect(), (await generateKeyPair()).publicText);
+      } catch (error) {
+        wrongPin = error.code;
+      }
+      return { received: received.map((m) => (typeof m === "string" ? m : Array.from(m).join())), serverKey: session.serverKey, wrongPin };
+    },
+    [sealedUrl, serverKey],
+  );
+  check(
+    session.received.join("|") === "hello from chromium|0,1,2,255|é ✓" && session.serverKey === serverKey,
+    `a Rust sealed server echoes the browser's text and binary messages (${session.received.join("|")})`,
+  );
+  check(session.wrongPin === "key_mismatch", `a wrong pin fails the handshake in the browser (${session.wrongPin})`);
+
   check(consoleErrors.length === 0, `no console errors${consoleErrors.length ? `: ${consoleErrors.join("; ")}` : ""}`);
 } catch (error) {
   failures.push(String(error));
@@ -200,5 +275,5 @@ if (failures.length) {
   console.log(`${failures.length} end-to-end check(s) failed`);
   process.exit(1);
 }
-console.log("end-to-end channels, Rust and Chromium: all checks passed");
+console.log("end-to-end channels and encrypted sessions, Rust and Chromium: all checks passed");
 process.exit(0);

@@ -488,3 +488,138 @@ export class E2eChannels {
     }
   }
 }
+
+// ---------------------------------------------------------------------------
+// Encrypted sessions (ws-crypto's `session`, AES-256-GCM): a client for
+// servers that serve the `ws-crypto.session.v1` subprotocol.
+
+/** The subprotocol to pass to `new WebSocket(url, [SESSION_SUBPROTOCOL])`. */
+export const SESSION_SUBPROTOCOL = "ws-crypto.session.v1";
+const SESSION_LABEL = encoder.encode("ws-crypto session v1");
+/** The close code of a browser session that refused the server's message or handshake. */
+export const SESSION_REFUSED = 4010;
+
+function sessionNonce(counter) {
+  return concat(new Uint8Array(4), u64(counter));
+}
+
+async function sha256(bytes) {
+  return new Uint8Array(await subtle.digest("SHA-256", bytes));
+}
+
+/** The client's half of the key agreement; `ephemeral` only for tests. */
+export async function sessionHello(ephemeral = null) {
+  ephemeral ??= await generateKeyPair();
+  return { ephemeral, hello: concat(Uint8Array.of(1, 1), ephemeral.publicKey, Uint8Array.of(1, 1)) };
+}
+
+/** Checks the server's accept and derives the keys: `{ send, receive, serverKey }`. */
+export async function sessionFinish({ ephemeral, hello }, accept, pin = null) {
+  accept = new Uint8Array(accept);
+  if (accept.length !== 100 || accept[0] !== 2) throw new E2eError("malformed", "malformed accept");
+  if (accept[1] !== 1) throw new E2eError("malformed", `unsupported handshake version ${accept[1]}`);
+  if (accept[34] !== 1) throw new E2eError("malformed", "the server chose an AEAD this client did not offer");
+  const serverKey = accept[35] === 1 ? accept.slice(36, 68) : null;
+  if (pin) {
+    if (!serverKey) throw new E2eError("not_authenticated", "the server has no long-term key, but one is pinned");
+    if (base64url.encode(serverKey) !== (typeof pin === "string" ? pin : base64url.encode(pin))) {
+      throw new E2eError("key_mismatch", `the server's key ${await fingerprint(serverKey)} is not the pinned key`);
+    }
+  }
+  let ikm = await x25519(ephemeral.privateKey, accept.slice(2, 34));
+  if (serverKey) ikm = concat(ikm, await x25519(ephemeral.privateKey, serverKey));
+  const transcript = await sha256(concat(SESSION_LABEL, hello, accept.slice(0, 68)));
+  const confirm = await hkdf(transcript, ikm, encoder.encode("server confirmation"));
+  let differ = 0;
+  for (let i = 0; i < 32; i++) differ |= confirm[i] ^ accept[68 + i];
+  if (differ) throw new E2eError("confirmation_failed", "the server's key confirmation does not match: the handshake was altered");
+  return {
+    send: await aes(await hkdf(transcript, ikm, encoder.encode("client to server"))),
+    receive: await aes(await hkdf(transcript, ikm, encoder.encode("server to client"))),
+    serverKey,
+  };
+}
+
+/** Seals record number `counter`: text (string) or binary (bytes). */
+export async function sealRecord(key, counter, message) {
+  const text = typeof message === "string";
+  const header = concat(Uint8Array.of(text ? 3 : 4), u64(counter));
+  const body = await aesSeal(key, sessionNonce(counter), header, text ? encoder.encode(message) : message);
+  return concat(header, body);
+}
+
+/** Opens record number `expected`: a string or bytes, or an E2eError saying why not. */
+export async function openRecord(key, expected, record) {
+  record = new Uint8Array(record);
+  if (record.length < 25 || (record[0] !== 3 && record[0] !== 4)) throw new E2eError("malformed", "not a sealed message");
+  const counter = Number(new DataView(record.buffer, record.byteOffset + 1, 8).getBigUint64(0));
+  if (counter < expected) throw new E2eError("replayed", `message ${counter} replayed or late (expected ${expected})`);
+  if (counter > expected) throw new E2eError("skipped", `message ${counter} arrived before ${expected}: messages were dropped or reordered`);
+  let plain;
+  try {
+    plain = await aesOpen(key, sessionNonce(counter), record.slice(0, 9), record.slice(9));
+  } catch {
+    throw new E2eError("tampered", `message ${counter} failed authentication: altered, or sealed with another key`);
+  }
+  return record[0] === 3 ? decoder.decode(plain) : plain;
+}
+
+/**
+ * An encrypted session over an open WebSocket made with
+ * `new WebSocket(url, [SESSION_SUBPROTOCOL])`. `onMessage(message)` gets
+ * strings and Uint8Arrays; a message that does not open closes the socket
+ * with SESSION_REFUSED (4010: browsers may not send 1008, which the Rust
+ * side uses) and goes to `onError(error)`.
+ */
+export class SealedSession {
+  static async open(socket, pin = null, onMessage = () => {}, onError = () => {}) {
+    if (socket.protocol !== SESSION_SUBPROTOCOL) throw new E2eError("not_negotiated", `the server did not agree to ${SESSION_SUBPROTOCOL}`);
+    socket.binaryType = "arraybuffer";
+    const start = await sessionHello();
+    const accept = new Promise((resolve, reject) => {
+      socket.addEventListener("message", (event) => resolve(event.data), { once: true });
+      socket.addEventListener("close", () => reject(new Error("the connection closed during the handshake")), { once: true });
+    });
+    socket.send(start.hello);
+    let keys;
+    try {
+      keys = await sessionFinish(start, await accept, pin);
+    } catch (error) {
+      socket.close(SESSION_REFUSED, "encrypted session handshake failed");
+      throw error;
+    }
+    return new SealedSession(socket, keys, onMessage, onError);
+  }
+
+  constructor(socket, keys, onMessage, onError) {
+    this.socket = socket;
+    this.keys = keys;
+    this.serverKey = keys.serverKey && base64url.encode(keys.serverKey);
+    this.sent = 0;
+    this.received = 0;
+    this.sending = Promise.resolve();
+    this.receiving = Promise.resolve();
+    socket.addEventListener("message", (event) => {
+      // Records open in arrival order, each after the one before.
+      this.receiving = this.receiving.then(async () => {
+        if (this.failed) return;
+        try {
+          const message = await openRecord(this.keys.receive, this.received, event.data);
+          this.received += 1;
+          onMessage(message);
+        } catch (error) {
+          this.failed = true;
+          socket.close(SESSION_REFUSED, `encrypted session: ${error.message}`.slice(0, 120));
+          onError(error);
+        }
+      });
+    });
+  }
+
+  /** Seals and sends a string (a text message) or bytes (binary), in call order. */
+  send(message) {
+    const counter = this.sent++;
+    this.sending = this.sending.then(async () => this.socket.send(await sealRecord(this.keys.send, counter, message)));
+    return this.sending;
+  }
+}
