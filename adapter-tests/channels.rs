@@ -6,12 +6,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use http::HeaderValue;
-use http::header::AUTHORIZATION;
 use serde_json::{Value, json};
 use ws_channels::{Channels, ChannelsConfig, ChannelsHandle, Target, close_codes};
 
-use super::common::{Raw, TestServer, masked_frame, serve};
+use super::common::{Raw, TestServer, channels_socket, masked_frame, serve};
 use crate::rt::{self, ws};
 use ws::auth::KeyAuth;
 use ws::{Message, ServerConfig, WebSocket};
@@ -59,17 +57,8 @@ struct Client {
 
 impl Client {
     async fn connect(server: &TestServer, user: &str) -> Self {
-        let (socket, _) = ws::client(server.url("/channels"))
-            .unwrap()
-            .header(
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Key key-{user}")).unwrap(),
-            )
-            .connect()
-            .await
-            .unwrap();
         Self {
-            socket,
+            socket: channels_socket(server, user).await,
             next: 0,
             events: VecDeque::new(),
         }

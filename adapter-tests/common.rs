@@ -51,6 +51,21 @@ pub async fn connect_with(url: String, config: ws::ClientConfig) -> ws::WebSocke
     socket
 }
 
+/// A client of `server`'s channels route as `user`, with the API key
+/// `key-<user>` the channels tests' servers accept.
+pub async fn channels_socket(server: &TestServer, user: &str) -> ws::WebSocket {
+    let (socket, _) = ws::client(server.url("/channels"))
+        .unwrap()
+        .header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Key key-{user}")).unwrap(),
+        )
+        .connect()
+        .await
+        .unwrap();
+    socket
+}
+
 pub async fn echo_server(config: ServerConfig) -> TestServer {
     serve(
         ws::server()

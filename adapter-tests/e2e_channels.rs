@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::HeaderValue;
-use http::header::AUTHORIZATION;
 use serde_json::{Value, json};
 use ws_channels::{Channels, ChannelsConfig};
 use ws_crypto::KeyPair;
 use ws_crypto::channel::E2eError;
 use ws_crypto::client::{ClientError, E2eClient, E2eEvent};
 
-use super::common::{TestServer, serve};
+use super::common::{TestServer, channels_socket, serve};
 use crate::rt::{self, ws};
 use ws::auth::KeyAuth;
 use ws::{Message, WebSocket};
@@ -36,21 +34,8 @@ async fn channels_server() -> TestServer {
     .await
 }
 
-async fn socket(server: &TestServer, user: &str) -> WebSocket {
-    let (socket, _) = ws::client(server.url("/channels"))
-        .unwrap()
-        .header(
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Key key-{user}")).unwrap(),
-        )
-        .connect()
-        .await
-        .unwrap();
-    socket
-}
-
 async fn member(server: &TestServer, user: &str) -> E2eClient {
-    E2eClient::new(socket(server, user).await, KeyPair::generate())
+    E2eClient::new(channels_socket(server, user).await, KeyPair::generate())
 }
 
 async fn next(client: &mut E2eClient) -> E2eEvent {
@@ -193,7 +178,7 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
     // What the server relayed and stored: a plain session that joins,
     // reads the presence list and recovers the whole history.
     let mut observer = Observer {
-        socket: socket(&server, "dee").await,
+        socket: channels_socket(&server, "dee").await,
         seen: String::new(),
     };
     let first = observer.command("1", "join", json!({})).await;
@@ -201,7 +186,7 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
     let presence = observer.command("2", "presence", json!({})).await;
     assert_eq!(presence["total"], 4, "{presence}");
     let mut observer2 = Observer {
-        socket: socket(&server, "dee").await,
+        socket: channels_socket(&server, "dee").await,
         seen: String::new(),
     };
     let history = observer2

@@ -24,7 +24,9 @@ impl SealedHandler for Echo {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9003".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9003".into());
     let origin = match std::env::args().nth(2) {
         Some(origin) => OriginPolicy::AllowList(vec![origin]),
         None => OriginPolicy::SameOrigin,
