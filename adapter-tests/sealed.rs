@@ -1,8 +1,10 @@
 //! ws-crypto's encrypted sessions over real connections: an echo with a
-//! pinned server key, an impostor detected at the handshake, clients that
-//! do not encrypt refused, and a replayed or altered message closing the
-//! session with 1008 and the reason.
+//! pinned server key, timers and shutdown reaching the sealed handler, an
+//! impostor detected at the handshake, clients that do not encrypt
+//! refused, and a replayed or altered message closing the session with
+//! 1008 and the reason, with nothing after it reaching the handler.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ws_crypto::KeyPair;
@@ -11,12 +13,20 @@ use ws_crypto::sealed::{
 };
 use ws_crypto::session::{ClientHandshake, HandshakeError, Kind, OpenError, ServerHandshake};
 
-use super::common::{TestServer, serve};
+use super::common::{TestServer, eventually, serve};
 use crate::rt::{self, ws};
 use ws::ws_core::handshake::ResponseError;
 use ws::{Endpoint, Message, WebSocket};
 
-struct SealedEcho;
+/// What the sealed handler saw: the text of every message opened, then
+/// `closed`.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Echoes; "tick" sets the timer, which answers "tock"; a shutdown says
+/// "goodbye".
+struct SealedEcho {
+    seen: Seen,
+}
 
 impl SealedHandler for SealedEcho {
     async fn on_open(&mut self, ctx: &mut SealedCtx<'_>) {
@@ -24,6 +34,14 @@ impl SealedHandler for SealedEcho {
     }
 
     async fn on_message(&mut self, ctx: &mut SealedCtx<'_>, message: Message) {
+        if let Some(text) = message.as_text() {
+            self.seen.lock().unwrap().push(text.to_owned());
+        }
+        if message.as_text() == Some("tick") {
+            let at = ctx.ctx.now() + Duration::from_millis(20);
+            ctx.ctx.set_timer(at);
+            return;
+        }
         if message.as_text() == Some("flood") {
             // Until the send queue is full; the refused record's counter
             // must be taken back, or the next message would leave a gap.
@@ -40,25 +58,47 @@ impl SealedHandler for SealedEcho {
         }
         let _ = ctx.send(message).await;
     }
+
+    async fn on_timer(&mut self, ctx: &mut SealedCtx<'_>) {
+        let _ = ctx.send("tock").await;
+    }
+
+    async fn on_shutdown(&mut self, ctx: &mut SealedCtx<'_>) {
+        let _ = ctx.send("goodbye").await;
+    }
+
+    async fn on_close(&mut self, _: &mut ws::Ctx, _: &ws::Closed) {
+        self.seen.lock().unwrap().push("closed".into());
+    }
 }
 
 async fn sealed_server(handshake: ServerHandshake) -> TestServer {
+    sealed_server_seeing(handshake).await.0
+}
+
+async fn sealed_server_seeing(handshake: ServerHandshake) -> (TestServer, Seen) {
+    let seen = Seen::default();
+    let shared = seen.clone();
     // A small send queue, so the flood test fills it with little work: the
     // suite's timing tests share the executor.
     let mut config = ws::ServerConfig::default();
     config.send_queue = 64 * 1024;
-    serve(
+    let server = serve(
         ws::server()
             .config(config)
             .route(
                 "/sealed",
-                Endpoint::new(move |_| Sealed::new(handshake.clone(), SealedEcho))
-                    .subprotocols([SUBPROTOCOL])
-                    .require_subprotocol(),
+                Endpoint::new(move |_| {
+                    let seen = shared.clone();
+                    Sealed::new(handshake.clone(), SealedEcho { seen })
+                })
+                .subprotocols([SUBPROTOCOL])
+                .require_subprotocol(),
             )
             .build(),
     )
-    .await
+    .await;
+    (server, seen)
 }
 
 async fn connect(server: &TestServer) -> WebSocket {
@@ -109,6 +149,27 @@ async fn sealed_session_echoes_with_a_pinned_key() {
             .unwrap()
             .is_none()
     );
+}
+
+async fn timers_and_shutdown_reach_the_sealed_handler() {
+    let server = sealed_server(ServerHandshake::new(None)).await;
+    let mut session = SealedSocket::open(connect(&server).await, None)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut session).await, Message::text("welcome"));
+    session.send("tick").await.unwrap();
+    assert_eq!(next(&mut session).await, Message::text("tock"));
+    let handle = server.handle.clone();
+    let shutdown = rt::spawn(async move { handle.shutdown(Duration::from_secs(5)).await });
+    assert_eq!(next(&mut session).await, Message::text("goodbye"));
+    assert!(
+        rt::timeout(Duration::from_secs(10), session.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(session.closed().unwrap().code, ws::CloseCode::GOING_AWAY);
+    drop(shutdown);
 }
 
 async fn a_full_send_queue_leaves_no_gap_in_the_counters() {
@@ -209,7 +270,7 @@ async fn clients_that_do_not_encrypt_are_refused() {
 /// Drives the handshake by hand so the test holds the sealed records.
 async fn replayed_and_altered_messages_close_the_session() {
     for attack in ["replay", "flip", "skip"] {
-        let server = sealed_server(ServerHandshake::new(None)).await;
+        let (server, seen) = sealed_server_seeing(ServerHandshake::new(None)).await;
         let mut socket = connect(&server).await;
         let handshake = ClientHandshake::new(None);
         socket
@@ -243,7 +304,7 @@ async fn replayed_and_altered_messages_close_the_session() {
                 },
             ),
             "flip" => {
-                let mut flipped = second;
+                let mut flipped = second.clone();
                 *flipped.last_mut().unwrap() ^= 1;
                 (flipped, OpenError::Tampered { counter: 1 })
             }
@@ -256,6 +317,9 @@ async fn replayed_and_altered_messages_close_the_session() {
             ),
         };
         socket.send(Message::binary(bad)).await.unwrap();
+        // The genuine next record, right behind: the session is over, so it
+        // must not reach the handler.
+        socket.send(Message::binary(second)).await.unwrap();
         rt::timeout(Duration::from_secs(10), async {
             while socket.recv().await.is_some() {}
         })
@@ -268,12 +332,19 @@ async fn replayed_and_altered_messages_close_the_session() {
             format!("encrypted session: {expected}"),
             "{attack}"
         );
+        eventually(
+            || seen.lock().unwrap().last().map(String::as_str) == Some("closed"),
+            "on_close",
+        )
+        .await;
+        assert_eq!(*seen.lock().unwrap(), ["one", "closed"], "{attack}");
     }
 }
 
 adapter_tests!(
     sealed_session_echoes_with_a_pinned_key,
     a_full_send_queue_leaves_no_gap_in_the_counters,
+    timers_and_shutdown_reach_the_sealed_handler,
     a_pinned_key_detects_an_impostor,
     clients_that_do_not_encrypt_are_refused,
     replayed_and_altered_messages_close_the_session,

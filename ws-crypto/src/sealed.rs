@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::lock::Mutex;
+use ws_async::ws_core::policy::Violation;
 use ws_async::ws_core::{CloseCode, Closed, Message};
 use ws_async::{ConnectionError, ConnectionHandle, Ctx, Handler, SendError, WebSocket};
 
@@ -214,6 +215,31 @@ pub trait SealedHandler: Send + 'static {
         message: Message,
     ) -> impl Future<Output = ()> + Send;
 
+    /// The timer set with `ctx.ctx.set_timer` is due; see
+    /// [`Handler::on_timer`].
+    fn on_timer(&mut self, ctx: &mut SealedCtx<'_>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// A message broke a policy whose action is to drop it; see
+    /// [`Handler::on_policy_violation`]. (Policies see the sealed bytes.)
+    fn on_policy_violation(
+        &mut self,
+        ctx: &mut SealedCtx<'_>,
+        violation: &Violation,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, violation);
+        async {}
+    }
+
+    /// The server is shutting down: a last sealed message can go out before
+    /// the connection is closed with 1001; see [`Handler::on_shutdown`].
+    fn on_shutdown(&mut self, ctx: &mut SealedCtx<'_>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
     /// The connection closed (after the session opened). A session closed
     /// for a refused message has code 1008 and the refusal as reason.
     fn on_close(&mut self, ctx: &mut Ctx, closed: &Closed) -> impl Future<Output = ()> + Send {
@@ -227,6 +253,9 @@ enum State {
     Open {
         opener: Opener,
         sender: SealedSender,
+        /// A message was refused and the close is under way: nothing more
+        /// reaches the inner handler but its `on_close`.
+        refused: bool,
     },
     Refused,
 }
@@ -289,7 +318,11 @@ impl<H: SealedHandler> Handler for Sealed<H> {
                             sender: &sender,
                         };
                         self.inner.on_open(&mut sealed).await;
-                        self.state = State::Open { opener, sender };
+                        self.state = State::Open {
+                            opener,
+                            sender,
+                            refused: false,
+                        };
                     }
                     Err(error) => {
                         self.state = State::Refused;
@@ -299,7 +332,12 @@ impl<H: SealedHandler> Handler for Sealed<H> {
                     }
                 }
             }
-            State::Open { opener, sender } => {
+            State::Open { refused: true, .. } => {}
+            State::Open {
+                opener,
+                sender,
+                refused,
+            } => {
                 let plain = match &message {
                     Message::Binary(record) => opener.open(record).map_err(|e| reason(&e)),
                     Message::Text(_) => Err(reason(&"a plaintext message")),
@@ -310,10 +348,46 @@ impl<H: SealedHandler> Handler for Sealed<H> {
                         self.inner.on_message(&mut sealed, opened(kind, body)).await;
                     }
                     Err(why) => {
+                        *refused = true;
                         let _ = ctx.close(CloseCode::POLICY_VIOLATION, &why).await;
                     }
                 }
             }
+        }
+    }
+
+    async fn on_timer(&mut self, ctx: &mut Ctx) {
+        if let State::Open {
+            sender,
+            refused: false,
+            ..
+        } = &self.state
+        {
+            self.inner.on_timer(&mut SealedCtx { ctx, sender }).await;
+        }
+    }
+
+    async fn on_policy_violation(&mut self, ctx: &mut Ctx, violation: &Violation) {
+        if let State::Open {
+            sender,
+            refused: false,
+            ..
+        } = &self.state
+        {
+            self.inner
+                .on_policy_violation(&mut SealedCtx { ctx, sender }, violation)
+                .await;
+        }
+    }
+
+    async fn on_shutdown(&mut self, ctx: &mut Ctx) {
+        if let State::Open {
+            sender,
+            refused: false,
+            ..
+        } = &self.state
+        {
+            self.inner.on_shutdown(&mut SealedCtx { ctx, sender }).await;
         }
     }
 
