@@ -247,6 +247,8 @@ impl EpochKey {
 pub struct Keyring {
     channel: String,
     epochs: BTreeMap<u64, EpochKey>,
+    /// [`MAX_SENDERS_PER_EPOCH`]; lower in tests.
+    max_senders: usize,
     next_seq: u64,
 }
 
@@ -266,6 +268,7 @@ impl Keyring {
             channel: channel.into(),
             epochs: BTreeMap::new(),
             next_seq: 1,
+            max_senders: MAX_SENDERS_PER_EPOCH,
         }
     }
 
@@ -407,7 +410,7 @@ impl Keyring {
                 last,
             });
         }
-        if last == 0 && key.last_seen.len() >= MAX_SENDERS_PER_EPOCH {
+        if last == 0 && key.last_seen.len() >= self.max_senders {
             return Err(E2eError::TooManySenders { epoch: *epoch });
         }
         key.cipher
@@ -732,6 +735,27 @@ mod tests {
                 .accept_keys(&bob.key, &owner.key.public(), bob.session, &same),
             Ok(Some(1))
         );
+    }
+
+    #[test]
+    fn senders_past_the_bound_are_refused_and_known_ones_still_open() {
+        let (mut owner, mut bob, mut cy) = room();
+        cy.ring.max_senders = 2;
+        let from_owner = owner.ring.seal(owner.session, b"1").unwrap();
+        let from_bob = bob.ring.seal(bob.session, b"2").unwrap();
+        let mut third = member("room", "000000000000000d");
+        third
+            .ring
+            .install(1, Zeroizing::new(*owner.ring.epochs[&1].key));
+        let from_third = third.ring.seal(third.session, b"3").unwrap();
+        assert_eq!(cy.ring.open(owner.session, &from_owner).unwrap(), b"1");
+        assert_eq!(cy.ring.open(bob.session, &from_bob).unwrap(), b"2");
+        assert_eq!(
+            cy.ring.open(third.session, &from_third).unwrap_err(),
+            E2eError::TooManySenders { epoch: 1 }
+        );
+        let again = bob.ring.seal(bob.session, b"4").unwrap();
+        assert_eq!(cy.ring.open(bob.session, &again).unwrap(), b"4");
     }
 
     #[test]
