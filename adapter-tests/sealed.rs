@@ -199,6 +199,77 @@ async fn a_full_send_queue_leaves_no_gap_in_the_counters() {
     assert_eq!(next(&mut session).await, Message::text("still in step"));
 }
 
+/// A server that answers the handshake, then sends `after` unsealed.
+struct Forger {
+    handshake: ServerHandshake,
+    after: Message,
+}
+
+impl ws::Handler for Forger {
+    async fn on_message(&mut self, ctx: &mut ws::Ctx, message: Message) {
+        let (_, accept) = self.handshake.accept(message.as_bytes()).unwrap();
+        let _ = ctx.send(Message::binary(accept)).await;
+        let _ = ctx.send(self.after.clone()).await;
+    }
+}
+
+async fn the_client_refuses_what_the_server_did_not_seal() {
+    for (after, expected) in [
+        (Message::binary(vec![3u8; 40]), "Open(Skipped"),
+        (Message::binary(vec![3u8; 10]), "Open(Malformed"),
+        (Message::text("plain"), "Plaintext"),
+    ] {
+        let server = serve(
+            ws::server()
+                .route(
+                    "/sealed",
+                    Endpoint::new(move |_| Forger {
+                        handshake: ServerHandshake::new(None),
+                        after: after.clone(),
+                    })
+                    .subprotocols([SUBPROTOCOL]),
+                )
+                .build(),
+        )
+        .await;
+        let mut session = SealedSocket::open(connect(&server).await, None)
+            .await
+            .unwrap();
+        let refused = rt::timeout(Duration::from_secs(10), session.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(format!("{refused:?}").starts_with(expected), "{refused:?}");
+        assert!(session.recv().await.is_none(), "one error, then the end");
+        eventually(|| session.closed().is_some(), "the close").await;
+        assert_eq!(
+            session.closed().unwrap().code,
+            ws::CloseCode::POLICY_VIOLATION
+        );
+    }
+    // A server that echoes the hello instead of accepting it.
+    let echo = serve(
+        ws::server()
+            .route(
+                "/sealed",
+                Endpoint::new(|_| super::common::Echo).subprotocols([SUBPROTOCOL]),
+            )
+            .build(),
+    )
+    .await;
+    let error = SealedSocket::open(connect(&echo).await, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SessionError::Handshake(HandshakeError::Malformed("accept"))
+        ),
+        "{error}"
+    );
+}
+
 async fn a_pinned_key_detects_an_impostor() {
     let server = sealed_server(ServerHandshake::new(Some(KeyPair::generate()))).await;
     let expected = KeyPair::generate().public();
@@ -345,6 +416,7 @@ adapter_tests!(
     sealed_session_echoes_with_a_pinned_key,
     a_full_send_queue_leaves_no_gap_in_the_counters,
     timers_and_shutdown_reach_the_sealed_handler,
+    the_client_refuses_what_the_server_did_not_seal,
     a_pinned_key_detects_an_impostor,
     clients_that_do_not_encrypt_are_refused,
     replayed_and_altered_messages_close_the_session,

@@ -496,9 +496,14 @@ impl SealedSocket {
 
     /// The next message, opened; `None` once the connection is closed. A
     /// message that does not open closes the connection with 1008, and
-    /// this returns why once, then `None`.
+    /// this returns why once, then `None` when the close is complete
+    /// (anything the server sent after that message is discarded).
     pub async fn recv(&mut self) -> Option<Result<Message, SessionError>> {
         if self.failed {
+            // The session is over: what the server sent after the refused
+            // message is not to be trusted. Wait for the close to finish,
+            // so `closed` says how it ended.
+            while self.socket.recv().await.is_some() {}
             return None;
         }
         let refused = match self.socket.recv().await? {
