@@ -135,6 +135,12 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     limits: DriverLimits,
     timer: Pin<Box<dyn Timer>>,
     timer_at: Option<Instant>,
+    /// The timer has been polled since it was last armed, with
+    /// `timer_waker`: it wakes that (setting the outbox's `timer_fired`)
+    /// when it fires, so until then it need not be polled again.
+    timer_polled: bool,
+    /// Wakes the outbox's driver registration, marking the timer fired.
+    timer_waker: Waker,
     /// Checked for every incoming message before a handler sees it.
     pub(crate) policies: PolicySet,
     /// A close is queued behind data the peer has not made room for: by
@@ -158,6 +164,10 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     holds_buffers: bool,
     /// Passes of `pump_io`, for looking at the timers on some busy ones.
     busy_passes: u8,
+    /// A read returned `Pending` in this poll of the task: the transport
+    /// holds our waker, so reading again before the task is woken would
+    /// only repeat that (in tokio, a lock and a registration per try).
+    read_blocked: bool,
     /// Message counters (feature `metrics`; server connections only).
     pub(crate) meters: ConnectionMeters,
 }
@@ -176,6 +186,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         limits: DriverLimits,
     ) -> Self {
         let timer = runtime.timer(runtime.now() + Duration::from_secs(3600));
+        let timer_waker = Waker::from(outbox.clone());
         Self {
             runtime,
             io,
@@ -184,6 +195,8 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             limits,
             timer,
             timer_at: None,
+            timer_polled: false,
+            timer_waker,
             policies: PolicySet::new(),
             close_by: None,
             fragment_open: false,
@@ -197,6 +210,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             shrink_at: None,
             holds_buffers: true,
             busy_passes: 0,
+            read_blocked: false,
             meters: ConnectionMeters::off(),
         }
     }
@@ -226,7 +240,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         // per-message path.
         self.busy_passes = self.busy_passes.wrapping_add(1);
         if !progress || self.busy_passes.is_multiple_of(16) {
-            progress |= self.timers(cx);
+            progress |= self.timers();
         }
         if !progress {
             // Registered only now, before waiting, rather than on every
@@ -234,15 +248,26 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             // each wake this very task. Draining once more after
             // registering catches a push that came in between.
             self.outbox.register_driver(cx);
-            progress = self.take_outbox();
+            // A timer that fired in between woke no one.
+            progress = self.take_outbox() || self.outbox.timer_fired();
         }
         if !progress {
-            progress = self.maybe_shrink(cx);
+            progress = self.maybe_shrink();
         }
         progress
     }
 
+    /// Feeds queued items into the engine. Called several times per
+    /// message, so the common case (nothing queued) is a flag check.
+    #[inline]
     fn take_outbox(&mut self) -> bool {
+        if self.conn.is_open() && !self.outbox.has_pending() {
+            return false;
+        }
+        self.take_queued()
+    }
+
+    fn take_queued(&mut self) -> bool {
         if !self.conn.is_open() {
             // Nothing more can be sent: senders must learn it now rather
             // than have their messages wait for nothing.
@@ -359,9 +384,18 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         progress
     }
 
+    /// The task was woken and is polled: everything it waits on may have
+    /// changed.
+    fn begin_poll(&mut self) {
+        self.outbox.driver_running();
+        self.read_blocked = false;
+    }
+
     fn read(&mut self, cx: &mut Context<'_>) -> bool {
-        let full = self.conn.buffered_input() >= self.limits.inbound_bytes;
-        if self.read_done || self.conn.is_closed() || full {
+        if self.read_blocked || self.read_done || self.conn.is_closed() {
+            return false;
+        }
+        if self.conn.buffered_input() >= self.limits.inbound_bytes {
             return false;
         }
         match self.io.poll_read_buf(cx, self.conn.recv_buf()) {
@@ -383,7 +417,10 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 self.read_done = true;
                 self.conn.handle_transport_closed(self.runtime.now());
             }
-            Poll::Pending => return false,
+            Poll::Pending => {
+                self.read_blocked = true;
+                return false;
+            }
         }
         true
     }
@@ -451,7 +488,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         cx.waker().wake_by_ref();
     }
 
-    fn timers(&mut self, cx: &mut Context<'_>) -> bool {
+    fn timers(&mut self) -> bool {
         let deadlines = [
             self.conn.poll_timeout(),
             self.close_by,
@@ -475,8 +512,18 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             }
             self.timer.as_mut().reset(deadline);
             self.timer_at = Some(deadline);
+            self.timer_polled = false;
         }
-        if self.timer.as_mut().poll_fired(cx).is_ready() {
+        // The driver's own waker is registered with the outbox before every
+        // wait; the timer wakes it through `timer_waker`.
+        if self.timer_polled && !self.outbox.timer_fired() {
+            return false;
+        }
+        self.outbox.clear_timer_fired();
+        let mut timer_cx = Context::from_waker(&self.timer_waker);
+        self.timer_polled = true;
+        if self.timer.as_mut().poll_fired(&mut timer_cx).is_ready() {
+            self.timer_polled = false;
             self.timer_at = None;
             // Possibly early for the current deadline: the engine then
             // ignores it and the next pass re-arms.
@@ -511,7 +558,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// once nothing has arrived for [`SHRINK_AFTER`] (at once if nothing
     /// ever did), arming the timer for it. Whether the timer fired on the
     /// spot, which counts as progress.
-    fn maybe_shrink(&mut self, cx: &mut Context<'_>) -> bool {
+    fn maybe_shrink(&mut self) -> bool {
         if !self.limits.shrink_when_idle || !self.holds_buffers || self.conn.transmit_len() > 0 {
             return false;
         }
@@ -520,7 +567,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 self.shrink_at = Some(due);
                 // An armed timer no later than `due` covers it.
                 if self.timer_at.is_none_or(|armed| armed > due) {
-                    self.timers(cx)
+                    self.timers()
                 } else {
                     false
                 }
@@ -649,6 +696,7 @@ where
                     Some(Signal::Drain) => return Poll::Ready(Next::Shutdown),
                     None => {}
                 }
+                link.begin_poll();
                 let next = link.poll_next(cx);
                 if next.is_pending() {
                     watch.register(cx);
@@ -777,6 +825,8 @@ impl<R: Runtime, T: Transport, F: Future<Output = ()>> Future for Call<'_, R, T,
         if this.watch.killed() {
             return Poll::Ready(Outcome::Killed);
         }
+        // What the callback queues is drained before this task waits.
+        this.link.begin_poll();
         match this.callback.poll(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Outcome::Done),
             Poll::Ready(Err(_panic)) => {

@@ -2,8 +2,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
@@ -114,8 +114,35 @@ pub(crate) struct Outbox {
     /// push sets it before waking the driver, and the driver looks again
     /// after registering for that wake.
     pending: AtomicBool,
+    /// The driver is running and will drain before it waits again, so a
+    /// push need not wake it: a handler's reply would otherwise schedule
+    /// its own connection's task a second time for every message. Cleared
+    /// (after registering its waker) before the driver's last look at
+    /// `pending`, set when it starts a pass; both `SeqCst`, as are the
+    /// push's store to `pending` and load of this flag, so either the push
+    /// sees the driver asleep and wakes it or the driver sees the push.
+    driver_awake: AtomicBool,
+    /// The connection's timer fired: the outbox is also the waker the
+    /// driver polls its timer with (see [`Wake for Outbox`](#impl-Wake-for-Outbox)),
+    /// so waiting needs one registration (the driver's, above) rather than
+    /// the timer's too, and the timer is polled only when this says it
+    /// fired.
+    timer_fired: AtomicBool,
     limit: usize,
     role: Role,
+}
+
+/// The waker the driver polls its timer with: records that the timer
+/// fired and wakes the driver as a push would.
+impl Wake for Outbox {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.timer_fired.store(true, Ordering::SeqCst);
+        self.driver.wake();
+    }
 }
 
 impl Outbox {
@@ -126,6 +153,8 @@ impl Outbox {
             room: Event::new(),
             waited: AtomicBool::new(false),
             pending: AtomicBool::new(false),
+            driver_awake: AtomicBool::new(false),
+            timer_fired: AtomicBool::new(false),
             limit,
             role,
         }
@@ -157,7 +186,7 @@ impl Outbox {
             state.push(item);
             self.pending.store(true, Ordering::SeqCst);
         }
-        self.driver.wake();
+        self.wake_driver();
         Ok(())
     }
 
@@ -171,7 +200,7 @@ impl Outbox {
             state.push(item);
             self.pending.store(true, Ordering::SeqCst);
         }
-        self.driver.wake();
+        self.wake_driver();
         Ok(())
     }
 
@@ -272,9 +301,40 @@ impl Outbox {
         }
     }
 
-    /// Registers the driver to be woken by the next push.
+    /// Registers the driver to be woken by the next push. The driver
+    /// drains once more after this (see `driver_awake`).
     pub(crate) fn register_driver(&self, cx: &mut Context<'_>) {
         self.driver.register(cx.waker());
+        self.driver_awake.store(false, Ordering::SeqCst);
+    }
+
+    /// The driver is running: pushes until its next
+    /// [`register_driver`](Self::register_driver) need not wake it.
+    pub(crate) fn driver_running(&self) {
+        self.driver_awake.store(true, Ordering::SeqCst);
+    }
+
+    fn wake_driver(&self) {
+        if !self.driver_awake.load(Ordering::SeqCst) {
+            self.driver.wake();
+        }
+    }
+
+    /// Whether the timer woke us since [`clear_timer_fired`](Self::clear_timer_fired).
+    #[inline]
+    pub(crate) fn timer_fired(&self) -> bool {
+        self.timer_fired.load(Ordering::SeqCst)
+    }
+
+    /// Before polling the timer: a wake after this is a new one.
+    pub(crate) fn clear_timer_fired(&self) {
+        self.timer_fired.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether anything is queued (without taking the lock).
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
     }
 
     /// Hands queued items to `take` in order. `Take` removes the item,
@@ -295,7 +355,11 @@ impl Outbox {
                     Drain::Take => {
                         freed += item.weight();
                         taken = true;
-                        state.queue.remove(at);
+                        if at == 0 {
+                            state.queue.pop_front();
+                        } else {
+                            state.queue.remove(at);
+                        }
                     }
                     Drain::Skip => at += 1,
                     Drain::Stop => break,
@@ -381,6 +445,81 @@ mod tests {
 
     fn msg(n: usize) -> Outgoing {
         Outgoing::Message(Message::binary(vec![0; n]))
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl CountingWaker {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn pushes_wake_a_waiting_driver_but_not_a_running_one() {
+        let outbox = Outbox::new(1 << 20, Role::Server);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        outbox.register_driver(&mut cx);
+        outbox.try_push(msg(1)).unwrap();
+        assert_eq!(counter.count(), 1, "a waiting driver is woken");
+
+        // Running (a handler's callback replying): it drains before it
+        // waits again, so waking it would only poll its task once more.
+        outbox.register_driver(&mut cx);
+        outbox.driver_running();
+        outbox.try_push(msg(1)).unwrap();
+        outbox.force_push(msg(1)).unwrap();
+        assert_eq!(counter.count(), 1, "a running driver is not woken");
+        assert!(
+            outbox.has_pending(),
+            "and it sees the pushes when it drains"
+        );
+
+        // About to wait again: pushes wake it.
+        outbox.register_driver(&mut cx);
+        outbox.try_push(msg(1)).unwrap();
+        assert_eq!(counter.count(), 2);
+        // Closing always wakes it.
+        outbox.register_driver(&mut cx);
+        outbox.driver_running();
+        outbox.close();
+        assert_eq!(counter.count(), 3);
+    }
+
+    #[test]
+    fn the_timer_waker_marks_the_timer_fired_and_wakes_the_driver() {
+        let outbox = Arc::new(Outbox::new(1 << 20, Role::Server));
+        let counter = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let timer_waker = std::task::Waker::from(outbox.clone());
+
+        outbox.register_driver(&mut cx);
+        assert!(!outbox.timer_fired());
+        timer_waker.wake_by_ref();
+        assert!(outbox.timer_fired());
+        assert_eq!(counter.count(), 1);
+        outbox.clear_timer_fired();
+        assert!(!outbox.timer_fired());
+        // Woken while nothing is registered (the driver is between its
+        // last look and registering): the flag stays for that look.
+        timer_waker.wake();
+        assert!(outbox.timer_fired());
+        assert_eq!(counter.count(), 1);
     }
 
     #[test]

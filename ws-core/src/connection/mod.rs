@@ -517,6 +517,17 @@ impl Connection {
     /// the order they arrived, and [`Event::Closed`] always comes last.
     #[must_use = "events carry messages and the connection's end"]
     pub fn poll_event(&mut self) -> Option<Event> {
+        // The common case between messages, asked several times per
+        // message by a driver: nothing buffered, nothing pending. (An empty
+        // buffer holds no partial frame: the decoder leaves a frame's
+        // bytes in it until the frame is taken.)
+        if self.read_buf.is_empty()
+            && self.ahead.is_none()
+            && self.closed_event.is_none()
+            && !self.eof
+        {
+            return None;
+        }
         if let Some(ahead) = &mut self.ahead {
             if let Some(event) = ahead.events.pop_front() {
                 ahead.bytes -= held_len(&event);
@@ -908,7 +919,11 @@ impl Connection {
     /// times its own size. Larger ones are split off without a copy.
     fn take_payload(&mut self, payload: Range<usize>) -> Bytes {
         if payload.len().saturating_mul(8) < self.read_alloc {
-            Bytes::copy_from_slice(&self.read_buf[payload])
+            let data = Bytes::copy_from_slice(&self.read_buf[payload]);
+            // Now rather than at the next step, so a buffer holding nothing
+            // else is empty and the next `poll_event` returns at once.
+            self.decoder.discard_complete(&mut self.read_buf);
+            data
         } else {
             self.decoder.take_payload(&mut self.read_buf).freeze()
         }

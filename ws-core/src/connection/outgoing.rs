@@ -3,9 +3,9 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 
-use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, extend_masked};
+use crate::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, extend_masked_vec};
 
 /// Payloads at least this large are queued by reference rather than copied,
 /// when they need no masking.
@@ -18,10 +18,17 @@ const STAGING_KEEP: usize = 64 * 1024;
 /// Encoded frames waiting to be written: zero-copy payload segments, then a
 /// staging buffer that small frames are copied into so that many of them go
 /// out in one write.
+///
+/// The staging buffer is a `Vec` with a start offset rather than a
+/// `BytesMut`: once written out it is simply cleared, where a `BytesMut`
+/// advanced to its end has to move its start back on the next append
+/// (a few hundred instructions per small message).
 #[derive(Debug, Default)]
 pub(crate) struct OutgoingQueue {
     segments: VecDeque<Bytes>,
-    staging: BytesMut,
+    staging: Vec<u8>,
+    /// Bytes of `staging` before this offset are written.
+    staged_from: usize,
     len: usize,
 }
 
@@ -67,11 +74,13 @@ impl OutgoingQueue {
         self.staging.extend_from_slice(&header[..header_len]);
         match (payload, mask) {
             (PayloadSource::Shared(shared), None) if shared.len() >= ZERO_COPY_MIN => {
-                let staged = self.staging.split().freeze();
+                let staged = self.take_staged();
                 self.segments.push_back(staged);
                 self.segments.push_back(shared);
             }
-            (payload, Some(key)) => extend_masked(&mut self.staging, payload.as_slice(), key, 0),
+            (payload, Some(key)) => {
+                extend_masked_vec(&mut self.staging, payload.as_slice(), key, 0)
+            }
             (payload, None) => self.staging.extend_from_slice(payload.as_slice()),
         }
     }
@@ -82,8 +91,8 @@ impl OutgoingQueue {
     pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
         self.len += frame.len();
         if frame.len() >= ZERO_COPY_MIN {
-            if !self.staging.is_empty() {
-                let staged = self.staging.split().freeze();
+            if self.staged_len() > 0 {
+                let staged = self.take_staged();
                 self.segments.push_back(staged);
             }
             self.segments.push_back(frame.clone());
@@ -95,7 +104,7 @@ impl OutgoingQueue {
     /// Fills `dst` with slices of the waiting bytes, in order, and returns
     /// how many it filled.
     pub(crate) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let staging = (!self.staging.is_empty()).then_some(&self.staging[..]);
+        let staging = (self.staged_len() > 0).then_some(&self.staging[self.staged_from..]);
         let mut n = 0;
         for (slot, bytes) in dst
             .iter_mut()
@@ -117,7 +126,7 @@ impl OutgoingQueue {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.segments.front_mut() else {
-                self.staging.advance(n);
+                self.staged_from += n;
                 break;
             };
             if n < front.len() {
@@ -134,7 +143,7 @@ impl OutgoingQueue {
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         let chunk = match self.segments.pop_front() {
             Some(segment) => segment,
-            None if !self.staging.is_empty() => self.staging.split().freeze(),
+            None if self.staged_len() > 0 => self.take_staged(),
             None => return None,
         };
         self.len -= chunk.len();
@@ -142,17 +151,37 @@ impl OutgoingQueue {
         Some(chunk)
     }
 
-    /// Drops the staging allocation when empty and larger than we keep.
+    fn staged_len(&self) -> usize {
+        self.staging.len() - self.staged_from
+    }
+
+    /// The unwritten staged bytes as a segment of their own (in front of a
+    /// shared payload, or for `pop`); the staging buffer is then empty.
+    fn take_staged(&mut self) -> Bytes {
+        let staged = Bytes::copy_from_slice(&self.staging[self.staged_from..]);
+        self.staging.clear();
+        self.staged_from = 0;
+        staged
+    }
+
+    /// Once everything is written: empties the staging buffer, dropping its
+    /// allocation if larger than we keep.
     pub(crate) fn release_if_drained(&mut self) {
-        if self.len == 0 && self.staging.capacity() > STAGING_KEEP {
-            self.staging = BytesMut::new();
+        if self.len == 0 {
+            if self.staging.capacity() > STAGING_KEEP {
+                self.staging = Vec::new();
+            } else {
+                self.staging.clear();
+            }
+            self.staged_from = 0;
         }
     }
 
     /// Drops every buffer allocation that holds no data.
     pub(crate) fn shrink(&mut self) {
         if self.len == 0 {
-            self.staging = BytesMut::new();
+            self.staging = Vec::new();
+            self.staged_from = 0;
             self.segments = VecDeque::new();
         }
     }
@@ -181,6 +210,7 @@ impl PayloadSource<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn drain_by_slices(queue: &mut OutgoingQueue, max_write: usize) -> Vec<u8> {
         let mut out = Vec::new();

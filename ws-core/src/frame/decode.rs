@@ -276,6 +276,15 @@ impl FrameDecoder {
         buf.split_to(current.payload_len)
     }
 
+    /// After [`Step::Complete`]: removes the frame from the buffer, for a
+    /// caller that copied its payload out. (Otherwise the next step does
+    /// it.)
+    pub fn discard_complete(&mut self, buf: &mut BytesMut) {
+        if self.current.as_ref().is_some_and(|c| c.complete) {
+            self.discard(buf);
+        }
+    }
+
     fn discard(&mut self, buf: &mut BytesMut) {
         if let Some(current) = self.current.take() {
             let len = current.header_len + current.payload_len;

@@ -32,22 +32,35 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
 /// bytes into the payload: copying and masking in one pass over memory,
 /// instead of a copy followed by [`apply_mask`] in place.
 pub fn extend_masked(dst: &mut BytesMut, src: &[u8], key: [u8; 4], offset: usize) {
-    let key = rotate(key, offset);
     dst.reserve(src.len());
     let len = dst.len();
-    let spare = &mut dst.spare_capacity_mut()[..src.len()];
+    copy_masked_dispatch(&mut dst.spare_capacity_mut()[..src.len()], src, key, offset);
+    // SAFETY: `copy_masked_dispatch` wrote every one of the first
+    // `src.len()` bytes of the spare capacity, which `reserve` made at least
+    // that long.
+    unsafe { dst.set_len(len + src.len()) };
+}
+
+/// [`extend_masked`] into a `Vec`.
+pub(crate) fn extend_masked_vec(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], offset: usize) {
+    dst.reserve(src.len());
+    let len = dst.len();
+    copy_masked_dispatch(&mut dst.spare_capacity_mut()[..src.len()], src, key, offset);
+    // SAFETY: as in `extend_masked`.
+    unsafe { dst.set_len(len + src.len()) };
+}
+
+/// Writes `src ^ key` (starting `offset` bytes into the key) into `dst`,
+/// which is exactly as long as `src`, with AVX2 where the CPU has it.
+fn copy_masked_dispatch(dst: &mut [MaybeUninit<u8>], src: &[u8], key: [u8; 4], offset: usize) {
+    let key = rotate(key, offset);
     #[cfg(target_arch = "x86_64")]
     if src.len() >= 64 && std::is_x86_feature_detected!("avx2") {
         // SAFETY: the running CPU supports AVX2, as checked just above.
-        unsafe { copy_masked_avx2(spare, src, key) };
-    } else {
-        copy_masked(spare, src, key);
+        unsafe { copy_masked_avx2(dst, src, key) };
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    copy_masked(spare, src, key);
-    // SAFETY: `copy_masked` wrote every one of the first `src.len()` bytes
-    // of the spare capacity, which `reserve` made at least that long.
-    unsafe { dst.set_len(len + src.len()) };
+    copy_masked(dst, src, key);
 }
 
 #[cfg(target_arch = "x86_64")]
