@@ -407,7 +407,9 @@ impl Connection {
     }
 
     /// The read buffer, with at least `read_buffer_size` bytes of spare
-    /// capacity, for reading from the transport without an extra copy.
+    /// capacity (or, while a frame is in progress and the room left holds
+    /// the rest of it, that room), for reading from the transport without
+    /// an extra copy.
     /// Append only (for example with tokio's `read_buf`), at most the spare
     /// capacity, then call [`handle_received`](Self::handle_received).
     ///
@@ -419,6 +421,12 @@ impl Connection {
     pub fn recv_buf(&mut self) -> &mut BytesMut {
         let base = self.config.read_buffer_size;
         let frame_rest = self.decoder.missing(&self.read_buf);
+        if frame_rest > 0 && self.read_buf.capacity() - self.read_buf.len() >= frame_rest {
+            // The frame in progress fits in the room left: making more
+            // could move all of it that arrived (up to a whole large
+            // frame) to the front of the allocation, to read a few bytes.
+            return &mut self.read_buf;
+        }
         self.reserve_read(frame_rest.clamp(base, base.saturating_mul(READ_AHEAD_FACTOR)));
         &mut self.read_buf
     }
