@@ -357,10 +357,22 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         }
     }
 
+    /// Writes what the engine has to send. Called on every pass, so the
+    /// common case (nothing to write) is two checks.
+    #[inline]
     fn write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.conn.transmit_len() == 0 && !self.needs_flush {
+            return false;
+        }
+        self.write_out(cx)
+    }
+
+    fn write_out(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         while !self.write_done && self.conn.transmit_len() > 0 {
-            let mut slices = [IoSlice::new(&[]); 32];
+            // Small frames share one staging buffer, so a write rarely has
+            // more than a few slices (one per large payload).
+            let mut slices = [IoSlice::new(&[]); 16];
             let n = self.conn.transmit_slices(&mut slices);
             match self.io.poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => self.transport_failed(io::ErrorKind::WriteZero.into()),

@@ -1318,7 +1318,9 @@ impl Connection {
     /// returns how many slices it filled. Then call
     /// [`advance_transmit`](Self::advance_transmit) with the bytes written.
     pub fn transmit_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
-        self.flush_pending_pong();
+        if self.pending_pong.is_some() {
+            self.flush_pending_pong();
+        }
         self.out.slices(dst)
     }
 
