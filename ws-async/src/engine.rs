@@ -501,13 +501,15 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     fn timers(&mut self) -> bool {
-        let deadlines = [
-            self.conn.poll_timeout(),
-            self.close_by,
-            self.app_timer,
-            self.shrink_at,
-        ];
-        let Some(deadline) = deadlines.into_iter().flatten().min() else {
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = earliest(
+            earliest(self.conn.poll_timeout(), self.close_by),
+            earliest(self.app_timer, self.shrink_at),
+        );
+        let Some(deadline) = deadline else {
             return false;
         };
         // Every read moves the idle and keepalive deadlines later.
