@@ -451,7 +451,7 @@ mod tests {
     #[derive(Default)]
     struct CountingWaker(std::sync::atomic::AtomicUsize);
 
-    impl std::task::Wake for CountingWaker {
+    impl Wake for CountingWaker {
         fn wake(self: Arc<Self>) {
             self.wake_by_ref();
         }
@@ -645,7 +645,7 @@ mod tests {
 
     #[test]
     fn async_push_waits_for_room() {
-        let outbox = std::sync::Arc::new(Outbox::new(10, Role::Server));
+        let outbox = Arc::new(Outbox::new(10, Role::Server));
         outbox.try_push(msg(10)).unwrap();
         let waiter = {
             let outbox = outbox.clone();
@@ -666,7 +666,7 @@ mod tests {
     // would overflow it must not spin.
     #[test]
     fn push_that_does_not_fit_waits_instead_of_spinning() {
-        let outbox = std::sync::Arc::new(Outbox::new(100, Role::Server));
+        let outbox = Arc::new(Outbox::new(100, Role::Server));
         outbox.try_push(msg(10)).unwrap();
         // Poll on another thread: a spinning push never returns from poll.
         let (done, polled) = std::sync::mpsc::channel();
@@ -690,7 +690,7 @@ mod tests {
     fn futures_executor_block_on<F: Future>(future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         let thread = std::thread::current();
-        let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(thread)));
+        let waker = std::task::Waker::from(Arc::new(ThreadWaker(thread)));
         let mut cx = Context::from_waker(&waker);
         loop {
             if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
@@ -701,8 +701,8 @@ mod tests {
     }
 
     struct ThreadWaker(std::thread::Thread);
-    impl std::task::Wake for ThreadWaker {
-        fn wake(self: std::sync::Arc<Self>) {
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
             self.0.unpark();
         }
     }
