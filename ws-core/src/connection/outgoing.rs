@@ -127,6 +127,15 @@ impl OutgoingQueue {
         while n > 0 {
             let Some(front) = self.segments.front_mut() else {
                 self.staged_from += n;
+                // A queue that never quite empties (a peer reading steadily
+                // but slower than we send) would otherwise grow by every
+                // byte written: once the written part is at least half,
+                // move the rest to the front (amortized, each byte moves at
+                // most once per byte written before it).
+                if self.staged_from * 2 >= self.staging.len() && self.staged_len() > 0 {
+                    self.staging.drain(..self.staged_from);
+                    self.staged_from = 0;
+                }
                 break;
             };
             if n < front.len() {
@@ -211,6 +220,42 @@ impl PayloadSource<'_> {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+
+    // The staging buffer keeps only what is unwritten, even when the queue
+    // never empties: it must not grow with everything ever sent.
+    #[test]
+    fn a_queue_that_never_empties_stays_bounded() {
+        let mut queue = OutgoingQueue::default();
+        let frame = [7u8; 100];
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            queue.push_frame(OpCode::Binary, true, PayloadSource::Borrowed(&frame), None);
+            // Write all but 50 bytes: something is always left.
+            let mut slots = [IoSlice::new(&[]); 4];
+            let n = queue.slices(&mut slots);
+            let pending: Vec<u8> = slots[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            let written = pending.len() - 50;
+            out.extend_from_slice(&pending[..written]);
+            queue.advance(written);
+            assert_eq!(queue.len(), 50);
+        }
+        assert!(
+            queue.staging.capacity() < 4096,
+            "staging grew to {} bytes for 50 unwritten",
+            queue.staging.capacity()
+        );
+        // And nothing was lost or reordered.
+        let mut slots = [IoSlice::new(&[]); 4];
+        let n = queue.slices(&mut slots);
+        for slice in &slots[..n] {
+            out.extend_from_slice(slice);
+        }
+        assert_eq!(out.len(), 10_000 * 102);
+        for chunk in out.chunks(102) {
+            assert_eq!(chunk[..2], [0x82, 100]);
+            assert!(chunk[2..].iter().all(|&b| b == 7));
+        }
+    }
 
     fn drain_by_slices(queue: &mut OutgoingQueue, max_write: usize) -> Vec<u8> {
         let mut out = Vec::new();
