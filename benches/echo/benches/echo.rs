@@ -3,22 +3,22 @@
 //! run.
 //!
 //! ```sh
-//! cargo bench -p ws-benches --bench echo                  # full matrix, 3 rounds of 2 s cells
-//! cargo bench -p ws-benches --bench echo -- --quick       # 1 s cells, 1 round
-//! cargo bench -p ws-benches --bench echo -- --quick --rounds 3   # the README's table, ~10 min
-//! cargo bench -p ws-benches --bench echo -- --rounds 5    # median of 5 runs per cell
-//! cargo bench -p ws-benches --bench echo -- --servers ws-tokio,fastwebsockets
-//! cargo bench -p ws-benches --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
-//! cargo bench -p ws-benches --bench echo -- --idle-only   # memory per idle connection
+//! cargo bench -p ws-echo-bench --bench echo                  # full matrix, 3 rounds of 2 s cells
+//! cargo bench -p ws-echo-bench --bench echo -- --quick       # 1 s cells, 1 round
+//! cargo bench -p ws-echo-bench --bench echo -- --quick --rounds 3   # the README's table, ~10 min
+//! cargo bench -p ws-echo-bench --bench echo -- --rounds 5    # median of 5 runs per cell
+//! cargo bench -p ws-echo-bench --bench echo -- --servers ws-tokio,fastwebsockets
+//! cargo bench -p ws-echo-bench --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
+//! cargo bench -p ws-echo-bench --bench echo -- --idle-only   # memory per idle connection
 //! # permessage-deflate: JSON payloads, ws-tokio with and without it
-//! cargo bench -p ws-benches --bench echo -- --quick --json \
+//! cargo bench -p ws-echo-bench --bench echo -- --quick --json \
 //!     --servers ws-tokio,ws-tokio+deflate,tokio-tungstenite
 //! # memory per connection that has compressed a message, per setting
-//! cargo bench -p ws-benches --bench echo -- --active-memory \
+//! cargo bench -p ws-echo-bench --bench echo -- --active-memory \
 //!     --servers ws-tokio,ws-tokio+deflate,ws-tokio+deflate-w10,ws-tokio+deflate-nct
 //! # instructions per message, each server under valgrind's callgrind
-//! cargo bench -p ws-benches --bench echo -- --instructions
-//! cargo bench -p ws-benches --bench echo -- --instructions --servers ws-tokio \
+//! cargo bench -p ws-echo-bench --bench echo -- --instructions
+//! cargo bench -p ws-echo-bench --bench echo -- --instructions --servers ws-tokio \
 //!     --connections 1 --payloads 16 --in-flight 16 --keep-dumps target/callgrind
 //! ```
 //!
@@ -77,6 +77,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime};
+
+/// The JSON-like payloads of `--json`, shared with the interop testee
+/// (whose crate links the NATS backend this package keeps out).
+#[path = "../../../testees/src/events.rs"]
+#[allow(unreachable_pub)] // `pub` for the testee crate it belongs to
+mod events;
 use ws_core::deflate::DeflateConfig;
 use ws_core::handshake::{ClientHandshake, ClientRequest};
 use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
@@ -131,7 +137,7 @@ fn deflate_setting(name: &str) -> Option<DeflateConfig> {
 
 /// JSON-like text of `n` bytes, as a feed of events would carry.
 fn json_payload(n: usize) -> Vec<u8> {
-    ws_testees::events::events(n).into_bytes()
+    events::events(n).into_bytes()
 }
 
 /// 64 different JSON-like messages of `n` bytes, cut at different places
