@@ -861,6 +861,185 @@ impl<R: Runtime, T: Transport, F: Future<Output = ()>> Future for Call<'_, R, T,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use bytes::BytesMut;
+
+    use crate::runtime::BoxFuture;
+    use crate::{Endpoint, ServerBuilder};
+
+    /// A runtime whose timers never fire and whose spawned tasks the test
+    /// polls itself.
+    #[derive(Clone, Default)]
+    struct Manual {
+        spawned: Arc<Mutex<Vec<BoxFuture<()>>>>,
+    }
+
+    impl std::fmt::Debug for Manual {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Manual")
+        }
+    }
+
+    struct Never;
+
+    impl Timer for Never {
+        fn reset(self: Pin<&mut Self>, _: Instant) {}
+        fn poll_fired(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    impl Runtime for Manual {
+        fn spawn(&self, future: BoxFuture<()>) {
+            self.spawned.lock().unwrap().push(future);
+        }
+        fn timer(&self, _: Instant) -> Pin<Box<dyn Timer>> {
+            Box::pin(Never)
+        }
+    }
+
+    /// Bytes in and out; a read with nothing to read is `Pending` (the
+    /// test polls again after adding some, so no wake-up is needed).
+    #[derive(Default)]
+    struct Pipe {
+        inbound: VecDeque<u8>,
+        written: Vec<u8>,
+        reads: usize,
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Pipe>>);
+
+    impl Transport for Shared {
+        fn poll_read_buf(
+            &mut self,
+            _: &mut Context<'_>,
+            buf: &mut BytesMut,
+        ) -> Poll<io::Result<usize>> {
+            let mut pipe = self.0.lock().unwrap();
+            pipe.reads += 1;
+            if pipe.inbound.is_empty() {
+                return Poll::Pending;
+            }
+            let n = pipe.inbound.len().min(buf.capacity() - buf.len()).max(1);
+            let bytes: Vec<u8> = pipe.inbound.drain(..n).collect();
+            buf.extend_from_slice(&bytes);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            &mut self,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut pipe = self.0.lock().unwrap();
+            let mut n = 0;
+            for buf in bufs {
+                pipe.written.extend_from_slice(buf);
+                n += buf.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Echo;
+
+    impl Handler for Echo {
+        async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
+            let _ = ctx.send(message).await;
+        }
+    }
+
+    // An echo takes one poll of the connection's task per message, and the
+    // handler's reply does not wake the task it runs on (it did, for every
+    // message: twice the polls); after a read found nothing, the same poll
+    // does not try again (two reads per message: the data, then `Pending`).
+    #[test]
+    fn an_echo_is_one_poll_and_wakes_nothing() {
+        let runtime = Manual::default();
+        let server = ServerBuilder::new(runtime.clone())
+            .route("/", Endpoint::new(|_| Echo))
+            .build();
+        let pipe = Shared::default();
+        pipe.0.lock().unwrap().inbound.extend(
+            b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        let io = pipe.clone();
+        let accept = async move { server.accept(io, None).await };
+        let mut tasks: Vec<BoxFuture<()>> = vec![Box::pin(accept)];
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll_all = |tasks: &mut Vec<BoxFuture<()>>| {
+            tasks.extend(runtime.spawned.lock().unwrap().drain(..));
+            for task in tasks.iter_mut() {
+                assert!(
+                    task.as_mut().poll(&mut cx).is_pending(),
+                    "the connection ended"
+                );
+            }
+        };
+        for _ in 0..4 {
+            poll_all(&mut tasks);
+        }
+        let head_end = {
+            let pipe = pipe.0.lock().unwrap();
+            let end = pipe.written.windows(4).position(|w| w == b"\r\n\r\n");
+            assert!(pipe.written.starts_with(b"HTTP/1.1 101"), "no 101");
+            end.unwrap() + 4
+        };
+        pipe.0.lock().unwrap().written.drain(..head_end);
+
+        let mut client = Connection::client(ws_core::Config::client(), Instant::now(), [7; 32]);
+        let woken_before = counter.0.load(Ordering::SeqCst);
+        let reads_before = pipe.0.lock().unwrap().reads;
+        for i in 0..100u32 {
+            let text = format!("message {i}");
+            client.send(Message::text(text.clone())).unwrap();
+            let mut frame = Vec::new();
+            while let Some(chunk) = client.poll_transmit() {
+                frame.extend_from_slice(&chunk);
+            }
+            pipe.0.lock().unwrap().inbound.extend(frame);
+            // One poll: the message is read, handled and its echo written.
+            poll_all(&mut tasks);
+            let echoed = std::mem::take(&mut pipe.0.lock().unwrap().written);
+            client.handle_read(&echoed, Instant::now());
+            match client.poll_event() {
+                Some(Event::Message(echo)) => assert_eq!(echo, Message::text(text)),
+                other => panic!("message {i}: expected its echo after one poll, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst) - woken_before,
+            0,
+            "the task woke itself while echoing"
+        );
+        let reads = pipe.0.lock().unwrap().reads - reads_before;
+        assert_eq!(reads, 200, "reads for 100 messages");
+    }
 
     #[test]
     fn policy_close_reasons_fit_a_close_frame_on_a_char_boundary() {
