@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use event_listener::EventListener;
 use futures_util::FutureExt;
 use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
-use ws_core::config::deadline_after;
+use ws_core::config::{deadline_after, earliest};
 use ws_core::policy::{PolicySet, Verdict, Violation};
 use ws_core::{CloseCode, Closed, Connection, Event, Message};
 
@@ -501,10 +501,6 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     fn timers(&mut self) -> bool {
-        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let deadline = earliest(
             earliest(self.conn.poll_timeout(), self.close_by),
             earliest(self.app_timer, self.shrink_at),
@@ -863,11 +859,10 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
     use std::sync::Mutex;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
 
     use bytes::BytesMut;
 
+    use crate::outbox::tests::CountingWaker;
     use crate::runtime::BoxFuture;
     use crate::{Endpoint, ServerBuilder};
 
@@ -951,18 +946,6 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     struct Echo;
 
     impl Handler for Echo {
@@ -1013,7 +996,7 @@ mod tests {
         pipe.0.lock().unwrap().written.drain(..head_end);
 
         let mut client = Connection::client(ws_core::Config::client(), Instant::now(), [7; 32]);
-        let woken_before = counter.0.load(Ordering::SeqCst);
+        let woken_before = counter.count();
         let reads_before = pipe.0.lock().unwrap().reads;
         for i in 0..100u32 {
             let text = format!("message {i}");
@@ -1033,7 +1016,7 @@ mod tests {
             }
         }
         assert_eq!(
-            counter.0.load(Ordering::SeqCst) - woken_before,
+            counter.count() - woken_before,
             0,
             "the task woke itself while echoing"
         );

@@ -355,11 +355,7 @@ impl Outbox {
                     Drain::Take => {
                         freed += item.weight();
                         taken = true;
-                        if at == 0 {
-                            state.queue.pop_front();
-                        } else {
-                            state.queue.remove(at);
-                        }
+                        state.queue.remove(at);
                     }
                     Drain::Skip => at += 1,
                     Drain::Stop => break,
@@ -438,7 +434,7 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::future::Future;
     use ws_core::CloseCode;
@@ -449,7 +445,7 @@ mod tests {
 
     /// Counts its wake-ups.
     #[derive(Default)]
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
+    pub(crate) struct CountingWaker(std::sync::atomic::AtomicUsize);
 
     impl Wake for CountingWaker {
         fn wake(self: Arc<Self>) {
@@ -461,7 +457,7 @@ mod tests {
     }
 
     impl CountingWaker {
-        fn count(&self) -> usize {
+        pub(crate) fn count(&self) -> usize {
             self.0.load(Ordering::SeqCst)
         }
     }

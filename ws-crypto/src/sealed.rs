@@ -260,6 +260,19 @@ enum State {
     Refused,
 }
 
+/// The session's sender while the inner handler still gets callbacks:
+/// open, and no message refused.
+fn live_sender(state: &State) -> Option<&SealedSender> {
+    match state {
+        State::Open {
+            sender,
+            refused: false,
+            ..
+        } => Some(sender),
+        _ => None,
+    }
+}
+
 /// Serves a [`SealedHandler`] as a [`Handler`]: answers the client's key
 /// agreement, opens every message before the inner handler sees it, and
 /// closes with 1008 on the first message that does not open.
@@ -357,23 +370,13 @@ impl<H: SealedHandler> Handler for Sealed<H> {
     }
 
     async fn on_timer(&mut self, ctx: &mut Ctx) {
-        if let State::Open {
-            sender,
-            refused: false,
-            ..
-        } = &self.state
-        {
+        if let Some(sender) = live_sender(&self.state) {
             self.inner.on_timer(&mut SealedCtx { ctx, sender }).await;
         }
     }
 
     async fn on_policy_violation(&mut self, ctx: &mut Ctx, violation: &Violation) {
-        if let State::Open {
-            sender,
-            refused: false,
-            ..
-        } = &self.state
-        {
+        if let Some(sender) = live_sender(&self.state) {
             self.inner
                 .on_policy_violation(&mut SealedCtx { ctx, sender }, violation)
                 .await;
@@ -381,12 +384,7 @@ impl<H: SealedHandler> Handler for Sealed<H> {
     }
 
     async fn on_shutdown(&mut self, ctx: &mut Ctx) {
-        if let State::Open {
-            sender,
-            refused: false,
-            ..
-        } = &self.state
-        {
+        if let Some(sender) = live_sender(&self.state) {
             self.inner.on_shutdown(&mut SealedCtx { ctx, sender }).await;
         }
     }

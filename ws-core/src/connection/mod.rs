@@ -12,7 +12,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
-use crate::config::{BackpressurePolicy, Config, ReceiveMode};
+use crate::config::{BackpressurePolicy, Config, ReceiveMode, earliest};
 use crate::deflate::state::DeflateState;
 use crate::deflate::{DeflateConfig, DeflateParams, InflateError};
 use crate::error::{Backpressure, ProtocolError, SendError, UsageError};
@@ -1384,8 +1384,6 @@ impl Connection {
                     .as_ref()
                     .zip(self.config.fragment_timeout)
                     .and_then(|(incoming, t)| incoming.started.checked_add(t));
-                // By hand: `into_iter().flatten().min()` over the three
-                // costs several times as much, on every driver's wait.
                 earliest(earliest(keepalive, idle), fragment)
             }
         }
@@ -1497,15 +1495,6 @@ fn whole_message(text: bool, data: Bytes) -> Message {
         Message::Text(Utf8Bytes::from_validated(data))
     } else {
         Message::Binary(data)
-    }
-}
-
-/// The earlier of two optional deadlines.
-#[inline]
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
