@@ -28,10 +28,9 @@
 //! dumped again; the second dump divided by 20,000 is the user-space
 //! instructions per message. The figure does not depend on what else the
 //! machine is doing, so it can rank servers that throughput on a shared
-//! two-core machine cannot: with small messages runs agree within about
-//! 1 %. With large ones they do not yet (how the bytes split into reads
-//! and writes varies, and the count with it): take the least of several
-//! runs. Default rows: 1 connection 16 B 1 in flight,
+//! two-core machine cannot: runs agree within about 1 % with one message
+//! in flight (64 KiB included), within about 3 % with 16, where how many
+//! messages share a read varies. Default rows: 1 connection 16 B 1 in flight,
 //! 16 x 1 KiB x 1, 1 x 16 B x 16, 1 x 1 KiB x 16, 1 x 64 KiB x 4; or the
 //! matrix of `--connections`, `--payloads`, `--in-flight`.
 //!
@@ -77,15 +76,15 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime};
+use ws_core::deflate::DeflateConfig;
+use ws_core::handshake::{ClientHandshake, ClientRequest};
+use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
 
 /// The JSON-like payloads of `--json`, shared with the interop testee
 /// (whose crate links the NATS backend this package keeps out).
 #[path = "../../../testees/src/events.rs"]
 #[allow(unreachable_pub)] // `pub` for the testee crate it belongs to
 mod events;
-use ws_core::deflate::DeflateConfig;
-use ws_core::handshake::{ClientHandshake, ClientRequest};
-use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
 
 const SERVERS: [&str; 5] = [
     "ws-tokio",
