@@ -21,7 +21,7 @@ use ws_core::{CloseCode, Closed, Connection, Event, Message};
 use crate::connection::close;
 use crate::handler::{Ctx, Handler};
 use crate::meters::{self, ConnectionMeters};
-use crate::outbox::{Drain, Outbox, Outgoing};
+use crate::outbox::{Drain, Outbox, Outgoing, ReplyLane};
 use crate::registry::Shutdown;
 use crate::runtime::{Runtime, Timer, Transport, read_some, with_deadline};
 
@@ -232,7 +232,10 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// everything it waits on.
     fn pump_io(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = self.take_outbox();
-        progress |= self.write(cx);
+        // A write that left nothing to write and nothing queued changed
+        // nothing another pass could act on: after the usual reply, the
+        // connection can wait now rather than after one more pass.
+        progress |= self.write(cx) && (self.conn.transmit_len() > 0 || self.outbox.has_pending());
         progress |= self.read(cx);
         // The timers are looked at when nothing else moved (and so before
         // every wait), and every few passes of a stretch that keeps moving,
@@ -343,6 +346,24 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             self.close_by = Some(deadline_after(self.runtime.now(), timeout));
         }
         taken
+    }
+
+    /// Feeds the engine the reply a callback left in the [`ReplyLane`]:
+    /// ahead of anything queued, which came after it. What the engine
+    /// cannot take now goes back to the head of the queue, where
+    /// [`take_queued`](Self::take_queued) deals with it as with any item.
+    fn take_reply(&mut self, reply: Outgoing) {
+        let accepted = match &reply {
+            Outgoing::Message(message) => self.conn.send_ref(message).is_ok(),
+            Outgoing::Uncompressed(message) => self.conn.send_uncompressed_ref(message).is_ok(),
+            // The lane takes whole messages only.
+            _ => false,
+        };
+        if accepted {
+            self.meters.sent(reply.weight(), true);
+        } else {
+            self.outbox.requeue_reply(reply);
+        }
     }
 
     /// Past `close_by`: the close goes out in front of what the peer did not
@@ -837,7 +858,12 @@ impl<R: Runtime, T: Transport, F: Future<Output = ()>> Future for Call<'_, R, T,
         }
         // What the callback queues is drained before this task waits.
         this.link.begin_poll();
-        match this.callback.poll(cx) {
+        let lane = ReplyLane::open(&this.link.outbox);
+        let polled = this.callback.poll(cx);
+        if let Some(reply) = lane.close() {
+            this.link.take_reply(reply);
+        }
+        match polled {
             Poll::Ready(Ok(())) => Poll::Ready(Outcome::Done),
             Poll::Ready(Err(_panic)) => {
                 tracing::warn!("a handler callback panicked; closing its connection with 1011");
@@ -864,7 +890,7 @@ mod tests {
 
     use crate::outbox::tests::CountingWaker;
     use crate::runtime::BoxFuture;
-    use crate::{Endpoint, ServerBuilder};
+    use crate::{ConnectionHandle, Endpoint, ServerBuilder};
 
     /// A runtime whose timers never fire and whose spawned tasks the test
     /// polls itself.
@@ -946,9 +972,97 @@ mod tests {
         }
     }
 
-    struct Echo;
+    /// A server connection over a [`Pipe`], its tasks polled by hand, and
+    /// a client engine at the other end.
+    struct Harness {
+        runtime: Manual,
+        pipe: Shared,
+        tasks: Vec<BoxFuture<()>>,
+        counter: Arc<CountingWaker>,
+        waker: Waker,
+        client: Connection,
+    }
+
+    impl Harness {
+        fn open<H: Handler + Clone + Sync>(handler: H) -> Self {
+            let runtime = Manual::default();
+            let server = ServerBuilder::new(runtime.clone())
+                .route("/", Endpoint::new(move |_| handler.clone()))
+                .build();
+            let pipe = Shared::default();
+            pipe.0.lock().unwrap().inbound.extend(
+                b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            );
+            let io = pipe.clone();
+            let accept = async move { server.accept(io, None).await };
+            let counter = Arc::new(CountingWaker::default());
+            let mut harness = Self {
+                runtime,
+                pipe,
+                tasks: vec![Box::pin(accept)],
+                waker: Waker::from(counter.clone()),
+                counter,
+                client: Connection::client(ws_core::Config::client(), Instant::now(), [7; 32]),
+            };
+            for _ in 0..4 {
+                harness.poll();
+            }
+            let mut pipe = harness.pipe.0.lock().unwrap();
+            let end = pipe.written.windows(4).position(|w| w == b"\r\n\r\n");
+            assert!(pipe.written.starts_with(b"HTTP/1.1 101"), "no 101");
+            pipe.written.drain(..end.unwrap() + 4);
+            drop(pipe);
+            harness
+        }
+
+        /// Polls every task once.
+        fn poll(&mut self) {
+            self.tasks
+                .extend(self.runtime.spawned.lock().unwrap().drain(..));
+            let mut cx = Context::from_waker(&self.waker);
+            for task in self.tasks.iter_mut() {
+                assert!(
+                    task.as_mut().poll(&mut cx).is_pending(),
+                    "the connection ended"
+                );
+            }
+        }
+
+        /// Sends `message` from the client.
+        fn send(&mut self, message: Message) {
+            self.client.send(message).unwrap();
+            let mut frame = Vec::new();
+            while let Some(chunk) = self.client.poll_transmit() {
+                frame.extend_from_slice(&chunk);
+            }
+            self.pipe.0.lock().unwrap().inbound.extend(frame);
+        }
+
+        /// What the server wrote, as the client's events.
+        fn received(&mut self) -> Vec<Event> {
+            let written = std::mem::take(&mut self.pipe.0.lock().unwrap().written);
+            self.client.handle_read(&written, Instant::now());
+            std::iter::from_fn(|| self.client.poll_event()).collect()
+        }
+
+        fn reads(&self) -> usize {
+            self.pipe.0.lock().unwrap().reads
+        }
+    }
+
+    /// Echoes, and keeps its connection's send queue for the test to look
+    /// at.
+    #[derive(Clone, Default)]
+    struct Echo {
+        outbox: Arc<Mutex<Option<Arc<Outbox>>>>,
+    }
 
     impl Handler for Echo {
+        async fn on_open(&mut self, ctx: &mut Ctx) {
+            *self.outbox.lock().unwrap() = Some(ctx.handle().outbox().clone());
+        }
+
         async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
             let _ = ctx.send(message).await;
         }
@@ -957,71 +1071,133 @@ mod tests {
     // An echo takes one poll of the connection's task per message, and the
     // handler's reply does not wake the task it runs on (it did, for every
     // message: twice the polls); after a read found nothing, the same poll
-    // does not try again (two reads per message: the data, then `Pending`).
+    // does not try again (two reads per message: the data, then `Pending`);
+    // the reply reaches the engine through the reply lane, without the send
+    // queue's lock.
     #[test]
     fn an_echo_is_one_poll_and_wakes_nothing() {
-        let runtime = Manual::default();
-        let server = ServerBuilder::new(runtime.clone())
-            .route("/", Endpoint::new(|_| Echo))
-            .build();
-        let pipe = Shared::default();
-        pipe.0.lock().unwrap().inbound.extend(
-            b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        );
-        let io = pipe.clone();
-        let accept = async move { server.accept(io, None).await };
-        let mut tasks: Vec<BoxFuture<()>> = vec![Box::pin(accept)];
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(counter.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut poll_all = |tasks: &mut Vec<BoxFuture<()>>| {
-            tasks.extend(runtime.spawned.lock().unwrap().drain(..));
-            for task in tasks.iter_mut() {
-                assert!(
-                    task.as_mut().poll(&mut cx).is_pending(),
-                    "the connection ended"
-                );
-            }
-        };
-        for _ in 0..4 {
-            poll_all(&mut tasks);
-        }
-        let head_end = {
-            let pipe = pipe.0.lock().unwrap();
-            let end = pipe.written.windows(4).position(|w| w == b"\r\n\r\n");
-            assert!(pipe.written.starts_with(b"HTTP/1.1 101"), "no 101");
-            end.unwrap() + 4
-        };
-        pipe.0.lock().unwrap().written.drain(..head_end);
-
-        let mut client = Connection::client(ws_core::Config::client(), Instant::now(), [7; 32]);
-        let woken_before = counter.count();
-        let reads_before = pipe.0.lock().unwrap().reads;
+        let echo = Echo::default();
+        let mut harness = Harness::open(echo.clone());
+        let outbox = echo.outbox.lock().unwrap().clone().expect("opened");
+        let woken_before = harness.counter.count();
+        let reads_before = harness.reads();
+        let locks_before = outbox.locks();
         for i in 0..100u32 {
             let text = format!("message {i}");
-            client.send(Message::text(text.clone())).unwrap();
-            let mut frame = Vec::new();
-            while let Some(chunk) = client.poll_transmit() {
-                frame.extend_from_slice(&chunk);
-            }
-            pipe.0.lock().unwrap().inbound.extend(frame);
+            harness.send(Message::text(text.clone()));
             // One poll: the message is read, handled and its echo written.
-            poll_all(&mut tasks);
-            let echoed = std::mem::take(&mut pipe.0.lock().unwrap().written);
-            client.handle_read(&echoed, Instant::now());
-            match client.poll_event() {
-                Some(Event::Message(echo)) => assert_eq!(echo, Message::text(text)),
-                other => panic!("message {i}: expected its echo after one poll, got {other:?}"),
-            }
+            harness.poll();
+            let received = harness.received();
+            assert!(
+                matches!(&received[..], [Event::Message(echo)] if *echo == Message::text(text.clone())),
+                "message {i}: expected its echo after one poll, got {received:?}"
+            );
         }
         assert_eq!(
-            counter.count() - woken_before,
+            harness.counter.count() - woken_before,
             0,
             "the task woke itself while echoing"
         );
-        let reads = pipe.0.lock().unwrap().reads - reads_before;
-        assert_eq!(reads, 200, "reads for 100 messages");
+        assert_eq!(
+            harness.reads() - reads_before,
+            200,
+            "reads for 100 messages"
+        );
+        assert_eq!(
+            outbox.locks() - locks_before,
+            0,
+            "send queue locks for 100 echoes"
+        );
+    }
+
+    /// Sends what each message asks for, through the context or a handle of
+    /// its own connection: `m:TEXT` a message, `f:TEXT` a first fragment,
+    /// `l:TEXT` a last one, `c` a close; several, separated by spaces.
+    #[derive(Clone)]
+    struct Scripted;
+
+    impl Handler for Scripted {
+        async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
+            let script = message.as_text().unwrap().to_owned();
+            let handle = ctx.handle();
+            for (n, step) in script.split(' ').enumerate() {
+                // Alternately the context and a cloned handle: both are
+                // the same connection's sends, in one order.
+                let via: &ConnectionHandle = if n % 2 == 0 { ctx } else { &handle };
+                let result = match step.split_once(':') {
+                    Some(("m", text)) => via.send(Message::text(text.to_owned())).await,
+                    Some(("f", text)) => {
+                        via.send_fragment(Message::text(text.to_owned()), false)
+                            .await
+                    }
+                    Some(("l", text)) => {
+                        via.send_fragment(Message::text(text.to_owned()), true)
+                            .await
+                    }
+                    _ => via.close(CloseCode::NORMAL, "done").await,
+                };
+                result.unwrap();
+            }
+        }
+    }
+
+    fn texts(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|event| match event {
+                Event::Message(message) => message.as_text().unwrap().to_owned(),
+                Event::Closed(closed) => format!("closed {}", closed.code.as_u16()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    // The first send of a callback takes the reply lane, the rest the send
+    // queue, from the context or from a handle: they arrive in the order
+    // they were sent, and a close queued after them goes out after them.
+    #[test]
+    fn sends_from_a_callback_keep_their_order() {
+        let mut harness = Harness::open(Scripted);
+        harness.send(Message::text("m:a m:b m:c"));
+        harness.poll();
+        assert_eq!(texts(&harness.received()), ["a", "b", "c"]);
+        harness.send(Message::text("m:d c"));
+        harness.poll();
+        harness.poll();
+        let received = texts(&harness.received());
+        assert_eq!(
+            received.first().map(String::as_str),
+            Some("d"),
+            "{received:?}"
+        );
+        assert!(!harness.client.is_open(), "no close after the message");
+    }
+
+    // A whole message sent while a fragmented one is open waits for its
+    // last fragment; from the reply lane, the engine refuses it, and it
+    // goes back to the head of the send queue rather than being lost; a
+    // reply sent while it waits there goes after it.
+    #[test]
+    fn a_reply_the_engine_refuses_waits_in_the_queue() {
+        let mut harness = Harness::open(Scripted);
+        harness.send(Message::text("f:x"));
+        harness.poll();
+        assert!(
+            harness.received().is_empty(),
+            "a first fragment is no message"
+        );
+        // The second send of that callback was queued behind the first;
+        // the next callback's reply finds the queue holding both, and
+        // queues behind them.
+        for whole in ["m:whole m:after", "m:last"] {
+            harness.send(Message::text(whole));
+            harness.poll();
+            assert!(harness.received().is_empty(), "the whole message waits");
+        }
+        harness.send(Message::text("l:y"));
+        harness.poll();
+        harness.poll();
+        assert_eq!(texts(&harness.received()), ["xy", "whole", "after", "last"]);
     }
 
     #[test]

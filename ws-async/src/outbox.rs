@@ -1,5 +1,6 @@
 //! Messages waiting for a connection's driver, from any task.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +30,7 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
-    fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         match self {
             Self::Message(m) | Self::Uncompressed(m) | Self::Fragment(m, _) => m.len(),
             Self::Ping(p) => p.len(),
@@ -128,8 +129,15 @@ pub(crate) struct Outbox {
     /// the timer's too, and the timer is polled only when this says it
     /// fired.
     timer_fired: AtomicBool,
+    /// A close was queued or the connection closed (the state's `closing`
+    /// or `closed`), readable without the lock for the [reply lane](ReplyLane).
+    refusing: AtomicBool,
     limit: usize,
     role: Role,
+    /// Times the state's lock was taken, for tests of the paths that
+    /// should not take it.
+    #[cfg(test)]
+    locks: std::sync::atomic::AtomicUsize,
 }
 
 /// The waker the driver polls its timer with: records that the timer
@@ -155,12 +163,17 @@ impl Outbox {
             pending: AtomicBool::new(false),
             driver_awake: AtomicBool::new(false),
             timer_fired: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             limit,
             role,
+            #[cfg(test)]
+            locks: Default::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
+        #[cfg(test)]
+        self.locks.fetch_add(1, Ordering::Relaxed);
         // A panic while holding this lock cannot leave the queue half
         // updated (every critical section is a few field writes), so a
         // poisoned lock is still consistent.
@@ -171,6 +184,10 @@ impl Outbox {
 
     /// Queues `item` if there is room.
     pub(crate) fn try_push(&self, item: Outgoing) -> Result<(), (SendError, Outgoing)> {
+        let item = match self.try_reply_lane(item) {
+            Ok(()) => return Ok(()),
+            Err(item) => item,
+        };
         {
             let mut state = self.lock();
             if let Err(error) = state.check(&item, self.role) {
@@ -183,11 +200,19 @@ impl Outbox {
                 };
                 return Err((error, item));
             }
-            state.push(item);
-            self.pending.store(true, Ordering::SeqCst);
+            self.queue(&mut state, item);
         }
         self.wake_driver();
         Ok(())
+    }
+
+    /// Adds `item` to the queue (checked already).
+    fn queue(&self, state: &mut State, item: Outgoing) {
+        if matches!(item, Outgoing::Close(_)) {
+            self.refusing.store(true, Ordering::SeqCst);
+        }
+        state.push(item);
+        self.pending.store(true, Ordering::SeqCst);
     }
 
     /// Queues `item` regardless of the limit: for a sink whose
@@ -197,8 +222,7 @@ impl Outbox {
         {
             let mut state = self.lock();
             state.check(&item, self.role)?;
-            state.push(item);
-            self.pending.store(true, Ordering::SeqCst);
+            self.queue(&mut state, item);
         }
         self.wake_driver();
         Ok(())
@@ -405,6 +429,7 @@ impl Outbox {
                 );
             }
             state.closed = true;
+            self.refusing.store(true, Ordering::SeqCst);
             state.queue = VecDeque::new();
             state.bytes = 0;
             self.pending.store(false, Ordering::SeqCst);
@@ -431,6 +456,137 @@ impl Outbox {
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().queue.is_empty()
     }
+
+    /// Hands a whole message to this thread's [`ReplyLane`] if it is open
+    /// for this outbox, empty, and nothing is queued (so nothing queued
+    /// can be meant to go out before it); gives it back otherwise.
+    #[inline]
+    fn try_reply_lane(&self, item: Outgoing) -> Result<(), Outgoing> {
+        if !matches!(item, Outgoing::Message(_) | Outgoing::Uncompressed(_)) {
+            return Err(item);
+        }
+        let owner = self as *const Self as usize;
+        let mut item = Some(item);
+        let _ = REPLY_LANE.try_with(|lane| {
+            if lane.owner.get() != owner
+                || self.pending.load(Ordering::SeqCst)
+                || self.refusing.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            if let Ok(mut slot) = lane.item.try_borrow_mut()
+                && slot.is_none()
+            {
+                *slot = item.take();
+            }
+        });
+        match item {
+            None => Ok(()),
+            Some(item) => Err(item),
+        }
+    }
+
+    /// Puts back at the head of the queue a reply the engine could not
+    /// take from the [`ReplyLane`] (its buffer is full, a fragmented
+    /// message is open, it closed): it was accepted before anything now
+    /// queued, and goes out first. Dropped if the outbox is closed, as
+    /// what was queued was.
+    pub(crate) fn requeue_reply(&self, item: Outgoing) {
+        let mut state = self.lock();
+        if state.closed {
+            tracing::debug!("the connection closed before a reply could be sent");
+            return;
+        }
+        state.bytes += item.weight();
+        state.queue.push_front(item);
+        self.pending.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A handler's reply to its own connection, on the way from the callback
+/// to the engine without the send queue.
+///
+/// While a connection's driver polls one of its handler's callbacks it
+/// opens this thread's lane for the connection's outbox
+/// ([`ReplyLane::open`]); a whole message sent to that outbox while the
+/// lane is empty and nothing is queued waits here instead of taking the
+/// queue's lock and being drained again under it, and the driver feeds
+/// it to the engine as soon as the poll returns. Nothing queued can be
+/// meant to go before it (the queue was empty, and only this driver,
+/// busy polling, drains it); whatever is queued after it goes after it
+/// (the driver feeds the lane first, or puts the reply back at the head
+/// of the queue). One message at most: a second send in the same poll
+/// is queued as before, so the queue's limit still bounds what a
+/// callback can send without waiting.
+pub(crate) struct ReplyLane {
+    /// The address of the outbox whose driver is polling on this thread
+    /// (0 for none); it cannot be freed meanwhile, as the driver holds it.
+    owner: Cell<usize>,
+    item: RefCell<Option<Outgoing>>,
+}
+
+thread_local! {
+    static REPLY_LANE: ReplyLane = const {
+        ReplyLane {
+            owner: Cell::new(0),
+            item: RefCell::new(None),
+        }
+    };
+}
+
+/// This thread's lane open for one outbox until [`close`](Self::close)
+/// (or drop, which discards the reply: the poll unwound).
+pub(crate) struct OpenLane {
+    /// The outbox the lane was open for before (a callback polling another
+    /// connection's driver on this thread, of all things, gets its lane
+    /// back); `None` when this one did not open it.
+    outer: Option<usize>,
+}
+
+impl ReplyLane {
+    /// Opens this thread's lane for `outbox`. Left as it is, so sends
+    /// take the queue, if the lane holds a reply already (opened by a
+    /// driver further up this thread's stack).
+    #[inline]
+    pub(crate) fn open(outbox: &Arc<Outbox>) -> OpenLane {
+        let owner = Arc::as_ptr(outbox) as usize;
+        let outer = REPLY_LANE
+            .try_with(|lane| match lane.item.try_borrow() {
+                Ok(item) if item.is_none() => Some(lane.owner.replace(owner)),
+                _ => None,
+            })
+            .ok()
+            .flatten();
+        OpenLane { outer }
+    }
+}
+
+impl OpenLane {
+    /// Closes the lane and returns the reply it holds.
+    #[inline]
+    pub(crate) fn close(mut self) -> Option<Outgoing> {
+        let outer = self.outer.take()?;
+        REPLY_LANE
+            .try_with(|lane| {
+                lane.owner.set(outer);
+                lane.item.try_borrow_mut().ok()?.take()
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for OpenLane {
+    fn drop(&mut self) {
+        if let Some(outer) = self.outer.take() {
+            let _ = REPLY_LANE.try_with(|lane| {
+                lane.owner.set(outer);
+                if let Ok(mut item) = lane.item.try_borrow_mut() {
+                    item.take();
+                }
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -453,6 +609,13 @@ pub(crate) mod tests {
         }
         fn wake_by_ref(self: &Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Outbox {
+        /// Times the state's lock was taken.
+        pub(crate) fn locks(&self) -> usize {
+            self.locks.load(Ordering::Relaxed)
         }
     }
 
@@ -587,6 +750,98 @@ pub(crate) mod tests {
         outbox
             .try_push(Outgoing::Fragment(Message::binary(vec![1]), true))
             .unwrap();
+    }
+
+    fn len(item: Option<Outgoing>) -> Option<usize> {
+        item.map(|item| item.weight())
+    }
+
+    #[test]
+    fn the_reply_lane_takes_one_message_for_its_own_outbox() {
+        let own = Arc::new(Outbox::new(1 << 20, Role::Server));
+        let other = Arc::new(Outbox::new(1 << 20, Role::Server));
+        let lane = ReplyLane::open(&own);
+        other.try_push(msg(1)).unwrap();
+        assert!(!other.is_empty(), "another connection's send is queued");
+        let locks = own.locks();
+        own.try_push(msg(2)).unwrap();
+        assert_eq!(own.locks(), locks, "the lane takes no lock");
+        own.try_push(msg(3)).unwrap();
+        own.try_push(Outgoing::Ping(Bytes::new())).unwrap();
+        assert_eq!(len(lane.close()), Some(2));
+        let mut queued = Vec::new();
+        own.drain(|item| {
+            queued.push(item.weight());
+            Drain::Take
+        });
+        assert_eq!(queued, [3, 0], "the second send and the ping are queued");
+        // Closed: sends are queued again.
+        own.try_push(msg(4)).unwrap();
+        assert!(!own.is_empty());
+    }
+
+    #[test]
+    fn the_reply_lane_waits_behind_the_queue_and_refuses_after_a_close() {
+        let outbox = Arc::new(Outbox::new(1 << 20, Role::Server));
+        outbox.try_push(msg(1)).unwrap();
+        let lane = ReplyLane::open(&outbox);
+        outbox.try_push(msg(2)).unwrap();
+        assert_eq!(len(lane.close()), None, "something was queued before it");
+        outbox.drain(|_| Drain::Take);
+
+        outbox
+            .close_with(CloseFrame::new(CloseCode::NORMAL, "").unwrap())
+            .unwrap();
+        outbox.drain(|_| Drain::Take);
+        let lane = ReplyLane::open(&outbox);
+        assert!(matches!(
+            outbox.try_push(msg(3)),
+            Err((SendError::Closed, _))
+        ));
+        assert_eq!(len(lane.close()), None);
+    }
+
+    #[test]
+    fn a_requeued_reply_goes_first_unless_the_outbox_closed() {
+        let outbox = Arc::new(Outbox::new(1 << 20, Role::Server));
+        outbox.try_push(msg(2)).unwrap();
+        outbox.requeue_reply(msg(1));
+        let mut order = Vec::new();
+        outbox.drain(|item| {
+            order.push(item.weight());
+            Drain::Take
+        });
+        assert_eq!(order, [1, 2]);
+        outbox.close();
+        outbox.requeue_reply(msg(1));
+        assert!(outbox.is_empty());
+        assert!(!outbox.has_pending());
+    }
+
+    #[test]
+    fn a_nested_lane_gives_the_outer_one_back_and_a_dropped_one_closes() {
+        let outer = Arc::new(Outbox::new(1 << 20, Role::Server));
+        let inner = Arc::new(Outbox::new(1 << 20, Role::Server));
+        let outer_lane = ReplyLane::open(&outer);
+        let inner_lane = ReplyLane::open(&inner);
+        inner.try_push(msg(1)).unwrap();
+        outer.try_push(msg(2)).unwrap();
+        assert!(!outer.is_empty(), "the outer lane is not open meanwhile");
+        assert_eq!(len(inner_lane.close()), Some(1));
+        outer.drain(|_| Drain::Take);
+        outer.try_push(msg(3)).unwrap();
+        // Holding a reply, the lane is not opened for another outbox.
+        let inner_lane = ReplyLane::open(&inner);
+        inner.try_push(msg(4)).unwrap();
+        assert!(!inner.is_empty(), "queued");
+        assert_eq!(len(inner_lane.close()), None);
+        assert_eq!(len(outer_lane.close()), Some(3));
+
+        // A poll that unwound: the lane closes all the same.
+        inner.drain(|_| Drain::Take);
+        drop(ReplyLane::open(&inner));
+        inner.try_push(msg(5)).unwrap();
+        assert!(!inner.is_empty());
     }
 
     #[test]
