@@ -282,6 +282,7 @@ mod tests {
     use super::*;
     #[cfg(feature = "jwt")]
     use jsonwebtoken::{EncodingKey, Header};
+    #[cfg(feature = "jwt")]
     use serde_json::json;
 
     fn request(authorization: &[&str]) -> http::request::Parts {
