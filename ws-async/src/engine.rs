@@ -292,28 +292,11 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 stopped = true;
                 return Drain::Stop;
             }
-            let accepted = match item {
-                // By reference: the queue keeps the message until the
-                // engine accepts it, and a clone of a payload that owns its
-                // buffer would allocate to share it.
-                Outgoing::Message(message) => conn.send_ref(message),
-                Outgoing::Uncompressed(message) => conn.send_uncompressed_ref(message),
-                Outgoing::Fragment(data, last) => conn
-                    .send_fragment(data.clone(), *last)
-                    .inspect(|()| *fragment_open = !*last),
-                Outgoing::Ping(payload) => conn.ping(payload),
-                Outgoing::Encoded(encoded) => conn.send_encoded(encoded),
-                Outgoing::Close(frame) => conn.close(frame.code, &frame.reason, runtime.now()),
-            };
+            let accepted = offer(conn, item, || runtime.now(), meters);
             match accepted {
                 Ok(()) => {
-                    match item {
-                        Outgoing::Message(m) | Outgoing::Uncompressed(m) => {
-                            meters.sent(m.len(), true)
-                        }
-                        Outgoing::Fragment(m, last) => meters.sent(m.len(), *last),
-                        Outgoing::Encoded(e) => meters.sent(e.payload_len(), true),
-                        Outgoing::Ping(_) | Outgoing::Close(_) => {}
+                    if let Outgoing::Fragment(_, last) = item {
+                        *fragment_open = !*last;
                     }
                     taken = true;
                     Drain::Take
@@ -353,15 +336,8 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// cannot take now goes back to the head of the queue, where
     /// [`take_queued`](Self::take_queued) deals with it as with any item.
     fn take_reply(&mut self, reply: Outgoing) {
-        let accepted = match &reply {
-            Outgoing::Message(message) => self.conn.send_ref(message).is_ok(),
-            Outgoing::Uncompressed(message) => self.conn.send_uncompressed_ref(message).is_ok(),
-            // The lane takes whole messages only.
-            _ => false,
-        };
-        if accepted {
-            self.meters.sent(reply.weight(), true);
-        } else {
+        let runtime = &self.runtime;
+        if offer(&mut self.conn, &reply, || runtime.now(), &self.meters).is_err() {
             self.outbox.requeue_reply(reply);
         }
     }
@@ -666,6 +642,33 @@ impl<R: Runtime, T: Transport> Drop for Link<R, T> {
         // that nobody will make it.
         self.outbox.close();
     }
+}
+
+/// Hands one queued item to the engine, counting what it accepts. A
+/// fragment's effect on the open message is the caller's to track.
+fn offer(
+    conn: &mut Connection,
+    item: &Outgoing,
+    now: impl FnOnce() -> Instant,
+    meters: &ConnectionMeters,
+) -> Result<(), ws_core::SendError> {
+    match item {
+        // By reference: the queue keeps the message until the engine
+        // accepts it, and a clone of a payload that owns its buffer would
+        // allocate to share it.
+        Outgoing::Message(message) => conn.send_ref(message),
+        Outgoing::Uncompressed(message) => conn.send_uncompressed_ref(message),
+        Outgoing::Fragment(data, last) => conn.send_fragment(data.clone(), *last),
+        Outgoing::Ping(payload) => conn.ping(payload),
+        Outgoing::Encoded(encoded) => conn.send_encoded(encoded),
+        Outgoing::Close(frame) => conn.close(frame.code, &frame.reason, now()),
+    }
+    .inspect(|()| match item {
+        Outgoing::Message(m) | Outgoing::Uncompressed(m) => meters.sent(m.len(), true),
+        Outgoing::Fragment(m, last) => meters.sent(m.len(), *last),
+        Outgoing::Encoded(e) => meters.sent(e.payload_len(), true),
+        Outgoing::Ping(_) | Outgoing::Close(_) => {}
+    })
 }
 
 enum Next {

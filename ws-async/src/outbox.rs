@@ -30,7 +30,7 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
-    pub(crate) fn weight(&self) -> usize {
+    fn weight(&self) -> usize {
         match self {
             Self::Message(m) | Self::Uncompressed(m) | Self::Fragment(m, _) => m.len(),
             Self::Ping(p) => p.len(),
