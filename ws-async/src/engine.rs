@@ -232,10 +232,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// everything it waits on.
     fn pump_io(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = self.take_outbox();
-        // A write that left nothing to write and nothing queued changed
-        // nothing another pass could act on: after the usual reply, the
-        // connection can wait now rather than after one more pass.
-        progress |= self.write(cx) && (self.conn.transmit_len() > 0 || self.outbox.has_pending());
+        progress |= self.write(cx);
         progress |= self.read(cx);
         // The timers are looked at when nothing else moved (and so before
         // every wait), and every few passes of a stretch that keeps moving,
@@ -355,7 +352,11 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     /// Writes what the engine has to send. Called on every pass, so the
-    /// common case (nothing to write) is two checks.
+    /// common case (nothing to write) is two checks. Whether another pass
+    /// has something to act on: more to write, items queued for the room
+    /// a write made, or the close of a transport that failed. A write that
+    /// left nothing to do is not progress: after the usual reply the
+    /// connection can wait now rather than after one more pass.
     #[inline]
     fn write(&mut self, cx: &mut Context<'_>) -> bool {
         if self.conn.transmit_len() == 0 && !self.needs_flush {
@@ -365,7 +366,8 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     }
 
     fn write_out(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
+        let mut wrote = false;
+        let was_done = self.write_done;
         while !self.write_done && self.conn.transmit_len() > 0 {
             // Small frames share one staging buffer, so a write rarely has
             // more than a few slices (one per large payload).
@@ -377,10 +379,11 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                     self.conn.advance_transmit(written);
                     self.needs_flush = true;
                     self.holds_buffers = true;
-                    progress = true;
+                    wrote = true;
                 }
                 Poll::Ready(Err(error)) => self.transport_failed(error),
-                Poll::Pending => return progress,
+                // More to write: the next pass tries again if this one wrote.
+                Poll::Pending => return wrote,
             }
         }
         if self.needs_flush && !self.write_done {
@@ -390,7 +393,9 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 Poll::Pending => {}
             }
         }
-        progress
+        // The transport failed: the engine holds the close to deliver.
+        let failed = self.write_done && !was_done;
+        failed || (wrote && (self.conn.transmit_len() > 0 || self.outbox.has_pending()))
     }
 
     /// The task was woken and is polled: everything it waits on may have
@@ -933,6 +938,8 @@ mod tests {
         inbound: VecDeque<u8>,
         written: Vec<u8>,
         reads: usize,
+        /// Writes fail (the peer reset the connection); reads still wait.
+        broken: bool,
     }
 
     #[derive(Clone, Default)]
@@ -960,6 +967,9 @@ mod tests {
             bufs: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
             let mut pipe = self.0.lock().unwrap();
+            if pipe.broken {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
             let mut n = 0;
             for buf in bufs {
                 pipe.written.extend_from_slice(buf);
@@ -1032,6 +1042,17 @@ mod tests {
             }
         }
 
+        /// Polls every task once; whether one of them ended.
+        fn poll_until_one_ends(&mut self) -> bool {
+            self.tasks
+                .extend(self.runtime.spawned.lock().unwrap().drain(..));
+            let mut cx = Context::from_waker(&self.waker);
+            let before = self.tasks.len();
+            self.tasks
+                .retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+            self.tasks.len() < before
+        }
+
         /// Sends `message` from the client.
         fn send(&mut self, message: Message) {
             self.client.send(message).unwrap();
@@ -1059,11 +1080,16 @@ mod tests {
     #[derive(Clone, Default)]
     struct Echo {
         outbox: Arc<Mutex<Option<Arc<Outbox>>>>,
+        closed: Arc<Mutex<Option<Closed>>>,
     }
 
     impl Handler for Echo {
         async fn on_open(&mut self, ctx: &mut Ctx) {
             *self.outbox.lock().unwrap() = Some(ctx.handle().outbox().clone());
+        }
+
+        async fn on_close(&mut self, _: &mut Ctx, closed: &Closed) {
+            *self.closed.lock().unwrap() = Some(closed.clone());
         }
 
         async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
@@ -1111,6 +1137,24 @@ mod tests {
             0,
             "send queue locks for 100 echoes"
         );
+    }
+
+    // A write that fails ends the connection at once: the handler hears
+    // of the close in the same poll, with nothing else (no read, no timer,
+    // no send) left to wake the task for it.
+    #[test]
+    fn a_failed_write_closes_the_connection_in_the_same_poll() {
+        let echo = Echo::default();
+        let mut harness = Harness::open(echo.clone());
+        harness.pipe.0.lock().unwrap().broken = true;
+        harness.send(Message::text("into a broken pipe"));
+        assert!(
+            harness.poll_until_one_ends(),
+            "the connection is still waiting after its write failed"
+        );
+        let closed = echo.closed.lock().unwrap().clone();
+        let closed = closed.expect("on_close ran");
+        assert_eq!(closed.code, CloseCode::ABNORMAL);
     }
 
     /// Sends what each message asks for, through the context or a handle of
