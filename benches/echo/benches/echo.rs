@@ -42,7 +42,9 @@
 //! the two share the machine's two cores evenly.
 //!
 //! `minimal` is no library but a bound: the least work an echo server can
-//! do (see its module). Where even it is not some factor faster than a
+//! do (see its module). `ws-core` is another: ws-core's engine under the
+//! plainest loop, with no driver (see its module); it is in no default
+//! list. Where even it is not some factor faster than a
 //! peer, no server can be, on this machine with this load client.
 //!
 //! Runs on a shared two-core machine vary by a fifth from one to the next,
@@ -65,6 +67,12 @@
 //! fastwebsockets 0.10 do not implement permessage-deflate. `--json`
 //! replaces the constant payload bytes, which no real traffic resembles,
 //! with JSON-like text: 64 different messages per size, sent in turn.
+//!
+//! `ws-tokio+no-timers` is ws-tokio without the work per message that
+//! fastwebsockets and tokio-tungstenite do not do: no keepalive ping, no
+//! idle timeout and no release of idle buffers, so the driver arms no
+//! timer and reads no deadline. Set against `ws-tokio` it gives what those
+//! defaults cost; set against the peers, a comparison of equal duties.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, IoSlice};
@@ -134,6 +142,11 @@ fn deflate_setting(name: &str) -> Option<DeflateConfig> {
     Some(config)
 }
 
+/// Whether a server name asks for ws-tokio without its timers.
+fn timers_off(name: &str) -> bool {
+    name.ends_with("+no-timers")
+}
+
 /// JSON-like text of `n` bytes, as a feed of events would carry.
 fn json_payload(n: usize) -> Vec<u8> {
     events::events(n).into_bytes()
@@ -159,6 +172,7 @@ mod servers {
     pub(crate) async fn ws_tokio(
         listener: TcpListener,
         deflate: Option<ws_core::deflate::DeflateConfig>,
+        timers: bool,
     ) {
         struct Echo;
         impl ws_tokio::Handler for Echo {
@@ -168,6 +182,11 @@ mod servers {
         }
         let mut config = ws_tokio::ServerConfig::default();
         config.deflate = deflate;
+        if !timers {
+            config.connection.ping_interval = None;
+            config.connection.idle_timeout = None;
+            config.shrink_idle_buffers = false;
+        }
         let server = ws_tokio::server()
             .config(config)
             .route("/", ws_tokio::Endpoint::new(|_| Echo))
@@ -260,16 +279,21 @@ mod minimal {
         }
     }
 
-    async fn connection(mut stream: TcpStream) -> std::io::Result<()> {
-        let mut input = BytesMut::with_capacity(64 * 1024);
+    /// Accepts the opening handshake on `stream`; `false` if the client
+    /// left first. `input` is the read buffer, left empty (the client
+    /// sends nothing before the response).
+    pub(crate) async fn handshake(
+        stream: &mut TcpStream,
+        input: &mut BytesMut,
+    ) -> std::io::Result<bool> {
         let mut handshake = ServerHandshake::new(Default::default(), std::time::Instant::now());
         let upgrade = loop {
             input.clear();
-            if stream.read_buf(&mut input).await? == 0 {
-                return Ok(());
+            if stream.read_buf(input).await? == 0 {
+                return Ok(false);
             }
             if let Some(upgrade) = handshake
-                .handle_input(&input)
+                .handle_input(input)
                 .map_err(std::io::Error::other)?
             {
                 break upgrade;
@@ -280,6 +304,14 @@ mod minimal {
             .map_err(std::io::Error::other)?;
         stream.write_all(&accepted.to_bytes()).await?;
         input.clear();
+        Ok(true)
+    }
+
+    async fn connection(mut stream: TcpStream) -> std::io::Result<()> {
+        let mut input = BytesMut::with_capacity(64 * 1024);
+        if !handshake(&mut stream, &mut input).await? {
+            return Ok(());
+        }
         let mut frames = Vec::new();
         loop {
             let consumed = unmask_frames(&mut input, &mut frames);
@@ -363,6 +395,67 @@ mod minimal {
     }
 }
 
+/// ws-core's engine driven by the plainest loop over a tokio socket: no
+/// handler, send queue, shutdown, panic isolation or timers (keepalive
+/// and idle timeout off, as fastwebsockets has none). Not a server anyone
+/// should run (it ignores deadlines), but the least a driver of ws-core as
+/// it is can cost: between it and `ws-tokio+no-timers` is the driver's
+/// share, between it and `minimal` the engine's.
+mod ws_core_loop {
+    use std::io::IoSlice;
+    use std::time::Instant;
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use ws_core::{Config, Connection, Event};
+
+    pub(crate) async fn serve(listener: TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = connection(stream).await;
+            });
+        }
+    }
+
+    async fn connection(mut stream: TcpStream) -> std::io::Result<()> {
+        let mut input = BytesMut::new();
+        if !super::minimal::handshake(&mut stream, &mut input).await? {
+            return Ok(());
+        }
+        let mut config = Config::server();
+        config.ping_interval = None;
+        config.idle_timeout = None;
+        let mut conn = Connection::server(config, Instant::now());
+        loop {
+            while let Some(event) = conn.poll_event() {
+                match event {
+                    Event::Message(message) => {
+                        let _ = conn.send(message);
+                    }
+                    Event::Closed(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+            while conn.transmit_len() > 0 {
+                let mut slices = [IoSlice::new(&[]); 16];
+                let n = conn.transmit_slices(&mut slices);
+                let written = stream.write_vectored(&slices[..n]).await?;
+                if written == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                conn.advance_transmit(written);
+            }
+            if stream.read_buf(conn.recv_buf()).await? == 0 {
+                conn.handle_transport_closed(Instant::now());
+            } else {
+                conn.handle_received(Instant::now());
+            }
+        }
+    }
+}
+
 /// ws-smol on one thread: a single async-executor run by async-io's
 /// `block_on`, which also drives the reactor when the executor is idle,
 /// the counterpart of tokio's one worker.
@@ -392,12 +485,16 @@ fn serve(name: &str) -> io::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?.port());
         match name {
-            ws if ws.starts_with("ws-tokio") => {
-                servers::ws_tokio(listener, deflate_setting(ws)).await
+            ws if ws == "ws-tokio"
+                || ws == "ws-tokio+no-timers"
+                || ws.starts_with("ws-tokio+deflate") =>
+            {
+                servers::ws_tokio(listener, deflate_setting(ws), !timers_off(ws)).await
             }
             "tokio-tungstenite" => servers::tokio_tungstenite(listener).await,
             "fastwebsockets" => servers::fastwebsockets(listener).await,
             "minimal" => minimal::serve(listener).await,
+            "ws-core" => ws_core_loop::serve(listener).await,
             other => panic!("unknown server {other}"),
         }
         Ok(())
