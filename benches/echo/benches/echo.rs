@@ -255,6 +255,19 @@ mod servers {
     }
 }
 
+/// Accepts connections (TCP_NODELAY on) and runs `connection` on each in
+/// a task of its own.
+async fn serve_each<F, C>(listener: tokio::net::TcpListener, connection: C)
+where
+    C: Fn(TcpStream) -> F,
+    F: Future<Output = io::Result<()>> + Send + 'static,
+{
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(stream));
+    }
+}
+
 /// Not a library: the least work a WebSocket echo server can do, as a
 /// bound on what any server can reach on this machine with this load
 /// client. One read, every complete frame unmasked in place, one vectored
@@ -271,12 +284,7 @@ mod minimal {
     use ws_core::handshake::{Accept, ServerHandshake};
 
     pub(crate) async fn serve(listener: TcpListener) {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let _ = connection(stream).await;
-            });
-        }
+        super::serve_each(listener, connection).await
     }
 
     /// Accepts the opening handshake on `stream`; `false` if the client
@@ -411,12 +419,7 @@ mod ws_core_loop {
     use ws_core::{Config, Connection, Event};
 
     pub(crate) async fn serve(listener: TcpListener) {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let _ = connection(stream).await;
-            });
-        }
+        super::serve_each(listener, connection).await
     }
 
     async fn connection(mut stream: TcpStream) -> std::io::Result<()> {
