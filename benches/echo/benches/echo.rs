@@ -42,10 +42,10 @@
 //! the two share the machine's two cores evenly.
 //!
 //! `minimal` is no library but a bound: the least work an echo server can
-//! do (see its module). `ws-core` is another: ws-core's engine under the
-//! plainest loop, with no driver (see its module); it is in no default
-//! list. Where even it is not some factor faster than a
+//! do (see its module). Where even it is not some factor faster than a
 //! peer, no server can be, on this machine with this load client.
+//! `ws-core` is another bound, in no default list: ws-core's engine under
+//! the plainest loop, with no driver (see its module).
 //!
 //! Runs on a shared two-core machine vary by a fifth from one to the next,
 //! so every cell runs once per round, the servers in turn, and the run
@@ -434,9 +434,8 @@ mod ws_core_loop {
         loop {
             while let Some(event) = conn.poll_event() {
                 match event {
-                    Event::Message(message) => {
-                        let _ = conn.send(message);
-                    }
+                    // A refused echo would leave the load client waiting.
+                    Event::Message(message) => conn.send(message).map_err(std::io::Error::other)?,
                     Event::Closed(_) => return Ok(()),
                     _ => {}
                 }
