@@ -8,7 +8,7 @@ use super::common::{Echo, Raw, TestServer, echo_server, quick_config, request, s
 use http::header::{AUTHORIZATION, ORIGIN};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ws::ws_core::handshake::{Rejection, ResponseError};
-use ws::{ConnectError, Endpoint, OriginPolicy, ServerConfig};
+use ws::{ConnectError, Endpoint, HostPolicy, OriginPolicy, ServerConfig};
 
 /// Sends `text`, returns the status and whether the server then closed.
 async fn answer(server: &TestServer, text: &[u8]) -> (u16, String, bool) {
@@ -214,6 +214,50 @@ async fn origin_policies() {
     assert_eq!(status("/list", Some("null")).await, 403);
 }
 
+// ROBUSTNESS 100: a DNS-rebinding page (an attacker's name pointed at
+// this server) sends a matching Origin and Host of its own; with
+// `HostPolicy::local`, only addresses, localhost and the names given are
+// answered: 421 otherwise.
+async fn dns_rebinding_hosts_get_421() {
+    let mut config = ServerConfig::default();
+    config.hosts = HostPolicy::local(["chat.example"]);
+    let server = serve(
+        ws::server()
+            .config(config)
+            .route("/echo", Endpoint::new(|_| Echo))
+            .build(),
+    )
+    .await;
+    let status = |host: &'static str| {
+        let addr = server.addr;
+        async move {
+            let text = request("/echo", &[&format!("Origin: http://{host}")]).replacen(
+                "Host: 127.0.0.1",
+                &format!("Host: {host}"),
+                1,
+            );
+            let mut raw = Raw::connect(addr).await;
+            raw.send(text.as_bytes()).await;
+            raw.read_head().await.0
+        }
+    };
+    assert_eq!(status("rebind.attacker.example:8080").await, 421);
+    assert_eq!(status("chat.example.attacker.example").await, 421);
+    assert_eq!(status("127.0.0.1:8080").await, 101);
+    assert_eq!(status("localhost:8080").await, 101);
+    assert_eq!(status("chat.example").await, 101);
+    // The library's default answers any host.
+    let open = echo_server(ServerConfig::default()).await;
+    let text = request("/echo", &["Origin: http://rebind.attacker.example"]).replacen(
+        "Host: 127.0.0.1",
+        "Host: rebind.attacker.example",
+        1,
+    );
+    let mut raw = Raw::connect(open.addr).await;
+    raw.send(text.as_bytes()).await;
+    assert_eq!(raw.read_head().await.0, 101);
+}
+
 // ROBUSTNESS 8: the authenticate hook sees the headers and rejects with
 // 401/403; an accepted identity reaches the handler.
 async fn authentication_hook() {
@@ -393,6 +437,7 @@ adapter_tests!(
     wrong_fields_get_their_status_and_close,
     bodies_and_pipelining_get_400,
     origin_policies,
+    dns_rebinding_hosts_get_421,
     authentication_hook,
     unknown_path_gets_404,
     subprotocol_selection_and_requirement,

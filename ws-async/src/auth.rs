@@ -97,87 +97,224 @@ fn credential<'a>(request: &'a http::request::Parts, scheme: &str) -> Option<&'a
 #[cfg(feature = "jwt")]
 type Authorize = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
-/// `Authorization: Bearer <JWT>`: the token's signature and its `exp`/`nbf`
-/// must check out (and its `aud`/`iss` where [`audience`](Self::audience)
-/// and [`issuer`](Self::issuer) ask), else 401; an optional
-/// [`authorize`](Self::authorize) rule over the claims gives 403 when it
-/// says no. The identity's subject is the `sub` claim.
+/// `Authorization: Bearer <JWT>`: the token's signature, its `exp` (required)
+/// and its `nbf` (when present) must check out, with 60 s of leeway, and its
+/// `aud`/`iss` where [`audience`](Self::audience) and [`issuer`](Self::issuer)
+/// ask, else 401. The identity's subject is the `sub` claim, which must be a
+/// non-empty string (a token without one would otherwise name a user shared
+/// by every such token). An optional [`authorize`](Self::authorize) rule over
+/// the claims gives 403 when it says no.
+///
+/// Keys: a shared secret ([`hs256`](Self::hs256)), an identity provider's
+/// public key in PEM form ([`public_key_pem`](Self::public_key_pem): RSA,
+/// ECDSA P-256/P-384 or Ed25519), or its JSON Web Key Set
+/// ([`jwks`](Self::jwks)), where the token's `kid` picks the key. Each key
+/// accepts only the algorithms of its own kind, so a token signed with HMAC
+/// under a public key's text (algorithm confusion) or with `alg: none` is
+/// refused.
 ///
 /// Built on the `jsonwebtoken` crate (feature `jwt`), which does not appear
 /// in this API.
 #[cfg(feature = "jwt")]
 #[derive(Clone)]
 pub struct BearerJwt {
-    key: jsonwebtoken::DecodingKey,
-    validation: jsonwebtoken::Validation,
+    keys: Vec<JwtKey>,
     authorize: Option<Authorize>,
 }
 
-/// A public key that could not be read.
+/// One verification key: its id (from a key set), the key, and the checks
+/// made with it.
+#[cfg(feature = "jwt")]
+#[derive(Clone)]
+struct JwtKey {
+    id: Option<String>,
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+/// A key, or a key set, that could not be used.
 #[cfg(feature = "jwt")]
 #[derive(Debug, thiserror::Error)]
-#[error("not a usable {0} public key in PEM form")]
-pub struct JwtKeyError(&'static str);
+#[error("{0}")]
+pub struct JwtKeyError(String);
 
 #[cfg(feature = "jwt")]
 impl std::fmt::Debug for BearerJwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|key| (key.id.as_deref(), &key.validation.algorithms))
+            .collect();
         f.debug_struct("BearerJwt")
-            .field("algorithms", &self.validation.algorithms)
+            .field("keys", &keys)
             .finish_non_exhaustive()
     }
 }
 
 #[cfg(feature = "jwt")]
 impl BearerJwt {
-    fn with(key: jsonwebtoken::DecodingKey, algorithm: jsonwebtoken::Algorithm) -> Self {
+    fn with_keys(keys: Vec<JwtKey>) -> Self {
         Self {
-            key,
-            validation: jsonwebtoken::Validation::new(algorithm),
+            keys,
             authorize: None,
         }
     }
 
-    /// HMAC-SHA256 tokens signed with `secret`. `exp` is required and
-    /// checked, with 60 s of leeway.
+    fn key(
+        id: Option<String>,
+        key: jsonwebtoken::DecodingKey,
+        algorithms: &[jsonwebtoken::Algorithm],
+    ) -> JwtKey {
+        let mut validation = jsonwebtoken::Validation::new(algorithms[0]);
+        validation.algorithms = algorithms.to_vec();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        JwtKey {
+            id,
+            key,
+            validation,
+        }
+    }
+
+    /// HMAC-SHA256 tokens signed with `secret`.
     pub fn hs256(secret: &[u8]) -> Self {
-        Self::with(
-            jsonwebtoken::DecodingKey::from_secret(secret),
-            jsonwebtoken::Algorithm::HS256,
-        )
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        Self::with_keys(vec![Self::key(
+            None,
+            DecodingKey::from_secret(secret),
+            &[Algorithm::HS256],
+        )])
+    }
+
+    /// Tokens signed with the private half of `public_key`, a PEM
+    /// `PUBLIC KEY` (or `RSA PUBLIC KEY`) block: RSA (RS256/384/512,
+    /// PS256/384/512), ECDSA on P-256 or P-384 (ES256, ES384), or Ed25519
+    /// (EdDSA), told apart by the key itself.
+    pub fn public_key_pem(public_key: &[u8]) -> Result<Self, JwtKeyError> {
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        const RSA: &[Algorithm] = &[
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ];
+        const EC: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
+        let text = std::str::from_utf8(public_key).unwrap_or_default();
+        if text.contains("PRIVATE KEY") {
+            return Err(JwtKeyError(
+                "this is a private key: give the public key (openssl pkey -pubout)".into(),
+            ));
+        }
+        let key = if let Ok(key) = DecodingKey::from_rsa_pem(public_key) {
+            Self::key(None, key, RSA)
+        } else if let Ok(key) = DecodingKey::from_ec_pem(public_key) {
+            Self::key(None, key, EC)
+        } else if let Ok(key) = DecodingKey::from_ed_pem(public_key) {
+            Self::key(None, key, &[Algorithm::EdDSA])
+        } else {
+            return Err(JwtKeyError(
+                "not a PEM public key of RSA, ECDSA (P-256, P-384) or Ed25519".into(),
+            ));
+        };
+        Ok(Self::with_keys(vec![key]))
     }
 
     /// RSA (RS256) tokens, checked with the issuer's public key in PEM
-    /// form. `exp` as for [`hs256`](Self::hs256).
+    /// form. Same as [`public_key_pem`](Self::public_key_pem), kept for
+    /// callers that name the algorithm.
     pub fn rs256_pem(public_key: &[u8]) -> Result<Self, JwtKeyError> {
-        let key =
-            jsonwebtoken::DecodingKey::from_rsa_pem(public_key).map_err(|_| JwtKeyError("RSA"))?;
-        Ok(Self::with(key, jsonwebtoken::Algorithm::RS256))
+        Self::public_key_pem(public_key)
     }
 
     /// ECDSA P-256 (ES256) tokens, checked with the issuer's public key in
-    /// PEM form. `exp` as for [`hs256`](Self::hs256).
+    /// PEM form. Same as [`public_key_pem`](Self::public_key_pem).
     pub fn es256_pem(public_key: &[u8]) -> Result<Self, JwtKeyError> {
-        let key =
-            jsonwebtoken::DecodingKey::from_ec_pem(public_key).map_err(|_| JwtKeyError("EC"))?;
-        Ok(Self::with(key, jsonwebtoken::Algorithm::ES256))
+        Self::public_key_pem(public_key)
     }
 
-    /// Tokens must carry one of these `aud` values.
+    /// Tokens signed with any key of a JSON Web Key Set (RFC 7517, as an
+    /// identity provider publishes it at its `jwks_uri`): the token's `kid`
+    /// header picks the key (a set of one key also takes tokens without
+    /// `kid`). RSA, EC (P-256, P-384) and OKP (Ed25519) keys are used, with
+    /// the key's `alg` when it names one; symmetric (`oct`) keys and keys
+    /// whose `use` is `enc` are skipped, and a set with no usable key is an
+    /// error.
+    pub fn jwks(json: &[u8]) -> Result<Self, JwtKeyError> {
+        use jsonwebtoken::Algorithm;
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+        let set: JwkSet = serde_json::from_slice(json)
+            .map_err(|error| JwtKeyError(format!("not a JSON Web Key Set: {error}")))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            let kind: &[Algorithm] = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => &[
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ],
+                AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                    EllipticCurve::P256 => &[Algorithm::ES256],
+                    EllipticCurve::P384 => &[Algorithm::ES384],
+                    _ => continue,
+                },
+                AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                    &[Algorithm::EdDSA]
+                }
+                _ => continue,
+            };
+            let algorithms: Vec<Algorithm> = match jwk.common.key_algorithm {
+                Some(named) => match named.to_string().parse::<Algorithm>() {
+                    Ok(algorithm) if kind.contains(&algorithm) => vec![algorithm],
+                    _ => continue,
+                },
+                None => kind.to_vec(),
+            };
+            let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            keys.push(Self::key(jwk.common.key_id.clone(), key, &algorithms));
+        }
+        if keys.is_empty() {
+            return Err(JwtKeyError(
+                "the key set holds no usable public key (RSA, EC P-256/P-384 or Ed25519)".into(),
+            ));
+        }
+        Ok(Self::with_keys(keys))
+    }
+
+    /// Tokens must carry one of these `aud` values. Without this, a token
+    /// that carries any `aud` is refused (it was meant for someone named).
     pub fn audience(mut self, audiences: &[&str]) -> Self {
-        self.validation.set_audience(audiences);
+        for key in &mut self.keys {
+            key.validation.set_audience(audiences);
+            key.validation.required_spec_claims.insert("aud".to_owned());
+        }
         self
     }
 
     /// Tokens must carry one of these `iss` values.
     pub fn issuer(mut self, issuers: &[&str]) -> Self {
-        self.validation.set_issuer(issuers);
+        for key in &mut self.keys {
+            key.validation.set_issuer(issuers);
+            key.validation.required_spec_claims.insert("iss".to_owned());
+        }
         self
     }
 
     /// Clock skew tolerated on `exp` and `nbf`. Default: 60 s.
     pub fn leeway(mut self, leeway: std::time::Duration) -> Self {
-        self.validation.leeway = leeway.as_secs();
+        for key in &mut self.keys {
+            key.validation.leeway = leeway.as_secs();
+        }
         self
     }
 
@@ -187,23 +324,36 @@ impl BearerJwt {
         self
     }
 
+    /// The key `token` names (by `kid`), or the only key.
+    fn key_for(&self, token: &str) -> Option<&JwtKey> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid;
+        match (&kid, self.keys.as_slice()) {
+            (_, [only]) if only.id.is_none() => Some(only),
+            (None, [only]) => Some(only),
+            (Some(kid), keys) => keys.iter().find(|key| key.id.as_deref() == Some(kid)),
+            (None, _) => None,
+        }
+    }
+
     pub(crate) fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
         let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Bearer", why);
         let token = credential(request, "Bearer")
             .ok_or_else(|| unauthorized("a bearer token is required"))?;
-        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
+        let key = self
+            .key_for(token)
+            .ok_or_else(|| unauthorized("invalid or expired token"))?;
+        let data = jsonwebtoken::decode::<Value>(token, &key.key, &key.validation)
             .map_err(|_| unauthorized("invalid or expired token"))?;
         let claims = data.claims;
+        let subject = match claims.get("sub").and_then(Value::as_str) {
+            Some(subject) if !subject.is_empty() => subject.to_owned(),
+            _ => return Err(unauthorized("the token names no subject (`sub`)")),
+        };
         if let Some(rule) = &self.authorize
             && !rule(&claims)
         {
             return Err(refuse(StatusCode::FORBIDDEN, "Bearer", "not allowed here"));
         }
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
         Ok(Identity { subject, claims })
     }
 }
@@ -274,6 +424,67 @@ impl KeyAuth {
 impl Authenticator for KeyAuth {
     async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
         self.check(request)
+    }
+}
+
+/// Any authenticator, with the credential taken from the `Authorization`
+/// header or, when the request has none, from the query parameter `param`
+/// (sent as `<scheme> <value>`): browsers cannot set headers on a
+/// WebSocket, so a page passes its token as `?token=...`.
+///
+/// ```
+/// use ws_async::auth::{BearerJwt, HeaderOrQuery};
+/// let auth = HeaderOrQuery::new(BearerJwt::hs256(b"a secret of at least 32 bytes...."), "Bearer", "token");
+/// # let _ = auth;
+/// ```
+///
+/// A query string may reach logs that headers do not (proxies, access
+/// logs, browser history): prefer short-lived tokens there.
+#[derive(Debug, Clone)]
+pub struct HeaderOrQuery<A> {
+    inner: A,
+    scheme: &'static str,
+    param: &'static str,
+}
+
+impl<A: Authenticator> HeaderOrQuery<A> {
+    /// `inner`, reading `Authorization: <scheme> <credential>` or
+    /// `?<param>=<credential>`.
+    pub fn new(inner: A, scheme: &'static str, param: &'static str) -> Self {
+        Self {
+            inner,
+            scheme,
+            param,
+        }
+    }
+}
+
+/// The first value of the query parameter `name`, decoded.
+pub fn query_param(request: &http::request::Parts, name: &str) -> Option<String> {
+    let query = request.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+impl<A: Authenticator> Authenticator for HeaderOrQuery<A> {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        if request.headers.contains_key(AUTHORIZATION) {
+            return self.inner.authenticate(request).await;
+        }
+        // The inner authenticator sees the request with the credential
+        // moved into the header (extensions are not copied).
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = request.method.clone();
+        parts.uri = request.uri.clone();
+        parts.version = request.version;
+        parts.headers = request.headers.clone();
+        if let Some(credential) = query_param(request, self.param)
+            && let Ok(value) = HeaderValue::from_str(&format!("{} {credential}", self.scheme))
+        {
+            parts.headers.insert(AUTHORIZATION, value);
+        }
+        self.inner.authenticate(&parts).await
     }
 }
 
@@ -361,6 +572,249 @@ mod tests {
         // Two Authorization headers are ambiguous: refused.
         let twice = format!("Bearer {good}");
         assert_eq!(status(auth.check(&request(&[&twice, &twice]))), 401);
+    }
+
+    #[cfg(feature = "jwt")]
+    fn signed(claims: Value, header: Header, key: &EncodingKey) -> String {
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    #[cfg(feature = "jwt")]
+    fn bearer(token: &str) -> http::request::Parts {
+        request(&[&format!("Bearer {token}")])
+    }
+
+    #[cfg(feature = "jwt")]
+    fn now() -> u64 {
+        in_an_hour() - 3600
+    }
+
+    #[cfg(feature = "jwt")]
+    fn testdata(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    // A token without `sub`, or with a `sub` that is not a non-empty
+    // string, would name the user "" shared by every such token.
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwt_subject_must_be_a_non_empty_string() {
+        let auth = BearerJwt::hs256(b"secret");
+        for claims in [
+            json!({"exp": in_an_hour()}),
+            json!({"sub": 42, "exp": in_an_hour()}),
+            json!({"sub": "", "exp": in_an_hour()}),
+            json!({"sub": null, "exp": in_an_hour()}),
+            json!({"sub": ["a"], "exp": in_an_hour()}),
+        ] {
+            let token = token(claims.clone(), b"secret");
+            assert_eq!(status(auth.check(&bearer(&token))), 401, "{claims}");
+        }
+        let good = token(json!({"sub": "ann", "exp": in_an_hour()}), b"secret");
+        assert_eq!(auth.check(&bearer(&good)).unwrap().subject, "ann");
+    }
+
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwt_not_before_is_checked() {
+        let auth = BearerJwt::hs256(b"secret");
+        let early = token(
+            json!({"sub": "ann", "exp": in_an_hour(), "nbf": now() + 600}),
+            b"secret",
+        );
+        assert_eq!(status(auth.check(&bearer(&early))), 401);
+        let ready = token(
+            json!({"sub": "ann", "exp": in_an_hour(), "nbf": now() - 10}),
+            b"secret",
+        );
+        assert!(auth.check(&bearer(&ready)).is_ok());
+        // Within the leeway (60 s) of a clock a little behind the issuer's.
+        let skewed = token(
+            json!({"sub": "ann", "exp": in_an_hour(), "nbf": now() + 30}),
+            b"secret",
+        );
+        assert!(auth.check(&bearer(&skewed)).is_ok());
+    }
+
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwt_audience_and_issuer() {
+        let secret = b"secret";
+        let claims = |extra: Value| {
+            let mut claims = json!({"sub": "ann", "exp": in_an_hour()});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            token(claims, secret)
+        };
+        let auth = BearerJwt::hs256(secret)
+            .audience(&["chat"])
+            .issuer(&["https://id.example"]);
+        let right = claims(json!({"aud": "chat", "iss": "https://id.example"}));
+        assert!(auth.check(&bearer(&right)).is_ok());
+        for wrong in [
+            json!({"iss": "https://id.example"}),
+            json!({"aud": "chat"}),
+            json!({"aud": "billing", "iss": "https://id.example"}),
+            json!({"aud": "chat", "iss": "https://evil.example"}),
+        ] {
+            let token = claims(wrong.clone());
+            assert_eq!(status(auth.check(&bearer(&token))), 401, "{wrong}");
+        }
+        // Without an audience asked for, a token meant for someone named
+        // is not taken.
+        let plain = BearerJwt::hs256(secret);
+        assert_eq!(
+            status(plain.check(&bearer(&claims(json!({"aud": "billing"}))))),
+            401
+        );
+    }
+
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwt_public_keys_of_each_kind() {
+        use jsonwebtoken::Algorithm;
+        let claims = json!({"sub": "ann", "exp": in_an_hour()});
+        let rsa = EncodingKey::from_rsa_pem(&testdata("jwt-rsa-private.pem")).unwrap();
+        let ec = EncodingKey::from_ec_pem(&testdata("jwt-ec-private.pem")).unwrap();
+        let ed = EncodingKey::from_ed_pem(&testdata("jwt-ed25519-private.pem")).unwrap();
+        let by_rsa = BearerJwt::public_key_pem(&testdata("jwt-rsa-public.pem")).unwrap();
+        let by_ec = BearerJwt::public_key_pem(&testdata("jwt-ec-public.pem")).unwrap();
+        let by_ed = BearerJwt::public_key_pem(&testdata("jwt-ed25519-public.pem")).unwrap();
+        for (algorithm, key, auth) in [
+            (Algorithm::RS256, &rsa, &by_rsa),
+            (Algorithm::PS256, &rsa, &by_rsa),
+            (Algorithm::ES256, &ec, &by_ec),
+            (Algorithm::EdDSA, &ed, &by_ed),
+        ] {
+            let token = signed(claims.clone(), Header::new(algorithm), key);
+            assert_eq!(
+                auth.check(&bearer(&token)).unwrap().subject,
+                "ann",
+                "{algorithm:?}"
+            );
+            // Each verifier takes only its own key's tokens.
+            for other in [&by_rsa, &by_ec, &by_ed] {
+                if !std::ptr::eq(other, auth) {
+                    assert_eq!(status(other.check(&bearer(&token))), 401, "{algorithm:?}");
+                }
+            }
+        }
+        assert!(BearerJwt::public_key_pem(&testdata("jwt-rsa-private.pem")).is_err());
+        assert!(BearerJwt::public_key_pem(b"not a key").is_err());
+    }
+
+    // The classic attacks on public-key JWT verification, as the attacker
+    // makes them: HMAC keyed with the public key's text, and `alg: none`.
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwt_algorithm_confusion_and_none_are_refused() {
+        use jsonwebtoken::Algorithm;
+        let public = testdata("jwt-rsa-public.pem");
+        let auth = BearerJwt::public_key_pem(&public).unwrap();
+        let claims = json!({"sub": "admin", "exp": in_an_hour()});
+        let confused = signed(
+            claims.clone(),
+            Header::new(Algorithm::HS256),
+            &EncodingKey::from_secret(&public),
+        );
+        assert_eq!(status(auth.check(&bearer(&confused))), 401);
+        let jwks = BearerJwt::jwks(&testdata("jwks.json")).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        let confused = signed(claims.clone(), header, &EncodingKey::from_secret(&public));
+        assert_eq!(status(jwks.check(&bearer(&confused))), 401);
+
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(claims.to_string())
+        );
+        assert_eq!(status(auth.check(&bearer(&none))), 401);
+        assert_eq!(status(jwks.check(&bearer(&none))), 401);
+        assert_eq!(status(BearerJwt::hs256(b"s").check(&bearer(&none))), 401);
+    }
+
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwks_picks_the_key_by_its_id() {
+        use jsonwebtoken::Algorithm;
+        let auth = BearerJwt::jwks(&testdata("jwks.json")).unwrap();
+        let claims = json!({"sub": "ann", "exp": in_an_hour()});
+        let rsa = EncodingKey::from_rsa_pem(&testdata("jwt-rsa-private.pem")).unwrap();
+        let ec = EncodingKey::from_ec_pem(&testdata("jwt-ec-private.pem")).unwrap();
+        let ed = EncodingKey::from_ed_pem(&testdata("jwt-ed25519-private.pem")).unwrap();
+        let with = |algorithm, kid: Option<&str>, key: &EncodingKey| {
+            let mut header = Header::new(algorithm);
+            header.kid = kid.map(str::to_owned);
+            signed(claims.clone(), header, key)
+        };
+        for token in [
+            with(Algorithm::RS256, Some("rsa-1"), &rsa),
+            with(Algorithm::ES256, Some("ec-1"), &ec),
+            with(Algorithm::EdDSA, Some("ed-1"), &ed),
+        ] {
+            assert_eq!(auth.check(&bearer(&token)).unwrap().subject, "ann");
+        }
+        for token in [
+            // The RSA key says `alg: RS256`: PS256 is not taken with it.
+            with(Algorithm::PS256, Some("rsa-1"), &rsa),
+            // A key id naming another key.
+            with(Algorithm::ES256, Some("rsa-1"), &ec),
+            with(Algorithm::RS256, Some("ec-1"), &rsa),
+            // No key id in a set of several; an unknown one.
+            with(Algorithm::RS256, None, &rsa),
+            with(Algorithm::RS256, Some("rsa-2"), &rsa),
+            // The symmetric key in the set is never used.
+            with(
+                Algorithm::HS256,
+                Some("secret-1"),
+                &EncodingKey::from_secret(b"a symmetric key in a public set!"),
+            ),
+        ] {
+            assert_eq!(status(auth.check(&bearer(&token))), 401);
+        }
+        assert!(BearerJwt::jwks(b"{}").is_err());
+        assert!(BearerJwt::jwks(br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).is_err());
+    }
+
+    fn run<T>(future: impl Future<Output = T>) -> T {
+        use futures_util::FutureExt as _;
+        future
+            .now_or_never()
+            .expect("authenticators here answer at once")
+    }
+
+    #[test]
+    fn header_or_query_takes_the_header_first() {
+        let auth = HeaderOrQuery::new(KeyAuth::new().key("k-alpha", "alpha"), "Key", "token");
+        let at = |uri: &str, header: Option<&str>| {
+            let mut builder = http::Request::builder().uri(uri);
+            if let Some(value) = header {
+                builder = builder.header(AUTHORIZATION, value);
+            }
+            builder.body(()).unwrap().into_parts().0
+        };
+        let subject = |parts| run(auth.authenticate(&parts)).map(|i| i.subject);
+        assert_eq!(subject(at("/c?token=k-alpha", None)).unwrap(), "alpha");
+        assert_eq!(
+            subject(at("/c?x=1&token=k%2Dalpha", None)).unwrap(),
+            "alpha"
+        );
+        assert_eq!(subject(at("/c", Some("Key k-alpha"))).unwrap(), "alpha");
+        // A header present is the credential, right or wrong.
+        assert_eq!(
+            status(subject(at("/c?token=k-alpha", Some("Key wrong"))).map(Identity::new)),
+            401
+        );
+        assert_eq!(status(subject(at("/c", None)).map(Identity::new)), 401);
+        assert_eq!(
+            status(subject(at("/c?token=", None)).map(Identity::new)),
+            401
+        );
     }
 
     #[test]

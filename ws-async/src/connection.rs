@@ -104,10 +104,7 @@ impl ConnectionInfo {
     /// The first value of the query parameter `name`, decoded as
     /// [`query`](Self::query) does.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.request.uri.query()?;
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(n, _)| n == name)
-            .map(|(_, value)| value.into_owned())
+        crate::auth::query_param(&self.request, name)
     }
 }
 

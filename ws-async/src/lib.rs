@@ -36,7 +36,8 @@ pub use handler::{Ctx, Handler, Layer, Layered};
 pub use registry::{Delivery, NameError, OpenConnection, ServerHandle};
 pub use runtime::{BoxFuture, Listener, MaybeTls, Network, Runtime, Timer, Transport};
 pub use server::{
-    Authenticate, Endpoint, OriginPolicy, Server, ServerBuilder, ServerConfig, Upgrade,
+    Authenticate, Endpoint, HostPolicy, OriginPolicy, Server, ServerBuilder, ServerConfig, Upgrade,
+    is_host_name,
 };
 pub use socket::{WebSocket, WsReceiver, WsSender};
 pub use ws_core;
@@ -52,10 +53,10 @@ pub mod adapter {
     pub use crate::tls;
     pub use crate::{
         Authenticate, Client, ClientConfig, ConnectError, ConnectionError, ConnectionHandle,
-        ConnectionId, ConnectionInfo, Ctx, Delivery, Endpoint, Handler, IntoClientRequest,
-        InvalidConnectionId, Layer, Layered, NameError, OpenConnection, OriginPolicy, SendError,
-        Server, ServerBuilder, ServerConfig, ServerHandle, Upgrade, WebSocket, WsReceiver,
-        WsSender, auth,
+        ConnectionId, ConnectionInfo, Ctx, Delivery, Endpoint, Handler, HostPolicy,
+        IntoClientRequest, InvalidConnectionId, Layer, Layered, NameError, OpenConnection,
+        OriginPolicy, SendError, Server, ServerBuilder, ServerConfig, ServerHandle, Upgrade,
+        WebSocket, WsReceiver, WsSender, auth,
     };
     pub use http;
     pub use ws_core::handshake::Rejection;

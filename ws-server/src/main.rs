@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Serve channels over WebSocket, with a page at / to try them, an admin
     /// API and Prometheus metrics.
-    Serve(settings::ServeArgs),
+    Serve(Box<settings::ServeArgs>),
     /// Control a running `ws serve` through its admin API.
     Ctl(ctl::CtlArgs),
     /// Connect to a WebSocket server: stdin lines out, messages in.
@@ -37,7 +37,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::main(args),
+        Command::Serve(args) => serve::main(*args),
         Command::Ctl(args) => ctl::main(args),
         Command::Connect(args) => connect::main(args),
     }

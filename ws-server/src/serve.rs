@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,10 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use ws_async::auth::{Authenticator, BearerJwt, Identity, KeyAuth};
+use ws_async::auth::{Authenticator, BearerJwt, HeaderOrQuery, Identity, KeyAuth};
 use ws_channels::{Backend, Channels, ChannelsConfig, ChannelsHandle};
 use ws_core::handshake::Rejection;
-use ws_tokio::{OriginPolicy, Server, ServerConfig};
+use ws_tokio::{HostPolicy, OriginPolicy, Server, ServerConfig};
 
 use crate::settings::{Auth, LogFormat, ServeArgs, Settings};
 use crate::{admin, page};
@@ -33,6 +33,14 @@ pub(crate) struct App {
     pub(crate) channels: ChannelsHandle,
     pub(crate) prometheus: PrometheusHandle,
     pub(crate) admin_token: Option<crate::settings::AdminToken>,
+    /// How clients authenticate, for `/whoami`.
+    pub(crate) auth: ClientAuth,
+    /// Which `Host` headers every route answers.
+    pub(crate) hosts: HostPolicy,
+}
+
+fn config_hosts(settings: &Settings) -> HostPolicy {
+    HostPolicy::local(settings.public_hosts.iter().cloned())
 }
 
 pub(crate) fn main(args: ServeArgs) -> ExitCode {
@@ -94,25 +102,8 @@ async fn run(settings: Settings) -> Result<(), String> {
         .backend(backend)
         .build();
 
-    let mut endpoint = channels.endpoint();
-    endpoint = match &settings.auth {
-        Auth::Open => endpoint.authenticator(NamesFromQuery),
-        Auth::Jwt(secret) => endpoint.authenticator(FromHeaderOrQuery {
-            inner: BearerJwt::hs256(secret),
-            scheme: "Bearer",
-            param: "token",
-        }),
-        Auth::Keys(keys) => {
-            let auth = keys.iter().fold(KeyAuth::new(), |auth, (user, key)| {
-                auth.key(key, user.clone())
-            });
-            endpoint.authenticator(FromHeaderOrQuery {
-                inner: auth,
-                scheme: "Key",
-                param: "token",
-            })
-        }
-    };
+    let authenticator = ClientAuth::new(&settings.auth);
+    let mut endpoint = channels.endpoint().authenticator(authenticator.clone());
     if !settings.origins.is_empty() {
         endpoint = endpoint.origin(OriginPolicy::AllowList(settings.origins.clone()));
     }
@@ -121,6 +112,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     config.connection.idle_timeout = settings.idle_timeout;
     config.max_connections = settings.max_connections;
     config.handshake.timeout = settings.handshake_timeout;
+    config.hosts = config_hosts(&settings);
     let ws = ws_tokio::server()
         .config(config)
         .route("/channels", endpoint)
@@ -130,6 +122,8 @@ async fn run(settings: Settings) -> Result<(), String> {
         channels: channels.handle(),
         prometheus,
         admin_token: settings.admin_token.clone(),
+        auth: authenticator,
+        hosts: config_hosts(&settings),
     };
     let router = router(app);
 
@@ -201,11 +195,20 @@ async fn run(settings: Settings) -> Result<(), String> {
 }
 
 fn log_settings(settings: &Settings) {
-    let auth = match settings.auth {
-        Auth::Open => "clients name themselves with ?user= (no --jwt-secret or --keys-file)",
-        Auth::Jwt(_) => "HS256 JWT",
+    let auth = match &settings.auth {
+        Auth::Open => {
+            "clients name themselves with ?user=: anyone can be anyone (no JWT or keys configured)"
+        }
+        Auth::Jwt { what, .. } => what,
         Auth::Keys(_) => "API keys",
     };
+    if matches!(settings.auth, Auth::Open)
+        && settings.listen.iter().any(|addr| !addr.ip().is_loopback())
+    {
+        tracing::warn!(
+            "--insecure-names: clients on other machines name themselves with ?user=; anyone who reaches this server can be anyone"
+        );
+    }
     tracing::info!(
         backend = %redact(&settings.backend),
         auth,
@@ -344,6 +347,7 @@ where
 fn router(app: App) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/whoami", get(whoami))
         .route("/app.js", get(page::script))
         .route("/e2e.js", get(page::e2e_module))
         .route("/style.css", get(page::style))
@@ -351,7 +355,61 @@ fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/admin", admin::router())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            known_host,
+        ))
         .with_state(app)
+}
+
+/// Refuses requests whose `Host` this server does not answer for (DNS
+/// rebinding: a page on another name pointed at this server), on every
+/// route: the page, `/metrics` and the admin API as much as `/channels`.
+async fn known_host(
+    State(app): State<App>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .map(|host| host.to_str().unwrap_or_default());
+    if !app.hosts.allows(host) {
+        return (
+            http::StatusCode::MISDIRECTED_REQUEST,
+            axum::Json(error_body(
+                "unknown_host",
+                "this server does not answer for the host named in Host; \
+                 its operator lists the names it is reached by with --public-host",
+            )),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Who the credentials in this request (`?user=`, `?token=` or
+/// `Authorization`) would connect as, by the rules of `/channels`: 200
+/// `{"user", "auth"}` or 401 `{"error", "message", "auth"}`. `auth` is the
+/// server's mode (`names`, `jwt`, `keys`), so the page can warn when anyone
+/// can be anyone and tell a refused name or token from an unreachable
+/// server.
+async fn whoami(State(app): State<App>, request: Request) -> axum::response::Response {
+    let (parts, _) = request.into_parts();
+    let mode = app.auth.mode();
+    match app.auth.authenticate(&parts).await {
+        Ok(identity) => axum::Json(serde_json::json!({ "user": identity.subject, "auth": mode }))
+            .into_response(),
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = String::from_utf8_lossy(rejection.response().body())
+                .trim()
+                .to_owned();
+            let mut body = error_body("unauthorized", message);
+            body["auth"] = mode.into();
+            (status, axum::Json(body)).into_response()
+        }
+    }
 }
 
 async fn upgrade(
@@ -373,14 +431,54 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
     )
 }
 
+/// How `/channels` authenticates, as configured.
+#[derive(Clone)]
+pub(crate) enum ClientAuth {
+    Names(NamesFromQuery),
+    Jwt(HeaderOrQuery<BearerJwt>),
+    Keys(HeaderOrQuery<KeyAuth>),
+}
+
+impl ClientAuth {
+    fn new(auth: &Auth) -> Self {
+        match auth {
+            Auth::Open => Self::Names(NamesFromQuery),
+            Auth::Jwt { verifier, .. } => {
+                Self::Jwt(HeaderOrQuery::new(verifier.clone(), "Bearer", "token"))
+            }
+            Auth::Keys(keys) => Self::Keys(HeaderOrQuery::new(keys.clone(), "Key", "token")),
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match self {
+            Self::Names(_) => "names",
+            Self::Jwt(_) => "jwt",
+            Self::Keys(_) => "keys",
+        }
+    }
+}
+
+impl Authenticator for ClientAuth {
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
+        match self {
+            Self::Names(names) => names.authenticate(request).await,
+            Self::Jwt(jwt) => jwt.authenticate(request).await,
+            Self::Keys(keys) => keys.authenticate(request).await,
+        }
+    }
+}
+
 /// Takes the user from `?user=`: the default when no authentication is
 /// configured, so the page works out of the box. Anyone can claim any
-/// name; the log says so at start.
-struct NamesFromQuery;
+/// name: it is refused on other addresses than loopback unless
+/// `--insecure-names` is given, and the log and the page say so.
+#[derive(Clone)]
+pub(crate) struct NamesFromQuery;
 
 impl Authenticator for NamesFromQuery {
     async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
-        let user = query_param(request, "user").filter(|name| is_user_name(name));
+        let user = ws_async::auth::query_param(request, "user").filter(|name| is_user_name(name));
         match user {
             Some(user) => Ok(Identity::new(user)),
             None => Err(Rejection::plain(
@@ -397,37 +495,6 @@ pub(crate) fn is_user_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn query_param(request: &http::request::Parts, name: &str) -> Option<String> {
-    let query = request.uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-}
-
-/// An authenticator of the `Authorization` header that also takes the
-/// credential from a query parameter, since browsers cannot set headers
-/// on a WebSocket.
-struct FromHeaderOrQuery<A> {
-    inner: A,
-    scheme: &'static str,
-    param: &'static str,
-}
-
-impl<A: Authenticator> Authenticator for FromHeaderOrQuery<A> {
-    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
-        if request.headers.contains_key(AUTHORIZATION) {
-            return self.inner.authenticate(request).await;
-        }
-        let mut parts = http::Request::new(()).into_parts().0;
-        if let Some(credential) = query_param(request, self.param)
-            && let Ok(value) = http::HeaderValue::from_str(&format!("{} {credential}", self.scheme))
-        {
-            parts.headers.insert(AUTHORIZATION, value);
-        }
-        self.inner.authenticate(&parts).await
-    }
 }
 
 /// The JSON body of an error answer.

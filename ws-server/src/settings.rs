@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
+use ws_async::auth::{BearerJwt, KeyAuth};
 
 /// What `ws serve` logs when told nothing: its own events, and every
 /// connection opened and closed (the library logs those at debug level
@@ -41,7 +42,8 @@ pub(crate) struct ServeArgs {
     tls_key: Option<PathBuf>,
     /// Authenticate clients with HS256 JWTs signed with this secret (the
     /// user is the `sub` claim), sent as `Authorization: Bearer` or, from
-    /// browsers, `?token=`.
+    /// browsers, `?token=`. Tokens need `exp` and a string `sub`; `nbf` is
+    /// checked when present.
     #[arg(
         long,
         env = "WS_JWT_SECRET",
@@ -49,6 +51,45 @@ pub(crate) struct ServeArgs {
         value_name = "SECRET"
     )]
     jwt_secret: Option<String>,
+    /// Authenticate clients with JWTs signed by an identity provider whose
+    /// public key (PEM: RSA, ECDSA P-256/P-384 or Ed25519) is in this file.
+    #[arg(long, env = "WS_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// Authenticate clients with JWTs signed by any key of this JSON Web
+    /// Key Set file (an identity provider's `jwks_uri` document); the
+    /// token's `kid` picks the key.
+    #[arg(long, env = "WS_JWT_JWKS", value_name = "FILE")]
+    jwt_jwks: Option<PathBuf>,
+    /// With JWTs: tokens must name one of these audiences (`aud`); repeat
+    /// or separate with commas. [default: tokens must carry no `aud`]
+    #[arg(
+        long,
+        env = "WS_JWT_AUDIENCE",
+        value_delimiter = ',',
+        value_name = "AUD"
+    )]
+    jwt_audience: Vec<String>,
+    /// With JWTs: tokens must come from one of these issuers (`iss`);
+    /// repeat or separate with commas. [default: any issuer]
+    #[arg(long, env = "WS_JWT_ISSUER", value_delimiter = ',', value_name = "ISS")]
+    jwt_issuer: Vec<String>,
+    /// Let clients name themselves with `?user=` (no JWT or key configured)
+    /// even on an address other than loopback, where anyone who reaches the
+    /// server can be anyone: for a trial on a private network only.
+    #[arg(long, env = "WS_INSECURE_NAMES")]
+    insecure_names: bool,
+    /// A host name clients reach this server by (`chat.example.com`, or
+    /// with a port to allow only that one); repeat or separate with commas.
+    /// Requests naming another host in `Host` get 421, which stops pages
+    /// on other names pointed at this server (DNS rebinding). [default: IP
+    /// addresses and localhost only]
+    #[arg(
+        long,
+        env = "WS_PUBLIC_HOST",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    public_host: Vec<String>,
     /// Authenticate clients with API keys: a file of `user key` lines
     /// (`#` starts a comment), sent as `Authorization: Key` or `?token=`.
     #[arg(long, env = "WS_KEYS_FILE", value_name = "FILE")]
@@ -109,8 +150,9 @@ const SERVE_HELP: &str = "\
 Serves, on every address: the page at /, channels at /channels (WebSocket),
 the admin API at /admin/ (for `ws ctl`), Prometheus metrics at /metrics.
 
-Without --jwt-secret or --keys-file, clients name themselves with ?user=NAME:
-fine for trying it out, not for the internet.
+Without --jwt-secret, --jwt-public-key, --jwt-jwks or --keys-file, clients
+name themselves with ?user=NAME: anyone can be anyone. That is for trying it
+out on loopback; on any other address it needs --insecure-names.
 
 Exit status: 0 after a clean shutdown, 2 for bad settings (the message names
 the setting), 1 when serving failed (an address in use, say).";
@@ -133,6 +175,12 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    jwt_jwks: Option<PathBuf>,
+    jwt_audience: Option<Vec<String>>,
+    jwt_issuer: Option<Vec<String>>,
+    insecure_names: Option<bool>,
+    public_host: Option<Vec<String>>,
     keys_file: Option<PathBuf>,
     admin_token: Option<String>,
     origins: Option<Vec<String>>,
@@ -152,10 +200,13 @@ struct FileSettings {
 pub(crate) enum Auth {
     /// Clients name themselves (`?user=`): for trying things out.
     Open,
-    /// HS256 JWTs.
-    Jwt(Arc<[u8]>),
-    /// API keys: `(user, key)`.
-    Keys(Arc<[(String, String)]>),
+    /// JWTs, checked as configured; `what` says which keys, for the log.
+    Jwt {
+        verifier: BearerJwt,
+        what: &'static str,
+    },
+    /// API keys, kept as digests.
+    Keys(KeyAuth),
 }
 
 impl fmt::Debug for Auth {
@@ -163,8 +214,8 @@ impl fmt::Debug for Auth {
         // Never the secret or the keys.
         match self {
             Self::Open => f.write_str("Open"),
-            Self::Jwt(_) => f.write_str("Jwt(..)"),
-            Self::Keys(keys) => write!(f, "Keys({} keys)", keys.len()),
+            Self::Jwt { what, .. } => write!(f, "Jwt({what})"),
+            Self::Keys(keys) => write!(f, "{keys:?}"),
         }
     }
 }
@@ -175,6 +226,8 @@ pub(crate) struct Settings {
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) auth: Auth,
+    /// Names besides IP addresses and localhost that `Host` may carry.
+    pub(crate) public_hosts: Vec<String>,
     pub(crate) admin_token: Option<AdminToken>,
     pub(crate) origins: Vec<String>,
     pub(crate) max_connections: Option<usize>,
@@ -265,26 +318,42 @@ impl Settings {
             (Some(_), None) => return Err(invalid("tls_key", "--tls-cert needs --tls-key")),
             (None, Some(_)) => return Err(invalid("tls_cert", "--tls-key needs --tls-cert")),
         };
-        let auth = match (
-            args.jwt_secret.or(file.jwt_secret),
-            args.keys_file.or(file.keys_file),
-        ) {
-            (Some(_), Some(_)) => {
+        let auth = resolve_auth(
+            AuthChoices {
+                jwt_secret: args.jwt_secret.or(file.jwt_secret),
+                jwt_public_key: args.jwt_public_key.or(file.jwt_public_key),
+                jwt_jwks: args.jwt_jwks.or(file.jwt_jwks),
+                keys_file: args.keys_file.or(file.keys_file),
+            },
+            or_file(args.jwt_audience, file.jwt_audience),
+            or_file(args.jwt_issuer, file.jwt_issuer),
+        )?;
+        let insecure_names = args.insecure_names || file.insecure_names.unwrap_or(false);
+        if matches!(auth, Auth::Open)
+            && !insecure_names
+            && let Some(public) = listen.iter().find(|addr| !addr.ip().is_loopback())
+        {
+            return Err(invalid(
+                "insecure_names",
+                format!(
+                    "without --jwt-secret, --jwt-public-key, --jwt-jwks or --keys-file, \
+                     clients name themselves with ?user= and anyone can be anyone; \
+                     {public} is not a loopback address, so this needs --insecure-names \
+                     (a trial on a private network) or one of those settings"
+                ),
+            ));
+        }
+        let public_hosts = or_file(args.public_host, file.public_host);
+        for name in &public_hosts {
+            if !ws_async::is_host_name(name) {
                 return Err(invalid(
-                    "jwt_secret",
-                    "choose one of --jwt-secret and --keys-file",
+                    "public_host",
+                    format!(
+                        "{name:?} is not a host name like chat.example.com (a port may follow)"
+                    ),
                 ));
             }
-            (Some(secret), None) if secret.len() < 32 => {
-                return Err(invalid(
-                    "jwt_secret",
-                    "an HS256 secret needs at least 32 bytes",
-                ));
-            }
-            (Some(secret), None) => Auth::Jwt(secret.into_bytes().into()),
-            (None, Some(path)) => Auth::Keys(read_keys(&path)?.into()),
-            (None, None) => Auth::Open,
-        };
+        }
         let admin_token = match args.admin_token.or(file.admin_token) {
             Some(token) if token.len() < 16 => {
                 return Err(invalid(
@@ -348,6 +417,7 @@ impl Settings {
             handshake_timeout,
             tls,
             auth,
+            public_hosts,
             admin_token,
             origins,
             max_connections,
@@ -368,6 +438,95 @@ impl Settings {
                 .unwrap_or(LogFormat::Text),
         })
     }
+}
+
+/// A list from the flags or environment when given there, else from the
+/// file.
+fn or_file(given: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+    if given.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        given
+    }
+}
+
+/// The authentication settings as given: at most one may be.
+struct AuthChoices {
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    jwt_jwks: Option<PathBuf>,
+    keys_file: Option<PathBuf>,
+}
+
+fn resolve_auth(
+    choices: AuthChoices,
+    audience: Vec<String>,
+    issuer: Vec<String>,
+) -> Result<Auth, SettingsError> {
+    let given = [
+        choices.jwt_secret.is_some(),
+        choices.jwt_public_key.is_some(),
+        choices.jwt_jwks.is_some(),
+        choices.keys_file.is_some(),
+    ];
+    if given.iter().filter(|given| **given).count() > 1 {
+        return Err(invalid(
+            "jwt_secret",
+            "choose one of --jwt-secret, --jwt-public-key, --jwt-jwks and --keys-file",
+        ));
+    }
+    let (verifier, what) = if let Some(secret) = choices.jwt_secret {
+        if secret.len() < 32 {
+            return Err(invalid(
+                "jwt_secret",
+                "an HS256 secret needs at least 32 bytes",
+            ));
+        }
+        (BearerJwt::hs256(secret.as_bytes()), "HS256 secret")
+    } else if let Some(path) = choices.jwt_public_key {
+        let pem = read_setting("jwt_public_key", &path)?;
+        let verifier = BearerJwt::public_key_pem(&pem)
+            .map_err(|error| invalid("jwt_public_key", format!("{}: {error}", path.display())))?;
+        (verifier, "public key")
+    } else if let Some(path) = choices.jwt_jwks {
+        let json = read_setting("jwt_jwks", &path)?;
+        let verifier = BearerJwt::jwks(&json)
+            .map_err(|error| invalid("jwt_jwks", format!("{}: {error}", path.display())))?;
+        (verifier, "key set")
+    } else {
+        let setting = if audience.is_empty() {
+            "jwt_issuer"
+        } else {
+            "jwt_audience"
+        };
+        if !audience.is_empty() || !issuer.is_empty() {
+            return Err(invalid(
+                setting,
+                "needs JWTs: --jwt-secret, --jwt-public-key or --jwt-jwks",
+            ));
+        }
+        return match choices.keys_file {
+            Some(path) => {
+                let keys = read_keys(&path)?;
+                Ok(Auth::Keys(
+                    keys.iter().fold(KeyAuth::new(), |auth, (user, key)| {
+                        auth.key(key, user.clone())
+                    }),
+                ))
+            }
+            None => Ok(Auth::Open),
+        };
+    };
+    let mut verifier = verifier;
+    if !audience.is_empty() {
+        let audience: Vec<&str> = audience.iter().map(String::as_str).collect();
+        verifier = verifier.audience(&audience);
+    }
+    if !issuer.is_empty() {
+        let issuer: Vec<&str> = issuer.iter().map(String::as_str).collect();
+        verifier = verifier.issuer(&issuer);
+    }
+    Ok(Auth::Jwt { verifier, what })
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {

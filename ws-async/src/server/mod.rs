@@ -2,6 +2,7 @@
 //! subprotocol, authentication), the accept loop and per-connection tasks.
 
 mod handshakes;
+mod host;
 mod origin;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
 use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySet};
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
+pub use host::{HostPolicy, is_host_name};
 pub use origin::OriginPolicy;
 
 use crate::registry::{ServerHandle, Shutdown};
@@ -93,6 +95,13 @@ pub struct ServerConfig {
     /// message, and mixing secrets with attacker-chosen data in one
     /// compression context leaks them (CRIME, BREACH).
     pub deflate: Option<DeflateConfig>,
+    /// Which `Host` headers the server answers; others get 421 Misdirected
+    /// Request before anything else is looked at. A browser page whose
+    /// name an attacker points at this server (DNS rebinding) sends its own
+    /// name there. Default: [`HostPolicy::Any`]; servers on loopback or a
+    /// private network should set [`HostPolicy::local`] with the names
+    /// clients use.
+    pub hosts: HostPolicy,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +118,7 @@ impl Default for ServerConfig {
             shrink_idle_buffers: true,
             connection_rate: None,
             deflate: None,
+            hosts: HostPolicy::Any,
         }
     }
 }
@@ -787,6 +797,16 @@ async fn admit(
                 ));
             }
         }
+    }
+    let host = upgrade
+        .headers()
+        .get(http::header::HOST)
+        .map(|host| host.to_str().unwrap_or_default());
+    if !config.hosts.allows(host) {
+        return Err(Rejection::plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer for the host named in Host",
+        ));
     }
     let overloaded = || overload(config.overload_status, config.overload_retry_after);
     if inner.handle.is_shutting_down() {

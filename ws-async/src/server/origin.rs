@@ -39,7 +39,7 @@ fn default_port(scheme: &str) -> Option<u16> {
 }
 
 /// Splits `host[:port]`, with IPv6 hosts in brackets.
-fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+pub(super) fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = match authority.rfind(':') {
         Some(colon) if !authority[colon..].contains(']') => {
             let port = authority[colon + 1..].parse().ok()?;

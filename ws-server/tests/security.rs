@@ -1,0 +1,300 @@
+//! The attacks on `ws serve` that SECURITY.md names, run as the attacker
+//! would run them against the real program (a child process): one test per
+//! claim, each failing on a server without the defence it checks.
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+/// A key or key set of the JWT tests (`ws-async/testdata`).
+fn testdata(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ws-async/testdata")
+        .join(name)
+}
+
+fn in_ten_minutes() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600
+}
+
+/// The status line of a WebSocket upgrade to `/channels` (with `query`)
+/// that names `host` in `Host` and `origin` in `Origin`.
+async fn upgrade_status(
+    addr: std::net::SocketAddr,
+    query: &str,
+    host: &str,
+    origin: Option<&str>,
+) -> String {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let response = raw_head(
+        addr,
+        format!(
+            "GET /channels?{query} HTTP/1.1\r\nHost: {host}\r\n{origin}Upgrade: websocket\r\n\
+             Connection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    )
+    .await;
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A plain GET naming `host`: the status line and the body.
+async fn get(addr: std::net::SocketAddr, path: &str, host: &str) -> (String, String) {
+    let response = raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+// SECURITY 1: without JWTs or keys anyone can be anyone, so that mode is
+// refused on an address other than loopback unless `--insecure-names`
+// says the operator knows; `/whoami` tells the page to warn.
+#[tokio::test]
+async fn open_names_are_refused_on_a_public_address() {
+    let stderr = refused_settings(&["--listen", "0.0.0.0:0"]).await;
+    assert!(
+        stderr.contains("insecure_names") && stderr.contains("--insecure-names"),
+        "{stderr}"
+    );
+    let stderr = refused_settings(&["--listen", "127.0.0.1:0,[::]:0"]).await;
+    assert!(stderr.contains("--insecure-names"), "{stderr}");
+
+    let insecure = Serve::start(&["--listen", "0.0.0.0:0", "--insecure-names"], &[]).await;
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], insecure.addr.port()));
+    let (status, body) = get(local, "/whoami?user=ann", &local.to_string()).await;
+    assert!(status.contains("200"), "{status}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body, json!({ "user": "ann", "auth": "names" }));
+
+    let secret = "a-secret-of-at-least-thirty-two-bytes!!";
+    let jwt = Serve::start(&["--listen", "0.0.0.0:0", "--jwt-secret", secret], &[]).await;
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], jwt.addr.port()));
+    let (status, body) = get(local, "/whoami?user=ann", &local.to_string()).await;
+    assert!(status.contains("401"), "{status}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["auth"], "jwt");
+}
+
+// SECURITY 2: a page on an attacker's name that resolves to this server
+// (DNS rebinding) sends its own name in Host and a matching Origin; every
+// route refuses it with 421, the WebSocket upgrade included.
+#[tokio::test]
+async fn a_dns_rebinding_page_is_refused_on_every_route() {
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            TOKEN,
+            "--public-host",
+            "chat.example",
+        ],
+        &[],
+    )
+    .await;
+    let port = serve.addr.port();
+    let evil = format!("rebind.attacker.example:{port}");
+    let evil_origin = format!("http://{evil}");
+    let status = upgrade_status(serve.addr, "user=ann", &evil, Some(&evil_origin)).await;
+    assert!(status.contains("421"), "{status}");
+    for path in [
+        "/",
+        "/app.js",
+        "/metrics",
+        "/whoami?user=ann",
+        "/admin/stats",
+    ] {
+        let (status, _) = get(serve.addr, path, &evil).await;
+        assert!(status.contains("421"), "{path}: {status}");
+    }
+    // The names it is reached by: its address, localhost, the public host.
+    for host in [
+        serve.addr.to_string(),
+        format!("localhost:{port}"),
+        "chat.example".to_owned(),
+    ] {
+        let origin = format!("http://{host}");
+        let status = upgrade_status(serve.addr, "user=ann", &host, Some(&origin)).await;
+        assert!(status.contains("101"), "{host}: {status}");
+        let (status, _) = get(serve.addr, "/", &host).await;
+        assert!(status.contains("200"), "{host}: {status}");
+    }
+}
+
+/// `ws serve` with JWTs checked by `args`, and a way to try a token: the
+/// status of `/whoami` with it, and the user it names.
+async fn jwt_server(args: &[&str]) -> Serve {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    Serve::start(&all, &[]).await
+}
+
+async fn try_token(serve: &Serve, token: &str) -> (u16, Value) {
+    let (status, body) = get(
+        serve.addr,
+        &format!("/whoami?token={token}"),
+        &serve.addr.to_string(),
+    )
+    .await;
+    let code = status.split(' ').nth(1).unwrap().parse().unwrap();
+    // The WebSocket agrees with /whoami.
+    let upgrade = upgrade_status(
+        serve.addr,
+        &format!("token={token}"),
+        &serve.addr.to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        upgrade.contains("101"),
+        code == 200,
+        "{upgrade} vs {status}"
+    );
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+// SECURITY 3: tokens without a usable subject would all name the user ""
+// (who then owns every channel such a token created); tokens not yet
+// valid, or meant for another audience or issuer, are refused.
+#[tokio::test]
+async fn jwts_need_a_subject_and_are_checked_for_time_audience_and_issuer() {
+    let secret = "a-secret-of-at-least-thirty-two-bytes!!";
+    let serve = jwt_server(&[
+        "--jwt-secret",
+        secret,
+        "--jwt-audience",
+        "chat",
+        "--jwt-issuer",
+        "https://id.example",
+    ])
+    .await;
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let sign = |claims: Value| jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+    let exp = in_ten_minutes();
+    let good = json!({"sub": "ann", "exp": exp, "aud": "chat", "iss": "https://id.example"});
+    let (status, body) = try_token(&serve, &sign(good.clone())).await;
+    assert_eq!((status, body["user"].as_str()), (200, Some("ann")));
+    let with = |change: Value| {
+        let mut claims = good.clone();
+        for (name, value) in change.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        sign(claims)
+    };
+    for change in [
+        json!({"sub": null}),
+        json!({"sub": 42}),
+        json!({"sub": ""}),
+        json!({"nbf": exp}),
+        json!({"aud": "billing"}),
+        json!({"aud": null}),
+        json!({"iss": "https://evil.example"}),
+        json!({"exp": null}),
+        json!({"exp": 1000}),
+    ] {
+        let (status, _) = try_token(&serve, &with(change.clone())).await;
+        assert_eq!(status, 401, "{change}");
+    }
+}
+
+// SECURITY 3: identity providers' keys. A token signed by the provider is
+// taken; one signed with HMAC under the public key's text (algorithm
+// confusion), with `alg: none`, or by another key is refused.
+#[tokio::test]
+async fn jwts_from_an_identity_providers_public_key_or_key_set() {
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(testdata("jwt-rsa-private.pem")).unwrap())
+        .unwrap();
+    let ed = EncodingKey::from_ed_pem(&std::fs::read(testdata("jwt-ed25519-private.pem")).unwrap())
+        .unwrap();
+    let claims = json!({"sub": "ann", "exp": in_ten_minutes()});
+    let sign = |algorithm, kid: Option<&str>, key: &EncodingKey| {
+        let mut header = Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    };
+    let public_pem = std::fs::read(testdata("jwt-rsa-public.pem")).unwrap();
+    let confused = sign(
+        Algorithm::HS256,
+        Some("rsa-1"),
+        &EncodingKey::from_secret(&public_pem),
+    );
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(claims.to_string())
+    );
+
+    let key_file = testdata("jwt-rsa-public.pem");
+    let by_key = jwt_server(&["--jwt-public-key", key_file.to_str().unwrap()]).await;
+    assert_eq!(
+        try_token(&by_key, &sign(Algorithm::RS256, None, &rsa))
+            .await
+            .0,
+        200
+    );
+    for refused in [&confused, &none, &sign(Algorithm::EdDSA, None, &ed)] {
+        assert_eq!(try_token(&by_key, refused).await.0, 401);
+    }
+
+    let set = testdata("jwks.json");
+    let by_set = jwt_server(&["--jwt-jwks", set.to_str().unwrap()]).await;
+    assert_eq!(
+        try_token(&by_set, &sign(Algorithm::RS256, Some("rsa-1"), &rsa))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        try_token(&by_set, &sign(Algorithm::EdDSA, Some("ed-1"), &ed))
+            .await
+            .0,
+        200
+    );
+    for refused in [
+        &confused,
+        &none,
+        &sign(Algorithm::EdDSA, Some("rsa-1"), &ed),
+        &sign(Algorithm::RS256, None, &rsa),
+    ] {
+        assert_eq!(try_token(&by_set, refused).await.0, 401);
+    }
+
+    let stderr = refused_settings(&[
+        "--jwt-public-key",
+        testdata("jwt-rsa-private.pem").to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        stderr.contains("jwt_public_key") && stderr.contains("private key"),
+        "{stderr}"
+    );
+    let stderr = refused_settings(&["--jwt-audience", "chat"]).await;
+    assert!(stderr.contains("jwt_audience"), "{stderr}");
+    let stderr = refused_settings(&[
+        "--jwt-jwks",
+        set.to_str().unwrap(),
+        "--jwt-secret",
+        "a-secret-of-at-least-thirty-two-bytes!!",
+    ])
+    .await;
+    assert!(stderr.contains("choose one"), "{stderr}");
+}
