@@ -73,8 +73,10 @@ pub(crate) fn hook<A: Authenticator>(
 /// A refusal with a fixed body, never echoing what the client sent.
 fn refuse(status: StatusCode, challenge: &'static str, message: &str) -> Rejection {
     let mut headers = HeaderMap::new();
-    if status == StatusCode::UNAUTHORIZED {
-        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    if status == StatusCode::UNAUTHORIZED
+        && let Ok(challenge) = HeaderValue::from_str(challenge)
+    {
+        headers.insert(WWW_AUTHENTICATE, challenge);
     }
     Rejection::new(status, headers, format!("{message}\n"))
 }
@@ -370,9 +372,19 @@ impl Authenticator for BearerJwt {
 /// digest of what a client presents is compared with every one of them in
 /// constant time: timing tells nothing about how much of a key was right,
 /// nor how long the keys are. Missing, malformed or unknown keys get 401.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KeyAuth {
     keys: Vec<(KeyDigest, String)>,
+    scheme: &'static str,
+}
+
+impl Default for KeyAuth {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            scheme: "Key",
+        }
+    }
 }
 
 /// A key as [`KeyAuth`] keeps it.
@@ -387,6 +399,7 @@ impl std::fmt::Debug for KeyAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyAuth")
             .field("keys", &self.keys.len())
+            .field("scheme", &self.scheme)
             .finish()
     }
 }
@@ -397,6 +410,13 @@ impl KeyAuth {
         Self::default()
     }
 
+    /// Reads keys from `Authorization: <scheme> <key>` instead of the
+    /// default `Key` scheme (`"Bearer"` for an API token, say).
+    pub fn scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
     /// Accepts `key`, identifying the client as `subject`.
     pub fn key(mut self, key: impl AsRef<[u8]>, subject: impl Into<String>) -> Self {
         self.keys.push((key_digest(key.as_ref()), subject.into()));
@@ -404,8 +424,9 @@ impl KeyAuth {
     }
 
     pub(crate) fn check(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
-        let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, "Key", why);
-        let given = credential(request, "Key").ok_or_else(|| unauthorized("a key is required"))?;
+        let unauthorized = |why| refuse(StatusCode::UNAUTHORIZED, self.scheme, why);
+        let given =
+            credential(request, self.scheme).ok_or_else(|| unauthorized("a key is required"))?;
         let given = key_digest(given.as_bytes());
         let mut found: Option<&str> = None;
         for (key, subject) in &self.keys {
@@ -829,6 +850,13 @@ mod tests {
         assert_eq!(status(auth.check(&request(&["Bearer k-beta"]))), 401);
         assert_eq!(status(auth.check(&request(&[]))), 401);
         assert_eq!(status(KeyAuth::new().check(&request(&["Key "]))), 401);
+        let bearer = KeyAuth::new().scheme("Bearer").key("k-alpha", "alpha");
+        assert_eq!(
+            bearer.check(&request(&["Bearer k-alpha"])).unwrap().subject,
+            "alpha"
+        );
+        let refused = bearer.check(&request(&["Key k-alpha"])).unwrap_err();
+        assert_eq!(refused.response().headers()[WWW_AUTHENTICATE], "Bearer");
     }
 
     // Keys of any length are checked through their digests: no raw key is

@@ -21,6 +21,7 @@ mod error;
 pub mod fuzzing;
 mod handler;
 mod meters;
+pub mod net;
 mod outbox;
 mod registry;
 mod runtime;

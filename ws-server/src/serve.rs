@@ -23,7 +23,7 @@ use ws_channels::{Backend, Channels, ChannelsConfig, ChannelsHandle};
 use ws_core::handshake::Rejection;
 use ws_tokio::{HostPolicy, OriginPolicy, Server, ServerConfig};
 
-use crate::settings::{Auth, LogFormat, ServeArgs, Settings};
+use crate::settings::{Auth, LogFormat, MetricsAt, ServeArgs, Settings};
 use crate::{admin, page};
 
 /// What every request handler shares.
@@ -32,7 +32,8 @@ pub(crate) struct App {
     pub(crate) ws: Server,
     pub(crate) channels: ChannelsHandle,
     pub(crate) prometheus: PrometheusHandle,
-    pub(crate) admin_token: Option<crate::settings::AdminToken>,
+    /// The admin token, as a key kept by digest; `None`: the API is off.
+    pub(crate) admin: Option<KeyAuth>,
     /// How clients authenticate, for `/whoami`.
     pub(crate) auth: ClientAuth,
     /// Which `Host` headers every route answers.
@@ -121,36 +122,52 @@ async fn run(settings: Settings) -> Result<(), String> {
         ws: ws.clone(),
         channels: channels.handle(),
         prometheus,
-        admin_token: settings.admin_token.clone(),
+        admin: settings.admin.clone(),
         auth: authenticator,
         hosts: config_hosts(&settings),
     };
-    let router = router(app);
+    let (main_router, admin_router) = routers(app, &settings);
 
     let signal = shutdown_signal()?;
     let tls = settings.tls.clone().map(TlsAcceptor::from);
-    let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr)>(256);
+    let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr, Router)>(256);
     let mut accept_tasks = Vec::new();
-    for addr in &settings.listen {
-        let listener = TcpListener::bind(addr)
-            .await
+    let (http, ws_scheme) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    let listeners = settings
+        .listen
+        .iter()
+        .map(|addr| (addr, &main_router))
+        .chain(settings.admin_listen.iter().zip(admin_router.iter()).map(
+            // One admin router serves every admin address.
+            |(addr, router)| (addr, router),
+        ));
+    for (addr, router) in listeners {
+        let listener = ws_async::net::bind_tcp(*addr)
+            .and_then(TcpListener::from_std)
             .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
         let bound = listener
             .local_addr()
             .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
-        let (http, ws_scheme) = if tls.is_some() {
-            ("https", "wss")
-        } else {
-            ("http", "ws")
-        };
         // On stdout, for people and for scripts that started it on port 0;
         // a closed stdout (`ws serve | head -1`) is no reason to stop.
-        let _ = writeln!(
-            std::io::stdout(),
-            "ws serve: page {http}://{bound}/  channels {ws_scheme}://{bound}/channels"
-        );
+        let _ = if settings.listen.contains(addr) {
+            writeln!(
+                std::io::stdout(),
+                "ws serve: page {http}://{bound}/  channels {ws_scheme}://{bound}/channels"
+            )
+        } else {
+            writeln!(std::io::stdout(), "ws serve: admin {http}://{bound}/admin/")
+        };
         tracing::info!(%bound, tls = tls.is_some(), "listening");
-        accept_tasks.push(tokio::spawn(accept(listener, accepted_tx.clone())));
+        accept_tasks.push(tokio::spawn(accept(
+            listener,
+            router.clone(),
+            accepted_tx.clone(),
+        )));
     }
     drop(accepted_tx);
     log_settings(&settings);
@@ -165,8 +182,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         tokio::select! {
             () = &mut signal => break,
             next = accepted.recv() => {
-                let Some((stream, peer)) = next else { break };
-                let router = router.clone();
+                let Some((stream, peer, router)) = next else { break };
                 let tls = tls.clone();
                 let stopping = stopping.clone();
                 let done = done.clone();
@@ -212,7 +228,7 @@ fn log_settings(settings: &Settings) {
     tracing::info!(
         backend = %redact(&settings.backend),
         auth,
-        admin_api = settings.admin_token.is_some(),
+        admin_api = settings.admin.is_some(),
         max_message_size = settings.max_message_size,
         max_connections = ?settings.max_connections,
         workers = settings.workers,
@@ -258,14 +274,18 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
 
 /// Accepts connections; running out of file descriptors pauses it, with
 /// a growing back-off, instead of spinning.
-async fn accept(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, SocketAddr)>) {
+async fn accept(
+    listener: TcpListener,
+    router: Router,
+    accepted: mpsc::Sender<(TcpStream, SocketAddr, Router)>,
+) {
     let mut pause = Duration::from_millis(10);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 pause = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
-                if accepted.send((stream, peer)).await.is_err() {
+                if accepted.send((stream, peer, router.clone())).await.is_err() {
                     return;
                 }
             }
@@ -286,8 +306,10 @@ async fn serve_http(
     stopping: watch::Receiver<bool>,
     head_timeout: Duration,
 ) {
+    let local = LocalAddr(stream.local_addr().ok());
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(local);
         router.clone().oneshot(request)
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -344,22 +366,77 @@ where
     connection.await
 }
 
-fn router(app: App) -> Router {
-    Router::new()
+/// The address a connection was accepted on: a request over loopback has
+/// a loopback one.
+#[derive(Debug, Clone, Copy)]
+struct LocalAddr(Option<SocketAddr>);
+
+/// The router of the main listeners, and the admin listeners' one when
+/// `--admin-listen` gives them.
+///
+/// The admin API (and `/metrics` with `--metrics admin`) is on the admin
+/// listeners when there are some, and nowhere else. Without them it is on
+/// the main listeners, where, unless TLS is on, it answers only requests
+/// that came over loopback: elsewhere the token would cross the network in
+/// plain text.
+fn routers(app: App, settings: &Settings) -> (Router, Option<Router>) {
+    let admin_part = || {
+        let mut admin = Router::new().nest("/admin", admin::router());
+        if settings.metrics == MetricsAt::Admin {
+            admin = admin.route("/metrics", get(metrics));
+        }
+        admin
+    };
+    let mut main = Router::new()
         .route("/", get(page::index))
         .route("/whoami", get(whoami))
         .route("/app.js", get(page::script))
         .route("/e2e.js", get(page::e2e_module))
         .route("/style.css", get(page::style))
         .route("/channels", get(upgrade))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .nest("/admin", admin::router())
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            known_host,
-        ))
-        .with_state(app)
+        .route("/healthz", get(|| async { "ok\n" }));
+    if settings.metrics == MetricsAt::Main {
+        main = main.route("/metrics", get(metrics));
+    }
+    let admin = if settings.admin_listen.is_empty() {
+        let mut admin = admin_part();
+        if settings.tls.is_none() {
+            admin = admin.layer(axum::middleware::from_fn(over_loopback));
+        }
+        main = main.merge(admin);
+        None
+    } else {
+        Some(admin_part().route("/healthz", get(|| async { "ok\n" })))
+    };
+    let finish = |router: Router<App>| {
+        router
+            .layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                known_host,
+            ))
+            .with_state(app.clone())
+    };
+    (finish(main), admin.map(finish))
+}
+
+/// Lets through only requests that came over loopback.
+async fn over_loopback(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let local = request
+        .extensions()
+        .get::<LocalAddr>()
+        .and_then(|local| local.0);
+    if local.is_some_and(|addr| addr.ip().is_loopback()) {
+        return next.run(request).await;
+    }
+    (
+        http::StatusCode::FORBIDDEN,
+        axum::Json(error_body(
+            "admin_over_loopback_only",
+            "without TLS the admin API answers only over loopback, where the token \
+             does not cross the network: use a loopback address, --admin-listen, or TLS",
+        )),
+    )
+        .into_response()
 }
 
 /// Refuses requests whose `Host` this server does not answer for (DNS

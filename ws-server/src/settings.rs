@@ -103,6 +103,22 @@ pub(crate) struct ServeArgs {
         value_name = "TOKEN"
     )]
     admin_token: Option<String>,
+    /// Serve the admin API on these addresses (and only there) instead of
+    /// the main ones; repeat or separate with commas. Without TLS they must
+    /// be loopback addresses. [default: the main addresses, answering only
+    /// over loopback unless TLS is on]
+    #[arg(
+        long,
+        env = "WS_ADMIN_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    admin_listen: Vec<String>,
+    /// Where `/metrics` answers: `main` (every main address), `admin`
+    /// (where the admin API answers, without the token) or `off`.
+    /// [default: main]
+    #[arg(long, env = "WS_METRICS", value_name = "WHERE")]
+    metrics: Option<MetricsAt>,
     /// Web origins allowed to open WebSockets (`https://app.example.com`);
     /// repeat or separate with commas. [default: the page's own origin]
     #[arg(long, env = "WS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
@@ -157,6 +173,18 @@ out on loopback; on any other address it needs --insecure-names.
 Exit status: 0 after a clean shutdown, 2 for bad settings (the message names
 the setting), 1 when serving failed (an address in use, say).";
 
+/// Where `/metrics` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MetricsAt {
+    /// On every main address.
+    Main,
+    /// Where the admin API answers.
+    Admin,
+    /// Nowhere.
+    Off,
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,6 +211,8 @@ struct FileSettings {
     public_host: Option<Vec<String>>,
     keys_file: Option<PathBuf>,
     admin_token: Option<String>,
+    admin_listen: Option<Vec<String>>,
+    metrics: Option<MetricsAt>,
     origins: Option<Vec<String>>,
     max_connections: Option<usize>,
     max_message_size: Option<usize>,
@@ -228,7 +258,10 @@ pub(crate) struct Settings {
     pub(crate) auth: Auth,
     /// Names besides IP addresses and localhost that `Host` may carry.
     pub(crate) public_hosts: Vec<String>,
-    pub(crate) admin_token: Option<AdminToken>,
+    /// The admin token, kept as a digest; `None`: the admin API is off.
+    pub(crate) admin: Option<KeyAuth>,
+    pub(crate) admin_listen: Vec<SocketAddr>,
+    pub(crate) metrics: MetricsAt,
     pub(crate) origins: Vec<String>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_message_size: usize,
@@ -241,16 +274,6 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
 }
 
-/// The admin API's token; its `Debug` hides it.
-#[derive(Clone)]
-pub(crate) struct AdminToken(pub(crate) Arc<str>);
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(..)")
-    }
-}
-
 /// A setting that cannot be used, named.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SettingsError {
@@ -261,8 +284,11 @@ pub(crate) enum SettingsError {
     },
     #[error("the settings file {path} is not valid: {message}")]
     ParseFile { path: PathBuf, message: String },
-    #[error("`listen`: {value:?} is not an address like 127.0.0.1:8080 or [::1]:8080")]
-    Listen { value: String },
+    #[error("`{setting}`: {value:?} is not an address like 127.0.0.1:8080 or [::1]:8080")]
+    Address {
+        setting: &'static str,
+        value: String,
+    },
     #[error("`{setting}`: cannot read {path}: {source}")]
     ReadSetting {
         setting: &'static str,
@@ -300,15 +326,7 @@ impl Settings {
         if listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }
-        let listen = listen
-            .into_iter()
-            .map(|value| {
-                value
-                    .trim()
-                    .parse::<SocketAddr>()
-                    .map_err(|_| SettingsError::Listen { value })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let listen = parse_addresses("listen", listen)?;
         let tls = match (
             args.tls_cert.or(file.tls_cert),
             args.tls_key.or(file.tls_key),
@@ -354,16 +372,32 @@ impl Settings {
                 ));
             }
         }
-        let admin_token = match args.admin_token.or(file.admin_token) {
+        let admin = match args.admin_token.or(file.admin_token) {
             Some(token) if token.len() < 16 => {
                 return Err(invalid(
                     "admin_token",
                     "the admin token needs at least 16 characters",
                 ));
             }
-            Some(token) => Some(AdminToken(token.into())),
+            Some(token) => Some(KeyAuth::new().scheme("Bearer").key(token, "admin")),
             None => None,
         };
+        let admin_listen = parse_addresses(
+            "admin_listen",
+            or_file(args.admin_listen, file.admin_listen),
+        )?;
+        if tls.is_none()
+            && let Some(open) = admin_listen.iter().find(|addr| !addr.ip().is_loopback())
+        {
+            return Err(invalid(
+                "admin_listen",
+                format!(
+                    "{open} is not a loopback address: without TLS (--tls-cert) the admin \
+                     token would cross the network in plain text"
+                ),
+            ));
+        }
+        let metrics = args.metrics.or(file.metrics).unwrap_or(MetricsAt::Main);
         let origins = if args.origins.is_empty() {
             file.origins.unwrap_or_default()
         } else {
@@ -418,7 +452,9 @@ impl Settings {
             tls,
             auth,
             public_hosts,
-            admin_token,
+            admin,
+            admin_listen,
+            metrics,
             origins,
             max_connections,
             max_message_size,
@@ -438,6 +474,21 @@ impl Settings {
                 .unwrap_or(LogFormat::Text),
         })
     }
+}
+
+fn parse_addresses(
+    setting: &'static str,
+    values: Vec<String>,
+) -> Result<Vec<SocketAddr>, SettingsError> {
+    values
+        .into_iter()
+        .map(|value| {
+            value
+                .trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| SettingsError::Address { setting, value })
+        })
+        .collect()
 }
 
 /// A list from the flags or environment when given there, else from the

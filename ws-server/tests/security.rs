@@ -298,3 +298,125 @@ async fn jwts_from_an_identity_providers_public_key_or_key_set() {
     .await;
     assert!(stderr.contains("choose one"), "{stderr}");
 }
+
+/// An address of this machine other than loopback, if it has one.
+fn outside_address() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it picks the route's source.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A GET of `path` with the admin token.
+async fn admin_get(addr: std::net::SocketAddr, path: &str, token: &str) -> String {
+    let response = raw(
+        addr,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n",
+            addr.ip()
+        ),
+    )
+    .await;
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+// SECURITY 5: without TLS the admin token would cross the network in plain
+// text, so the admin API on a public address answers only requests that
+// came over loopback; `--admin-listen` moves it (and, with `--metrics
+// admin`, the metrics) to addresses of its own.
+#[tokio::test]
+async fn the_admin_api_is_not_served_in_plain_text_off_loopback() {
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-names",
+            "--admin-token",
+            TOKEN,
+        ],
+        &[],
+    )
+    .await;
+    let port = serve.addr.port();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        admin_get(local, "/admin/stats", TOKEN)
+            .await
+            .contains("200")
+    );
+    let Some(outside) = outside_address() else {
+        panic!("this machine has no address but loopback to try the admin API from");
+    };
+    let remote = std::net::SocketAddr::new(outside, port);
+    let status = admin_get(remote, "/admin/stats", TOKEN).await;
+    assert!(status.contains("403"), "{status}");
+    assert!(admin_get(remote, "/healthz", TOKEN).await.contains("200"));
+
+    let split = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            TOKEN,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "admin",
+        ],
+        &[],
+    )
+    .await;
+    let admin = split.admin_addrs[0];
+    assert!(
+        admin_get(admin, "/admin/stats", TOKEN)
+            .await
+            .contains("200")
+    );
+    assert!(admin_get(admin, "/metrics", TOKEN).await.contains("200"));
+    assert!(
+        admin_get(split.addr, "/admin/stats", TOKEN)
+            .await
+            .contains("404")
+    );
+    assert!(
+        admin_get(split.addr, "/metrics", TOKEN)
+            .await
+            .contains("404")
+    );
+    assert!(admin_get(admin, "/", TOKEN).await.contains("404"));
+
+    let stderr = refused_settings(&["--admin-listen", "0.0.0.0:0", "--admin-token", TOKEN]).await;
+    assert!(
+        stderr.contains("admin_listen") && stderr.contains("plain text"),
+        "{stderr}"
+    );
+}
+
+// SECURITY 5: tokens that are wrong by a byte, a prefix, longer or empty
+// are refused; the comparison is of SHA-256 digests in constant time
+// (`ws-async`'s `KeyAuth`), so a refusal's timing says nothing of the
+// token's length or bytes.
+#[tokio::test]
+async fn wrong_admin_tokens_are_refused() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--admin-token", TOKEN], &[]).await;
+    let mut off_by_one = TOKEN.to_owned();
+    off_by_one.pop();
+    off_by_one.push('x');
+    for wrong in [
+        off_by_one.as_str(),
+        &TOKEN[..TOKEN.len() - 1],
+        &format!("{TOKEN}0"),
+        "",
+        &TOKEN.to_uppercase(),
+    ] {
+        let status = admin_get(serve.addr, "/admin/stats", wrong).await;
+        assert!(status.contains("401"), "{wrong:?}: {status}");
+    }
+    assert!(
+        admin_get(serve.addr, "/admin/stats", TOKEN)
+            .await
+            .contains("200")
+    );
+}

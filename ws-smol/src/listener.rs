@@ -44,8 +44,10 @@ impl std::fmt::Debug for SmolListener {
 
 /// Binds a plain (`ws://`) listener, for example on `"127.0.0.1:9001"` or
 /// `"[::]:9001"`. The name is resolved on the calling thread.
+/// An IPv6 address listens on IPv6 only, so `"0.0.0.0:9001"` can listen
+/// beside it (see [`ws_async::net::bind_tcp`]).
 pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<SmolListener> {
-    SmolListener::from_tcp(TcpListener::bind(resolve(addr)?)?)
+    SmolListener::from_tcp(ws_async::net::bind_tcp(resolve(addr)?)?)
 }
 
 /// Binds a TLS (`wss://`) listener with a rustls server configuration (see

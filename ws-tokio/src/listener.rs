@@ -36,9 +36,18 @@ impl std::fmt::Debug for TokioListener {
 }
 
 /// Binds a plain (`ws://`) listener, for example on `"127.0.0.1:9001"` or
-/// `"[::]:9001"`.
+/// `"[::]:9001"` (IPv6 only, so `"0.0.0.0:9001"` can listen beside it; see
+/// [`ws_async::net::bind_tcp`]). A name that resolves to several addresses
+/// binds the first that works.
 pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TokioListener> {
-    Ok(TokioListener::from_tcp(TcpListener::bind(addr).await?))
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match ws_async::net::bind_tcp(addr).and_then(TcpListener::from_std) {
+            Ok(tcp) => return Ok(TokioListener::from_tcp(tcp)),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
 }
 
 /// Binds a TLS (`wss://`) listener with a rustls server configuration (see

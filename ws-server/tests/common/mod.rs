@@ -42,6 +42,8 @@ pub struct Serve {
     pub addr: SocketAddr,
     /// Every address, in the order given.
     pub addrs: Vec<SocketAddr>,
+    /// The `--admin-listen` addresses, in the order given.
+    pub admin_addrs: Vec<SocketAddr>,
 }
 
 impl Serve {
@@ -71,13 +73,16 @@ impl Serve {
             })
             .kill_on_drop(true);
         let mut child = command.spawn().expect("ws serve starts");
-        let listeners = args
-            .iter()
-            .position(|a| *a == "--listen")
-            .map_or(1, |at| args[at + 1].split(',').count());
+        let count = |flag: &str, default: usize| {
+            args.iter()
+                .position(|a| *a == flag)
+                .map_or(default, |at| args[at + 1].split(',').count())
+        };
+        let listeners = count("--listen", 1);
+        let admin_listeners = count("--admin-listen", 0);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut addrs = Vec::new();
-        for _ in 0..listeners {
+        for _ in 0..listeners + admin_listeners {
             let line = tokio::time::timeout(WAIT, lines.next_line())
                 .await
                 .expect("ws serve prints its addresses")
@@ -92,10 +97,12 @@ impl Serve {
                 .unwrap_or_else(|| panic!("no address in {line:?}"));
             addrs.push(addr);
         }
+        let admin_addrs = addrs.split_off(listeners);
         Self {
             child,
             addr: addrs[0],
             addrs,
+            admin_addrs,
         }
     }
 
