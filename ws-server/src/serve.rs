@@ -141,10 +141,13 @@ async fn run(settings: Settings) -> Result<(), String> {
         .listen
         .iter()
         .map(|addr| (addr, &main_router))
-        .chain(settings.admin_listen.iter().zip(admin_router.iter()).map(
+        .chain(
             // One admin router serves every admin address.
-            |(addr, router)| (addr, router),
-        ));
+            settings
+                .admin_listen
+                .iter()
+                .filter_map(|addr| Some((addr, admin_router.as_ref()?))),
+        );
     for (addr, router) in listeners {
         let listener = ws_async::net::bind_tcp(*addr)
             .and_then(TcpListener::from_std)
