@@ -328,7 +328,9 @@ async fn redirects_are_not_followed() {
             .await;
     });
     match ws::connect(&format!("ws://{addr}/")).await {
-        Err(ConnectError::Handshake(ResponseError::Status { status, headers })) => {
+        Err(ConnectError::Handshake(ResponseError::Status {
+            status, headers, ..
+        })) => {
             assert_eq!(status, 302);
             assert_eq!(headers["location"], "ws://evil.example/");
         }

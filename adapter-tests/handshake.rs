@@ -293,18 +293,26 @@ async fn authentication_hook() {
                     parts.extensions.insert(User("alice".into()));
                     Ok(parts)
                 }
-                Some(_) => Err(Rejection::new(StatusCode::FORBIDDEN, HeaderMap::new(), "")),
+                Some(_) => Err(Rejection::plain(
+                    StatusCode::FORBIDDEN,
+                    "mallory may not use this",
+                )),
             }
         });
     let server = serve(ws::server().route("/me", endpoint).build()).await;
-    for (token, expected) in [(None, 401u16), (Some("Bearer mallory"), 403)] {
+    for (token, expected, explained) in [
+        (None, 401u16, ""),
+        (Some("Bearer mallory"), 403, "mallory may not use this\n"),
+    ] {
         let mut client = ws::client(server.url("/me")).unwrap();
         if let Some(token) = token {
             client = client.header(AUTHORIZATION, HeaderValue::from_static(token));
         }
         match client.connect().await {
-            Err(ConnectError::Handshake(ResponseError::Status { status, .. })) => {
-                assert_eq!(status.as_u16(), expected)
+            // The client gets the server's explanation with the status.
+            Err(ConnectError::Handshake(ResponseError::Status { status, body, .. })) => {
+                assert_eq!(status.as_u16(), expected);
+                assert_eq!(body, explained.as_bytes());
             }
             other => panic!("expected {expected}, got {other:?}"),
         }

@@ -104,6 +104,11 @@ async fn joins_are_checked_against_existence_capacity_and_bans() {
         assert_eq!(banned.unwrap_err().code, ErrorCode::Banned, "{name}");
         presence.unban("room", "bo").await.unwrap();
         presence.join("room", member(4, "bo"), TTL).await.unwrap();
+        // Lifting a ban that is not there says so.
+        let none = presence.unban("room", "bo").await;
+        assert_eq!(none.unwrap_err().code, ErrorCode::NotFound, "{name}");
+        let none = presence.unban("nowhere", "bo").await;
+        assert_eq!(none.unwrap_err().code, ErrorCode::NotFound, "{name}");
 
         // A ban with a duration ends by itself.
         presence

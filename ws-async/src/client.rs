@@ -5,13 +5,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 #[cfg(feature = "tls")]
 use rustls_pki_types::ServerName;
 use ws_core::config::deadline_after;
 use ws_core::deflate::DeflateConfig;
-use ws_core::handshake::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
+use ws_core::handshake::{
+    ClientHandshake, ClientRequest, MAX_REFUSAL_BODY, ResponseError, ServerResponse,
+};
 use ws_core::{Config, Connection, HandshakeLimits, Role};
 
 use crate::connection::{ConnectionHandle, ConnectionId, ConnectionInfo, random_seed};
@@ -83,14 +85,54 @@ pub async fn handshake<R: Runtime, T: Transport>(
             if read_some(io, &mut buf).await? == 0 {
                 return Err(ConnectError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
-            if let Some(response) = hs.handle_input(&buf)? {
-                return Ok(response);
+            match hs.handle_input(&buf) {
+                Ok(Some(response)) => return Ok(response),
+                Ok(None) => {}
+                Err(ResponseError::Status {
+                    status,
+                    headers,
+                    body,
+                }) => {
+                    let body = refusal_body(io, &headers, body).await;
+                    return Err(ResponseError::Status {
+                        status,
+                        headers,
+                        body,
+                    }
+                    .into());
+                }
+                Err(error) => return Err(error.into()),
             }
         }
     };
     with_deadline(runtime, deadline, exchange)
         .await
         .unwrap_or(Err(ConnectError::Handshake(ResponseError::Timeout)))
+}
+
+/// The body of a refusal up to its `Content-Length` (at most
+/// [`MAX_REFUSAL_BODY`]), from what came with the head and what follows:
+/// the server's explanation of a 401 or 403. Read within the handshake's
+/// deadline; a read that fails ends it.
+async fn refusal_body<T: Transport>(io: &mut T, headers: &http::HeaderMap, first: Bytes) -> Bytes {
+    let wanted = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_REFUSAL_BODY);
+    let mut body = BytesMut::from(&first[..]);
+    let mut buf = BytesMut::with_capacity(1024);
+    while body.len() < wanted {
+        buf.clear();
+        match read_some(io, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let room = wanted - body.len();
+                body.extend_from_slice(&buf[..buf.len().min(room)]);
+            }
+        }
+    }
+    body.freeze()
 }
 
 /// Starts the connection's task after a successful handshake and returns

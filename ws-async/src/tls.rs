@@ -8,6 +8,12 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// rustls on *ring*: pure Rust and assembly, no C toolchain to build.
+/// rustls 0.23.48 deprecated this provider because *ring* has no
+/// post-quantum key exchange (X25519MLKEM768); key exchange is X25519 and
+/// the NIST curves. Allowed here, once, so builds of the crates that use
+/// this module stay free of the warning.
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -31,13 +31,15 @@
 //! });
 //! // With ws-tokio:
 //! // let server = ws_tokio::server().route("/channels", channels.endpoint()).build();
-//! // server.serve(ws_tokio::TcpListener::bind("127.0.0.1:9001").await?).await
+//! // server.serve(ws_tokio::bind("127.0.0.1:9001").await?).await
 //! # let _ = channels; Ok(()) }
 //! ```
 //!
 //! Every limit is on by default ([`ChannelsConfig`]); a command past one is
 //! answered with the error code `limit`, and a session that keeps sending
 //! refused commands is closed with 1008.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
 mod config;

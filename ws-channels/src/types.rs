@@ -51,9 +51,40 @@ impl<'de> Deserialize<'de> for SessionId {
 
 /// One server process in a cluster (one [`ChannelManager`](crate::ChannelManager)).
 /// Presence entries carry it so that a node's entries can expire together
-/// when it stops refreshing them.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// when it stops refreshing them. Written as 16 hex digits in JSON (a
+/// number above 2^53 would lose digits in JavaScript and other readers
+/// that take numbers as doubles); a number is read too.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written<'a> {
+            Number(u64),
+            Text(#[serde(borrow)] Cow<'a, str>),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(n) => Ok(Self(n)),
+            Written::Text(text) => u64::from_str_radix(&text, 16)
+                .map(Self)
+                .map_err(|_| serde::de::Error::custom("a node id is 16 hex digits")),
+        }
+    }
+}
 
 impl NodeId {
     /// A node id from the operating system's random source.
@@ -67,7 +98,7 @@ impl NodeId {
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({:016x})", self.0)
+        write!(f, "NodeId({self})")
     }
 }
 
@@ -525,5 +556,31 @@ impl ChannelError {
     /// A backend failure ([`ErrorCode::Unavailable`]).
     pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Node ids are 64-bit: as JSON numbers, readers that use doubles
+    // (JavaScript, jq) would change those above 2^53.
+    #[test]
+    fn node_ids_are_written_as_hex_and_read_either_way() {
+        let node = NodeId(u64::MAX - 6);
+        let json = serde_json::to_string(&node).unwrap();
+        assert_eq!(json, "\"fffffffffffffff9\"");
+        assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), node);
+        assert_eq!(
+            serde_json::from_str::<NodeId>("18446744073709551609").unwrap(),
+            node,
+            "entries written before as numbers"
+        );
+        assert!(serde_json::from_str::<NodeId>("\"not hex\"").is_err());
+        let member: Member = serde_json::from_value(serde_json::json!({
+            "session": "00000000000000ff", "node": "0000000000000001", "role": "owner"
+        }))
+        .unwrap();
+        assert_eq!(member.node, NodeId(1));
     }
 }

@@ -103,6 +103,18 @@ async fn run(args: ConnectArgs) -> u8 {
         Ok(connected) => connected,
         Err(error) => {
             eprintln!("ws connect: {}", chain(&error));
+            // The server's own explanation of a refusal (a bad token, a
+            // full server), as it wrote it.
+            if let ConnectError::Handshake(ws_core::handshake::ResponseError::Status {
+                body, ..
+            }) = &error
+            {
+                let explained = String::from_utf8_lossy(body);
+                let explained = explained.trim();
+                if !explained.is_empty() {
+                    eprintln!("ws connect: the server says: {explained}");
+                }
+            }
             return match &error {
                 ConnectError::Connect { .. } => status::UNREACHABLE,
                 ConnectError::Handshake(ws_core::handshake::ResponseError::Status {

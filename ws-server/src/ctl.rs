@@ -118,6 +118,37 @@ enum CtlCommand {
     },
 }
 
+/// Whether the TLS handshake failed (rustls refused what the server sent,
+/// as it does when the server speaks plain HTTP).
+fn is_tls_failure(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    }
+}
+
+/// Whether `base` is an `http://` or `https://` URL with a host and no
+/// path (the admin API is under `/admin/` of it).
+fn check_server_url(base: &str) -> Result<(), String> {
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|_| "not a URL like http://127.0.0.1:8080".to_owned())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("give the scheme: http://HOST:PORT or https://HOST:PORT".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("no host in it: http://HOST:PORT".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("the server's base URL has no path: http://HOST:PORT".into());
+    }
+    Ok(())
+}
+
 /// DATA as JSON when it parses, else as a string.
 fn data(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
@@ -132,6 +163,10 @@ pub(crate) fn main(args: CtlArgs) -> ExitCode {
         }
     };
     let base = args.server.trim_end_matches('/');
+    if let Err(message) = check_server_url(base) {
+        eprintln!("ws ctl: --server {base:?}: {message}");
+        return ExitCode::from(status::USAGE);
+    }
     let (method, path, body) = request(&args.command);
     let url = format!("{base}/admin/{path}");
     let mut call = match method {
@@ -149,6 +184,12 @@ pub(crate) fn main(args: CtlArgs) -> ExitCode {
         Ok(response) => response,
         Err(error) => {
             eprintln!("ws ctl: cannot reach {base}: {error}");
+            if base.starts_with("https://") && is_tls_failure(&error) {
+                eprintln!(
+                    "ws ctl: the TLS handshake failed: if the server does not use TLS, try {}",
+                    base.replacen("https://", "http://", 1)
+                );
+            }
             return ExitCode::from(status::UNREACHABLE);
         }
     };

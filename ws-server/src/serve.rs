@@ -98,7 +98,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         .map_err(|error| format!("cannot start the metrics recorder: {error}"))?;
     let backend = Backend::connect(&settings.backend)
         .await
-        .map_err(|error| format!("`backend`: {error}"))?;
+        .map_err(|error| format!("`backend`: {}", error.message))?;
     let channels = Channels::builder(ChannelsConfig::default())
         .backend(backend)
         .build();
@@ -240,7 +240,7 @@ fn log_settings(settings: &Settings) {
 }
 
 /// A backend URL without its password.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])

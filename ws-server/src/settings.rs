@@ -435,10 +435,14 @@ impl Settings {
             .backend
             .or(file.backend)
             .unwrap_or_else(|| "memory".to_owned());
-        if !(backend == "memory" || backend.contains("://")) {
+        let scheme = backend.split_once("://").map(|(scheme, _)| scheme);
+        if !(backend == "memory" || matches!(scheme, Some("redis" | "rediss" | "nats"))) {
             return Err(invalid(
                 "backend",
-                format!("{backend:?} is not `memory`, redis://... or nats://..."),
+                format!(
+                    "{:?} is not `memory`, redis://..., rediss://... or nats://...",
+                    crate::serve::redact(&backend)
+                ),
             ));
         }
         let handshake_timeout = match args.handshake_timeout.or(file.handshake_timeout) {

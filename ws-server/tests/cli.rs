@@ -134,6 +134,74 @@ async fn ctl_says_when_the_server_cannot_be_reached_or_has_no_admin_token() {
     );
 }
 
+// The edges a user meets first: a server URL without a scheme is a usage
+// error (2), https:// against plain HTTP says to try http://, lifting no
+// ban is "no such" (5), an unknown backend scheme is a bad setting (2)
+// without an internal code, `ws connect` shows why the server refused, and
+// node ids come out as strings in --json.
+#[tokio::test]
+async fn ctl_and_connect_say_what_went_wrong() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--admin-token", TOKEN], &[]).await;
+    let (code, _, err) = run_ctl("foo", TOKEN, &["stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("http://"), "{err}");
+    let (code, _, err) = run_ctl(&format!("https://{}", serve.addr), TOKEN, &["stats"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("try http://{}", serve.addr)), "{err}");
+
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    ann.command("lobby", "create", json!({})).await;
+    let (code, _, err) = serve.ctl(TOKEN, &["unban", "lobby", "nobody"]).await;
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("not banned"), "{err}");
+    let (code, _, err) = serve.ctl(TOKEN, &["unban", "nowhere", "nobody"]).await;
+    assert_eq!(code, 5, "{err}");
+    let presence = serve.ctl_json(&["presence", "lobby"]).await;
+    let node = &presence["members"][0]["node"];
+    assert!(
+        node.as_str().is_some_and(|n| n.len() == 16),
+        "a node id is a string of 16 hex digits: {presence}"
+    );
+
+    let stderr = refused_settings(&["--backend", "kafka://x"]).await;
+    assert!(
+        stderr.contains("`backend`") && !stderr.contains("bad_request"),
+        "{stderr}"
+    );
+
+    let keys = temp_file("keys", b"ann ann-key-0123456789abcdef\n");
+    let keyed = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--keys-file",
+            keys.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(ws_binary())
+            .arg("connect")
+            .arg(format!(
+                "ws://{}/channels?token=wrong-key-0123456789",
+                keyed.addr
+            ))
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("unknown key"),
+        "the server's reason: {stderr}"
+    );
+}
+
 #[tokio::test]
 async fn flags_beat_the_environment_which_beats_the_file() {
     let from_file = "token-from-the-file-0000";

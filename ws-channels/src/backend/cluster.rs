@@ -117,7 +117,8 @@ pub(crate) fn new_epoch() -> String {
 }
 
 /// Retries `attempt` with backoff (100 ms doubling to 5 s, each failure
-/// logged) until `timeout` has passed, then fails with the last error.
+/// logged) until `timeout` has passed, the last try at the deadline, then
+/// fails with the last error.
 pub(crate) async fn with_backoff<T, F, Fut>(
     what: &str,
     url: &str,
@@ -137,15 +138,17 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        if started.elapsed() + delay > timeout {
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
             return Err(ChannelError::unavailable(format!(
-                "{what} at {} unreachable after {attempts} attempts in {:.1?}: {error}",
+                "{what} at {} unreachable after {attempts} attempts in {elapsed:.1?}: {error}",
                 redact(url),
-                started.elapsed()
             )));
         }
-        tracing::warn!(url = %redact(url), %error, retry_in = ?delay, "{what} unreachable; retrying");
-        tokio::time::sleep(delay).await;
+        // The last pause ends at the deadline, for one more try there.
+        let pause = delay.min(timeout - elapsed);
+        tracing::warn!(url = %redact(url), %error, retry_in = ?pause, "{what} unreachable; retrying");
+        tokio::time::sleep(pause).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
@@ -167,10 +170,11 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_service_is_a_clear_error_after_retries() {
         let mut tries = 0;
+        let started = Instant::now();
         let error = with_backoff(
             "Redis",
             "redis://u:pw@h",
-            Duration::from_millis(500),
+            Duration::from_millis(1500),
             || {
                 tries += 1;
                 async { Err::<(), _>("refused".to_owned()) }
@@ -180,6 +184,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.code, crate::ErrorCode::Unavailable);
         assert!(tries >= 3, "{tries}");
+        // It keeps trying for the whole timeout (it gave up at 26.7 s of
+        // 30 once), the last try at the deadline.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(error.message.contains("refused"), "{error}");
         assert!(!error.message.contains("pw"), "{error}");
     }

@@ -582,8 +582,10 @@ impl PresenceStore for MemoryBackend {
         let Some(record) = state.live_channel(channel, now) else {
             return ready(Err(not_found(channel)));
         };
-        record.bans.remove(user);
-        ready(Ok(()))
+        ready(match record.bans.remove(user) {
+            Some(_) => Ok(()),
+            None => Err(super::not_banned(channel, user)),
+        })
     }
 
     fn set_role<'a>(

@@ -49,14 +49,18 @@ use crate::types::{
 mod cluster;
 pub mod memory;
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 pub use memory::MemoryBackend;
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::{NatsBackend, NatsConfig};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisBackend, RedisConfig};
 
 /// A boxed future, so the traits can be used as `dyn` objects.
@@ -196,7 +200,8 @@ pub trait PresenceStore: Send + Sync + 'static {
         duration: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), ChannelError>>;
 
-    /// Lifts a ban; lifting none is not an error.
+    /// Lifts a ban; lifting none (or in a channel that does not exist)
+    /// fails with [`ErrorCode::NotFound`](crate::ErrorCode::NotFound).
     fn unban<'a>(
         &'a self,
         channel: &'a str,
@@ -222,6 +227,14 @@ pub trait Controller: Send + Sync + 'static {
 
     /// Sends `message` to every attached node, this one included.
     fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>>;
+}
+
+/// The error of lifting a ban that is not there.
+pub(crate) fn not_banned(channel: &str, user: &str) -> ChannelError {
+    ChannelError::new(
+        crate::ErrorCode::NotFound,
+        format!("{user:?} is not banned from {channel:?}"),
+    )
 }
 
 /// The three backends a node uses.

@@ -1335,12 +1335,14 @@ impl PresenceStore for NatsBackend {
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
             self.shared
-                .modify(channel, |record, _| match record {
-                    Some(r) => {
-                        let removed = r.bans.remove(user).is_some();
-                        (Ok(()), removed)
+                .modify(channel, |record, _| {
+                    let removed = record
+                        .as_mut()
+                        .is_some_and(|r| r.bans.remove(user).is_some());
+                    match removed {
+                        true => (Ok(()), true),
+                        false => (Err(super::not_banned(channel, user)), false),
                     }
-                    None => (Ok(()), false),
                 })
                 .await
         })

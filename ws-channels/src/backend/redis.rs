@@ -1226,13 +1226,17 @@ impl PresenceStore for RedisBackend {
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            shared
-                .command::<()>(
+            let removed: u64 = shared
+                .command(
                     redis::cmd("HDEL")
                         .arg(shared.key(channel, "bans"))
                         .arg(user),
                 )
-                .await
+                .await?;
+            match removed {
+                0 => Err(super::not_banned(channel, user)),
+                _ => Ok(()),
+            }
         })
     }
 

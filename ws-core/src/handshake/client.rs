@@ -180,8 +180,12 @@ pub enum ResponseError {
         /// The status.
         status: StatusCode,
         /// The response headers (for example `Location` or
-        /// `WWW-Authenticate`).
-        headers: HeaderMap,
+        /// `WWW-Authenticate`), boxed to keep the error small.
+        headers: Box<HeaderMap>,
+        /// The start of the response body, the server's explanation (at
+        /// most [`MAX_REFUSAL_BODY`] bytes): what arrived with the head
+        /// here; the async clients read on to its `Content-Length`.
+        body: Bytes,
     },
     /// `Upgrade: websocket` missing.
     #[error("response lacks Upgrade: websocket")]
@@ -221,6 +225,9 @@ pub struct ServerResponse {
     /// Feed them to the [`Connection`](crate::Connection) first.
     pub rest: Bytes,
 }
+
+/// The most of a refusal's body kept in [`ResponseError::Status`].
+pub const MAX_REFUSAL_BODY: usize = 4096;
 
 /// Sends a handshake request and checks the server's response.
 ///
@@ -331,7 +338,19 @@ impl ClientHandshake {
             return Ok(None);
         };
         let response = parse_response(&head.head, head.lines)?;
-        let (subprotocol, deflate) = self.validate(&response)?;
+        let (subprotocol, deflate) = self.validate(&response).map_err(|error| match error {
+            ResponseError::Status {
+                status, headers, ..
+            } => {
+                let kept = head.rest.len().min(MAX_REFUSAL_BODY);
+                ResponseError::Status {
+                    status,
+                    headers,
+                    body: head.rest.slice(..kept),
+                }
+            }
+            other => other,
+        })?;
         Ok(Some(ServerResponse {
             response,
             subprotocol,
@@ -347,7 +366,8 @@ impl ClientHandshake {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(ResponseError::Status {
                 status: response.status(),
-                headers: response.headers().clone(),
+                headers: Box::new(response.headers().clone()),
+                body: Bytes::new(),
             });
         }
         let headers = response.headers();

@@ -15,7 +15,7 @@ mod server;
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub use client::{ClientHandshake, ClientRequest, ResponseError, ServerResponse};
+pub use client::{ClientHandshake, ClientRequest, MAX_REFUSAL_BODY, ResponseError, ServerResponse};
 pub use head::HeadError;
 pub use server::{Accept, Accepted, Rejection, RequestError, ServerHandshake, UpgradeRequest};
 
