@@ -61,6 +61,6 @@ pub use manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOPIC_
 pub use service::{Channels, ChannelsBuilder, ChannelsHandle, Session};
 pub use types::{
     ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,
-    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Payload, Position, Publication,
-    PublicationKind, Removal, Role, Roster, SessionId, Target,
+    HistoryPage, HistorySpec, JoinGrant, LeaveReason, Member, NodeId, Payload, Position,
+    Publication, PublicationKind, Removal, Role, Roster, SessionId, Target,
 };

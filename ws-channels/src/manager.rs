@@ -13,9 +13,16 @@ use crate::backend::{OpResult, Operation};
 use crate::config::{ChannelsConfig, close_codes};
 use crate::protocol::{self, Command, Filter, PublicationOut, ReplyTo, Request};
 use crate::types::{
-    ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, Member,
-    NodeId, Payload, Position, Publication, PublicationKind, Removal, Role, SessionId,
+    ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, LeaveReason,
+    Member, NodeId, Payload, Position, Publication, PublicationKind, Removal, Role, SessionId,
 };
+
+/// A change of membership that channels with `presence_events` announce.
+#[derive(Debug, Clone, Copy)]
+enum Presence {
+    Joined,
+    Left(LeaveReason),
+}
 
 /// Names an [`Operation`] or custom command in flight, so its result can
 /// be handed back with [`ChannelManager::handle_result`].
@@ -410,7 +417,7 @@ impl ChannelManager {
                 state.user.clone(),
                 membership.info,
                 &channel,
-                PublicationKind::Leave,
+                Presence::Left(LeaveReason::Disconnected),
             );
             self.reconcile(&channel);
         }
@@ -598,7 +605,7 @@ impl ChannelManager {
             }
             Command::Leave => {
                 let info = self.permitted(session, &channel, "leave")?.info.clone();
-                self.leave(session, &channel, info);
+                self.leave(session, &channel, info, LeaveReason::Left);
                 self.ok(session, reply, json!({}));
             }
             Command::Publish { data } => {
@@ -838,7 +845,13 @@ impl ChannelManager {
         Ok(())
     }
 
-    fn leave(&mut self, session: SessionId, channel: &str, info: Option<Payload>) {
+    fn leave(
+        &mut self,
+        session: SessionId,
+        channel: &str,
+        info: Option<Payload>,
+        reason: LeaveReason,
+    ) {
         let user = self.sessions.get_mut(&session).and_then(|s| {
             s.channels.remove(channel);
             s.user.clone()
@@ -851,7 +864,7 @@ impl ChannelManager {
             },
             Pending::Ignore,
         );
-        self.publish_presence_event(session, user, info, channel, PublicationKind::Leave);
+        self.publish_presence_event(session, user, info, channel, Presence::Left(reason));
         self.reconcile(channel);
     }
 
@@ -861,7 +874,7 @@ impl ChannelManager {
         user: Option<String>,
         info: Option<Payload>,
         channel: &str,
-        kind: PublicationKind,
+        presence: Presence,
     ) {
         if !self
             .channels
@@ -870,6 +883,10 @@ impl ChannelManager {
         {
             return;
         }
+        let (kind, reason) = match presence {
+            Presence::Joined => (PublicationKind::Join, None),
+            Presence::Left(reason) => (PublicationKind::Leave, Some(reason)),
+        };
         let publication = Publication {
             kind,
             position: None,
@@ -879,6 +896,7 @@ impl ChannelManager {
                 info,
             }),
             data: None,
+            reason,
         };
         self.op(
             Operation::Publish {
@@ -1245,7 +1263,7 @@ impl ChannelManager {
             });
         local.members.insert(session);
         local.ready = None;
-        self.publish_presence_event(session, user, info, &channel, PublicationKind::Join);
+        self.publish_presence_event(session, user, info, &channel, Presence::Joined);
         if self.subscription_state(&channel) == SubState::Subscribed {
             self.continue_join(session, channel, reply, since);
         } else {
@@ -1321,7 +1339,7 @@ impl ChannelManager {
             Ok(page) => self.finish_join(session, channel, reply, since.is_some(), page),
             Err(e) => {
                 let info = self.sessions[&session].channels[channel].info.clone();
-                self.leave(session, channel, info);
+                self.leave(session, channel, info, LeaveReason::Left);
                 self.refuse(session, reply, e, now);
             }
         }
@@ -1427,7 +1445,7 @@ impl ChannelManager {
                                 .and_then(|s| s.channels.get(&channel))
                                 .map(|m| m.info.clone());
                             if let Some(info) = info {
-                                self.leave(session, &channel, info);
+                                self.leave(session, &channel, info, LeaveReason::Left);
                                 self.refuse(session, &reply, e.clone(), now);
                             }
                         }
@@ -1590,18 +1608,19 @@ impl ChannelManager {
                 target,
                 reason,
             } => {
-                let (action, code) = match reason {
-                    Removal::Kicked => ("kicked", ErrorCode::Forbidden),
-                    Removal::Banned => ("banned", ErrorCode::Banned),
+                let (action, code, leave) = match reason {
+                    Removal::Kicked => ("kicked", ErrorCode::Forbidden, LeaveReason::Kicked),
+                    Removal::Banned => ("banned", ErrorCode::Banned, LeaveReason::Banned),
                 };
                 let cancel = ChannelError::new(code, format!("{action} from {channel:?}"));
-                self.remove_where(channel, action, cancel, |session, user| {
+                self.remove_where(channel, action, cancel, Some(leave), |session, user| {
                     target.matches(session, user)
                 });
             }
             ControlMessage::Closed { channel } => {
+                // Everyone goes: nobody is left to tell.
                 let cancel = error(ErrorCode::NotFound, format!("{channel:?} was closed"));
-                self.remove_where(channel, "closed", cancel, |_, _| true);
+                self.remove_where(channel, "closed", cancel, None, |_, _| true);
             }
             ControlMessage::RoleChanged {
                 channel,
@@ -1660,12 +1679,14 @@ impl ChannelManager {
     }
 
     /// Removes the matching local members of `channel` (telling each with
-    /// an `action` event) and cancels matching joins in flight.
+    /// an `action` event, and the members who remain with a `leave` event
+    /// giving `leave` as the reason), and cancels matching joins in flight.
     fn remove_where(
         &mut self,
         channel: &str,
         action: &str,
         cancel: ChannelError,
+        leave: Option<LeaveReason>,
         matches: impl Fn(SessionId, Option<&str>) -> bool,
     ) {
         let mut sessions: Vec<SessionId> = self
@@ -1683,12 +1704,22 @@ impl ChannelManager {
             if let Some(joining) = state.joining.get_mut(channel) {
                 joining.cancelled = Some(cancel.clone());
             }
-            if state.channels.remove(channel).is_some() {
+            let user = state.user.clone();
+            if let Some(membership) = state.channels.remove(channel) {
                 self.drop_member(session, channel);
                 self.actions.push_back(Action::Send {
                     session,
                     envelope: protocol::event(channel, action, json!({})),
                 });
+                if let Some(reason) = leave {
+                    self.publish_presence_event(
+                        session,
+                        user,
+                        membership.info,
+                        channel,
+                        Presence::Left(reason),
+                    );
+                }
             }
         }
         self.reconcile(channel);

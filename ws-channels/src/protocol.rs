@@ -8,8 +8,8 @@ use ws_core::Message;
 use ws_core::envelope::{Envelope, Kind};
 
 use crate::types::{
-    ChannelError, ClientInfo, ErrorCode, Payload, Position, Publication, PublicationKind, Role,
-    SessionId, Target,
+    ChannelError, ClientInfo, ErrorCode, LeaveReason, Payload, Position, Publication,
+    PublicationKind, Role, SessionId, Target,
 };
 
 /// What a reply answers: the request's id, channel and action.
@@ -331,6 +331,8 @@ pub(crate) struct PublicationOut<'a> {
     from: Option<&'a ClientInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a Payload>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<LeaveReason>,
 }
 
 impl<'a> PublicationOut<'a> {
@@ -340,6 +342,7 @@ impl<'a> PublicationOut<'a> {
             epoch: publication.position.as_ref().map(|p| p.epoch.as_str()),
             from: publication.from.as_ref(),
             data: publication.data.as_ref(),
+            reason: publication.reason,
         }
     }
 }
@@ -487,6 +490,7 @@ mod tests {
                 info: None,
             }),
             data: Some(Payload::new(&json!({"text": "hi"}))),
+            reason: None,
         };
         let encoded = publication_event("room", &publication);
         let frame = encoded.as_bytes();

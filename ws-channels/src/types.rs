@@ -215,6 +215,23 @@ pub enum PublicationKind {
     Leave,
 }
 
+/// Why a session left a channel, as its `leave` event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaveReason {
+    /// It sent `leave`.
+    Left,
+    /// Its connection closed.
+    Disconnected,
+    /// It was kicked (by a member with the right, or the server).
+    Kicked,
+    /// Its user was banned.
+    Banned,
+    /// Its presence expired: its node stopped refreshing it (crashed, cut
+    /// off from the broker).
+    Expired,
+}
+
 /// What travels through the broker to every node with participants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publication {
@@ -230,6 +247,9 @@ pub struct Publication {
     /// The data; `None` for join and leave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Payload>,
+    /// Why the session left, for `leave`; `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<LeaveReason>,
 }
 
 impl Publication {
@@ -240,6 +260,7 @@ impl Publication {
             position: None,
             from,
             data: Some(data),
+            reason: None,
         }
     }
 }

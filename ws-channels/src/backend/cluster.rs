@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ChannelError, ClientInfo, ControlMessage, Member, NodeId, Publication, PublicationKind,
+    ChannelError, ClientInfo, ControlMessage, LeaveReason, Member, NodeId, Publication,
+    PublicationKind,
 };
 
 /// What travels on the control channel: a heartbeat (no `msg`) or a
@@ -32,6 +33,7 @@ pub(crate) fn leave(member: Member) -> Publication {
             info: member.info,
         }),
         data: None,
+        reason: Some(LeaveReason::Expired),
     }
 }
 

@@ -293,6 +293,74 @@ fn presence_events_announce_joins_and_leaves() {
     let leaves = events(sim.take(0, A), "leave");
     assert_eq!(leaves.len(), 1);
     assert_eq!(leaves[0]["from"]["user"], "b");
+    assert_eq!(leaves[0]["reason"], "disconnected");
+    join(&mut sim, C, 2);
+    sim.take(0, A);
+    sim.send(0, C, &cmd(3, "room", "leave", json!({})));
+    assert_eq!(events(sim.take(0, A), "leave")[0]["reason"], "left");
+}
+
+// ROBUSTNESS 102: every removal is an event to the members who remain,
+// whoever removed the member (a kick or ban by a member, by the server, on
+// any node), so no roster keeps someone who is gone.
+#[test]
+fn kicks_and_bans_tell_the_members_who_remain() {
+    let mut sim = Sim::new(2, ChannelsConfig::default());
+    sim.open(0, A, Some("a"));
+    sim.open(1, B, Some("b"));
+    sim.open(1, C, Some("c"));
+    sim.send(
+        0,
+        A,
+        &cmd(1, "room", "create", json!({"presence_events": true})),
+    );
+    assert_eq!(reply(sim.take(0, A), 1)["ok"], true);
+    for (session, id) in [(B, 2), (C, 3)] {
+        sim.send(1, session, &cmd(id, "room", "join", json!({})));
+        assert_eq!(reply(sim.take(1, session), id)["ok"], true);
+    }
+    sim.take(0, A);
+    sim.send(0, A, &cmd(4, "room", "kick", json!({"user": "b"})));
+    sim.settle();
+    let outs = sim.take(0, A);
+    assert_eq!(reply(outs.clone(), 4)["ok"], true);
+    assert_eq!(events(sim.take(1, B), "kicked").len(), 1);
+    let leaves = events(outs, "leave");
+    assert_eq!(leaves.len(), 1, "the owner's roster loses b");
+    assert_eq!(
+        (
+            leaves[0]["from"]["user"].as_str(),
+            leaves[0]["reason"].as_str()
+        ),
+        (Some("b"), Some("kicked"))
+    );
+    let leaves = events(sim.take(1, C), "leave");
+    assert_eq!(leaves.len(), 1, "so does c's, on the other node");
+
+    sim.send(0, A, &cmd(5, "room", "ban", json!({"user": "c"})));
+    sim.settle();
+    let outs = sim.take(0, A);
+    assert_eq!(reply(outs.clone(), 5)["ok"], true);
+    let leaves = events(outs, "leave");
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0]["reason"], "banned");
+    // The server's own kick (the admin API, `ChannelsHandle::kick`).
+    sim.open(1, B, Some("b"));
+    sim.send(1, B, &cmd(6, "room", "join", json!({})));
+    assert_eq!(reply(sim.take(1, B), 6)["ok"], true);
+    sim.take(0, A);
+    let kicked = sim.run(sim.backend().execute(
+        crate::NodeId(0),
+        crate::Operation::Kick {
+            channel: "room".into(),
+            target: crate::Target::User("b".into()),
+        },
+    ));
+    assert_eq!(kicked, crate::OpResult::Done(Ok(())));
+    sim.settle();
+    let leaves = events(sim.take(0, A), "leave");
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0]["reason"], "kicked");
 }
 
 #[test]
