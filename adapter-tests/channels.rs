@@ -473,7 +473,43 @@ async fn fan_out_follows_members_and_spares_the_publisher_without_echo() {
     assert_eq!(own(&cy), Vec::<Value>::new(), "after Cy left");
 }
 
+// ROBUSTNESS 103: a client sending commands faster than its rate is
+// paced, never refused: every command gets its reply, in order, and the
+// session stays open (commands over the rate used to be refused and count
+// towards the 1008 close, leaving the rest without replies).
+async fn commands_past_the_rate_are_paced_not_refused() {
+    let config = ChannelsConfig {
+        command_rate: 200,
+        command_burst: 20,
+        ..ChannelsConfig::default()
+    };
+    let (server, _) = channels_server(config, ServerConfig::default()).await;
+    let mut ann = Client::connect(&server, "ann").await;
+    ann.ok("room", "create", json!({})).await;
+    // All at once, without waiting for replies.
+    const SENT: usize = 150;
+    for n in 0..SENT {
+        let text = json!({"type": "command", "id": format!("p{n}"), "channel": "room", "action": "publish", "data": n});
+        ann.socket
+            .send(Message::text(text.to_string()))
+            .await
+            .unwrap();
+    }
+    let mut replies = Vec::new();
+    while replies.len() < SENT {
+        let message = ann.next_message().await;
+        if message["type"] == "response" {
+            assert_eq!(message["data"]["ok"], true, "{message}");
+            replies.push(message["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let expected: Vec<String> = (0..SENT).map(|n| format!("p{n}")).collect();
+    assert_eq!(replies, expected);
+    ann.ok("room", "leave", json!({})).await;
+}
+
 adapter_tests!(
+    commands_past_the_rate_are_paced_not_refused,
     fan_out_follows_members_and_spares_the_publisher_without_echo,
     every_command_and_error_code,
     a_ban_survives_reconnecting,

@@ -4,8 +4,10 @@
 //! Node `ws` and Chromium (`interop/`, `.ci/interop.sh`). Not published;
 //! the adapters' examples are the programs meant for users.
 //!
-//! Shared here: the echo testee's command line and the JSON-like test data
-//! the interop scripts and the echo benchmark both send.
+//! Shared here: the echo testee's command line, the JSON-like test data
+//! the interop scripts and the echo benchmark both send, and the brokers
+//! the cluster tests start (`brokers`).
 
+pub mod brokers;
 pub mod echo_args;
 pub mod events;

@@ -68,7 +68,11 @@ pub struct ChannelsConfig {
     /// Size of a topic filter, in bytes of JSON. Default 1 KiB.
     pub max_filter: usize,
     /// Commands per second per session, with bursts of `command_burst`.
-    /// Default 50 per second.
+    /// [`Channels`](crate::Channels) paces a session that sends faster: it
+    /// reads its next command only when the rate allows, so no command is
+    /// refused for the rate (see
+    /// [`ChannelManager::command_ready_at`](crate::ChannelManager::command_ready_at)).
+    /// 0 turns the limit off. Default 50 per second.
     pub command_rate: u64,
     /// See `command_rate`. Default 100.
     pub command_burst: u64,

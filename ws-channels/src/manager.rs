@@ -429,6 +429,27 @@ impl ChannelManager {
         }
     }
 
+    /// When `session` may send its next command without passing its
+    /// command rate: `None` now, `Some(at)` later. A driver that waits
+    /// until then before [`handle_command`](Self::handle_command) paces the
+    /// session (it reads nothing meanwhile, so the client's own sending
+    /// slows) and none of its commands is refused for the rate, however
+    /// they bunch up: a burst after a stall, or after a backend outage
+    /// held them back. One that does not wait gets `limit` refusals past
+    /// the rate.
+    pub fn command_ready_at(&mut self, session: SessionId, now: Instant) -> Option<Instant> {
+        if self.config.command_rate == 0 {
+            return None;
+        }
+        let state = self.sessions.get_mut(&session)?;
+        match state.commands.time_until(1, now) {
+            Some(wait) if wait.is_zero() => None,
+            Some(wait) => Some(now + wait),
+            // A burst of 0: no command ever passes; let the refusal say so.
+            None => None,
+        }
+    }
+
     /// A message from a session that is not a valid envelope.
     pub fn handle_malformed(&mut self, session: SessionId, error: &EnvelopeError, now: Instant) {
         let refusal = ChannelError::new(ErrorCode::BadRequest, error.to_string());
@@ -444,7 +465,7 @@ impl ChannelManager {
             return;
         }
         let reply = ReplyTo::of(&envelope);
-        if !state.commands.try_take(1, now) {
+        if self.config.command_rate > 0 && !state.commands.try_take(1, now) {
             let refusal = error(
                 ErrorCode::Limit,
                 format!("more than {} commands a second", self.config.command_rate),

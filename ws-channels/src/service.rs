@@ -437,6 +437,21 @@ impl Session {
     fn new(node: Arc<Node>) -> Self {
         Self { node, id: None }
     }
+
+    /// Waits until the session's command rate lets its next command in.
+    /// Meanwhile this connection reads nothing more, so a client sending
+    /// faster is slowed by TCP rather than refused; deliveries to it, pings
+    /// and closes go on.
+    async fn pace(&self, ctx: &mut Ctx, session: SessionId) {
+        let ready_at = self
+            .node
+            .lock()
+            .manager
+            .command_ready_at(session, ctx.now());
+        if let Some(at) = ready_at {
+            ctx.server().sleep_until(at).await;
+        }
+    }
 }
 
 impl EnvelopeHandler for Session {
@@ -462,6 +477,7 @@ impl EnvelopeHandler for Session {
 
     async fn on_envelope(&mut self, ctx: &mut Ctx, envelope: Envelope) {
         let Some(session) = self.id else { return };
+        self.pace(ctx, session).await;
         let now = ctx.now();
         let work = {
             let mut state = self.node.lock();
@@ -473,6 +489,7 @@ impl EnvelopeHandler for Session {
 
     async fn on_malformed(&mut self, ctx: &mut Ctx, error: EnvelopeError) {
         let Some(session) = self.id else { return };
+        self.pace(ctx, session).await;
         let now = ctx.now();
         let work = {
             let mut state = self.node.lock();

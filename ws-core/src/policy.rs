@@ -159,6 +159,28 @@ impl TokenBucket {
         }
     }
 
+    /// How long after `now` the bucket holds `tokens` (zero: it does now),
+    /// without taking any; `None` if it never will (more than `burst`, or
+    /// a rate of 0 with too few left). For pacing: wait that long, then
+    /// [`try_take`](Self::try_take).
+    pub fn time_until(&mut self, tokens: u64, now: Instant) -> Option<Duration> {
+        self.refill(now);
+        let wanted = u128::from(tokens) * NANOS;
+        if self.nano_tokens >= wanted {
+            return Some(Duration::ZERO);
+        }
+        if tokens > self.burst || self.rate == 0 {
+            return None;
+        }
+        // Nanoseconds for the missing billionths at `rate` per second,
+        // rounded up so the bucket does hold them then.
+        let missing = wanted - self.nano_tokens;
+        let nanos = missing.div_ceil(u128::from(self.rate));
+        Some(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
+    }
+
     /// Whole tokens available at `now`.
     pub fn available(&mut self, now: Instant) -> u64 {
         self.refill(now);
@@ -468,6 +490,23 @@ mod tests {
         assert!(bucket.try_take(1, t0 + ms(100)));
         // Never more than the burst, however long it sat.
         assert_eq!(bucket.available(t0 + Duration::from_secs(3600)), 5);
+    }
+
+    #[test]
+    fn bucket_says_when_it_holds_enough() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(3, 2);
+        assert_eq!(bucket.time_until(1, t0), Some(Duration::ZERO));
+        assert!(bucket.try_take(2, t0));
+        // 3 per second: a token every 333.33... ms, rounded up.
+        let wait = bucket.time_until(1, t0).unwrap();
+        assert_eq!(wait, Duration::from_nanos(333_333_334));
+        assert!(!bucket.try_take(1, t0 + wait - Duration::from_nanos(1)));
+        assert!(bucket.try_take(1, t0 + wait));
+        assert_eq!(bucket.time_until(3, t0 + wait), None, "more than the burst");
+        let mut dry = TokenBucket::new(0, 1);
+        assert!(dry.try_take(1, t0));
+        assert_eq!(dry.time_until(1, t0 + Duration::from_secs(9)), None);
     }
 
     #[test]

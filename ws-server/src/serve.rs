@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use ws_async::auth::{Authenticator, BearerJwt, HeaderOrQuery, Identity, KeyAuth};
-use ws_channels::{Backend, Channels, ChannelsConfig, ChannelsHandle};
+use ws_channels::{Backend, Channels, ChannelsHandle};
 use ws_core::handshake::Rejection;
 use ws_tokio::{HostPolicy, OriginPolicy, Server, ServerConfig};
 
@@ -99,7 +99,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     let backend = Backend::connect(&settings.backend)
         .await
         .map_err(|error| format!("`backend`: {}", error.message))?;
-    let channels = Channels::builder(ChannelsConfig::default())
+    let channels = Channels::builder(settings.channels.clone())
         .backend(backend)
         .build();
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use ws_async::auth::{BearerJwt, KeyAuth};
+use ws_channels::ChannelsConfig;
 
 /// What `ws serve` logs when told nothing: its own events, and every
 /// connection opened and closed (the library logs those at debug level
@@ -135,6 +136,14 @@ pub(crate) struct ServeArgs {
     /// it is closed; 0 for never. [default: 60]
     #[arg(long, env = "WS_IDLE_TIMEOUT", value_name = "SECONDS")]
     idle_timeout: Option<u64>,
+    /// Commands a second each client may send (channels commands:
+    /// publish, join...); a client sending faster is slowed down, never
+    /// refused. 0 for no limit. [default: 50]
+    #[arg(long, env = "WS_COMMAND_RATE", value_name = "PER_SECOND")]
+    command_rate: Option<u64>,
+    /// Commands a client may send at once above the rate. [default: 100]
+    #[arg(long, env = "WS_COMMAND_BURST", value_name = "N")]
+    command_burst: Option<u64>,
     /// Channel backend: `memory` (this process), or `redis://host:port` or
     /// `nats://host:port` (JetStream) for a cluster of `ws serve`
     /// processes sharing channels. [default: memory]
@@ -217,6 +226,8 @@ struct FileSettings {
     max_connections: Option<usize>,
     max_message_size: Option<usize>,
     idle_timeout: Option<u64>,
+    command_rate: Option<u64>,
+    command_burst: Option<u64>,
     backend: Option<String>,
     workers: Option<usize>,
     handshake_timeout: Option<u64>,
@@ -266,6 +277,8 @@ pub(crate) struct Settings {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_message_size: usize,
     pub(crate) idle_timeout: Option<Duration>,
+    /// The channels' limits and options.
+    pub(crate) channels: ChannelsConfig,
     pub(crate) backend: String,
     pub(crate) workers: usize,
     pub(crate) handshake_timeout: Duration,
@@ -445,6 +458,15 @@ impl Settings {
                 ),
             ));
         }
+        let mut channels = ChannelsConfig::default();
+        if let Some(rate) = args.command_rate.or(file.command_rate) {
+            channels.command_rate = rate;
+        }
+        match args.command_burst.or(file.command_burst) {
+            Some(0) => return Err(invalid("command_burst", "must be at least 1")),
+            Some(burst) => channels.command_burst = burst,
+            None => {}
+        }
         let handshake_timeout = match args.handshake_timeout.or(file.handshake_timeout) {
             Some(0) => return Err(invalid("handshake_timeout", "must be at least 1 second")),
             Some(secs) => Duration::from_secs(secs),
@@ -463,6 +485,7 @@ impl Settings {
             max_connections,
             max_message_size,
             idle_timeout,
+            channels,
             backend,
             workers,
             shutdown_grace: Duration::from_secs(

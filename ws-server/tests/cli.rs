@@ -12,6 +12,7 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
+use ws_testees::brokers::{Kind, service};
 use ws_tokio::Message;
 
 #[tokio::test]
@@ -600,22 +601,14 @@ async fn two_servers_share_channels(backend: &str) {
 
 #[tokio::test]
 async fn two_servers_share_channels_through_redis() {
-    if let Some(url) = broker(
-        "WS_TEST_REDIS_URL",
-        "redis://127.0.0.1:6379",
-        "redis-server --port 6379",
-    ) {
+    if let Some(url) = service(Kind::Redis) {
         two_servers_share_channels(&url).await;
     }
 }
 
 #[tokio::test]
 async fn two_servers_share_channels_through_nats() {
-    if let Some(url) = broker(
-        "WS_TEST_NATS_URL",
-        "nats://127.0.0.1:4222",
-        "nats-server -js -p 4222",
-    ) {
+    if let Some(url) = service(Kind::Nats) {
         two_servers_share_channels(&url).await;
     }
 }

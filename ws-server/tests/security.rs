@@ -420,3 +420,104 @@ async fn wrong_admin_tokens_are_refused() {
             .contains("200")
     );
 }
+
+/// Sends `count` publishes to `channel` at once, then reads until each has
+/// its reply: the replies' `data` in order, and the close code if the
+/// connection closed first.
+async fn publish_burst(peer: &mut Peer, channel: &str, count: usize) -> (Vec<Value>, Option<u16>) {
+    for n in 0..count {
+        let envelope = json!({"type": "command", "id": format!("b{n}"), "channel": channel, "action": "publish", "data": n});
+        peer.ws.send(envelope.to_string()).await.unwrap();
+    }
+    let mut replies = Vec::new();
+    while replies.len() < count {
+        match peer.recv().await {
+            Some(message) if message["type"] == "response" => replies.push(message["data"].clone()),
+            Some(_) => {}
+            None => return (replies, peer.ws.closed().map(|c| c.code.as_u16())),
+        }
+    }
+    (replies, None)
+}
+
+// SECURITY 9: a client that sends faster than its command rate is slowed
+// down, never refused or closed: each of 1,000 publishes sent at once gets
+// its reply (before, 99 got `ok`, 21 `limit`, then a 1008 close left 880
+// without any).
+#[tokio::test]
+async fn a_fast_client_is_paced_and_every_command_answered() {
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--command-rate",
+            "1000",
+            "--command-burst",
+            "20",
+        ],
+        &[],
+    )
+    .await;
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    assert_eq!(ann.command("fast", "create", json!({})).await["ok"], true);
+    let (replies, closed) = publish_burst(&mut ann, "fast", 1000).await;
+    assert_eq!(closed, None, "closed after {} replies", replies.len());
+    assert!(replies.iter().all(|r| r["ok"] == true), "{replies:?}");
+    let stderr = refused_settings(&["--command-burst", "0"]).await;
+    assert!(stderr.contains("command_burst"), "{stderr}");
+}
+
+// SECURITY 9: commands held back by our own outage (the broker hung for
+// seven seconds while the client sent 20 a second) are answered when it
+// returns, paced, and the client is not closed for the burst it did not
+// send (it was closed with 1008 for "too many refused commands").
+#[tokio::test]
+async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
+    use ws_testees::brokers::{Kind, OwnBroker};
+    let redis = OwnBroker::start(Kind::Redis);
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--backend", &redis.url()], &[]).await;
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    assert_eq!(ann.command("steady", "create", json!({})).await["ok"], true);
+    let sending = async {
+        for n in 0..220 {
+            if n == 40 {
+                redis.pause();
+            }
+            if n == 180 {
+                redis.resume();
+            }
+            let envelope = json!({"type": "command", "id": format!("s{n}"), "channel": "steady", "action": "publish", "data": n});
+            ann.ws.send(envelope.to_string()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    sending.await;
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let mut answered = 0;
+    while answered < 220 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(60), ann.ws.recv())
+            .await
+            .expect("every command answered in time");
+        let Some(Ok(ws_tokio::Message::Text(text))) = message else {
+            panic!(
+                "closed after {answered} replies: {:?} ({codes:?})",
+                ann.ws.closed()
+            );
+        };
+        let message: Value = serde_json::from_str(text.as_str()).unwrap();
+        if message["type"] == "response" {
+            answered += 1;
+            let code = match message["data"]["ok"].as_bool() {
+                Some(true) => "ok".to_owned(),
+                _ => message["data"]["code"].as_str().unwrap_or("?").to_owned(),
+            };
+            *codes.entry(code).or_default() += 1;
+        }
+    }
+    assert!(!codes.contains_key("limit"), "{codes:?}");
+    assert!(codes["ok"] >= 100, "{codes:?}");
+    assert_eq!(
+        ann.command("steady", "publish", json!("after")).await["ok"],
+        true
+    );
+}

@@ -265,36 +265,6 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The shared broker named by `var` (set: it must answer), else the one on
-/// `default` if it answers, else `None` (said on stderr) to skip.
-pub fn broker(var: &str, default: &str, start: &str) -> Option<String> {
-    let reachable = |url: &str| {
-        let host = url
-            .split("://")
-            .nth(1)?
-            .rsplit('@')
-            .next()?
-            .split('/')
-            .next()?;
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
-            .ok()?
-            .next()?;
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()
-    };
-    if let Ok(url) = std::env::var(var) {
-        assert!(
-            reachable(&url).is_some(),
-            "{var}={url} is set but unreachable"
-        );
-        return Some(url);
-    }
-    if reachable(default).is_some() {
-        return Some(default.to_owned());
-    }
-    eprintln!("skipped: no broker at {default}; start one ({start}) or set {var}");
-    None
-}
-
 /// A raw request and the whole response.
 pub async fn raw(addr: SocketAddr, request: String) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
