@@ -437,7 +437,86 @@ async fn connection_limits_answer_503() {
         .unwrap();
 }
 
+// ROBUSTNESS 104: one client address, or one user, cannot take every
+// connection: past their own limits they get 429 with the reason, and their
+// slots come back when their connections end.
+async fn connection_limits_per_client_and_per_user_answer_429() {
+    let mut config = ServerConfig::default();
+    config.max_connections_per_client = Some(2);
+    let server = serve(
+        ws::server()
+            .config(config)
+            .route("/echo", Endpoint::new(|_| Echo))
+            .build(),
+    )
+    .await;
+    let first = ws::client(server.url("/echo"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let second = ws::client(server.url("/echo"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    match ws::client(server.url("/echo")).unwrap().connect().await {
+        Err(ConnectError::Handshake(ResponseError::Status { status, body, .. })) => {
+            assert_eq!(status, 429);
+            assert!(
+                String::from_utf8_lossy(&body).contains("from this address"),
+                "{body:?}"
+            );
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    drop(first);
+    super::common::eventually(|| server.handle.count() == 1, "a connection to end").await;
+    let third = ws::client(server.url("/echo"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    drop((second, third));
+
+    let keys = ws::auth::KeyAuth::new()
+        .key("k-ann", "ann")
+        .key("k-bob", "bob");
+    let server = serve(
+        ws::server()
+            .route(
+                "/me",
+                Endpoint::new(|_| Echo)
+                    .authenticator(keys)
+                    .max_connections_per_user(1),
+            )
+            .build(),
+    )
+    .await;
+    let as_user = |key: &'static str| {
+        ws::client(server.url("/me"))
+            .unwrap()
+            .header(AUTHORIZATION, HeaderValue::from_static(key))
+    };
+    let ann = as_user("Key k-ann").connect().await.unwrap();
+    match as_user("Key k-ann").connect().await {
+        Err(ConnectError::Handshake(ResponseError::Status { status, body, .. })) => {
+            assert_eq!(status, 429);
+            assert!(
+                String::from_utf8_lossy(&body).contains("for this user"),
+                "{body:?}"
+            );
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    let _bob = as_user("Key k-bob").connect().await.unwrap();
+    drop(ann);
+    super::common::eventually(|| server.handle.count() == 1, "ann's connection to end").await;
+    let _ann = as_user("Key k-ann").connect().await.unwrap();
+}
+
 adapter_tests!(
+    connection_limits_per_client_and_per_user_answer_429,
     slowloris_gets_408_and_oversized_heads_431,
     refusal_reaches_a_client_still_sending,
     too_many_headers_get_431,

@@ -6,13 +6,17 @@
 use std::time::Duration;
 
 use serde_json::json;
-use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::backend::{CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
 use ws_channels::{
     Backend, ChannelOptions, ErrorCode, HistorySpec, Member, MemoryBackend, NodeId, Payload,
     Position, Publication, Role, SessionId, Target,
 };
 
 const TTL: Duration = Duration::from_secs(60);
+const LIMITS: CreateLimits = CreateLimits {
+    max_channels: 100,
+    max_per_user: 100,
+};
 
 fn service(env: &str, default: &str) -> Option<String> {
     if let Ok(url) = std::env::var(env) {
@@ -76,6 +80,59 @@ fn message(n: u64) -> Publication {
     Publication::message(None, Payload::new(&json!({ "n": n })))
 }
 
+// ROBUSTNESS 105: no user can take the channels of everyone: past the
+// channels it created that still exist, its creates are refused; a channel
+// gone (closed, lingered out) counts no more.
+#[tokio::test]
+async fn a_user_creates_at_most_its_share_of_channels() {
+    let limits = CreateLimits {
+        max_channels: 100,
+        max_per_user: 2,
+    };
+    for (name, backend) in backends("quota").await {
+        let presence = &backend.presence;
+        for (n, channel) in ["q1", "q2"].into_iter().enumerate() {
+            presence
+                .create(
+                    channel,
+                    options(5, 0),
+                    member(n as u64 + 1, "al"),
+                    TTL,
+                    limits,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let third = presence
+            .create("q3", options(5, 0), member(3, "al"), TTL, limits)
+            .await;
+        assert_eq!(third.unwrap_err().code, ErrorCode::Limit, "{name}");
+        presence
+            .create("q3", options(5, 0), member(4, "bo"), TTL, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: another user's share: {e}"));
+        presence.delete("q1").await.unwrap();
+        presence
+            .create("q4", options(5, 0), member(5, "al"), TTL, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: a closed channel counts no more: {e}"));
+        // Made anew by someone else, a name counts for its new creator.
+        presence.delete("q2").await.unwrap();
+        presence
+            .create("q2", options(5, 0), member(6, "bo"), TTL, limits)
+            .await
+            .unwrap();
+        presence
+            .create("q5", options(5, 0), member(7, "al"), TTL, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let full = presence
+            .create("q6", options(5, 0), member(8, "al"), TTL, limits)
+            .await;
+        assert_eq!(full.unwrap_err().code, ErrorCode::Limit, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn joins_are_checked_against_existence_capacity_and_bans() {
     for (name, backend) in backends("joins").await {
@@ -83,12 +140,12 @@ async fn joins_are_checked_against_existence_capacity_and_bans() {
         let missing = presence.join("room", member(2, "bo"), TTL).await;
         assert_eq!(missing.unwrap_err().code, ErrorCode::NotFound, "{name}");
         let grant = presence
-            .create("room", options(2, 0), member(1, "al"), TTL, 100)
+            .create("room", options(2, 0), member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
         assert_eq!(grant.role, Role::OWNER, "{name}");
         let again = presence
-            .create("room", options(2, 0), member(9, "zed"), TTL, 100)
+            .create("room", options(2, 0), member(9, "zed"), TTL, LIMITS)
             .await;
         assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyExists, "{name}");
         presence.join("room", member(2, "bo"), TTL).await.unwrap();
@@ -127,7 +184,7 @@ async fn roles_rosters_kicks_expiry_and_deletion() {
     for (name, backend) in backends("roles").await {
         let presence = &backend.presence;
         presence
-            .create("hall", options(100, 0), member(1, "al"), TTL, 100)
+            .create("hall", options(100, 0), member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
         presence
@@ -210,7 +267,7 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
     for (name, backend) in backends("history").await {
         backend
             .presence
-            .create("log", options(10, 3), member(1, "al"), TTL, 100)
+            .create("log", options(10, 3), member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
         let broker = &backend.broker;
@@ -277,7 +334,7 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
         // Entries expire with the channel's history TTL.
         backend
             .presence
-            .create("brief", options(10, 3), member(1, "al"), TTL, 100)
+            .create("brief", options(10, 3), member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
         let short = HistorySpec {

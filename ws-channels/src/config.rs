@@ -44,6 +44,10 @@ pub struct ChannelsConfig {
     pub max_name_len: usize,
     /// Channels in all, as the presence store counts them. Default 100,000.
     pub max_channels: usize,
+    /// Channels one user may have created that still exist (a channel
+    /// lives on for `channel_linger` after its last member leaves), so no
+    /// user can take `max_channels` for itself. Default 1,000.
+    pub max_channels_per_user: usize,
     /// The most participants a `create` may ask for, and what it gets when
     /// it asks for none. Default 100,000.
     pub max_participants: u32,
@@ -115,6 +119,7 @@ impl Default for ChannelsConfig {
             max_channels_per_session: 128,
             max_name_len: 128,
             max_channels: 100_000,
+            max_channels_per_user: 1_000,
             max_participants: 100_000,
             max_history_size: 1_000,
             max_history_ttl: Duration::from_secs(24 * 3600),

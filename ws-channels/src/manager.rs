@@ -606,7 +606,10 @@ impl ChannelManager {
                     options,
                     owner: self.member_record(session, info.clone()),
                     ttl: self.config.presence_ttl,
-                    max_channels: self.config.max_channels,
+                    limits: crate::backend::CreateLimits {
+                        max_channels: self.config.max_channels,
+                        max_per_user: self.config.max_channels_per_user,
+                    },
                 };
                 self.start_join(session, channel, reply, None, info, operation);
             }

@@ -104,14 +104,18 @@ async fn run(settings: Settings) -> Result<(), String> {
         .build();
 
     let authenticator = ClientAuth::new(&settings.auth);
-    let mut endpoint = channels.endpoint().authenticator(authenticator.clone());
+    let mut endpoint = channels
+        .endpoint()
+        .authenticator(authenticator.clone())
+        .max_connections_per_user(settings.max_connections_per_user);
     if !settings.origins.is_empty() {
         endpoint = endpoint.origin(OriginPolicy::AllowList(settings.origins.clone()));
     }
     let mut config = ServerConfig::default();
     config.connection.max_message_size = settings.max_message_size;
     config.connection.idle_timeout = settings.idle_timeout;
-    config.max_connections = settings.max_connections;
+    config.max_connections = Some(settings.max_connections);
+    config.max_connections_per_client = Some(settings.max_connections_per_address);
     config.handshake.timeout = settings.handshake_timeout;
     config.hosts = config_hosts(&settings);
     let ws = ws_tokio::server()
@@ -233,7 +237,9 @@ fn log_settings(settings: &Settings) {
         auth,
         admin_api = settings.admin.is_some(),
         max_message_size = settings.max_message_size,
-        max_connections = ?settings.max_connections,
+        max_connections = settings.max_connections,
+        max_connections_per_address = settings.max_connections_per_address,
+        max_connections_per_user = settings.max_connections_per_user,
         workers = settings.workers,
         "serving channels"
     );

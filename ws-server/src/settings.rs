@@ -124,10 +124,23 @@ pub(crate) struct ServeArgs {
     /// repeat or separate with commas. [default: the page's own origin]
     #[arg(long, env = "WS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
     origins: Vec<String>,
-    /// Most WebSocket connections at once; more get 503. [default: no limit
-    /// but file descriptors]
+    /// Most WebSocket connections at once; more get 503. [default: 10000]
     #[arg(long, env = "WS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// Most WebSocket connections from one client address (IPv6: one /64);
+    /// more get 429. Behind a proxy every client has the proxy's address:
+    /// raise it to --max-connections there. [default: 256]
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    max_connections_per_address: Option<usize>,
+    /// Most WebSocket connections of one user (its JWT `sub` or key's
+    /// name); more get 429. [default: 32]
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    max_connections_per_user: Option<usize>,
+    /// Most channels one user may have created that still exist (a channel
+    /// lasts while it has members and 5 minutes after); more creates get
+    /// `limit`. [default: 1000]
+    #[arg(long, env = "WS_MAX_CHANNELS_PER_USER", value_name = "N")]
+    max_channels_per_user: Option<usize>,
     /// Largest message a client may send, in bytes; larger closes with
     /// 1009. [default: 65536]
     #[arg(long, env = "WS_MAX_MESSAGE_SIZE", value_name = "BYTES")]
@@ -224,6 +237,9 @@ struct FileSettings {
     metrics: Option<MetricsAt>,
     origins: Option<Vec<String>>,
     max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_connections_per_user: Option<usize>,
+    max_channels_per_user: Option<usize>,
     max_message_size: Option<usize>,
     idle_timeout: Option<u64>,
     command_rate: Option<u64>,
@@ -274,7 +290,9 @@ pub(crate) struct Settings {
     pub(crate) admin_listen: Vec<SocketAddr>,
     pub(crate) metrics: MetricsAt,
     pub(crate) origins: Vec<String>,
-    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_address: usize,
+    pub(crate) max_connections_per_user: usize,
     pub(crate) max_message_size: usize,
     pub(crate) idle_timeout: Option<Duration>,
     /// The channels' limits and options.
@@ -431,10 +449,29 @@ impl Settings {
         if max_message_size == 0 {
             return Err(invalid("max_message_size", "must be at least 1 byte"));
         }
-        let max_connections = args.max_connections.or(file.max_connections);
-        if max_connections == Some(0) {
-            return Err(invalid("max_connections", "must be at least 1"));
-        }
+        let at_least_one = |setting: &'static str, value: Option<usize>, default: usize| match value
+        {
+            Some(0) => Err(invalid(setting, "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let max_connections = at_least_one(
+            "max_connections",
+            args.max_connections.or(file.max_connections),
+            10_000,
+        )?;
+        let max_connections_per_address = at_least_one(
+            "max_connections_per_address",
+            args.max_connections_per_address
+                .or(file.max_connections_per_address),
+            256,
+        )?;
+        let max_connections_per_user = at_least_one(
+            "max_connections_per_user",
+            args.max_connections_per_user
+                .or(file.max_connections_per_user),
+            32,
+        )?;
         let idle_timeout = match args.idle_timeout.or(file.idle_timeout).unwrap_or(60) {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
@@ -459,6 +496,11 @@ impl Settings {
             ));
         }
         let mut channels = ChannelsConfig::default();
+        channels.max_channels_per_user = at_least_one(
+            "max_channels_per_user",
+            args.max_channels_per_user.or(file.max_channels_per_user),
+            channels.max_channels_per_user,
+        )?;
         if let Some(rate) = args.command_rate.or(file.command_rate) {
             channels.command_rate = rate;
         }
@@ -483,6 +525,8 @@ impl Settings {
             metrics,
             origins,
             max_connections,
+            max_connections_per_address,
+            max_connections_per_user,
             max_message_size,
             idle_timeout,
             channels,

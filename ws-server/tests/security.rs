@@ -521,3 +521,79 @@ async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
         true
     );
 }
+
+/// The status of a WebSocket handshake to `/channels?user=...` and its
+/// body, or 101 and the open socket.
+async fn connect_as(
+    addr: std::net::SocketAddr,
+    user: &str,
+) -> Result<ws_tokio::WebSocket, (u16, String)> {
+    match ws_tokio::connect(format!("ws://{addr}/channels?user={user}")).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(ws_tokio::ConnectError::Handshake(ws_core::handshake::ResponseError::Status {
+            status,
+            body,
+            ..
+        })) => Err((status.as_u16(), String::from_utf8_lossy(&body).into_owned())),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+// SECURITY 8: no one user or address takes every connection, and no user
+// every channel: by default 32 connections per user, 256 per address and
+// 10,000 in all; 1,000 channels created per user.
+#[tokio::test]
+async fn one_user_or_address_cannot_take_the_node() {
+    let serve = Serve::start(&["--listen", "127.0.0.1:0"], &[]).await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(connect_as(serve.addr, "mallory").await.unwrap());
+    }
+    let (status, body) = connect_as(serve.addr, "mallory").await.unwrap_err();
+    assert_eq!(status, 429);
+    assert!(body.contains("for this user"), "{body}");
+    held.push(
+        connect_as(serve.addr, "ann")
+            .await
+            .expect("others still get in"),
+    );
+    drop(held);
+
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections-per-address",
+            "3",
+            "--max-channels-per-user",
+            "3",
+        ],
+        &[],
+    )
+    .await;
+    let mut held = Vec::new();
+    for user in ["a", "b", "c"] {
+        held.push(connect_as(serve.addr, user).await.unwrap());
+    }
+    let (status, body) = connect_as(serve.addr, "d").await.unwrap_err();
+    assert_eq!(status, 429);
+    assert!(body.contains("from this address"), "{body}");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let mut mallory = Peer::connect(serve.addr, "mallory").await;
+    for n in 0..3 {
+        let created = mallory.command(&format!("m{n}"), "create", json!({})).await;
+        assert_eq!(created["ok"], true, "{created}");
+    }
+    let refused = mallory.command("m3", "create", json!({})).await;
+    assert_eq!(refused["code"], "limit", "{refused}");
+    // Leaving does not give the channels back: they linger for reconnects.
+    for n in 0..3 {
+        mallory.command(&format!("m{n}"), "leave", json!({})).await;
+    }
+    let refused = mallory.command("m4", "create", json!({})).await;
+    assert_eq!(refused["code"], "limit", "{refused}");
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    assert_eq!(ann.command("a0", "create", json!({})).await["ok"], true);
+}

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     /// authentication) to the connection's end. Default: `None` (bounded
     /// by file descriptors).
     pub max_connections: Option<usize>,
+    /// Most connections from one client address (IPv6: one /64) at once,
+    /// counted like `max_connections`; further handshakes from it get 429.
+    /// Default: `None`. Behind a proxy or load balancer every client has
+    /// its address: leave it off there.
+    pub max_connections_per_client: Option<usize>,
     /// Most handshakes in progress at once, counted from the accepted
     /// socket (before TLS) until it is upgraded or refused. Past it the
     /// oldest handshake that has stalled (waited for its client for 250 ms
@@ -110,6 +115,7 @@ impl Default for ServerConfig {
             connection: Config::server(),
             handshake: HandshakeLimits::default(),
             max_connections: None,
+            max_connections_per_client: None,
             max_handshakes: 1024,
             max_handshakes_per_client: 256,
             overload_status: StatusCode::SERVICE_UNAVAILABLE,
@@ -150,10 +156,13 @@ pub struct Endpoint {
     origin: OriginPolicy,
     authenticate: Option<Authenticate>,
     max_connections: Option<usize>,
+    max_connections_per_user: Option<usize>,
     policies: Option<Arc<dyn Fn() -> PolicySet + Send + Sync>>,
     /// `None`: as [`ServerConfig::deflate`] says.
     deflate: Option<Option<DeflateConfig>>,
     active: Arc<AtomicUsize>,
+    /// Connections per authenticated user.
+    users: KeyedCounts<String>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -163,6 +172,7 @@ impl std::fmt::Debug for Endpoint {
             .field("require_subprotocol", &self.require_subprotocol)
             .field("origin", &self.origin)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .field("deflate", &self.deflate)
             .finish_non_exhaustive()
     }
@@ -209,9 +219,11 @@ impl Endpoint {
             origin: OriginPolicy::default(),
             authenticate: None,
             max_connections: None,
+            max_connections_per_user: None,
             policies: None,
             deflate: None,
             active: Arc::new(AtomicUsize::new(0)),
+            users: KeyedCounts::default(),
         }
     }
 
@@ -258,6 +270,15 @@ impl Endpoint {
     /// overload status (503).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// Most connections of one user (the subject of the
+    /// [`Identity`](crate::auth::Identity) its authenticator gave) on this
+    /// endpoint at once; more get 429. Connections without an identity
+    /// are not counted. Default: no limit.
+    pub fn max_connections_per_user(mut self, max: usize) -> Self {
+        self.max_connections_per_user = Some(max);
         self
     }
 
@@ -336,6 +357,7 @@ impl ServerBuilder {
                     self.config.max_handshakes,
                     self.config.max_handshakes_per_client,
                 )),
+                clients: KeyedCounts::default(),
                 config: self.config,
                 routes,
                 handle,
@@ -350,6 +372,8 @@ struct Inner {
     /// Keyed by [`client_key`]: IPv6 clients by /64.
     rate_limiter: Option<Mutex<ConnectionRateLimiter<IpAddr>>>,
     handshakes: Arc<Handshakes>,
+    /// Connections per client address, keyed by [`client_key`].
+    clients: KeyedCounts<IpAddr>,
     config: ServerConfig,
     routes: BTreeMap<String, (Arc<str>, Endpoint)>,
     handle: ServerHandle,
@@ -386,6 +410,89 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Connections counted per key (a client's address, a user), each key
+/// capped on its own.
+#[derive(Debug)]
+struct KeyedCounts<K>(Arc<Mutex<std::collections::HashMap<K, usize>>>);
+
+impl<K> Default for KeyedCounts<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedCounts<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `key` has no slot free now.
+    fn full(&self, key: &K, max: Option<usize>) -> bool {
+        max.is_some_and(|max| self.lock().get(key).is_some_and(|n| *n >= max))
+    }
+
+    /// A slot for `key`, unless it has `max` already; no limit, no count.
+    fn take(&self, key: K, max: Option<usize>) -> Result<Option<KeyedSlot<K>>, ()> {
+        let Some(max) = max else { return Ok(None) };
+        let mut counts = self.lock();
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= max {
+            return Err(());
+        }
+        *count += 1;
+        Ok(Some(KeyedSlot {
+            counts: self.0.clone(),
+            key,
+        }))
+    }
+}
+
+/// Held while a connection occupies one of its key's slots.
+#[derive(Debug)]
+struct KeyedSlot<K: std::hash::Hash + Eq> {
+    counts: Arc<Mutex<std::collections::HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq> Drop for KeyedSlot<K> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The map keeps only keys with connections, so it is as large as
+        // the clients connected, never as the clients ever seen.
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The slots an admitted connection holds until it ends.
+#[derive(Debug)]
+struct Slots {
+    _server: Slot,
+    _endpoint: Slot,
+    _client: Option<KeyedSlot<IpAddr>>,
+    _user: Option<KeyedSlot<String>>,
+}
+
+/// A refusal for too many connections of one client or user.
+fn too_many(what: &str, max: Option<usize>) -> Rejection {
+    Rejection::plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many connections {what}: at most {}",
+            max.unwrap_or_default()
+        ),
+    )
 }
 
 impl Server {
@@ -754,7 +861,7 @@ struct Admitted {
     /// The 101 as a value, for an HTTP library that writes it.
     head: Option<http::Response<()>>,
     path: Arc<str>,
-    slots: (Slot, Slot),
+    slots: Slots,
     run: Run,
 }
 
@@ -826,6 +933,17 @@ async fn admit(
     {
         return Err(overloaded());
     }
+    let client = peer.map(|peer| client_key(peer.ip()));
+    if let Some(client) = &client
+        && inner
+            .clients
+            .full(client, config.max_connections_per_client)
+    {
+        return Err(too_many(
+            "from this address",
+            config.max_connections_per_client,
+        ));
+    }
     if !endpoint.origin.allows(upgrade.origin(), upgrade.headers()) {
         return Err(Rejection::plain(
             StatusCode::FORBIDDEN,
@@ -877,6 +995,24 @@ async fn admit(
     let server_slot = Slot::take(server_active, config.max_connections).ok_or_else(overloaded)?;
     let endpoint_slot =
         Slot::take(&endpoint.active, endpoint.max_connections).ok_or_else(overloaded)?;
+    let client_slot = match client {
+        Some(client) => inner
+            .clients
+            .take(client, config.max_connections_per_client)
+            .map_err(|()| too_many("from this address", config.max_connections_per_client))?,
+        None => None,
+    };
+    let user = request
+        .extensions
+        .get::<crate::auth::Identity>()
+        .map(|identity| identity.subject.clone());
+    let user_slot = match user {
+        Some(user) => endpoint
+            .users
+            .take(user, endpoint.max_connections_per_user)
+            .map_err(|()| too_many("for this user", endpoint.max_connections_per_user))?,
+        None => None,
+    };
     let info = Arc::new(ConnectionInfo {
         id: ConnectionId::random(),
         peer_addr: peer,
@@ -897,7 +1033,12 @@ async fn admit(
         response,
         head,
         path: path.clone(),
-        slots: (server_slot, endpoint_slot),
+        slots: Slots {
+            _server: server_slot,
+            _endpoint: endpoint_slot,
+            _client: client_slot,
+            _user: user_slot,
+        },
         run,
     })
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
+use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink};
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
     HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
@@ -52,6 +52,9 @@ struct State {
     subscriptions: HashMap<String, Vec<NodeId>>,
     histories: HashMap<String, History>,
     channels: BTreeMap<String, Channel>,
+    /// Per user, the channels it created that exist: kept in step with
+    /// `channels` by `add_channel` and `remove_channel`.
+    created: HashMap<String, usize>,
     epochs: u64,
     epoch_base: u64,
 }
@@ -95,6 +98,8 @@ struct Channel {
     roles: HashMap<String, Role>,
     bans: HashMap<String, Option<Instant>>,
     empty_since: Option<Instant>,
+    /// The user who created it.
+    creator: Option<String>,
 }
 
 impl Channel {
@@ -197,11 +202,33 @@ impl State {
             }
         };
         if gone {
-            self.channels.remove(name);
-            self.histories.remove(name);
+            self.remove_channel(name);
             return None;
         }
         self.channels.get_mut(name)
+    }
+
+    fn add_channel(&mut self, name: &str, channel: Channel) {
+        if let Some(creator) = &channel.creator {
+            *self.created.entry(creator.clone()).or_insert(0) += 1;
+        }
+        self.channels.insert(name.to_owned(), channel);
+    }
+
+    /// Removes a channel and its history.
+    fn remove_channel(&mut self, name: &str) {
+        self.histories.remove(name);
+        let Some(channel) = self.channels.remove(name) else {
+            return;
+        };
+        if let Some(creator) = channel.creator
+            && let Some(count) = self.created.get_mut(&creator)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.created.remove(&creator);
+            }
+        }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -209,6 +236,14 @@ impl State {
         for name in names {
             self.live_channel(&name, now);
         }
+        debug_assert_eq!(
+            self.created.values().sum::<usize>(),
+            self.channels
+                .values()
+                .filter(|c| c.creator.is_some())
+                .count(),
+            "the creators' counts follow the channels"
+        );
         let channels = &self.channels;
         self.histories.retain(|name, _| channels.contains_key(name));
     }
@@ -338,7 +373,7 @@ impl PresenceStore for MemoryBackend {
         options: ChannelOptions,
         mut owner: Member,
         ttl: Duration,
-        max_channels: usize,
+        limits: CreateLimits,
     ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
         let now = self.now();
         let mut state = self.lock();
@@ -348,7 +383,16 @@ impl PresenceStore for MemoryBackend {
                 format!("a channel named {channel:?} exists"),
             )));
         }
-        if state.channels.len() >= max_channels {
+        let max_channels = limits.max_channels;
+        let owned = |state: &State| {
+            owner
+                .user
+                .as_ref()
+                .and_then(|user| state.created.get(user))
+                .copied()
+                .unwrap_or(0)
+        };
+        if state.channels.len() >= max_channels || owned(&state) >= limits.max_per_user {
             state.sweep(now);
             if state.channels.len() >= max_channels {
                 return ready(Err(ChannelError::new(
@@ -356,11 +400,15 @@ impl PresenceStore for MemoryBackend {
                     format!("there are {max_channels} channels, the most allowed"),
                 )));
             }
+            if owned(&state) >= limits.max_per_user {
+                return ready(Err(super::too_many_owned(limits.max_per_user)));
+            }
         }
         // A channel made anew starts a new history, so offsets from an
         // earlier channel of that name are never taken for this one's.
         state.histories.remove(channel);
         owner.role = Role::OWNER;
+        let creator = owner.user.clone();
         let mut roles = HashMap::new();
         if let Some(user) = &owner.user {
             roles.insert(user.clone(), Role::OWNER);
@@ -374,8 +422,8 @@ impl PresenceStore for MemoryBackend {
                 seq: 0,
             },
         );
-        state.channels.insert(
-            channel.to_owned(),
+        state.add_channel(
+            channel,
             Channel {
                 options,
                 members,
@@ -383,6 +431,7 @@ impl PresenceStore for MemoryBackend {
                 roles,
                 bans: HashMap::new(),
                 empty_since: None,
+                creator,
             },
         );
         ready(Ok(JoinGrant {
@@ -626,7 +675,7 @@ impl PresenceStore for MemoryBackend {
         if state.live_channel(channel, now).is_none() {
             return ready(Err(not_found(channel)));
         }
-        state.channels.remove(channel);
+        state.remove_channel(channel);
         ready(Ok(()))
     }
 }
@@ -685,7 +734,11 @@ mod tests {
             info: None,
             role: Role::OWNER,
         };
-        now(store.create(name, options, owner, Duration::from_secs(60), max_channels))
+        let limits = CreateLimits {
+            max_channels,
+            max_per_user: 1_000,
+        };
+        now(store.create(name, options, owner, Duration::from_secs(60), limits))
     }
 
     #[test]

@@ -133,14 +133,16 @@ pub trait Broker: Send + Sync + 'static {
 pub trait PresenceStore: Send + Sync + 'static {
     /// Creates a channel with `owner` as its first member, or fails with
     /// [`ErrorCode::AlreadyExists`](crate::ErrorCode::AlreadyExists), or
-    /// [`ErrorCode::Limit`](crate::ErrorCode::Limit) past `max_channels`.
+    /// [`ErrorCode::Limit`](crate::ErrorCode::Limit) past `limits`: the
+    /// channels in all, and those the owner's user created that still
+    /// exist.
     fn create<'a>(
         &'a self,
         channel: &'a str,
         options: ChannelOptions,
         owner: Member,
         ttl: Duration,
-        max_channels: usize,
+        limits: CreateLimits,
     ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>>;
 
     /// Adds `member` (its `role` is ignored: the store's role for the user
@@ -234,6 +236,24 @@ pub(crate) fn not_banned(channel: &str, user: &str) -> ChannelError {
     ChannelError::new(
         crate::ErrorCode::NotFound,
         format!("{user:?} is not banned from {channel:?}"),
+    )
+}
+
+/// What a [`PresenceStore::create`] may not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateLimits {
+    /// Channels in all.
+    pub max_channels: usize,
+    /// Channels one user created that still exist (a channel's creator is
+    /// its first owner; anonymous creators are not counted).
+    pub max_per_user: usize,
+}
+
+/// The error of a create past [`CreateLimits::max_per_user`].
+pub(crate) fn too_many_owned(max: usize) -> ChannelError {
+    ChannelError::new(
+        crate::ErrorCode::Limit,
+        format!("a user may have created at most {max} channels that still exist"),
     )
 }
 
@@ -333,10 +353,10 @@ impl Backend {
                 options,
                 owner,
                 ttl,
-                max_channels,
+                limits,
             } => OpResult::Joined(
                 self.presence
-                    .create(&channel, options, owner, ttl, max_channels)
+                    .create(&channel, options, owner, ttl, limits)
                     .await,
             ),
             Operation::Join {
@@ -460,8 +480,8 @@ pub enum Operation {
         owner: Member,
         /// Presence TTL.
         ttl: Duration,
-        /// Channels in all at most.
-        max_channels: usize,
+        /// Channels in all, and per user, at most.
+        limits: CreateLimits,
     },
     /// [`PresenceStore::join`].
     Join {

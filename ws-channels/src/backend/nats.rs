@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{ControlWire, Peers, leave, lock, ms, new_epoch, redact, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
-use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
+use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink};
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
@@ -114,6 +114,9 @@ impl NatsConfig {
 
 super::cluster::shared_settings!(NatsConfig);
 
+/// How long a user's list of created channels outlives its last change.
+const CREATED_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 const OFFSET: &str = "Ws-Offset";
 const EPOCH: &str = "Ws-Epoch";
 const EXPIRES: &str = "Ws-Expires";
@@ -135,6 +138,17 @@ struct Record {
     bans: BTreeMap<String, u64>,
     /// When the last member left, ms since the Unix epoch.
     empty_since: Option<u64>,
+    /// The user who created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    creator: Option<String>,
+}
+
+/// The channels a user created, as stored in the owners bucket; names of
+/// channels gone (or made anew by someone else) are dropped when the user
+/// reaches its limit.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Created {
+    channels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +168,7 @@ impl Record {
             roles: BTreeMap::new(),
             bans: BTreeMap::new(),
             empty_since: None,
+            creator: None,
         }
     }
 
@@ -274,6 +289,8 @@ struct Shared {
     client: Client,
     history: stream::Stream,
     presence: kv::Store,
+    /// Per user, the channels it created ([`Created`]).
+    created: kv::Store,
     attached: OnceLock<(NodeId, Arc<dyn Sink>)>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Per subscribed channel or topic, the task that delivers it.
@@ -293,6 +310,35 @@ impl Drop for NatsBackend {
             task.abort();
         }
     }
+}
+
+/// A key-value bucket, made if missing: its stream as `create_key_value`
+/// would make it; that call first asks for account information, whose
+/// reply from NATS servers before 2.10 the client cannot read.
+async fn bucket(
+    jetstream: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> Result<kv::Store, ChannelError> {
+    jetstream
+        .create_or_update_stream(stream::Config {
+            name: format!("KV_{name}"),
+            max_age,
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..stream::Config::default()
+        })
+        .await
+        .map_err(|e| unavailable(format!("the bucket {name}: {e}")))?;
+    jetstream
+        .get_key_value(name)
+        .await
+        .map_err(|e| unavailable(format!("the bucket {name}: {e}")))
 }
 
 impl NatsBackend {
@@ -357,34 +403,16 @@ impl NatsBackend {
             .get_stream(history.config.name)
             .await
             .map_err(unavailable)?;
-        // The bucket's stream as `create_key_value` would make it; that
-        // call first asks for account information, whose reply from NATS
-        // servers before 2.10 the client cannot read.
-        let bucket = format!("{prefix}-presence");
-        jetstream
-            .create_or_update_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 1,
-                storage: stream::StorageType::File,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                ..stream::Config::default()
-            })
-            .await
-            .map_err(|e| unavailable(format!("the presence bucket: {e}")))?;
-        let presence = jetstream
-            .get_key_value(bucket)
-            .await
-            .map_err(|e| unavailable(format!("the presence bucket: {e}")))?;
+        let presence = bucket(&jetstream, &format!("{prefix}-presence"), Duration::ZERO).await?;
+        // A user who created nothing for a week starts a new count.
+        let created = bucket(&jetstream, &format!("{prefix}-created"), CREATED_KEPT).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 client,
                 history,
                 presence,
+                created,
                 attached: OnceLock::new(),
                 tasks: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(HashMap::new()),
@@ -533,6 +561,110 @@ impl Shared {
         Err(ChannelError::unavailable(format!(
             "nats: {channel:?} changed too often to update"
         )))
+    }
+
+    /// Fails with `limit` when `user` has created `max` channels that
+    /// still exist; the list loses the ones that do not (gone, lingered
+    /// out, or made anew by someone else) first.
+    async fn check_created(&self, user: &str, max: usize) -> Result<(), ChannelError> {
+        let key = format!("u.{}", hex(user));
+        let (created, _) = self.read_created(&key).await?;
+        if created.channels.len() < max {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut alive = Vec::new();
+        for channel in &created.channels {
+            let entry = self
+                .presence
+                .entry(Self::key(channel))
+                .await
+                .map_err(unavailable)?;
+            let record = entry
+                .filter(|e| e.operation == kv::Operation::Put)
+                .and_then(|e| serde_json::from_slice::<Record>(&e.value).ok());
+            if record.is_some_and(|r| !r.lingered_out(now) && r.creator.as_deref() == Some(user)) {
+                alive.push(channel.clone());
+            }
+        }
+        let count = alive.len();
+        self.change_created(&key, |created| {
+            created.channels.retain(|name| alive.contains(name));
+        })
+        .await?;
+        if count >= max {
+            return Err(super::too_many_owned(max));
+        }
+        Ok(())
+    }
+
+    /// Adds `channel` to `user`'s created channels.
+    async fn add_created(&self, user: &str, channel: &str) -> Result<(), ChannelError> {
+        let key = format!("u.{}", hex(user));
+        self.change_created(&key, |created| {
+            if !created.channels.iter().any(|name| name == channel) {
+                created.channels.push(channel.to_owned());
+            }
+        })
+        .await
+    }
+
+    async fn read_created(&self, key: &str) -> Result<(Created, Option<u64>), ChannelError> {
+        let entry = self.created.entry(key).await.map_err(unavailable)?;
+        Ok(match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => (
+                serde_json::from_slice(&entry.value).unwrap_or_default(),
+                Some(entry.revision),
+            ),
+            Some(entry) => (Created::default(), Some(entry.revision)),
+            None => (Created::default(), None),
+        })
+    }
+
+    /// Edits a user's created channels by compare-and-set, retrying when
+    /// another node wrote in between.
+    async fn change_created(
+        &self,
+        key: &str,
+        change: impl Fn(&mut Created),
+    ) -> Result<(), ChannelError> {
+        for _ in 0..64 {
+            let (mut created, revision) = self.read_created(key).await?;
+            change(&mut created);
+            let bytes = serde_json::to_vec(&created).map_err(unavailable)?.into();
+            let written = match revision {
+                Some(revision) => self
+                    .created
+                    .update(key, bytes, revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+                None => self
+                    .created
+                    .create(key, bytes)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            e.to_string(),
+                        )
+                    }),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err((true, _)) => continue,
+                Err((false, error)) => return Err(unavailable(error)),
+            }
+        }
+        Err(ChannelError::unavailable(
+            "nats: a user's created channels changed too often to update",
+        ))
     }
 
     /// Drops local entries the record no longer has.
@@ -1002,7 +1134,7 @@ impl PresenceStore for NatsBackend {
         options: ChannelOptions,
         mut owner: Member,
         ttl: Duration,
-        max_channels: usize,
+        limits: CreateLimits,
     ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
@@ -1010,11 +1142,15 @@ impl PresenceStore for NatsBackend {
             let status = shared.presence.status().await.map_err(unavailable)?;
             // One value per channel (deleted ones count until compacted),
             // and the instance marker.
+            let max_channels = limits.max_channels;
             if status.values() > max_channels as u64 {
                 return Err(ChannelError::new(
                     ErrorCode::Limit,
                     format!("there are {max_channels} channels, the most allowed"),
                 ));
+            }
+            if let Some(user) = &owner.user {
+                shared.check_created(user, limits.max_per_user).await?;
             }
             owner.role = Role::OWNER;
             let ttl = ms(ttl);
@@ -1033,12 +1169,16 @@ impl PresenceStore for NatsBackend {
                     if let Some(user) = &owner.user {
                         r.roles.insert(user.clone(), Role::OWNER);
                     }
+                    r.creator.clone_from(&owner.user);
                     r.add(owner.clone(), Role::OWNER, now, ttl);
                     *record = Some(r);
                     (Ok(()), true)
                 })
                 .await;
             granted?;
+            if let Some(user) = &owner.user {
+                shared.add_created(user, channel).await?;
+            }
             // A channel made anew starts a new history.
             shared.purge(channel).await?;
             shared.remember(channel, &owner, options);

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{ControlWire, Peers, leave, lock, ms, new_epoch, redact, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
-use super::{BoxFuture, Broker, Controller, PresenceStore, Sink};
+use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink};
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
@@ -726,6 +726,45 @@ impl Shared {
         }))
     }
 
+    /// The set of channels `user` created (names, some perhaps gone).
+    fn created_key(&self, user: &str) -> String {
+        let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{}:created:{hex}", self.config.prefix)
+    }
+
+    /// Fails with `limit` when `user` has created `max` channels that
+    /// still exist; the set loses the ones that do not (gone, or made
+    /// anew by someone else) first.
+    async fn check_created(&self, user: &str, max: usize) -> Result<(), ChannelError> {
+        let key = self.created_key(user);
+        let count: usize = self.command(redis::cmd("SCARD").arg(&key)).await?;
+        if count < max {
+            return Ok(());
+        }
+        let names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(&key)).await?;
+        let mine = user_field(Some(user));
+        let mut alive = 0;
+        for name in names {
+            let creator: Option<String> = self
+                .command(
+                    redis::cmd("HGET")
+                        .arg(self.key(&name, "meta"))
+                        .arg("creator"),
+                )
+                .await?;
+            if creator.as_deref() == Some(mine.as_str()) {
+                alive += 1;
+            } else {
+                self.command::<()>(redis::cmd("SREM").arg(&key).arg(&name))
+                    .await?;
+            }
+        }
+        if alive >= max {
+            return Err(super::too_many_owned(max));
+        }
+        Ok(())
+    }
+
     /// Drops names of channels that are gone from the index.
     async fn prune_index(&self) -> Result<(), ChannelError> {
         let names: Vec<String> = self
@@ -975,10 +1014,11 @@ impl PresenceStore for RedisBackend {
         options: ChannelOptions,
         mut owner: Member,
         ttl: Duration,
-        max_channels: usize,
+        limits: CreateLimits,
     ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
+            let max_channels = limits.max_channels;
             shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
             let count: usize = shared
                 .command(redis::cmd("ZCARD").arg(shared.index()))
@@ -994,6 +1034,9 @@ impl PresenceStore for RedisBackend {
                         format!("there are {max_channels} channels, the most allowed"),
                     ));
                 }
+            }
+            if let Some(user) = &owner.user {
+                shared.check_created(user, limits.max_per_user).await?;
             }
             owner.role = Role::OWNER;
             let opts = serde_json::to_string(&options).map_err(unavailable)?;
@@ -1017,6 +1060,23 @@ impl PresenceStore for RedisBackend {
             shared
                 .command::<()>(redis::cmd("ZADD").arg(shared.index()).arg(0).arg(channel))
                 .await?;
+            if let Some(user) = &owner.user {
+                // A user who created nothing for a week starts a new count.
+                let key = shared.created_key(user);
+                let mut add = redis::pipe();
+                add.cmd("SADD")
+                    .arg(&key)
+                    .arg(channel)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(7 * 24 * 3600)
+                    .ignore();
+                let mut conn = shared.conn();
+                add.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
             shared.remember(channel, &owner, &options, &Role::OWNER);
             Ok(JoinGrant {
                 options,
