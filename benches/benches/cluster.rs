@@ -64,22 +64,27 @@ fn url(backend: &str) -> String {
     }
 }
 
+/// The cluster key every node of the bench shares.
+fn bench_key() -> ws_channels::backend::ClusterKey {
+    ws_channels::backend::ClusterKey::new("the cluster key of the bench's nodes").unwrap()
+}
+
 /// `--serve backend:prefix`: one node.
 fn serve(spec: &str) {
     let (backend, prefix) = spec.split_once(':').expect("backend:prefix");
     one_worker_runtime().block_on(async {
         let backend = match backend {
             "redis" => Backend::shared(
-                RedisBackend::connect(RedisConfig::new(url("redis")).prefix(prefix))
+                RedisBackend::connect(RedisConfig::new(url("redis"), bench_key()).prefix(prefix))
                     .await
                     .expect("Redis"),
             ),
             "nats" => Backend::shared(
-                NatsBackend::connect(NatsConfig::new(url("nats")).prefix(prefix))
+                NatsBackend::connect(NatsConfig::new(url("nats"), bench_key()).prefix(prefix))
                     .await
                     .expect("NATS"),
             ),
-            _ => Backend::connect("memory").await.expect("memory"),
+            _ => Backend::connect("memory", None).await.expect("memory"),
         };
         let config = ChannelsConfig {
             command_rate: 1_000_000,

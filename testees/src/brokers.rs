@@ -118,16 +118,54 @@ impl OwnBroker {
         Self::start_with(kind, &[])
     }
 
-    /// Starts one with `extra` arguments too (a password, TLS files).
+    /// Starts one with `extra` arguments too (a password, users).
     pub fn start_with(kind: Kind, extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(kind, free_port(), |_| {
+            extra.iter().map(|a| (*a).to_owned()).collect()
+        })
+    }
+
+    /// Starts one that speaks only TLS on its port, with this certificate
+    /// and key (PEM files); clients are not asked for certificates.
+    pub fn start_tls(kind: Kind, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_on(kind, free_port(), |port| {
+            let args: Vec<String> = match kind {
+                // The plain port off (the last `--port` wins), TLS on ours.
+                Kind::Redis => vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    cert.clone(),
+                    "--tls-key-file".into(),
+                    key.clone(),
+                    "--tls-ca-cert-file".into(),
+                    cert.clone(),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ],
+                Kind::Nats => vec![
+                    "--tls".into(),
+                    "--tlscert".into(),
+                    cert.clone(),
+                    "--tlskey".into(),
+                    key.clone(),
+                ],
+            };
+            args
+        })
+    }
+
+    fn start_on(kind: Kind, port: u16, extra: impl FnOnce(u16) -> Vec<String>) -> Self {
         let dir = std::env::temp_dir().join(format!("ws-broker-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut broker = Self {
             kind,
             port,
             dir,
-            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            extra: extra(port),
             child: None,
         };
         broker.restart();

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use ws_channels::backend::{CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::backend::{
+    ClusterKey, CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig,
+};
 use ws_channels::{
     Backend, ChannelOptions, ErrorCode, HistorySpec, Member, MemoryBackend, NodeId, Payload,
     Position, Publication, Role, SessionId, Target,
@@ -38,16 +40,20 @@ fn prefix(test: &str) -> String {
     format!("b{}{}{test}", std::process::id(), nanos % 1_000_000_000)
 }
 
+fn key() -> ClusterKey {
+    ClusterKey::new("the cluster key of the conformance tests").unwrap()
+}
+
 async fn backends(test: &str) -> Vec<(&'static str, Backend)> {
     let mut out = vec![("memory", Backend::memory(MemoryBackend::new()))];
     if let Some(url) = service("WS_TEST_REDIS_URL", "redis://127.0.0.1:6379") {
-        let redis = RedisBackend::connect(RedisConfig::new(url).prefix(prefix(test)))
+        let redis = RedisBackend::connect(RedisConfig::new(url, key()).prefix(prefix(test)))
             .await
             .expect("Redis connects");
         out.push(("redis", Backend::shared(redis)));
     }
     if let Some(url) = service("WS_TEST_NATS_URL", "nats://127.0.0.1:4222") {
-        let nats = NatsBackend::connect(NatsConfig::new(url).prefix(prefix(test)))
+        let nats = NatsBackend::connect(NatsConfig::new(url, key()).prefix(prefix(test)))
             .await
             .expect("NATS connects");
         out.push(("nats", Backend::shared(nats)));
@@ -60,6 +66,7 @@ fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
         max_participants,
         history_size,
         history_ttl: Duration::from_secs(300),
+        history_bytes: 1 << 20,
         presence_events: false,
         encrypted: false,
         linger: Duration::from_secs(300),
@@ -262,6 +269,47 @@ async fn roles_rosters_kicks_expiry_and_deletion() {
     }
 }
 
+// ROBUSTNESS 106: a channel's history holds at most its byte budget, the
+// oldest going first: a gap of more bytes than that is not recovered.
+#[tokio::test]
+async fn history_keeps_to_the_channels_byte_budget() {
+    for (name, backend) in backends("bytes").await {
+        let mut heavy = options(10, 10);
+        heavy.history_bytes = 3_500;
+        backend
+            .presence
+            .create("heavy", heavy, member(1, "al"), TTL, LIMITS)
+            .await
+            .unwrap();
+        let spec = heavy.history().unwrap();
+        let broker = &backend.broker;
+        let mut epoch = String::new();
+        for n in 1..=6 {
+            // About 1 KB each: three fit in 3,500 bytes, four do not.
+            let data = json!({ "n": n, "pad": "x".repeat(1000) });
+            let position = broker
+                .publish(
+                    "heavy",
+                    Publication::message(None, Payload::new(&data)),
+                    Some(spec),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            epoch = position.epoch;
+        }
+        let since = |offset| Position {
+            offset,
+            epoch: epoch.clone(),
+        };
+        let page = broker.history("heavy", Some(since(3)), 100).await.unwrap();
+        assert!(page.complete, "{name}");
+        assert_eq!(page.publications.len(), 3, "{name}");
+        let page = broker.history("heavy", Some(since(2)), 100).await.unwrap();
+        assert!(!page.complete && page.publications.is_empty(), "{name}");
+    }
+}
+
 #[tokio::test]
 async fn history_keeps_offsets_size_ttl_and_epochs() {
     for (name, backend) in backends("history").await {
@@ -277,6 +325,7 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
         let spec = HistorySpec {
             size: 3,
             ttl: Duration::from_secs(300),
+            max_bytes: 1 << 20,
         };
         let mut positions = Vec::new();
         for n in 1..=5 {
@@ -340,6 +389,7 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
         let short = HistorySpec {
             size: 3,
             ttl: Duration::from_millis(200),
+            max_bytes: 1 << 20,
         };
         let kept = broker
             .publish("brief", message(1), Some(short))

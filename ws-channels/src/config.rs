@@ -57,6 +57,14 @@ pub struct ChannelsConfig {
     /// The longest history TTL a `create` may ask for. Default 24 hours;
     /// when a channel asks for history without a TTL it gets 5 minutes.
     pub max_history_ttl: Duration,
+    /// Bytes of publications (about their JSON) one channel's history
+    /// keeps, the oldest going first, so history costs memory by what it
+    /// holds rather than by counts (1,000 publications of 64 KiB would be
+    /// 64 MiB a channel). A recovery from further back than history
+    /// reaches answers `recovered: false`. Default 4 MiB. The in-process
+    /// backend also caps the history of all channels together
+    /// ([`MemoryBackend::max_history_bytes`](crate::MemoryBackend::max_history_bytes)).
+    pub max_history_bytes: u64,
     /// Publications one recovery replays at most; a longer gap is reported
     /// as not recovered. Default 1,000.
     pub max_recovery: usize,
@@ -123,6 +131,7 @@ impl Default for ChannelsConfig {
             max_participants: 100_000,
             max_history_size: 1_000,
             max_history_ttl: Duration::from_secs(24 * 3600),
+            max_history_bytes: DEFAULT_HISTORY_BYTES,
             max_recovery: 1_000,
             max_presence_reply: 1_000,
             max_payload: 64 * 1024,
@@ -163,6 +172,9 @@ pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
 
 /// What participants may do without being given more.
 const PARTICIPANT_COMMANDS: &[&str] = &["publish", "leave", "presence"];
+
+/// [`ChannelsConfig::max_history_bytes`]'s default.
+pub(crate) const DEFAULT_HISTORY_BYTES: u64 = 4 << 20;
 
 /// The TTL of history asked for without one.
 pub(crate) const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
@@ -282,6 +294,7 @@ impl ChannelsConfig {
             max_participants,
             history_size,
             history_ttl,
+            history_bytes: self.max_history_bytes,
             presence_events,
             encrypted,
             linger: self.channel_linger,

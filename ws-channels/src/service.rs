@@ -21,7 +21,7 @@ use crate::manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOP
 use crate::meters;
 use crate::types::{
     ChannelError, ChannelSummary, ControlMessage, ErrorCode, NodeId, Payload, Position,
-    Publication, Roster, SessionId, Target,
+    Publication, Removal, Roster, SessionId, Target,
 };
 
 type CustomHandler = Arc<
@@ -348,6 +348,17 @@ impl Node {
         }
     }
 
+    /// Hands a control message to the manager and carries out what follows.
+    fn apply_control(self: &Arc<Self>, message: &ControlMessage) {
+        let now = self.now();
+        let work = {
+            let mut state = self.lock();
+            state.manager.handle_control(message, now);
+            Self::drain(&mut state, now)
+        };
+        self.spawn(work);
+    }
+
     /// Refreshes presence while there are sessions.
     async fn tick(self: Arc<Self>, server: ServerHandle) {
         loop {
@@ -397,13 +408,50 @@ impl Sink for NodeSink {
         let Some(node) = self.node.upgrade() else {
             return;
         };
-        let now = node.now();
-        let work = {
-            let mut state = node.lock();
-            state.manager.handle_control(message, now);
-            Node::drain(&mut state, now)
+        // A role or a ban is acted on only when the presence store agrees:
+        // a control message alone (from a node whose key leaked, say)
+        // makes nobody owner and removes nobody for a ban that is not
+        // there. Kicks, closes and disconnects need no record to hold.
+        let claim = match message {
+            ControlMessage::RoleChanged {
+                channel,
+                user,
+                role,
+            } => Some((channel.clone(), user.clone(), Some(role.clone()))),
+            ControlMessage::Remove {
+                channel,
+                target: Target::User(user),
+                reason: Removal::Banned,
+            } => Some((channel.clone(), user.clone(), None)),
+            _ => None,
         };
-        node.spawn(work);
+        let Some((channel, user, role)) = claim else {
+            return node.apply_control(message);
+        };
+        let Some(server) = node.server.get() else {
+            // No session has opened here: nobody to act on.
+            return;
+        };
+        let message = message.clone();
+        let checking = node.clone();
+        server.spawn(async move {
+            let node = checking;
+            let standing = node.backend.presence.standing(&channel, &user).await;
+            let agrees = standing.as_ref().is_ok_and(|standing| match &role {
+                Some(role) => standing.role == *role,
+                None => standing.banned,
+            });
+            if agrees {
+                node.apply_control(&message);
+            } else {
+                tracing::warn!(
+                    channel,
+                    user,
+                    ?standing,
+                    "a role change or ban the presence store does not hold was ignored"
+                );
+            }
+        });
     }
 
     fn interrupted(&self) {

@@ -253,6 +253,17 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// About the size of its JSON, in bytes, without writing it: what
+    /// history budgets count.
+    pub fn weight(&self) -> usize {
+        const FIELDS: usize = 96;
+        let from = self.from.as_ref().map_or(0, |from| {
+            48 + from.user.as_ref().map_or(0, String::len)
+                + from.info.as_ref().map_or(0, Payload::len)
+        });
+        FIELDS + from + self.data.as_ref().map_or(0, Payload::len)
+    }
+
     /// A message with `data` from `from` (the server when `None`).
     pub fn message(from: Option<ClientInfo>, data: Payload) -> Self {
         Self {
@@ -273,6 +284,14 @@ pub struct HistorySpec {
     /// Each for at most this long.
     #[serde(with = "duration_secs")]
     pub ttl: Duration,
+    /// At most this many bytes of publications (their JSON), the oldest
+    /// going first.
+    pub max_bytes: u64,
+}
+
+/// The per-channel history budget of channels stored before it existed.
+fn default_history_bytes() -> u64 {
+    crate::config::DEFAULT_HISTORY_BYTES
 }
 
 /// A channel's settings, fixed when it is created.
@@ -286,6 +305,10 @@ pub struct ChannelOptions {
     /// How long each kept publication stays.
     #[serde(with = "duration_secs")]
     pub history_ttl: Duration,
+    /// Bytes of publications (their JSON) the history keeps at most; the
+    /// oldest go first.
+    #[serde(default = "default_history_bytes")]
+    pub history_bytes: u64,
     /// Whether participants get `join` and `leave` events.
     pub presence_events: bool,
     /// An end-to-end encrypted channel: its publications must be the
@@ -307,6 +330,7 @@ impl ChannelOptions {
         (self.history_size > 0 && !self.history_ttl.is_zero()).then_some(HistorySpec {
             size: self.history_size,
             ttl: self.history_ttl,
+            max_bytes: self.history_bytes,
         })
     }
 }

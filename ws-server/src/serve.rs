@@ -19,11 +19,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use ws_async::auth::{Authenticator, BearerJwt, HeaderOrQuery, Identity, KeyAuth};
-use ws_channels::{Backend, Channels, ChannelsHandle};
+use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::{Backend, ChannelError, Channels, ChannelsHandle, ErrorCode, MemoryBackend};
 use ws_core::handshake::Rejection;
 use ws_tokio::{HostPolicy, OriginPolicy, Server, ServerConfig};
 
-use crate::settings::{Auth, LogFormat, MetricsAt, ServeArgs, Settings};
+use crate::settings::{Auth, BackendSettings, LogFormat, MetricsAt, ServeArgs, Settings};
 use crate::{admin, page};
 
 /// What every request handler shares.
@@ -96,7 +97,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|error| format!("cannot start the metrics recorder: {error}"))?;
-    let backend = Backend::connect(&settings.backend)
+    let backend = connect_backend(&settings.backend)
         .await
         .map_err(|error| format!("`backend`: {}", error.message))?;
     let channels = Channels::builder(settings.channels.clone())
@@ -217,6 +218,57 @@ async fn run(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// The backend the settings name, with its prefix, key, CA and budget.
+async fn connect_backend(settings: &BackendSettings) -> Result<Backend, ChannelError> {
+    let scheme = settings.url.split("://").next().unwrap_or_default();
+    let key = || {
+        settings
+            .cluster_key
+            .clone()
+            .expect("checked with the settings")
+    };
+    let ca = || -> Result<Option<Vec<u8>>, ChannelError> {
+        settings
+            .ca
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|error| {
+                    ChannelError::new(
+                        ErrorCode::BadRequest,
+                        format!("cannot read {}: {error}", path.display()),
+                    )
+                })
+            })
+            .transpose()
+    };
+    match scheme {
+        "redis" | "rediss" => {
+            let mut config = RedisConfig::new(&settings.url, key()).prefix(&settings.prefix);
+            if let Some(ca) = ca()? {
+                config = config.tls_ca(ca);
+            }
+            Ok(Backend::shared(RedisBackend::connect(config).await?))
+        }
+        "nats" | "tls" => {
+            let mut config = NatsConfig::new(&settings.url, key()).prefix(&settings.prefix);
+            if let Some(ca) = &settings.ca {
+                config = config.tls_ca_file(ca);
+            }
+            if let Some(bytes) = settings.history_bytes {
+                config.max_history_bytes = bytes;
+            }
+            Ok(Backend::shared(NatsBackend::connect(config).await?))
+        }
+        _ => {
+            let mut memory = MemoryBackend::new();
+            if let Some(bytes) = settings.history_bytes {
+                memory = memory.max_history_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+            }
+            Ok(Backend::memory(memory))
+        }
+    }
+}
+
 fn log_settings(settings: &Settings) {
     let auth = match &settings.auth {
         Auth::Open => {
@@ -233,7 +285,8 @@ fn log_settings(settings: &Settings) {
         );
     }
     tracing::info!(
-        backend = %redact(&settings.backend),
+        backend = %redact(&settings.backend.url),
+        backend_prefix = settings.backend.prefix,
         auth,
         admin_api = settings.admin.is_some(),
         max_message_size = settings.max_message_size,

@@ -157,11 +157,41 @@ pub(crate) struct ServeArgs {
     /// Commands a client may send at once above the rate. [default: 100]
     #[arg(long, env = "WS_COMMAND_BURST", value_name = "N")]
     command_burst: Option<u64>,
-    /// Channel backend: `memory` (this process), or `redis://host:port` or
-    /// `nats://host:port` (JetStream) for a cluster of `ws serve`
-    /// processes sharing channels. [default: memory]
+    /// Channel backend: `memory` (this process), or for a cluster of `ws
+    /// serve` processes sharing channels `redis://[user:password@]host:port`
+    /// (`rediss://` with TLS) or `nats://[user:password@]host:port`
+    /// (JetStream; `tls://` with TLS). [default: memory]
     #[arg(long, env = "WS_BACKEND", value_name = "URL")]
     backend: Option<String>,
+    /// The secret the nodes of a cluster share (32 bytes or more): it
+    /// signs their control messages (kicks, bans, roles, disconnects), so
+    /// nobody else who can publish on the broker can forge them. Needed
+    /// with a Redis or NATS backend.
+    #[arg(
+        long,
+        env = "WS_CLUSTER_KEY",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    cluster_key: Option<String>,
+    /// The prefix of every key, channel, subject, stream and bucket on the
+    /// broker, so deployments can share one. [default: ws]
+    #[arg(long, env = "WS_BACKEND_PREFIX", value_name = "PREFIX")]
+    backend_prefix: Option<String>,
+    /// A CA certificate (PEM) to trust for the broker's TLS (`rediss://`,
+    /// `tls://`) instead of the system's or Mozilla's roots.
+    #[arg(long, env = "WS_BACKEND_CA", value_name = "FILE")]
+    backend_ca: Option<PathBuf>,
+    /// Bytes of history (publications, about their JSON) one channel keeps
+    /// at most, the oldest going first. [default: 4194304]
+    #[arg(long, env = "WS_HISTORY_BYTES_PER_CHANNEL", value_name = "BYTES")]
+    history_bytes_per_channel: Option<u64>,
+    /// Bytes of history all channels keep together: in this process with
+    /// the memory backend (the oldest publication of all goes first), in
+    /// the history stream with NATS. With Redis, bound Redis itself
+    /// (`maxmemory`). [default: 67108864 in memory, 1073741824 on NATS]
+    #[arg(long, env = "WS_HISTORY_BYTES", value_name = "BYTES")]
+    history_bytes: Option<u64>,
     /// Worker threads. [default: the number of CPUs]
     #[arg(long, env = "WS_WORKERS", value_name = "N")]
     workers: Option<usize>,
@@ -245,6 +275,11 @@ struct FileSettings {
     command_rate: Option<u64>,
     command_burst: Option<u64>,
     backend: Option<String>,
+    cluster_key: Option<String>,
+    backend_prefix: Option<String>,
+    backend_ca: Option<PathBuf>,
+    history_bytes_per_channel: Option<u64>,
+    history_bytes: Option<u64>,
     workers: Option<usize>,
     handshake_timeout: Option<u64>,
     shutdown_grace: Option<u64>,
@@ -297,12 +332,26 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     /// The channels' limits and options.
     pub(crate) channels: ChannelsConfig,
-    pub(crate) backend: String,
+    pub(crate) backend: BackendSettings,
     pub(crate) workers: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) log: String,
     pub(crate) log_format: LogFormat,
+}
+
+/// Where channels are shared, and how to reach it.
+#[derive(Debug)]
+pub(crate) struct BackendSettings {
+    /// `memory`, or the broker's URL.
+    pub(crate) url: String,
+    /// The cluster's key; `Some` for every broker.
+    pub(crate) cluster_key: Option<ws_channels::backend::ClusterKey>,
+    pub(crate) prefix: String,
+    /// The broker's CA certificate file.
+    pub(crate) ca: Option<PathBuf>,
+    /// All channels' history budget, if set.
+    pub(crate) history_bytes: Option<u64>,
 }
 
 /// A setting that cannot be used, named.
@@ -481,21 +530,20 @@ impl Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, usize::from),
         };
-        let backend = args
-            .backend
-            .or(file.backend)
-            .unwrap_or_else(|| "memory".to_owned());
-        let scheme = backend.split_once("://").map(|(scheme, _)| scheme);
-        if !(backend == "memory" || matches!(scheme, Some("redis" | "rediss" | "nats"))) {
-            return Err(invalid(
-                "backend",
-                format!(
-                    "{:?} is not `memory`, redis://..., rediss://... or nats://...",
-                    crate::serve::redact(&backend)
-                ),
-            ));
-        }
+        let backend = resolve_backend(
+            args.backend.or(file.backend),
+            args.cluster_key.or(file.cluster_key),
+            args.backend_prefix.or(file.backend_prefix),
+            args.backend_ca.or(file.backend_ca),
+            args.history_bytes.or(file.history_bytes),
+        )?;
         let mut channels = ChannelsConfig::default();
+        if let Some(bytes) = args
+            .history_bytes_per_channel
+            .or(file.history_bytes_per_channel)
+        {
+            channels.max_history_bytes = bytes;
+        }
         channels.max_channels_per_user = at_least_one(
             "max_channels_per_user",
             args.max_channels_per_user.or(file.max_channels_per_user),
@@ -560,6 +608,88 @@ fn parse_addresses(
                 .map_err(|_| SettingsError::Address { setting, value })
         })
         .collect()
+}
+
+fn resolve_backend(
+    url: Option<String>,
+    cluster_key: Option<String>,
+    prefix: Option<String>,
+    ca: Option<PathBuf>,
+    history_bytes: Option<u64>,
+) -> Result<BackendSettings, SettingsError> {
+    let url = url.unwrap_or_else(|| "memory".to_owned());
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    let broker = match scheme {
+        _ if url == "memory" => None,
+        Some(scheme @ ("redis" | "rediss" | "nats" | "tls")) => Some(scheme),
+        _ => {
+            return Err(invalid(
+                "backend",
+                format!(
+                    "{:?} is not `memory`, redis://..., rediss://..., nats://... or tls://...",
+                    crate::serve::redact(&url)
+                ),
+            ));
+        }
+    };
+    let cluster_key = match (broker, cluster_key) {
+        (None, Some(_)) => {
+            return Err(invalid(
+                "cluster_key",
+                "is for a cluster: give --backend a Redis or NATS URL",
+            ));
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "cluster_key",
+                "a Redis or NATS backend needs the cluster's key: --cluster-key or \
+                 WS_CLUSTER_KEY, the same secret of 32 bytes or more on every node",
+            ));
+        }
+        (Some(_), Some(key)) => Some(
+            ws_channels::backend::ClusterKey::new(key.as_bytes())
+                .map_err(|error| invalid("cluster_key", error.message.into_owned()))?,
+        ),
+    };
+    if matches!(broker, Some("redis" | "nats"))
+        && let Some(ca) = &ca
+    {
+        return Err(invalid(
+            "backend_ca",
+            format!(
+                "{} is for TLS: use rediss:// or tls:// in --backend",
+                ca.display()
+            ),
+        ));
+    }
+    if let Some(ca) = &ca {
+        read_setting("backend_ca", ca)?;
+    }
+    if history_bytes.is_some() && matches!(broker, Some("redis" | "rediss")) {
+        return Err(invalid(
+            "history_bytes",
+            "Redis keeps the history: bound it with Redis's own maxmemory",
+        ));
+    }
+    let prefix = prefix.unwrap_or_else(|| "ws".to_owned());
+    let prefix_ok = !prefix.is_empty()
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !prefix_ok {
+        return Err(invalid(
+            "backend_prefix",
+            format!("{prefix:?}: letters, digits, - and _"),
+        ));
+    }
+    Ok(BackendSettings {
+        url,
+        cluster_key,
+        prefix,
+        ca,
+        history_bytes,
+    })
 }
 
 /// A list from the flags or environment when given there, else from the

@@ -563,6 +563,8 @@ async fn two_servers_share_channels(backend: &str) {
         "127.0.0.1:0",
         "--backend",
         backend,
+        "--cluster-key",
+        CLUSTER_KEY,
         "--admin-token",
         TOKEN,
     ];

@@ -475,7 +475,18 @@ async fn a_fast_client_is_paced_and_every_command_answered() {
 async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
     use ws_testees::brokers::{Kind, OwnBroker};
     let redis = OwnBroker::start(Kind::Redis);
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--backend", &redis.url()], &[]).await;
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            &redis.url(),
+            "--cluster-key",
+            CLUSTER_KEY,
+        ],
+        &[],
+    )
+    .await;
     let mut ann = Peer::connect(serve.addr, "ann").await;
     assert_eq!(ann.command("steady", "create", json!({})).await["ok"], true);
     let sending = async {
@@ -596,4 +607,338 @@ async fn one_user_or_address_cannot_take_the_node() {
     assert_eq!(refused["code"], "limit", "{refused}");
     let mut ann = Peer::connect(serve.addr, "ann").await;
     assert_eq!(ann.command("a0", "create", json!({})).await["ok"], true);
+}
+
+/// A cluster of two `ws serve` nodes on a broker of the test's own.
+struct Cluster {
+    broker: ws_testees::brokers::OwnBroker,
+    nodes: [Serve; 2],
+}
+
+impl Cluster {
+    async fn start(kind: ws_testees::brokers::Kind) -> Self {
+        let broker = ws_testees::brokers::OwnBroker::start(kind);
+        let url = broker.url();
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            &url,
+            "--cluster-key",
+            CLUSTER_KEY,
+        ];
+        let nodes = [
+            Serve::start(&args, &[]).await,
+            Serve::start(&args, &[]).await,
+        ];
+        Self { broker, nodes }
+    }
+
+    /// Publishes `payload` on the control channel as anyone who can publish
+    /// on the broker does: `redis-cli PUBLISH`, or a NATS client.
+    async fn publish_control(&self, payload: &str) {
+        match self.broker.url().split("://").next() {
+            Some("redis") => {
+                let status = tokio::process::Command::new("redis-cli")
+                    .args([
+                        "-p",
+                        &self.broker.port().to_string(),
+                        "PUBLISH",
+                        "ws:control",
+                        payload,
+                    ])
+                    .output()
+                    .await
+                    .expect("redis-cli runs");
+                assert!(status.status.success(), "{status:?}");
+            }
+            _ => {
+                let client = async_nats::connect(self.broker.url()).await.unwrap();
+                client
+                    .publish("ws.control", payload.to_owned().into())
+                    .await
+                    .unwrap();
+                client.flush().await.unwrap();
+            }
+        }
+    }
+}
+
+/// A control message signed with `key` as a node signs it: the body's
+/// JSON and its HMAC-SHA256.
+fn signed_control(key: &str, message: Value) -> String {
+    use hmac::{KeyInit, Mac};
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let body =
+        json!({ "node": "00000000000000aa", "at": now, "nonce": now, "msg": message }).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let tag: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({ "b": body, "m": tag }).to_string()
+}
+
+// SECURITY 4: anyone who can publish on the broker could make themselves
+// owner on every node with one unsigned control message (`redis-cli
+// PUBLISH ws:control '{"node":1,"msg":{"type":"role_changed",...}}'`).
+// Control messages are now signed with the cluster key: forged ones (no
+// signature, another key) change nothing, and even a correctly signed role
+// change or ban (a leaked key, a compromised node) is acted on only if
+// the presence store holds it.
+async fn forged_control_messages_change_nothing(kind: ws_testees::brokers::Kind) {
+    let cluster = Cluster::start(kind).await;
+    let [a, b] = &cluster.nodes;
+    let mut ann = Peer::connect(a.addr, "ann").await;
+    assert_eq!(
+        ann.command("room", "create", json!({"presence_events": true}))
+            .await["ok"],
+        true
+    );
+    let mut mallory = Peer::connect(b.addr, "mallory").await;
+    assert_eq!(
+        mallory.command("room", "join", json!({})).await["role"],
+        "participant"
+    );
+
+    let make_owner =
+        json!({"type": "role_changed", "channel": "room", "user": "mallory", "role": "owner"});
+    let remove_ann =
+        json!({"type": "remove", "channel": "room", "target": {"user": "ann"}, "reason": "banned"});
+    let drop_ann =
+        json!({"type": "disconnect", "target": {"user": "ann"}, "code": 4009, "reason": "forged"});
+    for message in [&make_owner, &remove_ann, &drop_ann] {
+        // As before the key: unsigned.
+        cluster
+            .publish_control(&json!({ "node": 1, "msg": message }).to_string())
+            .await;
+        // Signed with a key of the attacker's own.
+        cluster
+            .publish_control(&signed_control(
+                "the attacker's own key of 32 bytes!!",
+                message.clone(),
+            ))
+            .await;
+    }
+    // An insider with the cluster key: its role change and ban are not in
+    // the store, so no node acts on them.
+    cluster
+        .publish_control(&signed_control(CLUSTER_KEY, make_owner))
+        .await;
+    cluster
+        .publish_control(&signed_control(CLUSTER_KEY, remove_ann))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Each node received the six forged messages and refused them.
+    for node in [a, b] {
+        let metrics = node.metrics().await;
+        assert_eq!(
+            metric(&metrics, "ws_channels_control_refused_total"),
+            6.0,
+            "{metrics}"
+        );
+    }
+
+    let kick = mallory
+        .command("room", "kick", json!({"user": "ann"}))
+        .await;
+    assert_eq!(
+        kick["code"], "forbidden",
+        "mallory is still a participant: {kick}"
+    );
+    let presence = ann.command("room", "presence", json!({})).await;
+    assert_eq!(presence["total"], 2, "ann is still in: {presence}");
+    assert!(
+        !mallory.events.iter().any(|e| e["action"] == "role"),
+        "{:?}",
+        mallory.events
+    );
+    // And the real thing still works: a role the owner gives.
+    assert_eq!(
+        ann.command("room", "role", json!({"user": "mallory", "role": "owner"}))
+            .await["ok"],
+        true
+    );
+    mallory.event("role").await;
+    let kick = mallory
+        .command("room", "kick", json!({"user": "ann"}))
+        .await;
+    assert_eq!(kick["ok"], true, "{kick}");
+}
+
+#[tokio::test]
+async fn forged_control_messages_on_redis_change_nothing() {
+    forged_control_messages_change_nothing(ws_testees::brokers::Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn forged_control_messages_on_nats_change_nothing() {
+    forged_control_messages_change_nothing(ws_testees::brokers::Kind::Nats).await;
+}
+
+// SECURITY 4: a cluster backend without the key is refused before anything
+// starts; with one under 32 bytes too.
+#[tokio::test]
+async fn a_cluster_needs_its_key() {
+    let stderr = refused_settings(&["--backend", "redis://127.0.0.1:1"]).await;
+    assert!(stderr.contains("cluster_key"), "{stderr}");
+    let stderr =
+        refused_settings(&["--backend", "nats://127.0.0.1:1", "--cluster-key", "short"]).await;
+    assert!(stderr.contains("32 bytes"), "{stderr}");
+    let stderr = refused_settings(&["--cluster-key", CLUSTER_KEY]).await;
+    assert!(
+        stderr.contains("cluster_key"),
+        "a key without a cluster: {stderr}"
+    );
+}
+
+/// `ws serve` on `backend` (with `extra` settings) creates and publishes
+/// in a channel: it reached its broker.
+async fn serves_through(backend: &str, extra: &[&str]) {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        backend,
+        "--cluster-key",
+        CLUSTER_KEY,
+    ];
+    args.extend_from_slice(extra);
+    let serve = Serve::start(&args, &[]).await;
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    let created = ann
+        .command("through", "create", json!({"history_size": 10}))
+        .await;
+    assert_eq!(created["ok"], true, "{backend}: {created}");
+    let published = ann.command("through", "publish", json!("hi")).await;
+    assert_eq!(published["offset"], 1, "{backend}: {published}");
+}
+
+/// `ws serve` on `backend` gives up at once (exit 1) with `says`, without
+/// retrying for 30 s: wrong credentials do not get better.
+async fn refused_by_broker(backend: &str, says: &str) {
+    let started = std::time::Instant::now();
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(ws_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                backend,
+                "--cluster-key",
+                CLUSTER_KEY,
+            ])
+            .env("WS_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("ws serve gives up at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(says), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret") && !stderr.contains("wrong-pass"),
+        "no password in {stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A certificate for 127.0.0.1 and its key, in files: (cert, key). The
+/// certificate is its own CA.
+fn broker_certificate() -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    (
+        temp_file("broker-cert.pem", key.cert.pem().as_bytes()),
+        temp_file("broker-key.pem", key.signing_key.serialize_pem().as_bytes()),
+    )
+}
+
+// SECURITY 4: brokers that ask for credentials and TLS, as a production
+// broker does: a Redis ACL user (the default user off), a password, TLS
+// with a private CA; refused credentials end `ws serve` at once, their
+// password never printed.
+#[tokio::test]
+async fn redis_with_an_acl_user_a_password_and_tls() {
+    use ws_testees::brokers::{Kind, OwnBroker};
+    let acl = OwnBroker::start_with(
+        Kind::Redis,
+        &[
+            "--user", "default", "off", "--user", "ws", "on", ">s3cret", "~*", "&*", "+@all",
+        ],
+    );
+    let port = acl.port();
+    serves_through(&format!("redis://ws:s3cret@127.0.0.1:{port}"), &[]).await;
+    refused_by_broker(
+        &format!("redis://ws:wrong-pass@127.0.0.1:{port}"),
+        "refused the credentials",
+    )
+    .await;
+    refused_by_broker(
+        &format!("redis://127.0.0.1:{port}"),
+        "refused the credentials",
+    )
+    .await;
+
+    let password = OwnBroker::start_with(Kind::Redis, &["--requirepass", "s3cret"]);
+    serves_through(
+        &format!("redis://:s3cret@127.0.0.1:{}", password.port()),
+        &[],
+    )
+    .await;
+
+    let (cert, key) = broker_certificate();
+    let tls = OwnBroker::start_tls(Kind::Redis, &cert, &key);
+    let ca = cert.to_str().unwrap();
+    serves_through(
+        &format!("rediss://127.0.0.1:{}", tls.port()),
+        &["--backend-ca", ca],
+    )
+    .await;
+}
+
+// SECURITY 4: NATS with a user and password, with a token, and with TLS.
+#[tokio::test]
+async fn nats_with_a_user_a_token_and_tls() {
+    use ws_testees::brokers::{Kind, OwnBroker};
+    let users = OwnBroker::start_with(Kind::Nats, &["--user", "ws", "--pass", "s3cret"]);
+    let port = users.port();
+    serves_through(&format!("nats://ws:s3cret@127.0.0.1:{port}"), &[]).await;
+    refused_by_broker(
+        &format!("nats://ws:wrong-pass@127.0.0.1:{port}"),
+        "refused the credentials",
+    )
+    .await;
+
+    let token = OwnBroker::start_with(Kind::Nats, &["--auth", "s3cret-token"]);
+    serves_through(
+        &format!("nats://s3cret-token@127.0.0.1:{}", token.port()),
+        &[],
+    )
+    .await;
+
+    let (cert, key) = broker_certificate();
+    let tls = OwnBroker::start_tls(Kind::Nats, &cert, &key);
+    let ca = cert.to_str().unwrap();
+    serves_through(
+        &format!("tls://127.0.0.1:{}", tls.port()),
+        &["--backend-ca", ca],
+    )
+    .await;
 }

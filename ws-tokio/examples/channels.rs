@@ -6,12 +6,14 @@
 //! ```sh
 //! cargo run --release -p ws-tokio --example channels          # ws://127.0.0.1:9003/channels
 //! cargo run --release -p ws-tokio --example channels -- 0.0.0.0:8080
+//! export WS_CLUSTER_KEY=a-secret-of-32-bytes-or-more-shared-by-the-nodes
 //! cargo run --release -p ws-tokio --example channels -- 127.0.0.1:9004 redis://127.0.0.1:6379
 //! cargo run --release -p ws-tokio --example channels -- 127.0.0.1:9005 nats://127.0.0.1:4222
 //! ```
 //!
 //! The address also comes from `$WS_ADDR` and the backend from
-//! `$WS_CHANNELS_BACKEND` (default `memory`).
+//! `$WS_CHANNELS_BACKEND` (default `memory`); the nodes of a cluster share
+//! the key in `$WS_CLUSTER_KEY`, which signs their control messages.
 //!
 //! Connect with `?user=ann` (this demo trusts the name it is given; a real
 //! server uses `KeyAuth` or `BearerJwt`), then send for example
@@ -28,6 +30,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use ws_channels::backend::ClusterKey;
 use ws_channels::{Backend, ChannelError, Channels, ChannelsConfig, ErrorCode};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
@@ -68,7 +71,11 @@ async fn main() -> std::io::Result<()> {
         .nth(2)
         .or_else(|| std::env::var("WS_CHANNELS_BACKEND").ok())
         .unwrap_or_else(|| "memory".into());
-    let backend = Backend::connect(&backend_url)
+    let key = match std::env::var("WS_CLUSTER_KEY") {
+        Ok(key) => Some(ClusterKey::new(key).map_err(std::io::Error::other)?),
+        Err(_) => None,
+    };
+    let backend = Backend::connect(&backend_url, key)
         .await
         .map_err(std::io::Error::other)?;
     let config = ChannelsConfig::default()

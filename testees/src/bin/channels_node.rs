@@ -3,14 +3,16 @@
 //! backend its URL names.
 //!
 //! `channels_node --backend URL [--listen ADDR] [--prefix P]
-//! [--presence-ttl-ms N] [--heartbeat-ms N] [--connect-timeout-ms N]`
+//! [--presence-ttl-ms N] [--heartbeat-ms N] [--connect-timeout-ms N]
+//! [--cluster-key K]` (the key defaults to [`TEST_CLUSTER_KEY`], which every
+//! test node shares).
 //!
 //! Users come from `?user=<name>` (trusted: for tests only). Prints
 //! `listening on <addr>` once it accepts connections.
 
 use std::time::Duration;
 
-use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::backend::{ClusterKey, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
 use ws_channels::{Backend, Channels, ChannelsConfig};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
@@ -36,8 +38,12 @@ impl Authenticator for NameFromQuery {
     }
 }
 
+/// The cluster key of the test nodes unless told another.
+const TEST_CLUSTER_KEY: &str = "the cluster key of the test nodes, not secret";
+
 struct Args {
     backend: String,
+    cluster_key: String,
     listen: String,
     prefix: String,
     presence_ttl: Duration,
@@ -48,6 +54,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         backend: String::new(),
+        cluster_key: TEST_CLUSTER_KEY.into(),
         listen: "127.0.0.1:0".into(),
         prefix: "ws".into(),
         presence_ttl: Duration::from_secs(60),
@@ -67,6 +74,7 @@ fn parse() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--backend" => args.backend = value.clone(),
+            "--cluster-key" => args.cluster_key = value.clone(),
             "--listen" => args.listen = value.clone(),
             "--prefix" => args.prefix = value.clone(),
             "--presence-ttl-ms" => args.presence_ttl = millis()?,
@@ -82,20 +90,21 @@ fn parse() -> Result<Args, String> {
 }
 
 async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
+    let key = ClusterKey::new(&args.cluster_key)?;
     if args.backend.starts_with("redis") {
-        let config = RedisConfig::new(&args.backend)
+        let config = RedisConfig::new(&args.backend, key)
             .prefix(&args.prefix)
             .heartbeat(args.heartbeat)
             .connect_timeout(args.connect_timeout);
         Ok(Backend::shared(RedisBackend::connect(config).await?))
     } else if args.backend.starts_with("nats") {
-        let config = NatsConfig::new(&args.backend)
+        let config = NatsConfig::new(&args.backend, key)
             .prefix(&args.prefix)
             .heartbeat(args.heartbeat)
             .connect_timeout(args.connect_timeout);
         Ok(Backend::shared(NatsBackend::connect(config).await?))
     } else {
-        Backend::connect(&args.backend).await
+        Backend::connect(&args.backend, None).await
     }
 }
 

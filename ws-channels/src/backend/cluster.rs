@@ -1,7 +1,7 @@
 //! What the cluster backends (Redis, NATS) share: the control wire format,
 //! heartbeat bookkeeping, and small helpers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,13 +12,166 @@ use crate::types::{
     PublicationKind,
 };
 
-/// What travels on the control channel: a heartbeat (no `msg`) or a
-/// control message, with the sending node.
-#[derive(Serialize, Deserialize)]
+/// What travels on the control channel, inside its signed envelope: a
+/// heartbeat (no `msg`) or a control message, with the sending node, when
+/// it was sent (ms since the Unix epoch) and a random number that makes
+/// it unique.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ControlWire {
     pub(crate) node: NodeId,
+    pub(crate) at: u64,
+    pub(crate) nonce: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) msg: Option<ControlMessage>,
+}
+
+/// The signed envelope: the body's JSON text as it was signed, and its
+/// HMAC-SHA256 under the cluster key, in hex.
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    b: String,
+    m: String,
+}
+
+/// How far a control message's send time may be from this node's clock.
+const FRESH: Duration = Duration::from_secs(60);
+/// Control messages remembered against replay at most; more within
+/// [`FRESH`] are refused (only the key's holders can send them at all).
+const MAX_REMEMBERED: usize = 65_536;
+
+/// Why a control message was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not a signed envelope, or its signature is wrong: not from a node
+    /// holding the cluster key.
+    Forged,
+    /// Sent outside the freshness window (or the clocks disagree).
+    Stale,
+    /// Seen before.
+    Replayed,
+    /// Too many messages within the window to remember.
+    Flooded,
+}
+
+/// Signs the control messages this node sends and checks those it
+/// receives: signature, freshness, replay.
+pub(crate) struct ControlSigner {
+    key: crate::backend::ClusterKey,
+    /// (sent at, node, nonce) of the messages taken within the window, in
+    /// the order they came, and the same as a set.
+    seen: Mutex<Remembered>,
+    /// When a refusal was last logged, so an attacker's flood cannot
+    /// flood the log too.
+    logged: Mutex<Option<Instant>>,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// (sent at, node, nonce) of the messages taken, in the order they came,
+/// and their (node, nonce) as a set.
+type Remembered = (VecDeque<(u64, NodeId, u64)>, HashSet<(NodeId, u64)>);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `bytes` as lowercase hex digits.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl ControlSigner {
+    pub(crate) fn new(key: crate::backend::ClusterKey) -> Self {
+        Self {
+            key,
+            seen: Mutex::new((VecDeque::new(), HashSet::new())),
+            logged: Mutex::new(None),
+        }
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        use hmac::KeyInit;
+        HmacSha256::new_from_slice(self.key.bytes()).expect("HMAC takes keys of any length")
+    }
+
+    /// The signed wire form of `msg` (a heartbeat when `None`) from `node`.
+    pub(crate) fn seal(&self, node: NodeId, msg: Option<ControlMessage>) -> String {
+        use hmac::Mac;
+        let body = ControlWire {
+            node,
+            at: unix_ms(),
+            nonce: NodeId::random().0,
+            msg,
+        };
+        let b = serde_json::to_string(&body).expect("control messages serialise");
+        let mut mac = self.mac();
+        mac.update(b.as_bytes());
+        let m = to_hex(&mac.finalize().into_bytes());
+        serde_json::to_string(&Sealed { b, m }).expect("strings serialise")
+    }
+
+    /// The control message in `wire`, if it is signed with the cluster
+    /// key, fresh and new.
+    pub(crate) fn open(&self, wire: &[u8]) -> Result<ControlWire, Refused> {
+        use hmac::Mac;
+        let sealed: Sealed = serde_json::from_slice(wire).map_err(|_| Refused::Forged)?;
+        let tag = from_hex(&sealed.m).ok_or(Refused::Forged)?;
+        let mut mac = self.mac();
+        mac.update(sealed.b.as_bytes());
+        // Constant time: the check tells nothing of how much was right.
+        mac.verify_slice(&tag).map_err(|_| Refused::Forged)?;
+        let body: ControlWire = serde_json::from_str(&sealed.b).map_err(|_| Refused::Forged)?;
+        let now = unix_ms();
+        let window = u64::try_from(FRESH.as_millis()).unwrap_or(u64::MAX);
+        if body.at.abs_diff(now) > window {
+            return Err(Refused::Stale);
+        }
+        let mut seen = lock(&self.seen);
+        let (order, set) = &mut *seen;
+        while order
+            .front()
+            .is_some_and(|(at, _, _)| now.saturating_sub(*at) > window)
+        {
+            if let Some((_, node, nonce)) = order.pop_front() {
+                set.remove(&(node, nonce));
+            }
+        }
+        if set.contains(&(body.node, body.nonce)) {
+            return Err(Refused::Replayed);
+        }
+        if order.len() >= MAX_REMEMBERED {
+            return Err(Refused::Flooded);
+        }
+        order.push_back((body.at, body.node, body.nonce));
+        set.insert((body.node, body.nonce));
+        Ok(body)
+    }
+
+    /// Logs a refused control message, at most once every ten seconds.
+    pub(crate) fn refused(&self, why: &Refused) {
+        crate::meters::control_refused();
+        let mut logged = lock(&self.logged);
+        if logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+            *logged = Some(Instant::now());
+            tracing::warn!(
+                ?why,
+                "a control message was refused: not signed with this cluster's key, stale or replayed \
+                 (is every node given the same cluster key, and do their clocks agree?)"
+            );
+        }
+    }
 }
 
 /// The `leave` event for a member the backend removed (expired, or its
@@ -118,10 +271,26 @@ pub(crate) fn new_epoch() -> String {
     format!("{:08x}", NodeId::random().0 & 0xffff_ffff)
 }
 
+/// How a connection attempt failed.
+pub(crate) enum Attempt {
+    /// Worth trying again (unreachable, no answer).
+    Retry(String),
+    /// Not: trying again cannot help (credentials refused); the message
+    /// names the broker without its password.
+    Fatal(String),
+}
+
+impl From<String> for Attempt {
+    fn from(error: String) -> Self {
+        Self::Retry(error)
+    }
+}
+
 /// Retries `attempt` with backoff (100 ms doubling to 5 s, each failure
 /// logged) until `timeout` has passed, the last try at the deadline, then
-/// fails with the last error.
-pub(crate) async fn with_backoff<T, F, Fut>(
+/// fails with the last error; a fatal failure ends it at once with
+/// [`ErrorCode::BadRequest`](crate::ErrorCode::BadRequest).
+pub(crate) async fn with_backoff<T, F, Fut, E>(
     what: &str,
     url: &str,
     timeout: Duration,
@@ -129,16 +298,20 @@ pub(crate) async fn with_backoff<T, F, Fut>(
 ) -> Result<T, ChannelError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<Attempt>,
 {
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let error = match attempt().await {
+        let error = match attempt().await.map_err(Into::into) {
             Ok(value) => return Ok(value),
-            Err(error) => error,
+            Err(Attempt::Fatal(error)) => {
+                return Err(ChannelError::new(crate::ErrorCode::BadRequest, error));
+            }
+            Err(Attempt::Retry(error)) => error,
         };
         let elapsed = started.elapsed();
         if elapsed >= timeout {
@@ -158,6 +331,74 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signer(key: &str) -> ControlSigner {
+        ControlSigner::new(crate::backend::ClusterKey::new(key).unwrap())
+    }
+
+    const KEY: &str = "a cluster key of at least 32 bytes!";
+
+    fn kick() -> ControlMessage {
+        ControlMessage::Remove {
+            channel: "room".into(),
+            target: crate::Target::User("bob".into()),
+            reason: crate::Removal::Kicked,
+        }
+    }
+
+    // ROBUSTNESS 107: a control message is taken only when signed with the
+    // cluster key, sent within the last minute and not seen before: anyone
+    // who can publish on the broker cannot forge, alter or replay one.
+    #[test]
+    fn control_messages_are_signed_fresh_and_new() {
+        let node = signer(KEY);
+        let wire = node.seal(NodeId(1), Some(kick()));
+        let opened = node.open(wire.as_bytes()).unwrap();
+        assert_eq!(opened.msg, Some(kick()));
+        assert_eq!(node.open(wire.as_bytes()).unwrap_err(), Refused::Replayed);
+
+        // Unsigned, as before the key (what `redis-cli PUBLISH` sends).
+        let plain = serde_json::json!({"node": 1, "msg": {"type": "role_changed", "channel": "room", "user": "mallory", "role": "owner"}});
+        assert_eq!(
+            node.open(plain.to_string().as_bytes()).unwrap_err(),
+            Refused::Forged
+        );
+        // Signed with another key.
+        let other = signer("another cluster key of 32 bytes!!!").seal(NodeId(2), Some(kick()));
+        assert_eq!(node.open(other.as_bytes()).unwrap_err(), Refused::Forged);
+        // Altered after signing: the body, or the tag.
+        let fresh = node.seal(NodeId(1), Some(kick()));
+        let altered = fresh.replace("bob", "ann");
+        assert_eq!(node.open(altered.as_bytes()).unwrap_err(), Refused::Forged);
+        let mut sealed: serde_json::Value = serde_json::from_str(&fresh).unwrap();
+        sealed["m"] = "00".repeat(32).into();
+        assert_eq!(
+            node.open(sealed.to_string().as_bytes()).unwrap_err(),
+            Refused::Forged
+        );
+        assert_eq!(node.open(b"not json").unwrap_err(), Refused::Forged);
+
+        // Signed, but sent two minutes ago (a recording replayed later).
+        let old = ControlWire {
+            node: NodeId(1),
+            at: unix_ms() - 120_000,
+            nonce: 7,
+            msg: Some(kick()),
+        };
+        let b = serde_json::to_string(&old).unwrap();
+        let mut mac = node.mac();
+        hmac::Mac::update(&mut mac, b.as_bytes());
+        let m = to_hex(&hmac::Mac::finalize(mac).into_bytes());
+        let stale = serde_json::json!({ "b": b, "m": m }).to_string();
+        assert_eq!(node.open(stale.as_bytes()).unwrap_err(), Refused::Stale);
+    }
+
+    #[test]
+    fn cluster_keys_are_long_and_hidden() {
+        assert!(crate::backend::ClusterKey::new("short").is_err());
+        let key = crate::backend::ClusterKey::new(KEY).unwrap();
+        assert!(!format!("{key:?}").contains("cluster key"));
+    }
 
     #[test]
     fn passwords_stay_out_of_messages() {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink};
+use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink, Standing};
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
     HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
@@ -25,10 +25,20 @@ pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// Broker, presence store and controller in memory. Every operation
 /// completes at once; deliveries are made to the sinks inside `publish`
 /// and `broadcast`, under one lock, so every node sees one order.
+///
+/// History is kept within each channel's byte budget
+/// ([`ChannelsConfig::max_history_bytes`](crate::ChannelsConfig::max_history_bytes))
+/// and within one budget for all channels together
+/// ([`max_history_bytes`](Self::max_history_bytes), 64 MiB by default):
+/// past it the oldest publication of all goes first, whichever channel
+/// it is in, so this process's memory is bounded by what history holds.
 pub struct MemoryBackend {
     state: Mutex<State>,
     clock: Clock,
 }
+
+/// [`MemoryBackend::max_history_bytes`]'s default.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
 
 impl fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,6 +61,15 @@ struct State {
     sinks: BTreeMap<NodeId, Arc<dyn Sink>>,
     subscriptions: HashMap<String, Vec<NodeId>>,
     histories: HashMap<String, History>,
+    /// Bytes (publications' weights) in every history.
+    history_bytes: usize,
+    /// The most `history_bytes` may reach.
+    max_history_bytes: usize,
+    /// Each history's oldest publication by its number: the oldest of
+    /// all is the first.
+    oldest: BTreeMap<u64, String>,
+    /// The number of the next publication kept.
+    next_kept: u64,
     channels: BTreeMap<String, Channel>,
     /// Per user, the channels it created that exist: kept in step with
     /// `channels` by `add_channel` and `remove_channel`.
@@ -62,21 +81,24 @@ struct State {
 struct History {
     epoch: String,
     top: u64,
-    entries: VecDeque<(Instant, Publication)>,
+    entries: VecDeque<Kept>,
+    /// The entries' weights.
+    bytes: usize,
+}
+
+/// A publication in history.
+struct Kept {
+    /// When it expires.
+    expires: Instant,
+    /// Its number among every channel's publications kept, for the
+    /// oldest-first eviction across channels.
+    number: u64,
+    /// Its weight ([`Publication::weight`]).
+    bytes: usize,
+    publication: Publication,
 }
 
 impl History {
-    fn expire(&mut self, now: Instant, size: Option<u32>) {
-        while self.entries.front().is_some_and(|(at, _)| *at <= now) {
-            self.entries.pop_front();
-        }
-        if let Some(size) = size {
-            while self.entries.len() > size as usize {
-                self.entries.pop_front();
-            }
-        }
-    }
-
     fn position(&self) -> Position {
         Position {
             offset: self.top,
@@ -152,10 +174,25 @@ impl MemoryBackend {
         Self {
             state: Mutex::new(State {
                 epoch_base: NodeId::random().0,
+                max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
                 ..State::default()
             }),
             clock,
         }
+    }
+
+    /// Caps the history of all channels together at `bytes` (publications'
+    /// weights, about their JSON size): past it, the oldest publication of
+    /// all goes first. Default [`DEFAULT_MAX_HISTORY_BYTES`] (64 MiB).
+    pub fn max_history_bytes(self, bytes: usize) -> Self {
+        self.lock().max_history_bytes = bytes;
+        self
+    }
+
+    /// Bytes (publications' weights) the history of every channel holds
+    /// now.
+    pub fn history_bytes(&self) -> usize {
+        self.lock().history_bytes
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -185,10 +222,87 @@ impl State {
                     epoch,
                     top: 0,
                     entries: VecDeque::new(),
+                    bytes: 0,
                 },
             );
         }
         self.histories.get_mut(channel).expect("inserted above")
+    }
+
+    /// Keeps `publication` in `channel`'s history (begun), then trims it
+    /// to `spec` and every history to the node's budget.
+    fn keep(&mut self, channel: &str, publication: Publication, spec: HistorySpec, now: Instant) {
+        let number = self.next_kept;
+        self.next_kept += 1;
+        let bytes = publication.weight();
+        let history = self.history(channel);
+        let was_empty = history.entries.is_empty();
+        history.bytes += bytes;
+        history.entries.push_back(Kept {
+            expires: now + spec.ttl,
+            number,
+            bytes,
+            publication,
+        });
+        self.history_bytes += bytes;
+        if was_empty {
+            self.oldest.insert(number, channel.to_owned());
+        }
+        self.trim(channel, now, Some(spec));
+        while self.history_bytes > self.max_history_bytes {
+            let Some((_, oldest)) = self.oldest.first_key_value() else {
+                break;
+            };
+            let oldest = oldest.clone();
+            self.pop_oldest(&oldest);
+        }
+    }
+
+    /// Drops `channel`'s expired publications, and with `spec` those past
+    /// its size and byte budget, oldest first.
+    fn trim(&mut self, channel: &str, now: Instant, spec: Option<HistorySpec>) {
+        loop {
+            let Some(history) = self.histories.get(channel) else {
+                return;
+            };
+            let Some(front) = history.entries.front() else {
+                return;
+            };
+            let over = spec.is_some_and(|spec| {
+                history.entries.len() > spec.size as usize || history.bytes as u64 > spec.max_bytes
+            });
+            if front.expires > now && !over {
+                return;
+            }
+            self.pop_oldest(channel);
+        }
+    }
+
+    /// Drops the oldest publication of `channel`'s history.
+    fn pop_oldest(&mut self, channel: &str) {
+        let Some(history) = self.histories.get_mut(channel) else {
+            return;
+        };
+        let Some(kept) = history.entries.pop_front() else {
+            return;
+        };
+        history.bytes -= kept.bytes;
+        self.history_bytes -= kept.bytes;
+        self.oldest.remove(&kept.number);
+        if let Some(next) = history.entries.front() {
+            self.oldest.insert(next.number, channel.to_owned());
+        }
+    }
+
+    /// Forgets `channel`'s history.
+    fn drop_history(&mut self, channel: &str) {
+        let Some(history) = self.histories.remove(channel) else {
+            return;
+        };
+        self.history_bytes -= history.bytes;
+        if let Some(front) = history.entries.front() {
+            self.oldest.remove(&front.number);
+        }
     }
 
     /// The channel, unless it is missing or has lingered out (then its
@@ -217,7 +331,7 @@ impl State {
 
     /// Removes a channel and its history.
     fn remove_channel(&mut self, name: &str) {
-        self.histories.remove(name);
+        self.drop_history(name);
         let Some(channel) = self.channels.remove(name) else {
             return;
         };
@@ -244,8 +358,20 @@ impl State {
                 .count(),
             "the creators' counts follow the channels"
         );
-        let channels = &self.channels;
-        self.histories.retain(|name, _| channels.contains_key(name));
+        let orphans: Vec<String> = self
+            .histories
+            .keys()
+            .filter(|name| !self.channels.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in orphans {
+            self.drop_history(&name);
+        }
+        debug_assert_eq!(
+            self.history_bytes,
+            self.histories.values().map(|h| h.bytes).sum::<usize>(),
+            "the node's history bytes follow the channels'"
+        );
     }
 }
 
@@ -299,10 +425,7 @@ impl Broker for MemoryBackend {
             history.top += 1;
             let position = history.position();
             publication.position = Some(position.clone());
-            history
-                .entries
-                .push_back((now + spec.ttl, publication.clone()));
-            history.expire(now, Some(spec.size));
+            state.keep(channel, publication.clone(), spec, now);
             position
         });
         if let Some(nodes) = state.subscriptions.get(channel) {
@@ -323,8 +446,9 @@ impl Broker for MemoryBackend {
     ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
         let now = self.now();
         let mut state = self.lock();
+        state.history(channel);
+        state.trim(channel, now, None);
         let history = state.history(channel);
-        history.expire(now, None);
         let top = history.position();
         let Some(since) = since else {
             return ready(Ok(HistoryPage {
@@ -336,7 +460,7 @@ impl Broker for MemoryBackend {
         let first_kept = history
             .entries
             .front()
-            .and_then(|(_, p)| p.position.as_ref().map(|p| p.offset))
+            .and_then(|kept| kept.publication.position.as_ref().map(|p| p.offset))
             .unwrap_or(history.top + 1);
         let missing = history.top.saturating_sub(since.offset);
         let complete = since.epoch == history.epoch
@@ -347,8 +471,9 @@ impl Broker for MemoryBackend {
             history
                 .entries
                 .iter()
-                .filter(|(_, p)| p.position.as_ref().is_some_and(|p| p.offset > since.offset))
-                .map(|(_, p)| p.clone())
+                .map(|kept| &kept.publication)
+                .filter(|p| p.position.as_ref().is_some_and(|p| p.offset > since.offset))
+                .cloned()
                 .collect()
         } else {
             Vec::new()
@@ -361,7 +486,7 @@ impl Broker for MemoryBackend {
     }
 
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
-        self.lock().histories.remove(channel);
+        self.lock().drop_history(channel);
         ready(Ok(()))
     }
 }
@@ -406,7 +531,7 @@ impl PresenceStore for MemoryBackend {
         }
         // A channel made anew starts a new history, so offsets from an
         // earlier channel of that name are never taken for this one's.
-        state.histories.remove(channel);
+        state.drop_history(channel);
         owner.role = Role::OWNER;
         let creator = owner.user.clone();
         let mut roles = HashMap::new();
@@ -678,6 +803,22 @@ impl PresenceStore for MemoryBackend {
         state.remove_channel(channel);
         ready(Ok(()))
     }
+
+    fn standing<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Standing, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        ready(Ok(Standing {
+            role: record.roles.get(user).cloned().unwrap_or(Role::PARTICIPANT),
+            banned: record.bans.contains_key(user),
+        }))
+    }
 }
 
 impl Controller for MemoryBackend {
@@ -723,6 +864,7 @@ mod tests {
             max_participants: 10,
             history_size: 0,
             history_ttl: Duration::from_secs(60),
+            history_bytes: 1 << 20,
             presence_events: false,
             encrypted: false,
             linger: Duration::from_secs(60),
@@ -739,6 +881,71 @@ mod tests {
             max_per_user: 1_000,
         };
         now(store.create(name, options, owner, Duration::from_secs(60), limits))
+    }
+
+    fn kb_message(n: u64) -> Publication {
+        // About 1 KiB of JSON each, all of one weight.
+        let data = serde_json::json!({"n": format!("{n:04}"), "pad": "x".repeat(900)});
+        Publication::message(None, crate::Payload::new(&data))
+    }
+
+    fn spec(max_bytes: u64) -> HistorySpec {
+        HistorySpec {
+            size: 1_000,
+            ttl: Duration::from_secs(600),
+            max_bytes,
+        }
+    }
+
+    fn offsets(store: &MemoryBackend, channel: &str) -> Vec<u64> {
+        let state = store.lock();
+        state.histories.get(channel).map_or_else(Vec::new, |h| {
+            h.entries
+                .iter()
+                .map(|kept| kept.publication.position.as_ref().unwrap().offset)
+                .collect()
+        })
+    }
+
+    // ROBUSTNESS 106: history is bounded by bytes, per channel and for the
+    // node, the oldest publication going first; a recovery from further
+    // back says it cannot (`complete: false`), never a partial replay.
+    #[test]
+    fn history_keeps_to_its_byte_budgets() {
+        let weight = kb_message(0).weight();
+        let store = MemoryBackend::new().max_history_bytes(10 * weight);
+        for n in 0..20 {
+            now(store.publish("a", kb_message(n), Some(spec(4 * weight as u64)))).unwrap();
+        }
+        assert_eq!(
+            offsets(&store, "a"),
+            [17, 18, 19, 20],
+            "four fit in the channel's budget"
+        );
+        assert_eq!(store.history_bytes(), 4 * weight);
+        let epoch = store.lock().histories["a"].epoch.clone();
+        let page = now(store.history("a", Some(Position { offset: 15, epoch }), 100)).unwrap();
+        assert!(!page.complete && page.publications.is_empty(), "{page:?}");
+
+        // Over the node's budget, the oldest of all goes, whichever channel.
+        for n in 0..8 {
+            now(store.publish("b", kb_message(n), Some(spec(100 * weight as u64)))).unwrap();
+        }
+        assert_eq!(store.history_bytes(), 10 * weight);
+        assert_eq!(offsets(&store, "a"), [19, 20], "a's oldest went first");
+        assert_eq!(offsets(&store, "b").len(), 8);
+        for n in 8..12 {
+            now(store.publish("b", kb_message(n), Some(spec(100 * weight as u64)))).unwrap();
+        }
+        assert!(offsets(&store, "a").is_empty());
+        assert_eq!(offsets(&store, "b"), (3..=12).collect::<Vec<_>>());
+        assert_eq!(store.history_bytes(), 10 * weight);
+
+        // Forgetting a history gives its bytes back.
+        now(store.remove_history("b")).unwrap();
+        now(store.remove_history("a")).unwrap();
+        assert_eq!(store.history_bytes(), 0);
+        assert!(store.lock().oldest.is_empty());
     }
 
     #[test]

@@ -220,6 +220,26 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Removes a channel, its members, roles and bans.
     fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>>;
+
+    /// `user`'s role in the channel (participant unless given another)
+    /// and whether it is banned, as the store has them now; a channel
+    /// that does not exist is [`ErrorCode::NotFound`](crate::ErrorCode::NotFound).
+    /// Nodes check a role change or a ban they are told of against it
+    /// before acting on it.
+    fn standing<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Standing, ChannelError>>;
+}
+
+/// A user's standing in a channel ([`PresenceStore::standing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// Its role.
+    pub role: Role,
+    /// Whether it is banned now.
+    pub banned: bool,
 }
 
 /// Sends control messages to every node.
@@ -237,6 +257,45 @@ pub(crate) fn not_banned(channel: &str, user: &str) -> ChannelError {
         crate::ErrorCode::NotFound,
         format!("{user:?} is not banned from {channel:?}"),
     )
+}
+
+/// The secret every node of a cluster shares: control messages (kicks,
+/// bans, role changes, disconnects, heartbeats) are signed with it
+/// (HMAC-SHA256) and each node takes only those that carry a valid
+/// signature, were sent within the last minute (nodes' clocks must agree
+/// that closely) and were not seen before. Anyone who can publish on the
+/// broker but lacks the key cannot forge or replay one. At least 32 bytes;
+/// `Debug` never shows it.
+#[derive(Clone)]
+pub struct ClusterKey(
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))] Arc<[u8]>,
+);
+
+impl ClusterKey {
+    /// A key from `secret` (32 bytes or more, for example 32 random bytes
+    /// or a long random string), or [`ErrorCode::BadRequest`](crate::ErrorCode::BadRequest).
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<Self, ChannelError> {
+        let secret = secret.as_ref();
+        if secret.len() < 32 {
+            return Err(ChannelError::new(
+                crate::ErrorCode::BadRequest,
+                "a cluster key needs at least 32 bytes",
+            ));
+        }
+        Ok(Self(secret.into()))
+    }
+
+    /// The secret.
+    #[cfg(any(feature = "redis", feature = "nats"))]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
 }
 
 /// What a [`PresenceStore::create`] may not pass.
@@ -298,42 +357,61 @@ impl Backend {
     }
 
     /// The backend a URL names: `memory` (one node; the default),
-    /// `redis://...` or `rediss://...` (feature `redis`), `nats://...`
-    /// (feature `nats`), each with its defaults and the key or subject
-    /// prefix `ws`. Connecting retries with backoff for up to 30 s, then
-    /// fails with [`ErrorCode::Unavailable`](crate::ErrorCode::Unavailable);
-    /// a URL of another scheme, or of a backend this build lacks, fails at
-    /// once with [`ErrorCode::BadRequest`](crate::ErrorCode::BadRequest).
-    pub async fn connect(url: &str) -> Result<Self, ChannelError> {
+    /// `redis://...` or `rediss://...` (feature `redis`), `nats://...` or
+    /// `tls://...` (NATS over TLS; feature `nats`), each with its defaults
+    /// and the key or subject prefix `ws`. A cluster backend needs the
+    /// cluster's `key` (see [`ClusterKey`]); `memory` takes `None`.
+    /// Connecting retries with backoff for up to 30 s, then fails with
+    /// [`ErrorCode::Unavailable`](crate::ErrorCode::Unavailable);
+    /// credentials the broker refuses, a URL of another scheme, a backend
+    /// this build lacks or a cluster backend without a key fail at once
+    /// with [`ErrorCode::BadRequest`](crate::ErrorCode::BadRequest).
+    pub async fn connect(url: &str, key: Option<ClusterKey>) -> Result<Self, ChannelError> {
         let scheme = url.split("://").next().unwrap_or(url);
+        #[cfg(not(any(feature = "redis", feature = "nats")))]
+        let _ = key;
         #[cfg(not(all(feature = "redis", feature = "nats")))]
         let missing = || {
             ChannelError::new(
                 crate::ErrorCode::BadRequest,
                 format!(
                     "this build has no {scheme} backend: enable ws-channels' `{}` feature",
-                    if scheme == "nats" { "nats" } else { "redis" }
+                    if matches!(scheme, "nats" | "tls") {
+                        "nats"
+                    } else {
+                        "redis"
+                    }
                 ),
             )
+        };
+        #[cfg(any(feature = "redis", feature = "nats"))]
+        let key = || {
+            key.clone().ok_or_else(|| {
+                ChannelError::new(
+                    crate::ErrorCode::BadRequest,
+                    "a cluster backend needs the cluster's key (ClusterKey), shared by its nodes",
+                )
+            })
         };
         match scheme {
             "memory" => Ok(Self::memory(MemoryBackend::new())),
             #[cfg(feature = "redis")]
             "redis" | "rediss" => Ok(Self::shared(
-                RedisBackend::connect(RedisConfig::new(url)).await?,
+                RedisBackend::connect(RedisConfig::new(url, key()?)).await?,
             )),
             #[cfg(not(feature = "redis"))]
             "redis" | "rediss" => Err(missing()),
             #[cfg(feature = "nats")]
-            "nats" => Ok(Self::shared(
-                NatsBackend::connect(NatsConfig::new(url)).await?,
+            "nats" | "tls" => Ok(Self::shared(
+                NatsBackend::connect(NatsConfig::new(url, key()?)).await?,
             )),
             #[cfg(not(feature = "nats"))]
-            "nats" => Err(missing()),
+            "nats" | "tls" => Err(missing()),
             _ => Err(ChannelError::new(
                 crate::ErrorCode::BadRequest,
                 format!(
-                    "unknown channel backend {scheme:?}: use memory, redis://... or nats://..."
+                    "unknown channel backend {scheme:?}: use memory, redis://..., rediss://..., \
+                     nats://... or tls://..."
                 ),
             )),
         }

@@ -47,9 +47,14 @@ use async_nats::{Client, HeaderMap};
 use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{ControlWire, Peers, leave, lock, ms, new_epoch, redact, with_backoff};
+use super::cluster::{
+    Attempt, ControlSigner, ControlWire, Peers, leave, lock, ms, new_epoch, redact, to_hex,
+    with_backoff,
+};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
-use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink};
+use super::{
+    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Sink, Standing,
+};
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
@@ -81,6 +86,16 @@ pub struct NatsConfig {
     /// How long the history stream keeps a message at most: the longest
     /// `history_ttl` a channel may ask for. Default 24 hours.
     pub max_history_age: Duration,
+    /// Bytes the history stream holds at most, every channel together (on
+    /// the NATS server's disk); past it the oldest messages go. Default
+    /// 1 GiB.
+    pub max_history_bytes: u64,
+    /// The cluster's shared secret, which signs control messages (see
+    /// [`ClusterKey`]).
+    pub cluster_key: ClusterKey,
+    /// A CA certificate (PEM file) to trust for TLS instead of the
+    /// Mozilla roots; TLS is then required.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for NatsConfig {
@@ -93,13 +108,23 @@ impl fmt::Debug for NatsConfig {
             .field("command_timeout", &self.command_timeout)
             .field("max_history", &self.max_history)
             .field("max_history_age", &self.max_history_age)
-            .finish()
+            .field("max_history_bytes", &self.max_history_bytes)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish_non_exhaustive()
     }
 }
 
 impl NatsConfig {
-    /// The defaults, for the NATS at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// Trusts this CA certificate (a PEM file) for TLS instead of the
+    /// Mozilla roots, and requires TLS.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// The defaults, for the NATS at `url` (`tls://` requires TLS), with
+    /// the cluster's key.
+    pub fn new(url: impl Into<String>, cluster_key: ClusterKey) -> Self {
         Self {
             url: url.into(),
             prefix: "ws".into(),
@@ -108,6 +133,9 @@ impl NatsConfig {
             command_timeout: Duration::from_secs(5),
             max_history: 1_000,
             max_history_age: Duration::from_secs(24 * 3600),
+            max_history_bytes: 1 << 30,
+            cluster_key,
+            tls_ca_file: None,
         }
     }
 }
@@ -247,7 +275,7 @@ fn not_found(channel: &str) -> ChannelError {
 }
 
 fn hex(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
+    to_hex(name.as_bytes())
 }
 
 fn unhex(text: &str) -> Option<String> {
@@ -299,6 +327,7 @@ struct Shared {
     restore: AtomicBool,
     peers: Peers,
     events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>>>,
+    signer: ControlSigner,
 }
 
 impl Drop for NatsBackend {
@@ -310,6 +339,48 @@ impl Drop for NatsBackend {
             task.abort();
         }
     }
+}
+
+/// What a NATS URL says about who connects.
+enum Credentials {
+    /// `nats://user:password@host`.
+    User(String, String),
+    /// `nats://token@host`.
+    Token(String),
+}
+
+/// The servers of `urls` (one, or several separated by commas) without
+/// credentials, and the credentials they carry (async-nats leaves those in
+/// a URL unused). Each part is percent-decoded.
+fn servers(urls: &str) -> Result<(Vec<async_nats::ServerAddr>, Option<Credentials>), ChannelError> {
+    let bad = |why: String| ChannelError::new(ErrorCode::BadRequest, why);
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| bad(format!("{}: credentials are not UTF-8", redact(urls))))
+    };
+    let mut servers = Vec::new();
+    let mut credentials = None;
+    for one in urls.split(',') {
+        let mut url = url::Url::parse(one.trim())
+            .map_err(|e| bad(format!("not a NATS URL: {}: {e}", redact(one))))?;
+        if !url.username().is_empty() {
+            let user = decode(url.username())?;
+            credentials = Some(match url.password() {
+                Some(password) => Credentials::User(user, decode(password)?),
+                None => Credentials::Token(user),
+            });
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        let server = url
+            .as_str()
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| bad(format!("not a NATS URL: {}: {e}", redact(one))))?;
+        servers.push(server);
+    }
+    Ok((servers, credentials))
 }
 
 /// A key-value bucket, made if missing: its stream as `create_key_value`
@@ -359,10 +430,11 @@ impl NatsBackend {
                 "the NATS prefix is letters, digits, - and _",
             ));
         }
+        let (servers, credentials) = servers(&config.url)?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let client = with_backoff("NATS", &config.url, config.connect_timeout, || {
             let events_tx = events_tx.clone();
-            let options = async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new()
                 .connection_timeout(config.command_timeout)
                 .request_timeout(Some(config.command_timeout))
                 .max_reconnects(None)
@@ -372,12 +444,30 @@ impl NatsBackend {
                         let _ = events_tx.send(event);
                     }
                 });
+            if let Some(ca) = &config.tls_ca_file {
+                options = options.add_root_certificates(ca.clone()).require_tls(true);
+            }
+            match &credentials {
+                Some(Credentials::User(user, password)) => {
+                    options = options.user_and_password(user.clone(), password.clone());
+                }
+                Some(Credentials::Token(token)) => options = options.token(token.clone()),
+                None => {}
+            }
+            let servers = servers.clone();
             let url = config.url.clone();
             async move {
-                options
-                    .connect(url.as_str())
-                    .await
-                    .map_err(|e| e.to_string())
+                options.connect(servers).await.map_err(|e| {
+                    // Wrong credentials will not get better by trying again.
+                    if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+                        Attempt::Fatal(format!(
+                            "NATS at {} refused the credentials: {e}",
+                            redact(&url)
+                        ))
+                    } else {
+                        Attempt::Retry(e.to_string())
+                    }
+                })
             }
         })
         .await?;
@@ -389,6 +479,7 @@ impl NatsBackend {
                 subjects: vec![format!("{prefix}.hist.>")],
                 max_messages_per_subject: i64::from(config.max_history),
                 max_age: config.max_history_age,
+                max_bytes: i64::try_from(config.max_history_bytes).unwrap_or(i64::MAX),
                 storage: stream::StorageType::File,
                 republish: Some(stream::Republish {
                     source: format!("{prefix}.hist.>"),
@@ -408,7 +499,6 @@ impl NatsBackend {
         let created = bucket(&jetstream, &format!("{prefix}-created"), CREATED_KEPT).await?;
         Ok(Self {
             shared: Arc::new(Shared {
-                config,
                 client,
                 history,
                 presence,
@@ -420,6 +510,8 @@ impl NatsBackend {
                 restore: AtomicBool::new(false),
                 peers: Peers::default(),
                 events: Mutex::new(Some(events_rx)),
+                signer: ControlSigner::new(config.cluster_key.clone()),
+                config,
             }),
         })
     }
@@ -812,11 +904,11 @@ impl Shared {
             tokio::select! {
                 message = control.next() => {
                     let Some(message) = message else { return };
-                    match serde_json::from_slice::<ControlWire>(&message.payload) {
+                    match self.signer.open(&message.payload) {
                         Ok(ControlWire { msg: Some(message), .. }) => sink.control(&message),
-                        Ok(ControlWire { node: from, msg: None }) if from != node => self.peers.heard(from),
+                        Ok(ControlWire { node: from, msg: None, .. }) if from != node => self.peers.heard(from),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "an unreadable control message"),
+                        Err(why) => self.signer.refused(&why),
                     }
                 }
                 event = async {
@@ -868,13 +960,11 @@ impl Shared {
     }
 
     async fn beat(self: &Arc<Self>, node: NodeId) {
-        let beat = ControlWire { node, msg: None };
-        if let Ok(text) = serde_json::to_vec(&beat)
-            && self.connected().is_ok()
-        {
+        if self.connected().is_ok() {
+            let beat = self.signer.seal(node, None);
             let _ = self
                 .client
-                .publish(self.control_subject(), text.into())
+                .publish(self.control_subject(), beat.into())
                 .await;
         }
         for gone in self.peers.silent(self.config.heartbeat) {
@@ -1056,19 +1146,22 @@ impl Broker for NatsBackend {
                     complete: true,
                 });
             };
-            let size = shared
-                .record(channel)
-                .await?
-                .map_or(0, |r| u64::from(r.options.history_size));
+            let (size, budget) = shared.record(channel).await?.map_or((0, 0), |r| {
+                (u64::from(r.options.history_size), r.options.history_bytes)
+            });
             let missing = top.saturating_sub(since.offset);
             let mut complete = since.epoch == epoch
                 && since.offset <= top
                 && missing <= size
                 && usize::try_from(missing).is_ok_and(|m| m <= limit);
             // Walk back from the newest message to the first one missed.
+            // The stream keeps each channel's messages by count and age;
+            // the channel's byte budget applies here: a gap holding more
+            // bytes than it reaches further back than the history does.
             let mut publications = Vec::new();
             let now = now_ms();
             let mut expected = top;
+            let mut bytes = 0u64;
             while complete && expected > since.offset {
                 let message = match shared.history.get_raw_message(sequence).await {
                     Ok(message) => message,
@@ -1078,7 +1171,9 @@ impl Broker for NatsBackend {
                     }
                 };
                 let headers = &message.headers;
-                let fits = header_u64(headers, OFFSET) == Some(expected)
+                bytes += message.payload.len() as u64;
+                let fits = bytes <= budget
+                    && header_u64(headers, OFFSET) == Some(expected)
                     && headers.get(EPOCH).map(|e| e.as_str()) == Some(epoch.as_str())
                     && header_u64(headers, EXPIRES).is_some_and(|x| x > now);
                 match serde_json::from_slice::<Publication>(&message.payload) {
@@ -1537,6 +1632,26 @@ impl PresenceStore for NatsBackend {
                 .await
         })
     }
+
+    fn standing<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Standing, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            // `record` drops expired bans and members.
+            let record = shared
+                .record(channel)
+                .await?
+                .ok_or_else(|| not_found(channel))?;
+            Ok(Standing {
+                role: record.roles.get(user).cloned().unwrap_or(Role::PARTICIPANT),
+                banned: record.bans.contains_key(user),
+            })
+        })
+    }
 }
 
 impl Controller for NatsBackend {
@@ -1553,11 +1668,7 @@ impl Controller for NatsBackend {
                     "nats: the backend is not attached to a node",
                 ));
             };
-            let wire = ControlWire {
-                node: *node,
-                msg: Some(message),
-            };
-            let payload = serde_json::to_vec(&wire).map_err(unavailable)?;
+            let payload = shared.signer.seal(*node, Some(message));
             shared
                 .client
                 .publish(shared.control_subject(), payload.into())
@@ -1583,7 +1694,8 @@ mod tests {
 
     #[test]
     fn the_password_stays_out_of_debug() {
-        let config = NatsConfig::new("nats://me:hunter2@n1:4222");
+        let key = ClusterKey::new("a cluster key of at least 32 bytes!").unwrap();
+        let config = NatsConfig::new("nats://me:hunter2@n1:4222", key);
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

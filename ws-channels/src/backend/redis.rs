@@ -45,9 +45,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{ControlWire, Peers, leave, lock, ms, new_epoch, redact, with_backoff};
+use super::cluster::{
+    Attempt, ControlSigner, ControlWire, Peers, leave, lock, ms, new_epoch, redact, to_hex,
+    with_backoff,
+};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
-use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink};
+use super::{
+    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Sink, Standing,
+};
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
@@ -71,6 +76,12 @@ pub struct RedisConfig {
     /// How long one command may take before it fails with
     /// [`ErrorCode::Unavailable`]. Default 5 s.
     pub command_timeout: Duration,
+    /// The cluster's shared secret, which signs control messages (see
+    /// [`ClusterKey`]).
+    pub cluster_key: ClusterKey,
+    /// A CA certificate (PEM) to trust for `rediss://` instead of the
+    /// system's roots: for a Redis whose certificate a private CA signed.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -81,20 +92,30 @@ impl fmt::Debug for RedisConfig {
             .field("heartbeat", &self.heartbeat)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
-            .finish()
+            .field("tls_ca", &self.tls_ca.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl RedisConfig {
-    /// The defaults, for the Redis at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// The defaults, for the Redis at `url`, with the cluster's key.
+    pub fn new(url: impl Into<String>, cluster_key: ClusterKey) -> Self {
         Self {
             url: url.into(),
             prefix: "ws".into(),
             heartbeat: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5),
+            cluster_key,
+            tls_ca: None,
         }
+    }
+
+    /// Trusts this CA certificate (PEM) for `rediss://` instead of the
+    /// system's roots.
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
     }
 }
 
@@ -124,6 +145,7 @@ struct Scripts {
     publish: Script,
     history: Script,
     remove_history: Script,
+    standing: Script,
 }
 
 impl Scripts {
@@ -143,6 +165,7 @@ impl Scripts {
             publish: script!("publish.lua"),
             history: script!("history.lua"),
             remove_history: script!("remove_history.lua"),
+            standing: script!("standing.lua"),
         }
     }
 }
@@ -180,6 +203,7 @@ struct Shared {
     /// The presence TTL the manager last asked for, in ms.
     ttl_ms: AtomicU64,
     peers: Peers,
+    signer: ControlSigner,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -196,6 +220,16 @@ impl Drop for RedisBackend {
             task.abort();
         }
     }
+}
+
+/// Whether Redis refused the connection's credentials (a wrong password,
+/// an unknown or disabled ACL user).
+fn refuses_credentials(error: &redis::RedisError) -> bool {
+    let text = error.to_string();
+    matches!(error.kind(), redis::ErrorKind::AuthenticationFailed)
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+        || text.contains("NOPERM")
 }
 
 fn unavailable(error: impl fmt::Display) -> ChannelError {
@@ -262,7 +296,17 @@ impl RedisBackend {
                 "the Redis key prefix may not contain { or }",
             ));
         }
-        let client = Client::open(config.url.as_str()).map_err(|e| {
+        let client = match &config.tls_ca {
+            None => Client::open(config.url.as_str()),
+            Some(ca) => Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+        }
+        .map_err(|e| {
             ChannelError::new(
                 ErrorCode::BadRequest,
                 format!("not a Redis URL: {}: {e}", redact(&config.url)),
@@ -283,15 +327,22 @@ impl RedisBackend {
             };
             match tokio::time::timeout(config.command_timeout, attempt).await {
                 Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", config.command_timeout)),
+                // Wrong credentials will not get better by trying again.
+                Ok(Err(e)) if refuses_credentials(&e) => Err(Attempt::Fatal(format!(
+                    "Redis at {} refused the credentials: {e}",
+                    redact(&config.url)
+                ))),
+                Ok(Err(e)) => Err(Attempt::Retry(e.to_string())),
+                Err(_) => Err(Attempt::Retry(format!(
+                    "no answer within {:?}",
+                    config.command_timeout
+                ))),
             }
         })
         .await?;
         let (pubsub, _) = tokio::sync::watch::channel(None);
         Ok(Self {
             shared: Arc::new(Shared {
-                config,
                 client,
                 conn,
                 scripts: Scripts::new(),
@@ -303,6 +354,8 @@ impl RedisBackend {
                 restore: AtomicBool::new(false),
                 ttl_ms: AtomicU64::new(60_000),
                 peers: Peers::default(),
+                signer: ControlSigner::new(config.cluster_key.clone()),
+                config,
             }),
         })
     }
@@ -588,13 +641,15 @@ impl Shared {
         let name = message.get_channel_name();
         let payload = message.get_payload_bytes();
         if name == self.control_channel() {
-            match serde_json::from_slice::<ControlWire>(payload) {
-                Ok(ControlWire { node: from, msg }) => match msg {
+            match self.signer.open(payload) {
+                Ok(ControlWire {
+                    node: from, msg, ..
+                }) => match msg {
                     Some(message) => sink.control(&message),
                     None if from != node => self.peers.heard(from),
                     None => {}
                 },
-                Err(e) => tracing::warn!(error = %e, "an unreadable control message"),
+                Err(why) => self.signer.refused(&why),
             }
             return;
         }
@@ -616,12 +671,10 @@ impl Shared {
     /// Says this node is alive, and removes the members of nodes that
     /// stopped saying so from the channels this node shares with them.
     async fn beat(self: &Arc<Self>, node: NodeId) {
-        let beat = ControlWire { node, msg: None };
-        if let Ok(text) = serde_json::to_string(&beat) {
-            let _ = self
-                .command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(text))
-                .await;
-        }
+        let beat = self.signer.seal(node, None);
+        let _ = self
+            .command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(beat))
+            .await;
         let dead = self.peers.silent(self.config.heartbeat);
         for gone in dead {
             tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
@@ -728,8 +781,7 @@ impl Shared {
 
     /// The set of channels `user` created (names, some perhaps gone).
     fn created_key(&self, user: &str) -> String {
-        let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("{}:created:{hex}", self.config.prefix)
+        format!("{}:created:{}", self.config.prefix, to_hex(user.as_bytes()))
     }
 
     /// Fails with `limit` when `user` has created `max` channels that
@@ -882,7 +934,8 @@ impl Broker for RedisBackend {
                 .arg(json)
                 .arg(spec.size)
                 .arg(ms(spec.ttl))
-                .arg(shared.pubsub_channel(channel));
+                .arg(shared.pubsub_channel(channel))
+                .arg(spec.max_bytes);
             let mut conn = shared.conn();
             let reply: Reply = invocation
                 .invoke_async(&mut conn)
@@ -1334,6 +1387,30 @@ impl PresenceStore for RedisBackend {
                 .await
         })
     }
+
+    fn standing<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Standing, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let reply = shared
+                .on_channel(&shared.scripts.standing, channel, &[user.to_owned()])
+                .await?;
+            let reply = items(&reply);
+            match text(at(reply, 0)).as_str() {
+                "ok" => Ok(Standing {
+                    role: match text(at(reply, 1)) {
+                        role if role.is_empty() => Role::PARTICIPANT,
+                        role => role_of(&role),
+                    },
+                    banned: int(at(reply, 2)) == 1,
+                }),
+                status => Err(status_error(status, channel)),
+            }
+        })
+    }
 }
 
 impl Controller for RedisBackend {
@@ -1349,11 +1426,7 @@ impl Controller for RedisBackend {
                     "redis: the backend is not attached to a node",
                 ));
             };
-            let wire = ControlWire {
-                node: *node,
-                msg: Some(message),
-            };
-            let text = serde_json::to_string(&wire).map_err(unavailable)?;
+            let text = shared.signer.seal(*node, Some(message));
             shared
                 .command::<()>(
                     redis::cmd("PUBLISH")
@@ -1371,7 +1444,8 @@ mod tests {
 
     #[test]
     fn the_password_stays_out_of_debug() {
-        let config = RedisConfig::new("redis://:hunter2@db");
+        let key = ClusterKey::new("a cluster key of at least 32 bytes!").unwrap();
+        let config = RedisConfig::new("redis://:hunter2@db", key);
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

@@ -16,6 +16,8 @@ use ws_tokio::{Message, WebSocket};
 
 pub const WAIT: Duration = Duration::from_secs(15);
 pub const TOKEN: &str = "test-admin-token-0123456789";
+/// The cluster key the tests' `ws serve` nodes share.
+pub const CLUSTER_KEY: &str = "the cluster key of the ws serve tests";
 
 pub fn ws_binary() -> &'static str {
     env!("CARGO_BIN_EXE_ws")

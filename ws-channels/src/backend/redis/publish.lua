@@ -1,12 +1,26 @@
 -- Appends to history and publishes in one step, so every node sees
 -- offsets in order. KEYS: meta, hist. ARGV: publication JSON, size,
--- ttl ms, Redis channel. Reply: status, offset, epoch
+-- ttl ms, Redis channel, byte budget. Reply: status, offset, epoch
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
 local now = now_ms()
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], top .. '-0',
-  'x', now + tonumber(ARGV[3]), 'p', ARGV[1])
+local bytes = #ARGV[1]
+redis.call('XADD', KEYS[2], top .. '-0', 'x', now + tonumber(ARGV[3]), 'p', ARGV[1], 'n', bytes)
+-- The history keeps at most `size` entries and `budget` bytes of them,
+-- the oldest going first; 'hbytes' in meta counts what it holds.
+local held = redis.call('HINCRBY', KEYS[1], 'hbytes', bytes)
+local size, budget = tonumber(ARGV[2]), tonumber(ARGV[5])
+while held > budget or redis.call('XLEN', KEYS[2]) > size do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  if not oldest then break end
+  local fields, weight = oldest[2], 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then weight = tonumber(fields[i + 1]) end
+  end
+  redis.call('XDEL', KEYS[2], oldest[1])
+  held = redis.call('HINCRBY', KEYS[1], 'hbytes', -weight)
+end
 inherit(2)
 redis.call('PUBLISH', ARGV[4],
   '{"o":' .. top .. ',"e":"' .. epoch .. '","p":' .. ARGV[1] .. '}')
