@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ws_channels::{Channels, ChannelsConfig, ChannelsHandle, Target, close_codes};
+use ws_channels::{Channels, ChannelsConfig, ChannelsHandle, Target, TopicAccess, close_codes};
 
 use super::common::{Raw, TestServer, channels_socket, masked_frame, serve};
 use crate::rt::{self, ws};
@@ -126,7 +126,7 @@ async fn every_command_and_error_code() {
         ..ChannelsConfig::default()
     }
     .role("moderator", ["kick", "publish", "leave", "presence"])
-    .topic("alerts");
+    .topic("alerts", TopicAccess::Everyone);
     let (server, handle) = channels_server(config, ServerConfig::default()).await;
     let mut ann = Client::connect(&server, "ann").await;
     let mut bob = Client::connect(&server, "bob").await;
@@ -508,7 +508,64 @@ async fn commands_past_the_rate_are_paced_not_refused() {
     ann.ok("room", "leave", json!({})).await;
 }
 
+// ROBUSTNESS 108, over real connections with signed tokens: a session
+// whose JWT claims no role the topic names is refused (`forbidden`) and
+// gets none of its events; one that claims it subscribes.
+async fn restricted_topics_refuse_sessions_without_the_role() {
+    use jsonwebtoken::{EncodingKey, Header};
+    const SECRET: &[u8] = b"a secret of thirty-two bytes or more!!";
+    let config = ChannelsConfig::default().topic("ops", TopicAccess::roles(["oncall"]));
+    let channels = Channels::builder(config).build();
+    let endpoint = channels
+        .endpoint()
+        .authenticator(ws::auth::BearerJwt::hs256(SECRET));
+    let handle = channels.handle();
+    let server = serve(ws::server().route("/channels", endpoint).build()).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let connect = |claims: Value| {
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let request = http::Request::get(server.url("/channels"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        async move {
+            let (socket, _) = ws::connect(request).await.unwrap();
+            Client {
+                socket,
+                next: 0,
+                events: VecDeque::new(),
+            }
+        }
+    };
+    let mut oncall = connect(json!({"sub": "ann", "exp": exp, "roles": ["oncall"]})).await;
+    let mut mallory = connect(json!({"sub": "mallory", "exp": exp, "roles": ["guest"]})).await;
+    oncall.ok("ops", "subscribe", json!({})).await;
+    assert_eq!(
+        mallory.refused("ops", "subscribe", json!({})).await,
+        "forbidden"
+    );
+    handle.emit("ops", &json!({"page": 1})).await.unwrap();
+    assert_eq!(oncall.event("event").await["data"]["page"], 1);
+    // Mallory's next reply comes with nothing of "ops" before it.
+    mallory.ok("x", "create", json!({})).await;
+    assert!(
+        mallory.events.iter().all(|e| e["channel"] != "ops"),
+        "{:?}",
+        mallory.events
+    );
+}
+
 adapter_tests!(
+    restricted_topics_refuse_sessions_without_the_role,
     commands_past_the_rate_are_paced_not_refused,
     fan_out_follows_members_and_spares_the_publisher_without_echo,
     every_command_and_error_code,

@@ -37,6 +37,14 @@ impl Identity {
             claims: Value::Null,
         }
     }
+
+    /// An identity with these claims (for an authenticator of your own).
+    pub fn with_claims(subject: impl Into<String>, claims: Value) -> Self {
+        Self {
+            subject: subject.into(),
+            claims,
+        }
+    }
 }
 
 /// Decides whether a handshake may proceed, from its request head.

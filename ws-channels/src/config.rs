@@ -2,6 +2,7 @@
 //! each field's documentation.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::types::{ChannelOptions, Role};
@@ -117,8 +118,81 @@ pub struct ChannelsConfig {
     /// Custom commands and the roles (besides owners) allowed to use them.
     /// Empty by default.
     pub commands: BTreeMap<String, BTreeSet<Role>>,
-    /// Topics sessions may subscribe to. Empty by default.
-    pub topics: BTreeSet<String>,
+    /// Topics sessions may subscribe to, and who may. Empty by default.
+    pub topics: BTreeMap<String, TopicAccess>,
+}
+
+/// Who may subscribe to a server-event topic. Others get `forbidden`.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum TopicAccess {
+    /// Every session.
+    Everyone,
+    /// Sessions whose identity claims one of these roles: a JWT's `roles`
+    /// (an array of strings) or `role` (a string) claim.
+    Roles(BTreeSet<String>),
+    /// Sessions the application's rule lets in, from the topic, the user
+    /// and its identity's claims.
+    Rule(Arc<dyn Fn(&TopicRequest<'_>) -> bool + Send + Sync>),
+}
+
+/// A subscription asked for, as a [`TopicAccess::Rule`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TopicRequest<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The session's user (`None`: anonymous).
+    pub user: Option<&'a str>,
+    /// Its identity's claims (`Null` when it has none).
+    pub claims: &'a serde_json::Value,
+}
+
+impl TopicAccess {
+    /// [`TopicAccess::Roles`] from names.
+    pub fn roles<I: IntoIterator<Item = S>, S: Into<String>>(roles: I) -> Self {
+        Self::Roles(roles.into_iter().map(Into::into).collect())
+    }
+
+    /// [`TopicAccess::Rule`] from a closure.
+    pub fn rule(rule: impl Fn(&TopicRequest<'_>) -> bool + Send + Sync + 'static) -> Self {
+        Self::Rule(Arc::new(rule))
+    }
+
+    /// Whether the session of `request` may subscribe.
+    pub fn allows(&self, request: &TopicRequest<'_>) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Roles(roles) => claimed_roles(request.claims).any(|role| roles.contains(role)),
+            Self::Rule(rule) => rule(request),
+        }
+    }
+
+    /// Whether deciding needs the session's claims.
+    pub(crate) fn needs_claims(&self) -> bool {
+        !matches!(self, Self::Everyone)
+    }
+}
+
+/// The roles an identity's claims name: `roles` (strings) and `role`.
+fn claimed_roles(claims: &serde_json::Value) -> impl Iterator<Item = &str> {
+    let listed = claims
+        .get("roles")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str);
+    listed.chain(claims.get("role").and_then(serde_json::Value::as_str))
+}
+
+impl std::fmt::Debug for TopicAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Everyone => f.write_str("Everyone"),
+            Self::Roles(roles) => f.debug_tuple("Roles").field(roles).finish(),
+            Self::Rule(_) => f.write_str("Rule(..)"),
+        }
+    }
 }
 
 impl Default for ChannelsConfig {
@@ -149,7 +223,7 @@ impl Default for ChannelsConfig {
             max_recovery_buffer: 1_000,
             roles: BTreeMap::new(),
             commands: BTreeMap::new(),
-            topics: BTreeSet::new(),
+            topics: BTreeMap::new(),
         }
     }
 }
@@ -216,9 +290,10 @@ impl ChannelsConfig {
         self
     }
 
-    /// Adds a topic sessions may subscribe to.
-    pub fn topic(mut self, name: &str) -> Self {
-        self.topics.insert(name.to_owned());
+    /// Adds a topic, and who may subscribe to it (an open topic says
+    /// [`TopicAccess::Everyone`]).
+    pub fn topic(mut self, name: &str, access: TopicAccess) -> Self {
+        self.topics.insert(name.to_owned(), access);
         self
     }
 

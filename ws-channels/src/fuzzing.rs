@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::{BUILTIN_COMMANDS, ChannelsConfig, SlowSubscriber};
+use crate::config::{BUILTIN_COMMANDS, ChannelsConfig, SlowSubscriber, TopicAccess};
 use crate::sim::Sim;
 use crate::types::SessionId;
 
@@ -32,7 +32,7 @@ pub fn channels(data: &[u8]) {
     }
     .role("mod", ["kick", "publish", "leave"])
     .command("roll", ["participant"])
-    .topic("t");
+    .topic("t", TopicAccess::Everyone);
     let mut sim = Sim::new(2, config);
     let mut open: Vec<(usize, SessionId)> = Vec::new();
     let mut next = 1u64;

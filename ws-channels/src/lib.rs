@@ -56,7 +56,7 @@ pub mod sim;
 mod types;
 
 pub use backend::{Backend, MemoryBackend, OpResult, Operation};
-pub use config::{ChannelsConfig, SlowSubscriber, close_codes};
+pub use config::{ChannelsConfig, SlowSubscriber, TopicAccess, TopicRequest, close_codes};
 pub use manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOPIC_PREFIX};
 pub use service::{Channels, ChannelsBuilder, ChannelsHandle, Session};
 pub use types::{

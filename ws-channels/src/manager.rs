@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use ws_async::auth::Identity;
 use ws_core::EncodedMessage;
 use ws_core::envelope::{Envelope, EnvelopeError};
 use ws_core::policy::TokenBucket;
 
 use crate::backend::{OpResult, Operation};
-use crate::config::{ChannelsConfig, close_codes};
+use crate::config::{ChannelsConfig, TopicAccess, TopicRequest, close_codes};
 use crate::protocol::{self, Command, Filter, PublicationOut, ReplyTo, Request};
 use crate::types::{
     ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, LeaveReason,
@@ -150,6 +151,8 @@ struct Joining {
 #[derive(Debug)]
 struct Session {
     user: Option<String>,
+    /// The identity's claims, when a topic's access needs them.
+    claims: Option<Arc<Value>>,
     channels: BTreeMap<String, Membership>,
     joining: BTreeMap<String, Joining>,
     topics: BTreeMap<String, Filter>,
@@ -362,10 +365,16 @@ impl ChannelManager {
         self.next_refresh
     }
 
-    /// A session opened, with its authenticated user. Anonymous sessions
-    /// are closed with [`close_codes::UNAUTHORIZED`] unless the
+    /// A session opened, with the identity its authenticator gave (its
+    /// subject is the user; its claims decide topic access). Anonymous
+    /// sessions are closed with [`close_codes::UNAUTHORIZED`] unless the
     /// configuration allows them.
-    pub fn handle_open(&mut self, session: SessionId, user: Option<String>, now: Instant) {
+    pub fn handle_open(&mut self, session: SessionId, identity: Option<&Identity>, now: Instant) {
+        let user = identity.map(|identity| identity.subject.clone());
+        // Claims are kept only when a topic's access looks at them.
+        let claims = identity
+            .filter(|_| self.config.topics.values().any(TopicAccess::needs_claims))
+            .map(|identity| Arc::new(identity.claims.clone()));
         if user.is_none() && !self.config.allow_anonymous {
             self.actions.push_back(Action::Disconnect {
                 session,
@@ -381,6 +390,7 @@ impl ChannelManager {
             session,
             Session {
                 user,
+                claims,
                 channels: BTreeMap::new(),
                 joining: BTreeMap::new(),
                 topics: BTreeMap::new(),
@@ -957,10 +967,22 @@ impl ChannelManager {
         filter: Option<Value>,
         reply: &ReplyTo,
     ) -> Result<(), ChannelError> {
-        if !self.config.topics.contains(&topic) {
+        let Some(access) = self.config.topics.get(&topic) else {
             return Err(error(
                 ErrorCode::NotFound,
                 format!("no topic named {topic:?}"),
+            ));
+        };
+        let state = &self.sessions[&session];
+        let request = TopicRequest {
+            topic: &topic,
+            user: state.user.as_deref(),
+            claims: state.claims.as_deref().unwrap_or(&Value::Null),
+        };
+        if !access.allows(&request) {
+            return Err(error(
+                ErrorCode::Forbidden,
+                format!("this session may not subscribe to {topic:?}"),
             ));
         }
         let filter = match filter {

@@ -508,12 +508,11 @@ impl EnvelopeHandler for Session {
         let _ = self.node.server.set(server.clone());
         let session = SessionId(ctx.id().as_u64());
         self.id = Some(session);
-        let user = ctx.identity().map(|identity| identity.subject.clone());
         let now = ctx.now();
         let work = {
             let mut state = self.node.lock();
             state.handles.insert(session, ctx.handle());
-            state.manager.handle_open(session, user, now);
+            state.manager.handle_open(session, ctx.identity(), now);
             if !state.ticking && state.manager.poll_timeout().is_some() {
                 state.ticking = true;
                 server.spawn(self.node.clone().tick(server.clone()));

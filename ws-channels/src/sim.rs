@@ -212,13 +212,21 @@ impl Sim {
 
     /// Opens `session` on `node` as `user`.
     pub fn open(&mut self, node: usize, session: SessionId, user: Option<&str>) {
+        self.open_as(node, session, user.map(ws_async::auth::Identity::new));
+    }
+
+    /// Opens `session` on `node` with `identity` (claims and all).
+    pub fn open_as(
+        &mut self,
+        node: usize,
+        session: SessionId,
+        identity: Option<ws_async::auth::Identity>,
+    ) {
         let now = self.now();
         {
             let mut state = self.node(node).lock();
             state.outputs.entry(session).or_default();
-            state
-                .manager
-                .handle_open(session, user.map(str::to_owned), now);
+            state.manager.handle_open(session, identity.as_ref(), now);
             state.drain(now);
         }
         self.settle();

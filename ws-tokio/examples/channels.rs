@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use ws_channels::backend::ClusterKey;
-use ws_channels::{Backend, ChannelError, Channels, ChannelsConfig, ErrorCode};
+use ws_channels::{Backend, ChannelError, Channels, ChannelsConfig, ErrorCode, TopicAccess};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
 
@@ -80,7 +80,7 @@ async fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let config = ChannelsConfig::default()
         .role("moderator", ["kick", "publish", "leave", "presence"])
-        .topic("clock");
+        .topic("clock", TopicAccess::Everyone);
     let channels = Channels::builder(config)
         .backend(backend)
         .command(

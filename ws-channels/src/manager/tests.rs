@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::{ChannelsConfig, SlowSubscriber, close_codes};
+use crate::config::{ChannelsConfig, SlowSubscriber, TopicAccess, close_codes};
 use crate::sim::{Out, Sim};
 use crate::types::{Role, SessionId};
 
@@ -733,8 +733,8 @@ fn limits_on_channels_topics_payloads_and_rate() {
         max_violations: 1000,
         ..ChannelsConfig::default()
     }
-    .topic("t1")
-    .topic("t2");
+    .topic("t1", TopicAccess::Everyone)
+    .topic("t2", TopicAccess::Everyone);
     let mut sim = room(config, json!({}));
     sim.send(0, A, &cmd(1, "two", "create", json!({})));
     reply(sim.take(0, A), 1);
@@ -809,9 +809,66 @@ fn reply_without_id(outs: Vec<Out>) -> Value {
     messages[0]["data"].clone()
 }
 
+// ROBUSTNESS 108: a topic's access decides who may subscribe: a session
+// whose identity lacks the role, or that the application's rule refuses,
+// gets `forbidden` and receives nothing.
+#[test]
+fn topics_admit_only_whom_their_access_names() {
+    let config = ChannelsConfig::default()
+        .topic("ops", TopicAccess::roles(["admin", "oncall"]))
+        .topic(
+            "tenant/1",
+            TopicAccess::rule(|request| request.claims["tenant"] == 1),
+        )
+        .topic("news", TopicAccess::Everyone);
+    let mut sim = Sim::new(1, config);
+    let identity =
+        |user: &str, claims: Value| Some(ws_async::auth::Identity::with_claims(user, claims));
+    sim.open_as(
+        0,
+        A,
+        identity("a", json!({"roles": ["oncall"], "tenant": 1})),
+    );
+    sim.open_as(0, B, identity("b", json!({"role": "admin", "tenant": 2})));
+    sim.open_as(
+        0,
+        C,
+        identity("c", json!({"roles": "admin", "tenant": "1"})),
+    );
+    let subscribe = |sim: &mut Sim, session, id, topic: &str| {
+        sim.send(0, session, &cmd(id, topic, "subscribe", json!({})));
+        let data = reply(sim.take(0, session), id);
+        if data["ok"] == true {
+            "ok".to_owned()
+        } else {
+            error_code(&data).to_owned()
+        }
+    };
+    assert_eq!(subscribe(&mut sim, A, 1, "ops"), "ok");
+    assert_eq!(subscribe(&mut sim, B, 2, "ops"), "ok");
+    // `roles` must be an array: a string there is no role.
+    assert_eq!(subscribe(&mut sim, C, 3, "ops"), "forbidden");
+    assert_eq!(subscribe(&mut sim, A, 4, "tenant/1"), "ok");
+    assert_eq!(subscribe(&mut sim, B, 5, "tenant/1"), "forbidden");
+    assert_eq!(subscribe(&mut sim, C, 6, "tenant/1"), "forbidden");
+    assert_eq!(subscribe(&mut sim, C, 7, "news"), "ok");
+    // What the server emits on "ops" reaches A and B only.
+    let publication = crate::Publication::message(None, crate::Payload::new(&json!({"alert": 1})));
+    sim.run(
+        sim.backend()
+            .broker
+            .publish("$topic:ops", publication, None),
+    )
+    .unwrap();
+    sim.settle();
+    assert_eq!(events(sim.take(0, A), "event").len(), 1);
+    assert_eq!(events(sim.take(0, B), "event").len(), 1);
+    assert!(events(sim.take(0, C), "event").is_empty());
+}
+
 #[test]
 fn topics_deliver_to_matching_filters() {
-    let config = ChannelsConfig::default().topic("printers");
+    let config = ChannelsConfig::default().topic("printers", TopicAccess::Everyone);
     let mut sim = Sim::new(2, config);
     sim.open(0, A, Some("a"));
     sim.open(1, B, Some("b"));
@@ -897,7 +954,7 @@ fn custom_commands_run_for_the_roles_given() {
 
 #[test]
 fn closing_a_session_leaves_no_trace() {
-    let config = ChannelsConfig::default().topic("t");
+    let config = ChannelsConfig::default().topic("t", TopicAccess::Everyone);
     let mut sim = room(config, json!({}));
     join(&mut sim, B, 1);
     sim.send(0, B, &cmd(2, "t", "subscribe", json!({})));
