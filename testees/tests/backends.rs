@@ -380,6 +380,28 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
         let page = broker.history("log", Some(since(5)), 100).await.unwrap();
         assert!(page.complete && page.publications.is_empty(), "{name}");
 
+        // The newest of what history keeps, for a newcomer.
+        let offsets = |page: &ws_channels::HistoryPage| -> Vec<u64> {
+            page.publications
+                .iter()
+                .map(|p| p.position.as_ref().unwrap().offset)
+                .collect()
+        };
+        let recent = broker.recent("log", 2).await.unwrap();
+        assert_eq!(
+            (offsets(&recent), recent.complete),
+            (vec![4, 5], false),
+            "{name}"
+        );
+        let recent = broker.recent("log", 10).await.unwrap();
+        assert_eq!(
+            (offsets(&recent), recent.complete),
+            (vec![3, 4, 5], true),
+            "{name}"
+        );
+        assert_eq!(recent.top.unwrap().offset, 5, "{name}");
+        assert_eq!(recent.publications[0].data, message(3).data, "{name}");
+
         // Entries expire with the channel's history TTL.
         backend
             .presence

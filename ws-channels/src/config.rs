@@ -113,7 +113,7 @@ pub struct ChannelsConfig {
     /// past it the session is marked as having lost messages. Default 1,000.
     pub max_recovery_buffer: usize,
     /// Commands each custom role may use (owners may use all, participants
-    /// `publish`, `leave` and `presence`). Empty by default.
+    /// `publish`, `leave`, `presence` and `history`). Empty by default.
     pub roles: BTreeMap<Role, BTreeSet<String>>,
     /// Custom commands and the roles (besides owners) allowed to use them.
     /// Empty by default.
@@ -238,6 +238,7 @@ pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
     "ban",
     "unban",
     "presence",
+    "history",
     "role",
     "close",
     "subscribe",
@@ -245,7 +246,7 @@ pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
 ];
 
 /// What participants may do without being given more.
-const PARTICIPANT_COMMANDS: &[&str] = &["publish", "leave", "presence"];
+const PARTICIPANT_COMMANDS: &[&str] = &["publish", "leave", "presence", "history"];
 
 /// [`ChannelsConfig::max_history_bytes`]'s default.
 pub(crate) const DEFAULT_HISTORY_BYTES: u64 = 4 << 20;

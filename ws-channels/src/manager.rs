@@ -287,6 +287,10 @@ enum Pending {
         reply: ReplyTo,
         limit: usize,
     },
+    Recent {
+        session: SessionId,
+        reply: ReplyTo,
+    },
     Custom {
         session: SessionId,
         reply: ReplyTo,
@@ -738,6 +742,25 @@ impl ChannelManager {
                         session,
                         reply: reply.clone(),
                         limit,
+                    },
+                );
+            }
+            Command::History { limit } => {
+                self.permitted(session, &channel, "history")?;
+                let kept = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.options.history())
+                    .map_or(0, |h| h.size as usize);
+                let limit = limit
+                    .unwrap_or(kept)
+                    .min(kept)
+                    .min(self.config.max_recovery);
+                self.op(
+                    Operation::Recent { channel, limit },
+                    Pending::Recent {
+                        session,
+                        reply: reply.clone(),
                     },
                 );
             }
@@ -1194,6 +1217,21 @@ impl ChannelManager {
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
             },
+            (Pending::Recent { session, reply }, OpResult::History(result)) => match result {
+                Ok(page) => {
+                    let mut fields = json!({ "complete": page.complete });
+                    if let Some(top) = &page.top {
+                        fields["offset"] = json!(top.offset);
+                        fields["epoch"] = json!(top.epoch);
+                    }
+                    let publications: Vec<PublicationOut<'_>> =
+                        page.publications.iter().map(PublicationOut::of).collect();
+                    fields["publications"] =
+                        serde_json::to_value(publications).unwrap_or(Value::Null);
+                    self.ok(session, &reply, fields);
+                }
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
             (Pending::Custom { session, reply }, OpResult::Custom(result)) => match result {
                 Ok(value) => self.ok(session, &reply, json!({ "result": value })),
                 Err(e) => self.refuse(session, &reply, e, now),
@@ -1234,6 +1272,7 @@ impl ChannelManager {
             Pending::Publish { session, reply }
             | Pending::Reply { session, reply }
             | Pending::Members { session, reply, .. }
+            | Pending::Recent { session, reply }
             | Pending::Custom { session, reply } => self.refuse(session, &reply, failure(), now),
             Pending::Ignore => {}
         }
@@ -1414,6 +1453,15 @@ impl ChannelManager {
         };
         stale(&mut self.channels, channel);
         let mut fields = json!({ "role": membership.role });
+        if self
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.options.encrypted)
+        {
+            // So a client that does not encrypt knows not to show what
+            // arrives as text.
+            fields["encrypted"] = json!(true);
+        }
         if let Some(top) = &page.top {
             fields["offset"] = json!(top.offset);
             fields["epoch"] = json!(top.epoch);
@@ -1646,8 +1694,10 @@ impl ChannelManager {
         });
     }
 
-    /// A control message from any node (this one included).
-    pub fn handle_control(&mut self, message: &ControlMessage, _now: Instant) {
+    /// A control message from any node (this one included); how many of
+    /// this node's sessions it removed (a kick, a ban) or closed (a
+    /// disconnect).
+    pub fn handle_control(&mut self, message: &ControlMessage, _now: Instant) -> usize {
         match message {
             ControlMessage::Remove {
                 channel,
@@ -1661,12 +1711,12 @@ impl ChannelManager {
                 let cancel = ChannelError::new(code, format!("{action} from {channel:?}"));
                 self.remove_where(channel, action, cancel, Some(leave), |session, user| {
                     target.matches(session, user)
-                });
+                })
             }
             ControlMessage::Closed { channel } => {
                 // Everyone goes: nobody is left to tell.
                 let cancel = error(ErrorCode::NotFound, format!("{channel:?} was closed"));
-                self.remove_where(channel, "closed", cancel, None, |_, _| true);
+                self.remove_where(channel, "closed", cancel, None, |_, _| true)
             }
             ControlMessage::RoleChanged {
                 channel,
@@ -1697,6 +1747,7 @@ impl ChannelManager {
                         });
                     }
                 }
+                0
             }
             ControlMessage::Disconnect {
                 target,
@@ -1710,23 +1761,25 @@ impl ChannelManager {
                     .map(|(id, _)| *id)
                     .collect();
                 targets.sort_unstable();
-                for session in targets {
-                    if let Some(state) = self.sessions.get_mut(&session) {
+                for session in &targets {
+                    if let Some(state) = self.sessions.get_mut(session) {
                         start_closing(&mut self.channels, state);
                     }
                     self.actions.push_back(Action::Disconnect {
-                        session,
+                        session: *session,
                         code: *code,
                         reason: reason.clone(),
                     });
                 }
+                targets.len()
             }
         }
     }
 
     /// Removes the matching local members of `channel` (telling each with
     /// an `action` event, and the members who remain with a `leave` event
-    /// giving `leave` as the reason), and cancels matching joins in flight.
+    /// giving `leave` as the reason), and cancels matching joins in flight;
+    /// how many members it removed and joins it cancelled.
     fn remove_where(
         &mut self,
         channel: &str,
@@ -1734,7 +1787,7 @@ impl ChannelManager {
         cancel: ChannelError,
         leave: Option<LeaveReason>,
         matches: impl Fn(SessionId, Option<&str>) -> bool,
-    ) {
+    ) -> usize {
         let mut sessions: Vec<SessionId> = self
             .sessions
             .iter()
@@ -1745,6 +1798,7 @@ impl ChannelManager {
             .map(|(id, _)| *id)
             .collect();
         sessions.sort_unstable();
+        let removed = sessions.len();
         for session in sessions {
             let state = self.sessions.get_mut(&session).expect("listed above");
             if let Some(joining) = state.joining.get_mut(channel) {
@@ -1769,6 +1823,7 @@ impl ChannelManager {
             }
         }
         self.reconcile(channel);
+        removed
     }
 
     /// The backend lost its connection to the broker and has it again:

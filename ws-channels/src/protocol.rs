@@ -92,6 +92,9 @@ pub(crate) enum Command {
     Presence {
         limit: Option<usize>,
     },
+    History {
+        limit: Option<usize>,
+    },
     SetRole {
         user: String,
         role: Role,
@@ -158,6 +161,7 @@ struct UserData {
     user: String,
 }
 
+/// `presence` and `history` take how many at most.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresenceData {
@@ -244,6 +248,9 @@ pub(crate) fn parse(
             user: fields::<UserData>(data)?.user,
         },
         "presence" => Command::Presence {
+            limit: fields::<PresenceData>(data)?.limit,
+        },
+        "history" => Command::History {
             limit: fields::<PresenceData>(data)?.limit,
         },
         "role" => {

@@ -348,15 +348,17 @@ impl Node {
         }
     }
 
-    /// Hands a control message to the manager and carries out what follows.
-    fn apply_control(self: &Arc<Self>, message: &ControlMessage) {
+    /// Hands a control message to the manager and carries out what
+    /// follows; how many sessions it removed or closed.
+    fn apply_control(self: &Arc<Self>, message: &ControlMessage) -> usize {
         let now = self.now();
-        let work = {
+        let (removed, work) = {
             let mut state = self.lock();
-            state.manager.handle_control(message, now);
-            Self::drain(&mut state, now)
+            let removed = state.manager.handle_control(message, now);
+            (removed, Self::drain(&mut state, now))
         };
         self.spawn(work);
+        removed
     }
 
     /// Refreshes presence while there are sessions.
@@ -404,9 +406,9 @@ impl Sink for NodeSink {
         node.spawn(work);
     }
 
-    fn control(&self, message: &ControlMessage) {
+    fn control(&self, message: &ControlMessage) -> usize {
         let Some(node) = self.node.upgrade() else {
-            return;
+            return 0;
         };
         // A role or a ban is acted on only when the presence store agrees:
         // a control message alone (from a node whose key leaked, say)
@@ -430,7 +432,7 @@ impl Sink for NodeSink {
         };
         let Some(server) = node.server.get() else {
             // No session has opened here: nobody to act on.
-            return;
+            return 0;
         };
         let message = message.clone();
         let checking = node.clone();
@@ -452,6 +454,7 @@ impl Sink for NodeSink {
                 );
             }
         });
+        0
     }
 
     fn interrupted(&self) {
@@ -675,16 +678,25 @@ impl ChannelsHandle {
 
     /// Closes every connection of `target` on every node with
     /// [`close_codes::DISCONNECTED`] and `reason` (at most 123 bytes; longer
-    /// is cut on a character boundary).
+    /// is cut on a character boundary); `not_found` when no node had one.
     pub async fn disconnect(&self, target: Target, reason: &str) -> Result<(), ChannelError> {
-        self.backend()
+        let what = match &target {
+            Target::User(user) => format!("user {user:?}"),
+            Target::Session(session) => format!("session {session}"),
+        };
+        let reach = self
+            .backend()
             .controller
-            .broadcast(ControlMessage::Disconnect {
-                target,
-                code: close_codes::DISCONNECTED,
-                reason: truncate_reason(reason, MAX_CLOSE_REASON).to_owned(),
-            })
-            .await
+            .request(
+                ControlMessage::Disconnect {
+                    target,
+                    code: close_codes::DISCONNECTED,
+                    reason: truncate_reason(reason, MAX_CLOSE_REASON).to_owned(),
+                },
+                crate::backend::REQUEST_WAIT,
+            )
+            .await?;
+        reach.found(&what).map(drop)
     }
 
     /// Closes `channel`: every participant gets a `closed` event.

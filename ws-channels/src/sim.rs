@@ -126,11 +126,12 @@ impl Sink for SimSink {
         state.drain(now);
     }
 
-    fn control(&self, message: &ControlMessage) {
+    fn control(&self, message: &ControlMessage) -> usize {
         let now = *self.clock.lock().unwrap();
         let mut state = self.node.lock();
-        state.manager.handle_control(message, now);
+        let removed = state.manager.handle_control(message, now);
         state.drain(now);
+        removed
     }
 }
 

@@ -54,7 +54,7 @@ impl<'de> Deserialize<'de> for SessionId {
 /// when it stops refreshing them. Written as 16 hex digits in JSON (a
 /// number above 2^53 would lose digits in JavaScript and other readers
 /// that take numbers as doubles); a number is read too.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {

@@ -157,6 +157,10 @@ async fn ctl_and_connect_say_what_went_wrong() {
     assert!(err.contains("not banned"), "{err}");
     let (code, _, err) = serve.ctl(TOKEN, &["unban", "nowhere", "nobody"]).await;
     assert_eq!(code, 5, "{err}");
+    let (code, _, err) = serve.ctl(TOKEN, &["disconnect", "--user", "nobody"]).await;
+    assert_eq!(code, 5, "no session of nobody anywhere: {err}");
+    let (code, _, err) = serve.ctl(TOKEN, &["kick", "lobby", "nobody"]).await;
+    assert_eq!(code, 5, "{err}");
     let presence = serve.ctl_json(&["presence", "lobby"]).await;
     let node = &presence["members"][0]["node"];
     assert!(
@@ -558,6 +562,7 @@ async fn keys_file_authenticates_from_the_header_or_the_query() {
 
 /// Two `ws serve` processes on one broker are one channels service.
 async fn two_servers_share_channels(backend: &str) {
+    let prefix = ws_testees::brokers::unique_prefix("serve");
     let args = [
         "--listen",
         "127.0.0.1:0",
@@ -565,6 +570,8 @@ async fn two_servers_share_channels(backend: &str) {
         backend,
         "--cluster-key",
         CLUSTER_KEY,
+        "--backend-prefix",
+        &prefix,
         "--admin-token",
         TOKEN,
     ];
@@ -599,6 +606,12 @@ async fn two_servers_share_channels(backend: &str) {
     // A kick through one server reaches a member on the other.
     a.ctl_json(&["kick", &channel, "bob"]).await;
     bob.event("kicked").await;
+    // So does a disconnect, counted by the node that has the session: a
+    // user with no session on any node is "no such" (5).
+    let (code, _, err) = a.ctl(TOKEN, &["disconnect", "--user", "nobody"]).await;
+    assert_eq!(code, 5, "{err}");
+    a.ctl_json(&["disconnect", "--user", "bob"]).await;
+    assert_eq!(bob.closed().await, 4009);
 }
 
 #[tokio::test]

@@ -2,11 +2,12 @@
 //! heartbeat bookkeeping, and small helpers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Sink;
 use crate::types::{
     ChannelError, ClientInfo, ControlMessage, LeaveReason, Member, NodeId, Publication,
     PublicationKind,
@@ -16,13 +17,30 @@ use crate::types::{
 /// heartbeat (no `msg`) or a control message, with the sending node, when
 /// it was sent (ms since the Unix epoch) and a random number that makes
 /// it unique.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ControlWire {
     pub(crate) node: NodeId,
     pub(crate) at: u64,
     pub(crate) nonce: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) msg: Option<ControlMessage>,
+    /// With `msg`: the sender waits for every node's [`Answer`] to this
+    /// number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) req: Option<u64>,
+    /// A node's answer to a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) answer: Option<Answer>,
+}
+
+/// How many sessions a request's message removed or closed on a node.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Answer {
+    /// The node that asked.
+    pub(crate) to: NodeId,
+    /// Its request's number.
+    pub(crate) req: u64,
+    pub(crate) sessions: u64,
 }
 
 /// The signed envelope: the body's JSON text as it was signed, and its
@@ -106,15 +124,11 @@ impl ControlSigner {
         HmacSha256::new_from_slice(self.key.bytes()).expect("HMAC takes keys of any length")
     }
 
-    /// The signed wire form of `msg` (a heartbeat when `None`) from `node`.
-    pub(crate) fn seal(&self, node: NodeId, msg: Option<ControlMessage>) -> String {
+    /// The signed wire form of `body`, sent now, with a fresh nonce.
+    pub(crate) fn seal(&self, mut body: ControlWire) -> String {
         use hmac::Mac;
-        let body = ControlWire {
-            node,
-            at: unix_ms(),
-            nonce: NodeId::random().0,
-            msg,
-        };
+        body.at = unix_ms();
+        body.nonce = NodeId::random().0;
         let b = serde_json::to_string(&body).expect("control messages serialise");
         let mut mac = self.mac();
         mac.update(b.as_bytes());
@@ -190,6 +204,153 @@ pub(crate) fn leave(member: Member) -> Publication {
     }
 }
 
+/// The control channel as a node sees it: signing, the peers it hears
+/// and the requests it waits on.
+pub(crate) struct Control {
+    signer: ControlSigner,
+    /// Other nodes alive, by their heartbeats.
+    pub(crate) peers: Peers,
+    requests: Mutex<HashMap<u64, Tally>>,
+}
+
+/// What a request has heard so far.
+struct Tally {
+    answered: HashSet<NodeId>,
+    sessions: usize,
+    heard: Arc<tokio::sync::Notify>,
+}
+
+impl Control {
+    pub(crate) fn new(key: crate::backend::ClusterKey) -> Self {
+        Self {
+            signer: ControlSigner::new(key),
+            peers: Peers::default(),
+            requests: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The wire form of this node's heartbeat.
+    pub(crate) fn heartbeat(&self, me: NodeId) -> String {
+        self.signer.seal(ControlWire {
+            node: me,
+            ..ControlWire::default()
+        })
+    }
+
+    /// The wire form of `message` from this node, no answers wanted.
+    pub(crate) fn message(&self, me: NodeId, message: ControlMessage) -> String {
+        self.signer.seal(ControlWire {
+            node: me,
+            msg: Some(message),
+            ..ControlWire::default()
+        })
+    }
+
+    /// Handles what arrived on the control channel: a message goes to the
+    /// sink, a heartbeat to the peers, an answer to its request. Returns
+    /// the wire of the answer this node owes, if the message asked for
+    /// one.
+    pub(crate) fn receive(&self, me: NodeId, payload: &[u8], sink: &dyn Sink) -> Option<String> {
+        let wire = match self.signer.open(payload) {
+            Ok(wire) => wire,
+            Err(why) => {
+                self.signer.refused(&why);
+                return None;
+            }
+        };
+        if let Some(answer) = wire.answer {
+            if answer.to == me {
+                self.answered(answer.req, wire.node, answer.sessions);
+            }
+            return None;
+        }
+        let Some(message) = wire.msg else {
+            if wire.node != me {
+                self.peers.heard(wire.node);
+            }
+            return None;
+        };
+        let sessions = sink.control(&message);
+        let req = wire.req?;
+        Some(self.signer.seal(ControlWire {
+            node: me,
+            answer: Some(Answer {
+                to: wire.node,
+                req,
+                sessions: sessions as u64,
+            }),
+            ..ControlWire::default()
+        }))
+    }
+
+    fn answered(&self, req: u64, from: NodeId, sessions: u64) {
+        let mut requests = lock(&self.requests);
+        if let Some(tally) = requests.get_mut(&req)
+            && tally.answered.insert(from)
+        {
+            tally.sessions += usize::try_from(sessions).unwrap_or(usize::MAX);
+            tally.heard.notify_one();
+        }
+    }
+
+    /// Sends `message` through `publish` (given its signed wire) and
+    /// waits, up to `wait`, for an answer from this node and every peer
+    /// alive now.
+    pub(crate) async fn request<F, Fut>(
+        &self,
+        me: NodeId,
+        message: ControlMessage,
+        wait: Duration,
+        publish: F,
+    ) -> Result<crate::backend::Reach, ChannelError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<(), ChannelError>>,
+    {
+        let req = NodeId::random().0;
+        let heard = Arc::new(tokio::sync::Notify::new());
+        lock(&self.requests).insert(
+            req,
+            Tally {
+                answered: HashSet::new(),
+                sessions: 0,
+                heard: heard.clone(),
+            },
+        );
+        let asked = self.peers.known().len() + 1;
+        let wire = self.signer.seal(ControlWire {
+            node: me,
+            msg: Some(message),
+            req: Some(req),
+            ..ControlWire::default()
+        });
+        let deadline = tokio::time::Instant::now() + wait;
+        let published = publish(wire).await;
+        let outcome = async {
+            published?;
+            loop {
+                let done = lock(&self.requests)
+                    .get(&req)
+                    .is_some_and(|tally| tally.answered.len() >= asked);
+                if done
+                    || tokio::time::timeout_at(deadline, heard.notified())
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let tally = lock(&self.requests).remove(&req);
+        outcome.map(|()| crate::backend::Reach {
+            sessions: tally.as_ref().map_or(0, |t| t.sessions),
+            answered: tally.map_or(0, |t| t.answered.len()),
+            asked,
+        })
+    }
+}
+
 /// Other nodes' last heartbeats.
 #[derive(Default)]
 pub(crate) struct Peers {
@@ -199,6 +360,11 @@ pub(crate) struct Peers {
 impl Peers {
     pub(crate) fn heard(&self, node: NodeId) {
         lock(&self.seen).insert(node, Instant::now());
+    }
+
+    /// The nodes heard from and not yet taken for dead.
+    pub(crate) fn known(&self) -> Vec<NodeId> {
+        lock(&self.seen).keys().copied().collect()
     }
 
     /// The nodes silent for three heartbeats and a half, forgotten from
@@ -338,6 +504,14 @@ mod tests {
 
     const KEY: &str = "a cluster key of at least 32 bytes!";
 
+    fn wire_of(message: ControlMessage) -> ControlWire {
+        ControlWire {
+            node: NodeId(1),
+            msg: Some(message),
+            ..ControlWire::default()
+        }
+    }
+
     fn kick() -> ControlMessage {
         ControlMessage::Remove {
             channel: "room".into(),
@@ -352,7 +526,7 @@ mod tests {
     #[test]
     fn control_messages_are_signed_fresh_and_new() {
         let node = signer(KEY);
-        let wire = node.seal(NodeId(1), Some(kick()));
+        let wire = node.seal(wire_of(kick()));
         let opened = node.open(wire.as_bytes()).unwrap();
         assert_eq!(opened.msg, Some(kick()));
         assert_eq!(node.open(wire.as_bytes()).unwrap_err(), Refused::Replayed);
@@ -364,10 +538,10 @@ mod tests {
             Refused::Forged
         );
         // Signed with another key.
-        let other = signer("another cluster key of 32 bytes!!!").seal(NodeId(2), Some(kick()));
+        let other = signer("another cluster key of 32 bytes!!!").seal(wire_of(kick()));
         assert_eq!(node.open(other.as_bytes()).unwrap_err(), Refused::Forged);
         // Altered after signing: the body, or the tag.
-        let fresh = node.seal(NodeId(1), Some(kick()));
+        let fresh = node.seal(wire_of(kick()));
         let altered = fresh.replace("bob", "ann");
         assert_eq!(node.open(altered.as_bytes()).unwrap_err(), Refused::Forged);
         let mut sealed: serde_json::Value = serde_json::from_str(&fresh).unwrap();
@@ -380,10 +554,9 @@ mod tests {
 
         // Signed, but sent two minutes ago (a recording replayed later).
         let old = ControlWire {
-            node: NodeId(1),
             at: unix_ms() - 120_000,
             nonce: 7,
-            msg: Some(kick()),
+            ..wire_of(kick())
         };
         let b = serde_json::to_string(&old).unwrap();
         let mut mac = node.mac();

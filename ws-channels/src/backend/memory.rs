@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Sink, Standing};
+use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing};
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
     HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
@@ -485,6 +485,29 @@ impl Broker for MemoryBackend {
         }))
     }
 
+    fn recent<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        state.history(channel);
+        state.trim(channel, now, None);
+        let history = state.history(channel);
+        let skip = history.entries.len().saturating_sub(limit);
+        ready(Ok(HistoryPage {
+            publications: history
+                .entries
+                .iter()
+                .skip(skip)
+                .map(|kept| kept.publication.clone())
+                .collect(),
+            top: Some(history.position()),
+            complete: skip == 0,
+        }))
+    }
+
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
         self.lock().drop_history(channel);
         ready(Ok(()))
@@ -832,6 +855,24 @@ impl Controller for MemoryBackend {
             sink.control(&message);
         }
         ready(Ok(()))
+    }
+
+    fn request(
+        &self,
+        message: ControlMessage,
+        _wait: Duration,
+    ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
+        let state = self.lock();
+        let sessions = state
+            .sinks
+            .values()
+            .map(|sink| sink.control(&message))
+            .sum();
+        ready(Ok(Reach {
+            sessions,
+            answered: state.sinks.len(),
+            asked: state.sinks.len(),
+        }))
     }
 }
 

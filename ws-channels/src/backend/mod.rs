@@ -72,8 +72,10 @@ pub trait Sink: Send + Sync + 'static {
     /// Called in offset order per channel.
     fn publication(&self, channel: &str, publication: &Publication);
 
-    /// A control message for every node.
-    fn control(&self, message: &ControlMessage);
+    /// A control message for every node; how many of this node's
+    /// sessions it removed or closed (a kick's, a disconnect's), for
+    /// [`Controller::request`]; 0 for the others.
+    fn control(&self, message: &ControlMessage) -> usize;
 
     /// The backend lost its connection to the broker and has it again,
     /// resubscribed: publications sent meanwhile may have been missed, and
@@ -121,6 +123,16 @@ pub trait Broker: Send + Sync + 'static {
         &'a self,
         channel: &'a str,
         since: Option<Position>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>>;
+
+    /// The newest `limit` publications the history keeps (fewer when it
+    /// holds fewer), oldest first, and the newest position; `complete`
+    /// says whether they are all it keeps. For a session that wants to see
+    /// what was said before it came.
+    fn recent<'a>(
+        &'a self,
+        channel: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>>;
 
@@ -249,7 +261,57 @@ pub trait Controller: Send + Sync + 'static {
 
     /// Sends `message` to every attached node, this one included.
     fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>>;
+
+    /// Sends `message` to every node, this one included, and counts the
+    /// sessions it removed or closed there, waiting up to `wait` for the
+    /// nodes this one knows to be alive to answer.
+    fn request(
+        &self,
+        message: ControlMessage,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Reach, ChannelError>>;
 }
+
+/// What a [`Controller::request`] reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reach {
+    /// Sessions removed or closed, on every node that answered.
+    pub sessions: usize,
+    /// Nodes that answered, this one included.
+    pub answered: usize,
+    /// Nodes that were asked: this one and those alive by their
+    /// heartbeats.
+    pub asked: usize,
+}
+
+impl Reach {
+    /// Whether every node asked answered.
+    pub fn complete(&self) -> bool {
+        self.answered >= self.asked
+    }
+
+    /// `Ok` when it reached a session; `not_found` when every node said
+    /// it had none; `unavailable` when none was found but some nodes did
+    /// not answer.
+    pub fn found(self, what: &str) -> Result<Self, ChannelError> {
+        match (self.sessions, self.complete()) {
+            (0, true) => Err(ChannelError::new(
+                crate::ErrorCode::NotFound,
+                format!("no session of {what} on any node"),
+            )),
+            (0, false) => Err(ChannelError::unavailable(format!(
+                "no session of {what} on the {} nodes that answered; {} did not",
+                self.answered,
+                self.asked - self.answered
+            ))),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// How long a kick or a disconnect waits for the nodes to say whom they
+/// removed.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(2);
 
 /// The error of lifting a ban that is not there.
 pub(crate) fn not_banned(channel: &str, user: &str) -> ChannelError {
@@ -461,23 +523,28 @@ impl Backend {
                 since,
                 limit,
             } => OpResult::History(self.broker.history(&channel, since, limit).await),
+            Operation::Recent { channel, limit } => {
+                OpResult::History(self.broker.recent(&channel, limit).await)
+            }
             Operation::Members { channel, limit } => {
                 OpResult::Roster(self.presence.members(&channel, limit).await)
             }
             Operation::Kick { channel, target } => {
+                // Every node is told, whatever presence says: a session
+                // missing from presence (its entry expired, the broker
+                // lost it) is still removed where it is.
                 let result = match self.presence.kick(&channel, &target).await {
-                    Ok(0) => Err(ChannelError::new(
-                        crate::ErrorCode::NotFound,
-                        "no such member in the channel",
-                    )),
-                    Ok(_) => {
-                        self.controller
-                            .broadcast(ControlMessage::Remove {
-                                channel,
-                                target,
-                                reason: crate::types::Removal::Kicked,
-                            })
-                            .await
+                    Ok(listed) => {
+                        let removal = ControlMessage::Remove {
+                            channel,
+                            target,
+                            reason: crate::types::Removal::Kicked,
+                        };
+                        match self.controller.request(removal, REQUEST_WAIT).await {
+                            Ok(_) if listed > 0 => Ok(()),
+                            Ok(reach) => reach.found("that member in the channel").map(drop),
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 };
@@ -605,6 +672,13 @@ pub enum Operation {
         /// Publications at most.
         limit: usize,
     },
+    /// [`Broker::recent`].
+    Recent {
+        /// The channel.
+        channel: String,
+        /// Publications at most.
+        limit: usize,
+    },
     /// [`PresenceStore::members`].
     Members {
         /// The channel.
@@ -668,7 +742,7 @@ pub enum OpResult {
     Joined(Result<JoinGrant, ChannelError>),
     /// `Publish`.
     Published(Result<Option<Position>, ChannelError>),
-    /// `History`.
+    /// `History` and `Recent`.
     History(Result<HistoryPage, ChannelError>),
     /// `Members`.
     Roster(Result<Roster, ChannelError>),

@@ -47,13 +47,10 @@ use async_nats::{Client, HeaderMap};
 use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{
-    Attempt, ControlSigner, ControlWire, Peers, leave, lock, ms, new_epoch, redact, to_hex,
-    with_backoff,
-};
+use super::cluster::{Attempt, Control, leave, lock, ms, new_epoch, redact, to_hex, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
-    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Sink, Standing,
+    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing,
 };
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
@@ -325,9 +322,8 @@ struct Shared {
     subscriptions: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     local: Mutex<HashMap<(String, SessionId), LocalEntry>>,
     restore: AtomicBool,
-    peers: Peers,
+    control: Control,
     events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>>>,
-    signer: ControlSigner,
 }
 
 impl Drop for NatsBackend {
@@ -508,9 +504,8 @@ impl NatsBackend {
                 subscriptions: Mutex::new(HashMap::new()),
                 local: Mutex::new(HashMap::new()),
                 restore: AtomicBool::new(false),
-                peers: Peers::default(),
                 events: Mutex::new(Some(events_rx)),
-                signer: ControlSigner::new(config.cluster_key.clone()),
+                control: Control::new(config.cluster_key.clone()),
                 config,
             }),
         })
@@ -904,11 +899,11 @@ impl Shared {
             tokio::select! {
                 message = control.next() => {
                     let Some(message) = message else { return };
-                    match self.signer.open(&message.payload) {
-                        Ok(ControlWire { msg: Some(message), .. }) => sink.control(&message),
-                        Ok(ControlWire { node: from, msg: None, .. }) if from != node => self.peers.heard(from),
-                        Ok(_) => {}
-                        Err(why) => self.signer.refused(&why),
+                    if let Some(answer) = self.control.receive(node, &message.payload, sink.as_ref()) {
+                        let this = self.clone();
+                        tokio::spawn(async move {
+                            let _ = this.publish_control(answer).await;
+                        });
                     }
                 }
                 event = async {
@@ -959,15 +954,19 @@ impl Shared {
         None
     }
 
+    async fn publish_control(&self, wire: String) -> Result<(), ChannelError> {
+        self.connected()?;
+        self.client
+            .publish(self.control_subject(), wire.into())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn beat(self: &Arc<Self>, node: NodeId) {
         if self.connected().is_ok() {
-            let beat = self.signer.seal(node, None);
-            let _ = self
-                .client
-                .publish(self.control_subject(), beat.into())
-                .await;
+            let _ = self.publish_control(self.control.heartbeat(node)).await;
         }
-        for gone in self.peers.silent(self.config.heartbeat) {
+        for gone in self.control.peers.silent(self.config.heartbeat) {
             tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
             let this = self.clone();
             tokio::spawn(async move {
@@ -1197,6 +1196,71 @@ impl Broker for NatsBackend {
             Ok(HistoryPage {
                 publications,
                 top: page_top,
+                complete,
+            })
+        })
+    }
+
+    fn recent<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let Some((mut sequence, top, epoch)) = shared.last(channel).await? else {
+                let epoch = match shared.record(channel).await? {
+                    Some(r) if !r.epoch_used => r.epoch,
+                    _ => new_epoch(),
+                };
+                return Ok(HistoryPage {
+                    publications: Vec::new(),
+                    top: Some(Position { offset: 0, epoch }),
+                    complete: true,
+                });
+            };
+            let (size, budget) = shared.record(channel).await?.map_or((0, 0), |r| {
+                (u64::from(r.options.history_size), r.options.history_bytes)
+            });
+            // Walk back from the newest message while it is this channel's
+            // history: same epoch, not expired, within its size and bytes.
+            let now = now_ms();
+            let mut publications = Vec::new();
+            let mut expected = top;
+            let mut bytes = 0u64;
+            let mut complete = true;
+            while expected > 0 && top - expected < size {
+                if publications.len() >= limit {
+                    complete = false;
+                    break;
+                }
+                let Ok(message) = shared.history.get_raw_message(sequence).await else {
+                    break;
+                };
+                let headers = &message.headers;
+                bytes += message.payload.len() as u64;
+                let fits = bytes <= budget
+                    && header_u64(headers, OFFSET) == Some(expected)
+                    && headers.get(EPOCH).map(|e| e.as_str()) == Some(epoch.as_str())
+                    && header_u64(headers, EXPIRES).is_some_and(|x| x > now);
+                match serde_json::from_slice::<Publication>(&message.payload) {
+                    Ok(mut publication) if fits => {
+                        publication.position = Some(Position {
+                            offset: expected,
+                            epoch: epoch.clone(),
+                        });
+                        publications.push(publication);
+                    }
+                    _ => break,
+                }
+                sequence = header_u64(headers, PREVIOUS).unwrap_or(0);
+                expected -= 1;
+            }
+            publications.reverse();
+            Ok(HistoryPage {
+                publications,
+                top: Some(Position { offset: top, epoch }),
                 complete,
             })
         })
@@ -1668,12 +1732,28 @@ impl Controller for NatsBackend {
                     "nats: the backend is not attached to a node",
                 ));
             };
-            let payload = shared.signer.seal(*node, Some(message));
             shared
-                .client
-                .publish(shared.control_subject(), payload.into())
+                .publish_control(shared.control.message(*node, message))
                 .await
-                .map_err(unavailable)
+        })
+    }
+
+    fn request(
+        &self,
+        message: ControlMessage,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let Some((node, _)) = shared.attached.get() else {
+                return Err(ChannelError::unavailable(
+                    "nats: the backend is not attached to a node",
+                ));
+            };
+            shared
+                .control
+                .request(*node, message, wait, |wire| shared.publish_control(wire))
+                .await
         })
     }
 }

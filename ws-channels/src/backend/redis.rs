@@ -45,13 +45,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{
-    Attempt, ControlSigner, ControlWire, Peers, leave, lock, ms, new_epoch, redact, to_hex,
-    with_backoff,
-};
+use super::cluster::{Attempt, Control, leave, lock, ms, new_epoch, redact, to_hex, with_backoff};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
-    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Sink, Standing,
+    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing,
 };
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
@@ -145,6 +142,7 @@ struct Scripts {
     publish: Script,
     history: Script,
     remove_history: Script,
+    recent: Script,
     standing: Script,
 }
 
@@ -165,6 +163,7 @@ impl Scripts {
             publish: script!("publish.lua"),
             history: script!("history.lua"),
             remove_history: script!("remove_history.lua"),
+            recent: script!("recent.lua"),
             standing: script!("standing.lua"),
         }
     }
@@ -202,8 +201,7 @@ struct Shared {
     restore: AtomicBool,
     /// The presence TTL the manager last asked for, in ms.
     ttl_ms: AtomicU64,
-    peers: Peers,
-    signer: ControlSigner,
+    control: Control,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -353,8 +351,7 @@ impl RedisBackend {
                 local: Mutex::new(HashMap::new()),
                 restore: AtomicBool::new(false),
                 ttl_ms: AtomicU64::new(60_000),
-                peers: Peers::default(),
-                signer: ControlSigner::new(config.cluster_key.clone()),
+                control: Control::new(config.cluster_key.clone()),
                 config,
             }),
         })
@@ -637,19 +634,15 @@ impl Shared {
         None
     }
 
-    fn deliver(&self, node: NodeId, sink: &Arc<dyn Sink>, message: &redis::Msg) {
+    fn deliver(self: &Arc<Self>, node: NodeId, sink: &Arc<dyn Sink>, message: &redis::Msg) {
         let name = message.get_channel_name();
         let payload = message.get_payload_bytes();
         if name == self.control_channel() {
-            match self.signer.open(payload) {
-                Ok(ControlWire {
-                    node: from, msg, ..
-                }) => match msg {
-                    Some(message) => sink.control(&message),
-                    None if from != node => self.peers.heard(from),
-                    None => {}
-                },
-                Err(why) => self.signer.refused(&why),
+            if let Some(answer) = self.control.receive(node, payload, sink.as_ref()) {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = this.publish_control(answer).await;
+                });
             }
             return;
         }
@@ -671,11 +664,8 @@ impl Shared {
     /// Says this node is alive, and removes the members of nodes that
     /// stopped saying so from the channels this node shares with them.
     async fn beat(self: &Arc<Self>, node: NodeId) {
-        let beat = self.signer.seal(node, None);
-        let _ = self
-            .command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(beat))
-            .await;
-        let dead = self.peers.silent(self.config.heartbeat);
+        let _ = self.publish_control(self.control.heartbeat(node)).await;
+        let dead = self.control.peers.silent(self.config.heartbeat);
         for gone in dead {
             tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
             let this = self.clone();
@@ -691,6 +681,11 @@ impl Shared {
                 }
             });
         }
+    }
+
+    async fn publish_control(&self, wire: String) -> Result<(), ChannelError> {
+        self.command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(wire))
+            .await
     }
 
     fn remember(&self, channel: &str, member: &Member, options: &ChannelOptions, role: &Role) {
@@ -949,6 +944,56 @@ impl Broker for RedisBackend {
                 })),
                 status => Err(status_error(status, channel)),
             }
+        })
+    }
+
+    fn recent<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let reply = shared
+                .on_channel(&shared.scripts.recent, channel, &[limit.to_string()])
+                .await?;
+            let reply = items(&reply);
+            if reply.is_empty() {
+                return Ok(HistoryPage {
+                    publications: Vec::new(),
+                    top: Some(Position {
+                        offset: 0,
+                        epoch: new_epoch(),
+                    }),
+                    complete: true,
+                });
+            }
+            let epoch = text(at(reply, 0));
+            let top = int(at(reply, 1));
+            let kept = int(at(reply, 2));
+            let mut publications = Vec::new();
+            for entry in items(at(reply, 3)).chunks(3) {
+                let offset: u64 = text(at(entry, 0))
+                    .split('-')
+                    .next()
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(0);
+                if let Ok(mut publication) =
+                    serde_json::from_str::<Publication>(&text(at(entry, 2)))
+                {
+                    publication.position = Some(Position {
+                        offset,
+                        epoch: epoch.clone(),
+                    });
+                    publications.push(publication);
+                }
+            }
+            publications.reverse();
+            Ok(HistoryPage {
+                complete: publications.len() as u64 >= kept,
+                publications,
+                top: Some(Position { offset: top, epoch }),
+            })
         })
     }
 
@@ -1426,13 +1471,27 @@ impl Controller for RedisBackend {
                     "redis: the backend is not attached to a node",
                 ));
             };
-            let text = shared.signer.seal(*node, Some(message));
             shared
-                .command::<()>(
-                    redis::cmd("PUBLISH")
-                        .arg(shared.control_channel())
-                        .arg(text),
-                )
+                .publish_control(shared.control.message(*node, message))
+                .await
+        })
+    }
+
+    fn request(
+        &self,
+        message: ControlMessage,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let Some((node, _)) = shared.attached.get() else {
+                return Err(ChannelError::unavailable(
+                    "redis: the backend is not attached to a node",
+                ));
+            };
+            shared
+                .control
+                .request(*node, message, wait, |wire| shared.publish_control(wire))
                 .await
         })
     }

@@ -363,6 +363,50 @@ fn kicks_and_bans_tell_the_members_who_remain() {
     assert_eq!(leaves[0]["reason"], "kicked");
 }
 
+// A newcomer (a new tab) sees what was said before it came: the newest
+// publications history keeps, as many as asked for and no more than the
+// channel keeps; members only.
+#[test]
+fn members_read_recent_history() {
+    let mut sim = room(
+        ChannelsConfig::default(),
+        json!({"history_size": 3, "history_ttl": 60}),
+    );
+    for n in 0..5 {
+        sim.send(0, A, &cmd(10 + n, "room", "publish", json!(n)));
+    }
+    sim.take(0, A);
+    join(&mut sim, B, 1);
+    let said = |data: &Value| -> Vec<Value> {
+        data["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["data"].clone())
+            .collect()
+    };
+    sim.send(0, B, &cmd(2, "room", "history", json!({})));
+    let all = reply(sim.take(0, B), 2);
+    assert_eq!(said(&all), [json!(2), json!(3), json!(4)], "{all}");
+    assert_eq!(
+        (all["offset"].as_u64(), all["complete"].as_bool()),
+        (Some(5), Some(true))
+    );
+    sim.send(0, B, &cmd(3, "room", "history", json!({"limit": 2})));
+    let two = reply(sim.take(0, B), 3);
+    assert_eq!(said(&two), [json!(3), json!(4)]);
+    assert_eq!(two["complete"], false);
+    sim.send(0, C, &cmd(4, "room", "history", json!({})));
+    assert_eq!(error_code(&reply(sim.take(0, C), 4)), "not_member");
+    sim.send(0, A, &cmd(5, "quiet", "create", json!({})));
+    reply(sim.take(0, A), 5);
+    sim.send(0, A, &cmd(6, "quiet", "history", json!({})));
+    assert!(
+        said(&reply(sim.take(0, A), 6)).is_empty(),
+        "no history kept"
+    );
+}
+
 #[test]
 fn presence_expires_unless_refreshed() {
     let mut sim = room(ChannelsConfig::default(), json!({}));
