@@ -1,9 +1,14 @@
-// The page of `ws serve` in headless Chromium, as two people use it: both
-// join a channel and see each other in the roster, exchange messages, one
-// reloads and finds the history; the owner kicks the other, who is told,
-// then bans them, and they cannot come back. Then an end-to-end encrypted
-// channel: two pages talk, a page without the key sees ciphertext only.
-// No page may log a console error. A screenshot goes to target/ci/page.png.
+// The page of `ws serve` in headless Chromium, as people use it: it warns
+// that anyone can be anyone (no JWT or keys configured); two people join a
+// channel and see each other in the roster (themselves marked), exchange
+// messages, one reloads and finds the history, a new tab sees the recent
+// messages, a long word does not widen the page; the owner kicks the
+// other (after a confirmation), who is told, bans them for a while, they
+// cannot come back, lifts the ban, they can. Then an end-to-end encrypted
+// channel: two pages talk, a page without the key is told the channel is
+// sealed and shows no ciphertext. Last, the server restarts: the page
+// says it is unreachable, comes back by itself and says what was lost.
+// No page may log a console error. Screenshots go to target/ci/.
 //
 // Usage: node page.mjs PATH/TO/ws   (the ws-server binary)
 // The browser is Debian's chromium ($CHROMIUM, default `chromium` on PATH),
@@ -21,13 +26,16 @@ const check = (condition, what) => {
 };
 
 const binary = process.argv[2];
-const server = spawn(binary, ["serve", "--listen", "127.0.0.1:0"], {
-  stdio: ["ignore", "pipe", "inherit"],
-  env: { ...process.env, WS_LOG: "warn" },
-});
-const [first] = await once(createInterface({ input: server.stdout }), "line");
-// "ws serve: page http://127.0.0.1:PORT/  channels ws://..."
-const base = first.match(/page (http:\/\/\S+)/)[1];
+async function startServer(listen) {
+  const child = spawn(binary, ["serve", "--listen", listen], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, WS_LOG: "warn" },
+  });
+  const [first] = await once(createInterface({ input: child.stdout }), "line");
+  // "ws serve: page http://127.0.0.1:PORT/  channels ws://..."
+  return { child, base: first.match(/page (http:\/\/\S+)/)[1] };
+}
+let { child: server, base } = await startServer("127.0.0.1:0");
 
 const executablePath = process.env.CHROMIUM ?? execFileSync("sh", ["-c", "command -v chromium"]).toString().trim();
 const browser = await chromium.launch({
@@ -35,6 +43,7 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const consoleErrors = [];
+const dialogs = [];
 const TIMEOUT = 10_000;
 
 async function person(name) {
@@ -42,12 +51,19 @@ async function person(name) {
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   page.on("console", (message) => {
-    if (message.type() === "error") consoleErrors.push(`${name}: ${message.text()}`);
+    // A connection refused while the server restarts is the browser's own
+    // report of what the page then says in words.
+    if (message.type() === "error" && !restarting) consoleErrors.push(`${name}: ${message.text()}`);
   });
   page.on("pageerror", (error) => consoleErrors.push(`${name}: ${error.message}`));
+  page.on("dialog", (dialog) => {
+    dialogs.push(`${name}: ${dialog.message()}`);
+    dialog.accept();
+  });
   await page.goto(base);
   return page;
 }
+let restarting = false;
 
 async function join(page, name, channel) {
   await page.fill("#user", name);
@@ -62,6 +78,8 @@ try {
   console.log(`${browser.version()} against ${base}`);
   const ann = await person("ann");
   const bob = await person("bob");
+  await ann.waitForSelector("#insecure:not([hidden])");
+  check((await ann.textContent("#insecure")).includes("anyone can join under any name"), "the page warns that names are not checked");
 
   await join(ann, "ann", "room");
   await ann.waitForSelector("#status[data-state=online]");
@@ -74,6 +92,7 @@ try {
   await roster(bob, "ann").waitFor();
   check(true, "both see each other in the roster");
   check((await ann.textContent("#count")) === "2", "the roster counts two");
+  check((await roster(ann, "ann").locator(".you").count()) === 1 && !(await roster(ann, "bob").locator(".you").count()), "the roster marks who you are");
 
   await ann.fill("#text", "hello from ann");
   await ann.click("#send");
@@ -90,9 +109,26 @@ try {
   await said(bob, "hi ann").waitFor();
   check(true, "the history is there after a reload");
 
-  // The owner kicks bob: he is told and may come back.
+  // A new tab (a new person) sees the recent messages too.
+  const fay = await person("fay");
+  await join(fay, "fay", "room");
+  await said(fay, "hello from ann").waitFor();
+  await said(fay, "hi ann").waitFor();
+  check(true, "a new tab sees the recent messages");
+  await fay.click("#leave");
+
+  // A long word (a URL) wraps: the page does not get wider than the window.
+  const long = `https://example.com/${"a".repeat(300)}`;
+  await ann.fill("#text", long);
+  await ann.click("#send");
+  await said(bob, long).waitFor();
+  const overflow = await bob.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `a long word does not widen the page (${overflow} px too wide)`);
+
+  // The owner kicks bob, after saying yes: he is told and may come back.
   await roster(ann, "bob").locator("button.kick").click();
   await bob.waitForSelector("#error:not([hidden])");
+  check(dialogs.some((d) => d === "ann: Kick bob?"), `the owner is asked before a kick: ${dialogs.join("; ")}`);
   check((await bob.textContent("#error")).includes("kicked"), `bob is told he was kicked: ${await bob.textContent("#error")}`);
   await roster(ann, "bob").waitFor({ state: "detached" });
   check(true, "bob leaves ann's roster");
@@ -101,14 +137,23 @@ try {
   await roster(ann, "bob").waitFor();
   check(true, "a kicked user may join again");
 
-  // The owner bans bob: he is told and cannot come back.
+  // The owner bans bob for ten minutes: he is told and cannot come back,
+  // until the ban is lifted.
+  await ann.selectOption("#ban-for", "600");
   await roster(ann, "bob").locator("button.ban").click();
   await bob.waitForFunction(() => document.querySelector("#error").textContent.includes("banned"));
+  check(dialogs.some((d) => d === "ann: Ban for 10 minutes: bob?"), `the owner is asked before a ban, with its length: ${dialogs.join("; ")}`);
   check(true, "bob is told he was banned");
   await bob.click("#join");
   await bob.waitForFunction(() => document.querySelector("#error").textContent === "You are banned from this channel.");
   check(true, "a banned user cannot join again, and is told why");
   check(!(await roster(ann, "bob").count()), "bob is not back in ann's roster");
+  await ann.fill("#unban-user", "bob");
+  await ann.click("#unban");
+  await ann.locator("#messages li.system", { hasText: "The ban on bob was lifted." }).waitFor();
+  await bob.click("#join");
+  await roster(ann, "bob").waitFor();
+  check(true, "once the ban is lifted, bob is back");
 
   // End-to-end encrypted: two pages with the box ticked talk; a third
   // without it sees only ciphertext and cannot post plaintext.
@@ -132,15 +177,19 @@ try {
   check(true, "encrypted messages cross both ways, marked as sealed");
   await join(eve, "eve", "vault");
   await eve.waitForSelector("#room:not([hidden])");
+  await eve.locator("#messages li.system", { hasText: "This channel is end-to-end encrypted" }).waitFor();
   await cara.fill("#text", "second secret");
   await cara.click("#send");
-  await eve.locator("#messages li.message", { hasText: '"e2e":"msg"' }).first().waitFor();
+  await eve.locator("#messages li.message.sealed-unread").first().waitFor();
   const seenByEve = await eve.textContent("#messages");
-  check(!seenByEve.includes("second secret") && !seenByEve.includes("noon"), "a page without the key sees ciphertext only");
+  check(
+    !seenByEve.includes("second secret") && !seenByEve.includes("noon") && !seenByEve.includes('"ct"'),
+    "a page without the key is told the channel is sealed and shows no ciphertext",
+  );
   await eve.fill("#text", "plain words");
   await eve.click("#send");
   await eve.waitForSelector("#error:not([hidden])");
-  check((await eve.textContent("#error")).includes("only end-to-end envelopes"), "plaintext into an encrypted channel is refused");
+  check((await eve.textContent("#error")).includes("end-to-end encrypted"), "a page without the key does not post plaintext into an encrypted channel");
   await roster(cara, "dan").locator("button.kick").click();
   await cara.locator("#messages li.system", { hasText: "new key (epoch 2)" }).waitFor();
   check(true, "kicking from an encrypted channel starts a new key epoch");
@@ -149,7 +198,32 @@ try {
   await ann.screenshot({ path: "target/ci/page.png", fullPage: true });
   await bob.screenshot({ path: "target/ci/page-banned.png", fullPage: true });
   await cara.screenshot({ path: "target/ci/page-e2e.png", fullPage: true });
-  console.log("screenshots: target/ci/page.png, target/ci/page-banned.png, target/ci/page-e2e.png");
+  await eve.screenshot({ path: "target/ci/page-sealed.png", fullPage: true });
+
+  // The server restarts (its channels were in memory): ann's page says
+  // it is unreachable while it is down, comes back by itself, and says
+  // the channel's earlier messages are lost.
+  restarting = true;
+  const port = new URL(base).port;
+  server.kill("SIGINT");
+  await once(server, "exit");
+  await ann.waitForFunction(() => document.querySelector("#error").textContent.includes("unreachable"));
+  check(await ann.locator("#status[data-state=reconnecting]").count() === 1, "the page says the server is unreachable and that it retries");
+  check(!(await ann.locator("#roster li").count()), "the roster is cleared while the page is away");
+  ({ child: server } = await startServer(`127.0.0.1:${port}`));
+  await ann.waitForSelector("#status[data-state=online]", { timeout: 45_000 });
+  restarting = false;
+  // Whichever page comes back first makes the channel anew; the others
+  // find it with a new history.
+  await ann.locator("#messages li.system", { hasText: /earlier messages are (lost|no longer available)/i }).first().waitFor();
+  await roster(ann, "ann").waitFor();
+  await ann.fill("#text", "back again");
+  await ann.click("#send");
+  await said(ann, "back again").waitFor();
+  check(true, "after a restart the page comes back by itself, says what was lost, and works");
+
+  await ann.screenshot({ path: "target/ci/page-restarted.png", fullPage: true });
+  console.log("screenshots: target/ci/page.png, page-banned.png, page-e2e.png, page-sealed.png, page-restarted.png");
   check(consoleErrors.length === 0, `no console errors${consoleErrors.length ? `: ${consoleErrors.join("; ")}` : ""}`);
 } catch (error) {
   failures.push(String(error));

@@ -527,15 +527,23 @@ async fn known_host(
     next.run(request).await
 }
 
-/// Who the credentials in this request (`?user=`, `?token=` or
-/// `Authorization`) would connect as, by the rules of `/channels`: 200
-/// `{"user", "auth"}` or 401 `{"error", "message", "auth"}`. `auth` is the
+/// Who the credentials in this request (`?user=` where names are
+/// claimed, `?token=` or `Authorization`) would connect as, by the rules of
+/// `/channels`: 200 `{"user", "auth"}` or 401 `{"error", "message",
+/// "auth"}`; without credentials 200 with `"user": null`. `auth` is the
 /// server's mode (`names`, `jwt`, `keys`), so the page can warn when anyone
 /// can be anyone and tell a refused name or token from an unreachable
 /// server.
 async fn whoami(State(app): State<App>, request: Request) -> axum::response::Response {
     let (parts, _) = request.into_parts();
     let mode = app.auth.mode();
+    let given = |name| ws_async::auth::query_param(&parts, name).is_some();
+    let credentials = parts.headers.contains_key(http::header::AUTHORIZATION)
+        || given("token")
+        || (mode == "names" && given("user"));
+    if !credentials {
+        return axum::Json(serde_json::json!({ "user": null, "auth": mode })).into_response();
+    }
     match app.auth.authenticate(&parts).await {
         Ok(identity) => axum::Json(serde_json::json!({ "user": identity.subject, "auth": mode }))
             .into_response(),

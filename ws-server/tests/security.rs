@@ -84,6 +84,12 @@ async fn open_names_are_refused_on_a_public_address() {
     let jwt = Serve::start(&["--listen", "0.0.0.0:0", "--jwt-secret", secret], &[]).await;
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], jwt.addr.port()));
     let (status, body) = get(local, "/whoami?user=ann", &local.to_string()).await;
+    assert!(status.contains("200"), "no credential, nobody: {status}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({ "user": null, "auth": "jwt" })
+    );
+    let (status, body) = get(local, "/whoami?token=forged", &local.to_string()).await;
     assert!(status.contains("401"), "{status}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["auth"], "jwt");
 }

@@ -21,19 +21,22 @@ const ERRORS = {
 
 const CLOSES = {
   1000: "Disconnected.",
-  1001: "The server is restarting or shutting down; reconnecting.",
-  1006: "The connection was lost; reconnecting.",
   1008: "The server closed the connection: too many refused commands.",
   1009: "That message was too big for the server.",
-  1011: "The server failed; reconnecting.",
   4001: "The server wants a valid token: fill in Token.",
-  4008: "The connection was too slow to keep up; reconnecting.",
   4009: "An administrator disconnected you.",
 };
-const RECONNECT = new Set([1001, 1006, 1011, 4008]);
+// Closes after which the page comes back by itself: the server going away
+// or restarting, the connection lost, a server failure, being too slow.
+const RECONNECT = new Set([1001, 1006, 1011, 1012, 1013, 4008]);
+
+// How many recent messages a page joining a channel for the first time
+// shows.
+const RECENT = 50;
 
 const state = {
   socket: null,
+  mode: null, // "names", "jwt" or "keys": how this server tells who people are
   user: "",
   channel: "",
   token: "",
@@ -42,9 +45,12 @@ const state = {
   nextId: 1,
   pending: new Map(), // id -> handler of the response
   last: null, // {offset, epoch} of the last publication seen
+  inRoom: false, // joined at least once since the person asked to join
   wanted: false, // whether the person wants to be in the channel
   retry: null,
+  attempts: 0, // connections that failed in a row
   encrypted: false, // end-to-end: messages sealed here, through /e2e.js
+  sealedChannel: false, // the channel is end-to-end encrypted
   e2e: null, // the E2eChannels of the current socket
   keyPair: null, // this tab's X25519 key pair, kept across reconnects
 };
@@ -74,7 +80,34 @@ function append(item) {
   list.scrollTop = list.scrollHeight;
 }
 
-function showMessage(publication, sealed = false) {
+function isSealed(data) {
+  return data !== null && typeof data === "object" && (data.e2e === "msg" || data.e2e === "keys");
+}
+
+// Shows a publication, once: one at or before the last seen (a recovery
+// overlapping what arrived live) is not shown again. `earlier` ones (what
+// was said before this page came) are shown as they are.
+function showMessage(publication, sealed = false, earlier = false) {
+  if (publication.offset !== undefined && !earlier) {
+    if (state.last && state.last.epoch === publication.epoch && publication.offset <= state.last.offset) return;
+    state.last = { offset: publication.offset, epoch: publication.epoch };
+  }
+  const data = publication.data;
+  // A page that does not encrypt shows no ciphertext: it says what it is.
+  if (!sealed && isSealed(data)) {
+    if (data.e2e === "keys") return;
+    const item = document.createElement("li");
+    item.className = "message sealed-unread";
+    const from = document.createElement("span");
+    from.className = "from";
+    from.textContent = publication.from ? publication.from.user || "anonymous" : "server";
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = "an end-to-end encrypted message (tick End-to-end encrypted and join again to read)";
+    item.append(from, text);
+    append(item);
+    return;
+  }
   const item = document.createElement("li");
   item.className = sealed ? "message sealed" : "message";
   const from = document.createElement("span");
@@ -82,13 +115,9 @@ function showMessage(publication, sealed = false) {
   from.textContent = publication.from ? publication.from.user || "anonymous" : "server";
   const text = document.createElement("span");
   text.className = "text";
-  const data = publication.data;
   text.textContent = data && typeof data === "object" && "text" in data ? String(data.text) : JSON.stringify(data);
   item.append(from, text);
   append(item);
-  if (publication.offset !== undefined) {
-    state.last = { offset: publication.offset, epoch: publication.epoch };
-  }
 }
 
 // Where this tab first joined a channel, kept across reloads so a reload
@@ -136,6 +165,12 @@ function renderRoster() {
     label.className = "name";
     label.textContent = name;
     item.append(label);
+    if (name === state.user) {
+      const you = document.createElement("span");
+      you.className = "you";
+      you.textContent = "(you)";
+      item.append(you);
+    }
     if (role && role !== "participant") {
       const tag = document.createElement("span");
       tag.className = "role";
@@ -155,27 +190,35 @@ function renderRoster() {
     list.append(item);
   }
   $("count").textContent = String(users.size);
-  $("owner-hint").hidden = !owner;
+  $("owner-tools").hidden = !owner;
 }
 
 function moderate(action, user) {
+  const forSeconds = $("ban-for").value;
+  const how = action === "kick" ? "Kick" : `Ban ${forSeconds ? `for ${$("ban-for").selectedOptions[0].textContent}` : "until the ban is lifted"}:`;
+  if (!confirm(`${how} ${user}?`)) return;
+  const done = action === "kick" ? "kicked" : "banned";
   if (state.e2e) {
     // Through the module: it starts a new key epoch for those who remain.
-    state.e2e[action](state.channel, user).then(
+    const duration = forSeconds ? Number(forSeconds) : undefined;
+    const removing = action === "kick" ? state.e2e.kick(state.channel, user) : state.e2e.ban(state.channel, user, duration);
+    removing.then(
       (epoch) => {
-        system(`${user} was ${action === "kick" ? "kicked" : "banned"}; new key (epoch ${epoch}) for the others.`);
+        system(`${user} was ${done}; new key (epoch ${epoch}) for the others.`);
         refreshRoster();
       },
       (error) => showError(ERRORS[error.code] || error.message),
     );
     return;
   }
-  command(action, { user }, (data) => {
-    if (data.ok) {
-      system(`${user} was ${action === "kick" ? "kicked" : "banned"}.`);
+  const data = { user };
+  if (action === "ban" && forSeconds) data.duration = Number(forSeconds);
+  command(action, data, (reply) => {
+    if (reply.ok) {
+      system(`${user} was ${done}.`);
       refreshRoster();
     } else {
-      showError(ERRORS[data.code] || data.message);
+      showError(ERRORS[reply.code] || reply.message);
     }
   });
 }
@@ -193,13 +236,18 @@ function refreshRoster() {
 
 function entered(data) {
   state.role = data.role;
+  state.inRoom = true;
+  state.sealedChannel = Boolean(data.encrypted);
   $("room").hidden = false;
   $("leave").disabled = false;
   showError("");
-  if (data.recovered === false) system("Earlier messages are no longer available.");
+  if (state.sealedChannel && !state.encrypted) {
+    system("This channel is end-to-end encrypted: its messages are sealed. Tick “End-to-end encrypted” and join again to read them.");
+  }
+  if (data.recovered === false) system("Some earlier messages are no longer available: the channel does not keep them any more.");
   for (const publication of data.publications || []) showMessage(publication);
   if (data.offset !== undefined) {
-    state.last = { offset: data.offset, epoch: data.epoch };
+    if (!state.last || state.last.epoch !== data.epoch) state.last = { offset: data.offset, epoch: data.epoch };
     rememberStart(state.last);
   }
   refreshRoster();
@@ -213,11 +261,55 @@ function refused(data) {
   state.socket.close(1000);
 }
 
+// A page joining a channel for the first time sees what was said before:
+// the newest messages the channel keeps up to where it joined (`from`);
+// later ones reach it live.
+function showRecent(from) {
+  command("history", { limit: RECENT }, (reply) => {
+    if (!reply.ok) return;
+    const before = (p) => !from || p.epoch !== from.epoch || p.offset <= from.offset;
+    const earlier = (reply.publications || []).filter(before);
+    if (earlier.length) system(reply.complete ? "Earlier messages:" : `The last ${earlier.length} messages:`);
+    for (const publication of earlier) showMessage(publication, false, true);
+  });
+}
+
 // Joins an existing channel: after a reconnect from the last message seen,
-// after a reload from where this tab first joined.
+// after a reload from where this tab first joined; a first visit then
+// shows the recent messages.
 function join() {
   const since = state.last || saved();
-  command("join", since ? { since } : {}, (reply) => (reply.ok ? entered(reply) : refused(reply)));
+  command("join", since ? { since } : {}, (reply) => {
+    if (!reply.ok) return refused(reply);
+    entered(reply);
+    if (!since) showRecent(reply.offset === undefined ? null : { offset: reply.offset, epoch: reply.epoch });
+  });
+}
+
+// Back after the connection was lost: join from the last message seen. A
+// channel that is gone (the server restarted with its channels in memory)
+// is made anew, and the page says what was lost.
+function rejoin() {
+  command("join", state.last ? { since: state.last } : {}, (reply) => {
+    if (reply.ok) return entered(reply);
+    if (reply.code !== "not_found") return refused(reply);
+    if (state.sealedChannel) {
+      // Started again by this page it would not be encrypted.
+      leaveRoom("The channel was gone when we came back (the server restarted?). It was end-to-end encrypted: a page with encryption ticked can start it again.");
+      return;
+    }
+    system("The channel was gone when we came back (the server restarted?): earlier messages are lost. Starting it again.");
+    state.last = null;
+    create();
+  });
+}
+
+function create() {
+  command("create", { history_size: 100, history_ttl: 3600, presence_events: true }, (reply) => {
+    if (reply.ok) entered(reply);
+    else if (reply.code === "already_exists") join();
+    else refused(reply);
+  });
 }
 
 // End-to-end: creates the channel encrypted, or joins it. An owner coming
@@ -233,16 +325,16 @@ async function enterEncrypted() {
     state.e2e = new E2eChannels(socket, state.keyPair, onE2eEvent);
     try {
       await state.e2e.create(state.channel, 100);
-      entered({ role: "owner" });
+      entered({ role: "owner", encrypted: true });
       system("You created this end-to-end encrypted channel; you hand its keys to whoever joins.");
     } catch (error) {
       if (error.code !== "already_exists") return refused(error);
       await state.e2e.join(state.channel);
       if (state.e2e.isOwner(state.channel)) {
         await state.e2e.rotate(state.channel);
-        entered({ role: "owner" });
+        entered({ role: "owner", encrypted: true });
       } else {
-        entered({ role: "participant" });
+        entered({ role: "participant", encrypted: true });
         system("Waiting for the owner to hand over the key.");
       }
     }
@@ -276,21 +368,16 @@ function onE2eEvent(event) {
   }
 }
 
-// Creates the channel (becoming its owner), or joins it if it exists.
+// Creates the channel (becoming its owner) or joins it; after a lost
+// connection, joins again where it left off.
 function enter() {
   if (state.encrypted) {
     enterEncrypted();
-    return;
+  } else if (state.inRoom) {
+    rejoin();
+  } else {
+    create();
   }
-  command(
-    "create",
-    { history_size: 100, history_ttl: 3600, presence_events: true },
-    (reply) => {
-      if (reply.ok) entered(reply);
-      else if (reply.code === "already_exists") join();
-      else refused(reply);
-    },
-  );
 }
 
 function onEvent(envelope) {
@@ -310,13 +397,15 @@ function onEvent(envelope) {
       system(`${data.from.user || "someone"} joined.`);
       refreshRoster();
       break;
-    case "leave":
+    case "leave": {
       state.roster.delete(data.from.session);
-      system(`${data.from.user || "someone"} left.`);
+      const why = { kicked: " (kicked)", banned: " (banned)", expired: " (connection lost)" }[data.reason] || "";
+      system(`${data.from.user || "someone"} left${why}.`);
       renderRoster();
       break;
+    }
     case "kicked":
-      leaveRoom(`You were kicked from ${state.channel} by its owner.`);
+      leaveRoom(`You were kicked from ${state.channel}.`);
       break;
     case "banned":
       leaveRoom(`You are banned from ${state.channel}.`);
@@ -337,6 +426,7 @@ function onEvent(envelope) {
 
 function leaveRoom(message) {
   state.wanted = false;
+  state.inRoom = false;
   state.role = null;
   state.roster.clear();
   renderRoster();
@@ -347,12 +437,51 @@ function leaveRoom(message) {
   if (state.socket) state.socket.close(1000);
 }
 
+function credentials() {
+  const params = new URLSearchParams();
+  if (state.mode === "names" || !state.token) params.set("user", state.user);
+  if (state.token) params.set("token", state.token);
+  return params;
+}
+
+// Tries again after a delay that doubles with each failure, up to 30 s,
+// drawn at random below it (full jitter) so pages do not all come back at
+// once after a restart.
+function scheduleRetry(why) {
+  const ceiling = Math.min(30_000, 1000 * 2 ** state.attempts);
+  const delay = Math.max(250, Math.random() * ceiling);
+  state.attempts += 1;
+  setStatus("reconnecting");
+  showError(`${why} Trying again in ${Math.ceil(delay / 1000)} s.`);
+  clearTimeout(state.retry);
+  state.retry = setTimeout(connect, delay);
+}
+
+// A connection that never opened: unreachable, or refused (and why). The
+// browser does not say, so the page asks the server who the credentials
+// name.
+async function diagnose() {
+  let answer;
+  try {
+    answer = await fetch(`/whoami?${credentials()}`, { cache: "no-store" });
+  } catch {
+    return scheduleRetry("The server is unreachable.");
+  }
+  if (answer.status === 401 || answer.status === 403) {
+    const body = await answer.json().catch(() => ({}));
+    state.wanted = false;
+    $("join").disabled = false;
+    showError(`The server refused you: ${body.message || "check the name and the token."}`);
+    return;
+  }
+  scheduleRetry("The server did not take the connection (it may be busy or restarting).");
+}
+
 function connect() {
   clearTimeout(state.retry);
-  const params = new URLSearchParams({ user: state.user });
-  if (state.token) params.set("token", state.token);
+  if (!state.wanted) return;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/channels?${params}`);
+  const socket = new WebSocket(`${scheme}://${location.host}/channels?${credentials()}`);
   state.socket = socket;
   state.e2e = null;
   state.pending.clear();
@@ -360,7 +489,9 @@ function connect() {
   let opened = false;
   socket.addEventListener("open", () => {
     opened = true;
+    state.attempts = 0;
     setStatus("online");
+    showError("");
     enter();
   });
   socket.addEventListener("message", (event) => {
@@ -384,32 +515,61 @@ function connect() {
   socket.addEventListener("close", (event) => {
     if (state.socket !== socket) return;
     setStatus("offline");
+    // Who is here is unknown until the page is back.
+    state.roster.clear();
+    renderRoster();
     $("join").disabled = false;
+    if (!state.wanted) return;
     if (!opened) {
-      showError("The server refused the connection: check the name (letters, digits, _ or -) and the token.");
-      state.wanted = false;
+      diagnose();
       return;
     }
-    if (!state.wanted) return;
-    showError(CLOSES[event.code] || `Disconnected (${event.code} ${event.reason}).`);
     if (RECONNECT.has(event.code)) {
-      state.retry = setTimeout(connect, 2000);
+      scheduleRetry(event.code === 1001 || event.code === 1012 ? "The server is restarting or shutting down." : "The connection was lost.");
     } else {
+      showError(CLOSES[event.code] || `Disconnected (${event.code} ${event.reason}).`);
       state.wanted = false;
+      state.inRoom = false;
       $("leave").disabled = true;
     }
   });
 }
 
-$("join-form").addEventListener("submit", (event) => {
+// How this server tells who people are: names anyone may claim (warned
+// about), or a token.
+async function learnMode() {
+  try {
+    const answer = await fetch("/whoami", { cache: "no-store" });
+    const body = await answer.json();
+    state.mode = body.auth;
+  } catch {
+    return;
+  }
+  $("insecure").hidden = state.mode !== "names";
+  document.querySelector("label.token").hidden = state.mode === "names";
+  document.querySelector("label.name").hidden = state.mode !== "names";
+}
+
+$("join-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   state.user = $("user").value.trim();
   state.channel = $("channel").value.trim();
   state.token = $("token").value.trim();
+  if (state.mode !== "names" && state.token) {
+    // The user is whoever the token names.
+    const answer = await fetch(`/whoami?${new URLSearchParams({ token: state.token })}`, { cache: "no-store" }).catch(() => null);
+    const body = answer ? await answer.json().catch(() => ({})) : {};
+    if (answer && answer.ok) state.user = body.user;
+  } else if (!state.user) {
+    showError("Give a name: letters, digits, _ or -.");
+    return;
+  }
   state.encrypted = $("e2e").checked;
   $("e2e-hint").hidden = !state.encrypted;
   state.last = null;
+  state.inRoom = false;
   state.wanted = true;
+  state.attempts = 0;
   $("messages").replaceChildren();
   $("join").disabled = true;
   showError("");
@@ -428,6 +588,20 @@ $("leave").addEventListener("click", () => {
   $("room").hidden = true;
 });
 
+$("unban-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const user = $("unban-user").value.trim();
+  if (!user || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+  command("unban", { user }, (reply) => {
+    if (reply.ok) {
+      system(`The ban on ${user} was lifted.`);
+      $("unban-user").value = "";
+    } else {
+      showError(reply.code === "not_found" ? `${user} is not banned here.` : ERRORS[reply.code] || reply.message);
+    }
+  });
+});
+
 $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value;
@@ -439,8 +613,14 @@ $("send-form").addEventListener("submit", (event) => {
     );
     return;
   }
+  if (state.sealedChannel) {
+    showError("This channel is end-to-end encrypted: tick “End-to-end encrypted” and join again to write in it.");
+    return;
+  }
   command("publish", { text }, (data) => {
     if (!data.ok) showError(data.code === "bad_request" ? `The server refused the message: ${data.message}` : ERRORS[data.code] || data.message);
   });
   $("text").value = "";
 });
+
+learnMode();
