@@ -1878,9 +1878,8 @@ impl ChannelManager {
             .iter()
             .flat_map(|(id, s)| s.channels.keys().map(move |c| (c.clone(), *id)))
             .collect();
-        if entries.is_empty() {
-            return;
-        }
+        // Sent with no entries too: a refresh is when a store may sweep
+        // what lingered out (the in-process one frees those histories).
         entries.sort_unstable();
         self.op(
             Operation::Refresh {

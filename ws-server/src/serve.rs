@@ -5,6 +5,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -39,6 +40,8 @@ pub(crate) struct App {
     pub(crate) auth: ClientAuth,
     /// Which `Host` headers every route answers.
     pub(crate) hosts: HostPolicy,
+    /// The in-process backend, when channels are kept here.
+    pub(crate) memory: Option<Arc<MemoryBackend>>,
 }
 
 fn config_hosts(settings: &Settings) -> HostPolicy {
@@ -97,7 +100,8 @@ async fn run(settings: Settings) -> Result<(), String> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|error| format!("cannot start the metrics recorder: {error}"))?;
-    let backend = connect_backend(&settings.backend)
+    let mut memory = None;
+    let backend = connect_backend(&settings.backend, &mut memory)
         .await
         .map_err(|error| format!("`backend`: {}", error.message))?;
     let channels = Channels::builder(settings.channels.clone())
@@ -130,6 +134,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         admin: settings.admin.clone(),
         auth: authenticator,
         hosts: config_hosts(&settings),
+        memory,
     };
     let (main_router, admin_router) = routers(app, &settings);
 
@@ -218,8 +223,12 @@ async fn run(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// The backend the settings name, with its prefix, key, CA and budget.
-async fn connect_backend(settings: &BackendSettings) -> Result<Backend, ChannelError> {
+/// The backend the settings name, with its prefix, key, CA and budget;
+/// the memory backend is also left in `history`, for its metrics.
+async fn connect_backend(
+    settings: &BackendSettings,
+    history: &mut Option<Arc<MemoryBackend>>,
+) -> Result<Backend, ChannelError> {
     let scheme = settings.url.split("://").next().unwrap_or_default();
     let key = || {
         settings
@@ -264,6 +273,8 @@ async fn connect_backend(settings: &BackendSettings) -> Result<Backend, ChannelE
             if let Some(bytes) = settings.history_bytes {
                 memory = memory.max_history_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
             }
+            let memory = Arc::new(memory);
+            *history = Some(memory.clone());
             Ok(Backend::memory(memory))
         }
     }
@@ -572,6 +583,9 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
     metrics::gauge!("ws_channels_sessions").set(stats.sessions as f64);
     metrics::gauge!("ws_channels_channels").set(stats.channels as f64);
     metrics::gauge!("ws_channels_subscriptions").set(stats.subscriptions as f64);
+    if let Some(memory) = &app.memory {
+        metrics::gauge!("ws_channels_history_bytes").set(memory.history_bytes() as f64);
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         app.prometheus.render(),

@@ -948,3 +948,68 @@ async fn nats_with_a_user_a_token_and_tls() {
     )
     .await;
 }
+
+// SECURITY 7: history had budgets by count only: four sessions publishing
+// 1,000 messages of 63 KB raised the server's memory by 250 MB, and by 8
+// GiB in theory. History is now bounded by bytes, per channel and for the
+// whole node, the oldest going first; a join from further back is told
+// `recovered: false`.
+#[tokio::test]
+async fn history_is_bounded_by_bytes() {
+    let serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--history-bytes",
+            "3000000",
+            "--history-bytes-per-channel",
+            "1000000",
+            "--command-rate",
+            "0",
+            "--max-message-size",
+            "200000",
+        ],
+        &[],
+    )
+    .await;
+    let big = "x".repeat(63_000);
+    let mut epoch = Value::Null;
+    for channel in ["h1", "h2", "h3", "h4"] {
+        let mut peer = Peer::connect(serve.addr, &format!("writer-{channel}")).await;
+        let created = peer
+            .command(
+                channel,
+                "create",
+                json!({"history_size": 1000, "history_ttl": 3600}),
+            )
+            .await;
+        epoch = created["epoch"].clone();
+        for n in 0..40 {
+            let published = peer
+                .command(channel, "publish", json!({ "n": n, "pad": big }))
+                .await;
+            assert_eq!(published["ok"], true, "{published}");
+        }
+    }
+    let held = metric(&serve.metrics().await, "ws_channels_history_bytes");
+    assert!(
+        held > 2_000_000.0 && held <= 3_000_000.0,
+        "held {held} bytes of 4 x 40 x 63 KB"
+    );
+    // h4's first publications went for its own budget, and h1's for the
+    // node's: a recovery from the start is refused, never partial.
+    let mut reader = Peer::connect(serve.addr, "reader").await;
+    let joined = reader
+        .command(
+            "h4",
+            "join",
+            json!({"since": {"offset": 0, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(joined["recovered"], false, "{joined}");
+    let recent = reader
+        .command("h4", "history", json!({"limit": 1000}))
+        .await;
+    let kept = recent["publications"].as_array().unwrap().len();
+    assert!((10..=16).contains(&kept), "{kept} of 40 fit in 1 MB");
+}

@@ -397,9 +397,10 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// All three in one [`MemoryBackend`]: one node, or several nodes in
-    /// one process.
-    pub fn memory(memory: MemoryBackend) -> Self {
-        let memory = Arc::new(memory);
+    /// one process. Give an `Arc` to keep a handle on it (to read
+    /// [`MemoryBackend::history_bytes`], say).
+    pub fn memory(memory: impl Into<Arc<MemoryBackend>>) -> Self {
+        let memory = memory.into();
         Self {
             broker: memory.clone(),
             presence: memory.clone(),

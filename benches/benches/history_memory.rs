@@ -1,0 +1,205 @@
+//! What channel history costs a node in memory, the way the trust review
+//! measured it: four sessions each publish 1,000 messages of 63 KB into a
+//! channel of its own that keeps 1,000 (the most a channel may ask for),
+//! then leave. The server's resident memory is read from /proc before, at
+//! the end of the publishing, and after the channels lingered out.
+//!
+//! ```sh
+//! cargo bench -p ws-benches --bench history_memory
+//! cargo bench -p ws-benches --bench history_memory -- --messages 300
+//! ```
+//!
+//! It runs two servers side by side, each in its own process: `budgeted`,
+//! with the defaults (4 MiB of history per channel, 64 MiB for the node),
+//! and `unbudgeted`, with both budgets off, which is what history cost
+//! before they existed.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ws_channels::{Backend, Channels, ChannelsConfig, MemoryBackend};
+use ws_tokio::auth::{Authenticator, Identity};
+use ws_tokio::{Message, Rejection};
+
+/// Channels linger this long after their last member, here: long enough
+/// to read memory at the end of the publishing, short enough to wait for.
+const LINGER: Duration = Duration::from_secs(3);
+
+/// Whoever the query names (a bench: no credentials).
+struct AnyUser;
+
+impl Authenticator for AnyUser {
+    async fn authenticate(
+        &self,
+        request: &ws_tokio::http::request::Parts,
+    ) -> Result<Identity, Rejection> {
+        let user = request.uri.query().unwrap_or("user=anyone");
+        Ok(Identity::new(user.trim_start_matches("user=")))
+    }
+}
+
+/// The server side: `--serve budgeted|unbudgeted`; prints its address.
+fn serve(kind: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut config = ChannelsConfig {
+            channel_linger: LINGER,
+            // Presence is refreshed (and what lingered out swept) every
+            // second while anyone is connected.
+            presence_ttl: Duration::from_secs(3),
+            command_rate: 0,
+            ..ChannelsConfig::default()
+        };
+        let mut memory = MemoryBackend::new();
+        if kind == "unbudgeted" {
+            config.max_history_bytes = u64::MAX;
+            memory = memory.max_history_bytes(usize::MAX);
+        }
+        let channels = Channels::builder(config)
+            .backend(Backend::memory(memory))
+            .build();
+        let mut server = ws_tokio::ServerConfig::default();
+        server.connection.max_message_size = 128 * 1024;
+        let server = ws_tokio::server()
+            .config(server)
+            .route("/", channels.endpoint().authenticator(AnyUser))
+            .build();
+        let listener = ws_tokio::bind("127.0.0.1:0").await.expect("bind");
+        println!("{}", listener.local_addr().expect("an address"));
+        server.serve(listener).await.expect("serve");
+    });
+}
+
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    fn start(kind: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("this binary"))
+            .args(["--serve", kind])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the server process");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("the address");
+        Self {
+            child,
+            addr: line.trim().parse().expect("an address"),
+        }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One session: creates `channel`, publishes `messages` of 63 KB, waiting
+/// for each reply, then leaves.
+async fn publisher(addr: std::net::SocketAddr, channel: String, messages: u64) {
+    let (mut socket, _) = ws_tokio::connect(format!("ws://{addr}/?user={channel}"))
+        .await
+        .expect("connects");
+    let pad = "x".repeat(63_000);
+    let mut ask = async |id: u64, action: &str, data: Value| {
+        let command = json!({"type": "command", "id": id.to_string(), "channel": channel, "action": action, "data": data});
+        socket.send(command.to_string()).await.expect("sends");
+        loop {
+            let Some(Ok(Message::Text(text))) = socket.recv().await else {
+                panic!("the connection ended");
+            };
+            let reply: Value = serde_json::from_str(text.as_str()).expect("JSON");
+            if reply["type"] == "response" && reply["id"] == id.to_string() {
+                assert_eq!(reply["data"]["ok"], true, "{reply}");
+                return;
+            }
+        }
+    };
+    ask(
+        0,
+        "create",
+        json!({"history_size": 1000, "history_ttl": 3600}),
+    )
+    .await;
+    for n in 1..=messages {
+        ask(n, "publish", json!({ "n": n, "pad": pad })).await;
+    }
+    ask(messages + 1, "leave", json!({})).await;
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| v.parse().expect("a number"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--serve") {
+        serve(&args[at + 1]);
+        return;
+    }
+    // `cargo bench` passes `--bench`; a plain `cargo test` run skips it.
+    if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    let messages = arg("--messages", 1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!(
+        "| server | before | after publishing 4 x {messages} x 63 KB | after they left and the channels lingered out |"
+    );
+    println!("|---|---|---|---|");
+    for kind in ["budgeted", "unbudgeted"] {
+        let server = Server::start(kind);
+        let before = server.rss_mib();
+        runtime.block_on(async {
+            let publishers: Vec<_> = (0..4)
+                .map(|n| tokio::spawn(publisher(server.addr, format!("{kind}{n}"), messages)))
+                .collect();
+            for publisher in publishers {
+                publisher.await.expect("a publisher");
+            }
+        });
+        let published = server.rss_mib();
+        // Someone stays connected, so the node's presence refreshes go on
+        // and sweep the channels (and their history) that lingered out.
+        let after = runtime.block_on(async {
+            let (_stays, _) = ws_tokio::connect(format!("ws://{}/?user=stays", server.addr))
+                .await
+                .expect("connects");
+            tokio::time::sleep(LINGER + Duration::from_secs(3)).await;
+            server.rss_mib()
+        });
+        println!("| {kind} | {before:.0} MiB | {published:.0} MiB | {after:.0} MiB |");
+    }
+}
