@@ -126,14 +126,15 @@ async fn publisher(addr: std::net::SocketAddr, channel: String, messages: u64) {
         .expect("connects");
     let pad = "x".repeat(63_000);
     let mut ask = async |id: u64, action: &str, data: Value| {
-        let command = json!({"type": "command", "id": id.to_string(), "channel": channel, "action": action, "data": data});
+        let id = id.to_string();
+        let command = json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data});
         socket.send(command.to_string()).await.expect("sends");
         loop {
             let Some(Ok(Message::Text(text))) = socket.recv().await else {
                 panic!("the connection ended");
             };
             let reply: Value = serde_json::from_str(text.as_str()).expect("JSON");
-            if reply["type"] == "response" && reply["id"] == id.to_string() {
+            if reply["type"] == "response" && reply["id"] == id.as_str() {
                 assert_eq!(reply["data"]["ok"], true, "{reply}");
                 return;
             }
