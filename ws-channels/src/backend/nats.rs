@@ -337,6 +337,15 @@ impl Drop for NatsBackend {
     }
 }
 
+/// Where a walk back through a channel's history starts: its newest
+/// message's stream sequence and offset, the epoch, the byte budget.
+struct Walk<'a> {
+    sequence: u64,
+    top: u64,
+    epoch: &'a str,
+    budget: u64,
+}
+
 /// What a NATS URL says about who connects.
 enum Credentials {
     /// `nats://user:password@host`.
@@ -754,6 +763,48 @@ impl Shared {
         ))
     }
 
+    /// Walks a channel's history back from its newest message for as long
+    /// as `more(offset, taken)` says, each message checked to be the one
+    /// expected: its offset, this epoch, not expired, within the byte
+    /// budget. The publications, newest first, and whether the walk ended
+    /// because `more` said so rather than at a message missing or out of
+    /// place.
+    async fn walk_back(
+        &self,
+        walk: Walk<'_>,
+        mut more: impl FnMut(u64, usize) -> bool,
+    ) -> (Vec<Publication>, bool) {
+        let now = now_ms();
+        let mut publications = Vec::new();
+        let mut sequence = walk.sequence;
+        let mut expected = walk.top;
+        let mut bytes = 0u64;
+        while more(expected, publications.len()) {
+            let Ok(message) = self.history.get_raw_message(sequence).await else {
+                return (publications, false);
+            };
+            let headers = &message.headers;
+            bytes += message.payload.len() as u64;
+            let fits = bytes <= walk.budget
+                && header_u64(headers, OFFSET) == Some(expected)
+                && headers.get(EPOCH).map(|e| e.as_str()) == Some(walk.epoch)
+                && header_u64(headers, EXPIRES).is_some_and(|x| x > now);
+            match serde_json::from_slice::<Publication>(&message.payload) {
+                Ok(mut publication) if fits => {
+                    publication.position = Some(Position {
+                        offset: expected,
+                        epoch: walk.epoch.to_owned(),
+                    });
+                    publications.push(publication);
+                }
+                _ => return (publications, false),
+            }
+            sequence = header_u64(headers, PREVIOUS).unwrap_or(0);
+            expected -= 1;
+        }
+        (publications, true)
+    }
+
     /// Drops local entries the record no longer has.
     fn forget(&self, channel: &str, record: &Option<Record>) {
         let mut local = lock(&self.local);
@@ -954,6 +1005,14 @@ impl Shared {
         None
     }
 
+    /// The node this backend is attached to.
+    fn me(&self) -> Result<NodeId, ChannelError> {
+        self.attached
+            .get()
+            .map(|(node, _)| *node)
+            .ok_or_else(|| ChannelError::unavailable("nats: the backend is not attached to a node"))
+    }
+
     async fn publish_control(&self, wire: String) -> Result<(), ChannelError> {
         self.connected()?;
         self.client
@@ -1124,7 +1183,7 @@ impl Broker for NatsBackend {
             let shared = &self.shared;
             shared.connected()?;
             let last = shared.last(channel).await?;
-            let (mut sequence, top, epoch) = match last {
+            let (sequence, top, epoch) = match last {
                 Some(last) => last,
                 None => {
                     let epoch = match shared.record(channel).await? {
@@ -1153,40 +1212,22 @@ impl Broker for NatsBackend {
                 && since.offset <= top
                 && missing <= size
                 && usize::try_from(missing).is_ok_and(|m| m <= limit);
-            // Walk back from the newest message to the first one missed.
             // The stream keeps each channel's messages by count and age;
             // the channel's byte budget applies here: a gap holding more
             // bytes than it reaches further back than the history does.
             let mut publications = Vec::new();
-            let now = now_ms();
-            let mut expected = top;
-            let mut bytes = 0u64;
-            while complete && expected > since.offset {
-                let message = match shared.history.get_raw_message(sequence).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        complete = false;
-                        break;
-                    }
+            if complete {
+                let walk = Walk {
+                    sequence,
+                    top,
+                    epoch: &epoch,
+                    budget,
                 };
-                let headers = &message.headers;
-                bytes += message.payload.len() as u64;
-                let fits = bytes <= budget
-                    && header_u64(headers, OFFSET) == Some(expected)
-                    && headers.get(EPOCH).map(|e| e.as_str()) == Some(epoch.as_str())
-                    && header_u64(headers, EXPIRES).is_some_and(|x| x > now);
-                match serde_json::from_slice::<Publication>(&message.payload) {
-                    Ok(mut publication) if fits => {
-                        publication.position = Some(Position {
-                            offset: expected,
-                            epoch: epoch.clone(),
-                        });
-                        publications.push(publication);
-                    }
-                    _ => complete = false,
-                }
-                sequence = header_u64(headers, PREVIOUS).unwrap_or(0);
-                expected -= 1;
+                let (newest_first, whole) = shared
+                    .walk_back(walk, |offset, _| offset > since.offset)
+                    .await;
+                complete = whole;
+                publications = newest_first;
             }
             if complete {
                 publications.reverse();
@@ -1209,7 +1250,7 @@ impl Broker for NatsBackend {
         Box::pin(async move {
             let shared = &self.shared;
             shared.connected()?;
-            let Some((mut sequence, top, epoch)) = shared.last(channel).await? else {
+            let Some((sequence, top, epoch)) = shared.last(channel).await? else {
                 let epoch = match shared.record(channel).await? {
                     Some(r) if !r.epoch_used => r.epoch,
                     _ => new_epoch(),
@@ -1223,40 +1264,18 @@ impl Broker for NatsBackend {
             let (size, budget) = shared.record(channel).await?.map_or((0, 0), |r| {
                 (u64::from(r.options.history_size), r.options.history_bytes)
             });
-            // Walk back from the newest message while it is this channel's
-            // history: same epoch, not expired, within its size and bytes.
-            let now = now_ms();
-            let mut publications = Vec::new();
-            let mut expected = top;
-            let mut bytes = 0u64;
-            let mut complete = true;
-            while expected > 0 && top - expected < size {
-                if publications.len() >= limit {
-                    complete = false;
-                    break;
-                }
-                let Ok(message) = shared.history.get_raw_message(sequence).await else {
-                    break;
-                };
-                let headers = &message.headers;
-                bytes += message.payload.len() as u64;
-                let fits = bytes <= budget
-                    && header_u64(headers, OFFSET) == Some(expected)
-                    && headers.get(EPOCH).map(|e| e.as_str()) == Some(epoch.as_str())
-                    && header_u64(headers, EXPIRES).is_some_and(|x| x > now);
-                match serde_json::from_slice::<Publication>(&message.payload) {
-                    Ok(mut publication) if fits => {
-                        publication.position = Some(Position {
-                            offset: expected,
-                            epoch: epoch.clone(),
-                        });
-                        publications.push(publication);
-                    }
-                    _ => break,
-                }
-                sequence = header_u64(headers, PREVIOUS).unwrap_or(0);
-                expected -= 1;
-            }
+            let walk = Walk {
+                sequence,
+                top,
+                epoch: &epoch,
+                budget,
+            };
+            let (mut publications, _) = shared
+                .walk_back(walk, |offset, taken| {
+                    offset > 0 && top - offset < size && taken < limit
+                })
+                .await;
+            let complete = publications.len() < limit;
             publications.reverse();
             Ok(HistoryPage {
                 publications,
@@ -1726,15 +1745,8 @@ impl Controller for NatsBackend {
     fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            shared.connected()?;
-            let Some((node, _)) = shared.attached.get() else {
-                return Err(ChannelError::unavailable(
-                    "nats: the backend is not attached to a node",
-                ));
-            };
-            shared
-                .publish_control(shared.control.message(*node, message))
-                .await
+            let wire = shared.control.message(shared.me()?, message);
+            shared.publish_control(wire).await
         })
     }
 
@@ -1745,14 +1757,11 @@ impl Controller for NatsBackend {
     ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let Some((node, _)) = shared.attached.get() else {
-                return Err(ChannelError::unavailable(
-                    "nats: the backend is not attached to a node",
-                ));
-            };
             shared
                 .control
-                .request(*node, message, wait, |wire| shared.publish_control(wire))
+                .request(shared.me()?, message, wait, |wire| {
+                    shared.publish_control(wire)
+                })
                 .await
         })
     }

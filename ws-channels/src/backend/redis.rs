@@ -688,6 +688,13 @@ impl Shared {
             .await
     }
 
+    /// The node this backend is attached to.
+    fn me(&self) -> Result<NodeId, ChannelError> {
+        self.attached.get().map(|(node, _)| *node).ok_or_else(|| {
+            ChannelError::unavailable("redis: the backend is not attached to a node")
+        })
+    }
+
     fn remember(&self, channel: &str, member: &Member, options: &ChannelOptions, role: &Role) {
         let (Ok(info), Ok(options)) = (
             serde_json::to_string(member),
@@ -828,6 +835,18 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// A history entry as the scripts return it (stream id, expiry, JSON):
+/// its offset and its publication, positioned in `epoch`.
+fn stream_entry(entry: &[Reply], epoch: &str) -> Option<(u64, Publication)> {
+    let offset: u64 = text(at(entry, 0)).split('-').next()?.parse().ok()?;
+    let mut publication = serde_json::from_str::<Publication>(&text(at(entry, 2))).ok()?;
+    publication.position = Some(Position {
+        offset,
+        epoch: epoch.to_owned(),
+    });
+    Some((offset, publication))
 }
 
 fn status_error(status: &str, channel: &str) -> ChannelError {
@@ -973,18 +992,7 @@ impl Broker for RedisBackend {
             let kept = int(at(reply, 2));
             let mut publications = Vec::new();
             for entry in items(at(reply, 3)).chunks(3) {
-                let offset: u64 = text(at(entry, 0))
-                    .split('-')
-                    .next()
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(0);
-                if let Ok(mut publication) =
-                    serde_json::from_str::<Publication>(&text(at(entry, 2)))
-                {
-                    publication.position = Some(Position {
-                        offset,
-                        epoch: epoch.clone(),
-                    });
+                if let Some((_, publication)) = stream_entry(entry, &epoch) {
                     publications.push(publication);
                 }
             }
@@ -1055,19 +1063,9 @@ impl Broker for RedisBackend {
                 if !complete {
                     break;
                 }
-                let offset: u64 = text(at(entry, 0))
-                    .split('-')
-                    .next()
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(0);
                 let expires = int(at(entry, 1));
-                let parsed = serde_json::from_str::<Publication>(&text(at(entry, 2)));
-                match parsed {
-                    Ok(mut publication) if offset == expected && expires > now => {
-                        publication.position = Some(Position {
-                            offset,
-                            epoch: epoch.clone(),
-                        });
+                match stream_entry(entry, &epoch) {
+                    Some((offset, publication)) if offset == expected && expires > now => {
                         publications.push(publication);
                         expected += 1;
                     }
@@ -1466,14 +1464,8 @@ impl Controller for RedisBackend {
     fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let Some((node, _)) = shared.attached.get() else {
-                return Err(ChannelError::unavailable(
-                    "redis: the backend is not attached to a node",
-                ));
-            };
-            shared
-                .publish_control(shared.control.message(*node, message))
-                .await
+            let wire = shared.control.message(shared.me()?, message);
+            shared.publish_control(wire).await
         })
     }
 
@@ -1484,14 +1476,11 @@ impl Controller for RedisBackend {
     ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let Some((node, _)) = shared.attached.get() else {
-                return Err(ChannelError::unavailable(
-                    "redis: the backend is not attached to a node",
-                ));
-            };
             shared
                 .control
-                .request(*node, message, wait, |wire| shared.publish_control(wire))
+                .request(shared.me()?, message, wait, |wire| {
+                    shared.publish_control(wire)
+                })
                 .await
         })
     }
