@@ -14,10 +14,10 @@
 //! and `unbudgeted`, with both budgets off, which is what history cost
 //! before they existed.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_benches::{ServerProcess, one_worker_runtime};
 use ws_channels::{Backend, Channels, ChannelsConfig, MemoryBackend};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Message, Rejection};
@@ -41,12 +41,7 @@ impl Authenticator for AnyUser {
 
 /// The server side: `--serve budgeted|unbudgeted`; prints its address.
 fn serve(kind: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    one_worker_runtime().block_on(async {
         let mut config = ChannelsConfig {
             channel_linger: LINGER,
             // Presence is refreshed (and what lingered out swept) every
@@ -70,52 +65,9 @@ fn serve(kind: &str) {
             .route("/", channels.endpoint().authenticator(AnyUser))
             .build();
         let listener = ws_tokio::bind("127.0.0.1:0").await.expect("bind");
-        println!("{}", listener.local_addr().expect("an address"));
+        println!("{}", listener.local_addr().expect("an address").port());
         server.serve(listener).await.expect("serve");
     });
-}
-
-struct Server {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Server {
-    fn start(kind: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("this binary"))
-            .args(["--serve", kind])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the server process");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("the address");
-        Self {
-            child,
-            addr: line.trim().parse().expect("an address"),
-        }
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One session: creates `channel`, publishes `messages` of 63 KB, waiting
@@ -181,8 +133,9 @@ fn main() {
     );
     println!("|---|---|---|---|");
     for kind in ["budgeted", "unbudgeted"] {
-        let server = Server::start(kind);
-        let before = server.rss_mib();
+        let server = ServerProcess::start(kind);
+        let rss_mib = || server.rss() as f64 / f64::from(1 << 20);
+        let before = rss_mib();
         runtime.block_on(async {
             let publishers: Vec<_> = (0..4)
                 .map(|n| tokio::spawn(publisher(server.addr, format!("{kind}{n}"), messages)))
@@ -191,7 +144,7 @@ fn main() {
                 publisher.await.expect("a publisher");
             }
         });
-        let published = server.rss_mib();
+        let published = rss_mib();
         // Someone stays connected, so the node's presence refreshes go on
         // and sweep the channels (and their history) that lingered out.
         let after = runtime.block_on(async {
@@ -199,7 +152,7 @@ fn main() {
                 .await
                 .expect("connects");
             tokio::time::sleep(LINGER + Duration::from_secs(3)).await;
-            server.rss_mib()
+            rss_mib()
         });
         println!("| {kind} | {before:.0} MiB | {published:.0} MiB | {after:.0} MiB |");
     }
