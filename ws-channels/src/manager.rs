@@ -138,6 +138,10 @@ struct Membership {
     /// Deliveries were refused (slow session): a `lost` event goes first
     /// with the next delivery.
     lost: bool,
+    /// The offset its join's history reached (the replay's last, or where
+    /// its stream starts): publications up to it are not delivered to it
+    /// again when their live copies arrive after the join.
+    floor: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -171,6 +175,35 @@ struct LocalChannel {
     /// lookup per member. [`ChannelManager::check_invariants`] checks it
     /// against a fresh computation.
     ready: Option<Ready>,
+    /// The order of its publications (channels with history): what was
+    /// handed to members, and what came ahead of a gap.
+    order: Option<Order>,
+}
+
+/// Where a channel's stream of publications is on this node: offsets
+/// reach members once and in order, whatever the broker does (a
+/// publication dropped on the way, two swapped, one delivered twice).
+#[derive(Debug)]
+struct Order {
+    epoch: String,
+    /// The offset of the last publication handed to members.
+    delivered: u64,
+    /// Publications that arrived ahead of a gap, by offset.
+    ahead: BTreeMap<u64, Publication>,
+    /// A history read for the gap is in flight.
+    filling: bool,
+}
+
+impl Order {
+    /// An order whose next publication is `position`.
+    fn before(position: &Position) -> Self {
+        Self {
+            epoch: position.epoch.clone(),
+            delivered: position.offset.saturating_sub(1),
+            ahead: BTreeMap::new(),
+            filling: false,
+        }
+    }
 }
 
 /// A channel's members as a publication sees them.
@@ -198,7 +231,10 @@ impl Ready {
             let Some(membership) = session.channels.get(name) else {
                 continue;
             };
-            if matches!(membership.stage, Stage::Active) && !membership.lost {
+            if matches!(membership.stage, Stage::Active)
+                && !membership.lost
+                && membership.floor.is_none()
+            {
                 ready.push(*id);
             } else {
                 others.push(*id);
@@ -209,6 +245,24 @@ impl Ready {
             others,
         }
     }
+}
+
+/// The publications that waited for what `order` has now delivered, in
+/// order; those at or before it are dropped as duplicates.
+fn drain_ahead(order: &mut Order) -> Vec<Publication> {
+    let mut out = Vec::new();
+    while let Some(entry) = order.ahead.first_entry() {
+        let offset = *entry.key();
+        if offset <= order.delivered {
+            entry.remove();
+        } else if offset == order.delivered + 1 {
+            order.delivered = offset;
+            out.push(entry.remove());
+        } else {
+            break;
+        }
+    }
+    out
 }
 
 /// Drops `name`'s delivery list: one of its members changed.
@@ -290,6 +344,11 @@ enum Pending {
     Recent {
         session: SessionId,
         reply: ReplyTo,
+    },
+    /// A history read to fill a gap in a channel's stream.
+    Fill {
+        channel: String,
+        epoch: String,
     },
     Custom {
         session: SessionId,
@@ -1232,6 +1291,9 @@ impl ChannelManager {
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
             },
+            (Pending::Fill { channel, epoch }, OpResult::History(result)) => {
+                self.filled(&channel, &epoch, result);
+            }
             (Pending::Custom { session, reply }, OpResult::Custom(result)) => match result {
                 Ok(value) => self.ok(session, &reply, json!({ "result": value })),
                 Err(e) => self.refuse(session, &reply, e, now),
@@ -1274,6 +1336,9 @@ impl ChannelManager {
             | Pending::Members { session, reply, .. }
             | Pending::Recent { session, reply }
             | Pending::Custom { session, reply } => self.refuse(session, &reply, failure(), now),
+            Pending::Fill { channel, epoch } => {
+                self.filled(&channel, &epoch, Err(failure()));
+            }
             Pending::Ignore => {}
         }
     }
@@ -1336,6 +1401,7 @@ impl ChannelManager {
                     overflowed: false,
                 },
                 lost: false,
+                floor: None,
             },
         );
         let local = self
@@ -1345,6 +1411,7 @@ impl ChannelManager {
                 options: grant.options,
                 members: BTreeSet::new(),
                 ready: None,
+                order: None,
             });
         local.members.insert(session);
         local.ready = None;
@@ -1476,6 +1543,25 @@ impl ChannelManager {
         if overflowed {
             membership.lost = true;
         }
+        if let Some(position) = &page.top {
+            // Its stream starts after `top`: live copies of what the
+            // history read already covered are not delivered to it again.
+            membership.floor = Some(position.offset);
+            if let Some(local) = self.channels.get_mut(channel) {
+                let stale = local
+                    .order
+                    .as_ref()
+                    .is_none_or(|order| order.epoch != position.epoch);
+                if stale {
+                    local.order = Some(Order {
+                        epoch: position.epoch.clone(),
+                        delivered: position.offset,
+                        ahead: BTreeMap::new(),
+                        filling: false,
+                    });
+                }
+            }
+        }
         self.ok(session, reply, fields);
         for publication in buffer {
             let newer = publication.position.as_ref().is_none_or(|p| p.offset > top);
@@ -1563,10 +1649,173 @@ impl ChannelManager {
     }
 
     /// A publication on a channel or topic this node subscribed to.
+    ///
+    /// Publications of a channel with history reach its members once and
+    /// in offset order whatever the broker does: one at or before the last
+    /// handed out is a duplicate and dropped; one after a gap waits while
+    /// the gap is read from history, then both go out in order; a gap the
+    /// history no longer holds is a `lost` event to each member (with the
+    /// last position it has), never a silent jump.
     pub fn handle_publication(&mut self, channel: &str, publication: &Publication, _now: Instant) {
         if let Some(topic) = channel.strip_prefix(TOPIC_PREFIX) {
             return self.topic_publication(channel, topic, publication);
         }
+        match (&publication.position, publication.kind) {
+            (Some(position), PublicationKind::Message) => {
+                for next in self.in_order(channel, position, publication) {
+                    self.fan_out(channel, &next);
+                }
+            }
+            _ => self.fan_out(channel, publication),
+        }
+    }
+
+    /// What of `publication` (and what waited behind it) goes out now, in
+    /// order; starts a history read when it came after a gap.
+    fn in_order(
+        &mut self,
+        channel: &str,
+        position: &Position,
+        publication: &Publication,
+    ) -> Vec<Publication> {
+        let max_ahead = self.config.max_recovery_buffer;
+        let Some(local) = self.channels.get_mut(channel) else {
+            return Vec::new();
+        };
+        let order = local.order.get_or_insert_with(|| Order::before(position));
+        if order.epoch != position.epoch {
+            // A new history (the broker lost the old one, or the channel
+            // was made anew): it starts here.
+            *order = Order::before(position);
+        }
+        if position.offset <= order.delivered {
+            return Vec::new();
+        }
+        if position.offset > order.delivered + 1 {
+            if order.ahead.len() < max_ahead {
+                order.ahead.insert(position.offset, publication.clone());
+            }
+            if !order.filling {
+                order.filling = true;
+                let since = Position {
+                    offset: order.delivered,
+                    epoch: order.epoch.clone(),
+                };
+                let epoch = order.epoch.clone();
+                let limit = self.config.max_recovery;
+                self.op(
+                    Operation::History {
+                        channel: channel.to_owned(),
+                        since: Some(since),
+                        limit,
+                    },
+                    Pending::Fill {
+                        channel: channel.to_owned(),
+                        epoch,
+                    },
+                );
+            }
+            return Vec::new();
+        }
+        order.delivered = position.offset;
+        let mut out = vec![publication.clone()];
+        out.extend(drain_ahead(order));
+        out
+    }
+
+    /// A gap's history read came back: what it holds goes out in order,
+    /// then what waited behind the gap; a gap it cannot fill is a `lost`
+    /// event to every member, with the last position they have.
+    fn filled(&mut self, channel: &str, epoch: &str, result: Result<HistoryPage, ChannelError>) {
+        let Some(order) = self
+            .channels
+            .get_mut(channel)
+            .and_then(|local| local.order.as_mut())
+            .filter(|order| order.epoch == epoch)
+        else {
+            return;
+        };
+        order.filling = false;
+        let mut out = Vec::new();
+        let mut lost = None;
+        match result {
+            Ok(page) if page.complete => {
+                for publication in page.publications {
+                    let Some(offset) = publication.position.as_ref().map(|p| p.offset) else {
+                        continue;
+                    };
+                    if offset == order.delivered + 1 {
+                        order.delivered = offset;
+                        out.push(publication);
+                    }
+                }
+            }
+            _ => {
+                // Not in history any more (or unreadable): the members are
+                // told, and the stream goes on after the gap.
+                lost = Some(Position {
+                    offset: order.delivered,
+                    epoch: order.epoch.clone(),
+                });
+                if let Some(&first) = order.ahead.keys().next() {
+                    order.delivered = order.delivered.max(first - 1);
+                }
+            }
+        }
+        out.extend(drain_ahead(order));
+        let gap_remains = !order.ahead.is_empty();
+        if let Some(position) = lost {
+            let members: Vec<SessionId> = self
+                .channels
+                .get(channel)
+                .map(|c| c.members.iter().copied().collect())
+                .unwrap_or_default();
+            for session in members {
+                self.actions.push_back(Action::Send {
+                    session,
+                    envelope: protocol::event(
+                        channel,
+                        "lost",
+                        json!({ "offset": position.offset, "epoch": position.epoch }),
+                    ),
+                });
+            }
+        }
+        for publication in out {
+            self.fan_out(channel, &publication);
+        }
+        if gap_remains
+            && let Some(order) = self
+                .channels
+                .get_mut(channel)
+                .and_then(|c| c.order.as_mut())
+            && !order.filling
+        {
+            // Another gap further on: read it too.
+            order.filling = true;
+            let since = Position {
+                offset: order.delivered,
+                epoch: order.epoch.clone(),
+            };
+            let epoch = order.epoch.clone();
+            let limit = self.config.max_recovery;
+            self.op(
+                Operation::History {
+                    channel: channel.to_owned(),
+                    since: Some(since),
+                    limit,
+                },
+                Pending::Fill {
+                    channel: channel.to_owned(),
+                    epoch,
+                },
+            );
+        }
+    }
+
+    /// Hands `publication` to the channel's members: at once to those
+    /// ready, to the others as their state says.
+    fn fan_out(&mut self, channel: &str, publication: &Publication) {
         let Some(local) = self.channels.get_mut(channel) else {
             return;
         };
@@ -1582,6 +1831,12 @@ impl ChannelManager {
         // a `lost` event first (after which they are ready again).
         let mut late = Vec::new();
         let mut lost = Vec::new();
+        let mut changed = false;
+        let offset = publication
+            .position
+            .as_ref()
+            .filter(|_| publication.kind == PublicationKind::Message)
+            .map(|p| p.offset);
         let max_buffer = self.config.max_recovery_buffer;
         for session in others {
             let Some(membership) = self
@@ -1602,8 +1857,20 @@ impl ChannelManager {
                     }
                 }
                 Stage::Active => {
+                    if let Some(floor) = membership.floor {
+                        match offset {
+                            // Its join's history already had it.
+                            Some(offset) if offset <= floor => continue,
+                            Some(_) => {
+                                membership.floor = None;
+                                changed = true;
+                            }
+                            None => {}
+                        }
+                    }
                     if std::mem::take(&mut membership.lost) {
                         lost.push(session);
+                        changed = true;
                     }
                     if except != Some(session) {
                         late.push(session);
@@ -1611,7 +1878,7 @@ impl ChannelManager {
                 }
             }
         }
-        if !lost.is_empty() {
+        if changed {
             stale(&mut self.channels, channel);
         }
         for session in lost {

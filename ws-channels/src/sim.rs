@@ -42,6 +42,24 @@ struct NodeState {
     outputs: BTreeMap<SessionId, Vec<Out>>,
     slow: BTreeSet<SessionId>,
     work: VecDeque<Work>,
+    /// What happens to the next publications on their way to this node.
+    transit: VecDeque<Transit>,
+    /// Publications held on the way ([`Transit::Hold`]).
+    held: Vec<(String, Publication)>,
+}
+
+/// What the broker does with a publication on its way to a node: the
+/// faults the manager's order gate meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transit {
+    /// Delivers it.
+    Deliver,
+    /// Loses it (a slow consumer cut off, a reconnect).
+    Drop,
+    /// Keeps it until [`Sim::release`] (delivered late, out of order).
+    Hold,
+    /// Delivers it twice.
+    Twice,
 }
 
 impl SimNode {
@@ -122,7 +140,18 @@ impl Sink for SimSink {
     fn publication(&self, channel: &str, publication: &Publication) {
         let now = *self.clock.lock().unwrap();
         let mut state = self.node.lock();
-        state.manager.handle_publication(channel, publication, now);
+        let times = match state.transit.pop_front().unwrap_or(Transit::Deliver) {
+            Transit::Deliver => 1,
+            Transit::Drop => 0,
+            Transit::Hold => {
+                state.held.push((channel.to_owned(), publication.clone()));
+                0
+            }
+            Transit::Twice => 2,
+        };
+        for _ in 0..times {
+            state.manager.handle_publication(channel, publication, now);
+        }
         state.drain(now);
     }
 
@@ -166,6 +195,8 @@ impl Sim {
                         outputs: BTreeMap::new(),
                         slow: BTreeSet::new(),
                         work: VecDeque::new(),
+                        transit: VecDeque::new(),
+                        held: Vec::new(),
                     }),
                 });
                 backend.attach(
@@ -290,6 +321,30 @@ impl Sim {
         } else {
             state.slow.remove(&session);
         }
+    }
+
+    /// What happens to the next publications on their way to `node`, one
+    /// entry each (then they are delivered).
+    pub fn transit(&mut self, node: usize, faults: &[Transit]) {
+        self.node(node)
+            .lock()
+            .transit
+            .extend(faults.iter().copied());
+    }
+
+    /// Delivers to `node` what [`Transit::Hold`] kept, in the order held.
+    pub fn release(&mut self, node: usize) {
+        let now = self.now();
+        {
+            let mut state = self.node(node).lock();
+            for (channel, publication) in std::mem::take(&mut state.held) {
+                state
+                    .manager
+                    .handle_publication(&channel, &publication, now);
+            }
+            state.drain(now);
+        }
+        self.settle();
     }
 
     /// Holds backend work (`true`) until [`Sim::step`] runs it one item
