@@ -79,11 +79,13 @@ fn serve(spec: &str) {
                     .await
                     .expect("Redis"),
             ),
-            "nats" => Backend::shared(
-                NatsBackend::connect(NatsConfig::new(url("nats"), bench_key()).prefix(prefix))
-                    .await
-                    .expect("NATS"),
-            ),
+            "nats" => {
+                let mut config = NatsConfig::new(url("nats"), bench_key()).prefix(prefix);
+                // JetStream reserves the byte budget up front, and every
+                // cell makes a stream of its own.
+                config.max_history_bytes = 64 << 20;
+                Backend::shared(NatsBackend::connect(config).await.expect("NATS"))
+            }
             _ => Backend::connect("memory", None).await.expect("memory"),
         };
         let config = ChannelsConfig {

@@ -53,9 +53,11 @@ async fn backends(test: &str) -> Vec<(&'static str, Backend)> {
         out.push(("redis", Backend::shared(redis)));
     }
     if let Some(url) = service("WS_TEST_NATS_URL", "nats://127.0.0.1:4222") {
-        let nats = NatsBackend::connect(NatsConfig::new(url, key()).prefix(prefix(test)))
-            .await
-            .expect("NATS connects");
+        let mut config = NatsConfig::new(url, key()).prefix(prefix(test));
+        // JetStream reserves the stream's byte budget up front; every test
+        // makes a stream of its own on the shared server.
+        config.max_history_bytes = 16 << 20;
+        let nats = NatsBackend::connect(config).await.expect("NATS connects");
         out.push(("nats", Backend::shared(nats)));
     }
     out

@@ -80,6 +80,20 @@ impl Node {
     async fn kill9(&mut self) {
         self.child.kill().await.unwrap();
     }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): the node stalls, as a paused
+    /// VM or a long GC pause does, then goes on.
+    fn stall(&self, stopped: bool) {
+        let pid = libc::pid_t::try_from(self.child.id().expect("running")).unwrap();
+        let signal = if stopped {
+            libc::SIGSTOP
+        } else {
+            libc::SIGCONT
+        };
+        // SAFETY: signalling a child process this test started and has not
+        // waited for.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
 }
 
 /// A channels client: commands with ids, events kept until asked for.
@@ -420,6 +434,55 @@ async fn a_killed_node_leaves_every_roster(kind: Kind) {
     }
 }
 
+/// A node stalls (SIGSTOP) for longer than a peer's death, then goes on.
+/// The others take it for dead meanwhile and remove its member, as they
+/// must; it must not do the same to them when it resumes (it took every
+/// peer for dead for the silence it caused itself, and wiped every
+/// roster), and it writes its own member back: afterwards presence is
+/// every member connected.
+async fn a_stalled_node_wipes_no_presence(kind: Kind) {
+    let Some(url) = service(kind) else { return };
+    let prefix = unique_prefix("stall");
+    let options = NodeOptions {
+        presence_ttl_ms: 20_000,
+        heartbeat_ms: 300,
+    };
+    let [a, b, c] = Node::start_three(&url, &prefix, &options).await;
+    let mut ann = Client::connect(&a, "ann").await;
+    let mut bob = Client::connect(&b, "bob").await;
+    let mut cid = Client::connect(&c, "cid").await;
+    ann.ok("room", "create", json!({"presence_events": true}))
+        .await;
+    bob.ok("room", "join", json!({})).await;
+    cid.ok("room", "join", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    c.stall(true);
+    // Long past three and a half heartbeats.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    c.stall(false);
+    // The stalled node hears the cluster again, then writes its member back.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for client in [&mut ann, &mut bob, &mut cid] {
+        let presence = client.ok("room", "presence", json!({})).await;
+        let users: BTreeSet<String> = roster(&presence)
+            .into_iter()
+            .map(|(user, _)| user)
+            .collect();
+        assert_eq!(
+            users,
+            ["ann", "bob", "cid"].map(str::to_owned).into(),
+            "{kind:?}: presence after the stall: {presence}"
+        );
+    }
+    // The stalled node's member was told it may have missed something.
+    let events = cid.drain(Duration::from_millis(300)).await;
+    assert!(
+        events.iter().any(|e| e["action"] == "lost"),
+        "{kind:?}: {events:?}"
+    );
+}
+
 /// The broker dies and comes back while a publisher keeps publishing: what
 /// was acknowledged before reaches the subscriber on another node, nothing
 /// acknowledged is lost silently (the subscriber is told `lost` and its
@@ -596,6 +659,16 @@ async fn redis_publish_reaches_every_node_once_in_order() {
 #[tokio::test]
 async fn redis_kick_ban_and_presence_across_nodes() {
     kick_ban_and_presence_across_nodes(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn redis_a_stalled_node_wipes_no_presence() {
+    a_stalled_node_wipes_no_presence(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn nats_a_stalled_node_wipes_no_presence() {
+    a_stalled_node_wipes_no_presence(Kind::Nats).await;
 }
 
 #[tokio::test]

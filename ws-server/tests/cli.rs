@@ -561,9 +561,10 @@ async fn keys_file_authenticates_from_the_header_or_the_query() {
 }
 
 /// Two `ws serve` processes on one broker are one channels service.
-async fn two_servers_share_channels(backend: &str) {
+/// `extra` goes to both servers.
+async fn two_servers_share_channels(backend: &str, extra: &[&str]) {
     let prefix = ws_testees::brokers::unique_prefix("serve");
-    let args = [
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--backend",
@@ -575,6 +576,7 @@ async fn two_servers_share_channels(backend: &str) {
         "--admin-token",
         TOKEN,
     ];
+    args.extend_from_slice(extra);
     let a = Serve::start(&args, &[]).await;
     let b = Serve::start(&args, &[]).await;
     let channel = format!(
@@ -617,14 +619,16 @@ async fn two_servers_share_channels(backend: &str) {
 #[tokio::test]
 async fn two_servers_share_channels_through_redis() {
     if let Some(url) = service(Kind::Redis) {
-        two_servers_share_channels(&url).await;
+        two_servers_share_channels(&url, &[]).await;
     }
 }
 
 #[tokio::test]
 async fn two_servers_share_channels_through_nats() {
     if let Some(url) = service(Kind::Nats) {
-        two_servers_share_channels(&url).await;
+        // JetStream reserves a stream's byte budget up front: a small one
+        // keeps the runs from filling the shared server's reservations.
+        two_servers_share_channels(&url, &["--history-bytes", "16777216"]).await;
     }
 }
 

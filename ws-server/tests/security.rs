@@ -949,6 +949,22 @@ async fn nats_with_a_user_a_token_and_tls() {
     .await;
 }
 
+// ROBUSTNESS 118: JetStream reserves the history stream's byte budget when
+// the stream is made; a budget larger than the server's JetStream storage
+// ends `ws serve` at once with what to change, not a bare "error 10047".
+#[tokio::test]
+async fn a_history_budget_jetstream_cannot_reserve_is_a_clear_error() {
+    use ws_testees::brokers::{Kind, OwnBroker};
+    let config = std::env::temp_dir().join(format!("ws-small-js-{}.conf", std::process::id()));
+    std::fs::write(&config, "jetstream { max_file_store: 67108864 }\n").unwrap();
+    let small = OwnBroker::start_with(Kind::Nats, &["-c", config.to_str().unwrap()]);
+    let url = small.url();
+    // The default budget, 1 GiB, is more than the 64 MiB it has.
+    refused_by_broker(&url, "cannot reserve the history stream's budget").await;
+    serves_through(&url, &["--history-bytes", "16777216"]).await;
+    let _ = std::fs::remove_file(config);
+}
+
 // SECURITY 7: history had budgets by count only: four sessions publishing
 // 1,000 messages of 63 KB raised the server's memory by 250 MB, and by 8
 // GiB in theory. History is now bounded by bytes, per channel and for the

@@ -98,10 +98,13 @@ async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
             .connect_timeout(args.connect_timeout);
         Ok(Backend::shared(RedisBackend::connect(config).await?))
     } else if args.backend.starts_with("nats") {
-        let config = NatsConfig::new(&args.backend, key)
+        let mut config = NatsConfig::new(&args.backend, key)
             .prefix(&args.prefix)
             .heartbeat(args.heartbeat)
             .connect_timeout(args.connect_timeout);
+        // JetStream reserves the stream's byte budget up front; test runs
+        // on a shared server each make a stream of their own.
+        config.max_history_bytes = 16 << 20;
         Ok(Backend::shared(NatsBackend::connect(config).await?))
     } else {
         Backend::connect(&args.backend, None).await

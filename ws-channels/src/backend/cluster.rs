@@ -211,6 +211,22 @@ pub(crate) struct Control {
     /// Other nodes alive, by their heartbeats.
     pub(crate) peers: Peers,
     requests: Mutex<HashMap<u64, Tally>>,
+    heartbeat: Duration,
+}
+
+/// What a node must do about what arrived on the control channel.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Nothing more.
+    Nothing,
+    /// Publish this answer to a request.
+    Answer(String),
+    /// Its own heartbeat came back after a silence longer than a peer's
+    /// that would be taken for death: this node was stalled (paused, cut
+    /// off, its broker hung). The peers may have taken it for dead and
+    /// removed its members, and it may have missed publications: it writes
+    /// its members back and tells them ([`Sink::interrupted`]).
+    Resumed,
 }
 
 /// What a request has heard so far.
@@ -221,11 +237,12 @@ struct Tally {
 }
 
 impl Control {
-    pub(crate) fn new(key: crate::backend::ClusterKey) -> Self {
+    pub(crate) fn new(key: crate::backend::ClusterKey, heartbeat: Duration) -> Self {
         Self {
             signer: ControlSigner::new(key),
             peers: Peers::default(),
             requests: Mutex::new(HashMap::new()),
+            heartbeat,
         }
     }
 
@@ -247,32 +264,37 @@ impl Control {
     }
 
     /// Handles what arrived on the control channel: a message goes to the
-    /// sink, a heartbeat to the peers, an answer to its request. Returns
-    /// the wire of the answer this node owes, if the message asked for
-    /// one.
-    pub(crate) fn receive(&self, me: NodeId, payload: &[u8], sink: &dyn Sink) -> Option<String> {
+    /// sink, a heartbeat to the peers, an answer to its request; says what
+    /// the node must do next.
+    pub(crate) fn receive(&self, me: NodeId, payload: &[u8], sink: &dyn Sink) -> Received {
         let wire = match self.signer.open(payload) {
             Ok(wire) => wire,
             Err(why) => {
                 self.signer.refused(&why);
-                return None;
+                return Received::Nothing;
             }
         };
         if let Some(answer) = wire.answer {
             if answer.to == me {
                 self.answered(answer.req, wire.node, answer.sessions);
             }
-            return None;
+            return Received::Nothing;
         }
         let Some(message) = wire.msg else {
             if wire.node != me {
                 self.peers.heard(wire.node);
+                return Received::Nothing;
             }
-            return None;
+            return match self.peers.heard_myself(silence(self.heartbeat)) {
+                true => Received::Resumed,
+                false => Received::Nothing,
+            };
         };
         let sessions = sink.control(&message);
-        let req = wire.req?;
-        Some(self.signer.seal(ControlWire {
+        let Some(req) = wire.req else {
+            return Received::Nothing;
+        };
+        Received::Answer(self.signer.seal(ControlWire {
             node: me,
             answer: Some(Answer {
                 to: wire.node,
@@ -351,15 +373,51 @@ impl Control {
     }
 }
 
-/// Other nodes' last heartbeats.
+/// Other nodes' last heartbeats, and this node's own as they came back
+/// through the broker: the evidence that this node hears the cluster.
 #[derive(Default)]
 pub(crate) struct Peers {
     seen: Mutex<HashMap<NodeId, Instant>>,
+    /// When this node's last few heartbeats came back, oldest first.
+    own: Mutex<VecDeque<Instant>>,
 }
+
+/// How long a node may be silent before it is taken for dead: three
+/// heartbeats and a half.
+fn silence(heartbeat: Duration) -> Duration {
+    heartbeat * 3 + heartbeat / 2
+}
+
+/// Own heartbeats remembered; a peer is taken for dead only after this
+/// node heard this many of its own since the peer's last.
+const OWN_BEATS: usize = 3;
 
 impl Peers {
     pub(crate) fn heard(&self, node: NodeId) {
-        lock(&self.seen).insert(node, Instant::now());
+        self.heard_at(node, Instant::now());
+    }
+
+    fn heard_at(&self, node: NodeId, at: Instant) {
+        lock(&self.seen).insert(node, at);
+    }
+
+    /// This node's own heartbeat came back through the broker; whether
+    /// the one before came back longer than `silence` ago (this node was
+    /// stalled).
+    pub(crate) fn heard_myself(&self, silence: Duration) -> bool {
+        self.heard_myself_at(Instant::now(), silence)
+    }
+
+    fn heard_myself_at(&self, at: Instant, silence: Duration) -> bool {
+        let mut own = lock(&self.own);
+        let stalled = own
+            .back()
+            .is_some_and(|last| at.saturating_duration_since(*last) > silence);
+        own.push_back(at);
+        if own.len() > OWN_BEATS {
+            own.pop_front();
+        }
+        stalled
     }
 
     /// The nodes heard from and not yet taken for dead.
@@ -370,11 +428,35 @@ impl Peers {
     /// The nodes silent for three heartbeats and a half, forgotten from
     /// now on (a node that comes back is heard again).
     pub(crate) fn silent(&self, heartbeat: Duration) -> Vec<NodeId> {
-        let limit = heartbeat * 3 + heartbeat / 2;
+        self.silent_at(heartbeat, Instant::now())
+    }
+
+    /// Silence is judged against this node's own heartbeats: a peer is
+    /// dead only if this node heard its own last three come back through
+    /// the broker after the peer's last, the latest of them within two
+    /// beats. A node that was itself stalled (paused, cut off, its broker
+    /// hung) hears none of its own meanwhile, so it takes nobody for dead
+    /// for the silence it caused; once it hears the cluster again, live
+    /// peers are heard too before three of its own beats come back.
+    fn silent_at(&self, heartbeat: Duration, now: Instant) -> Vec<NodeId> {
+        let limit = silence(heartbeat);
+        let own = lock(&self.own);
+        let hearing = own.len() == OWN_BEATS
+            && own
+                .back()
+                .is_some_and(|last| now.saturating_duration_since(*last) <= heartbeat * 2);
+        if !hearing {
+            return Vec::new();
+        }
+        let oldest_own = own.front().copied();
+        drop(own);
         let mut seen = lock(&self.seen);
         let dead: Vec<NodeId> = seen
             .iter()
-            .filter(|(_, at)| at.elapsed() > limit)
+            .filter(|(_, at)| {
+                now.saturating_duration_since(**at) > limit
+                    && oldest_own.is_some_and(|first| first > **at)
+            })
             .map(|(node, _)| *node)
             .collect();
         for node in &dead {
@@ -564,6 +646,54 @@ mod tests {
         let m = to_hex(&hmac::Mac::finalize(mac).into_bytes());
         let stale = serde_json::json!({ "b": b, "m": m }).to_string();
         assert_eq!(node.open(stale.as_bytes()).unwrap_err(), Refused::Stale);
+    }
+
+    // ROBUSTNESS 117: a node that was itself stalled (SIGSTOP, its broker
+    // hung, cut off) hears nobody meanwhile; it must not take every peer
+    // for dead and wipe their members from presence. A peer is dead only
+    // when this node heard three of its own heartbeats come back after the
+    // peer's last.
+    #[test]
+    fn only_a_node_that_hears_itself_takes_a_silent_peer_for_dead() {
+        let beat = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        // Every node beats; then this node stalls for eight seconds.
+        let peers = Peers::default();
+        for second in 0..=3 {
+            peers.heard_at(NodeId(2), at(f64::from(second)));
+            peers.heard_myself_at(at(f64::from(second)), silence(beat));
+        }
+        assert!(
+            peers.silent_at(beat, at(11.0)).is_empty(),
+            "stalled, it heard itself last at 3 s"
+        );
+        // It resumes: its own first beat comes back, and the peer's.
+        assert!(
+            peers.heard_myself_at(at(11.1), silence(beat)),
+            "it knows it was stalled"
+        );
+        assert!(
+            peers.silent_at(beat, at(11.2)).is_empty(),
+            "one own beat is no evidence"
+        );
+        peers.heard_at(NodeId(2), at(11.3));
+        peers.heard_myself_at(at(12.1), silence(beat));
+        peers.heard_myself_at(at(13.1), silence(beat));
+        assert!(
+            peers.silent_at(beat, at(13.2)).is_empty(),
+            "the peer is alive"
+        );
+
+        // The peer dies (kill -9) while this node hears itself: taken for
+        // dead three and a half beats after its last.
+        assert!(!peers.heard_myself_at(at(14.0), silence(beat)));
+        assert!(peers.silent_at(beat, at(14.0)).is_empty(), "silent 2.7 s");
+        for second in 15..=18 {
+            peers.heard_myself_at(at(f64::from(second)), silence(beat));
+        }
+        assert_eq!(peers.silent_at(beat, at(18.0)), [NodeId(2)]);
+        assert!(peers.known().is_empty());
     }
 
     #[test]

@@ -47,7 +47,9 @@ use async_nats::{Client, HeaderMap};
 use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{Attempt, Control, leave, lock, ms, new_epoch, redact, to_hex, with_backoff};
+use super::cluster::{
+    Attempt, Control, Received, leave, lock, ms, new_epoch, redact, to_hex, with_backoff,
+};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
     BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing,
@@ -261,6 +263,28 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why the NATS server would not create the history stream, in words that
+/// say what to change: JetStream reserves a stream's `max_bytes` up front,
+/// so a budget larger than the server's free JetStream storage is refused.
+fn history_stream_refused(
+    error: &jetstream::context::CreateStreamError,
+    budget: u64,
+) -> ChannelError {
+    use jetstream::context::CreateStreamErrorKind;
+    match error.kind() {
+        CreateStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED =>
+        {
+            unavailable(format!(
+                "JetStream cannot reserve the history stream's budget of {budget} bytes \
+                 (max_history_bytes; ws serve --history-bytes): give JetStream more storage \
+                 (max_file_store) or lower the budget"
+            ))
+        }
+        _ => unavailable(format!("the history stream: {error} (is JetStream on?)")),
+    }
 }
 
 fn unavailable(error: impl fmt::Display) -> ChannelError {
@@ -494,7 +518,7 @@ impl NatsBackend {
                 ..stream::Config::default()
             })
             .await
-            .map_err(|e| unavailable(format!("the history stream: {e} (is JetStream on?)")))?;
+            .map_err(|e| history_stream_refused(&e, config.max_history_bytes))?;
         let history = jetstream
             .get_stream(history.config.name)
             .await
@@ -514,7 +538,7 @@ impl NatsBackend {
                 local: Mutex::new(HashMap::new()),
                 restore: AtomicBool::new(false),
                 events: Mutex::new(Some(events_rx)),
-                control: Control::new(config.cluster_key.clone()),
+                control: Control::new(config.cluster_key.clone(), config.heartbeat),
                 config,
             }),
         })
@@ -950,11 +974,21 @@ impl Shared {
             tokio::select! {
                 message = control.next() => {
                     let Some(message) = message else { return };
-                    if let Some(answer) = self.control.receive(node, &message.payload, sink.as_ref()) {
-                        let this = self.clone();
-                        tokio::spawn(async move {
-                            let _ = this.publish_control(answer).await;
-                        });
+                    match self.control.receive(node, &message.payload, sink.as_ref()) {
+                        Received::Nothing => {}
+                        Received::Answer(answer) => {
+                            let this = self.clone();
+                            tokio::spawn(async move {
+                                let _ = this.publish_control(answer).await;
+                            });
+                        }
+                        Received::Resumed => {
+                            tracing::warn!(
+                                "this node was stalled longer than a peer's death: writing its members back"
+                            );
+                            self.restore.store(true, Ordering::Relaxed);
+                            sink.interrupted();
+                        }
                     }
                 }
                 event = async {
@@ -970,15 +1004,25 @@ impl Shared {
                         }
                         Some(async_nats::Event::Connected) if disconnected => {
                             disconnected = false;
+                            // Told at once, before anything else is awaited:
+                            // the client has subscribed again and delivers
+                            // already. What this node holds is written back
+                            // whether or not the bucket lost it (a peer may
+                            // have taken it for dead meanwhile).
+                            self.restore.store(true, Ordering::Relaxed);
+                            sink.interrupted();
                             let marker = self.instance().await;
                             let lost_data = marker.is_none() || marker != instance;
                             tracing::info!(lost_data, "NATS connection restored");
-                            if lost_data {
-                                self.restore.store(true, Ordering::Relaxed);
-                            }
                             if marker.is_some() {
                                 instance = marker;
                             }
+                        }
+                        Some(async_nats::Event::SlowConsumer(subscription)) => {
+                            // The client dropped messages this node was too
+                            // slow to take: every member is told, and gaps
+                            // in a channel's offsets are read from history.
+                            tracing::warn!(subscription, "NATS dropped messages for this slow node");
                             sink.interrupted();
                         }
                         Some(_) => {}
@@ -1505,7 +1549,12 @@ impl PresenceStore for NatsBackend {
                                 .members
                                 .iter()
                                 .any(|e| e.member.session == entry.member.session);
-                            if !present {
+                            let barred = entry
+                                .member
+                                .user
+                                .as_ref()
+                                .is_some_and(|user| r.bans.contains_key(user));
+                            if !present && !barred {
                                 let role = entry.member.role.clone();
                                 if let Some(user) = &entry.member.user
                                     && role != Role::PARTICIPANT

@@ -45,7 +45,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{Attempt, Control, leave, lock, ms, new_epoch, redact, to_hex, with_backoff};
+use super::cluster::{
+    Attempt, Control, Received, leave, lock, ms, new_epoch, redact, to_hex, with_backoff,
+};
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
     BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing,
@@ -351,7 +353,7 @@ impl RedisBackend {
                 local: Mutex::new(HashMap::new()),
                 restore: AtomicBool::new(false),
                 ttl_ms: AtomicU64::new(60_000),
-                control: Control::new(config.cluster_key.clone()),
+                control: Control::new(config.cluster_key.clone(), config.heartbeat),
                 config,
             }),
         })
@@ -561,6 +563,12 @@ impl Shared {
             let connected = Instant::now();
             let (commands, mut messages) = pubsub.split();
             self.pubsub.send_replace(Some(commands.clone()));
+            if !first {
+                // What this node holds is written back whether or not Redis
+                // lost it (a peer may have taken it for dead meanwhile).
+                self.restore.store(true, Ordering::Relaxed);
+                sink.interrupted();
+            }
             let marker = self.instance().await;
             if !first {
                 let lost_data = match (&instance, &marker) {
@@ -572,10 +580,6 @@ impl Shared {
                     lost_data,
                     "Redis PUB/SUB connection restored"
                 );
-                if lost_data {
-                    self.restore.store(true, Ordering::Relaxed);
-                }
-                sink.interrupted();
             }
             if marker.is_some() {
                 instance = marker;
@@ -638,11 +642,21 @@ impl Shared {
         let name = message.get_channel_name();
         let payload = message.get_payload_bytes();
         if name == self.control_channel() {
-            if let Some(answer) = self.control.receive(node, payload, sink.as_ref()) {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let _ = this.publish_control(answer).await;
-                });
+            match self.control.receive(node, payload, sink.as_ref()) {
+                Received::Nothing => {}
+                Received::Answer(answer) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let _ = this.publish_control(answer).await;
+                    });
+                }
+                Received::Resumed => {
+                    tracing::warn!(
+                        "this node was stalled longer than a peer's death: writing its members back"
+                    );
+                    self.restore.store(true, Ordering::Relaxed);
+                    sink.interrupted();
+                }
             }
             return;
         }

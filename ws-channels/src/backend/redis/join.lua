@@ -7,16 +7,9 @@ local now = now_ms()
 local ttl = tonumber(ARGV[5])
 local reaped = reap(now)
 local user = ARGV[4]
-if user ~= '' then
-  local name = string.sub(user, 2)
-  local ban = redis.call('HGET', KEYS[7], name)
-  if ban then
-    if ban == '0' or tonumber(ban) > now then
-      settle(opts, ttl)
-      return {'banned', optsj, reaped}
-    end
-    redis.call('HDEL', KEYS[7], name)
-  end
+if user ~= '' and banned(string.sub(user, 2), now) then
+  settle(opts, ttl)
+  return {'banned', optsj, reaped}
 end
 local who = redis.call('HGET', KEYS[5], ARGV[1])
 if who then

@@ -14,6 +14,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Whether a ban on the user named holds now; a ban that ran out goes.
+local function banned(name, now)
+  local ban = redis.call('HGET', KEYS[7], name)
+  if not ban then return false end
+  if ban == '0' or tonumber(ban) > now then return true end
+  redis.call('HDEL', KEYS[7], name)
+  return false
+end
+
 local function split_who(who)
   return string.match(who, '^([^\n]*)\n([^\n]*)\n(.*)$')
 end

@@ -1,4 +1,5 @@
--- Puts a node's members back after the broker lost its data.
+-- Puts a node's members back after the broker lost them (its data, or a
+-- peer took the node for dead); a banned user's are not.
 -- ARGV: opts, epoch, ttl ms, then per member: session, info, node, role, user
 local now = now_ms()
 local ttl = tonumber(ARGV[3])
@@ -9,7 +10,8 @@ local opts = cjson.decode(redis.call('HGET', KEYS[1], 'opts'))
 local restored = 0
 for i = 4, #ARGV, 5 do
   local session, role, user = ARGV[i], ARGV[i + 3], ARGV[i + 4]
-  if redis.call('HEXISTS', KEYS[5], session) == 0 then
+  local barred = user ~= '' and banned(string.sub(user, 2), now)
+  if redis.call('HEXISTS', KEYS[5], session) == 0 and not barred then
     add(session, now, ttl, ARGV[i + 1], ARGV[i + 2], role, user)
     if user ~= '' and role ~= 'participant' then
       redis.call('HSETNX', KEYS[6], string.sub(user, 2), role)
