@@ -446,3 +446,78 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
         assert_eq!((first.offset, &first.epoch), (1, &after.epoch), "{name}");
     }
 }
+
+// ROBUSTNESS 119: a publish with an idempotency key is made once, however
+// often it is retried and however many of the retries race: each backend
+// checks and publishes in one step (a script, a JetStream message id).
+#[tokio::test]
+async fn a_key_publishes_once_even_when_retries_race() {
+    for (name, backend) in backends("once").await {
+        for channel in ["log", "other"] {
+            backend
+                .presence
+                .create(channel, options(10, 100), member(1, "al"), TTL, LIMITS)
+                .await
+                .unwrap();
+        }
+        let broker = &backend.broker;
+        let spec = HistorySpec {
+            size: 100,
+            ttl: Duration::from_secs(300),
+            max_bytes: 1 << 20,
+        };
+        let first = broker
+            .publish_once("log", message(1), spec, "al:k1")
+            .await
+            .unwrap();
+        assert!(!first.duplicate, "{name}");
+        assert_eq!(first.position.as_ref().unwrap().offset, 1, "{name}");
+        let again = broker
+            .publish_once("log", message(1), spec, "al:k1")
+            .await
+            .unwrap();
+        assert!(again.duplicate, "{name}");
+        assert_eq!(again.position, first.position, "{name}");
+
+        let tries: Vec<_> = (0..8)
+            .map(|_| {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    broker
+                        .publish_once("log", message(2), spec, "al:k2")
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut racing = Vec::new();
+        for t in tries {
+            racing.push(t.await.unwrap());
+        }
+        let made: Vec<_> = racing.iter().filter(|p| !p.duplicate).collect();
+        assert_eq!(made.len(), 1, "{name}: {racing:?}");
+        assert!(
+            racing.iter().all(|p| p.position == made[0].position),
+            "{name}: {racing:?}"
+        );
+
+        // A key is per channel.
+        let elsewhere = broker
+            .publish_once("other", message(3), spec, "al:k1")
+            .await
+            .unwrap();
+        assert!(!elsewhere.duplicate, "{name}");
+
+        let start = Position {
+            offset: 0,
+            epoch: first.position.clone().unwrap().epoch,
+        };
+        let page = broker.history("log", Some(start), 100).await.unwrap();
+        let kept: Vec<_> = page
+            .publications
+            .iter()
+            .map(|p| p.data.as_ref().unwrap().as_str().to_owned())
+            .collect();
+        assert_eq!(kept, [r#"{"n":1}"#, r#"{"n":2}"#], "{name}");
+    }
+}

@@ -1,12 +1,13 @@
 //! The body of the `channels` fuzz target: arbitrary commands from
 //! arbitrary sessions on two nodes, with time passing, backend work held
-//! in flight, slow sessions and reconnects. No panic, the managers' invariants hold after every step,
+//! in flight, slow sessions, reconnects, and publications dropped, held
+//! or doubled on their way. No panic, the managers' invariants hold after every step,
 //! and when everyone has gone nothing is left behind.
 
 use std::time::Duration;
 
 use crate::config::{BUILTIN_COMMANDS, ChannelsConfig, SlowSubscriber, TopicAccess};
-use crate::sim::Sim;
+use crate::sim::{Sim, Transit};
 use crate::types::SessionId;
 
 /// Beyond the built-in commands: one the application registers, and one
@@ -68,6 +69,17 @@ pub fn channels(data: &[u8]) {
                 1 => sim.interrupt(usize::from(arg & 1)),
                 _ => sim.advance(Duration::from_secs(u64::from(arg))),
             },
+            // A publication on its way to a node dropped, held back or
+            // doubled, or what was held let go.
+            3 if arg & 0x40 != 0 => {
+                let node = usize::from(arg >> 7);
+                match arg & 3 {
+                    0 => sim.transit(node, &[Transit::Drop]),
+                    1 => sim.transit(node, &[Transit::Hold]),
+                    2 => sim.transit(node, &[Transit::Twice]),
+                    _ => sim.release(node),
+                }
+            }
             3 => {
                 if let Some((node, session)) = pick(&open) {
                     sim.set_slow(node, session, arg & 0x80 != 0);

@@ -345,10 +345,12 @@ enum Pending {
         session: SessionId,
         reply: ReplyTo,
     },
-    /// A history read to fill a gap in a channel's stream.
+    /// A history read to fill a gap in a channel's stream, or (`check`)
+    /// to learn whether the stream's tail went missing.
     Fill {
         channel: String,
         epoch: String,
+        check: bool,
     },
     Custom {
         session: SessionId,
@@ -705,7 +707,10 @@ impl ChannelManager {
                 self.leave(session, &channel, info, LeaveReason::Left);
                 self.ok(session, reply, json!({}));
             }
-            Command::Publish { data } => {
+            Command::Publish {
+                data,
+                idempotency_key,
+            } => {
                 let membership = self.permitted(session, &channel, "publish")?;
                 if data.len() > self.config.max_payload {
                     return Err(error(
@@ -726,11 +731,24 @@ impl ChannelManager {
                     info: membership.info.clone(),
                 };
                 let history = options.and_then(|o| o.history());
+                if idempotency_key.is_some() && history.is_none() {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        "an idempotency key needs a channel with history: its reply is the first publication's offset",
+                    ));
+                }
+                // Scoped to the publisher, so that nobody can make another
+                // user's publish a "duplicate" by sending its key first.
+                let idempotency_key = idempotency_key.map(|key| match &from.user {
+                    Some(user) => format!("u{}:{user}:{key}", user.len()),
+                    None => format!("s:{session}:{key}"),
+                });
                 self.op(
                     Operation::Publish {
                         channel,
                         publication: Publication::message(Some(from), data),
                         history,
+                        idempotency_key,
                     },
                     Pending::Publish {
                         session,
@@ -1019,6 +1037,7 @@ impl ChannelManager {
                 channel: channel.to_owned(),
                 publication,
                 history: None,
+                idempotency_key: None,
             },
             Pending::Ignore,
         );
@@ -1237,11 +1256,14 @@ impl ChannelManager {
                 self.subscription_done(&topic, subscribe, result, now);
             }
             (Pending::Publish { session, reply }, OpResult::Published(result)) => match result {
-                Ok(position) => {
-                    let fields = match position {
+                Ok(published) => {
+                    let mut fields = match published.position {
                         Some(p) => json!({ "offset": p.offset, "epoch": p.epoch }),
                         None => json!({}),
                     };
+                    if published.duplicate {
+                        fields["duplicate"] = json!(true);
+                    }
                     self.ok(session, &reply, fields);
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
@@ -1291,8 +1313,15 @@ impl ChannelManager {
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
             },
-            (Pending::Fill { channel, epoch }, OpResult::History(result)) => {
-                self.filled(&channel, &epoch, result);
+            (
+                Pending::Fill {
+                    channel,
+                    epoch,
+                    check,
+                },
+                OpResult::History(result),
+            ) => {
+                self.filled(&channel, &epoch, check, result);
             }
             (Pending::Custom { session, reply }, OpResult::Custom(result)) => match result {
                 Ok(value) => self.ok(session, &reply, json!({ "result": value })),
@@ -1336,8 +1365,12 @@ impl ChannelManager {
             | Pending::Members { session, reply, .. }
             | Pending::Recent { session, reply }
             | Pending::Custom { session, reply } => self.refuse(session, &reply, failure(), now),
-            Pending::Fill { channel, epoch } => {
-                self.filled(&channel, &epoch, Err(failure()));
+            Pending::Fill {
+                channel,
+                epoch,
+                check,
+            } => {
+                self.filled(&channel, &epoch, check, Err(failure()));
             }
             Pending::Ignore => {}
         }
@@ -1696,24 +1729,7 @@ impl ChannelManager {
                 order.ahead.insert(position.offset, publication.clone());
             }
             if !order.filling {
-                order.filling = true;
-                let since = Position {
-                    offset: order.delivered,
-                    epoch: order.epoch.clone(),
-                };
-                let epoch = order.epoch.clone();
-                let limit = self.config.max_recovery;
-                self.op(
-                    Operation::History {
-                        channel: channel.to_owned(),
-                        since: Some(since),
-                        limit,
-                    },
-                    Pending::Fill {
-                        channel: channel.to_owned(),
-                        epoch,
-                    },
-                );
+                self.read_after_delivered(channel, false);
             }
             return Vec::new();
         }
@@ -1726,7 +1742,13 @@ impl ChannelManager {
     /// A gap's history read came back: what it holds goes out in order,
     /// then what waited behind the gap; a gap it cannot fill is a `lost`
     /// event to every member, with the last position they have.
-    fn filled(&mut self, channel: &str, epoch: &str, result: Result<HistoryPage, ChannelError>) {
+    fn filled(
+        &mut self,
+        channel: &str,
+        epoch: &str,
+        check: bool,
+        result: Result<HistoryPage, ChannelError>,
+    ) {
         let Some(order) = self
             .channels
             .get_mut(channel)
@@ -1736,6 +1758,12 @@ impl ChannelManager {
             return;
         };
         order.filling = false;
+        if check && result.is_err() && order.ahead.is_empty() {
+            // Nothing is known to be missing: the next check asks again
+            // (and a broker that failed tells every member `lost` when it
+            // is back).
+            return;
+        }
         let mut out = Vec::new();
         let mut lost = None;
         match result {
@@ -1750,15 +1778,28 @@ impl ChannelManager {
                     }
                 }
             }
-            _ => {
+            result => {
                 // Not in history any more (or unreadable): the members are
-                // told, and the stream goes on after the gap.
+                // told, and the stream goes on after the gap: at what
+                // waited behind it, else after the history's newest.
                 lost = Some(Position {
                     offset: order.delivered,
                     epoch: order.epoch.clone(),
                 });
+                let top = result.ok().and_then(|page| page.top);
                 if let Some(&first) = order.ahead.keys().next() {
                     order.delivered = order.delivered.max(first - 1);
+                } else if let Some(top) = top {
+                    if top.epoch == order.epoch {
+                        order.delivered = order.delivered.max(top.offset);
+                    } else {
+                        *order = Order {
+                            epoch: top.epoch,
+                            delivered: top.offset,
+                            ahead: BTreeMap::new(),
+                            filling: false,
+                        };
+                    }
                 }
             }
         }
@@ -1785,32 +1826,46 @@ impl ChannelManager {
             self.fan_out(channel, &publication);
         }
         if gap_remains
-            && let Some(order) = self
+            && self
                 .channels
-                .get_mut(channel)
-                .and_then(|c| c.order.as_mut())
-            && !order.filling
+                .get(channel)
+                .and_then(|c| c.order.as_ref())
+                .is_some_and(|order| !order.filling)
         {
             // Another gap further on: read it too.
-            order.filling = true;
-            let since = Position {
-                offset: order.delivered,
-                epoch: order.epoch.clone(),
-            };
-            let epoch = order.epoch.clone();
-            let limit = self.config.max_recovery;
-            self.op(
-                Operation::History {
-                    channel: channel.to_owned(),
-                    since: Some(since),
-                    limit,
-                },
-                Pending::Fill {
-                    channel: channel.to_owned(),
-                    epoch,
-                },
-            );
+            self.read_after_delivered(channel, false);
         }
+    }
+
+    /// Reads `channel`'s history after what its members were handed: to
+    /// fill a gap, or (`check`) to find a tail that never arrived.
+    fn read_after_delivered(&mut self, channel: &str, check: bool) {
+        let Some(order) = self
+            .channels
+            .get_mut(channel)
+            .and_then(|c| c.order.as_mut())
+        else {
+            return;
+        };
+        order.filling = true;
+        let since = Position {
+            offset: order.delivered,
+            epoch: order.epoch.clone(),
+        };
+        let epoch = order.epoch.clone();
+        let limit = self.config.max_recovery;
+        self.op(
+            Operation::History {
+                channel: channel.to_owned(),
+                since: Some(since),
+                limit,
+            },
+            Pending::Fill {
+                channel: channel.to_owned(),
+                epoch,
+                check,
+            },
+        );
     }
 
     /// Hands `publication` to the channel's members: at once to those
@@ -2140,6 +2195,7 @@ impl ChannelManager {
             return;
         }
         self.next_refresh = Some(now + self.refresh_interval());
+        self.check_positions();
         let mut entries: Vec<(String, SessionId)> = self
             .sessions
             .iter()
@@ -2155,6 +2211,23 @@ impl ChannelManager {
             },
             Pending::Ignore,
         );
+    }
+
+    /// Asks each channel's history whether publications came after the
+    /// last one its members were handed: a publication the broker dropped
+    /// with nothing after it would otherwise never be noticed. What the
+    /// history holds is delivered; what it no longer holds is a `lost`
+    /// event.
+    fn check_positions(&mut self) {
+        let due: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, local)| local.order.as_ref().is_some_and(|o| !o.filling))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for channel in due {
+            self.read_after_delivered(&channel, true);
+        }
     }
 
     /// How many sessions are open.

@@ -78,6 +78,7 @@ pub(crate) enum Command {
     Leave,
     Publish {
         data: Payload,
+        idempotency_key: Option<String>,
     },
     Kick {
         target: Target,
@@ -187,6 +188,44 @@ fn fields<T: serde::de::DeserializeOwned>(data: Option<Value>) -> Result<T, Chan
         .map_err(|e| bad_request(format!("bad data: {e}")))
 }
 
+/// The longest idempotency key, in bytes.
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 64;
+
+/// A command's `params`: only `publish` takes one, `idempotency_key`, 1 to
+/// 64 bytes of printable ASCII; anything else there is refused so that a
+/// misspelt key never passes silently (and a retry with it publishes twice).
+fn idempotency_key(
+    params: Option<Map<String, Value>>,
+    action: &str,
+) -> Result<Option<String>, ChannelError> {
+    let Some(mut params) = params else {
+        return Ok(None);
+    };
+    let key = params.remove("idempotency_key");
+    if let Some(other) = params.keys().next() {
+        return Err(bad_request(format!(
+            "unknown field {other:?} in `params` (publish takes `idempotency_key`)"
+        )));
+    }
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    if action != "publish" {
+        return Err(bad_request("only publish takes an `idempotency_key`"));
+    }
+    match key {
+        Value::String(key)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        _ => Err(bad_request(format!(
+            "`idempotency_key` is a string of 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        ))),
+    }
+}
+
 /// Parses a command envelope. `is_custom` says whether an unknown action
 /// names a registered custom command.
 pub(crate) fn parse(
@@ -203,6 +242,7 @@ pub(crate) fn parse(
         return Err(bad_request("a command needs a `channel`"));
     };
     let data = envelope.data;
+    let idempotency_key = idempotency_key(envelope.params, &action)?;
     let command = match action.as_str() {
         "create" => {
             let d: CreateData = fields(data)?;
@@ -227,6 +267,7 @@ pub(crate) fn parse(
             data: Payload::new(
                 &data.ok_or_else(|| bad_request("publish needs `data`, the message"))?,
             ),
+            idempotency_key,
         },
         "kick" => {
             let d: KickData = fields(data)?;

@@ -4,7 +4,7 @@
 //!
 //! `channels_node --backend URL [--listen ADDR] [--prefix P]
 //! [--presence-ttl-ms N] [--heartbeat-ms N] [--connect-timeout-ms N]
-//! [--cluster-key K]` (the key defaults to [`TEST_CLUSTER_KEY`], which every
+//! [--command-timeout-ms N] [--cluster-key K]` (the key defaults to [`TEST_CLUSTER_KEY`], which every
 //! test node shares).
 //!
 //! Users come from `?user=<name>` (trusted: for tests only). Prints
@@ -49,6 +49,7 @@ struct Args {
     presence_ttl: Duration,
     heartbeat: Duration,
     connect_timeout: Duration,
+    command_timeout: Duration,
 }
 
 fn parse() -> Result<Args, String> {
@@ -60,6 +61,7 @@ fn parse() -> Result<Args, String> {
         presence_ttl: Duration::from_secs(60),
         heartbeat: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(30),
+        command_timeout: Duration::from_secs(5),
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -80,6 +82,7 @@ fn parse() -> Result<Args, String> {
             "--presence-ttl-ms" => args.presence_ttl = millis()?,
             "--heartbeat-ms" => args.heartbeat = millis()?,
             "--connect-timeout-ms" => args.connect_timeout = millis()?,
+            "--command-timeout-ms" => args.command_timeout = millis()?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -92,10 +95,11 @@ fn parse() -> Result<Args, String> {
 async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
     let key = ClusterKey::new(&args.cluster_key)?;
     if args.backend.starts_with("redis") {
-        let config = RedisConfig::new(&args.backend, key)
+        let mut config = RedisConfig::new(&args.backend, key)
             .prefix(&args.prefix)
             .heartbeat(args.heartbeat)
             .connect_timeout(args.connect_timeout);
+        config.command_timeout = args.command_timeout;
         Ok(Backend::shared(RedisBackend::connect(config).await?))
     } else if args.backend.starts_with("nats") {
         let mut config = NatsConfig::new(&args.backend, key)
@@ -105,6 +109,7 @@ async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
         // JetStream reserves the stream's byte budget up front; test runs
         // on a shared server each make a stream of their own.
         config.max_history_bytes = 16 << 20;
+        config.command_timeout = args.command_timeout;
         Ok(Backend::shared(NatsBackend::connect(config).await?))
     } else {
         Backend::connect(&args.backend, None).await

@@ -100,6 +100,19 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The hex SHA-256 of `parts`, each length-prefixed so that no two lists
+/// run together: a bounded name for an idempotency key that shows no user
+/// name to whoever reads the broker.
+pub(crate) fn digest_hex(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for part in parts {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part.as_bytes());
+    }
+    to_hex(&digest.finalize())
+}
+
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;

@@ -7,7 +7,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Broker, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing};
+use super::{
+    BoxFuture, Broker, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore, Published,
+    Reach, Sink, Standing,
+};
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
     HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
@@ -84,6 +87,11 @@ struct History {
     entries: VecDeque<Kept>,
     /// The entries' weights.
     bytes: usize,
+    /// Idempotency keys published with in the last
+    /// [`IDEMPOTENCY_WINDOW`], and the offsets they got.
+    once: HashMap<String, u64>,
+    /// The same keys by when they are forgotten, soonest first.
+    once_until: VecDeque<(Instant, String)>,
 }
 
 /// A publication in history.
@@ -212,6 +220,33 @@ impl State {
         format!("{:08x}", (self.epoch_base ^ self.epochs) & 0xffff_ffff)
     }
 
+    /// Keeps `publication` in history (with `history`) and hands it to
+    /// every subscribed node; its position.
+    fn publish(
+        &mut self,
+        channel: &str,
+        mut publication: Publication,
+        history: Option<HistorySpec>,
+        now: Instant,
+    ) -> Option<Position> {
+        let position = history.map(|spec| {
+            let history = self.history(channel);
+            history.top += 1;
+            let position = history.position();
+            publication.position = Some(position.clone());
+            self.keep(channel, publication.clone(), spec, now);
+            position
+        });
+        if let Some(nodes) = self.subscriptions.get(channel) {
+            for node in nodes {
+                if let Some(sink) = self.sinks.get(node) {
+                    sink.publication(channel, &publication);
+                }
+            }
+        }
+        position
+    }
+
     /// `channel`'s history, begun (empty, in a new epoch) if it has none.
     fn history(&mut self, channel: &str) -> &mut History {
         if !self.histories.contains_key(channel) {
@@ -223,6 +258,8 @@ impl State {
                     top: 0,
                     entries: VecDeque::new(),
                     bytes: 0,
+                    once: HashMap::new(),
+                    once_until: VecDeque::new(),
                 },
             );
         }
@@ -415,27 +452,49 @@ impl Broker for MemoryBackend {
     fn publish<'a>(
         &'a self,
         channel: &'a str,
-        mut publication: Publication,
+        publication: Publication,
         history: Option<HistorySpec>,
     ) -> BoxFuture<'a, Result<Option<Position>, ChannelError>> {
         let now = self.now();
+        ready(Ok(self.lock().publish(channel, publication, history, now)))
+    }
+
+    fn publish_once<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        spec: HistorySpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Published, ChannelError>> {
+        let now = self.now();
         let mut state = self.lock();
-        let position = history.map(|spec| {
-            let history = state.history(channel);
-            history.top += 1;
-            let position = history.position();
-            publication.position = Some(position.clone());
-            state.keep(channel, publication.clone(), spec, now);
-            position
-        });
-        if let Some(nodes) = state.subscriptions.get(channel) {
-            for node in nodes {
-                if let Some(sink) = state.sinks.get(node) {
-                    sink.publication(channel, &publication);
-                }
-            }
+        let history = state.history(channel);
+        while let Some((until, _)) = history.once_until.front()
+            && *until <= now
+        {
+            let (_, key) = history.once_until.pop_front().expect("looked at above");
+            history.once.remove(&key);
         }
-        ready(Ok(position))
+        if let Some(&offset) = history.once.get(key) {
+            return ready(Ok(Published {
+                position: Some(Position {
+                    offset,
+                    epoch: history.epoch.clone(),
+                }),
+                duplicate: true,
+            }));
+        }
+        let position = state.publish(channel, publication, Some(spec), now);
+        if let (Some(position), Some(history)) = (&position, state.histories.get_mut(channel)) {
+            history.once.insert(key.to_owned(), position.offset);
+            history
+                .once_until
+                .push_back((now + IDEMPOTENCY_WINDOW, key.to_owned()));
+        }
+        ready(Ok(Published {
+            position,
+            duplicate: false,
+        }))
     }
 
     fn history<'a>(

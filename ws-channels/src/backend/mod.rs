@@ -66,6 +66,22 @@ pub use redis::{RedisBackend, RedisConfig};
 /// A boxed future, so the traits can be used as `dyn` objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How long a publish's idempotency key is remembered: a publish retried
+/// with the same key within this time is not published again
+/// ([`Broker::publish_once`]).
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Where the publication is in the channel's history; `None` for a
+    /// channel without history. For a duplicate, the first publication's.
+    pub position: Option<Position>,
+    /// Nothing was published: an earlier publish with the same
+    /// idempotency key was.
+    pub duplicate: bool,
+}
+
 /// Where a backend delivers what reaches this node.
 pub trait Sink: Send + Sync + 'static {
     /// A publication on a channel (or topic) this node subscribed to.
@@ -115,6 +131,21 @@ pub trait Broker: Send + Sync + 'static {
         publication: Publication,
         history: Option<HistorySpec>,
     ) -> BoxFuture<'a, Result<Option<Position>, ChannelError>>;
+
+    /// Publishes like [`publish`](Self::publish) with history, once per
+    /// `key`: when a publication with the same `key` was made on `channel`
+    /// within [`IDEMPOTENCY_WINDOW`] (in the channel's current epoch),
+    /// publishes nothing and returns the first one's position,
+    /// [`Published::duplicate`]. The check and the publish are one step,
+    /// so publishes racing with one key make one publication. `key` is
+    /// already scoped to the publisher by the caller.
+    fn publish_once<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: HistorySpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Published, ChannelError>>;
 
     /// The publications after `since` (at most `limit`), or, without
     /// `since`, only the newest position: what a joining session needs to
@@ -518,7 +549,22 @@ impl Backend {
                 channel,
                 publication,
                 history,
-            } => OpResult::Published(self.broker.publish(&channel, publication, history).await),
+                idempotency_key,
+            } => OpResult::Published(match (history, idempotency_key) {
+                (Some(history), Some(key)) => {
+                    self.broker
+                        .publish_once(&channel, publication, history, &key)
+                        .await
+                }
+                (history, _) => self
+                    .broker
+                    .publish(&channel, publication, history)
+                    .await
+                    .map(|position| Published {
+                        position,
+                        duplicate: false,
+                    }),
+            }),
             Operation::History {
                 channel,
                 since,
@@ -663,6 +709,10 @@ pub enum Operation {
         publication: Publication,
         /// The channel's history, if it keeps one.
         history: Option<HistorySpec>,
+        /// Publish only once per this key, scoped to the publisher
+        /// ([`Broker::publish_once`]); the manager sends one only with
+        /// `history`.
+        idempotency_key: Option<String>,
     },
     /// [`Broker::history`].
     History {
@@ -742,7 +792,7 @@ pub enum OpResult {
     /// `Create` and `Join`.
     Joined(Result<JoinGrant, ChannelError>),
     /// `Publish`.
-    Published(Result<Option<Position>, ChannelError>),
+    Published(Result<Published, ChannelError>),
     /// `History` and `Recent`.
     History(Result<HistoryPage, ChannelError>),
     /// `Members`.

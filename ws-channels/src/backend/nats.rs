@@ -48,11 +48,13 @@ use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    Attempt, Control, Received, leave, lock, ms, new_epoch, redact, to_hex, with_backoff,
+    Attempt, Control, Received, digest_hex, leave, lock, ms, new_epoch, redact, to_hex,
+    with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
-    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing,
+    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore,
+    Published, Reach, Sink, Standing,
 };
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
@@ -509,6 +511,7 @@ impl NatsBackend {
                 max_messages_per_subject: i64::from(config.max_history),
                 max_age: config.max_history_age,
                 max_bytes: i64::try_from(config.max_history_bytes).unwrap_or(i64::MAX),
+                duplicate_window: IDEMPOTENCY_WINDOW,
                 storage: stream::StorageType::File,
                 republish: Some(stream::Republish {
                     source: format!("{prefix}.hist.>"),
@@ -879,6 +882,84 @@ impl Shared {
     }
 
     /// The channel's newest stored message: stream sequence, offset, epoch.
+    /// Appends `publication` to `channel`'s history (which republishes it
+    /// live) at the next offset, racing publishers retrying on the
+    /// stream's last-sequence check. With an idempotency `key`, JetStream
+    /// drops a publish whose message id it saw within its duplicate window
+    /// ([`IDEMPOTENCY_WINDOW`]) and names the first; its position is read
+    /// back from the stream.
+    async fn append(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        spec: HistorySpec,
+        key: Option<&str>,
+    ) -> Result<Published, ChannelError> {
+        self.connected()?;
+        let payload: bytes::Bytes = serde_json::to_vec(publication).map_err(unavailable)?.into();
+        let subject = self.history_subject(channel);
+        let jetstream = jetstream::new(self.client.clone());
+        for _ in 0..64 {
+            let (previous, offset, epoch) = match self.last(channel).await? {
+                Some((sequence, offset, epoch)) => (sequence, offset + 1, epoch),
+                None => (0, 1, self.fresh_epoch(channel).await?),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(OFFSET, offset.to_string().as_str());
+            headers.insert(EPOCH, epoch.as_str());
+            headers.insert(EXPIRES, (now_ms() + ms(spec.ttl)).to_string().as_str());
+            headers.insert(PREVIOUS, previous.to_string().as_str());
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                previous.to_string().as_str(),
+            );
+            if let Some(key) = key {
+                // Per channel and epoch (the stream holds every channel);
+                // hashed, so no user name shows in the stream.
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    digest_hex(&[channel, &epoch, key]).as_str(),
+                );
+            }
+            let ack = jetstream
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await
+                .map_err(unavailable)?
+                .await;
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    return Ok(Published {
+                        position: self.position_of(ack.sequence).await,
+                        duplicate: true,
+                    });
+                }
+                Ok(_) => {
+                    return Ok(Published {
+                        position: Some(Position { offset, epoch }),
+                        duplicate: false,
+                    });
+                }
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    continue;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(ChannelError::unavailable(format!(
+            "nats: too many publishers raced on {channel:?}"
+        )))
+    }
+
+    /// The channel position of the stream's message `sequence`, if the
+    /// stream still holds it.
+    async fn position_of(&self, sequence: u64) -> Option<Position> {
+        let message = self.history.get_raw_message(sequence).await.ok()?;
+        Some(Position {
+            offset: header_u64(&message.headers, OFFSET)?,
+            epoch: message.headers.get(EPOCH)?.as_str().to_owned(),
+        })
+    }
+
     async fn last(&self, channel: &str) -> Result<Option<(u64, u64, String)>, ChannelError> {
         match self
             .history
@@ -1176,44 +1257,24 @@ impl Broker for NatsBackend {
             let Some(spec) = history else {
                 return shared.send_live(channel, &publication).await.map(|()| None);
             };
-            shared.connected()?;
-            let payload: bytes::Bytes = serde_json::to_vec(&publication)
-                .map_err(unavailable)?
-                .into();
-            let subject = shared.history_subject(channel);
-            let jetstream = jetstream::new(shared.client.clone());
-            for _ in 0..64 {
-                let (previous, offset, epoch) = match shared.last(channel).await? {
-                    Some((sequence, offset, epoch)) => (sequence, offset + 1, epoch),
-                    None => (0, 1, shared.fresh_epoch(channel).await?),
-                };
-                let mut headers = HeaderMap::new();
-                headers.insert(OFFSET, offset.to_string().as_str());
-                headers.insert(EPOCH, epoch.as_str());
-                headers.insert(EXPIRES, (now_ms() + ms(spec.ttl)).to_string().as_str());
-                headers.insert(PREVIOUS, previous.to_string().as_str());
-                headers.insert(
-                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                    previous.to_string().as_str(),
-                );
-                let ack = jetstream
-                    .publish_with_headers(subject.clone(), headers, payload.clone())
-                    .await
-                    .map_err(unavailable)?
-                    .await;
-                match ack {
-                    Ok(_) => return Ok(Some(Position { offset, epoch })),
-                    Err(e)
-                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
-                    {
-                        continue;
-                    }
-                    Err(e) => return Err(unavailable(e)),
-                }
-            }
-            Err(ChannelError::unavailable(format!(
-                "nats: too many publishers raced on {channel:?}"
-            )))
+            shared
+                .append(channel, &publication, spec, None)
+                .await
+                .map(|published| published.position)
+        })
+    }
+
+    fn publish_once<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        spec: HistorySpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Published, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .append(channel, &publication, spec, Some(key))
+                .await
         })
     }
 

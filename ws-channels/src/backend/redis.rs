@@ -46,11 +46,13 @@ use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    Attempt, Control, Received, leave, lock, ms, new_epoch, redact, to_hex, with_backoff,
+    Attempt, Control, Received, digest_hex, leave, lock, ms, new_epoch, redact, to_hex,
+    with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
-    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, PresenceStore, Reach, Sink, Standing,
+    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore,
+    Published, Reach, Sink, Standing,
 };
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
@@ -447,7 +449,7 @@ impl Shared {
             .await;
         match text(at(&reply, 0)).as_str() {
             "ok" | "gone" => Ok(reply),
-            status => Err(status_error(status, channel)),
+            status => Err(self.refused(status, channel)),
         }
     }
 
@@ -702,6 +704,77 @@ impl Shared {
             .await
     }
 
+    /// Appends `publication` to `channel`'s history and publishes it, in
+    /// one script; with an idempotency `key`, only if no publish with the
+    /// key was made in the last [`IDEMPOTENCY_WINDOW`].
+    async fn append(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        spec: HistorySpec,
+        key: Option<&str>,
+    ) -> Result<Published, ChannelError> {
+        let json = serde_json::to_string(publication).map_err(unavailable)?;
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        invocation
+            .key(self.key(channel, "meta"))
+            .key(self.key(channel, "hist"))
+            .arg(json)
+            .arg(spec.size)
+            .arg(ms(spec.ttl))
+            .arg(self.pubsub_channel(channel))
+            .arg(spec.max_bytes);
+        if let Some(key) = key {
+            // Hashed: bounded in length, and no user name in key names.
+            let digest = digest_hex(&[key]);
+            invocation
+                .key(self.key(channel, &format!("once:{digest}")))
+                .arg(ms(IDEMPOTENCY_WINDOW));
+        }
+        let mut conn = self.conn();
+        let reply: Reply = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let reply = items(&reply);
+        let status = text(at(reply, 0));
+        let position = Position {
+            offset: int(at(reply, 1)),
+            epoch: text(at(reply, 2)),
+        };
+        match status.as_str() {
+            "ok" | "duplicate" => Ok(Published {
+                position: Some(position),
+                duplicate: status == "duplicate",
+            }),
+            status => Err(self.refused(status, channel)),
+        }
+    }
+
+    /// A script's refusal as an error. A channel this node has members
+    /// in cannot be missing: Redis lost it (a restart without its data, an
+    /// eviction), so the answer is `unavailable`, not `not_found`, and the
+    /// node writes its members back and tells them at once (once, until
+    /// the next refresh has done so).
+    fn refused(&self, status: &str, channel: &str) -> ChannelError {
+        if status != "not_found" || !lock(&self.local).keys().any(|(c, _)| c == channel) {
+            return status_error(status, channel);
+        }
+        if !self.restore.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                channel,
+                "Redis lost a channel this node has members in: writing them back"
+            );
+            if let Some((_, sink)) = self.attached.get() {
+                sink.interrupted();
+            }
+        }
+        ChannelError::unavailable(format!(
+            "redis: {channel:?} is missing from Redis (restarted without its data?); \
+             this node is writing its members back, retry"
+        ))
+    }
+
     /// The node this backend is attached to.
     fn me(&self) -> Result<NodeId, ChannelError> {
         self.attached.get().map(|(node, _)| *node).ok_or_else(|| {
@@ -954,29 +1027,24 @@ impl Broker for RedisBackend {
                     .await
                     .map(|()| None);
             };
-            let json = serde_json::to_string(&publication).map_err(unavailable)?;
-            let mut invocation = shared.scripts.publish.prepare_invoke();
-            invocation
-                .key(shared.key(channel, "meta"))
-                .key(shared.key(channel, "hist"))
-                .arg(json)
-                .arg(spec.size)
-                .arg(ms(spec.ttl))
-                .arg(shared.pubsub_channel(channel))
-                .arg(spec.max_bytes);
-            let mut conn = shared.conn();
-            let reply: Reply = invocation
-                .invoke_async(&mut conn)
+            shared
+                .append(channel, &publication, spec, None)
                 .await
-                .map_err(unavailable)?;
-            let reply = items(&reply);
-            match text(at(reply, 0)).as_str() {
-                "ok" => Ok(Some(Position {
-                    offset: int(at(reply, 1)),
-                    epoch: text(at(reply, 2)),
-                })),
-                status => Err(status_error(status, channel)),
-            }
+                .map(|published| published.position)
+        })
+    }
+
+    fn publish_once<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        spec: HistorySpec,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Published, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .append(channel, &publication, spec, Some(key))
+                .await
         })
     }
 
@@ -1428,7 +1496,7 @@ impl PresenceStore for RedisBackend {
                 .await?;
             match text(&reply).as_str() {
                 "ok" => Ok(()),
-                status => Err(status_error(status, channel)),
+                status => Err(shared.refused(status, channel)),
             }
         })
     }
@@ -1464,7 +1532,7 @@ impl PresenceStore for RedisBackend {
                     },
                     banned: int(at(reply, 2)) == 1,
                 }),
-                status => Err(status_error(status, channel)),
+                status => Err(shared.refused(status, channel)),
             }
         })
     }

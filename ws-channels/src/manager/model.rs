@@ -590,3 +590,137 @@ proptest! {
         }
     }
 }
+
+/// What happens between the broker and the nodes while two publishers (one
+/// per node) publish: publications dropped, held back (and delivered late)
+/// or delivered twice on their way to a node, broker connections that
+/// drop and come back, time passing (history trimmed by size, position
+/// checks due).
+#[derive(Debug, Clone)]
+enum Wire {
+    Publish { node: usize },
+    Transit { node: usize, fault: usize },
+    Release { node: usize },
+    Interrupt { node: usize },
+    Advance { secs: u64 },
+}
+
+fn wire() -> impl Strategy<Value = Wire> {
+    prop_oneof![
+        6 => (0..2usize).prop_map(|node| Wire::Publish { node }),
+        3 => (0..2usize, 0..3usize).prop_map(|(node, fault)| Wire::Transit { node, fault }),
+        1 => (0..2usize).prop_map(|node| Wire::Release { node }),
+        1 => (0..2usize).prop_map(|node| Wire::Interrupt { node }),
+        1 => (1..=15u64).prop_map(|secs| Wire::Advance { secs }),
+    ]
+}
+
+/// Checks one member's messages on "room": each offset once, in order,
+/// and every gap in them (and a tail short of `newest`) told by a `lost`
+/// event in its place.
+fn no_gap_passes_silently(session: u64, log: &[Value], newest: u64) -> Result<(), String> {
+    let mut last: Option<u64> = None;
+    let mut told = false;
+    for event in log.iter().filter(|e| e["channel"] == "room") {
+        match event["action"].as_str() {
+            Some("lost") => told = true,
+            Some("message") => {
+                let offset = event["data"]["offset"].as_u64().expect("an offset");
+                if let Some(last) = last {
+                    if offset <= last {
+                        return Err(format!("{session:x}: {offset} after {last}"));
+                    }
+                    if offset > last + 1 && !told {
+                        return Err(format!("{session:x}: {last} then {offset}, no lost"));
+                    }
+                }
+                last = Some(offset);
+                told = false;
+            }
+            _ => {}
+        }
+    }
+    match last {
+        Some(last) if last < newest && !told => Err(format!(
+            "{session:x}: ended at {last} of {newest} without a lost event"
+        )),
+        _ => Ok(()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_gap_reaches_a_member_silently(wires in prop::collection::vec(wire(), 1..60)) {
+        use crate::sim::Transit;
+        let config = ChannelsConfig {
+            presence_ttl: Duration::from_secs(30),
+            command_burst: 1_000_000,
+            ..ChannelsConfig::default()
+        };
+        let mut sim = Sim::new(2, config);
+        // Publishers 0xa (node 0) and 0xb (node 1); members 0xc, 0xd.
+        let sessions = [(0usize, 0xa_u64), (1, 0xb), (0, 0xc), (1, 0xd)];
+        for (node, id) in sessions {
+            sim.open(node, SessionId(id), Some(&format!("u{id:x}")));
+        }
+        let command = |id: u32, action: &str, data: Value| {
+            json!({"type": "command", "id": id.to_string(), "channel": "room",
+                   "action": action, "data": data}).to_string()
+        };
+        // A small history, so some gaps are beyond filling.
+        sim.send(0, SessionId(0xa), &command(1, "create", json!({"history_size": 4})));
+        for (node, id) in &sessions[1..] {
+            sim.send(*node, SessionId(*id), &command(1, "join", json!({})));
+        }
+        let mut logs: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+        let mut newest = 0;
+        let mut next_id = 10;
+        let take = |sim: &mut Sim, logs: &mut BTreeMap<u64, Vec<Value>>, newest: &mut u64| {
+            for (node, id) in sessions {
+                for out in sim.take(node, SessionId(id)) {
+                    let Out::Message(message) = out else { panic!("{id:x} closed: {out:?}") };
+                    if message["type"] == "response"
+                        && message["action"] == "publish"
+                        && let Some(offset) = message["data"]["offset"].as_u64()
+                    {
+                        *newest = (*newest).max(offset);
+                    }
+                    logs.entry(id).or_default().push(message);
+                }
+            }
+        };
+        take(&mut sim, &mut logs, &mut newest);
+        for step in &wires {
+            match *step {
+                Wire::Publish { node } => {
+                    next_id += 1;
+                    let publisher = sessions[node].1;
+                    sim.send(node, SessionId(publisher), &command(next_id, "publish", json!(next_id)));
+                }
+                Wire::Transit { node, fault } => {
+                    sim.transit(node, &[[Transit::Drop, Transit::Hold, Transit::Twice][fault]]);
+                }
+                Wire::Release { node } => sim.release(node),
+                Wire::Interrupt { node } => sim.interrupt(node),
+                Wire::Advance { secs } => sim.advance(Duration::from_secs(secs)),
+            }
+            take(&mut sim, &mut logs, &mut newest);
+            for node in 0..2 {
+                sim.with_manager(node, |m| m.check_invariants())
+                    .unwrap_or_else(|e| panic!("node {node}: {e}"));
+            }
+        }
+        // What was held arrives at last, and a position check comes due.
+        sim.release(0);
+        sim.release(1);
+        sim.advance(Duration::from_secs(11));
+        take(&mut sim, &mut logs, &mut newest);
+        for (id, log) in &logs {
+            if let Err(e) = no_gap_passes_silently(*id, log, newest) {
+                panic!("{e}\n{wires:?}\n{log:#?}");
+            }
+        }
+    }
+}

@@ -540,6 +540,95 @@ fn a_rejoin_replay_is_not_followed_by_its_live_copies() {
     assert_eq!(received(&mut sim), [5]);
 }
 
+fn keyed_publish(id: u32, data: Value, key: &str) -> String {
+    json!({"type": "command", "id": id.to_string(), "channel": "room", "action": "publish",
+           "data": data, "params": {"idempotency_key": key}})
+    .to_string()
+}
+
+// ROBUSTNESS 119: a publish answered `unavailable` may have been done; a
+// retry with the same idempotency key is answered with the first one's
+// position and publishes nothing.
+#[test]
+fn a_publish_retried_with_its_key_is_published_once() {
+    let mut sim = room(ChannelsConfig::default(), json!({"history_size": 10}));
+    join(&mut sim, B, 1);
+    sim.send(0, A, &keyed_publish(2, json!("hello"), "k-1"));
+    let first = reply(sim.take(0, A), 2);
+    assert_eq!(first["offset"], 1, "{first}");
+    assert_eq!(first.get("duplicate"), None);
+    sim.send(0, A, &keyed_publish(3, json!("hello"), "k-1"));
+    let again = reply(sim.take(0, A), 3);
+    assert_eq!(again["ok"], true);
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        (&again["offset"], &again["epoch"]),
+        (&first["offset"], &first["epoch"])
+    );
+    assert_eq!(events(sim.take(0, B), "message").len(), 1);
+    // Another key is another publication.
+    sim.send(0, A, &keyed_publish(4, json!("hello"), "k-2"));
+    assert_eq!(reply(sim.take(0, A), 4)["offset"], 2);
+    // After the window the key is forgotten.
+    sim.advance(crate::backend::IDEMPOTENCY_WINDOW + Duration::from_secs(1));
+    sim.take(0, B);
+    sim.send(0, A, &keyed_publish(5, json!("hello"), "k-1"));
+    assert_eq!(reply(sim.take(0, A), 5)["offset"], 3);
+}
+
+// SECURITY: keys are the publisher's own. Another member who sends the key
+// it expects someone to use cannot make that publish a "duplicate".
+#[test]
+fn another_member_cannot_claim_a_publishers_key() {
+    let mut sim = room(ChannelsConfig::default(), json!({"history_size": 10}));
+    join(&mut sim, B, 1);
+    sim.send(0, B, &keyed_publish(2, json!("squat"), "order-7"));
+    assert_eq!(reply(sim.take(0, B), 2)["offset"], 1);
+    sim.send(0, A, &keyed_publish(3, json!("mine"), "order-7"));
+    let mine = reply(sim.take(0, A), 3);
+    assert_eq!(mine["offset"], 2, "{mine}");
+    assert_eq!(mine.get("duplicate"), None);
+    let got: Vec<Value> = events(sim.take(0, B), "message")
+        .into_iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(got, [json!("mine")]);
+}
+
+#[test]
+fn idempotency_keys_are_checked() {
+    let mut sim = room(ChannelsConfig::default(), json!({"history_size": 10}));
+    let long = "k".repeat(65);
+    for (id, params) in [
+        (2, json!({"idempotency_key": ""})),
+        (3, json!({"idempotency_key": long})),
+        (4, json!({"idempotency_key": "with space"})),
+        (5, json!({"idempotency_key": 7})),
+        (6, json!({"idempotency_kee": "typo"})),
+    ] {
+        let command = json!({"type": "command", "id": id.to_string(), "channel": "room",
+                             "action": "publish", "data": 1, "params": params});
+        sim.send(0, A, &command.to_string());
+        assert_eq!(
+            error_code(&reply(sim.take(0, A), id)),
+            "bad_request",
+            "{params}"
+        );
+    }
+    // Only publish takes one.
+    let join = json!({"type": "command", "id": "7", "channel": "room", "action": "presence",
+                      "params": {"idempotency_key": "k"}});
+    sim.send(0, A, &join.to_string());
+    assert_eq!(error_code(&reply(sim.take(0, A), 7)), "bad_request");
+    // A channel without history has no offset to answer a retry with.
+    sim.send(0, A, &cmd(8, "plain", "create", json!({})));
+    reply(sim.take(0, A), 8);
+    let plain = json!({"type": "command", "id": "9", "channel": "plain", "action": "publish",
+                       "data": 1, "params": {"idempotency_key": "k"}});
+    sim.send(0, A, &plain.to_string());
+    assert_eq!(error_code(&reply(sim.take(0, A), 9)), "bad_request");
+}
+
 #[test]
 fn presence_expires_unless_refreshed() {
     let mut sim = room(ChannelsConfig::default(), json!({}));

@@ -1,10 +1,20 @@
 -- Appends to history and publishes in one step, so every node sees
--- offsets in order. KEYS: meta, hist. ARGV: publication JSON, size,
--- ttl ms, Redis channel, byte budget. Reply: status, offset, epoch
+-- offsets in order. KEYS: meta, hist, and with an idempotency key the
+-- key's record. ARGV: publication JSON, size, ttl ms, Redis channel, byte
+-- budget, and with a key how long it is remembered (ms).
+-- Reply: status ('ok' or 'duplicate'), offset, epoch
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
 local now = now_ms()
-local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if KEYS[3] then
+  -- Published with this key already (in this epoch): nothing again.
+  local first = redis.call('GET', KEYS[3])
+  if first then
+    local offset, of_epoch = string.match(first, '^(%d+) (.*)$')
+    if of_epoch == epoch then return {'duplicate', tonumber(offset), epoch} end
+  end
+end
+local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local bytes = #ARGV[1]
 redis.call('XADD', KEYS[2], top .. '-0', 'x', now + tonumber(ARGV[3]), 'p', ARGV[1], 'n', bytes)
 -- The history keeps at most `size` entries and `budget` bytes of them,
@@ -24,4 +34,7 @@ end
 inherit(2)
 redis.call('PUBLISH', ARGV[4],
   '{"o":' .. top .. ',"e":"' .. epoch .. '","p":' .. ARGV[1] .. '}')
+if KEYS[3] then
+  redis.call('SET', KEYS[3], top .. ' ' .. epoch, 'PX', tonumber(ARGV[6]))
+end
 return {'ok', top, epoch}
