@@ -357,7 +357,7 @@ async fn server_closes_do_not_wait_for_a_peer_that_reads_nothing() {
         async fn on_message(&mut self, _: &mut Ctx, _: Message) {}
     }
     let mut config = quick_config();
-    config.connection.close_timeout = Duration::from_millis(300);
+    config.connection.close_timeout = Duration::from_secs(2);
     let server = serve(
         ws::server()
             .config(config)
@@ -382,7 +382,10 @@ async fn server_closes_do_not_wait_for_a_peer_that_reads_nothing() {
         "the connection to be dropped",
     )
     .await;
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // One close timeout in all (half for the queued data, half for the
+    // close), not one for each stage: it was three.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
 // Cancelling a fragmented send midway does not wedge the connection:

@@ -263,11 +263,11 @@ impl ConnectionHandle {
     /// a reason over 123 bytes fails with [`SendError::Invalid`] and sends
     /// nothing.
     ///
-    /// The close goes out within the connection's `close_timeout` (10 s by
-    /// default) even when the peer reads nothing: past it, what is still
-    /// queued in front of it is dropped and the close is sent alone; the
-    /// peer then has another `close_timeout` to answer before the
-    /// connection is dropped.
+    /// The whole close takes at most the connection's `close_timeout` (10
+    /// s by default), even when the peer reads nothing: what is queued in
+    /// front of the close goes first for half of it, then is dropped and
+    /// the close sent alone; at `close_timeout` the connection is dropped
+    /// whether or not the peer answered.
     ///
     /// Closing while a message is half sent with
     /// [`send_fragment`](Self::send_fragment) abandons that message: the

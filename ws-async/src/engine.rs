@@ -144,8 +144,14 @@ pub(crate) struct Link<R: Runtime, T: Transport> {
     /// Checked for every incoming message before a handler sees it.
     pub(crate) policies: PolicySet,
     /// A close is queued behind data the peer has not made room for: by
-    /// this instant it goes out anyway.
+    /// this instant (half the close timeout after the close began) it goes
+    /// out anyway, in front of that data.
     close_by: Option<Instant>,
+    /// A close this side began ends by this instant (`close_timeout` after
+    /// it began), answered or not: queued data, our close frame and the
+    /// peer's reply all fit in that one bound, so a peer that reads
+    /// nothing holds the connection no longer.
+    close_until: Option<Instant>,
     /// The last fragment taken into the engine was not the last of its
     /// message.
     fragment_open: bool,
@@ -199,6 +205,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             timer_waker,
             policies: PolicySet::new(),
             close_by: None,
+            close_until: None,
             fragment_open: false,
             app_timer: None,
             app_due: false,
@@ -281,6 +288,7 @@ impl<R: Runtime, T: Transport> Link<R, T> {
         let mut taken = false;
         let mut skipped = false;
         let mut stopped = false;
+        let mut close_taken = false;
         self.outbox.drain(|item| {
             // Nothing may overtake a whole message that is waiting for a
             // fragmented one to end, unless that message was abandoned: its
@@ -292,8 +300,10 @@ impl<R: Runtime, T: Transport> Link<R, T> {
             let accepted = offer(conn, item, || runtime.now(), meters);
             match accepted {
                 Ok(()) => {
-                    if let Outgoing::Fragment(_, last) = item {
-                        *fragment_open = !*last;
+                    match item {
+                        Outgoing::Fragment(_, last) => *fragment_open = !*last,
+                        Outgoing::Close(_) => close_taken = true,
+                        _ => {}
                     }
                     taken = true;
                     Drain::Take
@@ -318,12 +328,19 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 }
             }
         });
+        let waiting = self.conn.is_open() && (stopped || skipped) && self.outbox.close_waiting();
+        if (close_taken || waiting) && self.close_until.is_none() {
+            let timeout = self.conn.config().close_timeout;
+            let now = self.runtime.now();
+            self.close_until = Some(deadline_after(now, timeout));
+            if waiting {
+                // The close waits behind data the peer has not read yet:
+                // half the time for that data, half for the close.
+                self.close_by = Some(deadline_after(now, timeout / 2));
+            }
+        }
         if !self.conn.is_open() {
             self.outbox.close();
-        } else if (stopped || skipped) && self.close_by.is_none() && self.outbox.close_waiting() {
-            // The close waits behind data the peer has not read yet.
-            let timeout = self.conn.config().close_timeout;
-            self.close_by = Some(deadline_after(self.runtime.now(), timeout));
         }
         taken
     }
@@ -504,7 +521,10 @@ impl<R: Runtime, T: Transport> Link<R, T> {
 
     fn timers(&mut self) -> bool {
         let deadline = earliest(
-            earliest(self.conn.poll_timeout(), self.close_by),
+            earliest(
+                self.conn.poll_timeout(),
+                earliest(self.close_by, self.close_until),
+            ),
             earliest(self.app_timer, self.shrink_at),
         );
         let Some(deadline) = deadline else {
@@ -548,6 +568,14 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     fn handle_timeout(&mut self, now: Instant) {
         if self.close_by.is_some_and(|by| now >= by) {
             self.force_close();
+        }
+        if self.close_until.is_some_and(|until| now >= until) && !self.conn.is_closed() {
+            self.close_until = None;
+            tracing::debug!("the close did not complete within close_timeout: dropping");
+            self.transport_failed(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer did not complete the close handshake within close_timeout",
+            ));
         }
         if self.app_timer.is_some_and(|at| now >= at) {
             self.app_timer = None;
@@ -604,7 +632,11 @@ impl<R: Runtime, T: Transport> Link<R, T> {
     /// Bounded by `linger`.
     async fn finish(&mut self) {
         let runtime = self.runtime.clone();
-        let deadline = deadline_after(runtime.now(), self.limits.linger);
+        let deadline = earliest(
+            Some(deadline_after(runtime.now(), self.limits.linger)),
+            self.close_until,
+        )
+        .expect("one of them is set");
         let _ = with_deadline(&runtime, deadline, async {
             poll_fn(|cx| {
                 self.write(cx);

@@ -113,7 +113,9 @@ pub struct Config {
     /// `None` disables it.
     pub idle_timeout: Option<Duration>,
     /// After sending a close frame, how long to wait for the peer's close
-    /// before giving up (reported as 1006). Also how long the peer's close
+    /// before giving up (reported as 1006); the async driver bounds a
+    /// close it starts by this in all, queued data and our close frame
+    /// included. Also how long the peer's close
     /// (or a protocol violation) found while decoding ahead of a busy
     /// application waits for the application's replies before it is acted
     /// on. Default: 10 s.

@@ -900,3 +900,62 @@ async fn serves_ipv6_and_ipv4_at_once() {
         );
     }
 }
+
+// ROBUSTNESS 59: a subscriber that reads nothing is closed with 4008 once
+// its queue is full, and dropped within the close timeout (10 s) of that:
+// it was dropped 30 s later (a close timeout for the queued data, one for
+// the peer's reply, one for lingering). It cannot read a close frame the
+// server cannot write to it: its client reports 1006.
+#[tokio::test]
+async fn a_subscriber_that_reads_nothing_is_dropped_within_the_close_timeout() {
+    use tokio::io::AsyncReadExt;
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--admin-token", TOKEN], &[]).await;
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    ann.command("feed", "create", json!({})).await;
+    // Cy joins over a socket with a small receive buffer, then reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut cy = socket.connect(serve.addr).await.unwrap();
+    let request = format!(
+        "GET /channels?user=cy HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        serve.addr
+    );
+    cy.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 512];
+    let n = cy.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+    let join = json!({"type": "command", "id": "1", "channel": "feed", "action": "join"});
+    let join = join.to_string();
+    // A masked text frame (mask 0: the payload as it is).
+    let mut frame = vec![0x81, 0x80 | u8::try_from(join.len()).unwrap(), 0, 0, 0, 0];
+    frame.extend_from_slice(join.as_bytes());
+    cy.write_all(&frame).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pad = "x".repeat(16 * 1024);
+    let mut decided = None;
+    for n in 1.. {
+        let reply = ann
+            .command("feed", "publish", json!({"n": n, "pad": pad}))
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        if n % 10 != 0 {
+            continue;
+        }
+        let metrics = serve.metrics().await;
+        if decided.is_none() && metrics.contains("ws_channels_disconnects_total{code=\"4008\"}") {
+            decided = Some(std::time::Instant::now());
+        }
+        if metric(&metrics, "ws_connections_open") < 2.0 {
+            break;
+        }
+        let waited = decided.map(|d| d.elapsed());
+        assert!(
+            waited.is_none_or(|w| w < Duration::from_secs(12)),
+            "still connected {waited:?} after the 4008"
+        );
+        assert!(n < 5_000, "never found slow");
+    }
+    assert!(decided.is_some(), "dropped without a 4008");
+}
