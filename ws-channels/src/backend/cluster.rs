@@ -100,6 +100,11 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How long the presence store remembers a kicked session and a closed
+/// channel, so that a node cut off from the broker while it happened does
+/// not write them back when it returns.
+pub(crate) const TOMBSTONE_KEPT: Duration = Duration::from_secs(3600);
+
 /// The hex SHA-256 of `parts`, each length-prefixed so that no two lists
 /// run together: a bounded name for an idempotency key that shows no user
 /// name to whoever reads the broker.

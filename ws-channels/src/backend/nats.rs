@@ -48,8 +48,8 @@ use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    Attempt, Control, Received, digest_hex, leave, lock, ms, new_epoch, redact, to_hex,
-    with_backoff,
+    Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, ms, new_epoch, redact,
+    to_hex, with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
@@ -59,7 +59,8 @@ use super::{
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
-    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
+    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Role, Roster,
+    SessionId, Target,
 };
 
 /// How to reach NATS and how to behave towards it.
@@ -170,6 +171,10 @@ struct Record {
     /// The user who created it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     creator: Option<String>,
+    /// Kicked sessions -> until, ms since the Unix epoch: a node that
+    /// missed the kick (cut off from the broker) must not write them back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    kicked: BTreeMap<SessionId, u64>,
 }
 
 /// The channels a user created, as stored in the owners bucket; names of
@@ -198,6 +203,7 @@ impl Record {
             bans: BTreeMap::new(),
             empty_since: None,
             creator: None,
+            kicked: BTreeMap::new(),
         }
     }
 
@@ -212,6 +218,7 @@ impl Record {
             keep
         });
         self.bans.retain(|_, until| *until == 0 || *until > now);
+        self.kicked.retain(|_, until| *until > now);
         if !gone.is_empty() {
             self.settle(now);
         }
@@ -342,6 +349,8 @@ struct Shared {
     presence: kv::Store,
     /// Per user, the channels it created ([`Created`]).
     created: kv::Store,
+    /// Channels their owners closed in the last [`TOMBSTONE_KEPT`].
+    closed: kv::Store,
     attached: OnceLock<(NodeId, Arc<dyn Sink>)>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Per subscribed channel or topic, the task that delivers it.
@@ -529,12 +538,14 @@ impl NatsBackend {
         let presence = bucket(&jetstream, &format!("{prefix}-presence"), Duration::ZERO).await?;
         // A user who created nothing for a week starts a new count.
         let created = bucket(&jetstream, &format!("{prefix}-created"), CREATED_KEPT).await?;
+        let closed = bucket(&jetstream, &format!("{prefix}-closed"), TOMBSTONE_KEPT).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
                 history,
                 presence,
                 created,
+                closed,
                 attached: OnceLock::new(),
                 tasks: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(HashMap::new()),
@@ -671,10 +682,19 @@ impl Shared {
             };
             match written {
                 Ok(()) => {
-                    if presence_events {
-                        self.leaves(channel, reaped).await;
+                    let me = self.me().ok();
+                    let (own, others): (Vec<Member>, Vec<Member>) =
+                        reaped.into_iter().partition(|m| Some(m.node) == me);
+                    if !own.is_empty() {
+                        // This node's own entries ran out while it could
+                        // not refresh them (stalled, cut off); its sessions
+                        // are still here: they are written back, not
+                        // announced as gone.
+                        self.restore.store(true, Ordering::Relaxed);
                     }
-                    self.forget(channel, &record);
+                    if presence_events {
+                        self.leaves(channel, others).await;
+                    }
                     return result;
                 }
                 Err((true, _)) => continue,
@@ -832,17 +852,6 @@ impl Shared {
         (publications, true)
     }
 
-    /// Drops local entries the record no longer has.
-    fn forget(&self, channel: &str, record: &Option<Record>) {
-        let mut local = lock(&self.local);
-        local.retain(|(name, session), _| {
-            name != channel
-                || record
-                    .as_ref()
-                    .is_some_and(|r| r.members.iter().any(|e| e.member.session == *session))
-        });
-    }
-
     async fn leaves(&self, channel: &str, members: Vec<Member>) {
         for member in members {
             if let Err(e) = self.send_live(channel, &leave(member)).await {
@@ -864,6 +873,26 @@ impl Shared {
             .map_err(unavailable)
     }
 
+    /// Whether `channel`'s owner closed it in the last [`TOMBSTONE_KEPT`].
+    async fn closed_lately(&self, channel: &str) -> Result<bool, ChannelError> {
+        let entry = self
+            .closed
+            .entry(Self::key(channel))
+            .await
+            .map_err(unavailable)?;
+        Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put))
+    }
+
+    /// Acts on what this node missed while cut off (a kick, a ban, a
+    /// close), as the presence store shows it when the node writes its
+    /// members back.
+    fn missed(&self, message: ControlMessage) {
+        tracing::info!(?message, "acting on what this node missed while cut off");
+        if let Some((_, sink)) = self.attached.get() {
+            sink.control(&message);
+        }
+    }
+
     async fn record(&self, channel: &str) -> Result<Option<Record>, ChannelError> {
         let entry = self
             .presence
@@ -881,7 +910,6 @@ impl Shared {
             .filter(|r| !r.lingered_out(now)))
     }
 
-    /// The channel's newest stored message: stream sequence, offset, epoch.
     /// Appends `publication` to `channel`'s history (which republishes it
     /// live) at the next offset, racing publishers retrying on the
     /// stream's last-sequence check. With an idempotency `key`, JetStream
@@ -960,6 +988,7 @@ impl Shared {
         })
     }
 
+    /// The channel's newest stored message: stream sequence, offset, epoch.
     async fn last(&self, channel: &str) -> Result<Option<(u64, u64, String)>, ChannelError> {
         match self
             .history
@@ -1459,6 +1488,11 @@ impl PresenceStore for NatsBackend {
                 })
                 .await;
             granted?;
+            shared
+                .closed
+                .delete(Shared::key(channel))
+                .await
+                .map_err(unavailable)?;
             if let Some(user) = &owner.user {
                 shared.add_created(user, channel).await?;
             }
@@ -1589,13 +1623,19 @@ impl PresenceStore for NatsBackend {
                 } else {
                     Vec::new()
                 };
+                if !local.is_empty() && shared.closed_lately(channel).await? {
+                    shared.missed(ControlMessage::Closed {
+                        channel: (*channel).to_owned(),
+                    });
+                    continue;
+                }
                 let refreshed = shared
                     .modify(channel, |record, now| {
                         if record.is_none() && !local.is_empty() {
                             *record = Some(Record::new(local[0].options));
                         }
                         let Some(r) = record else {
-                            return (Ok(()), false);
+                            return (Ok((Vec::new(), Vec::new())), false);
                         };
                         let mut changed = false;
                         for entry in &mut r.members {
@@ -1605,30 +1645,46 @@ impl PresenceStore for NatsBackend {
                                 changed = true;
                             }
                         }
+                        // Written back unless kicked or banned meanwhile.
+                        let (mut kicked, mut barred) = (Vec::new(), Vec::new());
                         for entry in &local {
-                            let present = r
-                                .members
-                                .iter()
-                                .any(|e| e.member.session == entry.member.session);
-                            let barred = entry
-                                .member
-                                .user
-                                .as_ref()
-                                .is_some_and(|user| r.bans.contains_key(user));
-                            if !present && !barred {
-                                let role = entry.member.role.clone();
-                                if let Some(user) = &entry.member.user
-                                    && role != Role::PARTICIPANT
-                                {
-                                    r.roles.entry(user.clone()).or_insert(role.clone());
-                                }
-                                r.add(entry.member.clone(), role, now, ttl);
-                                changed = true;
+                            let session = entry.member.session;
+                            if r.members.iter().any(|e| e.member.session == session) {
+                                continue;
                             }
+                            if r.kicked.contains_key(&session) {
+                                kicked.push(session);
+                                continue;
+                            }
+                            let user = entry.member.user.as_ref();
+                            if user.is_some_and(|user| r.bans.contains_key(user)) {
+                                barred.push(session);
+                                continue;
+                            }
+                            let role = entry.member.role.clone();
+                            if let Some(user) = user
+                                && role != Role::PARTICIPANT
+                            {
+                                r.roles.entry(user.clone()).or_insert(role.clone());
+                            }
+                            r.add(entry.member.clone(), role, now, ttl);
+                            changed = true;
                         }
-                        (Ok(()), changed)
+                        (Ok((kicked, barred)), changed)
                     })
                     .await;
+                let refreshed = refreshed.map(|(kicked, barred)| {
+                    for (sessions, reason) in [(kicked, Removal::Kicked), (barred, Removal::Banned)]
+                    {
+                        for session in sessions {
+                            shared.missed(ControlMessage::Remove {
+                                channel: (*channel).to_owned(),
+                                target: Target::Session(session),
+                                reason,
+                            });
+                        }
+                    }
+                });
                 if let Err(e) = refreshed {
                     result = Err(e);
                 }
@@ -1715,9 +1771,16 @@ impl PresenceStore for NatsBackend {
                 .modify(channel, |record, now| match record {
                     None => (Err(not_found(channel)), false),
                     Some(r) => {
-                        let removed =
-                            r.remove(now, |m| target.matches(m.session, m.user.as_deref()));
-                        (Ok(removed), removed > 0)
+                        let kicked: Vec<SessionId> = r
+                            .members
+                            .iter()
+                            .filter(|e| target.matches(e.member.session, e.member.user.as_deref()))
+                            .map(|e| e.member.session)
+                            .collect();
+                        r.remove(now, |m| kicked.contains(&m.session));
+                        let until = now + ms(TOMBSTONE_KEPT);
+                        r.kicked.extend(kicked.iter().map(|s| (*s, until)));
+                        (Ok(kicked.len()), !kicked.is_empty())
                     }
                 })
                 .await
@@ -1817,12 +1880,22 @@ impl PresenceStore for NatsBackend {
 
     fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.shared
+            let shared = &self.shared;
+            shared
                 .modify(channel, |record, _| {
                     let existed = record.take().is_some();
                     (Ok(()), existed)
                 })
+                .await?;
+            // So that a node cut off meanwhile does not write its members
+            // back into a channel its owner closed (the bucket forgets it
+            // after `TOMBSTONE_KEPT`).
+            shared
+                .closed
+                .put(Shared::key(channel), bytes::Bytes::from_static(b"1"))
                 .await
+                .map(drop)
+                .map_err(unavailable)
         })
     }
 

@@ -46,8 +46,8 @@ use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    Attempt, Control, Received, digest_hex, leave, lock, ms, new_epoch, redact, to_hex,
-    with_backoff,
+    Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, ms, new_epoch, redact,
+    to_hex, with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
@@ -57,7 +57,8 @@ use super::{
 use crate::manager::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
-    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
+    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Role, Roster,
+    SessionId, Target,
 };
 
 /// How to reach Redis and how to behave towards it.
@@ -383,10 +384,12 @@ impl Shared {
         format!("{}:{{{channel}}}:{part}", self.config.prefix)
     }
 
-    /// The eight keys of a channel, in the scripts' order.
-    fn keys(&self, channel: &str) -> [String; 8] {
-        ["meta", "mem", "exp", "info", "who", "roles", "bans", "hist"]
-            .map(|part| self.key(channel, part))
+    /// The ten keys of a channel, in the scripts' order (`prelude.lua`).
+    fn keys(&self, channel: &str) -> [String; 10] {
+        [
+            "meta", "mem", "exp", "info", "who", "roles", "bans", "hist", "kicked", "closed",
+        ]
+        .map(|part| self.key(channel, part))
     }
 
     fn pubsub_channel(&self, channel: &str) -> String {
@@ -468,10 +471,17 @@ impl Shared {
         if reaped.is_empty() {
             return;
         }
-        let members: Vec<Member> = reaped
+        let me = self.me().ok();
+        let (own, members): (Vec<Member>, Vec<Member>) = reaped
             .iter()
-            .filter_map(|info| serde_json::from_str(&text(info)).ok())
-            .collect();
+            .filter_map(|info| serde_json::from_str::<Member>(&text(info)).ok())
+            .partition(|member| Some(member.node) == me);
+        if !own.is_empty() {
+            // This node's own entries ran out while it could not refresh
+            // them (stalled, cut off); its sessions are still here: they
+            // are written back, not announced as gone.
+            self.restore.store(true, Ordering::Relaxed);
+        }
         {
             let mut local = lock(&self.local);
             for member in &members {
@@ -775,6 +785,16 @@ impl Shared {
         ))
     }
 
+    /// Acts on what this node missed while cut off (a kick, a ban, a
+    /// close), as the presence store shows it when the node writes its
+    /// members back.
+    fn missed(&self, message: ControlMessage) {
+        tracing::info!(?message, "acting on what this node missed while cut off");
+        if let Some((_, sink)) = self.attached.get() {
+            sink.control(&message);
+        }
+    }
+
     /// The node this backend is attached to.
     fn me(&self) -> Result<NodeId, ChannelError> {
         self.attached.get().map(|(node, _)| *node).ok_or_else(|| {
@@ -845,12 +865,41 @@ impl Shared {
                 entry.user.clone(),
             ]);
         }
-        let restored = self
+        let reply = self
             .on_channel(&self.scripts.restore, channel, &args)
             .await?;
+        let reply = items(&reply);
+        if text(at(reply, 0)) == "closed" {
+            self.missed(ControlMessage::Closed {
+                channel: channel.to_owned(),
+            });
+            return Ok(());
+        }
+        let sessions = |reply: &Reply| -> Vec<SessionId> {
+            items(reply)
+                .iter()
+                .filter_map(|s| text(s).parse().ok())
+                .collect()
+        };
+        for (removed, reason) in [
+            (sessions(at(reply, 2)), Removal::Kicked),
+            (sessions(at(reply, 3)), Removal::Banned),
+        ] {
+            for session in removed {
+                self.missed(ControlMessage::Remove {
+                    channel: channel.to_owned(),
+                    target: Target::Session(session),
+                    reason,
+                });
+            }
+        }
         self.command::<()>(redis::cmd("ZADD").arg(self.index()).arg(0).arg(channel))
             .await?;
-        tracing::info!(channel, restored = int(&restored), "presence written back");
+        tracing::info!(
+            channel,
+            restored = int(at(reply, 1)),
+            "presence written back"
+        );
         Ok(())
     }
 
@@ -1427,7 +1476,12 @@ impl PresenceStore for RedisBackend {
                 Target::Session(session) => ("s", session.to_string()),
                 Target::User(user) => ("u", user_field(Some(user))),
             };
-            let args = [kind.to_owned(), value, shared.ttl().to_string()];
+            let args = [
+                kind.to_owned(),
+                value,
+                shared.ttl().to_string(),
+                ms(TOMBSTONE_KEPT).to_string(),
+            ];
             let reply = shared
                 .membership(&shared.scripts.kick, channel, &args)
                 .await?;
@@ -1506,6 +1560,17 @@ impl PresenceStore for RedisBackend {
             let shared = &self.shared;
             shared
                 .command::<()>(redis::cmd("DEL").arg(&shared.keys(channel)[..]))
+                .await?;
+            // So that a node cut off meanwhile does not write its members
+            // back into a channel its owner closed.
+            shared
+                .command::<()>(
+                    redis::cmd("SET")
+                        .arg(shared.key(channel, "closed"))
+                        .arg(1)
+                        .arg("PX")
+                        .arg(ms(TOMBSTONE_KEPT)),
+                )
                 .await?;
             shared
                 .command::<()>(redis::cmd("ZREM").arg(shared.index()).arg(channel))

@@ -2,7 +2,7 @@
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 -- Leftovers of an earlier channel of that name go with it.
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
 local opts = cjson.decode(ARGV[1])
 local ttl = tonumber(ARGV[6])
 redis.call('HSET', KEYS[1], 'opts', ARGV[1], 'seq', 0, 'epoch', ARGV[7], 'top', 0, 'creator', ARGV[5])

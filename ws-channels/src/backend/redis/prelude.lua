@@ -8,6 +8,10 @@
 -- KEYS[6] roles  HASH   user name -> role, for joins to come
 -- KEYS[7] bans   HASH   user name -> until, ms of the Redis clock (0: forever)
 -- KEYS[8] hist   STREAM id "<offset>-0", fields x (expiry ms) and p (JSON)
+-- KEYS[9] kicked HASH   session -> until, ms: kicked sessions a node that
+--                       missed the kick must not write back
+-- KEYS[10] closed STRING the owner closed the channel: no node writes its
+--                       members back (outlives the other keys by an hour)
 -- Times come from the Redis server's clock, so nodes' clocks never disagree.
 local function now_ms()
   local t = redis.call('TIME')
@@ -47,7 +51,7 @@ end
 
 -- Every key of the channel lives `ms` more.
 local function live_for(ms)
-  for i = 1, 8 do redis.call('PEXPIRE', KEYS[i], ms) end
+  for i = 1, 9 do redis.call('PEXPIRE', KEYS[i], ms) end
 end
 
 -- A key made after the others lives as long as the channel.
