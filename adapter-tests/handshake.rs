@@ -510,6 +510,8 @@ async fn connection_limits_per_client_and_per_user_answer_429() {
         other => panic!("expected 429, got {other:?}"),
     }
     let _bob = as_user("Key k-bob").connect().await.unwrap();
+    // The server registers a connection just after its 101 goes out.
+    super::common::eventually(|| server.handle.count() == 2, "bob's connection").await;
     drop(ann);
     super::common::eventually(|| server.handle.count() == 1, "ann's connection to end").await;
     let _ann = as_user("Key k-ann").connect().await.unwrap();

@@ -1150,7 +1150,9 @@ fn start_connection(
             reason = %closed.reason,
             "connection closed"
         );
-        drop(registration);
+        // The slots first: once the registry no longer lists the
+        // connection, its client and user may connect again.
         drop(slots);
+        drop(registration);
     }
 }
