@@ -105,6 +105,17 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 /// not write them back when it returns.
 pub(crate) const TOMBSTONE_KEPT: Duration = Duration::from_secs(3600);
 
+/// Acts on what a node missed while cut off from the broker (a kick, a
+/// ban, a close), as the presence store shows it when the node writes its
+/// members back: through its own sink, as if the control message had
+/// arrived.
+pub(crate) fn missed(sink: Option<&Arc<dyn Sink>>, message: &ControlMessage) {
+    tracing::info!(?message, "acting on what this node missed while cut off");
+    if let Some(sink) = sink {
+        sink.control(message);
+    }
+}
+
 /// The hex SHA-256 of `parts`, each length-prefixed so that no two lists
 /// run together: a bounded name for an idempotency key that shows no user
 /// name to whoever reads the broker.

@@ -46,8 +46,8 @@ use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, ms, new_epoch, redact,
-    to_hex, with_backoff,
+    Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, missed, ms, new_epoch,
+    redact, to_hex, with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
@@ -785,14 +785,9 @@ impl Shared {
         ))
     }
 
-    /// Acts on what this node missed while cut off (a kick, a ban, a
-    /// close), as the presence store shows it when the node writes its
-    /// members back.
+    /// Acts on what this node missed while cut off ([`missed`]).
     fn missed(&self, message: ControlMessage) {
-        tracing::info!(?message, "acting on what this node missed while cut off");
-        if let Some((_, sink)) = self.attached.get() {
-            sink.control(&message);
-        }
+        missed(self.attached.get().map(|(_, sink)| sink), &message);
     }
 
     /// The node this backend is attached to.
