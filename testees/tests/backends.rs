@@ -521,3 +521,62 @@ async fn a_key_publishes_once_even_when_retries_race() {
         assert_eq!(kept, [r#"{"n":1}"#, r#"{"n":2}"#], "{name}");
     }
 }
+
+// A NATS history that the stream emptied (its messages aged out) names one
+// epoch on every read until the next publication takes it: a position
+// check, which reads it every refresh, sees one loss, not a new one each
+// time (it drew a new random epoch per read).
+#[tokio::test]
+async fn an_emptied_nats_history_keeps_one_epoch() {
+    let Some(url) = service("WS_TEST_NATS_URL", "nats://127.0.0.1:4222") else {
+        return;
+    };
+    let mut config = NatsConfig::new(url, key()).prefix(prefix("emptied"));
+    config.max_history_bytes = 16 << 20;
+    config.max_history_age = Duration::from_secs(1);
+    let backend = Backend::shared(NatsBackend::connect(config).await.expect("NATS connects"));
+    backend
+        .presence
+        .create("log", options(10, 10), member(1, "al"), TTL, LIMITS)
+        .await
+        .unwrap();
+    let spec = HistorySpec {
+        size: 10,
+        ttl: Duration::from_secs(1),
+        max_bytes: 1 << 20,
+    };
+    let broker = &backend.broker;
+    let first = broker
+        .publish("log", message(1), Some(spec))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let emptied = loop {
+        let top = broker.history("log", None, 10).await.unwrap().top.unwrap();
+        if top.offset == 0 {
+            break top;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never aged out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(emptied.epoch, first.epoch, "the old offsets are gone");
+    let again = broker.history("log", None, 10).await.unwrap().top.unwrap();
+    assert_eq!(again, emptied, "one epoch, read after read");
+    let from_old = broker.history("log", Some(first), 10).await.unwrap();
+    assert!(!from_old.complete, "what aged out cannot be recovered");
+    let from_empty = broker
+        .history("log", Some(emptied.clone()), 10)
+        .await
+        .unwrap();
+    assert!(from_empty.complete, "nothing is missing after the loss");
+    let next = broker
+        .publish("log", message(2), Some(spec))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.offset, &next.epoch), (1, &emptied.epoch));
+}

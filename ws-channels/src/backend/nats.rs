@@ -86,7 +86,9 @@ pub struct NatsConfig {
     /// `ChannelsConfig::max_history_size`).
     pub max_history: u32,
     /// How long the history stream keeps a message at most: the longest
-    /// `history_ttl` a channel may ask for. Default 24 hours.
+    /// `history_ttl` a channel may ask for. Default 24 hours. Publish
+    /// idempotency keys are remembered this long when it is shorter than
+    /// [`IDEMPOTENCY_WINDOW`].
     pub max_history_age: Duration,
     /// Bytes the history stream holds at most, every channel together (on
     /// the NATS server's disk); past it the oldest messages go. Default
@@ -204,6 +206,19 @@ impl Record {
             empty_since: None,
             creator: None,
             kicked: BTreeMap::new(),
+        }
+    }
+
+    /// The epoch of the channel's history while the stream holds none of
+    /// its messages: the record's while nothing was published in it; else
+    /// the history was lost (expired from the stream, purged) and offsets
+    /// start again, in an epoch derived from the record's, so that every
+    /// read names the same one until the next publication takes it.
+    fn empty_history_epoch(&self) -> String {
+        if self.epoch_used {
+            digest_hex(&["the epoch after", &self.epoch])[..8].to_owned()
+        } else {
+            self.epoch.clone()
         }
     }
 
@@ -520,7 +535,8 @@ impl NatsBackend {
                 max_messages_per_subject: i64::from(config.max_history),
                 max_age: config.max_history_age,
                 max_bytes: i64::try_from(config.max_history_bytes).unwrap_or(i64::MAX),
-                duplicate_window: IDEMPOTENCY_WINDOW,
+                // JetStream refuses a window longer than the messages live.
+                duplicate_window: IDEMPOTENCY_WINDOW.min(config.max_history_age),
                 storage: stream::StorageType::File,
                 republish: Some(stream::Republish {
                     source: format!("{prefix}.hist.>"),
@@ -1004,16 +1020,13 @@ impl Shared {
         }
     }
 
-    /// The epoch a channel without stored messages publishes in: the
-    /// record's while nothing was published in it, else a new one (the
-    /// history was lost, so offsets start again).
+    /// The epoch a channel without stored messages publishes in
+    /// ([`Record::empty_history_epoch`]), from now on the record's.
     async fn fresh_epoch(&self, channel: &str) -> Result<String, ChannelError> {
         self.modify(channel, |record, _| match record {
             None => (Err(not_found(channel)), false),
             Some(r) => {
-                if r.epoch_used {
-                    r.epoch = new_epoch();
-                }
+                r.epoch = r.empty_history_epoch();
                 r.epoch_used = true;
                 (Ok(r.epoch.clone()), true)
             }
@@ -1316,8 +1329,8 @@ impl Broker for NatsBackend {
                 Some(last) => last,
                 None => {
                     let epoch = match shared.record(channel).await? {
-                        Some(r) if !r.epoch_used => r.epoch,
-                        _ => new_epoch(),
+                        Some(r) => r.empty_history_epoch(),
+                        None => new_epoch(),
                     };
                     (0, 0, epoch)
                 }
@@ -1381,8 +1394,8 @@ impl Broker for NatsBackend {
             shared.connected()?;
             let Some((sequence, top, epoch)) = shared.last(channel).await? else {
                 let epoch = match shared.record(channel).await? {
-                    Some(r) if !r.epoch_used => r.epoch,
-                    _ => new_epoch(),
+                    Some(r) => r.empty_history_epoch(),
+                    None => new_epoch(),
                 };
                 return Ok(HistoryPage {
                     publications: Vec::new(),
