@@ -188,20 +188,51 @@ struct Order {
     epoch: String,
     /// The offset of the last publication handed to members.
     delivered: u64,
-    /// Publications that arrived ahead of a gap, by offset.
+    /// Publications that arrived ahead of a gap, by offset, at most
+    /// `max_recovery_buffer` of them and [`MAX_AHEAD_BYTES`]: what does
+    /// not fit is read from history with the gap.
     ahead: BTreeMap<u64, Publication>,
+    /// The weights of `ahead`.
+    ahead_bytes: usize,
     /// A history read for the gap is in flight.
     filling: bool,
 }
 
+/// Bytes of publications a channel keeps waiting behind a gap on one
+/// node; past it they are dropped and read from history with the gap (or
+/// found by the next position check).
+const MAX_AHEAD_BYTES: usize = 4 << 20;
+
 impl Order {
     /// An order whose next publication is `position`.
     fn before(position: &Position) -> Self {
+        Self::after(&Position {
+            offset: position.offset.saturating_sub(1),
+            epoch: position.epoch.clone(),
+        })
+    }
+
+    /// An order that handed out everything up to `position`.
+    fn after(position: &Position) -> Self {
         Self {
             epoch: position.epoch.clone(),
-            delivered: position.offset.saturating_sub(1),
+            delivered: position.offset,
             ahead: BTreeMap::new(),
+            ahead_bytes: 0,
             filling: false,
+        }
+    }
+
+    /// Keeps `publication` until the gap before it is filled, if there
+    /// is room.
+    fn wait(&mut self, offset: u64, publication: &Publication, max_count: usize) {
+        let weight = publication.weight();
+        if self.ahead.len() < max_count
+            && self.ahead_bytes + weight <= MAX_AHEAD_BYTES
+            && !self.ahead.contains_key(&offset)
+        {
+            self.ahead_bytes += weight;
+            self.ahead.insert(offset, publication.clone());
         }
     }
 }
@@ -253,13 +284,14 @@ fn drain_ahead(order: &mut Order) -> Vec<Publication> {
     let mut out = Vec::new();
     while let Some(entry) = order.ahead.first_entry() {
         let offset = *entry.key();
-        if offset <= order.delivered {
-            entry.remove();
-        } else if offset == order.delivered + 1 {
-            order.delivered = offset;
-            out.push(entry.remove());
-        } else {
+        if offset > order.delivered + 1 {
             break;
+        }
+        let publication = entry.remove();
+        order.ahead_bytes -= publication.weight();
+        if offset == order.delivered + 1 {
+            order.delivered = offset;
+            out.push(publication);
         }
     }
     out
@@ -1586,12 +1618,7 @@ impl ChannelManager {
                     .as_ref()
                     .is_none_or(|order| order.epoch != position.epoch);
                 if stale {
-                    local.order = Some(Order {
-                        epoch: position.epoch.clone(),
-                        delivered: position.offset,
-                        ahead: BTreeMap::new(),
-                        filling: false,
-                    });
+                    local.order = Some(Order::after(position));
                 }
             }
         }
@@ -1725,9 +1752,7 @@ impl ChannelManager {
             return Vec::new();
         }
         if position.offset > order.delivered + 1 {
-            if order.ahead.len() < max_ahead {
-                order.ahead.insert(position.offset, publication.clone());
-            }
+            order.wait(position.offset, publication, max_ahead);
             if !order.filling {
                 self.read_after_delivered(channel, false);
             }
@@ -1793,12 +1818,7 @@ impl ChannelManager {
                     if top.epoch == order.epoch {
                         order.delivered = order.delivered.max(top.offset);
                     } else {
-                        *order = Order {
-                            epoch: top.epoch,
-                            delivered: top.offset,
-                            ahead: BTreeMap::new(),
-                            filling: false,
-                        };
+                        *order = Order::after(&top);
                     }
                 }
             }
@@ -2308,6 +2328,18 @@ impl ChannelManager {
             }
         }
         for (name, channel) in &self.channels {
+            if let Some(order) = &channel.order {
+                let weight: usize = order.ahead.values().map(Publication::weight).sum();
+                if weight != order.ahead_bytes || weight > MAX_AHEAD_BYTES {
+                    return Err(format!(
+                        "{name:?} keeps {weight} bytes behind a gap (counted {}, at most {MAX_AHEAD_BYTES})",
+                        order.ahead_bytes
+                    ));
+                }
+                if order.ahead.len() > self.config.max_recovery_buffer {
+                    return Err(format!("{name:?} keeps too many publications behind a gap"));
+                }
+            }
             for member in &channel.members {
                 if !self
                     .sessions
