@@ -40,6 +40,11 @@ pub struct MemoryBackend {
     clock: Clock,
 }
 
+/// Idempotency keys a channel remembers at most (the newest), so that a
+/// member publishing with a new key each time cannot grow the node's
+/// memory beyond the history's budget by more than this.
+pub const MAX_KEYS_PER_CHANNEL: usize = 10_000;
+
 /// [`MemoryBackend::max_history_bytes`]'s default.
 pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
 
@@ -88,7 +93,8 @@ struct History {
     /// The entries' weights.
     bytes: usize,
     /// Idempotency keys published with in the last
-    /// [`IDEMPOTENCY_WINDOW`], and the offsets they got.
+    /// [`IDEMPOTENCY_WINDOW`] (the newest [`MAX_KEYS_PER_CHANNEL`]), and
+    /// the offsets they got.
     once: HashMap<String, u64>,
     /// The same keys by when they are forgotten, soonest first.
     once_until: VecDeque<(Instant, String)>,
@@ -470,7 +476,7 @@ impl Broker for MemoryBackend {
         let mut state = self.lock();
         let history = state.history(channel);
         while let Some((until, _)) = history.once_until.front()
-            && *until <= now
+            && (*until <= now || history.once_until.len() >= MAX_KEYS_PER_CHANNEL)
         {
             let (_, key) = history.once_until.pop_front().expect("looked at above");
             history.once.remove(&key);
@@ -1005,6 +1011,22 @@ mod tests {
                 .map(|kept| kept.publication.position.as_ref().unwrap().offset)
                 .collect()
         })
+    }
+
+    // ROBUSTNESS 119: idempotency keys are remembered within a bound: the
+    // newest 10,000 a channel, so one key per publish cannot grow memory
+    // without end; the newest keep their guarantee.
+    #[test]
+    fn idempotency_keys_are_bounded_per_channel() {
+        let store = MemoryBackend::new();
+        let publish =
+            |key: &str| now(store.publish_once("k", kb_message(0), spec(u64::MAX), key)).unwrap();
+        for n in 0..MAX_KEYS_PER_CHANNEL + 1 {
+            assert!(!publish(&format!("key {n}")).duplicate);
+        }
+        assert!(store.lock().histories["k"].once.len() <= MAX_KEYS_PER_CHANNEL);
+        assert!(publish(&format!("key {MAX_KEYS_PER_CHANNEL}")).duplicate);
+        assert!(!publish("key 0").duplicate, "the oldest was forgotten");
     }
 
     // ROBUSTNESS 106: history is bounded by bytes, per channel and for the
