@@ -621,7 +621,10 @@ fn cutting_broker(kind: Kind) -> OwnBroker {
                 free_port()
             ));
             std::fs::write(&config, "write_deadline: \"1s\"\n").unwrap();
-            OwnBroker::start_with(kind, &["-c", config.to_str().unwrap()])
+            let broker = OwnBroker::start_with(kind, &["-c", config.to_str().unwrap()]);
+            // Read at start; these brokers are never restarted.
+            let _ = std::fs::remove_file(config);
+            broker
         }
     }
 }

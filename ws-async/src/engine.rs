@@ -328,7 +328,12 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                 }
             }
         });
-        let waiting = self.conn.is_open() && (stopped || skipped) && self.outbox.close_waiting();
+        // The outbox's lock only while no close has begun, and only when
+        // the engine could not take everything.
+        let waiting = self.close_until.is_none()
+            && self.conn.is_open()
+            && (stopped || skipped)
+            && self.outbox.close_waiting();
         if (close_taken || waiting) && self.close_until.is_none() {
             let timeout = self.conn.config().close_timeout;
             let now = self.runtime.now();
