@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime, percentile};
 use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
-use ws_channels::{Backend, Channels, ChannelsConfig};
+use ws_channels::{Backends, Channels, ChannelsConfig};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Message, Rejection, WebSocket, http};
 
@@ -74,7 +74,7 @@ fn serve(spec: &str) {
     let (backend, prefix) = spec.split_once(':').expect("backend:prefix");
     one_worker_runtime().block_on(async {
         let backend = match backend {
-            "redis" => Backend::shared(
+            "redis" => Backends::shared(
                 RedisBackend::connect(RedisConfig::new(url("redis"), bench_key()).prefix(prefix))
                     .await
                     .expect("Redis"),
@@ -84,9 +84,9 @@ fn serve(spec: &str) {
                 // JetStream reserves the byte budget up front, and every
                 // cell makes a stream of its own.
                 config.max_history_bytes = 64 << 20;
-                Backend::shared(NatsBackend::connect(config).await.expect("NATS"))
+                Backends::shared(NatsBackend::connect(config).await.expect("NATS"))
             }
-            _ => Backend::connect("memory", None).await.expect("memory"),
+            _ => Backends::connect("memory", None).await.expect("memory"),
         };
         let config = ChannelsConfig {
             command_rate: 1_000_000,

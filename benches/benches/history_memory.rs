@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use ws_benches::{ServerProcess, one_worker_runtime};
-use ws_channels::{Backend, Channels, ChannelsConfig, MemoryBackend};
+use ws_channels::{Backends, Channels, ChannelsConfig, MemoryBackend};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Message, Rejection};
 
@@ -56,7 +56,7 @@ fn serve(kind: &str) {
             memory = memory.max_history_bytes(usize::MAX);
         }
         let channels = Channels::builder(config)
-            .backend(Backend::memory(memory))
+            .backend(Backends::memory(memory))
             .build();
         let mut server = ws_tokio::ServerConfig::default();
         server.connection.max_message_size = 128 * 1024;

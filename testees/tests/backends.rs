@@ -10,7 +10,7 @@ use ws_channels::backend::{
     ClusterKey, CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig,
 };
 use ws_channels::{
-    Backend, ChannelOptions, ErrorCode, HistorySpec, Member, MemoryBackend, NodeId, Payload,
+    Backends, ChannelOptions, ErrorCode, HistorySpec, Member, MemoryBackend, NodeId, Payload,
     Position, Publication, Role, SessionId, Target,
 };
 
@@ -44,13 +44,13 @@ fn key() -> ClusterKey {
     ClusterKey::new("the cluster key of the conformance tests").unwrap()
 }
 
-async fn backends(test: &str) -> Vec<(&'static str, Backend)> {
-    let mut out = vec![("memory", Backend::memory(MemoryBackend::new()))];
+async fn backends(test: &str) -> Vec<(&'static str, Backends)> {
+    let mut out = vec![("memory", Backends::memory(MemoryBackend::new()))];
     if let Some(url) = service("WS_TEST_REDIS_URL", "redis://127.0.0.1:6379") {
         let redis = RedisBackend::connect(RedisConfig::new(url, key()).prefix(prefix(test)))
             .await
             .expect("Redis connects");
-        out.push(("redis", Backend::shared(redis)));
+        out.push(("redis", Backends::shared(redis)));
     }
     if let Some(url) = service("WS_TEST_NATS_URL", "nats://127.0.0.1:4222") {
         let mut config = NatsConfig::new(url, key()).prefix(prefix(test));
@@ -58,7 +58,7 @@ async fn backends(test: &str) -> Vec<(&'static str, Backend)> {
         // makes a stream of its own on the shared server.
         config.max_history_bytes = 16 << 20;
         let nats = NatsBackend::connect(config).await.expect("NATS connects");
-        out.push(("nats", Backend::shared(nats)));
+        out.push(("nats", Backends::shared(nats)));
     }
     out
 }
@@ -534,7 +534,7 @@ async fn an_emptied_nats_history_keeps_one_epoch() {
     let mut config = NatsConfig::new(url, key()).prefix(prefix("emptied"));
     config.max_history_bytes = 16 << 20;
     config.max_history_age = Duration::from_secs(1);
-    let backend = Backend::shared(NatsBackend::connect(config).await.expect("NATS connects"));
+    let backend = Backends::shared(NatsBackend::connect(config).await.expect("NATS connects"));
     backend
         .presence
         .create("log", options(10, 10), member(1, "al"), TTL, LIMITS)

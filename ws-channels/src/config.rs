@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::types::{ChannelOptions, Role};
+use crate::types::{ChannelOptions, DEFAULT_HISTORY_BYTES, Role};
 
 /// Close codes a channels server sends, in the range RFC 6455 leaves to
 /// applications (4000-4999), besides 1008 (policy violation).
@@ -247,9 +247,6 @@ pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
 
 /// What participants may do without being given more.
 const PARTICIPANT_COMMANDS: &[&str] = &["publish", "leave", "presence", "history"];
-
-/// [`ChannelsConfig::max_history_bytes`]'s default.
-pub(crate) const DEFAULT_HISTORY_BYTES: u64 = 4 << 20;
 
 /// The TTL of history asked for without one.
 pub(crate) const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);

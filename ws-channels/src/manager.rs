@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ws_async::auth::Identity;
 use ws_core::EncodedMessage;
 use ws_core::envelope::{Envelope, EnvelopeError};
 use ws_core::policy::TokenBucket;
 
-use crate::backend::{OpResult, Operation};
 use crate::config::{ChannelsConfig, TopicAccess, TopicRequest, close_codes};
+use crate::operation::{OpResult, Operation};
 use crate::protocol::{self, Command, Filter, PublicationOut, ReplyTo, Request};
 use crate::types::{
     ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, LeaveReason,
     Member, NodeId, Payload, Position, Publication, PublicationKind, Removal, Role, SessionId,
+    TOPIC_PREFIX,
 };
 
 /// A change of membership that channels with `presence_events` announce.
@@ -29,10 +29,6 @@ enum Presence {
 /// be handed back with [`ChannelManager::handle_result`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId(pub u64);
-
-/// Broker topics of server-event topics start with this; channel names
-/// cannot, so the two never meet.
-pub const TOPIC_PREFIX: &str = "$topic:";
 
 /// A node's counts at one moment ([`ChannelManager::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -462,16 +458,24 @@ impl ChannelManager {
         self.next_refresh
     }
 
-    /// A session opened, with the identity its authenticator gave (its
-    /// subject is the user; its claims decide topic access). Anonymous
-    /// sessions are closed with [`close_codes::UNAUTHORIZED`] unless the
-    /// configuration allows them.
-    pub fn handle_open(&mut self, session: SessionId, identity: Option<&Identity>, now: Instant) {
-        let user = identity.map(|identity| identity.subject.clone());
+    /// A session opened as `user` (the subject its authenticator gave, a
+    /// JWT's `sub`; `None` for an anonymous session) with the
+    /// authenticator's `claims` (`Value::Null` for none), which decide
+    /// topic access. Anonymous sessions are closed with
+    /// [`close_codes::UNAUTHORIZED`] unless the configuration allows them.
+    pub fn handle_open(
+        &mut self,
+        session: SessionId,
+        user: Option<&str>,
+        claims: &Value,
+        now: Instant,
+    ) {
+        let user = user.map(str::to_owned);
         // Claims are kept only when a topic's access looks at them.
-        let claims = identity
+        let claims = user
+            .as_ref()
             .filter(|_| self.config.topics.values().any(TopicAccess::needs_claims))
-            .map(|identity| Arc::new(identity.claims.clone()));
+            .map(|_| Arc::new(claims.clone()));
         if user.is_none() && !self.config.allow_anonymous {
             self.actions.push_back(Action::Disconnect {
                 session,

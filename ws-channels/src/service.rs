@@ -15,13 +15,15 @@ use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
 use ws_core::envelope::{Envelope, EnvelopeError};
 use ws_core::{CloseCode, Closed};
 
-use crate::backend::{Backend, BoxFuture, MemoryBackend, OpResult, Operation, Sink};
+use crate::backend::{BoxFuture, MemoryBackend, Sink};
+use crate::backends::Backends;
 use crate::config::{ChannelsConfig, close_codes};
-use crate::manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId, TOPIC_PREFIX};
+use crate::manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId};
 use crate::meters;
+use crate::operation::{OpResult, Operation};
 use crate::types::{
     ChannelError, ChannelSummary, ControlMessage, ErrorCode, NodeId, Payload, Position,
-    Publication, Removal, Roster, SessionId, Target,
+    Publication, Removal, Roster, SessionId, TOPIC_PREFIX, Target,
 };
 
 type CustomHandler = Arc<
@@ -58,7 +60,7 @@ impl fmt::Debug for Channels {
 /// Builds [`Channels`] with a backend and custom commands.
 pub struct ChannelsBuilder {
     config: ChannelsConfig,
-    backend: Option<Backend>,
+    backend: Option<Backends>,
     node: Option<NodeId>,
     handlers: HashMap<String, CustomHandler>,
 }
@@ -73,7 +75,7 @@ impl fmt::Debug for ChannelsBuilder {
 
 impl ChannelsBuilder {
     /// The backends; default: a fresh [`MemoryBackend`] (one node).
-    pub fn backend(mut self, backend: Backend) -> Self {
+    pub fn backend(mut self, backend: Backends) -> Self {
         self.backend = Some(backend);
         self
     }
@@ -108,7 +110,7 @@ impl ChannelsBuilder {
         let id = self.node.unwrap_or_else(NodeId::random);
         let backend = self
             .backend
-            .unwrap_or_else(|| Backend::memory(MemoryBackend::new()));
+            .unwrap_or_else(|| Backends::memory(MemoryBackend::new()));
         let node = Arc::new(Node {
             id,
             backend: backend.clone(),
@@ -177,7 +179,7 @@ impl Channels {
 
 struct Node {
     id: NodeId,
-    backend: Backend,
+    backend: Backends,
     handlers: HashMap<String, CustomHandler>,
     server: OnceLock<ServerHandle>,
     state: Mutex<NodeState>,
@@ -515,7 +517,13 @@ impl EnvelopeHandler for Session {
         let work = {
             let mut state = self.node.lock();
             state.handles.insert(session, ctx.handle());
-            state.manager.handle_open(session, ctx.identity(), now);
+            let identity = ctx.identity();
+            state.manager.handle_open(
+                session,
+                identity.map(|identity| identity.subject.as_str()),
+                identity.map_or(&Value::Null, |identity| &identity.claims),
+                now,
+            );
             if !state.ticking && state.manager.poll_timeout().is_some() {
                 state.ticking = true;
                 server.spawn(self.node.clone().tick(server.clone()));
@@ -593,7 +601,7 @@ impl fmt::Debug for ChannelsHandle {
 }
 
 impl ChannelsHandle {
-    fn backend(&self) -> &Backend {
+    fn backend(&self) -> &Backends {
         &self.node.backend
     }
 

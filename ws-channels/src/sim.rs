@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ws_core::envelope::Envelope;
 
-use crate::backend::{Backend, MemoryBackend, OpResult, Operation, Sink};
+use crate::backend::{MemoryBackend, Sink};
+use crate::backends::Backends;
 use crate::config::ChannelsConfig;
 use crate::manager::{Action, ChannelManager, CustomCommand, OpId};
+use crate::operation::{OpResult, Operation};
 use crate::types::{ChannelError, ControlMessage, NodeId, Publication, SessionId};
 
 /// What a session was sent.
@@ -167,7 +169,7 @@ impl Sink for SimSink {
 /// Several nodes on one in-memory backend.
 pub struct Sim {
     clock: Arc<Mutex<Instant>>,
-    backend: Backend,
+    backend: Backends,
     nodes: Vec<Arc<SimNode>>,
     /// What custom commands answer.
     pub custom: fn(&CustomCommand) -> Result<Value, ChannelError>,
@@ -181,7 +183,7 @@ impl Sim {
     pub fn new(nodes: usize, config: ChannelsConfig) -> Self {
         let clock = Arc::new(Mutex::new(Instant::now()));
         let reading = clock.clone();
-        let backend = Backend::memory(MemoryBackend::with_clock(Arc::new(move || {
+        let backend = Backends::memory(MemoryBackend::with_clock(Arc::new(move || {
             *reading.lock().unwrap()
         })));
         let config = Arc::new(config);
@@ -244,21 +246,17 @@ impl Sim {
 
     /// Opens `session` on `node` as `user`.
     pub fn open(&mut self, node: usize, session: SessionId, user: Option<&str>) {
-        self.open_as(node, session, user.map(ws_async::auth::Identity::new));
+        self.open_as(node, session, user, &Value::Null);
     }
 
-    /// Opens `session` on `node` with `identity` (claims and all).
-    pub fn open_as(
-        &mut self,
-        node: usize,
-        session: SessionId,
-        identity: Option<ws_async::auth::Identity>,
-    ) {
+    /// Opens `session` on `node` as `user` with the authenticator's
+    /// `claims`.
+    pub fn open_as(&mut self, node: usize, session: SessionId, user: Option<&str>, claims: &Value) {
         let now = self.now();
         {
             let mut state = self.node(node).lock();
             state.outputs.entry(session).or_default();
-            state.manager.handle_open(session, identity.as_ref(), now);
+            state.manager.handle_open(session, user, claims, now);
             state.drain(now);
         }
         self.settle();
@@ -402,7 +400,7 @@ impl Sim {
     }
 
     /// The backends.
-    pub fn backend(&self) -> &Backend {
+    pub fn backend(&self) -> &Backends {
         &self.backend
     }
 

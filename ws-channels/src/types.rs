@@ -9,6 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Broker topics of server-event topics start with this; channel names
+/// cannot, so the two never meet.
+pub const TOPIC_PREFIX: &str = "$topic:";
+
 /// One WebSocket connection taking part in channels. Its value is the
 /// connection's id, which the server draws from a CSPRNG, so ids are
 /// neither predictable nor reused. Written as 16 hex digits on the wire.
@@ -289,9 +293,13 @@ pub struct HistorySpec {
     pub max_bytes: u64,
 }
 
+/// [`ChannelsConfig::max_history_bytes`](crate::ChannelsConfig::max_history_bytes)'s
+/// default, and the budget of channels stored before there was one.
+pub(crate) const DEFAULT_HISTORY_BYTES: u64 = 4 << 20;
+
 /// The per-channel history budget of channels stored before it existed.
 fn default_history_bytes() -> u64 {
-    crate::config::DEFAULT_HISTORY_BYTES
+    DEFAULT_HISTORY_BYTES
 }
 
 /// A channel's settings, fixed when it is created.

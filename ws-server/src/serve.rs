@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use ws_async::auth::{Authenticator, BearerJwt, HeaderOrQuery, Identity, KeyAuth};
 use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
-use ws_channels::{Backend, ChannelError, Channels, ChannelsHandle, ErrorCode, MemoryBackend};
+use ws_channels::{Backends, ChannelError, Channels, ChannelsHandle, ErrorCode, MemoryBackend};
 use ws_core::handshake::Rejection;
 use ws_tokio::{HostPolicy, OriginPolicy, Server, ServerConfig};
 
@@ -228,7 +228,7 @@ async fn run(settings: Settings) -> Result<(), String> {
 async fn connect_backend(
     settings: &BackendSettings,
     history: &mut Option<Arc<MemoryBackend>>,
-) -> Result<Backend, ChannelError> {
+) -> Result<Backends, ChannelError> {
     let scheme = settings.url.split("://").next().unwrap_or_default();
     let key = || {
         settings
@@ -256,7 +256,7 @@ async fn connect_backend(
             if let Some(ca) = ca()? {
                 config = config.tls_ca(ca);
             }
-            Ok(Backend::shared(RedisBackend::connect(config).await?))
+            Ok(Backends::shared(RedisBackend::connect(config).await?))
         }
         "nats" | "tls" => {
             let mut config = NatsConfig::new(&settings.url, key()).prefix(&settings.prefix);
@@ -266,7 +266,7 @@ async fn connect_backend(
             if let Some(bytes) = settings.history_bytes {
                 config.max_history_bytes = bytes;
             }
-            Ok(Backend::shared(NatsBackend::connect(config).await?))
+            Ok(Backends::shared(NatsBackend::connect(config).await?))
         }
         _ => {
             let mut memory = MemoryBackend::new();
@@ -275,7 +275,7 @@ async fn connect_backend(
             }
             let memory = Arc::new(memory);
             *history = Some(memory.clone());
-            Ok(Backend::memory(memory))
+            Ok(Backends::memory(memory))
         }
     }
 }

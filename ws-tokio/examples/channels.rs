@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use ws_channels::backend::ClusterKey;
-use ws_channels::{Backend, ChannelError, Channels, ChannelsConfig, ErrorCode, TopicAccess};
+use ws_channels::{Backends, ChannelError, Channels, ChannelsConfig, ErrorCode, TopicAccess};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
 
@@ -75,7 +75,7 @@ async fn main() -> std::io::Result<()> {
         Ok(key) => Some(ClusterKey::new(key).map_err(std::io::Error::other)?),
         Err(_) => None,
     };
-    let backend = Backend::connect(&backend_url, key)
+    let backend = Backends::connect(&backend_url, key)
         .await
         .map_err(std::io::Error::other)?;
     let config = ChannelsConfig::default()

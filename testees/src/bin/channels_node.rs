@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use ws_channels::backend::{ClusterKey, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
-use ws_channels::{Backend, Channels, ChannelsConfig};
+use ws_channels::{Backends, Channels, ChannelsConfig};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
 
@@ -92,7 +92,7 @@ fn parse() -> Result<Args, String> {
     Ok(args)
 }
 
-async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
+async fn backend(args: &Args) -> Result<Backends, ws_channels::ChannelError> {
     let key = ClusterKey::new(&args.cluster_key)?;
     if args.backend.starts_with("redis") {
         let mut config = RedisConfig::new(&args.backend, key)
@@ -100,7 +100,7 @@ async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
             .heartbeat(args.heartbeat)
             .connect_timeout(args.connect_timeout);
         config.command_timeout = args.command_timeout;
-        Ok(Backend::shared(RedisBackend::connect(config).await?))
+        Ok(Backends::shared(RedisBackend::connect(config).await?))
     } else if args.backend.starts_with("nats") {
         let mut config = NatsConfig::new(&args.backend, key)
             .prefix(&args.prefix)
@@ -110,9 +110,9 @@ async fn backend(args: &Args) -> Result<Backend, ws_channels::ChannelError> {
         // on a shared server each make a stream of their own.
         config.max_history_bytes = 16 << 20;
         config.command_timeout = args.command_timeout;
-        Ok(Backend::shared(NatsBackend::connect(config).await?))
+        Ok(Backends::shared(NatsBackend::connect(config).await?))
     } else {
-        Backend::connect(&args.backend, None).await
+        Backends::connect(&args.backend, None).await
     }
 }
 

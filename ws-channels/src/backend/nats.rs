@@ -56,7 +56,7 @@ use super::{
     BoxFuture, Broker, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore,
     Published, Reach, Sink, Standing,
 };
-use crate::manager::TOPIC_PREFIX;
+use crate::types::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
     HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Role, Roster,
@@ -337,7 +337,7 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 
 /// Broker, presence store and controller on NATS. Make it with
 /// [`connect`](Self::connect) and hand it to
-/// [`Backend::shared`](super::Backend::shared).
+/// [`Backends::shared`](crate::Backends::shared).
 pub struct NatsBackend {
     shared: Arc<Shared>,
 }

@@ -54,7 +54,7 @@ use super::{
     BoxFuture, Broker, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore,
     Published, Reach, Sink, Standing,
 };
-use crate::manager::TOPIC_PREFIX;
+use crate::types::TOPIC_PREFIX;
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
     HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Role, Roster,
@@ -185,7 +185,7 @@ struct LocalEntry {
 
 /// Broker, presence store and controller on Redis. Make it with
 /// [`connect`](Self::connect) and hand it to
-/// [`Backend::shared`](super::Backend::shared).
+/// [`Backends::shared`](crate::Backends::shared).
 pub struct RedisBackend {
     shared: Arc<Shared>,
 }

@@ -1132,19 +1132,9 @@ fn topics_admit_only_whom_their_access_names() {
         )
         .topic("news", TopicAccess::Everyone);
     let mut sim = Sim::new(1, config);
-    let identity =
-        |user: &str, claims: Value| Some(ws_async::auth::Identity::with_claims(user, claims));
-    sim.open_as(
-        0,
-        A,
-        identity("a", json!({"roles": ["oncall"], "tenant": 1})),
-    );
-    sim.open_as(0, B, identity("b", json!({"role": "admin", "tenant": 2})));
-    sim.open_as(
-        0,
-        C,
-        identity("c", json!({"roles": "admin", "tenant": "1"})),
-    );
+    sim.open_as(0, A, Some("a"), &json!({"roles": ["oncall"], "tenant": 1}));
+    sim.open_as(0, B, Some("b"), &json!({"role": "admin", "tenant": 2}));
+    sim.open_as(0, C, Some("c"), &json!({"roles": "admin", "tenant": "1"}));
     let subscribe = |sim: &mut Sim, session, id, topic: &str| {
         sim.send(0, session, &cmd(id, topic, "subscribe", json!({})));
         let data = reply(sim.take(0, session), id);

@@ -1,0 +1,163 @@
+//! What the manager asks of its backends ([`Operation`]) and how each
+//! turned out ([`OpResult`]): the one interface between the state machine
+//! and the IO that carries its work out ([`Backends::execute`](crate::Backends::execute)
+//! or your own driver).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+// The traits each operation names in its docs.
+use crate::backend::{CreateLimits, Published};
+use crate::types::{
+    ChannelError, ChannelOptions, HistoryPage, HistorySpec, JoinGrant, Member, Position,
+    Publication, Role, Roster, SessionId, Target,
+};
+#[cfg(doc)]
+use crate::{
+    backend::{Broker, Controller, PresenceStore},
+    types::ControlMessage,
+};
+
+/// Backend work the manager asks for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// [`PresenceStore::create`].
+    Create {
+        /// The channel.
+        channel: String,
+        /// Its settings.
+        options: ChannelOptions,
+        /// The creating session, as owner.
+        owner: Member,
+        /// Presence TTL.
+        ttl: Duration,
+        /// Channels in all, and per user, at most.
+        limits: CreateLimits,
+    },
+    /// [`PresenceStore::join`].
+    Join {
+        /// The channel.
+        channel: String,
+        /// The joining session.
+        member: Member,
+        /// Presence TTL.
+        ttl: Duration,
+    },
+    /// [`PresenceStore::leave`].
+    Leave {
+        /// The channel.
+        channel: String,
+        /// The session.
+        session: SessionId,
+    },
+    /// [`Broker::subscribe`].
+    Subscribe {
+        /// A channel, or a server-event topic as `$topic:<name>`.
+        topic: String,
+    },
+    /// [`Broker::unsubscribe`].
+    Unsubscribe {
+        /// As for `Subscribe`.
+        topic: String,
+    },
+    /// [`Broker::publish`].
+    Publish {
+        /// A channel, or a server-event topic as `$topic:<name>`.
+        channel: String,
+        /// What to publish.
+        publication: Publication,
+        /// The channel's history, if it keeps one.
+        history: Option<HistorySpec>,
+        /// Publish only once per this key, scoped to the publisher
+        /// ([`Broker::publish_once`]); the manager sends one only with
+        /// `history`.
+        idempotency_key: Option<String>,
+    },
+    /// [`Broker::history`].
+    History {
+        /// The channel.
+        channel: String,
+        /// Recover after this position.
+        since: Option<Position>,
+        /// Publications at most.
+        limit: usize,
+    },
+    /// [`Broker::recent`].
+    Recent {
+        /// The channel.
+        channel: String,
+        /// Publications at most.
+        limit: usize,
+    },
+    /// [`PresenceStore::members`].
+    Members {
+        /// The channel.
+        channel: String,
+        /// Members at most.
+        limit: usize,
+    },
+    /// [`PresenceStore::kick`], then a [`ControlMessage::Remove`].
+    Kick {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        target: Target,
+    },
+    /// [`PresenceStore::ban`], then a [`ControlMessage::Remove`].
+    Ban {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+        /// How long; `None` until unbanned.
+        duration: Option<Duration>,
+    },
+    /// [`PresenceStore::unban`].
+    Unban {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+    },
+    /// [`PresenceStore::set_role`], then a [`ControlMessage::RoleChanged`].
+    SetRole {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+        /// The new role.
+        role: Role,
+    },
+    /// [`PresenceStore::delete`], [`Broker::remove_history`], then a
+    /// [`ControlMessage::Closed`].
+    Close {
+        /// The channel.
+        channel: String,
+    },
+    /// [`PresenceStore::refresh`] of every local entry.
+    Refresh {
+        /// (channel, session) pairs.
+        entries: Vec<(String, SessionId)>,
+        /// Presence TTL.
+        ttl: Duration,
+    },
+}
+
+/// How an [`Operation`] (or a custom command) turned out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpResult {
+    /// Operations without a value.
+    Done(Result<(), ChannelError>),
+    /// `Create` and `Join`.
+    Joined(Result<JoinGrant, ChannelError>),
+    /// `Publish`.
+    Published(Result<Published, ChannelError>),
+    /// `History` and `Recent`.
+    History(Result<HistoryPage, ChannelError>),
+    /// `Members`.
+    Roster(Result<Roster, ChannelError>),
+    /// A custom command's reply data.
+    Custom(Result<Value, ChannelError>),
+}
