@@ -32,7 +32,7 @@ mkdir -p target/ci
 # collide.
 suffix=""
 [ "$adapter" = ws-smol ] && suffix=_smol
-cargo build --release --quiet -p ws-testees --bin "echo$suffix" --bin "autobahn_client$suffix"
+cargo build --locked --release --quiet -p ws-testees --bin "echo$suffix" --bin "autobahn_client$suffix"
 bin=target/release
 mkdir -p "$work"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -15,5 +15,5 @@ export RUSTFLAGS="-Zsanitizer=address"
 export RUSTDOCFLAGS="-Zsanitizer=address"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export CARGO_TARGET_DIR=target/asan
-cargo test --quiet --target "$target" -p ws-core --lib --tests
-cargo test --quiet --target "$target" -p ws-smol --test on_smol
+cargo test --locked --quiet --target "$target" -p ws-core --lib --tests
+cargo test --locked --quiet --target "$target" -p ws-smol --test on_smol
