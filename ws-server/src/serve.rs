@@ -20,7 +20,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use ws_async::auth::{Authenticator, BearerJwt, HeaderOrQuery, Identity, KeyAuth};
-use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+#[cfg(feature = "nats")]
+use ws_channels::backend::{NatsBackend, NatsConfig};
+#[cfg(feature = "redis")]
+use ws_channels::backend::{RedisBackend, RedisConfig};
 use ws_channels::{Backends, ChannelError, Channels, ChannelsHandle, ErrorCode, MemoryBackend};
 use ws_core::handshake::Rejection;
 use ws_tokio::{HostPolicy, OriginPolicy, Server, ServerConfig};
@@ -230,12 +233,14 @@ async fn connect_backend(
     history: &mut Option<Arc<MemoryBackend>>,
 ) -> Result<Backends, ChannelError> {
     let scheme = settings.url.split("://").next().unwrap_or_default();
+    #[cfg(any(feature = "redis", feature = "nats"))]
     let key = || {
         settings
             .cluster_key
             .clone()
             .expect("checked with the settings")
     };
+    #[cfg(feature = "redis")]
     let ca = || -> Result<Option<Vec<u8>>, ChannelError> {
         settings
             .ca
@@ -250,7 +255,22 @@ async fn connect_backend(
             })
             .transpose()
     };
+    // A backend left out of this build (cargo's --no-default-features).
+    #[cfg(not(all(feature = "redis", feature = "nats")))]
+    let missing = |feature: &str| {
+        Err(ChannelError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "this ws was built without the {feature} backend: build it with --features {feature}"
+            ),
+        ))
+    };
     match scheme {
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" => missing("redis"),
+        #[cfg(not(feature = "nats"))]
+        "nats" | "tls" => missing("nats"),
+        #[cfg(feature = "redis")]
         "redis" | "rediss" => {
             let mut config = RedisConfig::new(&settings.url, key()).prefix(&settings.prefix);
             if let Some(ca) = ca()? {
@@ -258,6 +278,7 @@ async fn connect_backend(
             }
             Ok(Backends::shared(RedisBackend::connect(config).await?))
         }
+        #[cfg(feature = "nats")]
         "nats" | "tls" => {
             let mut config = NatsConfig::new(&settings.url, key()).prefix(&settings.prefix);
             if let Some(ca) = &settings.ca {

@@ -345,10 +345,13 @@ pub(crate) struct Settings {
 pub(crate) struct BackendSettings {
     /// `memory`, or the broker's URL.
     pub(crate) url: String,
-    /// The cluster's key; `Some` for every broker.
+    /// The cluster's key; `Some` for every broker. (Read only by the
+    /// cluster backends, which a build may leave out.)
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) cluster_key: Option<ws_channels::backend::ClusterKey>,
     pub(crate) prefix: String,
     /// The broker's CA certificate file.
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) ca: Option<PathBuf>,
     /// All channels' history budget, if set.
     pub(crate) history_bytes: Option<u64>,
