@@ -11,3 +11,9 @@
 pub mod brokers;
 pub mod echo_args;
 pub mod events;
+
+/// The repository's README, so that its Rust snippets are compiled and
+/// run with the tests like every crate's own.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct RepositoryReadme;

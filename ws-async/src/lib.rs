@@ -1,13 +1,4 @@
-//! Runtime-agnostic async WebSocket client and server over `ws-core`.
-//!
-//! This crate holds everything the runtime adapters share, written once
-//! against three small traits ([`Runtime`], [`Transport`], [`Listener`]):
-//! the connection driver (one task per connection running IO, timers and
-//! handler callbacks), handlers and their context, the `Stream`/`Sink`
-//! [`WebSocket`] handle, routing, admission (origin, limits, subprotocol,
-//! authentication), the registry of connections with broadcast, and
-//! graceful shutdown. `ws-tokio` and `ws-smol` implement the traits and
-//! re-export what users need; use one of those.
+#![doc = include_str!("../README.md")]
 
 pub mod auth;
 mod client;

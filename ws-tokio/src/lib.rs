@@ -1,42 +1,4 @@
-//! WebSocket client and server on tokio.
-//!
-//! The protocol lives in [`ws_core`]; connection driving, handlers,
-//! routing, the registry and shutdown live in [`ws_async`]. This crate binds
-//! them to tokio: its runtime and timers, TCP, and TLS through
-//! `tokio-rustls`.
-//!
-//! # A server
-//!
-//! ```no_run
-//! use ws_tokio::{Ctx, Endpoint, Handler, Message};
-//!
-//! struct Echo;
-//!
-//! impl Handler for Echo {
-//!     async fn on_message(&mut self, ctx: &mut Ctx, message: Message) {
-//!         let _ = ctx.send(message).await; // waits for room in the send queue
-//!     }
-//! }
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let server = ws_tokio::server().route("/echo", Endpoint::new(|_| Echo)).build();
-//! let listener = ws_tokio::bind("127.0.0.1:9001").await?;
-//! server.serve(listener).await
-//! # }
-//! ```
-//!
-//! # A client
-//!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (mut socket, _response) = ws_tokio::connect("ws://127.0.0.1:9001/echo").await?;
-//! socket.send("hello").await?;
-//! while let Some(message) = socket.recv().await {
-//!     println!("{:?}", message?);
-//! }
-//! # Ok(())
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod client;
 mod io;

@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench -p ws-echo-bench --bench echo                  # full matrix, 3 rounds of 2 s cells
 //! cargo bench -p ws-echo-bench --bench echo -- --quick       # 1 s cells, 1 round
-//! cargo bench -p ws-echo-bench --bench echo -- --quick --rounds 3   # the README's table, ~10 min
+//! cargo bench -p ws-echo-bench --bench echo -- --quick --rounds 3   # benches/README.md's table, ~10 min
 //! cargo bench -p ws-echo-bench --bench echo -- --rounds 5    # median of 5 runs per cell
 //! cargo bench -p ws-echo-bench --bench echo -- --servers ws-tokio,fastwebsockets
 //! cargo bench -p ws-echo-bench --bench echo -- --connections 64 --payloads 16 --in-flight 1,16
