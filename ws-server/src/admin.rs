@@ -34,7 +34,7 @@ use ws_channels::{ChannelError, ErrorCode, SessionId, Target};
 use ws_core::CloseCode;
 use ws_tokio::ConnectionId;
 
-use crate::serve::{App, error_body};
+use crate::app::{App, error_body};
 
 /// Most items a listing returns when the request names no limit.
 const DEFAULT_LIMIT: usize = 1000;

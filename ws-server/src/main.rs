@@ -5,6 +5,7 @@
 //! setting with its environment variable and default.
 
 mod admin;
+mod app;
 mod connect;
 mod ctl;
 mod page;

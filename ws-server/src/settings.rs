@@ -630,7 +630,7 @@ fn resolve_backend(
                 "backend",
                 format!(
                     "{:?} is not `memory`, redis://..., rediss://..., nats://... or tls://...",
-                    crate::serve::redact(&url)
+                    redact(&url)
                 ),
             ));
         }
@@ -869,4 +869,14 @@ fn read_keys(path: &Path) -> Result<Vec<(String, String)>, SettingsError> {
         ));
     }
     Ok(keys)
+}
+
+/// A backend URL without its password.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
