@@ -4,11 +4,11 @@
 //! or, as one node of a cluster, on Redis or NATS.
 //!
 //! ```sh
-//! cargo run --release -p ws-tokio --example channels          # ws://127.0.0.1:9003/channels
-//! cargo run --release -p ws-tokio --example channels -- 0.0.0.0:8080
+//! cargo run --release -p ws-channels --example channels       # ws://127.0.0.1:9003/channels
+//! cargo run --release -p ws-channels --example channels -- 0.0.0.0:8080
 //! export WS_CLUSTER_KEY=a-secret-of-32-bytes-or-more-shared-by-the-nodes
-//! cargo run --release -p ws-tokio --example channels -- 127.0.0.1:9004 redis://127.0.0.1:6379
-//! cargo run --release -p ws-tokio --example channels -- 127.0.0.1:9005 nats://127.0.0.1:4222
+//! cargo run --release -p ws-channels --features redis --example channels -- 127.0.0.1:9004 redis://127.0.0.1:6379
+//! cargo run --release -p ws-channels --features nats --example channels -- 127.0.0.1:9005 nats://127.0.0.1:4222
 //! ```
 //!
 //! The address also comes from `$WS_ADDR` and the backend from

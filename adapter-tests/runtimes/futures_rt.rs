@@ -2,7 +2,7 @@
 //! share: async-io timers and async-net sockets. Each test root adds how
 //! it spawns.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 use std::future::Future;
 use std::pin::Pin;

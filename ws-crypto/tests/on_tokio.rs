@@ -1,0 +1,10 @@
+//! Encrypted sessions and end-to-end encrypted channels over real
+//! connections (`adapter-tests/sealed.rs`, `adapter-tests/e2e_channels.rs`),
+//! on tokio.
+
+#![allow(unreachable_pub)]
+
+include!("../../adapter-tests/runtimes/tokio.rs");
+
+#[path = "../../adapter-tests/crypto_suite.rs"]
+mod suite;
