@@ -10,15 +10,17 @@ use crate::types::{ChannelOptions, DEFAULT_HISTORY_BYTES, Role};
 /// Close codes a channels server sends, in the range RFC 6455 leaves to
 /// applications (4000-4999), besides 1008 (policy violation).
 pub mod close_codes {
+    use ws_core::CloseCode;
+
     /// Anonymous sessions are not allowed here: authenticate and connect
     /// again.
-    pub const UNAUTHORIZED: u16 = 4001;
+    pub const UNAUTHORIZED: CloseCode = CloseCode::new(4001);
     /// The session could not keep up: messages could not be queued for it
     /// (its send queue was full). Reconnecting and recovering is safe.
-    pub const SLOW: u16 = 4008;
+    pub const SLOW: CloseCode = CloseCode::new(4008);
     /// The server disconnected the session on purpose (an operator or the
     /// application); do not reconnect automatically.
-    pub const DISCONNECTED: u16 = 4009;
+    pub const DISCONNECTED: CloseCode = CloseCode::new(4009);
 }
 
 /// What happens to a session whose send queue is full when a delivery

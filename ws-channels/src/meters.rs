@@ -16,8 +16,9 @@ pub(crate) fn delivered(sessions: usize) {
 }
 
 #[cfg(feature = "metrics")]
-pub(crate) fn disconnected(code: u16) {
-    metrics::counter!("ws_channels_disconnects_total", "code" => code.to_string()).increment(1);
+pub(crate) fn disconnected(code: ws_core::CloseCode) {
+    metrics::counter!("ws_channels_disconnects_total", "code" => code.as_u16().to_string())
+        .increment(1);
 }
 
 #[cfg(feature = "metrics")]
@@ -40,7 +41,7 @@ pub(crate) fn control_refused() {}
 
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]
-pub(crate) fn disconnected(_code: u16) {}
+pub(crate) fn disconnected(_code: ws_core::CloseCode) {}
 
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]

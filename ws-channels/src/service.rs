@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ws_async::envelope::{EnvelopeHandler, Envelopes};
 use ws_async::{ConnectionHandle, Ctx, Endpoint, SendError, ServerHandle};
+use ws_core::Closed;
 use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
 use ws_core::envelope::{Envelope, EnvelopeError};
-use ws_core::{CloseCode, Closed};
 
 use crate::backend::{BoxFuture, MemoryBackend, Sink};
 use crate::backends::Backends;
@@ -294,7 +294,7 @@ impl Node {
                 } => {
                     if let Some(handle) = state.handles.get(&session) {
                         meters::disconnected(code);
-                        let _ = handle.try_close(CloseCode::new(code), &reason);
+                        let _ = handle.try_close(code, &reason);
                     }
                 }
                 Action::Backend { op, operation } => work.push(Work::Backend(op, operation)),
@@ -698,7 +698,7 @@ impl ChannelsHandle {
             .request(
                 ControlMessage::Disconnect {
                     target,
-                    code: close_codes::DISCONNECTED,
+                    code: close_codes::DISCONNECTED.as_u16(),
                     reason: truncate_reason(reason, MAX_CLOSE_REASON).to_owned(),
                 },
                 crate::backend::REQUEST_WAIT,

@@ -10,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ws_core::CloseCode;
 use ws_core::envelope::Envelope;
 
 use crate::backend::{MemoryBackend, Sink};
@@ -25,7 +26,7 @@ pub enum Out {
     /// A message, parsed.
     Message(Value),
     /// The connection was closed.
-    Closed(u16, String),
+    Closed(CloseCode, String),
 }
 
 enum Work {

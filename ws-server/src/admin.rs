@@ -31,7 +31,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use ws_async::auth::Authenticator as _;
 use ws_channels::{ChannelError, ErrorCode, SessionId, Target};
-use ws_core::CloseCode;
 use ws_tokio::ConnectionId;
 
 use crate::app::{App, error_body};
@@ -350,10 +349,7 @@ async fn disconnect(_: Admin, State(app): State<App>, Body(body): Body<Disconnec
             })?;
             let reason = ws_core::close::truncate_reason(reason, ws_core::close::MAX_CLOSE_REASON);
             handle
-                .try_close(
-                    CloseCode::new(ws_channels::close_codes::DISCONNECTED),
-                    reason,
-                )
+                .try_close(ws_channels::close_codes::DISCONNECTED, reason)
                 .map_err(|error| ApiError::bad_request(error.to_string()))?;
         }
         (None, Some(user)) => {

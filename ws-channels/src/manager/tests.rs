@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_core::CloseCode;
 
 use crate::config::{ChannelsConfig, SlowSubscriber, TopicAccess, close_codes};
 use crate::sim::{Out, Sim};
@@ -1103,7 +1104,10 @@ fn sessions_sending_refused_commands_are_closed() {
     let outs = sim.take(0, B);
     assert_eq!(
         outs.last(),
-        Some(&Out::Closed(1008, "too many refused commands".into()))
+        Some(&Out::Closed(
+            CloseCode::POLICY_VIOLATION,
+            "too many refused commands".into()
+        ))
     );
     // Errors that are not the client's fault do not count.
     for n in 0..10 {

@@ -1,0 +1,430 @@
+//! Backend operations in flight, and what their results do: a join
+//! admitted, recovered and finished, a failure answered.
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) enum Pending {
+    Join {
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+        info: Option<Payload>,
+    },
+    Recover {
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+    },
+    Subscription {
+        topic: String,
+        subscribe: bool,
+    },
+    Publish {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    Reply {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    Members {
+        session: SessionId,
+        reply: ReplyTo,
+        limit: usize,
+    },
+    Recent {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    /// A history read to fill a gap in a channel's stream, or (`check`)
+    /// to learn whether the stream's tail went missing.
+    Fill {
+        channel: String,
+        epoch: String,
+        check: bool,
+    },
+    Custom {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    /// Fire and forget: leaves, refreshes, join/leave events.
+    Ignore,
+}
+
+impl ChannelManager {
+    /// The result of an [`Action::Backend`] or [`Action::Custom`].
+    pub fn handle_result(&mut self, op: OpId, result: OpResult, now: Instant) {
+        let Some(pending) = self.pending.remove(&op) else {
+            return;
+        };
+        match (pending, result) {
+            (
+                Pending::Join {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                    info,
+                },
+                OpResult::Joined(result),
+            ) => self.joined(op, session, channel, reply, since, info, result, now),
+            (
+                Pending::Recover {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                },
+                OpResult::History(result),
+            ) => self.recovered(session, &channel, &reply, since, result, now),
+            (Pending::Subscription { topic, subscribe }, OpResult::Done(result)) => {
+                self.subscription_done(&topic, subscribe, result, now);
+            }
+            (Pending::Publish { session, reply }, OpResult::Published(result)) => match result {
+                Ok(published) => {
+                    let mut fields = match published.position {
+                        Some(p) => json!({ "offset": p.offset, "epoch": p.epoch }),
+                        None => json!({}),
+                    };
+                    if published.duplicate {
+                        fields["duplicate"] = json!(true);
+                    }
+                    self.ok(session, &reply, fields);
+                }
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (Pending::Reply { session, reply }, OpResult::Done(result)) => match result {
+                Ok(()) => self.ok(session, &reply, json!({})),
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (
+                Pending::Members {
+                    session,
+                    reply,
+                    limit,
+                },
+                OpResult::Roster(result),
+            ) => match result {
+                Ok(mut roster) => {
+                    roster.members.truncate(limit);
+                    let truncated = roster.members.len() < roster.total;
+                    let members: Vec<Value> = roster
+                        .members
+                        .iter()
+                        .map(|m| {
+                            json!({"session": m.session, "user": m.user, "info": m.info, "role": m.role})
+                        })
+                        .collect();
+                    self.ok(
+                        session,
+                        &reply,
+                        json!({ "members": members, "total": roster.total, "truncated": truncated }),
+                    );
+                }
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (Pending::Recent { session, reply }, OpResult::History(result)) => match result {
+                Ok(page) => {
+                    let mut fields = json!({ "complete": page.complete });
+                    if let Some(top) = &page.top {
+                        fields["offset"] = json!(top.offset);
+                        fields["epoch"] = json!(top.epoch);
+                    }
+                    let publications: Vec<PublicationOut<'_>> =
+                        page.publications.iter().map(PublicationOut::of).collect();
+                    fields["publications"] =
+                        serde_json::to_value(publications).unwrap_or(Value::Null);
+                    self.ok(session, &reply, fields);
+                }
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (
+                Pending::Fill {
+                    channel,
+                    epoch,
+                    check,
+                },
+                OpResult::History(result),
+            ) => {
+                self.filled(&channel, &epoch, check, result);
+            }
+            (Pending::Custom { session, reply }, OpResult::Custom(result)) => match result {
+                Ok(value) => self.ok(session, &reply, json!({ "result": value })),
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
+            (Pending::Ignore, _) => {}
+            (pending, result) => {
+                tracing::error!(?pending, ?result, "a backend result of the wrong kind");
+                self.fail_pending(pending, now);
+            }
+        }
+    }
+
+    /// Answers a request whose operation came back with a result of the
+    /// wrong kind (a driver bug), rather than leaving it unanswered.
+    pub(super) fn fail_pending(&mut self, pending: Pending, now: Instant) {
+        let failure = || ChannelError::new(ErrorCode::Internal, "the backend answered wrongly");
+        match pending {
+            Pending::Join {
+                session,
+                channel,
+                reply,
+                ..
+            } => {
+                if let Some(state) = self.sessions.get_mut(&session) {
+                    state.joining.remove(&channel);
+                }
+                self.refuse(session, &reply, failure(), now);
+            }
+            Pending::Recover {
+                session,
+                channel,
+                reply,
+                ..
+            } => self.recovered(session, &channel, &reply, None, Err(failure()), now),
+            Pending::Subscription { topic, subscribe } => {
+                self.subscription_done(&topic, subscribe, Err(failure()), now);
+            }
+            Pending::Publish { session, reply }
+            | Pending::Reply { session, reply }
+            | Pending::Members { session, reply, .. }
+            | Pending::Recent { session, reply }
+            | Pending::Custom { session, reply } => self.refuse(session, &reply, failure(), now),
+            Pending::Fill {
+                channel,
+                epoch,
+                check,
+            } => {
+                self.filled(&channel, &epoch, check, Err(failure()));
+            }
+            Pending::Ignore => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn joined(
+        &mut self,
+        op: OpId,
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+        info: Option<Payload>,
+        result: Result<crate::types::JoinGrant, ChannelError>,
+        now: Instant,
+    ) {
+        let joining = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| match s.joining.get(&channel) {
+                Some(j) if j.op == op => s.joining.remove(&channel),
+                _ => None,
+            });
+        let grant = match result {
+            Err(e) => {
+                if joining.is_some() {
+                    self.refuse(session, &reply, e, now);
+                }
+                return;
+            }
+            Ok(grant) => grant,
+        };
+        let Some(joining) = joining else {
+            // The session closed while joining: undo the join.
+            self.op(Operation::Leave { channel, session }, Pending::Ignore);
+            return;
+        };
+        if let Some(cancelled) = joining.cancelled {
+            self.op(
+                Operation::Leave {
+                    channel: channel.clone(),
+                    session,
+                },
+                Pending::Ignore,
+            );
+            return self.refuse(session, &reply, cancelled, now);
+        }
+        let state = self
+            .sessions
+            .get_mut(&session)
+            .expect("joining came from it");
+        let user = state.user.clone();
+        state.channels.insert(
+            channel.clone(),
+            Membership {
+                role: grant.role,
+                info: info.clone(),
+                stage: Stage::Recovering {
+                    buffer: Vec::new(),
+                    overflowed: false,
+                },
+                lost: false,
+                floor: None,
+            },
+        );
+        let local = self
+            .channels
+            .entry(channel.clone())
+            .or_insert_with(|| LocalChannel {
+                options: grant.options,
+                members: BTreeSet::new(),
+                ready: None,
+                order: None,
+            });
+        local.members.insert(session);
+        local.ready = None;
+        self.publish_presence_event(session, user, info, &channel, Presence::Joined);
+        if self.subscription_state(&channel) == SubState::Subscribed {
+            self.continue_join(session, channel, reply, since);
+        } else {
+            let key = channel.clone();
+            self.wait_for_subscription(
+                &key,
+                Waiter::Join {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                },
+            );
+        }
+    }
+
+    /// The broker subscription is in place: read history (where the
+    /// channel keeps it) or answer at once.
+    pub(super) fn continue_join(
+        &mut self,
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+    ) {
+        if self
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.options.history().is_some())
+        {
+            self.op(
+                Operation::History {
+                    channel: channel.clone(),
+                    since: since.clone(),
+                    limit: self.config.max_recovery,
+                },
+                Pending::Recover {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                },
+            );
+        } else {
+            let page = HistoryPage {
+                publications: Vec::new(),
+                top: None,
+                complete: since.is_none(),
+            };
+            self.finish_join(session, &channel, &reply, since.is_some(), page);
+        }
+    }
+
+    pub(super) fn recovered(
+        &mut self,
+        session: SessionId,
+        channel: &str,
+        reply: &ReplyTo,
+        since: Option<Position>,
+        result: Result<HistoryPage, ChannelError>,
+        now: Instant,
+    ) {
+        let recovering = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.channels.get(channel))
+            .is_some_and(|m| matches!(m.stage, Stage::Recovering { .. }));
+        if !recovering {
+            // Left, kicked or closed meanwhile; whoever removed it told it.
+            return;
+        }
+        match result {
+            Ok(page) => self.finish_join(session, channel, reply, since.is_some(), page),
+            Err(e) => {
+                let info = self.sessions[&session].channels[channel].info.clone();
+                self.leave(session, channel, info, LeaveReason::Left);
+                self.refuse(session, reply, e, now);
+            }
+        }
+    }
+
+    /// Answers a join, then delivers what arrived meanwhile.
+    pub(super) fn finish_join(
+        &mut self,
+        session: SessionId,
+        channel: &str,
+        reply: &ReplyTo,
+        asked_since: bool,
+        page: HistoryPage,
+    ) {
+        let Some(membership) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.channels.get_mut(channel))
+        else {
+            return;
+        };
+        let Stage::Recovering { buffer, overflowed } =
+            std::mem::replace(&mut membership.stage, Stage::Active)
+        else {
+            return;
+        };
+        stale(&mut self.channels, channel);
+        let mut fields = json!({ "role": membership.role });
+        if self
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.options.encrypted)
+        {
+            // So a client that does not encrypt knows not to show what
+            // arrives as text.
+            fields["encrypted"] = json!(true);
+        }
+        if let Some(top) = &page.top {
+            fields["offset"] = json!(top.offset);
+            fields["epoch"] = json!(top.epoch);
+        }
+        if asked_since {
+            fields["recovered"] = json!(page.complete);
+            let publications: Vec<PublicationOut<'_>> =
+                page.publications.iter().map(PublicationOut::of).collect();
+            fields["publications"] = serde_json::to_value(publications).unwrap_or(Value::Null);
+        }
+        let top = page.top.as_ref().map_or(0, |p| p.offset);
+        if overflowed {
+            membership.lost = true;
+        }
+        if let Some(position) = &page.top {
+            // Its stream starts after `top`: live copies of what the
+            // history read already covered are not delivered to it again.
+            membership.floor = Some(position.offset);
+            if let Some(local) = self.channels.get_mut(channel) {
+                let stale = local
+                    .order
+                    .as_ref()
+                    .is_none_or(|order| order.epoch != position.epoch);
+                if stale {
+                    local.order = Some(Order::after(position));
+                }
+            }
+        }
+        self.ok(session, reply, fields);
+        for publication in buffer {
+            let newer = publication.position.as_ref().is_none_or(|p| p.offset > top);
+            if newer {
+                let message = protocol::publication_event(channel, &publication);
+                self.deliver(channel, Arc::new([session]), None, message);
+            }
+        }
+    }
+}
