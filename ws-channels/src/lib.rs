@@ -13,7 +13,7 @@ mod manager;
 #[cfg_attr(not(feature = "service"), allow(dead_code))]
 mod meters;
 mod operation;
-mod protocol;
+pub mod protocol;
 #[cfg(feature = "service")]
 mod service;
 #[cfg(any(test, feature = "fuzzing"))]

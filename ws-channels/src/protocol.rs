@@ -1,5 +1,9 @@
-//! The wire: commands parsed from envelopes, replies and events written as
-//! envelopes. `PROTOCOL.md` documents every shape.
+//! The wire, typed, for both ends: a [`Request`] (a [`Command`] for a
+//! channel) is what a client encodes ([`Request::to_envelope`]) and the
+//! server parses ([`Request::parse`]); what the server sends back is a
+//! [`ServerMessage`]: a [`Reply`] to a request or an [`Event`].
+//! `PROTOCOL.md` documents every shape, and the tests here check that each
+//! side reads what the other writes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -60,62 +64,210 @@ impl ReplyTo {
     }
 }
 
-/// A parsed command.
+/// A command, as a client sends it and the server reads it (`action` and
+/// `data` on the wire; `PROTOCOL.md` says who may send each).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Command {
+#[non_exhaustive]
+pub enum Command {
+    /// `create`: make the channel and join it as its owner.
     Create {
+        /// Participants at most; `None`: the server's limit.
         max_participants: Option<u64>,
+        /// Publications kept for recovery; `None`: no history.
         history_size: Option<u64>,
+        /// How long history is kept, in seconds; `None`: the default.
         history_ttl: Option<u64>,
+        /// Announce joins and leaves to members.
         presence_events: bool,
+        /// Carry only end-to-end envelopes.
         encrypted: bool,
+        /// What members see about this session.
         info: Option<Payload>,
     },
+    /// `join`: join, recovering what was missed after `since`.
     Join {
+        /// The last position the client has.
         since: Option<Position>,
+        /// What members see about this session.
         info: Option<Payload>,
     },
+    /// `leave`.
     Leave,
+    /// `publish`.
     Publish {
+        /// The message.
         data: Payload,
+        /// Makes a retry publish once (`params.idempotency_key`).
         idempotency_key: Option<String>,
     },
+    /// `kick`: a user's sessions, or one session.
     Kick {
+        /// Whom.
         target: Target,
     },
+    /// `ban`, for `duration` seconds or until `unban`.
     Ban {
+        /// Whom.
         user: String,
+        /// Seconds; `None`: until unbanned.
         duration: Option<u64>,
     },
+    /// `unban`.
     Unban {
+        /// Whom.
         user: String,
     },
+    /// `presence`: who is in the channel.
     Presence {
+        /// Members at most.
         limit: Option<usize>,
     },
+    /// `history`: the newest publications.
     History {
+        /// Publications at most.
         limit: Option<usize>,
     },
+    /// `role`: give a user a role in the channel.
     SetRole {
+        /// Whom.
         user: String,
+        /// The role.
         role: Role,
     },
+    /// `close`: end the channel for everyone.
     Close,
+    /// `subscribe` to a server-event topic.
     Subscribe {
+        /// Only events whose fields match (`PROTOCOL.md`).
         filter: Option<Value>,
     },
+    /// `unsubscribe` from a topic.
     Unsubscribe,
+    /// A command the application registered.
     Custom {
+        /// Its `action`.
         name: String,
+        /// Its `data`.
         data: Value,
     },
 }
 
 /// A command with the channel (or topic) it names.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Request {
-    pub(crate) channel: String,
-    pub(crate) command: Command,
+pub struct Request {
+    /// The channel or topic.
+    pub channel: String,
+    /// What to do there.
+    pub command: Command,
+}
+
+impl Request {
+    /// `command` for `channel`.
+    pub fn new(channel: impl Into<String>, command: Command) -> Self {
+        Self {
+            channel: channel.into(),
+            command,
+        }
+    }
+
+    /// Parses a command envelope, as the server does. `is_custom` says
+    /// whether an unknown action names a registered custom command.
+    pub fn parse(
+        envelope: Envelope,
+        is_custom: impl Fn(&str) -> bool,
+    ) -> Result<Self, ChannelError> {
+        parse(envelope, is_custom)
+    }
+
+    /// The command envelope with the id `id`, as a client sends it.
+    pub fn to_envelope(&self, id: impl Into<String>) -> Envelope {
+        fn object(
+            fields: impl IntoIterator<Item = (&'static str, Option<Value>)>,
+        ) -> Option<Value> {
+            let map: Map<String, Value> = fields
+                .into_iter()
+                .filter_map(|(name, value)| value.map(|value| (name.to_owned(), value)))
+                .collect();
+            Some(Value::Object(map))
+        }
+        let payload = |payload: &Option<Payload>| payload.as_ref().map(Payload::to_value);
+        let mut params = None;
+        let (action, data) = match &self.command {
+            Command::Create {
+                max_participants,
+                history_size,
+                history_ttl,
+                presence_events,
+                encrypted,
+                info,
+            } => (
+                "create",
+                object([
+                    ("max_participants", max_participants.map(Value::from)),
+                    ("history_size", history_size.map(Value::from)),
+                    ("history_ttl", history_ttl.map(Value::from)),
+                    (
+                        "presence_events",
+                        presence_events.then_some(Value::Bool(true)),
+                    ),
+                    ("encrypted", encrypted.then_some(Value::Bool(true))),
+                    ("info", payload(info)),
+                ]),
+            ),
+            Command::Join { since, info } => (
+                "join",
+                object([
+                    ("since", since.as_ref().map(|since| json!(since))),
+                    ("info", payload(info)),
+                ]),
+            ),
+            Command::Leave => ("leave", None),
+            Command::Publish {
+                data,
+                idempotency_key,
+            } => {
+                params = idempotency_key.as_ref().map(|key| {
+                    Map::from_iter([("idempotency_key".to_owned(), Value::from(key.as_str()))])
+                });
+                ("publish", Some(data.to_value()))
+            }
+            Command::Kick { target } => (
+                "kick",
+                Some(match target {
+                    Target::User(user) => json!({ "user": user }),
+                    Target::Session(session) => json!({ "session": session }),
+                }),
+            ),
+            Command::Ban { user, duration } => (
+                "ban",
+                object([
+                    ("user", Some(Value::from(user.as_str()))),
+                    ("duration", duration.map(Value::from)),
+                ]),
+            ),
+            Command::Unban { user } => ("unban", Some(json!({ "user": user }))),
+            Command::Presence { limit } => {
+                ("presence", object([("limit", limit.map(Value::from))]))
+            }
+            Command::History { limit } => ("history", object([("limit", limit.map(Value::from))])),
+            Command::SetRole { user, role } => {
+                ("role", Some(json!({ "user": user, "role": role.as_str() })))
+            }
+            Command::Close => ("close", None),
+            Command::Subscribe { filter } => ("subscribe", object([("filter", filter.clone())])),
+            Command::Unsubscribe => ("unsubscribe", None),
+            Command::Custom { name, data } => (name.as_str(), Some(data.clone())),
+        };
+        Envelope {
+            kind: Some(Kind::Command),
+            id: Some(id.into()),
+            channel: Some(self.channel.clone()),
+            action: Some(action.to_owned()),
+            data,
+            params,
+            ..Envelope::default()
+        }
+    }
 }
 
 fn bad_request(message: impl Into<String>) -> ChannelError {
@@ -432,9 +584,451 @@ pub(crate) fn event(channel: &str, action: &str, data: Value) -> Envelope {
     }
 }
 
+/// What a server sends: a reply to a request, or an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// The answer to a [`Request`], by its id.
+    Reply(Reply),
+    /// Something that happened.
+    Event(Event),
+}
+
+impl ServerMessage {
+    /// Reads a message from the server; `None` when it is neither a reply
+    /// nor an event (another envelope type, or a reply without `data`).
+    pub fn from_envelope(envelope: Envelope) -> Option<Self> {
+        match envelope.kind? {
+            Kind::Response => Reply::from_envelope(envelope).map(Self::Reply),
+            Kind::Event => Some(Self::Event(Event::from_envelope(envelope)?)),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The request's id.
+    pub id: Option<String>,
+    /// The request's channel.
+    pub channel: Option<String>,
+    /// The request's action.
+    pub action: Option<String>,
+    /// What the command returned (its `data` without `ok`), or why it was
+    /// refused. A code this version does not know reads as
+    /// [`ErrorCode::Internal`], with the code in the message.
+    pub result: Result<Value, ChannelError>,
+}
+
+impl Reply {
+    fn from_envelope(envelope: Envelope) -> Option<Self> {
+        let Value::Object(mut data) = envelope.data? else {
+            return None;
+        };
+        let result = match data.remove("ok") {
+            Some(Value::Bool(true)) => Ok(Value::Object(data)),
+            _ => {
+                let text = |field: &str| match data.get(field) {
+                    Some(Value::String(text)) => text.clone(),
+                    _ => String::new(),
+                };
+                let (code, message) = (text("code"), text("message"));
+                Err(match ErrorCode::parse(&code) {
+                    Some(code) => ChannelError::new(code, message),
+                    None => ChannelError::new(ErrorCode::Internal, format!("{code}: {message}")),
+                })
+            }
+        };
+        Some(Self {
+            id: envelope.id,
+            channel: envelope.channel,
+            action: envelope.action,
+            result,
+        })
+    }
+}
+
+/// A publication as a member receives it (`message`, `join` and `leave`
+/// events), as the server writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PublicationEvent {
+    /// Its offset, in channels with history.
+    pub offset: Option<u64>,
+    /// Its epoch, in channels with history.
+    pub epoch: Option<String>,
+    /// Who sent it; `None` for the server.
+    pub from: Option<ClientInfo>,
+    /// The message (`message` events).
+    pub data: Option<Value>,
+    /// Why a session left (`leave` events).
+    pub reason: Option<LeaveReason>,
+}
+
+impl PublicationEvent {
+    /// Where it is in the channel's history.
+    pub fn position(&self) -> Option<Position> {
+        Some(Position {
+            offset: self.offset?,
+            epoch: self.epoch.clone()?,
+        })
+    }
+}
+
+/// Something the server tells a session (`PROTOCOL.md`, "Events").
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A publication, a join or a leave in a channel.
+    Publication {
+        /// The channel.
+        channel: String,
+        /// Message, join or leave.
+        kind: PublicationKind,
+        /// What it says.
+        publication: PublicationEvent,
+    },
+    /// This session was removed from `channel`: `kicked`, `banned` or
+    /// `closed` (the channel was closed).
+    Removed {
+        /// The channel.
+        channel: String,
+        /// Why: [`LeaveReason::Kicked`], [`LeaveReason::Banned`], or
+        /// [`LeaveReason::Left`] for a closed channel.
+        reason: LeaveReason,
+    },
+    /// This session's user got a new role in `channel`.
+    Role {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user: String,
+        /// The role.
+        role: Role,
+    },
+    /// Publications for this session may be missing in `channel` from
+    /// here: join again with `since` to recover.
+    Lost {
+        /// The channel.
+        channel: String,
+        /// The last position delivered before the gap, when known.
+        last: Option<Position>,
+    },
+    /// A server event on a subscribed topic.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The event's data.
+        data: Value,
+    },
+    /// Any other event (an administrator's `notice`, an application's own).
+    Other {
+        /// The channel, if any.
+        channel: Option<String>,
+        /// The event's name.
+        action: String,
+        /// Its data.
+        data: Value,
+    },
+}
+
+impl Event {
+    fn from_envelope(envelope: Envelope) -> Option<Self> {
+        let action = envelope.action?;
+        let data = envelope.data.unwrap_or(Value::Null);
+        let Some(channel) = envelope.channel else {
+            return Some(Self::Other {
+                channel: None,
+                action,
+                data,
+            });
+        };
+        let publication = |kind, data: Value| {
+            let publication = serde_json::from_value(data.clone()).ok()?;
+            Some(Self::Publication {
+                channel: channel.clone(),
+                kind,
+                publication,
+            })
+        };
+        let removed = |reason| {
+            Some(Self::Removed {
+                channel: channel.clone(),
+                reason,
+            })
+        };
+        match action.as_str() {
+            "message" => publication(PublicationKind::Message, data),
+            "join" => publication(PublicationKind::Join, data),
+            "leave" => publication(PublicationKind::Leave, data),
+            "kicked" => removed(LeaveReason::Kicked),
+            "banned" => removed(LeaveReason::Banned),
+            "closed" => removed(LeaveReason::Left),
+            "role" => Some(Self::Role {
+                user: data.get("user")?.as_str()?.to_owned(),
+                role: crate::config::parse_role(data.get("role")?.as_str()?),
+                channel,
+            }),
+            "lost" => Some(Self::Lost {
+                last: serde_json::from_value(data).ok(),
+                channel,
+            }),
+            "event" => Some(Self::Topic {
+                topic: channel,
+                data,
+            }),
+            _ => Some(Self::Other {
+                channel: Some(channel),
+                action,
+                data,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The envelope an encoded frame carries (its payload is the frame's
+    /// last `payload_len` bytes).
+    fn sent(message: EncodedMessage) -> Envelope {
+        let frame = message.as_bytes();
+        Envelope::from_slice(&frame[frame.len() - message.payload_len()..]).unwrap()
+    }
+
+    #[test]
+    fn every_command_a_client_encodes_is_the_one_the_server_parses() {
+        let info = Some(Payload::new(&json!({"name": "Ann"})));
+        let commands = [
+            Command::Create {
+                max_participants: Some(5),
+                history_size: Some(100),
+                history_ttl: Some(60),
+                presence_events: true,
+                encrypted: true,
+                info: info.clone(),
+            },
+            Command::Create {
+                max_participants: None,
+                history_size: None,
+                history_ttl: None,
+                presence_events: false,
+                encrypted: false,
+                info: None,
+            },
+            Command::Join {
+                since: Some(Position {
+                    offset: 7,
+                    epoch: "e1".into(),
+                }),
+                info,
+            },
+            Command::Join {
+                since: None,
+                info: None,
+            },
+            Command::Leave,
+            Command::Publish {
+                data: Payload::new(&json!({"text": "hi", "n": [1, 2]})),
+                idempotency_key: Some("retry-1".into()),
+            },
+            Command::Publish {
+                data: Payload::new(&json!("plain")),
+                idempotency_key: None,
+            },
+            Command::Kick {
+                target: Target::User("bob".into()),
+            },
+            Command::Kick {
+                target: Target::Session(SessionId(0xfeed)),
+            },
+            Command::Ban {
+                user: "bob".into(),
+                duration: Some(3600),
+            },
+            Command::Ban {
+                user: "bob".into(),
+                duration: None,
+            },
+            Command::Unban { user: "bob".into() },
+            Command::Presence { limit: Some(10) },
+            Command::History { limit: None },
+            Command::SetRole {
+                user: "cy".into(),
+                role: Role::new("moderator"),
+            },
+            Command::SetRole {
+                user: "cy".into(),
+                role: Role::OWNER,
+            },
+            Command::Close,
+            Command::Subscribe {
+                filter: Some(json!({"region": ["eu", "us"]})),
+            },
+            Command::Subscribe { filter: None },
+            Command::Unsubscribe,
+            Command::Custom {
+                name: "roll".into(),
+                data: json!({"sides": 6}),
+            },
+        ];
+        for command in commands {
+            let request = Request::new("room", command);
+            let envelope = request.to_envelope("7");
+            assert_eq!(envelope.id.as_deref(), Some("7"));
+            // Through the wire's text, as a client sends it.
+            let text = envelope.to_message();
+            let parsed = Request::parse(
+                Envelope::from_slice(text.as_text().unwrap().as_bytes()).unwrap(),
+                |name| name == "roll",
+            );
+            assert_eq!(parsed.as_ref(), Ok(&request), "{text}");
+        }
+    }
+
+    #[test]
+    fn replies_the_server_writes_read_back_as_results() {
+        let to = ReplyTo {
+            id: Some("3".into()),
+            channel: Some("room".into()),
+            action: Some("publish".into()),
+        };
+        let ok = ServerMessage::from_envelope(to.ok(json!({"offset": 4, "epoch": "e"})));
+        assert_eq!(
+            ok,
+            Some(ServerMessage::Reply(Reply {
+                id: Some("3".into()),
+                channel: Some("room".into()),
+                action: Some("publish".into()),
+                result: Ok(json!({"offset": 4, "epoch": "e"})),
+            }))
+        );
+        for code in [
+            ErrorCode::NotFound,
+            ErrorCode::Forbidden,
+            ErrorCode::Full,
+            ErrorCode::Banned,
+            ErrorCode::Limit,
+            ErrorCode::BadRequest,
+            ErrorCode::AlreadyExists,
+            ErrorCode::NotMember,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+            ErrorCode::UnknownCommand,
+        ] {
+            let refusal = ChannelError::new(code, "because");
+            let Some(ServerMessage::Reply(reply)) =
+                ServerMessage::from_envelope(to.error(&refusal))
+            else {
+                panic!("not a reply");
+            };
+            assert_eq!(reply.result, Err(refusal));
+        }
+        // A code from a newer server is kept, not lost.
+        let newer = Envelope::from_slice(
+            br#"{"type":"response","id":"9","data":{"ok":false,"code":"gone","message":"bye"}}"#,
+        )
+        .unwrap();
+        let Some(ServerMessage::Reply(reply)) = ServerMessage::from_envelope(newer) else {
+            panic!("not a reply");
+        };
+        assert_eq!(
+            reply.result,
+            Err(ChannelError::new(ErrorCode::Internal, "gone: bye"))
+        );
+    }
+
+    #[test]
+    fn events_the_server_writes_read_back_typed() {
+        let from = ClientInfo {
+            session: SessionId(9),
+            user: Some("ann".into()),
+            info: None,
+        };
+        let mut message = Publication::message(Some(from.clone()), Payload::new(&json!({"t": 1})));
+        message.position = Some(Position {
+            offset: 5,
+            epoch: "e".into(),
+        });
+        let Some(ServerMessage::Event(Event::Publication {
+            channel,
+            kind,
+            publication,
+        })) = ServerMessage::from_envelope(sent(publication_event("room", &message)))
+        else {
+            panic!("not a publication");
+        };
+        assert_eq!((channel.as_str(), kind), ("room", PublicationKind::Message));
+        assert_eq!(publication.position(), message.position);
+        assert_eq!(publication.from, Some(from.clone()));
+        assert_eq!(publication.data, Some(json!({"t": 1})));
+        let leave = Publication {
+            kind: PublicationKind::Leave,
+            position: None,
+            from: Some(from),
+            data: None,
+            reason: Some(LeaveReason::Banned),
+        };
+        let Some(ServerMessage::Event(Event::Publication { publication, .. })) =
+            ServerMessage::from_envelope(sent(publication_event("room", &leave)))
+        else {
+            panic!("not a publication");
+        };
+        assert_eq!(publication.reason, Some(LeaveReason::Banned));
+        assert_eq!(
+            ServerMessage::from_envelope(sent(topic_event("alerts", &Payload::new(&json!(3))))),
+            Some(ServerMessage::Event(Event::Topic {
+                topic: "alerts".into(),
+                data: json!(3)
+            }))
+        );
+        let typed = |envelope| match ServerMessage::from_envelope(envelope) {
+            Some(ServerMessage::Event(event)) => event,
+            other => panic!("not an event: {other:?}"),
+        };
+        assert_eq!(
+            typed(event("room", "lost", json!({"offset": 4, "epoch": "e"}))),
+            Event::Lost {
+                channel: "room".into(),
+                last: Some(Position {
+                    offset: 4,
+                    epoch: "e".into()
+                })
+            }
+        );
+        assert_eq!(
+            typed(event("room", "lost", json!({}))),
+            Event::Lost {
+                channel: "room".into(),
+                last: None
+            }
+        );
+        for (action, reason) in [
+            ("kicked", LeaveReason::Kicked),
+            ("banned", LeaveReason::Banned),
+            ("closed", LeaveReason::Left),
+        ] {
+            assert_eq!(
+                typed(event("room", action, json!({}))),
+                Event::Removed {
+                    channel: "room".into(),
+                    reason
+                }
+            );
+        }
+        assert_eq!(
+            typed(event(
+                "room",
+                "role",
+                json!({"user": "cy", "role": Role::new("mod")})
+            )),
+            Event::Role {
+                channel: "room".into(),
+                user: "cy".into(),
+                role: Role::new("mod")
+            }
+        );
+    }
 
     fn command(text: &str) -> Result<Request, ChannelError> {
         parse(Envelope::from_slice(text.as_bytes()).unwrap(), |name| {

@@ -573,6 +573,26 @@ impl ErrorCode {
         }
     }
 
+    /// The code `as_str` writes, read back; `None` for a code this
+    /// version does not know.
+    pub fn parse(code: &str) -> Option<Self> {
+        [
+            Self::NotFound,
+            Self::Forbidden,
+            Self::Full,
+            Self::Banned,
+            Self::Limit,
+            Self::BadRequest,
+            Self::AlreadyExists,
+            Self::NotMember,
+            Self::Unavailable,
+            Self::Internal,
+            Self::UnknownCommand,
+        ]
+        .into_iter()
+        .find(|known| known.as_str() == code)
+    }
+
     /// Whether the error is the client's fault, and so counts towards
     /// closing a session that keeps sending bad commands.
     pub fn is_violation(self) -> bool {
