@@ -3,16 +3,18 @@
 //! gap, a slow subscriber disconnected while the others keep receiving,
 //! and the handle used from outside connections.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ws_channels::{Channels, ChannelsConfig, ChannelsHandle, Target, TopicAccess, close_codes};
+use ws_channels::{
+    Channels, ChannelsClient, ChannelsConfig, ChannelsHandle, Target, TopicAccess, close_codes,
+};
 
 use super::common::{Raw, TestServer, channels_socket, masked_frame, serve};
 use crate::rt::{self, ws};
 use ws::auth::KeyAuth;
-use ws::{Message, ServerConfig, WebSocket};
+use ws::ws_core::envelope::{Envelope, Kind};
+use ws::{Message, ServerConfig};
 
 const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
 
@@ -49,47 +51,34 @@ async fn channels_server(
 
 /// A channels client: commands with ids, replies matched to them, events
 /// kept in order for whoever asks.
+/// A session over ws-channels' own client, kept at the wire's level:
+/// replies and events as the JSON the server wrote.
 struct Client {
-    socket: WebSocket,
-    next: u32,
-    events: VecDeque<Value>,
+    inner: ChannelsClient,
 }
 
 impl Client {
     async fn connect(server: &TestServer, user: &str) -> Self {
         Self {
-            socket: channels_socket(server, user).await,
-            next: 0,
-            events: VecDeque::new(),
+            inner: ChannelsClient::new(channels_socket(server, user).await),
         }
-    }
-
-    async fn next_message(&mut self) -> Value {
-        let message = rt::timeout(Duration::from_secs(10), self.socket.recv())
-            .await
-            .expect("a message in time")
-            .expect("the connection is open")
-            .expect("a message");
-        serde_json::from_str(message.as_text().expect("text")).unwrap()
     }
 
     /// Sends a command and returns its reply's `data`.
     async fn cmd(&mut self, channel: &str, action: &str, data: Value) -> Value {
-        self.next += 1;
-        let id = self.next.to_string();
-        let text = json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data});
-        self.socket
-            .send(Message::text(text.to_string()))
+        let command = Envelope {
+            kind: Some(Kind::Command),
+            channel: Some(channel.to_owned()),
+            action: Some(action.to_owned()),
+            data: Some(data),
+            ..Envelope::default()
+        };
+        let reply = rt::timeout(Duration::from_secs(10), self.inner.send_envelope(command))
             .await
-            .unwrap();
-        loop {
-            let message = self.next_message().await;
-            if message["type"] == "response" && message["id"] == id {
-                assert_eq!(message["action"], action);
-                return message["data"].clone();
-            }
-            self.events.push_back(message);
-        }
+            .expect("a reply in time")
+            .expect("a reply");
+        assert_eq!(reply.action.as_deref(), Some(action));
+        reply.data.expect("replies carry data")
     }
 
     /// The reply's error code, checked to be an error.
@@ -106,17 +95,26 @@ impl Client {
         reply
     }
 
-    /// The next event named `action` (others before it are skipped).
+    /// The next event named `action` (others before it are skipped), whole.
     async fn event(&mut self, action: &str) -> Value {
         loop {
-            let message = match self.events.pop_front() {
-                Some(message) => message,
-                None => self.next_message().await,
-            };
-            if message["type"] == "event" && message["action"] == action {
-                return message;
+            let envelope = rt::timeout(Duration::from_secs(10), self.inner.next_event_envelope())
+                .await
+                .expect("an event in time")
+                .expect("the connection is open")
+                .expect("an event");
+            if envelope.kind == Some(Kind::Event) && envelope.action.as_deref() == Some(action) {
+                return serde_json::to_value(&envelope).unwrap();
             }
         }
+    }
+
+    /// The events that came while replies were awaited, unread, whole.
+    fn buffered(&self) -> Vec<Value> {
+        self.inner
+            .buffered_events()
+            .map(|envelope| serde_json::to_value(envelope).unwrap())
+            .collect()
     }
 }
 
@@ -284,10 +282,10 @@ async fn every_command_and_error_code() {
         .unwrap();
     let closed = rt::timeout(Duration::from_secs(5), async {
         loop {
-            match dee.socket.recv().await {
+            match dee.inner.socket_mut().recv().await {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("{e}"),
-                None => return dee.socket.closed().cloned(),
+                None => return dee.inner.socket().closed().cloned(),
             }
         }
     })
@@ -458,8 +456,8 @@ async fn fan_out_follows_members_and_spares_the_publisher_without_echo() {
     }
     let own = |client: &Client| {
         client
-            .events
-            .iter()
+            .buffered()
+            .into_iter()
             .filter(|m| m["action"] == "message")
             .map(|m| m["data"]["data"]["n"].clone())
             .collect::<Vec<_>>()
@@ -482,18 +480,22 @@ async fn commands_past_the_rate_are_paced_not_refused() {
     let (server, _) = channels_server(config, ServerConfig::default()).await;
     let mut ann = Client::connect(&server, "ann").await;
     ann.ok("room", "create", json!({})).await;
-    // All at once, without waiting for replies.
+    // All at once, without waiting for replies: around the client, which
+    // waits for each.
     const SENT: usize = 150;
+    let socket = ann.inner.socket_mut();
     for n in 0..SENT {
         let text = json!({"type": "command", "id": format!("p{n}"), "channel": "room", "action": "publish", "data": n});
-        ann.socket
-            .send(Message::text(text.to_string()))
-            .await
-            .unwrap();
+        socket.send(Message::text(text.to_string())).await.unwrap();
     }
     let mut replies = Vec::new();
     while replies.len() < SENT {
-        let message = ann.next_message().await;
+        let message = rt::timeout(Duration::from_secs(10), socket.recv())
+            .await
+            .expect("a message in time")
+            .expect("the connection is open")
+            .expect("a message");
+        let message: Value = serde_json::from_str(message.as_text().expect("text")).unwrap();
         if message["type"] == "response" {
             assert_eq!(message["data"]["ok"], true, "{message}");
             replies.push(message["id"].as_str().unwrap().to_owned());
@@ -536,9 +538,7 @@ async fn restricted_topics_refuse_sessions_without_the_role() {
         async move {
             let (socket, _) = ws::connect(request).await.unwrap();
             Client {
-                socket,
-                next: 0,
-                events: VecDeque::new(),
+                inner: ChannelsClient::new(socket),
             }
         }
     };
@@ -553,10 +553,10 @@ async fn restricted_topics_refuse_sessions_without_the_role() {
     assert_eq!(oncall.event("event").await["data"]["page"], 1);
     // Mallory's next reply comes with nothing of "ops" before it.
     mallory.ok("x", "create", json!({})).await;
+    let buffered = mallory.buffered();
     assert!(
-        mallory.events.iter().all(|e| e["channel"] != "ops"),
-        "{:?}",
-        mallory.events
+        buffered.iter().all(|e| e["channel"] != "ops"),
+        "{buffered:?}"
     );
 }
 

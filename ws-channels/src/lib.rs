@@ -3,6 +3,8 @@
 
 pub mod backend;
 mod backends;
+#[cfg(feature = "service")]
+mod client;
 mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -23,6 +25,9 @@ mod types;
 
 pub use backend::MemoryBackend;
 pub use backends::Backends;
+#[cfg(feature = "service")]
+#[cfg_attr(docsrs, doc(cfg(feature = "service")))]
+pub use client::{ChannelsClient, ClientError};
 pub use config::{ChannelsConfig, SlowSubscriber, TopicAccess, TopicRequest, close_codes};
 pub use manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId};
 pub use operation::{OpResult, Operation};

@@ -1,0 +1,306 @@
+//! A channels client over any connected [`WebSocket`]: ids, replies
+//! matched to requests, events kept in order while a reply is awaited.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+use ws_async::{ConnectionError, SendError, WebSocket};
+use ws_core::envelope::{Envelope, Kind};
+use ws_core::{CloseCode, Message};
+
+use crate::protocol::{Command, Event, Reply, Request, ServerMessage};
+use crate::types::{ChannelError, Payload, Position, Role, Target};
+
+/// Why a request or a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("refused: {0}")]
+    Refused(ChannelError),
+    /// The connection ended (cleanly, or with the error in
+    /// [`Connection`](Self::Connection) when it did not).
+    #[error("the connection is closed")]
+    Closed,
+    /// The connection failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// A request could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The server sent something that is not a channels message.
+    #[error("not a channels message: {0}")]
+    Malformed(String),
+}
+
+impl ClientError {
+    /// The server's refusal, if that is what this is.
+    pub fn refusal(&self) -> Option<&ChannelError> {
+        match self {
+            Self::Refused(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+}
+
+/// A channels client on one connection.
+///
+/// Requests get ids of their own (`c1`, `c2`, ...) and wait for the reply
+/// with that id; the events that arrive meanwhile are kept, in order, for
+/// [`next_event`](Self::next_event). One request at a time: a method
+/// borrows the client mutably until its reply is in. There are no
+/// timeouts here: wrap a call in your runtime's timeout, and drop the
+/// client (or close it) when one fires, since its reply may still come.
+///
+/// ```no_run
+/// # async fn run(socket: ws_async::WebSocket) -> Result<(), ws_channels::ClientError> {
+/// use ws_channels::ChannelsClient;
+/// use ws_channels::protocol::Event;
+///
+/// let mut client = ChannelsClient::new(socket);
+/// client.join("lobby", None).await?;
+/// client.publish("lobby", &serde_json::json!({"text": "hello"})).await?;
+/// while let Some(event) = client.next_event().await {
+///     if let Event::Publication { publication, .. } = event? {
+///         println!("{:?}: {:?}", publication.from, publication.data);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ChannelsClient {
+    socket: WebSocket,
+    next_id: u64,
+    /// Events (and other envelopes that are not replies) that arrived
+    /// while a reply was awaited, in order.
+    events: VecDeque<Envelope>,
+}
+
+impl ChannelsClient {
+    /// A client on `socket`, connected to a channels endpoint.
+    pub fn new(socket: WebSocket) -> Self {
+        Self {
+            socket,
+            next_id: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The connection.
+    pub fn socket(&self) -> &WebSocket {
+        &self.socket
+    }
+
+    /// The connection, to send or read around the client (reading from it
+    /// skips the client's reply matching).
+    pub fn socket_mut(&mut self) -> &mut WebSocket {
+        &mut self.socket
+    }
+
+    /// The events that arrived while a reply was awaited and have not been
+    /// read yet, oldest first.
+    pub fn buffered_events(&self) -> impl Iterator<Item = &Envelope> {
+        self.events.iter()
+    }
+
+    /// The connection back, with the events not read yet.
+    pub fn into_parts(self) -> (WebSocket, Vec<Envelope>) {
+        (self.socket, self.events.into())
+    }
+
+    /// Sends `request` and waits for its reply: the reply's data (without
+    /// `ok`), or [`ClientError::Refused`] with the server's error.
+    pub async fn request(&mut self, request: &Request) -> Result<Value, ClientError> {
+        self.reply(request)
+            .await?
+            .result
+            .map_err(ClientError::Refused)
+    }
+
+    /// Sends `request` and waits for its whole [`Reply`].
+    pub async fn reply(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        let reply = self
+            .send_envelope(request.to_envelope(String::new()))
+            .await?;
+        match ServerMessage::from_envelope(reply) {
+            Some(ServerMessage::Reply(reply)) => Ok(reply),
+            other => Err(ClientError::Malformed(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends `command` for `channel` and waits for its reply's data.
+    pub async fn command(&mut self, channel: &str, command: Command) -> Result<Value, ClientError> {
+        self.request(&Request::new(channel, command)).await
+    }
+
+    /// Sends `envelope` with an id of the client's own and waits for the
+    /// reply envelope as the server wrote it. For what [`Command`] cannot
+    /// say: a newer server's commands, envelope fields of an application's
+    /// own, or malformed commands (a test of the server's checks).
+    pub async fn send_envelope(&mut self, mut envelope: Envelope) -> Result<Envelope, ClientError> {
+        self.next_id += 1;
+        let id = format!("c{}", self.next_id);
+        envelope.id = Some(id.clone());
+        self.socket.send(envelope.to_message()).await?;
+        loop {
+            let envelope = self.read().await?;
+            match envelope.kind {
+                Some(Kind::Response) if envelope.id.as_deref() == Some(id.as_str()) => {
+                    return Ok(envelope);
+                }
+                // The reply to a request given up on (a timeout around an
+                // earlier call).
+                Some(Kind::Response) => {}
+                _ => self.events.push_back(envelope),
+            }
+        }
+    }
+
+    /// The next event; `None` once the connection has closed cleanly.
+    pub async fn next_event(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            let envelope = match self.next_event_envelope().await? {
+                Ok(envelope) => envelope,
+                Err(error) => return Some(Err(error)),
+            };
+            if let Some(ServerMessage::Event(event)) = ServerMessage::from_envelope(envelope) {
+                return Some(Ok(event));
+            }
+        }
+    }
+
+    /// The next event as the server wrote it (or another envelope that is
+    /// not a reply); `None` once the connection has closed cleanly.
+    pub async fn next_event_envelope(&mut self) -> Option<Result<Envelope, ClientError>> {
+        if let Some(envelope) = self.events.pop_front() {
+            return Some(Ok(envelope));
+        }
+        loop {
+            match self.read().await {
+                Ok(envelope) if envelope.kind == Some(Kind::Response) => {}
+                Ok(envelope) => return Some(Ok(envelope)),
+                Err(ClientError::Closed) => return None,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// Closes the connection with `code` and `reason`, after what was sent
+    /// before.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), ClientError> {
+        Ok(self.socket.close(code, reason).await?)
+    }
+
+    /// The next envelope from the server; text that is not one is an
+    /// error, binary messages are skipped.
+    async fn read(&mut self) -> Result<Envelope, ClientError> {
+        loop {
+            let message = match self.socket.recv().await {
+                None => return Err(ClientError::Closed),
+                Some(message) => message?,
+            };
+            let Message::Text(text) = message else {
+                continue;
+            };
+            return Envelope::from_slice(text.as_bytes())
+                .map_err(|_| ClientError::Malformed(text.to_string()));
+        }
+    }
+
+    /// `create`s `channel` with the settings of `Command::Create` in
+    /// `settings` (or none) and joins it as its owner.
+    pub async fn create(
+        &mut self,
+        channel: &str,
+        settings: Option<Command>,
+    ) -> Result<Value, ClientError> {
+        let command = settings.unwrap_or(Command::Create {
+            max_participants: None,
+            history_size: None,
+            history_ttl: None,
+            presence_events: false,
+            encrypted: false,
+            info: None,
+        });
+        self.command(channel, command).await
+    }
+
+    /// `join`s `channel`, recovering what came after `since` when given.
+    pub async fn join(
+        &mut self,
+        channel: &str,
+        since: Option<Position>,
+    ) -> Result<Value, ClientError> {
+        self.command(channel, Command::Join { since, info: None })
+            .await
+    }
+
+    /// `leave`s `channel`.
+    pub async fn leave(&mut self, channel: &str) -> Result<Value, ClientError> {
+        self.command(channel, Command::Leave).await
+    }
+
+    /// `publish`es `data` on `channel`; the reply has its `offset` and
+    /// `epoch` in channels with history.
+    pub async fn publish(&mut self, channel: &str, data: &Value) -> Result<Value, ClientError> {
+        self.command(
+            channel,
+            Command::Publish {
+                data: Payload::new(data),
+                idempotency_key: None,
+            },
+        )
+        .await
+    }
+
+    /// `presence`: who is in `channel`.
+    pub async fn presence(&mut self, channel: &str) -> Result<Value, ClientError> {
+        self.command(channel, Command::Presence { limit: None })
+            .await
+    }
+
+    /// `kick`s `user` out of `channel`.
+    pub async fn kick(&mut self, channel: &str, user: &str) -> Result<Value, ClientError> {
+        self.command(
+            channel,
+            Command::Kick {
+                target: Target::User(user.to_owned()),
+            },
+        )
+        .await
+    }
+
+    /// `ban`s `user` from `channel` for `duration` seconds, or until
+    /// `unban`.
+    pub async fn ban(
+        &mut self,
+        channel: &str,
+        user: &str,
+        duration: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        self.command(
+            channel,
+            Command::Ban {
+                user: user.to_owned(),
+                duration,
+            },
+        )
+        .await
+    }
+
+    /// Gives `user` the role `role` in `channel`.
+    pub async fn set_role(
+        &mut self,
+        channel: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<Value, ClientError> {
+        self.command(
+            channel,
+            Command::SetRole {
+                user: user.to_owned(),
+                role,
+            },
+        )
+        .await
+    }
+}
