@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use ws_channels::{Channels, ChannelsConfig};
+use ws_channels::{Channels, ChannelsClient, ChannelsConfig};
 use ws_crypto::KeyPair;
 use ws_crypto::channel::E2eError;
 use ws_crypto::client::{ClientError, E2eClient, E2eEvent};
@@ -16,7 +16,7 @@ use ws_crypto::client::{ClientError, E2eClient, E2eEvent};
 use super::common::{TestServer, channels_socket, serve};
 use crate::rt::{self, ws};
 use ws::auth::KeyAuth;
-use ws::{Message, WebSocket};
+use ws::ws_core::envelope::{Envelope, Kind};
 
 const SECRETS: [&str; 3] = ["the plan is at dawn", "bring the maps", "after the kick"];
 
@@ -82,30 +82,28 @@ async fn joined(owner: &mut E2eClient) -> bool {
 
 /// Reads everything that reaches a plain channels session, as text.
 struct Observer {
-    socket: WebSocket,
+    client: ChannelsClient,
     seen: String,
 }
 
 impl Observer {
-    async fn command(&mut self, id: &str, action: &str, data: Value) -> Value {
-        let command =
-            json!({"type": "command", "id": id, "channel": "room", "action": action, "data": data});
-        self.socket.send(command.to_string()).await.unwrap();
-        loop {
-            let message = rt::timeout(Duration::from_secs(10), self.socket.recv())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            let Message::Text(text) = message else {
-                panic!("binary")
-            };
-            self.seen.push_str(&text);
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["id"] == id {
-                return value["data"].clone();
-            }
+    async fn command(&mut self, action: &str, data: Value) -> Value {
+        let command = Envelope {
+            kind: Some(Kind::Command),
+            channel: Some("room".into()),
+            action: Some(action.into()),
+            data: Some(data),
+            ..Envelope::default()
+        };
+        let reply = rt::timeout(Duration::from_secs(10), self.client.send_envelope(command))
+            .await
+            .unwrap()
+            .unwrap();
+        for envelope in self.client.take_buffered_events().iter().chain([&reply]) {
+            self.seen
+                .push_str(&serde_json::to_string(envelope).unwrap());
         }
+        reply.data.unwrap()
     }
 }
 
@@ -178,19 +176,19 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
     // What the server relayed and stored: a plain session that joins,
     // reads the presence list and recovers the whole history.
     let mut observer = Observer {
-        socket: channels_socket(&server, "dee").await,
+        client: ChannelsClient::new(channels_socket(&server, "dee").await),
         seen: String::new(),
     };
-    let first = observer.command("1", "join", json!({})).await;
+    let first = observer.command("join", json!({})).await;
     let epoch = first["epoch"].clone();
-    let presence = observer.command("2", "presence", json!({})).await;
+    let presence = observer.command("presence", json!({})).await;
     assert_eq!(presence["total"], 4, "{presence}");
     let mut observer2 = Observer {
-        socket: channels_socket(&server, "dee").await,
+        client: ChannelsClient::new(channels_socket(&server, "dee").await),
         seen: String::new(),
     };
     let history = observer2
-        .command("1", "join", json!({"since": {"offset": 0, "epoch": epoch}}))
+        .command("join", json!({"since": {"offset": 0, "epoch": epoch}}))
         .await;
     let publications = history["publications"]
         .as_array()
@@ -211,7 +209,7 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
     // A key hand-over from a member who is not the owner is refused.
     let forged =
         json!({"e2e": "keys", "epoch": 9, "keys": {bob.session("room").unwrap(): "A".repeat(107)}});
-    assert_eq!(observer2.command("3", "publish", forged).await["ok"], true);
+    assert_eq!(observer2.command("publish", forged).await["ok"], true);
     let refused = until(&mut bob, |event| match event {
         E2eEvent::Refused { error, .. } => Some(error),
         _ => None,
@@ -223,9 +221,7 @@ async fn three_members_talk_and_a_kicked_one_cannot_read_on() {
     );
     assert_eq!(bob.epoch("room"), Some(3));
     // A plaintext publication is refused by the encrypted channel.
-    let refused = observer2
-        .command("2", "publish", json!({"text": "plain"}))
-        .await;
+    let refused = observer2.command("publish", json!({"text": "plain"})).await;
     assert_eq!(refused["code"], "bad_request");
     let everything = format!("{}{}", observer.seen, observer2.seen);
     for secret in SECRETS {

@@ -96,10 +96,10 @@ impl ChannelsClient {
         &mut self.socket
     }
 
-    /// The events that arrived while a reply was awaited and have not been
-    /// read yet, oldest first.
-    pub fn buffered_events(&self) -> impl Iterator<Item = &Envelope> {
-        self.events.iter()
+    /// Takes the events that arrived while replies were awaited and have
+    /// not been read yet, oldest first, without waiting for more.
+    pub fn take_buffered_events(&mut self) -> Vec<Envelope> {
+        self.events.drain(..).collect()
     }
 
     /// The connection back, with the events not read yet.
