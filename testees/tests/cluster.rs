@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use ws_channels::ChannelsClient;
 use ws_testees::brokers::{Kind, OwnBroker, free_port, service, unique_prefix};
-use ws_tokio::{Message, WebSocket};
+use ws_tokio::ws_core::envelope::Envelope;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -102,11 +103,12 @@ impl Node {
     }
 }
 
-/// A channels client: commands with ids, events kept until asked for.
+/// A session through ws-channels' client, at the wire's level (replies
+/// and events as the JSON the server wrote), with events kept until asked
+/// for by channel and action.
 struct Client {
-    socket: WebSocket,
+    inner: ChannelsClient,
     events: VecDeque<Value>,
-    next: u64,
     session: Option<String>,
 }
 
@@ -115,25 +117,26 @@ impl Client {
         let url = format!("ws://{}/channels?user={user}", node.addr);
         let (socket, _) = ws_tokio::connect(url.as_str()).await.expect("connects");
         Self {
-            socket,
+            inner: ChannelsClient::new(socket),
             events: VecDeque::new(),
-            next: 0,
             session: None,
         }
     }
 
+    fn closed(&self) -> String {
+        format!("the connection closed: {:?}", self.inner.socket().closed())
+    }
+
+    /// The next event from the server, whole.
     async fn read(&mut self) -> Value {
-        let message = tokio::time::timeout(WAIT, self.socket.recv())
+        let event = tokio::time::timeout(WAIT, self.inner.next_event_envelope())
             .await
             .expect("a message in time");
-        let Some(message) = message else {
-            panic!("the connection closed: {:?}", self.socket.closed());
-        };
-        let message = message.expect("no error");
-        let Message::Text(text) = message else {
-            panic!("a binary message")
-        };
-        serde_json::from_str(&text).unwrap()
+        match event {
+            Some(Ok(event)) => serde_json::to_value(event).unwrap(),
+            Some(Err(error)) => panic!("{error}; {}", self.closed()),
+            None => panic!("{}", self.closed()),
+        }
     }
 
     /// Sends a command and returns its response's `data`.
@@ -142,24 +145,19 @@ impl Client {
             .await
     }
 
-    /// Sends `command` (its `type` and `id` added) and returns its
-    /// response's `data`.
+    /// Sends `command` (its `type` added, its id the client's) and returns
+    /// its response's `data`.
     async fn request(&mut self, mut command: Value) -> Value {
-        self.next += 1;
-        let id = self.next.to_string();
         command["type"] = json!("command");
-        command["id"] = json!(id);
-        self.socket
-            .send(Message::text(command.to_string()))
+        let command: Envelope = serde_json::from_value(command).expect("an envelope");
+        let reply = tokio::time::timeout(WAIT, self.inner.send_envelope(command))
             .await
-            .unwrap();
-        loop {
-            let message = self.read().await;
-            if message["type"] == "response" && message["id"] == id.as_str() {
-                return message["data"].clone();
-            }
-            self.events.push_back(message);
+            .expect("a reply in time");
+        let reply = reply.unwrap_or_else(|error| panic!("{error}; {}", self.closed()));
+        for event in self.inner.take_buffered_events() {
+            self.events.push_back(serde_json::to_value(event).unwrap());
         }
+        reply.data.expect("replies carry data")
     }
 
     async fn ok(&mut self, channel: &str, action: &str, data: Value) -> Value {
@@ -195,10 +193,10 @@ impl Client {
     /// Every message that arrives within `quiet`.
     async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
         let mut out: Vec<Value> = self.events.drain(..).collect();
-        while let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout(quiet, self.socket.recv()).await
+        while let Ok(Some(Ok(event))) =
+            tokio::time::timeout(quiet, self.inner.next_event_envelope()).await
         {
-            out.push(serde_json::from_str(&text).unwrap());
+            out.push(serde_json::to_value(event).unwrap());
         }
         out
     }

@@ -12,8 +12,8 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
+use ws_channels::ChannelsClient;
 use ws_testees::brokers::{Kind, service};
-use ws_tokio::Message;
 
 #[tokio::test]
 async fn ctl_controls_a_server_started_from_a_settings_file() {
@@ -350,7 +350,7 @@ async fn metrics_count_what_was_sent() {
         }
     }
     for peer in &mut peers {
-        peer.ws
+        peer.ws()
             .close(ws_tokio::CloseCode::NORMAL, "")
             .await
             .unwrap();
@@ -539,14 +539,9 @@ async fn keys_file_authenticates_from_the_header_or_the_query() {
         "ws://{}/channels?token=ann-key-0123456789abcdef",
         serve.addr
     );
-    let (mut ws, _) = ws_tokio::connect(url).await.expect("a key in the query");
-    ws.send(r#"{"type":"command","id":"1","channel":"k","action":"create"}"#)
-        .await
-        .unwrap();
-    let Some(Ok(Message::Text(reply))) = ws.recv().await else {
-        panic!("no reply")
-    };
-    assert!(reply.as_str().contains("\"ok\":true"), "{reply}");
+    let (ws, _) = ws_tokio::connect(url).await.expect("a key in the query");
+    let created = ChannelsClient::new(ws).create("k", None).await;
+    assert!(created.is_ok(), "{created:?}");
     let wrong = ws_tokio::connect(format!(
         "ws://{}/channels?token=wrong-key-0123456789",
         serve.addr
@@ -760,16 +755,11 @@ async fn jwts_authenticate_from_the_header_or_the_query() {
         .unwrap()
     };
     let good = token(secret);
-    let (mut ws, _) = ws_tokio::connect(format!("ws://{}/channels?token={good}", serve.addr))
+    let (ws, _) = ws_tokio::connect(format!("ws://{}/channels?token={good}", serve.addr))
         .await
         .expect("a JWT in the query");
-    ws.send(r#"{"type":"command","id":"1","channel":"j","action":"create"}"#)
-        .await
-        .unwrap();
-    let Some(Ok(Message::Text(reply))) = ws.recv().await else {
-        panic!("no reply")
-    };
-    assert!(reply.as_str().contains("\"role\":\"owner\""), "{reply}");
+    let created = ChannelsClient::new(ws).create("j", None).await.unwrap();
+    assert_eq!(created["role"], "owner", "{created}");
     let request = http::Request::get(format!("ws://{}/channels", serve.addr))
         .header("Authorization", format!("Bearer {good}"))
         .body(())
@@ -829,7 +819,7 @@ async fn origins_and_limits_are_enforced() {
         })) => assert_eq!(status, 503, "past max_connections"),
         other => panic!("expected 503, got {other:?}"),
     }
-    first.ws.send("x".repeat(1001)).await.unwrap();
+    first.ws().send("x".repeat(1001)).await.unwrap();
     assert_eq!(first.closed().await, 1009, "past max_message_size");
     let metrics = serve.metrics().await;
     assert_eq!(
@@ -853,7 +843,7 @@ async fn json_logs_carry_the_connection_id_peer_and_route() {
     )
     .await;
     let mut peer = Peer::connect(serve.addr, "ann").await;
-    peer.ws
+    peer.ws()
         .close(ws_tokio::CloseCode::NORMAL, "")
         .await
         .unwrap();

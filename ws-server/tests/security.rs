@@ -433,14 +433,14 @@ async fn wrong_admin_tokens_are_refused() {
 async fn publish_burst(peer: &mut Peer, channel: &str, count: usize) -> (Vec<Value>, Option<u16>) {
     for n in 0..count {
         let envelope = json!({"type": "command", "id": format!("b{n}"), "channel": channel, "action": "publish", "data": n});
-        peer.ws.send(envelope.to_string()).await.unwrap();
+        peer.ws().send(envelope.to_string()).await.unwrap();
     }
     let mut replies = Vec::new();
     while replies.len() < count {
         match peer.recv().await {
             Some(message) if message["type"] == "response" => replies.push(message["data"].clone()),
             Some(_) => {}
-            None => return (replies, peer.ws.closed().map(|c| c.code.as_u16())),
+            None => return (replies, peer.ws().closed().map(|c| c.code.as_u16())),
         }
     }
     (replies, None)
@@ -504,7 +504,7 @@ async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
                 redis.resume();
             }
             let envelope = json!({"type": "command", "id": format!("s{n}"), "channel": "steady", "action": "publish", "data": n});
-            ann.ws.send(envelope.to_string()).await.unwrap();
+            ann.ws().send(envelope.to_string()).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
@@ -512,13 +512,13 @@ async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
     let mut answered = 0;
     while answered < 220 {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(60), ann.ws.recv())
+        let message = tokio::time::timeout(std::time::Duration::from_secs(60), ann.ws().recv())
             .await
             .expect("every command answered in time");
         let Some(Ok(ws_tokio::Message::Text(text))) = message else {
             panic!(
                 "closed after {answered} replies: {:?} ({codes:?})",
-                ann.ws.closed()
+                ann.ws().closed()
             );
         };
         let message: Value = serde_json::from_str(text.as_str()).unwrap();

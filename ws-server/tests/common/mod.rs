@@ -9,9 +9,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use ws_channels::ChannelsClient;
+use ws_tokio::ws_core::envelope::{Envelope, Kind};
 use ws_tokio::{Message, WebSocket};
 
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -186,11 +188,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
-/// A channels session, with the events that arrived between responses.
+/// A channels session through ws-channels' client, at the wire's level
+/// (replies and events as the JSON the server wrote), with the events
+/// that arrived between responses.
 pub struct Peer {
-    pub ws: WebSocket,
+    pub client: ChannelsClient,
     pub events: VecDeque<Value>,
-    pub next: u64,
 }
 
 impl Peer {
@@ -199,14 +202,21 @@ impl Peer {
             .await
             .expect("connects");
         Self {
-            ws,
+            client: ChannelsClient::new(ws),
             events: VecDeque::new(),
-            next: 0,
         }
     }
 
+    /// The connection, for sending and reading around the client (bursts
+    /// of commands without waiting for replies, a close).
+    pub fn ws(&mut self) -> &mut WebSocket {
+        self.client.socket_mut()
+    }
+
+    /// The next message read from the connection itself, whole; `None`
+    /// once it has closed.
     pub async fn recv(&mut self) -> Option<Value> {
-        match tokio::time::timeout(WAIT, self.ws.recv()).await {
+        match tokio::time::timeout(WAIT, self.ws().recv()).await {
             Ok(Some(Ok(Message::Text(text)))) => Some(serde_json::from_str(text.as_str()).unwrap()),
             Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
             Ok(Some(Err(_)) | None) => None,
@@ -215,16 +225,29 @@ impl Peer {
     }
 
     pub async fn command(&mut self, channel: &str, action: &str, data: Value) -> Value {
-        self.next += 1;
-        let id = self.next.to_string();
-        let envelope = json!({ "type": "command", "id": id, "channel": channel, "action": action, "data": data });
-        self.ws.send(envelope.to_string()).await.unwrap();
-        loop {
-            let message = self.recv().await.expect("a response");
-            if message["type"] == "response" && message["id"] == id {
-                return message["data"].clone();
-            }
-            self.events.push_back(message);
+        let command = Envelope {
+            kind: Some(Kind::Command),
+            channel: Some(channel.to_owned()),
+            action: Some(action.to_owned()),
+            data: Some(data),
+            ..Envelope::default()
+        };
+        let reply = tokio::time::timeout(WAIT, self.client.send_envelope(command))
+            .await
+            .expect("a response in time")
+            .expect("a response");
+        for event in self.client.take_buffered_events() {
+            self.events.push_back(serde_json::to_value(event).unwrap());
+        }
+        reply.data.expect("responses carry data")
+    }
+
+    /// The next event from the server, whole; `None` once closed.
+    async fn next_event(&mut self) -> Option<Value> {
+        match tokio::time::timeout(WAIT, self.client.next_event_envelope()).await {
+            Ok(Some(Ok(event))) => Some(serde_json::to_value(event).unwrap()),
+            Ok(Some(Err(_)) | None) => None,
+            Err(_) => panic!("nothing arrived in time"),
         }
     }
 
@@ -234,7 +257,7 @@ impl Peer {
             return self.events.remove(at).unwrap();
         }
         loop {
-            let message = self.recv().await.expect("an event");
+            let message = self.next_event().await.expect("an event");
             if message["action"] == action {
                 return message;
             }
@@ -244,8 +267,8 @@ impl Peer {
 
     /// Reads until the connection closes: its close code.
     pub async fn closed(&mut self) -> u16 {
-        while self.recv().await.is_some() {}
-        self.ws.closed().expect("closed").code.as_u16()
+        while self.next_event().await.is_some() {}
+        self.client.socket().closed().expect("closed").code.as_u16()
     }
 }
 
