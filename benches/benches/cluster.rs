@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use ws_benches::{ServerProcess, fmt_rate, list_arg, one_worker_runtime, percentile};
 use ws_channels::backend::{NatsBackend, NatsConfig, RedisBackend, RedisConfig};
-use ws_channels::{Backends, Channels, ChannelsConfig};
+use ws_channels::protocol::{Command, Request};
+use ws_channels::{Backends, Channels, ChannelsClient, ChannelsConfig, Payload};
 use ws_tokio::auth::{Authenticator, Identity};
-use ws_tokio::{Message, Rejection, WebSocket, http};
+use ws_tokio::{Message, Rejection, http};
 
 const BACKENDS: [&str; 3] = ["memory", "redis", "nats"];
 const PAYLOAD: usize = 64;
@@ -103,30 +104,20 @@ fn serve(spec: &str) {
     });
 }
 
-fn command(id: u64, action: &str, data: serde_json::Value) -> Message {
-    Message::text(
-        json!({"type": "command", "id": id.to_string(), "channel": "bench", "action": action, "data": data})
-            .to_string(),
-    )
+/// A publish, encoded by the protocol's own types.
+fn publish(id: u64, data: &serde_json::Value) -> Message {
+    let command = Command::Publish {
+        data: Payload::new(data),
+        idempotency_key: None,
+    };
+    Request::new("bench", command)
+        .to_envelope(id.to_string())
+        .to_message()
 }
 
-async fn connect(node: &ServerProcess, user: &str) -> WebSocket {
+async fn connect(node: &ServerProcess, user: &str) -> ChannelsClient {
     let url = format!("ws://{}/?user={user}", node.addr);
-    ws_tokio::connect(url.as_str()).await.expect("connects").0
-}
-
-/// Sends a command and waits for its response.
-async fn ask(socket: &mut WebSocket, id: u64, action: &str, data: serde_json::Value) {
-    socket.send(command(id, action, data)).await.unwrap();
-    let id = id.to_string();
-    while let Some(Ok(Message::Text(text))) = socket.recv().await {
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        if value["type"] == "response" && value["id"] == id.as_str() {
-            assert_eq!(value["data"]["ok"], true, "{action}: {value}");
-            return;
-        }
-    }
-    panic!("{action}: the connection closed");
+    ChannelsClient::new(ws_tokio::connect(url.as_str()).await.expect("connects").0)
 }
 
 struct Cell {
@@ -147,20 +138,23 @@ fn sent_at(text: &str) -> Option<u64> {
 async fn run_cell(nodes: &[ServerProcess], subscribers: usize, seconds: f64) -> Cell {
     let origin = Instant::now();
     let mut owner = connect(&nodes[0], "owner").await;
-    ask(&mut owner, 1, "create", json!({})).await;
-    let mut publishers = vec![owner];
+    owner.create("bench", None).await.expect("create");
+    let mut publishers = vec![owner.into_parts().0];
     for node in &nodes[1..] {
         let mut publisher = connect(node, "publisher").await;
-        ask(&mut publisher, 1, "join", json!({})).await;
-        publishers.push(publisher);
+        publisher.join("bench", None).await.expect("join");
+        publishers.push(publisher.into_parts().0);
     }
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for n in 0..subscribers {
-        let mut socket = connect(&nodes[n % nodes.len()], &format!("s{n}")).await;
-        ask(&mut socket, 1, "join", json!({})).await;
+        let mut client = connect(&nodes[n % nodes.len()], &format!("s{n}")).await;
+        client.join("bench", None).await.expect("join");
+        // Deliveries are read raw, their send time found in the text
+        // without parsing: the load client must not be the bottleneck.
+        let (mut socket, _) = client.into_parts();
         let (delivered, finished) = (delivered.clone(), finished.clone());
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -208,7 +202,7 @@ async fn run_cell(nodes: &[ServerProcess], subscribers: usize, seconds: f64) -> 
                 let t = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
                 let data = json!({ "t": t, "pad": padding });
                 published.fetch_add(1, Ordering::Relaxed);
-                if sender.send(command(id, "publish", data)).await.is_err() {
+                if sender.send(publish(id, &data)).await.is_err() {
                     break;
                 }
             }

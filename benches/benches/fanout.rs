@@ -54,6 +54,8 @@ use tokio::sync::{Notify, Semaphore};
 use ws_benches::{
     ServerProcess, fmt_rate, frame_lengths, list_arg, one_worker_runtime, percentile,
 };
+use ws_channels::Payload;
+use ws_channels::protocol::{Command, Request};
 
 const SERVERS: [&str; 3] = ["ws-channels", "tokio-tungstenite", "bound"];
 const SUBSCRIBERS: [usize; 2] = [1_000, 10_000];
@@ -276,6 +278,13 @@ async fn open(addr: SocketAddr, path: &str) -> io::Result<(TcpStream, BytesMut)>
 }
 
 /// A masked client text frame.
+/// A command on the bench's channel, as the protocol's types encode it;
+/// the load client sends it over its raw socket.
+fn command_text(command: Command) -> String {
+    let message = Request::new("bench", command).to_envelope("b").to_message();
+    message.as_text().expect("commands are text").to_owned()
+}
+
 fn masked(payload: &[u8]) -> Vec<u8> {
     let key = [0x37, 0xfa, 0x21, 0x3d];
     let mut frame = vec![0x81];
@@ -372,8 +381,11 @@ async fn open_subscriber(server: &str, addr: SocketAddr) -> io::Result<(TcpStrea
         return open(addr, "/").await;
     }
     let (mut stream, mut input) = open(addr, "/").await?;
-    let join = br#"{"type":"command","id":"j","channel":"bench","action":"join"}"#;
-    stream.write_all(&masked(join)).await?;
+    let join = command_text(Command::Join {
+        since: None,
+        info: None,
+    });
+    stream.write_all(&masked(join.as_bytes())).await?;
     loop {
         if let Some(reply) = next_payload(&mut input) {
             if !reply.windows(9).any(|w| w == br#""ok":true"#) {
@@ -412,8 +424,15 @@ async fn run_cell(
     // The publisher first: on ws-channels it creates the channel.
     let (mut publisher, _) = open(addr, if server == "ws-channels" { "/" } else { "/pub" }).await?;
     if server == "ws-channels" {
-        let create = br#"{"type":"command","id":"c","channel":"bench","action":"create"}"#;
-        publisher.write_all(&masked(create)).await?;
+        let create = command_text(Command::Create {
+            max_participants: None,
+            history_size: None,
+            history_ttl: None,
+            presence_events: false,
+            encrypted: false,
+            info: None,
+        });
+        publisher.write_all(&masked(create.as_bytes())).await?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = process.rss();
@@ -488,7 +507,10 @@ async fn run_cell(
         let data = format!(r#"{{"t":{t},"p":"{pad}"}}"#);
         debug_assert_eq!(data.len(), data_len(payload + padding));
         let text = if server == "ws-channels" {
-            format!(r#"{{"type":"command","channel":"bench","action":"publish","data":{data}}}"#)
+            command_text(Command::Publish {
+                data: Payload::from_json(&data).expect("JSON"),
+                idempotency_key: None,
+            })
         } else {
             data
         };

@@ -16,11 +16,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use ws_benches::{ServerProcess, one_worker_runtime};
-use ws_channels::{Backends, Channels, ChannelsConfig, MemoryBackend};
+use ws_channels::protocol::Command;
+use ws_channels::{Backends, Channels, ChannelsClient, ChannelsConfig, MemoryBackend};
+use ws_tokio::Rejection;
 use ws_tokio::auth::{Authenticator, Identity};
-use ws_tokio::{Message, Rejection};
 
 /// Channels linger this long after their last member, here: long enough
 /// to read memory at the end of the publishing, short enough to wait for.
@@ -73,35 +74,30 @@ fn serve(kind: &str) {
 /// One session: creates `channel`, publishes `messages` of 63 KB, waiting
 /// for each reply, then leaves.
 async fn publisher(addr: std::net::SocketAddr, channel: String, messages: u64) {
-    let (mut socket, _) = ws_tokio::connect(format!("ws://{addr}/?user={channel}"))
+    let (socket, _) = ws_tokio::connect(format!("ws://{addr}/?user={channel}"))
         .await
         .expect("connects");
+    let mut client = ChannelsClient::new(socket);
     let pad = "x".repeat(63_000);
-    let mut ask = async |id: u64, action: &str, data: Value| {
-        let id = id.to_string();
-        let command = json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data});
-        socket.send(command.to_string()).await.expect("sends");
-        loop {
-            let Some(Ok(Message::Text(text))) = socket.recv().await else {
-                panic!("the connection ended");
-            };
-            let reply: Value = serde_json::from_str(text.as_str()).expect("JSON");
-            if reply["type"] == "response" && reply["id"] == id.as_str() {
-                assert_eq!(reply["data"]["ok"], true, "{reply}");
-                return;
-            }
-        }
+    let settings = Command::Create {
+        max_participants: None,
+        history_size: Some(1000),
+        history_ttl: Some(3600),
+        presence_events: false,
+        encrypted: false,
+        info: None,
     };
-    ask(
-        0,
-        "create",
-        json!({"history_size": 1000, "history_ttl": 3600}),
-    )
-    .await;
+    client
+        .create(&channel, Some(settings))
+        .await
+        .expect("created");
     for n in 1..=messages {
-        ask(n, "publish", json!({ "n": n, "pad": pad })).await;
+        client
+            .publish(&channel, &json!({ "n": n, "pad": pad }))
+            .await
+            .expect("published");
     }
-    ask(messages + 1, "leave", json!({})).await;
+    client.leave(&channel).await.expect("left");
 }
 
 fn arg(name: &str, default: u64) -> u64 {
