@@ -8,11 +8,12 @@ use ws_async::{ConnectionError, SendError, WebSocket};
 use ws_core::envelope::{Envelope, Kind};
 use ws_core::{CloseCode, Message};
 
-use crate::protocol::{Command, Event, Reply, Request, ServerMessage};
+use crate::protocol::{Command, Event, PresenceReply, Reply, Request, ServerMessage};
 use crate::types::{ChannelError, Payload, Position, Role, Target};
 
 /// Why a request or a read failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server answered with an error.
     #[error("refused: {0}")]
@@ -253,9 +254,11 @@ impl ChannelsClient {
     }
 
     /// `presence`: who is in `channel`.
-    pub async fn presence(&mut self, channel: &str) -> Result<Value, ClientError> {
-        self.command(channel, Command::Presence { limit: None })
-            .await
+    pub async fn presence(&mut self, channel: &str) -> Result<PresenceReply, ClientError> {
+        let reply = self
+            .command(channel, Command::Presence { limit: None })
+            .await?;
+        serde_json::from_value(reply).map_err(|error| ClientError::Malformed(error.to_string()))
     }
 
     /// `kick`s `user` out of `channel`.

@@ -12,7 +12,7 @@ use ws_core::Message;
 use ws_core::envelope::{Envelope, Kind};
 
 use crate::types::{
-    ChannelError, ClientInfo, ErrorCode, LeaveReason, Payload, Position, Publication,
+    ChannelError, ClientInfo, ErrorCode, LeaveReason, Member, Payload, Position, Publication,
     PublicationKind, Role, SessionId, Target,
 };
 
@@ -671,6 +671,53 @@ impl PublicationEvent {
             offset: self.offset?,
             epoch: self.epoch.clone()?,
         })
+    }
+}
+
+/// The reply to `presence`, as the server writes it and a client reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceReply {
+    /// The members listed (at most the `limit` asked for).
+    pub members: Vec<PresenceMember>,
+    /// How many members the channel has.
+    pub total: u64,
+    /// Whether `members` leaves some out.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl PresenceReply {
+    /// The reply listing `members` of `total`.
+    pub fn new(members: &[Member], total: u64) -> Self {
+        Self {
+            truncated: (members.len() as u64) < total,
+            members: members.iter().map(PresenceMember::from).collect(),
+            total,
+        }
+    }
+}
+
+/// One member in a [`PresenceReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceMember {
+    /// Its session.
+    pub session: SessionId,
+    /// Its user, if authenticated.
+    pub user: Option<String>,
+    /// What it said about itself when it joined.
+    pub info: Option<Payload>,
+    /// Its role.
+    pub role: Role,
+}
+
+impl From<&Member> for PresenceMember {
+    fn from(member: &Member) -> Self {
+        Self {
+            session: member.session,
+            user: member.user.clone(),
+            info: member.info.clone(),
+            role: member.role.clone(),
+        }
     }
 }
 

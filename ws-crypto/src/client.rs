@@ -20,11 +20,14 @@
 //! that list, so members who need protection against the server itself
 //! compare [`PublicKey::fingerprint`]s out of band.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
-use ws_async::ws_core::Message;
+use ws_async::ws_core::envelope::Envelope;
 use ws_async::{ConnectionError, SendError, WebSocket};
+use ws_channels::protocol::PresenceMember;
+use ws_channels::protocol::{Command, Event, ServerMessage};
+use ws_channels::{ChannelsClient, LeaveReason, Payload, PublicationKind, Target};
 
 use crate::channel::{E2eData, E2eError, Keyring};
 use crate::keys::{KeyPair, PublicKey};
@@ -144,10 +147,8 @@ struct Joined {
 /// An end-to-end encrypted channels client on one connection; see the
 /// [module documentation](self).
 pub struct E2eClient {
-    socket: WebSocket,
+    channels: ChannelsClient,
     key: KeyPair,
-    next_id: u64,
-    queued: VecDeque<Value>,
     joined: HashMap<String, Joined>,
     /// Keyrings outlive membership, so a member that joins again keeps the
     /// keys it was given (and only those).
@@ -163,8 +164,46 @@ impl std::fmt::Debug for E2eClient {
     }
 }
 
-fn string(value: &Value) -> Option<String> {
-    value.as_str().map(str::to_owned)
+/// The member key a session announced in its join `info`.
+fn member_key(info: Option<&Payload>) -> Option<PublicKey> {
+    info?.to_value()["e2e_key"].as_str()?.parse().ok()
+}
+
+/// A presence entry as this client needs it.
+struct Listed {
+    session: String,
+    user: Option<String>,
+    owner: bool,
+    key: Option<PublicKey>,
+}
+
+impl From<PresenceMember> for Listed {
+    fn from(member: PresenceMember) -> Self {
+        Self {
+            session: member.session.to_string(),
+            key: member_key(member.info.as_ref()),
+            owner: member.role == ws_channels::Role::OWNER,
+            user: member.user,
+        }
+    }
+}
+
+/// The channels client's failure as this client's.
+fn failed(action: &str, error: ws_channels::ClientError) -> ClientError {
+    match error {
+        ws_channels::ClientError::Refused(refusal) => ClientError::Refused {
+            action: action.to_owned(),
+            code: refusal.code.as_str().to_owned(),
+            message: refusal.message.into_owned(),
+        },
+        ws_channels::ClientError::Closed => ClientError::Closed,
+        ws_channels::ClientError::Connection(error) => ClientError::Connection(error),
+        ws_channels::ClientError::Send(error) => ClientError::Send(error),
+        ws_channels::ClientError::Malformed(text) => {
+            ClientError::Protocol(text.chars().take(200).collect())
+        }
+        other => ClientError::Protocol(other.to_string()),
+    }
 }
 
 impl E2eClient {
@@ -172,10 +211,8 @@ impl E2eClient {
     /// key `key` (one per device; [`KeyPair::generate`] for a fresh one).
     pub fn new(socket: WebSocket, key: KeyPair) -> Self {
         Self {
-            socket,
+            channels: ChannelsClient::new(socket),
             key,
-            next_id: 0,
-            queued: VecDeque::new(),
             joined: HashMap::new(),
             rings: HashMap::new(),
         }
@@ -196,86 +233,52 @@ impl E2eClient {
         self.rings.get(channel).and_then(Keyring::current_epoch)
     }
 
-    fn info(&self) -> Value {
-        json!({ "e2e_key": self.key.public().to_string() })
-    }
-
-    async fn next_json(&mut self) -> Result<Value, ClientError> {
-        match self.socket.recv().await {
-            None => Err(ClientError::Closed),
-            Some(Err(error)) => Err(error.into()),
-            Some(Ok(Message::Text(text))) => serde_json::from_str(&text)
-                .map_err(|_| ClientError::Protocol(text.as_str().chars().take(200).collect())),
-            Some(Ok(Message::Binary(_))) => Err(ClientError::Protocol("a binary message".into())),
-        }
+    fn info(&self) -> Payload {
+        Payload::new(&json!({ "e2e_key": self.key.public().to_string() }))
     }
 
     /// Sends a command and waits for its response; events that arrive
     /// meanwhile wait for [`next_event`](Self::next_event).
-    async fn command(
-        &mut self,
-        channel: &str,
-        action: &str,
-        data: Value,
-    ) -> Result<Value, ClientError> {
-        self.next_id += 1;
-        let id = self.next_id.to_string();
-        let command = json!({"type": "command", "id": id, "channel": channel, "action": action, "data": data});
-        self.socket.send(command.to_string()).await?;
-        loop {
-            let message = self.next_json().await?;
-            if message["type"] == "response" && message["id"] == id.as_str() {
-                let data = message["data"].clone();
-                if data["ok"] == true {
-                    return Ok(data);
-                }
-                return Err(ClientError::Refused {
-                    action: action.to_owned(),
-                    code: string(&data["code"]).unwrap_or_default(),
-                    message: string(&data["message"]).unwrap_or_default(),
-                });
-            }
-            self.queued.push_back(message);
-        }
+    async fn command(&mut self, channel: &str, command: Command) -> Result<Value, ClientError> {
+        let action = match &command {
+            Command::Create { .. } => "create",
+            Command::Join { .. } => "join",
+            Command::Leave => "leave",
+            Command::Publish { .. } => "publish",
+            Command::Kick { .. } => "kick",
+            Command::Ban { .. } => "ban",
+            _ => "command",
+        };
+        self.channels
+            .command(channel, command)
+            .await
+            .map_err(|error| failed(action, error))
     }
 
-    /// The channel's members as `(session, user, role, key)`.
-    async fn presence(
-        &mut self,
-        channel: &str,
-    ) -> Result<Vec<(String, Option<String>, String, Option<PublicKey>)>, ClientError> {
-        let data = self.command(channel, "presence", json!({})).await?;
-        let members = data["members"].as_array().cloned().unwrap_or_default();
-        Ok(members
-            .iter()
-            .filter_map(|m| {
-                Some((
-                    string(&m["session"])?,
-                    string(&m["user"]),
-                    string(&m["role"]).unwrap_or_default(),
-                    m["info"]["e2e_key"].as_str().and_then(|k| k.parse().ok()),
-                ))
-            })
-            .collect())
+    /// The channel's members.
+    async fn presence(&mut self, channel: &str) -> Result<Vec<Listed>, ClientError> {
+        let presence = self
+            .channels
+            .presence(channel)
+            .await
+            .map_err(|error| failed("presence", error))?;
+        Ok(presence.members.into_iter().map(Listed::from).collect())
     }
 
-    async fn find_self(
-        &mut self,
-        channel: &str,
-    ) -> Result<Vec<(String, Option<String>, String, Option<PublicKey>)>, ClientError> {
+    async fn find_self(&mut self, channel: &str) -> Result<(), ClientError> {
         let members = self.presence(channel).await?;
         let mine = self.key.public();
         let me = members
             .iter()
-            .find(|(_, _, _, key)| *key == Some(mine))
-            .map(|(session, ..)| session.clone())
+            .find(|member| member.key == Some(mine))
+            .map(|member| member.session.clone())
             .ok_or_else(|| {
                 ClientError::Protocol("this session is not in the presence list".into())
             })?;
         let owner = members
             .iter()
-            .find(|(_, _, role, _)| role == "owner")
-            .and_then(|(session, _, _, key)| Some((session.clone(), (*key)?)));
+            .find(|member| member.owner)
+            .and_then(|member| Some((member.session.clone(), member.key?)));
         let withheld = self
             .joined
             .remove(channel)
@@ -290,18 +293,22 @@ impl E2eClient {
                 withheld,
             },
         );
-        Ok(members)
+        Ok(())
     }
 
     /// Creates `channel` as an end-to-end encrypted channel (the server
     /// then refuses plaintext publications in it) owned by this client,
     /// keeping `history_size` publications for recovery, and starts epoch 1.
     pub async fn create(&mut self, channel: &str, history_size: u32) -> Result<(), ClientError> {
-        let mut data = json!({"encrypted": true, "presence_events": true, "info": self.info()});
-        if history_size > 0 {
-            data["history_size"] = history_size.into();
-        }
-        self.command(channel, "create", data).await?;
+        let create = Command::Create {
+            max_participants: None,
+            history_size: (history_size > 0).then_some(u64::from(history_size)),
+            history_ttl: None,
+            presence_events: true,
+            encrypted: true,
+            info: Some(self.info()),
+        };
+        self.command(channel, create).await?;
         self.find_self(channel).await?;
         self.rings
             .entry(channel.to_owned())
@@ -313,8 +320,11 @@ impl E2eClient {
     /// Joins `channel`. The owner's client hands over the current key
     /// shortly after; it arrives as [`E2eEvent::Keys`].
     pub async fn join(&mut self, channel: &str) -> Result<(), ClientError> {
-        self.command(channel, "join", json!({ "info": self.info() }))
-            .await?;
+        let join = Command::Join {
+            since: None,
+            info: Some(self.info()),
+        };
+        self.command(channel, join).await?;
         self.find_self(channel).await?;
         self.rings
             .entry(channel.to_owned())
@@ -325,7 +335,7 @@ impl E2eClient {
     /// Leaves `channel` (the owner's client then starts a new epoch for the
     /// others). The keys received so far are kept.
     pub async fn leave(&mut self, channel: &str) -> Result<(), ClientError> {
-        self.command(channel, "leave", json!({})).await?;
+        self.command(channel, Command::Leave).await?;
         self.joined.remove(channel);
         Ok(())
     }
@@ -335,7 +345,7 @@ impl E2eClient {
         let me = self.me(channel)?.to_owned();
         let ring = self.rings.get_mut(channel).ok_or(E2eError::NoKey)?;
         let sealed = ring.seal(&me, plaintext)?;
-        self.command(channel, "publish", to_value(&sealed)).await?;
+        self.command(channel, publish(&sealed)).await?;
         Ok(())
     }
 
@@ -362,8 +372,10 @@ impl E2eClient {
     /// Returns the new epoch.
     pub async fn kick(&mut self, channel: &str, user: &str) -> Result<u64, ClientError> {
         self.owned(channel)?;
-        self.command(channel, "kick", json!({ "user": user }))
-            .await?;
+        let kick = Command::Kick {
+            target: Target::User(user.to_owned()),
+        };
+        self.command(channel, kick).await?;
         self.owned(channel)?.withheld.insert(user.to_owned());
         self.rotate(channel).await
     }
@@ -377,11 +389,11 @@ impl E2eClient {
         duration: Option<u64>,
     ) -> Result<u64, ClientError> {
         self.owned(channel)?;
-        let mut data = json!({ "user": user });
-        if let Some(duration) = duration {
-            data["duration"] = duration.into();
-        }
-        self.command(channel, "ban", data).await?;
+        let ban = Command::Ban {
+            user: user.to_owned(),
+            duration,
+        };
+        self.command(channel, ban).await?;
         self.owned(channel)?.withheld.insert(user.to_owned());
         self.rotate(channel).await
     }
@@ -393,8 +405,8 @@ impl E2eClient {
         let members = self.presence(channel).await?;
         let theirs: Vec<(String, PublicKey)> = members
             .into_iter()
-            .filter(|(_, u, _, _)| u.as_deref() == Some(user))
-            .filter_map(|(session, _, _, key)| Some((session, key?)))
+            .filter(|member| member.user.as_deref() == Some(user))
+            .filter_map(|member| Some((member.session, member.key?)))
             .collect();
         self.grant(channel, &theirs).await
     }
@@ -408,10 +420,10 @@ impl E2eClient {
         let withheld = joined.withheld.clone();
         let keep: Vec<(String, PublicKey)> = members
             .into_iter()
-            .filter(|(session, user, _, _)| {
-                *session != me && !user.as_ref().is_some_and(|u| withheld.contains(u))
+            .filter(|member| {
+                member.session != me && !member.user.as_ref().is_some_and(|u| withheld.contains(u))
             })
-            .filter_map(|(session, _, _, key)| Some((session, key?)))
+            .filter_map(|member| Some((member.session, member.key?)))
             .collect();
         let epoch = self.rings.get_mut(channel).ok_or(E2eError::NoKey)?.rotate();
         self.owned(channel)?.holders.clear();
@@ -433,7 +445,7 @@ impl E2eClient {
             &self.key,
             members.iter().map(|(session, key)| (session.as_str(), key)),
         )?;
-        self.command(channel, "publish", to_value(&keys)).await?;
+        self.command(channel, publish(&keys)).await?;
         let joined = self.owned(channel)?;
         joined
             .holders
@@ -446,15 +458,11 @@ impl E2eClient {
     /// `None` once the connection is closed.
     pub async fn next_event(&mut self) -> Option<Result<E2eEvent, ClientError>> {
         loop {
-            let message = match self.queued.pop_front() {
-                Some(message) => message,
-                None => match self.next_json().await {
-                    Ok(message) => message,
-                    Err(ClientError::Closed) => return None,
-                    Err(error) => return Some(Err(error)),
-                },
+            let envelope = match self.channels.next_event_envelope().await? {
+                Ok(envelope) => envelope,
+                Err(error) => return Some(Err(failed("read", error))),
             };
-            match self.handle(message).await {
+            match self.handle(envelope).await {
                 Ok(Some(event)) => return Some(Ok(event)),
                 Ok(None) => {}
                 Err(error) => return Some(Err(error)),
@@ -462,64 +470,82 @@ impl E2eClient {
         }
     }
 
-    async fn handle(&mut self, message: Value) -> Result<Option<E2eEvent>, ClientError> {
-        let channel = string(&message["channel"]).unwrap_or_default();
-        if message["type"] != "event" || !self.rings.contains_key(&channel) {
-            return Ok(Some(E2eEvent::Other(message)));
-        }
-        let data = &message["data"];
-        let from = &data["from"];
-        let session = string(&from["session"]).unwrap_or_default();
-        let user = string(&from["user"]);
-        match message["action"].as_str().unwrap_or_default() {
-            "message" => Ok(self.on_publication(channel, session, user, &data["data"])),
-            "join" => {
-                if self.owned(&channel).is_err() {
-                    return Ok(Some(E2eEvent::Other(message)));
-                }
-                let key = from["info"]["e2e_key"]
-                    .as_str()
-                    .and_then(|key| key.parse::<PublicKey>().ok());
-                let joined = self.owned(&channel)?;
-                let withheld = user.as_ref().is_some_and(|u| joined.withheld.contains(u));
-                let granted = match key {
-                    Some(key) if !withheld => {
-                        self.grant(&channel, &[(session.clone(), key)]).await?;
-                        true
+    async fn handle(&mut self, envelope: Envelope) -> Result<Option<E2eEvent>, ClientError> {
+        let other = || E2eEvent::Other(serde_json::to_value(&envelope).unwrap_or_default());
+        let Some(ServerMessage::Event(event)) = ServerMessage::from_envelope(envelope.clone())
+        else {
+            return Ok(Some(other()));
+        };
+        match event {
+            Event::Publication {
+                channel,
+                kind,
+                publication,
+            } if self.rings.contains_key(&channel) => {
+                let from = publication.from;
+                let session = from
+                    .as_ref()
+                    .map(|f| f.session.to_string())
+                    .unwrap_or_default();
+                let user = from.as_ref().and_then(|f| f.user.clone());
+                match kind {
+                    PublicationKind::Message => {
+                        let data = publication.data.unwrap_or_default();
+                        Ok(self.on_publication(channel, session, user, &data))
                     }
-                    _ => false,
-                };
-                Ok(Some(E2eEvent::Joined {
-                    channel,
-                    session,
-                    user,
-                    granted,
-                }))
-            }
-            "leave" => {
-                if self.owned(&channel).is_err() {
-                    return Ok(Some(E2eEvent::Other(message)));
+                    PublicationKind::Join => {
+                        if self.owned(&channel).is_err() {
+                            return Ok(Some(other()));
+                        }
+                        let key = member_key(from.as_ref().and_then(|f| f.info.as_ref()));
+                        let joined = self.owned(&channel)?;
+                        let withheld = user.as_ref().is_some_and(|u| joined.withheld.contains(u));
+                        let granted = match key {
+                            Some(key) if !withheld => {
+                                self.grant(&channel, &[(session.clone(), key)]).await?;
+                                true
+                            }
+                            _ => false,
+                        };
+                        Ok(Some(E2eEvent::Joined {
+                            channel,
+                            session,
+                            user,
+                            granted,
+                        }))
+                    }
+                    PublicationKind::Leave => {
+                        if self.owned(&channel).is_err() {
+                            return Ok(Some(other()));
+                        }
+                        if !self.owned(&channel)?.holders.remove(&session) {
+                            // It never had the current key (a kicked
+                            // session's leave, after the kick's own
+                            // rotation).
+                            return Ok(None);
+                        }
+                        let epoch = self.rotate(&channel).await?;
+                        Ok(Some(E2eEvent::Left {
+                            channel,
+                            session,
+                            epoch,
+                        }))
+                    }
                 }
-                if !self.owned(&channel)?.holders.remove(&session) {
-                    // It never had the current key (a kicked session's
-                    // leave, after the kick's own rotation).
-                    return Ok(None);
-                }
-                let epoch = self.rotate(&channel).await?;
-                Ok(Some(E2eEvent::Left {
-                    channel,
-                    session,
-                    epoch,
-                }))
             }
-            reason @ ("kicked" | "banned" | "closed") => {
+            Event::Removed { channel, reason } if self.rings.contains_key(&channel) => {
                 self.joined.remove(&channel);
+                let reason = match reason {
+                    LeaveReason::Kicked => "kicked",
+                    LeaveReason::Banned => "banned",
+                    _ => "closed",
+                };
                 Ok(Some(E2eEvent::Removed {
                     channel,
                     reason: reason.to_owned(),
                 }))
             }
-            _ => Ok(Some(E2eEvent::Other(message))),
+            _ => Ok(Some(other())),
         }
     }
 
@@ -572,6 +598,11 @@ impl E2eClient {
     }
 }
 
-fn to_value(data: &E2eData) -> Value {
-    serde_json::to_value(data).expect("end-to-end envelopes are JSON")
+/// A publication of an end-to-end envelope.
+fn publish(data: &E2eData) -> Command {
+    let data = serde_json::to_value(data).expect("end-to-end envelopes are JSON");
+    Command::Publish {
+        data: Payload::new(&data),
+        idempotency_key: None,
+    }
 }

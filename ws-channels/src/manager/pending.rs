@@ -110,19 +110,8 @@ impl ChannelManager {
             ) => match result {
                 Ok(mut roster) => {
                     roster.members.truncate(limit);
-                    let truncated = roster.members.len() < roster.total;
-                    let members: Vec<Value> = roster
-                        .members
-                        .iter()
-                        .map(|m| {
-                            json!({"session": m.session, "user": m.user, "info": m.info, "role": m.role})
-                        })
-                        .collect();
-                    self.ok(
-                        session,
-                        &reply,
-                        json!({ "members": members, "total": roster.total, "truncated": truncated }),
-                    );
+                    let presence = PresenceReply::new(&roster.members, roster.total as u64);
+                    self.ok(session, &reply, json!(presence));
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
             },
