@@ -6,15 +6,17 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use ws_channels::protocol::{Command, Request};
 use ws_channels::{
-    Channels, ChannelsClient, ChannelsConfig, ChannelsHandle, Target, TopicAccess, close_codes,
+    Channels, ChannelsClient, ChannelsConfig, ChannelsHandle, Payload, Target, TopicAccess,
+    close_codes,
 };
 
 use super::common::{Raw, TestServer, channels_socket, masked_frame, serve};
 use crate::rt::{self, ws};
+use ws::ServerConfig;
 use ws::auth::KeyAuth;
 use ws::ws_core::envelope::{Envelope, Kind};
-use ws::{Message, ServerConfig};
 
 const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
 
@@ -391,8 +393,12 @@ async fn a_slow_subscriber_is_disconnected_and_others_keep_receiving() {
     cy.send(super::common::request("/channels", &["Authorization: Key key-cy"]).as_bytes())
         .await;
     assert_eq!(cy.read_head().await.0, 101);
-    let join = json!({"type": "command", "id": "1", "channel": "feed", "action": "join"});
-    cy.send(&masked_frame(1, true, join.to_string().as_bytes()))
+    let join = Command::Join {
+        since: None,
+        info: None,
+    };
+    let join = Request::new("feed", join).to_envelope("1").to_message();
+    cy.send(&masked_frame(1, true, join.as_text().unwrap().as_bytes()))
         .await;
     let (_, reply) = cy.read_frame().await.map(|(o, _, p)| (o, p)).unwrap();
     let reply: Value = serde_json::from_slice(&reply).unwrap();
@@ -487,8 +493,12 @@ async fn commands_past_the_rate_are_paced_not_refused() {
     const SENT: usize = 150;
     let socket = ann.inner.socket_mut();
     for n in 0..SENT {
-        let text = json!({"type": "command", "id": format!("p{n}"), "channel": "room", "action": "publish", "data": n});
-        socket.send(Message::text(text.to_string())).await.unwrap();
+        let publish = Command::Publish {
+            data: Payload::new(&json!(n)),
+            idempotency_key: None,
+        };
+        let command = Request::new("room", publish).to_envelope(format!("p{n}"));
+        socket.send(command.to_message()).await.unwrap();
     }
     let mut replies = Vec::new();
     while replies.len() < SENT {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use ws_channels::ChannelsClient;
+use ws_channels::protocol::{Command as ChannelCommand, Request};
 use ws_testees::brokers::{Kind, service};
 
 #[tokio::test]
@@ -915,8 +916,12 @@ async fn a_subscriber_that_reads_nothing_is_dropped_within_the_close_timeout() {
     let mut head = [0u8; 512];
     let n = cy.read(&mut head).await.unwrap();
     assert!(head[..n].starts_with(b"HTTP/1.1 101"));
-    let join = json!({"type": "command", "id": "1", "channel": "feed", "action": "join"});
-    let join = join.to_string();
+    let join = ChannelCommand::Join {
+        since: None,
+        info: None,
+    };
+    let join = Request::new("feed", join).to_envelope("1").to_message();
+    let join = join.as_text().unwrap();
     // A masked text frame (mask 0: the payload as it is).
     let mut frame = vec![0x81, 0x80 | u8::try_from(join.len()).unwrap(), 0, 0, 0, 0];
     frame.extend_from_slice(join.as_bytes());

@@ -7,6 +7,8 @@ mod common;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use ws_channels::Payload;
+use ws_channels::protocol::{Command, Request};
 
 /// A key or key set of the JWT tests (`ws-async/testdata`).
 fn testdata(name: &str) -> std::path::PathBuf {
@@ -427,13 +429,25 @@ async fn wrong_admin_tokens_are_refused() {
     );
 }
 
+/// A publish of the number `n`.
+fn publish(n: usize) -> Command {
+    Command::Publish {
+        data: Payload::new(&json!(n)),
+        idempotency_key: None,
+    }
+}
+
 /// Sends `count` publishes to `channel` at once, then reads until each has
 /// its reply: the replies' `data` in order, and the close code if the
 /// connection closed first.
 async fn publish_burst(peer: &mut Peer, channel: &str, count: usize) -> (Vec<Value>, Option<u16>) {
     for n in 0..count {
-        let envelope = json!({"type": "command", "id": format!("b{n}"), "channel": channel, "action": "publish", "data": n});
-        peer.ws().send(envelope.to_string()).await.unwrap();
+        // Around the client, which waits for each reply.
+        let command = Request::new(channel, publish(n));
+        peer.ws()
+            .send(command.to_envelope(format!("b{n}")).to_message())
+            .await
+            .unwrap();
     }
     let mut replies = Vec::new();
     while replies.len() < count {
@@ -503,8 +517,11 @@ async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
             if n == 180 {
                 redis.resume();
             }
-            let envelope = json!({"type": "command", "id": format!("s{n}"), "channel": "steady", "action": "publish", "data": n});
-            ann.ws().send(envelope.to_string()).await.unwrap();
+            let command = Request::new("steady", publish(n));
+            ann.ws()
+                .send(command.to_envelope(format!("s{n}")).to_message())
+                .await
+                .unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
