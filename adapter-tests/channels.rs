@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ws_channels::protocol::{Command, Request};
+use ws_channels::protocol::{Command, Request, command_envelope};
 use ws_channels::{
     Channels, ChannelsClient, ChannelsConfig, ChannelsHandle, Payload, Target, TopicAccess,
     close_codes,
@@ -16,7 +16,7 @@ use super::common::{Raw, TestServer, channels_socket, masked_frame, serve};
 use crate::rt::{self, ws};
 use ws::ServerConfig;
 use ws::auth::KeyAuth;
-use ws::ws_core::envelope::{Envelope, Kind};
+use ws::ws_core::envelope::Kind;
 
 const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
 
@@ -68,13 +68,7 @@ impl Client {
 
     /// Sends a command and returns its reply's `data`.
     async fn cmd(&mut self, channel: &str, action: &str, data: Value) -> Value {
-        let command = Envelope {
-            kind: Some(Kind::Command),
-            channel: Some(channel.to_owned()),
-            action: Some(action.to_owned()),
-            data: Some(data),
-            ..Envelope::default()
-        };
+        let command = command_envelope(channel, action, data);
         let reply = rt::timeout(Duration::from_secs(10), self.inner.send_envelope(command))
             .await
             .expect("a reply in time")

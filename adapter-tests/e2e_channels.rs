@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use ws_channels::protocol::command_envelope;
 use ws_channels::{Channels, ChannelsClient, ChannelsConfig};
 use ws_crypto::KeyPair;
 use ws_crypto::channel::E2eError;
@@ -16,7 +17,6 @@ use ws_crypto::client::{ClientError, E2eClient, E2eEvent};
 use super::common::{TestServer, channels_socket, serve};
 use crate::rt::{self, ws};
 use ws::auth::KeyAuth;
-use ws::ws_core::envelope::{Envelope, Kind};
 
 const SECRETS: [&str; 3] = ["the plan is at dawn", "bring the maps", "after the kick"];
 
@@ -88,13 +88,7 @@ struct Observer {
 
 impl Observer {
     async fn command(&mut self, action: &str, data: Value) -> Value {
-        let command = Envelope {
-            kind: Some(Kind::Command),
-            channel: Some("room".into()),
-            action: Some(action.into()),
-            data: Some(data),
-            ..Envelope::default()
-        };
+        let command = command_envelope("room", action, data);
         let reply = rt::timeout(Duration::from_secs(10), self.client.send_envelope(command))
             .await
             .unwrap()

@@ -424,14 +424,7 @@ async fn run_cell(
     // The publisher first: on ws-channels it creates the channel.
     let (mut publisher, _) = open(addr, if server == "ws-channels" { "/" } else { "/pub" }).await?;
     if server == "ws-channels" {
-        let create = command_text(Command::Create {
-            max_participants: None,
-            history_size: None,
-            history_ttl: None,
-            presence_events: false,
-            encrypted: false,
-            info: None,
-        });
+        let create = command_text(Command::create());
         publisher.write_all(&masked(create.as_bytes())).await?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

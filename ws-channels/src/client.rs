@@ -214,14 +214,7 @@ impl ChannelsClient {
         channel: &str,
         settings: Option<Command>,
     ) -> Result<Value, ClientError> {
-        let command = settings.unwrap_or(Command::Create {
-            max_participants: None,
-            history_size: None,
-            history_ttl: None,
-            presence_events: false,
-            encrypted: false,
-            info: None,
-        });
+        let command = settings.unwrap_or_else(Command::create);
         self.command(channel, command).await
     }
 

@@ -152,6 +152,36 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// `create` with every setting left to the server: no history, no
+    /// presence events, not encrypted, no info.
+    pub fn create() -> Self {
+        Self::Create {
+            max_participants: None,
+            history_size: None,
+            history_ttl: None,
+            presence_events: false,
+            encrypted: false,
+            info: None,
+        }
+    }
+}
+
+/// A command envelope of any `action` and `data`, without an id: for what
+/// [`Command`] cannot say (a newer server's commands, an application's own
+/// envelope fields, malformed commands in a test of the server's checks).
+/// [`ChannelsClient::send_envelope`](crate::ChannelsClient::send_envelope)
+/// gives it an id.
+pub fn command_envelope(channel: &str, action: &str, data: Value) -> Envelope {
+    Envelope {
+        kind: Some(Kind::Command),
+        channel: Some(channel.to_owned()),
+        action: Some(action.to_owned()),
+        data: Some(data),
+        ..Envelope::default()
+    }
+}
+
 /// A command with the channel (or topic) it names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -855,14 +885,7 @@ mod tests {
                 encrypted: true,
                 info: info.clone(),
             },
-            Command::Create {
-                max_participants: None,
-                history_size: None,
-                history_ttl: None,
-                presence_events: false,
-                encrypted: false,
-                info: None,
-            },
+            Command::create(),
             Command::Join {
                 since: Some(Position {
                     offset: 7,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use ws_channels::ChannelsClient;
-use ws_tokio::ws_core::envelope::{Envelope, Kind};
+use ws_channels::protocol::command_envelope;
 use ws_tokio::{Message, WebSocket};
 
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -225,13 +225,7 @@ impl Peer {
     }
 
     pub async fn command(&mut self, channel: &str, action: &str, data: Value) -> Value {
-        let command = Envelope {
-            kind: Some(Kind::Command),
-            channel: Some(channel.to_owned()),
-            action: Some(action.to_owned()),
-            data: Some(data),
-            ..Envelope::default()
-        };
+        let command = command_envelope(channel, action, data);
         let reply = tokio::time::timeout(WAIT, self.client.send_envelope(command))
             .await
             .expect("a response in time")
