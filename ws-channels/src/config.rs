@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::types::{ChannelOptions, DEFAULT_HISTORY_BYTES, Role};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::types::{ChannelOptions, DEFAULT_HISTORY_BYTES, Role, duration_secs};
 
 /// Close codes a channels server sends, in the range RFC 6455 leaves to
 /// applications (4000-4999), besides 1008 (policy violation).
@@ -25,7 +27,8 @@ pub mod close_codes {
 
 /// What happens to a session whose send queue is full when a delivery
 /// for it arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlowSubscriber {
     /// Close it with [`close_codes::SLOW`] and the reason `"slow: send
     /// queue full"`. Default.
@@ -38,7 +41,15 @@ pub enum SlowSubscriber {
 }
 
 /// How a channels node behaves and what it allows.
-#[derive(Debug, Clone)]
+///
+/// It reads from (and writes to) any serde format with the field names as
+/// keys and durations in seconds, every field optional (a missing one has
+/// its default), unknown keys refused: `ws serve` takes it as the
+/// `[channels]` table of its settings file. `topics` read `"everyone"` or
+/// `{ roles = [...] }`; `commands`, which need handlers, are set in code
+/// only. Call [`check`](Self::check) on what was read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChannelsConfig {
     /// Channels (joined or being joined) per session. Default 128.
     pub max_channels_per_session: usize,
@@ -59,6 +70,7 @@ pub struct ChannelsConfig {
     pub max_history_size: u32,
     /// The longest history TTL a `create` may ask for. Default 24 hours;
     /// when a channel asks for history without a TTL it gets 5 minutes.
+    #[serde(with = "duration_secs")]
     pub max_history_ttl: Duration,
     /// Bytes of publications (about their JSON) one channel's history
     /// keeps, the oldest going first, so history costs memory by what it
@@ -97,6 +109,7 @@ pub struct ChannelsConfig {
     pub max_violations: u64,
     /// How long a presence entry lives unless refreshed; the node
     /// refreshes its entries every third of it. Default 60 s.
+    #[serde(with = "duration_secs")]
     pub presence_ttl: Duration,
     /// Whether sessions without an identity (see `ws_async::auth`) may use
     /// channels. Default `false`: they are closed with
@@ -110,17 +123,22 @@ pub struct ChannelsConfig {
     /// How long a channel, and its history, outlives its last member, so
     /// that sessions reconnecting after a network failure can join again
     /// and recover. Default 5 minutes.
+    #[serde(with = "duration_secs")]
     pub channel_linger: Duration,
     /// Publications buffered for a session while its recovery is read;
     /// past it the session is marked as having lost messages. Default 1,000.
     pub max_recovery_buffer: usize,
     /// Commands each custom role may use (owners may use all, participants
     /// `publish`, `leave`, `presence` and `history`). Empty by default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub roles: BTreeMap<Role, BTreeSet<String>>,
     /// Custom commands and the roles (besides owners) allowed to use them.
-    /// Empty by default.
+    /// Empty by default. Not read from settings: a command needs its
+    /// handler, registered in code.
+    #[serde(skip)]
     pub commands: BTreeMap<String, BTreeSet<Role>>,
     /// Topics sessions may subscribe to, and who may. Empty by default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub topics: BTreeMap<String, TopicAccess>,
 }
 
@@ -185,6 +203,45 @@ fn claimed_roles(claims: &serde_json::Value) -> impl Iterator<Item = &str> {
         .flatten()
         .filter_map(serde_json::Value::as_str);
     listed.chain(claims.get("role").and_then(serde_json::Value::as_str))
+}
+
+/// `"everyone"`, or `{ roles = [...] }`; a rule, being code, is written
+/// as `"rule"` and cannot be read.
+impl Serialize for TopicAccess {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Roles<'a> {
+            roles: &'a BTreeSet<String>,
+        }
+        match self {
+            Self::Everyone => serializer.serialize_str("everyone"),
+            Self::Roles(roles) => Roles { roles }.serialize(serializer),
+            Self::Rule(_) => serializer.serialize_str("rule"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicAccess {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Roles {
+            roles: BTreeSet<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Access {
+            Name(String),
+            Roles(Roles),
+        }
+        match Access::deserialize(deserializer)? {
+            Access::Name(name) if name == "everyone" => Ok(Self::Everyone),
+            Access::Name(other) => Err(serde::de::Error::custom(format!(
+                "a topic's access is \"everyone\" or {{ roles = [...] }}, not {other:?}"
+            ))),
+            Access::Roles(Roles { roles }) => Ok(Self::Roles(roles)),
+        }
+    }
 }
 
 impl std::fmt::Debug for TopicAccess {
@@ -297,6 +354,45 @@ impl ChannelsConfig {
         self
     }
 
+    /// Checks what cannot work: a custom role named `owner` or
+    /// `participant` or not a valid name, a topic with an invalid name, a
+    /// burst of 0 commands with a rate on, a presence TTL under a second,
+    /// limits of 0 on names, payloads or channels a user may create. The
+    /// message names the field. (ROBUSTNESS 123)
+    pub fn check(&self) -> Result<(), String> {
+        for role in self.roles.keys() {
+            if *role == Role::OWNER || *role == Role::PARTICIPANT {
+                return Err(format!(
+                    "roles: {:?} is built in; give the custom role another name",
+                    role.as_str()
+                ));
+            }
+            if !self.is_valid_name(role.as_str()) {
+                return Err(format!("roles: {:?} is not a valid name", role.as_str()));
+            }
+        }
+        if let Some(topic) = self.topics.keys().find(|topic| !self.is_valid_name(topic)) {
+            return Err(format!("topics: {topic:?} is not a valid name"));
+        }
+        if self.command_rate > 0 && self.command_burst == 0 {
+            return Err("command_burst: must be at least 1 while command_rate is on".into());
+        }
+        if self.presence_ttl < Duration::from_secs(1) {
+            return Err("presence_ttl: must be at least 1 second".into());
+        }
+        for (field, value) in [
+            ("max_name_len", self.max_name_len),
+            ("max_payload", self.max_payload),
+            ("max_channels_per_user", self.max_channels_per_user),
+            ("max_channels_per_session", self.max_channels_per_session),
+        ] {
+            if value == 0 {
+                return Err(format!("{field}: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `name` is a valid channel or topic name.
     pub fn is_valid_name(&self, name: &str) -> bool {
         !name.is_empty()
@@ -393,6 +489,50 @@ pub(crate) fn parse_role(name: &str) -> Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_read_over_the_defaults_and_refuse_what_cannot_work() {
+        let config: ChannelsConfig = serde_json::from_value(serde_json::json!({
+            "max_participants": 5,
+            "presence_ttl": 30,
+            "slow_subscriber": "mark_lost",
+            "roles": {"moderator": ["kick", "publish"]},
+            "topics": {"alerts": "everyone", "ops": {"roles": ["oncall"]}},
+        }))
+        .unwrap();
+        assert_eq!(config.max_participants, 5);
+        assert_eq!(config.presence_ttl, Duration::from_secs(30));
+        assert_eq!(config.slow_subscriber, SlowSubscriber::MarkLost);
+        assert!(config.allows(&Role::new("moderator"), "kick"));
+        assert!(matches!(config.topics["alerts"], TopicAccess::Everyone));
+        assert!(
+            matches!(&config.topics["ops"], TopicAccess::Roles(roles) if roles.contains("oncall"))
+        );
+        // What was not given keeps its default.
+        assert_eq!(config.max_payload, ChannelsConfig::default().max_payload);
+        assert_eq!(config.check(), Ok(()));
+
+        // The defaults, written and read back, are the defaults.
+        let written = serde_json::to_value(ChannelsConfig::default()).unwrap();
+        assert_eq!(written["channel_linger"], 300);
+        let read: ChannelsConfig = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(serde_json::to_value(read).unwrap(), written);
+
+        let refused = |value: serde_json::Value| {
+            serde_json::from_value::<ChannelsConfig>(value)
+                .map_err(|e| e.to_string())
+                .and_then(|config| config.check())
+                .unwrap_err()
+        };
+        assert!(refused(serde_json::json!({"max_participant": 5})).contains("max_participant"));
+        assert!(refused(serde_json::json!({"commands": {}})).contains("commands"));
+        assert!(refused(serde_json::json!({"topics": {"x": "someone"}})).contains("everyone"));
+        assert!(refused(serde_json::json!({"roles": {"owner": ["kick"]}})).contains("built in"));
+        assert!(refused(serde_json::json!({"topics": {"a b": "everyone"}})).contains("a b"));
+        assert!(refused(serde_json::json!({"command_burst": 0})).contains("command_burst"));
+        assert!(refused(serde_json::json!({"presence_ttl": 0})).contains("presence_ttl"));
+        assert!(refused(serde_json::json!({"max_payload": 0})).contains("max_payload"));
+    }
 
     #[test]
     fn names_are_short_and_plain() {

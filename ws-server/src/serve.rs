@@ -28,7 +28,9 @@ use ws_channels::{Backends, ChannelError, Channels, ErrorCode, MemoryBackend};
 use ws_tokio::{HostPolicy, OriginPolicy, ServerConfig};
 
 use crate::app::{App, ClientAuth, error_body};
-use crate::settings::{Auth, BackendSettings, LogFormat, MetricsAt, ServeArgs, Settings, redact};
+use crate::settings::{
+    Auth, BackendSettings, LogFormat, MetricsAt, ServeArgs, Settings, channels_help, redact,
+};
 use crate::{admin, page};
 
 fn config_hosts(settings: &Settings) -> HostPolicy {
@@ -36,6 +38,10 @@ fn config_hosts(settings: &Settings) -> HostPolicy {
 }
 
 pub(crate) fn main(args: ServeArgs) -> ExitCode {
+    if args.channel.iter().any(|flag| flag == "help") {
+        print!("{}", channels_help());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::resolve(args) {
         Ok(settings) => settings,
         Err(error) => {

@@ -182,8 +182,21 @@ pub(crate) struct ServeArgs {
     /// `tls://`) instead of the system's or Mozilla's roots.
     #[arg(long, env = "WS_BACKEND_CA", value_name = "FILE")]
     backend_ca: Option<PathBuf>,
+    /// Any channels setting (a field of ws-channels' `ChannelsConfig`) as
+    /// KEY=VALUE, the value in TOML (`max_participants=50`,
+    /// `slow_subscriber=mark_lost`, `topics={alerts="everyone"}`); repeat
+    /// for several. It overrides the settings file's `[channels]` table.
+    /// `--channel help` lists every key with its default.
+    #[arg(
+        long = "channel",
+        env = "WS_CHANNEL",
+        value_delimiter = ';',
+        value_name = "KEY=VALUE"
+    )]
+    pub(crate) channel: Vec<String>,
     /// Bytes of history (publications, about their JSON) one channel keeps
-    /// at most, the oldest going first. [default: 4194304]
+    /// at most, the oldest going first (the channels setting
+    /// `max_history_bytes`). [default: 4194304]
     #[arg(long, env = "WS_HISTORY_BYTES_PER_CHANNEL", value_name = "BYTES")]
     history_bytes_per_channel: Option<u64>,
     /// Bytes of history all channels keep together: in this process with
@@ -285,6 +298,8 @@ struct FileSettings {
     shutdown_grace: Option<u64>,
     log: Option<String>,
     log_format: Option<LogFormat>,
+    /// Channels settings: `ChannelsConfig`'s fields.
+    channels: Option<toml::Table>,
 }
 
 /// How clients prove who they are.
@@ -540,7 +555,7 @@ impl Settings {
             args.backend_ca.or(file.backend_ca),
             args.history_bytes.or(file.history_bytes),
         )?;
-        let mut channels = ChannelsConfig::default();
+        let mut channels = channels_config(file.channels.unwrap_or_default(), &args.channel)?;
         if let Some(bytes) = args
             .history_bytes_per_channel
             .or(file.history_bytes_per_channel)
@@ -560,6 +575,9 @@ impl Settings {
             Some(burst) => channels.command_burst = burst,
             None => {}
         }
+        channels
+            .check()
+            .map_err(|message| invalid("channels", message))?;
         let handshake_timeout = match args.handshake_timeout.or(file.handshake_timeout) {
             Some(0) => return Err(invalid("handshake_timeout", "must be at least 1 second")),
             Some(secs) => Duration::from_secs(secs),
@@ -596,6 +614,45 @@ impl Settings {
                 .unwrap_or(LogFormat::Text),
         })
     }
+}
+
+/// The channels settings: the file's `[channels]` table with each
+/// `--channel KEY=VALUE` over it, read as ws-channels reads them (its
+/// defaults for what is not given, unknown keys refused).
+fn channels_config(
+    mut table: toml::Table,
+    flags: &[String],
+) -> Result<ChannelsConfig, SettingsError> {
+    for flag in flags {
+        let Some((key, value)) = flag.split_once('=') else {
+            return Err(invalid(
+                "channel",
+                format!("{flag:?} is not KEY=VALUE (`--channel help` lists the keys)"),
+            ));
+        };
+        let key = key.trim();
+        // A TOML value; a bare word (`mark_lost`) reads as a string.
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut parsed| parsed.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.trim().to_owned()));
+        table.insert(key.to_owned(), value);
+    }
+    ChannelsConfig::deserialize(toml::Value::Table(table))
+        .map_err(|error| invalid("channels", error.to_string().trim().to_owned()))
+}
+
+/// What `--channel help` prints: every channels setting with ws-channels'
+/// default, as a `[channels]` table.
+pub(crate) fn channels_help() -> String {
+    let defaults = toml::to_string(&ChannelsConfig::default()).unwrap_or_default();
+    format!(
+        "# Channels settings: the [channels] table of the settings file, or\n\
+         # --channel KEY=VALUE. Durations are in seconds. Each with its default:\n\
+         [channels]\n{defaults}\n\
+         # roles = {{ moderator = [\"kick\", \"publish\"] }}\n\
+         # topics = {{ alerts = \"everyone\", ops = {{ roles = [\"oncall\"] }} }}\n"
+    )
 }
 
 fn parse_addresses(

@@ -954,3 +954,75 @@ async fn a_subscriber_that_reads_nothing_is_dropped_within_the_close_timeout() {
     }
     assert!(decided.is_some(), "dropped without a 4008");
 }
+
+// Every ChannelsConfig knob is reachable: from the settings file's
+// `[channels]` table and from `--channel KEY=VALUE` over it, with the
+// library's defaults for the rest, listed by `--channel help`; what cannot
+// work is refused at start, naming it.
+#[tokio::test]
+async fn channels_settings_come_from_the_file_and_flags() {
+    let config = settings_file(
+        "[channels]\nmax_participants = 1\nmax_payload = 4096\ntopics = { alerts = \"everyone\" }\n",
+    );
+    let serve = Serve::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--channel",
+            "max_payload=16",
+        ],
+        &[],
+    )
+    .await;
+    let mut ann = Peer::connect(serve.addr, "ann").await;
+    let mut bob = Peer::connect(serve.addr, "bob").await;
+    assert_eq!(ann.command("room", "create", json!({})).await["ok"], true);
+    // From the file: one participant a channel.
+    let join = bob.command("room", "join", json!({})).await;
+    assert_eq!(join["code"], "full", "{join}");
+    // The flag over the file: 16 bytes of payload, not 4096.
+    let big = ann
+        .command(
+            "room",
+            "publish",
+            json!({"text": "more than sixteen bytes"}),
+        )
+        .await;
+    assert_eq!(big["code"], "limit", "{big}");
+    assert_eq!(
+        ann.command("room", "publish", json!("short")).await["ok"],
+        true
+    );
+    // The file's topic, and no other.
+    assert_eq!(
+        bob.command("alerts", "subscribe", json!({})).await["ok"],
+        true
+    );
+    let other = bob.command("news", "subscribe", json!({})).await;
+    assert_eq!(other["ok"], false, "{other}");
+    drop((ann, bob));
+    serve.stop().await;
+
+    let help = Command::new(ws_binary())
+        .args(["serve", "--channel", "help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(help.contains("[channels]"), "{help}");
+    assert!(help.contains("max_participants = 100000"), "{help}");
+    assert!(help.contains("slow_subscriber = \"disconnect\""), "{help}");
+
+    let stderr = refused_settings(&["--channel", "max_participant=5"]).await;
+    assert!(
+        stderr.contains("`channels`") && stderr.contains("max_participant"),
+        "{stderr}"
+    );
+    let stderr = refused_settings(&["--channel", "slow_subscriber=sometimes"]).await;
+    assert!(stderr.contains("mark_lost"), "{stderr}");
+    let stderr = refused_settings(&["--channel", "roles={owner=[\"kick\"]}"]).await;
+    assert!(stderr.contains("built in"), "{stderr}");
+    let stderr = refused_settings(&["--channel", "presence_ttl"]).await;
+    assert!(stderr.contains("KEY=VALUE"), "{stderr}");
+}
