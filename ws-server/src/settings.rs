@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use ws_async::auth::{BearerJwt, KeyAuth};
 use ws_channels::ChannelsConfig;
 
@@ -22,12 +22,18 @@ const DEFAULT_LOG: &str = "info,ws_async::connections=debug";
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Flags of `ws serve`; each also reads the environment variable it names.
-#[derive(Debug, Args)]
+/// `ws serve`'s settings, declared once: the flags (with their
+/// environment variables) and the settings file, whose keys are the flags'
+/// long names with `_` for `-` (and a `[channels]` table for
+/// `--channel`). A flag or variable beats the file.
+#[derive(Debug, Default, Args, Serialize, Deserialize)]
 #[command(after_help = SERVE_HELP)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct ServeArgs {
     /// A TOML file of settings (the flags' long names, `_` for `-`, as
     /// keys); flags and environment variables override it.
     #[arg(long, short, env = "WS_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
     /// Address to listen on, IPv4 or IPv6 (`[::1]:8080`); repeat or separate
     /// with commas for several. Port 0 picks a free port.
@@ -138,7 +144,8 @@ pub(crate) struct ServeArgs {
     max_connections_per_user: Option<usize>,
     /// Most channels one user may have created that still exist (a channel
     /// lasts while it has members and 5 minutes after); more creates get
-    /// `limit`. [default: 1000]
+    /// `limit`. The channels setting `max_channels_per_user`: its default
+    /// is in `--channel help`.
     #[arg(long, env = "WS_MAX_CHANNELS_PER_USER", value_name = "N")]
     max_channels_per_user: Option<usize>,
     /// Largest message a client may send, in bytes; larger closes with
@@ -151,10 +158,12 @@ pub(crate) struct ServeArgs {
     idle_timeout: Option<u64>,
     /// Commands a second each client may send (channels commands:
     /// publish, join...); a client sending faster is slowed down, never
-    /// refused. 0 for no limit. [default: 50]
+    /// refused. 0 for no limit. The channels setting `command_rate`: its
+    /// default is in `--channel help`.
     #[arg(long, env = "WS_COMMAND_RATE", value_name = "PER_SECOND")]
     command_rate: Option<u64>,
-    /// Commands a client may send at once above the rate. [default: 100]
+    /// Commands a client may send at once above the rate (the channels
+    /// setting `command_burst`; its default is in `--channel help`).
     #[arg(long, env = "WS_COMMAND_BURST", value_name = "N")]
     command_burst: Option<u64>,
     /// Channel backend: `memory` (this process), or for a cluster of `ws
@@ -193,10 +202,14 @@ pub(crate) struct ServeArgs {
         value_delimiter = ';',
         value_name = "KEY=VALUE"
     )]
+    #[serde(skip)]
     pub(crate) channel: Vec<String>,
+    /// The settings file's `[channels]` table (`--channel` in the file).
+    #[arg(skip)]
+    channels: Option<toml::Table>,
     /// Bytes of history (publications, about their JSON) one channel keeps
     /// at most, the oldest going first (the channels setting
-    /// `max_history_bytes`). [default: 4194304]
+    /// `max_history_bytes`; its default is in `--channel help`).
     #[arg(long, env = "WS_HISTORY_BYTES_PER_CHANNEL", value_name = "BYTES")]
     history_bytes_per_channel: Option<u64>,
     /// Bytes of history all channels keep together: in this process with
@@ -239,7 +252,7 @@ Exit status: 0 after a clean shutdown, 2 for bad settings (the message names
 the setting), 1 when serving failed (an address in use, say).";
 
 /// Where `/metrics` answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum MetricsAt {
     /// On every main address.
@@ -251,55 +264,13 @@ pub(crate) enum MetricsAt {
 }
 
 /// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum LogFormat {
     /// One line of text per event.
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// The settings file: the same names as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<Vec<String>>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    jwt_secret: Option<String>,
-    jwt_public_key: Option<PathBuf>,
-    jwt_jwks: Option<PathBuf>,
-    jwt_audience: Option<Vec<String>>,
-    jwt_issuer: Option<Vec<String>>,
-    insecure_names: Option<bool>,
-    public_host: Option<Vec<String>>,
-    keys_file: Option<PathBuf>,
-    admin_token: Option<String>,
-    admin_listen: Option<Vec<String>>,
-    metrics: Option<MetricsAt>,
-    origins: Option<Vec<String>>,
-    max_connections: Option<usize>,
-    max_connections_per_address: Option<usize>,
-    max_connections_per_user: Option<usize>,
-    max_channels_per_user: Option<usize>,
-    max_message_size: Option<usize>,
-    idle_timeout: Option<u64>,
-    command_rate: Option<u64>,
-    command_burst: Option<u64>,
-    backend: Option<String>,
-    cluster_key: Option<String>,
-    backend_prefix: Option<String>,
-    backend_ca: Option<PathBuf>,
-    history_bytes_per_channel: Option<u64>,
-    history_bytes: Option<u64>,
-    workers: Option<usize>,
-    handshake_timeout: Option<u64>,
-    shutdown_grace: Option<u64>,
-    log: Option<String>,
-    log_format: Option<LogFormat>,
-    /// Channels settings: `ChannelsConfig`'s fields.
-    channels: Option<toml::Table>,
 }
 
 /// How clients prove who they are.
@@ -411,24 +382,20 @@ impl Settings {
     /// Merges the file named by `--config` (if any) under the flags and
     /// environment, then checks and loads everything (certificates, keys).
     pub(crate) fn resolve(args: ServeArgs) -> Result<Self, SettingsError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileSettings::default(),
+        let given = match args.config.clone() {
+            Some(path) => args.over(read_file(&path)?)?,
+            None => args,
         };
-        let listen = if args.listen.is_empty() {
-            file.listen
-                .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()])
+        let listen = if given.listen.is_empty() {
+            vec![DEFAULT_LISTEN.to_owned()]
         } else {
-            args.listen
+            given.listen
         };
         if listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }
         let listen = parse_addresses("listen", listen)?;
-        let tls = match (
-            args.tls_cert.or(file.tls_cert),
-            args.tls_key.or(file.tls_key),
-        ) {
+        let tls = match (given.tls_cert, given.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(load_tls(&cert, &key)?),
             (Some(_), None) => return Err(invalid("tls_key", "--tls-cert needs --tls-key")),
@@ -436,15 +403,15 @@ impl Settings {
         };
         let auth = resolve_auth(
             AuthChoices {
-                jwt_secret: args.jwt_secret.or(file.jwt_secret),
-                jwt_public_key: args.jwt_public_key.or(file.jwt_public_key),
-                jwt_jwks: args.jwt_jwks.or(file.jwt_jwks),
-                keys_file: args.keys_file.or(file.keys_file),
+                jwt_secret: given.jwt_secret,
+                jwt_public_key: given.jwt_public_key,
+                jwt_jwks: given.jwt_jwks,
+                keys_file: given.keys_file,
             },
-            or_file(args.jwt_audience, file.jwt_audience),
-            or_file(args.jwt_issuer, file.jwt_issuer),
+            given.jwt_audience,
+            given.jwt_issuer,
         )?;
-        let insecure_names = args.insecure_names || file.insecure_names.unwrap_or(false);
+        let insecure_names = given.insecure_names;
         if matches!(auth, Auth::Open)
             && !insecure_names
             && let Some(public) = listen.iter().find(|addr| !addr.ip().is_loopback())
@@ -459,7 +426,7 @@ impl Settings {
                 ),
             ));
         }
-        let public_hosts = or_file(args.public_host, file.public_host);
+        let public_hosts = given.public_host;
         for name in &public_hosts {
             if !ws_async::is_host_name(name) {
                 return Err(invalid(
@@ -470,7 +437,7 @@ impl Settings {
                 ));
             }
         }
-        let admin = match args.admin_token.or(file.admin_token) {
+        let admin = match given.admin_token {
             Some(token) if token.len() < 16 => {
                 return Err(invalid(
                     "admin_token",
@@ -480,10 +447,7 @@ impl Settings {
             Some(token) => Some(KeyAuth::new().scheme("Bearer").key(token, "admin")),
             None => None,
         };
-        let admin_listen = parse_addresses(
-            "admin_listen",
-            or_file(args.admin_listen, file.admin_listen),
-        )?;
+        let admin_listen = parse_addresses("admin_listen", given.admin_listen)?;
         if tls.is_none()
             && let Some(open) = admin_listen.iter().find(|addr| !addr.ip().is_loopback())
         {
@@ -495,12 +459,8 @@ impl Settings {
                 ),
             ));
         }
-        let metrics = args.metrics.or(file.metrics).unwrap_or(MetricsAt::Main);
-        let origins = if args.origins.is_empty() {
-            file.origins.unwrap_or_default()
-        } else {
-            args.origins
-        };
+        let metrics = given.metrics.unwrap_or(MetricsAt::Main);
+        let origins = given.origins;
         for origin in &origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(invalid(
@@ -509,10 +469,7 @@ impl Settings {
                 ));
             }
         }
-        let max_message_size = args
-            .max_message_size
-            .or(file.max_message_size)
-            .unwrap_or(64 * 1024);
+        let max_message_size = given.max_message_size.unwrap_or(64 * 1024);
         if max_message_size == 0 {
             return Err(invalid("max_message_size", "must be at least 1 byte"));
         }
@@ -522,55 +479,46 @@ impl Settings {
             Some(n) => Ok(n),
             None => Ok(default),
         };
-        let max_connections = at_least_one(
-            "max_connections",
-            args.max_connections.or(file.max_connections),
-            10_000,
-        )?;
+        let max_connections = at_least_one("max_connections", given.max_connections, 10_000)?;
         let max_connections_per_address = at_least_one(
             "max_connections_per_address",
-            args.max_connections_per_address
-                .or(file.max_connections_per_address),
+            given.max_connections_per_address,
             256,
         )?;
         let max_connections_per_user = at_least_one(
             "max_connections_per_user",
-            args.max_connections_per_user
-                .or(file.max_connections_per_user),
+            given.max_connections_per_user,
             32,
         )?;
-        let idle_timeout = match args.idle_timeout.or(file.idle_timeout).unwrap_or(60) {
+        let idle_timeout = match given.idle_timeout.unwrap_or(60) {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
         };
-        let workers = match args.workers.or(file.workers) {
+        let workers = match given.workers {
             Some(0) => return Err(invalid("workers", "must be at least 1")),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, usize::from),
         };
         let backend = resolve_backend(
-            args.backend.or(file.backend),
-            args.cluster_key.or(file.cluster_key),
-            args.backend_prefix.or(file.backend_prefix),
-            args.backend_ca.or(file.backend_ca),
-            args.history_bytes.or(file.history_bytes),
+            given.backend,
+            given.cluster_key,
+            given.backend_prefix,
+            given.backend_ca,
+            given.history_bytes,
         )?;
-        let mut channels = channels_config(file.channels.unwrap_or_default(), &args.channel)?;
-        if let Some(bytes) = args
-            .history_bytes_per_channel
-            .or(file.history_bytes_per_channel)
-        {
+        let mut channels = channels_config(given.channels.unwrap_or_default(), &given.channel)?;
+        if let Some(bytes) = given.history_bytes_per_channel {
             channels.max_history_bytes = bytes;
         }
         channels.max_channels_per_user = at_least_one(
             "max_channels_per_user",
-            args.max_channels_per_user.or(file.max_channels_per_user),
+            given.max_channels_per_user,
             channels.max_channels_per_user,
         )?;
-        if let Some(rate) = args.command_rate.or(file.command_rate) {
+        if let Some(rate) = given.command_rate {
             channels.command_rate = rate;
         }
-        match args.command_burst.or(file.command_burst) {
+        match given.command_burst {
             Some(0) => return Err(invalid("command_burst", "must be at least 1")),
             Some(burst) => channels.command_burst = burst,
             None => {}
@@ -578,7 +526,7 @@ impl Settings {
         channels
             .check()
             .map_err(|message| invalid("channels", message))?;
-        let handshake_timeout = match args.handshake_timeout.or(file.handshake_timeout) {
+        let handshake_timeout = match given.handshake_timeout {
             Some(0) => return Err(invalid("handshake_timeout", "must be at least 1 second")),
             Some(secs) => Duration::from_secs(secs),
             None => Duration::from_secs(10),
@@ -601,17 +549,9 @@ impl Settings {
             channels,
             backend,
             workers,
-            shutdown_grace: Duration::from_secs(
-                args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
-            ),
-            log: args
-                .log
-                .or(file.log)
-                .unwrap_or_else(|| DEFAULT_LOG.to_owned()),
-            log_format: args
-                .log_format
-                .or(file.log_format)
-                .unwrap_or(LogFormat::Text),
+            shutdown_grace: Duration::from_secs(given.shutdown_grace.unwrap_or(10)),
+            log: given.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
+            log_format: given.log_format.unwrap_or(LogFormat::Text),
         })
     }
 }
@@ -754,11 +694,31 @@ fn resolve_backend(
 
 /// A list from the flags or environment when given there, else from the
 /// file.
-fn or_file(given: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
-    if given.is_empty() {
-        file.unwrap_or_default()
-    } else {
-        given
+impl ServeArgs {
+    /// These settings (flags and environment) over `file`'s: each one
+    /// given here wins; a list left empty or a switch left off is not
+    /// given.
+    fn over(self, file: ServeArgs) -> Result<ServeArgs, SettingsError> {
+        let table = |settings: &ServeArgs| {
+            toml::Table::try_from(settings).map_err(|error| invalid("config", error.to_string()))
+        };
+        let mut merged = table(&file)?;
+        for (key, value) in table(&self)? {
+            let given = match &value {
+                toml::Value::Array(items) => !items.is_empty(),
+                toml::Value::Boolean(on) => *on,
+                _ => true,
+            };
+            if given {
+                merged.insert(key, value);
+            }
+        }
+        let mut merged: ServeArgs = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|error: toml::de::Error| invalid("config", error.to_string()))?;
+        merged.config = self.config;
+        merged.channel = self.channel;
+        Ok(merged)
     }
 }
 
@@ -841,7 +801,7 @@ fn resolve_auth(
     Ok(Auth::Jwt { verifier, what })
 }
 
-fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
+fn read_file(path: &Path) -> Result<ServeArgs, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
         path: path.to_owned(),
         source,
@@ -935,5 +895,42 @@ pub(crate) fn redact(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_what_they_leave_out_comes_from_it() {
+        let file: ServeArgs = toml::from_str(
+            "listen = [\"127.0.0.1:7000\"]\nmax_connections = 5\ninsecure_names = true\n\
+             origins = [\"https://a.example\"]\n[channels]\nmax_participants = 3\n",
+        )
+        .unwrap();
+        let flags =
+            Cli::parse_from(["ws", "--max-connections", "9", "--channel", "echo=false"]).serve;
+        let given = flags.over(file).unwrap();
+        assert_eq!(given.max_connections, Some(9), "the flag wins");
+        assert_eq!(
+            given.listen,
+            ["127.0.0.1:7000"],
+            "an empty list is not given"
+        );
+        assert_eq!(given.origins, ["https://a.example"]);
+        assert!(given.insecure_names, "a switch left off is not given");
+        assert_eq!(given.channel, ["echo=false"]);
+        let channels = channels_config(given.channels.unwrap(), &given.channel).unwrap();
+        assert_eq!(channels.max_participants, 3);
+        assert!(!channels.echo);
     }
 }
