@@ -1,0 +1,515 @@
+//! Channels, members, roles and bans in the key-value bucket, and control
+//! messages to every node.
+
+use super::*;
+
+impl PresenceStore for NatsBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        limits: CreateLimits,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let status = shared.presence.status().await.map_err(unavailable)?;
+            // One value per channel (deleted ones count until compacted),
+            // and the instance marker.
+            let max_channels = limits.max_channels;
+            if status.values() > max_channels as u64 {
+                return Err(ChannelError::new(
+                    ErrorCode::Limit,
+                    format!("there are {max_channels} channels, the most allowed"),
+                ));
+            }
+            if let Some(user) = &owner.user {
+                shared.check_created(user, limits.max_per_user).await?;
+            }
+            owner.role = Role::OWNER;
+            let ttl = ms(ttl);
+            let granted = shared
+                .modify(channel, |record, now| {
+                    if record.is_some() {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::AlreadyExists,
+                                format!("a channel named {channel:?} exists"),
+                            )),
+                            false,
+                        );
+                    }
+                    let mut r = Record::new(options);
+                    if let Some(user) = &owner.user {
+                        r.roles.insert(user.clone(), Role::OWNER);
+                    }
+                    r.creator.clone_from(&owner.user);
+                    r.add(owner.clone(), Role::OWNER, now, ttl);
+                    *record = Some(r);
+                    (Ok(()), true)
+                })
+                .await;
+            granted?;
+            shared
+                .closed
+                .delete(Shared::key(channel))
+                .await
+                .map_err(unavailable)?;
+            if let Some(user) = &owner.user {
+                shared.add_created(user, channel).await?;
+            }
+            // A channel made anew starts a new history.
+            shared.purge(channel).await?;
+            shared.remember(channel, &owner, options);
+            Ok(JoinGrant {
+                options,
+                role: Role::OWNER,
+            })
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let ttl = ms(ttl);
+            let grant = shared
+                .modify(channel, |record, now| {
+                    let Some(r) = record else {
+                        return (Err(not_found(channel)), false);
+                    };
+                    if let Some(user) = &member.user
+                        && r.bans.contains_key(user)
+                    {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::Banned,
+                                format!("banned from {channel:?}"),
+                            )),
+                            false,
+                        );
+                    }
+                    if let Some(entry) = r
+                        .members
+                        .iter_mut()
+                        .find(|e| e.member.session == member.session)
+                    {
+                        entry.expires = now + ttl;
+                        let role = entry.member.role.clone();
+                        return (
+                            Ok(JoinGrant {
+                                options: r.options,
+                                role,
+                            }),
+                            true,
+                        );
+                    }
+                    if r.members.len() >= r.options.max_participants as usize {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::Full,
+                                format!("{channel:?} is full"),
+                            )),
+                            false,
+                        );
+                    }
+                    let role = member
+                        .user
+                        .as_ref()
+                        .and_then(|u| r.roles.get(u).cloned())
+                        .unwrap_or(Role::PARTICIPANT);
+                    r.add(member.clone(), role.clone(), now, ttl);
+                    (
+                        Ok(JoinGrant {
+                            options: r.options,
+                            role,
+                        }),
+                        true,
+                    )
+                })
+                .await?;
+            shared.remember(channel, &member, grant.options);
+            Ok(grant)
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        session: SessionId,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| match record {
+                    Some(r) => {
+                        let removed = r.remove(now, |m| m.session == session);
+                        (Ok(()), removed > 0)
+                    }
+                    None => (Ok(()), false),
+                })
+                .await
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        node: NodeId,
+        entries: &'a [(String, SessionId)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let ttl = ms(ttl);
+            let mut by_channel: BTreeMap<&str, Vec<SessionId>> = BTreeMap::new();
+            for (channel, session) in entries {
+                by_channel.entry(channel).or_default().push(*session);
+            }
+            lock(&shared.local).retain(|(channel, session), _| {
+                by_channel
+                    .get(channel.as_str())
+                    .is_some_and(|s| s.contains(session))
+            });
+            let restore = shared.restore.swap(false, Ordering::Relaxed);
+            let mut result = Ok(());
+            for (channel, sessions) in &by_channel {
+                let local: Vec<LocalEntry> = if restore {
+                    let local = lock(&shared.local);
+                    sessions
+                        .iter()
+                        .filter_map(|s| local.get(&((*channel).to_owned(), *s)).cloned())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if !local.is_empty() && shared.closed_lately(channel).await? {
+                    shared.missed(ControlMessage::Closed {
+                        channel: (*channel).to_owned(),
+                    });
+                    continue;
+                }
+                let refreshed = shared
+                    .modify(channel, |record, now| {
+                        if record.is_none() && !local.is_empty() {
+                            *record = Some(Record::new(local[0].options));
+                        }
+                        let Some(r) = record else {
+                            return (Ok((Vec::new(), Vec::new())), false);
+                        };
+                        let mut changed = false;
+                        for entry in &mut r.members {
+                            if entry.member.node == node && sessions.contains(&entry.member.session)
+                            {
+                                entry.expires = now + ttl;
+                                changed = true;
+                            }
+                        }
+                        // Written back unless kicked or banned meanwhile.
+                        let (mut kicked, mut barred) = (Vec::new(), Vec::new());
+                        for entry in &local {
+                            let session = entry.member.session;
+                            if r.members.iter().any(|e| e.member.session == session) {
+                                continue;
+                            }
+                            if r.kicked.contains_key(&session) {
+                                kicked.push(session);
+                                continue;
+                            }
+                            let user = entry.member.user.as_ref();
+                            if user.is_some_and(|user| r.bans.contains_key(user)) {
+                                barred.push(session);
+                                continue;
+                            }
+                            let role = entry.member.role.clone();
+                            if let Some(user) = user
+                                && role != Role::PARTICIPANT
+                            {
+                                r.roles.entry(user.clone()).or_insert(role.clone());
+                            }
+                            r.add(entry.member.clone(), role, now, ttl);
+                            changed = true;
+                        }
+                        (Ok((kicked, barred)), changed)
+                    })
+                    .await;
+                let refreshed = refreshed.map(|(kicked, barred)| {
+                    for (sessions, reason) in [(kicked, Removal::Kicked), (barred, Removal::Banned)]
+                    {
+                        for session in sessions {
+                            shared.missed(ControlMessage::Remove {
+                                channel: (*channel).to_owned(),
+                                target: Target::Session(session),
+                                reason,
+                            });
+                        }
+                    }
+                });
+                if let Err(e) = refreshed {
+                    result = Err(e);
+                }
+            }
+            if restore && result.is_err() {
+                shared.restore.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Roster, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| match record {
+                    None => (Err(not_found(channel)), false),
+                    Some(r) => (
+                        Ok(Roster {
+                            total: r.members.len(),
+                            members: r
+                                .members
+                                .iter()
+                                .take(limit)
+                                .map(|e| e.member.clone())
+                                .collect(),
+                        }),
+                        false,
+                    ),
+                })
+                .await
+        })
+    }
+
+    fn channel<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelSummary>, ChannelError>> {
+        Box::pin(async move {
+            self.shared.connected()?;
+            Ok(self
+                .shared
+                .record(channel)
+                .await?
+                .map(|r| r.summary(channel)))
+        })
+    }
+
+    fn channels(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ChannelSummary>, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let mut keys = shared.presence.keys().await.map_err(unavailable)?;
+            let mut names = Vec::new();
+            while let Some(key) = keys.next().await {
+                if let Some(name) = key.ok().as_deref().and_then(channel_from_key) {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            let mut out = Vec::new();
+            for name in names {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some(record) = shared.record(&name).await? {
+                    out.push(record.summary(&name));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| match record {
+                    None => (Err(not_found(channel)), false),
+                    Some(r) => {
+                        let kicked: Vec<SessionId> = r
+                            .members
+                            .iter()
+                            .filter(|e| target.matches(e.member.session, e.member.user.as_deref()))
+                            .map(|e| e.member.session)
+                            .collect();
+                        r.remove(now, |m| kicked.contains(&m.session));
+                        let until = now + ms(TOMBSTONE_KEPT);
+                        r.kicked.extend(kicked.iter().map(|s| (*s, until)));
+                        (Ok(kicked.len()), !kicked.is_empty())
+                    }
+                })
+                .await
+        })
+    }
+
+    fn ban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        duration: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| {
+                    let Some(r) = record else {
+                        return (Err(not_found(channel)), false);
+                    };
+                    if r.bans.len() >= MAX_BANS_PER_CHANNEL && !r.bans.contains_key(user) {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::Limit,
+                                format!(
+                                    "{channel:?} has {MAX_BANS_PER_CHANNEL} bans, the most allowed"
+                                ),
+                            )),
+                            false,
+                        );
+                    }
+                    let until = duration.map_or(0, |d| now.saturating_add(ms(d)));
+                    r.bans.insert(user.to_owned(), until);
+                    r.remove(now, |m| m.user.as_deref() == Some(user));
+                    (Ok(()), true)
+                })
+                .await
+        })
+    }
+
+    fn unban<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| {
+                    let removed = record
+                        .as_mut()
+                        .is_some_and(|r| r.bans.remove(user).is_some());
+                    match removed {
+                        true => (Ok(()), true),
+                        false => (Err(crate::backend::not_banned(channel, user)), false),
+                    }
+                })
+                .await
+        })
+    }
+
+    fn set_role<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        role: &'a Role,
+    ) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, _| {
+                    let Some(r) = record else {
+                        return (Err(not_found(channel)), false);
+                    };
+                    if *role == Role::PARTICIPANT {
+                        r.roles.remove(user);
+                    } else {
+                        if r.roles.len() >= MAX_ROLES_PER_CHANNEL && !r.roles.contains_key(user) {
+                            return (
+                                Err(ChannelError::new(
+                                    ErrorCode::Limit,
+                                    format!(
+                                        "{channel:?} has {MAX_ROLES_PER_CHANNEL} roles given, the most allowed"
+                                    ),
+                                )),
+                                false,
+                            );
+                        }
+                        r.roles.insert(user.to_owned(), role.clone());
+                    }
+                    for entry in &mut r.members {
+                        if entry.member.user.as_deref() == Some(user) {
+                            entry.member.role = role.clone();
+                        }
+                    }
+                    (Ok(()), true)
+                })
+                .await
+        })
+    }
+
+    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared
+                .modify(channel, |record, _| {
+                    let existed = record.take().is_some();
+                    (Ok(()), existed)
+                })
+                .await?;
+            // So that a node cut off meanwhile does not write its members
+            // back into a channel its owner closed (the bucket forgets it
+            // after `TOMBSTONE_KEPT`).
+            shared
+                .closed
+                .put(Shared::key(channel), bytes::Bytes::from_static(b"1"))
+                .await
+                .map(drop)
+                .map_err(unavailable)
+        })
+    }
+
+    fn standing<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Standing, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            // `record` drops expired bans and members.
+            let record = shared
+                .record(channel)
+                .await?
+                .ok_or_else(|| not_found(channel))?;
+            Ok(Standing {
+                role: record.roles.get(user).cloned().unwrap_or(Role::PARTICIPANT),
+                banned: record.bans.contains_key(user),
+            })
+        })
+    }
+}
+
+impl Controller for NatsBackend {
+    fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
+        NatsBackend::attach(self, node, sink);
+    }
+
+    fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let wire = shared.control.message(shared.me()?, message);
+            shared.publish_control(wire).await
+        })
+    }
+
+    fn request(
+        &self,
+        message: ControlMessage,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared
+                .control
+                .request(shared.me()?, message, wait, |wire| {
+                    shared.publish_control(wire)
+                })
+                .await
+        })
+    }
+}
