@@ -1,9 +1,11 @@
 //! The server: routing by path to endpoints, admission (origin, limits,
 //! subprotocol, authentication), the accept loop and per-connection tasks.
 
+mod endpoint;
 mod handshakes;
 mod host;
 mod origin;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
@@ -25,8 +27,10 @@ use ws_core::handshake::{Accept, Rejection, ServerHandshake, UpgradeRequest};
 use ws_core::policy::{Admission, ConnectionRate, ConnectionRateLimiter, PolicySet};
 use ws_core::{Closed, Config, Connection, HandshakeLimits, Role};
 
+pub use endpoint::{Authenticate, Endpoint};
 pub use host::{HostPolicy, is_host_name};
 pub use origin::OriginPolicy;
+use slots::{KeyedCounts, Slot, Slots, too_many};
 
 use crate::registry::{ServerHandle, Shutdown};
 
@@ -129,15 +133,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// An authentication hook: sees the request (headers such as
-/// `Authorization`), may add typed values to its extensions for handlers to
-/// read, and accepts or rejects (401/403).
-pub type Authenticate = Arc<
-    dyn Fn(http::request::Parts) -> BoxFuture<Result<http::request::Parts, Rejection>>
-        + Send
-        + Sync,
->;
-
 /// Runs an admitted connection with the handler made for it.
 type Run = Box<
     dyn FnOnce(Link<AnyRuntime, Box<dyn Transport>>, Ctx, Arc<Shutdown>) -> BoxFuture<Closed>
@@ -146,165 +141,6 @@ type Run = Box<
 
 /// Makes a connection's handler (or refuses it), before the 101 is sent.
 type Make = Arc<dyn Fn(&ConnectionInfo) -> Result<Run, Rejection> + Send + Sync>;
-
-/// One path of a server: how to make a handler per connection, and who may
-/// connect.
-pub struct Endpoint {
-    make: Make,
-    subprotocols: Vec<String>,
-    require_subprotocol: bool,
-    origin: OriginPolicy,
-    authenticate: Option<Authenticate>,
-    max_connections: Option<usize>,
-    max_connections_per_user: Option<usize>,
-    policies: Option<Arc<dyn Fn() -> PolicySet + Send + Sync>>,
-    /// `None`: as [`ServerConfig::deflate`] says.
-    deflate: Option<Option<DeflateConfig>>,
-    active: Arc<AtomicUsize>,
-    /// Connections per authenticated user.
-    users: KeyedCounts<String>,
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("subprotocols", &self.subprotocols)
-            .field("require_subprotocol", &self.require_subprotocol)
-            .field("origin", &self.origin)
-            .field("max_connections", &self.max_connections)
-            .field("max_connections_per_user", &self.max_connections_per_user)
-            .field("deflate", &self.deflate)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Endpoint {
-    /// An endpoint whose connections each get a handler from `factory`,
-    /// called once the handshake is admitted and before the 101 is sent: a
-    /// factory that panics gets the client a 500, and the server goes on.
-    ///
-    /// Defaults: no subprotocol, same-origin check ([`OriginPolicy`]), no
-    /// authentication, no per-endpoint connection limit.
-    pub fn new<H, F>(factory: F) -> Self
-    where
-        H: Handler,
-        F: Fn(&ConnectionInfo) -> H + Send + Sync + 'static,
-    {
-        Self::try_new(move |info| Ok(factory(info)))
-    }
-
-    /// An endpoint whose factory may refuse a connection: it sees what
-    /// [`new`](Self::new)'s does, after authentication and before the 101,
-    /// and its [`Rejection`] is the client's answer (for example a 403 for
-    /// a room the user may not enter, or a 404 for one that does not
-    /// exist).
-    pub fn try_new<H, F>(factory: F) -> Self
-    where
-        H: Handler,
-        F: Fn(&ConnectionInfo) -> Result<H, Rejection> + Send + Sync + 'static,
-    {
-        let make: Make = Arc::new(move |info| {
-            let handler = factory(info)?;
-            Ok(Box::new(move |link, ctx, shutdown| {
-                // Boxed as it is: wrapping it in an async block would keep
-                // the moved arguments and the future side by side in every
-                // idle connection's memory.
-                Box::pin(drive(link, handler, ctx, Some(shutdown))) as BoxFuture<Closed>
-            }) as Run)
-        });
-        Self {
-            make,
-            subprotocols: Vec::new(),
-            require_subprotocol: false,
-            origin: OriginPolicy::default(),
-            authenticate: None,
-            max_connections: None,
-            max_connections_per_user: None,
-            policies: None,
-            deflate: None,
-            active: Arc::new(AtomicUsize::new(0)),
-            users: KeyedCounts::default(),
-        }
-    }
-
-    /// Subprotocols this endpoint speaks, in order of preference; the first
-    /// one the client also offers is chosen.
-    pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.subprotocols = names.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Refuse (400) clients that offer none of [`subprotocols`](Self::subprotocols).
-    pub fn require_subprotocol(mut self) -> Self {
-        self.require_subprotocol = true;
-        self
-    }
-
-    /// Which browser origins may connect.
-    pub fn origin(mut self, policy: OriginPolicy) -> Self {
-        self.origin = policy;
-        self
-    }
-
-    /// Authenticates each handshake (see [`Authenticate`]).
-    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(http::request::Parts) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<http::request::Parts, Rejection>> + Send + 'static,
-    {
-        self.authenticate = Some(Arc::new(move |parts| Box::pin(hook(parts))));
-        self
-    }
-
-    /// Authenticates each handshake with `authenticator` (see
-    /// [`crate::auth`]): its [`Identity`](crate::auth::Identity) reaches
-    /// handlers through [`Ctx::identity`](crate::Ctx::identity), its
-    /// refusals (401/403) go to the client. Replaces
-    /// [`authenticate`](Self::authenticate).
-    pub fn authenticator(mut self, authenticator: impl crate::auth::Authenticator) -> Self {
-        self.authenticate = Some(Arc::new(crate::auth::hook(authenticator)));
-        self
-    }
-
-    /// Most connections on this endpoint at once; more get the server's
-    /// overload status (503).
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = Some(max);
-        self
-    }
-
-    /// Most connections of one user (the subject of the
-    /// [`Identity`](crate::auth::Identity) its authenticator gave) on this
-    /// endpoint at once; more get 429. Connections without an identity
-    /// are not counted. Default: no limit.
-    pub fn max_connections_per_user(mut self, max: usize) -> Self {
-        self.max_connections_per_user = Some(max);
-        self
-    }
-
-    /// permessage-deflate on this endpoint under `config` (`Some`) or off
-    /// (`None`), whatever [`ServerConfig::deflate`] says. Default: as the
-    /// server's setting.
-    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
-        self.deflate = Some(config);
-        self
-    }
-
-    /// Policies every incoming message must pass (rate limits, payload
-    /// size; see [`ws_core::policy`]). `factory` makes each connection its
-    /// own set, so budgets are per connection. Default: none.
-    ///
-    /// A message that breaks a policy is dropped and reported to
-    /// [`Handler::on_policy_violation`], or closes the connection with 1008,
-    /// as that policy's [`OnViolation`](ws_core::policy::OnViolation) says.
-    pub fn policies<F>(mut self, factory: F) -> Self
-    where
-        F: Fn() -> PolicySet + Send + Sync + 'static,
-    {
-        self.policies = Some(Arc::new(factory));
-        self
-    }
-}
 
 /// Builds a [`Server`].
 #[derive(Debug)]
@@ -384,115 +220,6 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Server {
     inner: Arc<Inner>,
-}
-
-/// Held while a connection occupies a slot of a connection limit.
-#[derive(Debug)]
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// Whether no slot is free now.
-    fn full(counter: &AtomicUsize, max: Option<usize>) -> bool {
-        max.is_some_and(|max| counter.load(Ordering::Acquire) >= max)
-    }
-
-    fn take(counter: &Arc<AtomicUsize>, max: Option<usize>) -> Option<Self> {
-        let previous = counter.fetch_add(1, Ordering::AcqRel);
-        if max.is_some_and(|max| previous >= max) {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Self(counter.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Connections counted per key (a client's address, a user), each key
-/// capped on its own.
-#[derive(Debug)]
-struct KeyedCounts<K>(Arc<Mutex<std::collections::HashMap<K, usize>>>);
-
-impl<K> Default for KeyedCounts<K> {
-    fn default() -> Self {
-        Self(Arc::default())
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone> KeyedCounts<K> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, usize>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Whether `key` has no slot free now.
-    fn full(&self, key: &K, max: Option<usize>) -> bool {
-        max.is_some_and(|max| self.lock().get(key).is_some_and(|n| *n >= max))
-    }
-
-    /// A slot for `key`, unless it has `max` already; no limit, no count.
-    fn take(&self, key: K, max: Option<usize>) -> Result<Option<KeyedSlot<K>>, ()> {
-        let Some(max) = max else { return Ok(None) };
-        let mut counts = self.lock();
-        let count = counts.entry(key.clone()).or_insert(0);
-        if *count >= max {
-            return Err(());
-        }
-        *count += 1;
-        Ok(Some(KeyedSlot {
-            counts: self.0.clone(),
-            key,
-        }))
-    }
-}
-
-/// Held while a connection occupies one of its key's slots.
-#[derive(Debug)]
-struct KeyedSlot<K: std::hash::Hash + Eq> {
-    counts: Arc<Mutex<std::collections::HashMap<K, usize>>>,
-    key: K,
-}
-
-impl<K: std::hash::Hash + Eq> Drop for KeyedSlot<K> {
-    fn drop(&mut self) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The map keeps only keys with connections, so it is as large as
-        // the clients connected, never as the clients ever seen.
-        if let Some(count) = counts.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// The slots an admitted connection holds until it ends.
-#[derive(Debug)]
-struct Slots {
-    _server: Slot,
-    _endpoint: Slot,
-    _client: Option<KeyedSlot<IpAddr>>,
-    _user: Option<KeyedSlot<String>>,
-}
-
-/// A refusal for too many connections of one client or user.
-fn too_many(what: &str, max: Option<usize>) -> Rejection {
-    Rejection::plain(
-        StatusCode::TOO_MANY_REQUESTS,
-        &format!(
-            "too many connections {what}: at most {}",
-            max.unwrap_or_default()
-        ),
-    )
 }
 
 impl Server {
