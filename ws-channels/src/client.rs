@@ -8,7 +8,10 @@ use ws_async::{ConnectionError, SendError, WebSocket};
 use ws_core::envelope::{Envelope, Kind};
 use ws_core::{CloseCode, Message};
 
-use crate::protocol::{Command, Event, PresenceReply, Reply, Request, ServerMessage};
+use crate::protocol::{
+    Command, Event, HistoryReply, JoinReply, PresenceReply, PublishReply, Reply, Request,
+    ServerMessage,
+};
 use crate::types::{ChannelError, Payload, Position, Role, Target};
 
 /// Why a request or a read failed.
@@ -207,62 +210,71 @@ impl ChannelsClient {
         }
     }
 
-    /// `create`s `channel` with the settings of `Command::Create` in
-    /// `settings` (or none) and joins it as its owner.
+    /// `create`s `channel` with the settings of [`Command::Create`] in
+    /// `settings` (or [`Command::create`]'s) and joins it as its owner.
     pub async fn create(
         &mut self,
         channel: &str,
         settings: Option<Command>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<JoinReply, ClientError> {
         let command = settings.unwrap_or_else(Command::create);
-        self.command(channel, command).await
+        typed(self.command(channel, command).await?)
     }
 
-    /// `join`s `channel`, recovering what came after `since` when given.
+    /// `join`s `channel`, recovering what came after `since` when given
+    /// (the reply's `publications`, or `recovered: false`).
     pub async fn join(
         &mut self,
         channel: &str,
         since: Option<Position>,
-    ) -> Result<Value, ClientError> {
-        self.command(channel, Command::Join { since, info: None })
-            .await
+    ) -> Result<JoinReply, ClientError> {
+        typed(
+            self.command(channel, Command::Join { since, info: None })
+                .await?,
+        )
     }
 
     /// `leave`s `channel`.
-    pub async fn leave(&mut self, channel: &str) -> Result<Value, ClientError> {
-        self.command(channel, Command::Leave).await
+    pub async fn leave(&mut self, channel: &str) -> Result<(), ClientError> {
+        self.command(channel, Command::Leave).await.map(drop)
     }
 
-    /// `publish`es `data` on `channel`; the reply has its `offset` and
-    /// `epoch` in channels with history.
-    pub async fn publish(&mut self, channel: &str, data: &Value) -> Result<Value, ClientError> {
-        self.command(
-            channel,
-            Command::Publish {
-                data: Payload::new(data),
-                idempotency_key: None,
-            },
-        )
-        .await
+    /// `publish`es `data` on `channel`.
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        data: &Value,
+    ) -> Result<PublishReply, ClientError> {
+        let command = Command::Publish {
+            data: Payload::new(data),
+            idempotency_key: None,
+        };
+        typed(self.command(channel, command).await?)
     }
 
     /// `presence`: who is in `channel`.
     pub async fn presence(&mut self, channel: &str) -> Result<PresenceReply, ClientError> {
-        let reply = self
-            .command(channel, Command::Presence { limit: None })
-            .await?;
-        serde_json::from_value(reply).map_err(|error| ClientError::Malformed(error.to_string()))
+        typed(
+            self.command(channel, Command::Presence { limit: None })
+                .await?,
+        )
+    }
+
+    /// `history`: the newest publications of `channel`, at most `limit`.
+    pub async fn history(
+        &mut self,
+        channel: &str,
+        limit: Option<usize>,
+    ) -> Result<HistoryReply, ClientError> {
+        typed(self.command(channel, Command::History { limit }).await?)
     }
 
     /// `kick`s `user` out of `channel`.
-    pub async fn kick(&mut self, channel: &str, user: &str) -> Result<Value, ClientError> {
-        self.command(
-            channel,
-            Command::Kick {
-                target: Target::User(user.to_owned()),
-            },
-        )
-        .await
+    pub async fn kick(&mut self, channel: &str, user: &str) -> Result<(), ClientError> {
+        let target = Target::User(user.to_owned());
+        self.command(channel, Command::Kick { target })
+            .await
+            .map(drop)
     }
 
     /// `ban`s `user` from `channel` for `duration` seconds, or until
@@ -272,15 +284,11 @@ impl ChannelsClient {
         channel: &str,
         user: &str,
         duration: Option<u64>,
-    ) -> Result<Value, ClientError> {
-        self.command(
-            channel,
-            Command::Ban {
-                user: user.to_owned(),
-                duration,
-            },
-        )
-        .await
+    ) -> Result<(), ClientError> {
+        let user = user.to_owned();
+        self.command(channel, Command::Ban { user, duration })
+            .await
+            .map(drop)
     }
 
     /// Gives `user` the role `role` in `channel`.
@@ -289,14 +297,15 @@ impl ChannelsClient {
         channel: &str,
         user: &str,
         role: Role,
-    ) -> Result<Value, ClientError> {
-        self.command(
-            channel,
-            Command::SetRole {
-                user: user.to_owned(),
-                role,
-            },
-        )
-        .await
+    ) -> Result<(), ClientError> {
+        let user = user.to_owned();
+        self.command(channel, Command::SetRole { user, role })
+            .await
+            .map(drop)
     }
+}
+
+/// A reply's data as the type the protocol says it has.
+fn typed<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ClientError> {
+    serde_json::from_value(data).map_err(|error| ClientError::Malformed(error.to_string()))
 }

@@ -11,7 +11,10 @@ use ws_core::{CloseCode, EncodedMessage};
 
 use crate::config::{ChannelsConfig, TopicAccess, TopicRequest, close_codes};
 use crate::operation::{OpResult, Operation};
-use crate::protocol::{self, Command, Filter, PresenceReply, PublicationOut, ReplyTo, Request};
+use crate::protocol::{
+    self, Command, CustomReply, Filter, HistoryReply, JoinReply, PresenceReply, PublicationOut,
+    PublishReply, ReplyTo, Request,
+};
 use crate::types::{
     ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, LeaveReason,
     Member, NodeId, Payload, Position, Publication, PublicationKind, Removal, Role, SessionId,

@@ -550,9 +550,11 @@ struct EventOut<'a, T: Serialize> {
     data: &'a T,
 }
 
-/// A publication as clients see it.
+/// A publication as clients see it, written by the server (borrowed: it is
+/// encoded once per publication on the hot path); clients read it as a
+/// [`PublicationEvent`].
 #[derive(Serialize)]
-pub(crate) struct PublicationOut<'a> {
+pub struct PublicationOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -566,7 +568,8 @@ pub(crate) struct PublicationOut<'a> {
 }
 
 impl<'a> PublicationOut<'a> {
-    pub(crate) fn of(publication: &'a Publication) -> Self {
+    /// The wire's view of `publication`.
+    pub fn of(publication: &'a Publication) -> Self {
         Self {
             offset: publication.position.as_ref().map(|p| p.offset),
             epoch: publication.position.as_ref().map(|p| p.epoch.as_str()),
@@ -688,8 +691,8 @@ pub struct PublicationEvent {
     pub epoch: Option<String>,
     /// Who sent it; `None` for the server.
     pub from: Option<ClientInfo>,
-    /// The message (`message` events).
-    pub data: Option<Value>,
+    /// The message (`message` events), as its JSON text.
+    pub data: Option<Payload>,
     /// Why a session left (`leave` events).
     pub reason: Option<LeaveReason>,
 }
@@ -702,6 +705,88 @@ impl PublicationEvent {
             epoch: self.epoch.clone()?,
         })
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// The reply to `create` and `join`, as the server writes it and a client
+/// reads it (`P`: the publications' type on each side).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+pub struct JoinReply<P = PublicationEvent> {
+    /// The session's role in the channel.
+    pub role: Role,
+    /// The channel carries only end-to-end envelopes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub encrypted: bool,
+    /// The newest offset in history, in channels with history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The history's epoch, in channels with history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// For a join with `since`: whether every publication after it is in
+    /// `publications` (`false`: some are gone, recover another way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// For a join with `since`: what came after it, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publications: Option<Vec<P>>,
+    /// The session was in the channel already (a join that changed
+    /// nothing).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rejoined: bool,
+}
+
+impl<P> JoinReply<P> {
+    /// Where the channel's history is, in channels with history.
+    pub fn position(&self) -> Option<Position> {
+        Some(Position {
+            offset: self.offset?,
+            epoch: self.epoch.clone()?,
+        })
+    }
+}
+
+/// The reply to `publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PublishReply {
+    /// Its offset, in channels with history (the first one's, for a
+    /// duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Its epoch, in channels with history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// Nothing was published: an earlier publish with the same
+    /// idempotency key was.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+}
+
+/// The reply to `history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+pub struct HistoryReply<P = PublicationEvent> {
+    /// Whether `publications` is all history holds (up to the limit).
+    pub complete: bool,
+    /// The newest offset in history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The history's epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The newest publications, oldest first.
+    pub publications: Vec<P>,
+}
+
+/// The reply to a custom command: what its handler returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomReply {
+    /// The handler's value.
+    pub result: Value,
 }
 
 /// The reply to `presence`, as the server writes it and a client reads it.
@@ -1009,6 +1094,61 @@ mod tests {
     }
 
     #[test]
+    fn typed_replies_the_server_writes_read_back() {
+        let to = ReplyTo::default();
+        let read = |data: Value| match ServerMessage::from_envelope(to.ok(data)) {
+            Some(ServerMessage::Reply(reply)) => reply.result.unwrap(),
+            other => panic!("not a reply: {other:?}"),
+        };
+        let mut kept = Publication::message(None, Payload::new(&json!("hi")));
+        kept.position = Some(Position {
+            offset: 2,
+            epoch: "e".into(),
+        });
+        let written = JoinReply {
+            role: Role::OWNER,
+            encrypted: true,
+            offset: Some(2),
+            epoch: Some("e".into()),
+            recovered: Some(false),
+            publications: Some(vec![PublicationOut::of(&kept)]),
+            rejoined: false,
+        };
+        let joined: JoinReply = serde_json::from_value(read(json!(written))).unwrap();
+        assert_eq!(joined.role, Role::OWNER);
+        assert!(joined.encrypted && !joined.rejoined);
+        assert_eq!(joined.position(), kept.position);
+        assert_eq!(joined.recovered, Some(false));
+        let publications = joined.publications.unwrap();
+        assert_eq!(publications[0].position(), kept.position);
+        assert_eq!(
+            publications[0].data.as_ref().unwrap().to_value(),
+            json!("hi")
+        );
+
+        let published = PublishReply {
+            offset: Some(9),
+            epoch: Some("e".into()),
+            duplicate: true,
+        };
+        assert_eq!(
+            serde_json::from_value::<PublishReply>(read(json!(published.clone()))).unwrap(),
+            published
+        );
+        // A channel without history: nothing but `ok`.
+        assert_eq!(read(json!(PublishReply::default())), json!({}));
+        let history: HistoryReply<PublicationOut<'_>> = HistoryReply {
+            complete: true,
+            offset: Some(2),
+            epoch: Some("e".into()),
+            publications: vec![PublicationOut::of(&kept)],
+        };
+        let history: HistoryReply = serde_json::from_value(read(json!(history))).unwrap();
+        assert!(history.complete);
+        assert_eq!(history.publications.len(), 1);
+    }
+
+    #[test]
     fn events_the_server_writes_read_back_typed() {
         let from = ClientInfo {
             session: SessionId(9),
@@ -1031,7 +1171,10 @@ mod tests {
         assert_eq!((channel.as_str(), kind), ("room", PublicationKind::Message));
         assert_eq!(publication.position(), message.position);
         assert_eq!(publication.from, Some(from.clone()));
-        assert_eq!(publication.data, Some(json!({"t": 1})));
+        assert_eq!(
+            publication.data.map(|d| d.to_value()),
+            Some(json!({"t": 1}))
+        );
         let leave = Publication {
             kind: PublicationKind::Leave,
             position: None,

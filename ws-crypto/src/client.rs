@@ -490,7 +490,7 @@ impl E2eClient {
                 let user = from.as_ref().and_then(|f| f.user.clone());
                 match kind {
                     PublicationKind::Message => {
-                        let data = publication.data.unwrap_or_default();
+                        let data = publication.data.map_or(Value::Null, |data| data.to_value());
                         Ok(self.on_publication(channel, session, user, &data))
                     }
                     PublicationKind::Join => {

@@ -760,7 +760,7 @@ async fn jwts_authenticate_from_the_header_or_the_query() {
         .await
         .expect("a JWT in the query");
     let created = ChannelsClient::new(ws).create("j", None).await.unwrap();
-    assert_eq!(created["role"], "owner", "{created}");
+    assert_eq!(created.role, ws_channels::Role::OWNER, "{created:?}");
     let request = http::Request::get(format!("ws://{}/channels", serve.addr))
         .header("Authorization", format!("Bearer {good}"))
         .body(())

@@ -453,7 +453,18 @@ impl ChannelManager {
                     format!("already joining {channel:?}"),
                 ));
             }
-            _ => self.ok(session, reply, json!({ "role": role, "rejoined": true })),
+            _ => {
+                let rejoined: JoinReply<PublicationOut<'_>> = JoinReply {
+                    role,
+                    encrypted: false,
+                    offset: None,
+                    epoch: None,
+                    recovered: None,
+                    publications: None,
+                    rejoined: true,
+                };
+                self.ok(session, reply, json!(rejoined));
+            }
         }
         Ok(())
     }

@@ -85,14 +85,15 @@ impl ChannelManager {
             }
             (Pending::Publish { session, reply }, OpResult::Published(result)) => match result {
                 Ok(published) => {
-                    let mut fields = match published.position {
-                        Some(p) => json!({ "offset": p.offset, "epoch": p.epoch }),
-                        None => json!({}),
+                    let (offset, epoch) = published
+                        .position
+                        .map_or((None, None), |p| (Some(p.offset), Some(p.epoch)));
+                    let fields = PublishReply {
+                        offset,
+                        epoch,
+                        duplicate: published.duplicate,
                     };
-                    if published.duplicate {
-                        fields["duplicate"] = json!(true);
-                    }
-                    self.ok(session, &reply, fields);
+                    self.ok(session, &reply, json!(fields));
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
             },
@@ -117,16 +118,13 @@ impl ChannelManager {
             },
             (Pending::Recent { session, reply }, OpResult::History(result)) => match result {
                 Ok(page) => {
-                    let mut fields = json!({ "complete": page.complete });
-                    if let Some(top) = &page.top {
-                        fields["offset"] = json!(top.offset);
-                        fields["epoch"] = json!(top.epoch);
-                    }
-                    let publications: Vec<PublicationOut<'_>> =
-                        page.publications.iter().map(PublicationOut::of).collect();
-                    fields["publications"] =
-                        serde_json::to_value(publications).unwrap_or(Value::Null);
-                    self.ok(session, &reply, fields);
+                    let fields = HistoryReply {
+                        complete: page.complete,
+                        offset: page.top.as_ref().map(|top| top.offset),
+                        epoch: page.top.as_ref().map(|top| top.epoch.clone()),
+                        publications: page.publications.iter().map(PublicationOut::of).collect(),
+                    };
+                    self.ok(session, &reply, json!(fields));
                 }
                 Err(e) => self.refuse(session, &reply, e, now),
             },
@@ -141,7 +139,7 @@ impl ChannelManager {
                 self.filled(&channel, &epoch, check, result);
             }
             (Pending::Custom { session, reply }, OpResult::Custom(result)) => match result {
-                Ok(value) => self.ok(session, &reply, json!({ "result": value })),
+                Ok(result) => self.ok(session, &reply, json!(CustomReply { result })),
                 Err(e) => self.refuse(session, &reply, e, now),
             },
             (Pending::Ignore, _) => {}
@@ -369,26 +367,22 @@ impl ChannelManager {
             return;
         };
         stale(&mut self.channels, channel);
-        let mut fields = json!({ "role": membership.role });
-        if self
-            .channels
-            .get(channel)
-            .is_some_and(|c| c.options.encrypted)
-        {
+        let fields = JoinReply {
+            role: membership.role.clone(),
             // So a client that does not encrypt knows not to show what
             // arrives as text.
-            fields["encrypted"] = json!(true);
-        }
-        if let Some(top) = &page.top {
-            fields["offset"] = json!(top.offset);
-            fields["epoch"] = json!(top.epoch);
-        }
-        if asked_since {
-            fields["recovered"] = json!(page.complete);
-            let publications: Vec<PublicationOut<'_>> =
-                page.publications.iter().map(PublicationOut::of).collect();
-            fields["publications"] = serde_json::to_value(publications).unwrap_or(Value::Null);
-        }
+            encrypted: self
+                .channels
+                .get(channel)
+                .is_some_and(|c| c.options.encrypted),
+            offset: page.top.as_ref().map(|top| top.offset),
+            epoch: page.top.as_ref().map(|top| top.epoch.clone()),
+            recovered: asked_since.then_some(page.complete),
+            publications: asked_since
+                .then(|| page.publications.iter().map(PublicationOut::of).collect()),
+            rejoined: false,
+        };
+        let fields = json!(fields);
         let top = page.top.as_ref().map_or(0, |p| p.offset);
         if overflowed {
             membership.lost = true;
