@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ws_channels::protocol::{Command, Request, command_envelope};
+use ws_channels::protocol::{Command, Event, Request, command_envelope};
 use ws_channels::{
     Channels, ChannelsClient, ChannelsConfig, ChannelsHandle, Payload, Target, TopicAccess,
     close_codes,
@@ -566,7 +566,58 @@ async fn restricted_topics_refuse_sessions_without_the_role() {
     );
 }
 
+// ChannelsClient's own guarantees, over a real connection: a reply is
+// matched to its request by id (a reply to a request the client did not
+// make, or gave up on, is skipped), the events that arrive meanwhile come
+// out of `next_event` in order, typed, and a refusal is a typed error.
+async fn the_client_matches_replies_and_keeps_events_in_order() {
+    let (server, _) = channels_server(ChannelsConfig::default(), ServerConfig::default()).await;
+    let mut ann = ChannelsClient::new(channels_socket(&server, "ann").await);
+    let mut bob = ChannelsClient::new(channels_socket(&server, "bob").await);
+    let history = Command::Create {
+        max_participants: None,
+        history_size: Some(10),
+        history_ttl: None,
+        presence_events: false,
+        encrypted: false,
+        info: None,
+    };
+    let created = ann.create("room", Some(history)).await.unwrap();
+    assert_eq!(created.role, ws_channels::Role::OWNER);
+    bob.join("room", None).await.unwrap();
+    // A reply Ann's client never asked for, ahead of its own.
+    let stray = Request::new("room", Command::History { limit: Some(1) }).to_envelope("c99");
+    ann.socket_mut().send(stray.to_message()).await.unwrap();
+    for n in 1..=3 {
+        let published = bob.publish("room", &json!({ "n": n })).await.unwrap();
+        assert_eq!(published.offset, Some(n));
+    }
+    // The reply Ann gets is to her own request, not the stray one.
+    let presence = ann.presence("room").await.unwrap();
+    assert_eq!(presence.total, 2);
+    // The three publications arrived while she waited: in order, typed.
+    for n in 1..=3 {
+        let event = rt::timeout(Duration::from_secs(10), ann.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Event::Publication { publication, .. } = event else {
+            panic!("not a publication: {event:?}");
+        };
+        assert_eq!(publication.offset, Some(n));
+        assert_eq!(publication.data.unwrap().to_value(), json!({ "n": n }));
+    }
+    // A refusal is the server's typed error.
+    let refused = bob.kick("room", "ann").await.unwrap_err();
+    assert_eq!(
+        refused.refusal().map(|r| r.code),
+        Some(ws_channels::ErrorCode::Forbidden)
+    );
+}
+
 adapter_tests!(
+    the_client_matches_replies_and_keeps_events_in_order,
     restricted_topics_refuse_sessions_without_the_role,
     commands_past_the_rate_are_paced_not_refused,
     fan_out_follows_members_and_spares_the_publisher_without_echo,
