@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use ws_channels::backend::admission::{Admission, Seat, admit};
 use ws_channels::backend::{
     ClusterKey, CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig,
 };
@@ -185,6 +186,98 @@ async fn joins_are_checked_against_existence_capacity_and_bans() {
         assert_eq!(banned.unwrap_err().code, ErrorCode::Banned, "{name}");
         tokio::time::sleep(Duration::from_millis(400)).await;
         presence.join("room", member(5, "bo"), TTL).await.unwrap();
+    }
+}
+
+/// Every backend admits as `admission::admit` says, refusing with its
+/// words: a new user as participant or with the role it was given, a
+/// member rejoining a full channel with its seat and role, a full channel
+/// refused, a ban over a held seat.
+#[tokio::test]
+async fn every_backend_admits_by_the_one_set_of_rules() {
+    let moderator = Role::new("moderator");
+    for (name, backend) in backends("admission").await {
+        let presence = &backend.presence;
+        presence
+            .create("hall", options(3, 0), member(1, "al"), TTL, LIMITS)
+            .await
+            .unwrap();
+        presence.set_role("hall", "cy", &moderator).await.unwrap();
+        let mut held = 1;
+        let mut check = async |session: u64, user: &str, seat: Seat<'_>| {
+            let expected = admit(&seat);
+            let got = presence.join("hall", member(session, user), TTL).await;
+            match (&expected, got) {
+                (Admission::Admitted(role) | Admission::Member(role), Ok(grant)) => {
+                    assert_eq!(&grant.role, role, "{name}: {user}");
+                }
+                (refused, Err(error)) => {
+                    let refusal = refused.refusal("hall").expect("a refusal");
+                    assert_eq!(error, refusal, "{name}: {user}");
+                }
+                (expected, got) => panic!("{name}: {user}: {expected:?} but {got:?}"),
+            }
+            if matches!(expected, Admission::Admitted(_)) {
+                held += 1;
+            }
+        };
+        let empty = Seat {
+            banned: false,
+            member_role: None,
+            members: 0,
+            max_participants: 3,
+            user_role: None,
+        };
+        check(
+            2,
+            "bo",
+            Seat {
+                members: 1,
+                ..empty
+            },
+        )
+        .await;
+        check(
+            3,
+            "cy",
+            Seat {
+                members: 2,
+                user_role: Some(&moderator),
+                ..empty
+            },
+        )
+        .await;
+        check(
+            4,
+            "di",
+            Seat {
+                members: 3,
+                ..empty
+            },
+        )
+        .await;
+        check(
+            2,
+            "bo",
+            Seat {
+                members: 3,
+                member_role: Some(&Role::PARTICIPANT),
+                ..empty
+            },
+        )
+        .await;
+        presence.ban("hall", "bo", None).await.unwrap();
+        check(
+            5,
+            "bo",
+            Seat {
+                banned: true,
+                members: 2,
+                ..empty
+            },
+        )
+        .await;
+        assert_eq!(held, 3, "{name}");
     }
 }
 

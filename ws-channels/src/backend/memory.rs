@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::admission::{Admission, Seat, admit};
 use super::{
     BoxFuture, Broker, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore, Published,
     Reach, Sink, Standing,
@@ -664,35 +665,34 @@ impl PresenceStore for MemoryBackend {
         let Some(record) = state.live_channel(channel, now) else {
             return ready(Err(not_found(channel)));
         };
-        if let Some(user) = &member.user
-            && record.bans.contains_key(user)
-        {
-            return ready(Err(ChannelError::new(
-                ErrorCode::Banned,
-                format!("banned from {channel:?}"),
-            )));
-        }
-        if let Some(entry) = record.members.get_mut(&member.session) {
-            entry.expires = now + ttl;
-            return ready(Ok(JoinGrant {
-                options: record.options,
-                role: entry.member.role.clone(),
-            }));
-        }
-        if record.members.len() >= record.options.max_participants as usize {
-            return ready(Err(ChannelError::new(
-                ErrorCode::Full,
-                format!(
-                    "{channel:?} has {} participants, its most",
-                    record.options.max_participants
-                ),
-            )));
-        }
-        member.role = member
-            .user
-            .as_ref()
-            .and_then(|user| record.roles.get(user).cloned())
-            .unwrap_or(Role::PARTICIPANT);
+        let admission = admit(&Seat {
+            banned: member
+                .user
+                .as_ref()
+                .is_some_and(|user| record.bans.contains_key(user)),
+            member_role: record.members.get(&member.session).map(|e| &e.member.role),
+            members: record.members.len(),
+            max_participants: record.options.max_participants,
+            user_role: member.user.as_ref().and_then(|user| record.roles.get(user)),
+        });
+        let role = match admission {
+            Admission::Admitted(role) => role,
+            Admission::Member(role) => {
+                if let Some(entry) = record.members.get_mut(&member.session) {
+                    entry.expires = now + ttl;
+                }
+                return ready(Ok(JoinGrant {
+                    options: record.options,
+                    role,
+                }));
+            }
+            refused => {
+                return ready(Err(refused
+                    .refusal(channel)
+                    .expect("a refusal for every admission that is not a seat")));
+            }
+        };
+        member.role = role;
         let grant = JoinGrant {
             options: record.options,
             role: member.role.clone(),

@@ -43,6 +43,7 @@ use crate::types::{
     JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
 };
 
+pub mod admission;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod cluster;
 pub mod memory;

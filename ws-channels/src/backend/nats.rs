@@ -47,6 +47,7 @@ use async_nats::{Client, HeaderMap};
 use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::admission::{Admission, Seat, admit};
 use super::cluster::{
     Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, missed, ms, new_epoch,
     redact, to_hex, with_backoff,

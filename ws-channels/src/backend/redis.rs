@@ -45,6 +45,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Script, Value as Reply};
 use serde::{Deserialize, Serialize};
 
+use super::admission;
 use super::cluster::{
     Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, missed, ms, new_epoch,
     redact, to_hex, with_backoff,
@@ -942,8 +943,9 @@ fn status_error(status: &str, channel: &str) -> ChannelError {
             ErrorCode::AlreadyExists,
             format!("a channel named {channel:?} exists"),
         ),
-        "banned" => ChannelError::new(ErrorCode::Banned, format!("banned from {channel:?}")),
-        "full" => ChannelError::new(ErrorCode::Full, format!("{channel:?} is full")),
+        // join.lua follows the rules of `admission::admit`.
+        "banned" => admission::banned(channel),
+        "full" => admission::full(channel),
         "limit" => ChannelError::new(
             ErrorCode::Limit,
             format!("{channel:?} has as many bans or roles as allowed"),

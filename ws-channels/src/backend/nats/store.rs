@@ -84,46 +84,42 @@ impl PresenceStore for NatsBackend {
                     let Some(r) = record else {
                         return (Err(not_found(channel)), false);
                     };
-                    if let Some(user) = &member.user
-                        && r.bans.contains_key(user)
-                    {
-                        return (
-                            Err(ChannelError::new(
-                                ErrorCode::Banned,
-                                format!("banned from {channel:?}"),
-                            )),
-                            false,
-                        );
-                    }
-                    if let Some(entry) = r
-                        .members
-                        .iter_mut()
-                        .find(|e| e.member.session == member.session)
-                    {
-                        entry.expires = now + ttl;
-                        let role = entry.member.role.clone();
-                        return (
-                            Ok(JoinGrant {
-                                options: r.options,
-                                role,
-                            }),
-                            true,
-                        );
-                    }
-                    if r.members.len() >= r.options.max_participants as usize {
-                        return (
-                            Err(ChannelError::new(
-                                ErrorCode::Full,
-                                format!("{channel:?} is full"),
-                            )),
-                            false,
-                        );
-                    }
-                    let role = member
-                        .user
-                        .as_ref()
-                        .and_then(|u| r.roles.get(u).cloned())
-                        .unwrap_or(Role::PARTICIPANT);
+                    let admission = admit(&Seat {
+                        banned: member.user.as_ref().is_some_and(|u| r.bans.contains_key(u)),
+                        member_role: r
+                            .members
+                            .iter()
+                            .find(|e| e.member.session == member.session)
+                            .map(|e| &e.member.role),
+                        members: r.members.len(),
+                        max_participants: r.options.max_participants,
+                        user_role: member.user.as_ref().and_then(|u| r.roles.get(u)),
+                    });
+                    let role = match admission {
+                        Admission::Admitted(role) => role,
+                        Admission::Member(role) => {
+                            if let Some(entry) = r
+                                .members
+                                .iter_mut()
+                                .find(|e| e.member.session == member.session)
+                            {
+                                entry.expires = now + ttl;
+                            }
+                            return (
+                                Ok(JoinGrant {
+                                    options: r.options,
+                                    role,
+                                }),
+                                true,
+                            );
+                        }
+                        refused => {
+                            let refusal = refused
+                                .refusal(channel)
+                                .expect("a refusal for every admission that is not a seat");
+                            return (Err(refusal), false);
+                        }
+                    };
                     r.add(member.clone(), role.clone(), now, ttl);
                     (
                         Ok(JoinGrant {
