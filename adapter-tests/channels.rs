@@ -608,6 +608,33 @@ async fn the_client_matches_replies_and_keeps_events_in_order() {
         assert_eq!(publication.offset, Some(n));
         assert_eq!(publication.data.unwrap().to_value(), json!({ "n": n }));
     }
+    // A flood while a reply is awaited fails the request, past the
+    // client's limit, and loses none of it.
+    let mut cy =
+        ChannelsClient::new(channels_socket(&server, "cy").await).with_max_buffered_events(2);
+    cy.join("room", None).await.unwrap();
+    for n in 4..=6 {
+        bob.publish("room", &json!({ "n": n })).await.unwrap();
+    }
+    let flooded = cy.presence("room").await.unwrap_err();
+    assert!(
+        matches!(
+            flooded,
+            ws_channels::ClientError::TooManyEvents { limit: 2 }
+        ),
+        "{flooded}"
+    );
+    for n in 4..=6 {
+        let event = rt::timeout(Duration::from_secs(10), cy.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Event::Publication { publication, .. } = event else {
+            panic!("not a publication: {event:?}");
+        };
+        assert_eq!(publication.offset, Some(n));
+    }
     // A refusal is the server's typed error.
     let refused = bob.kick("room", "ann").await.unwrap_err();
     assert_eq!(

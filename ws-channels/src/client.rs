@@ -34,6 +34,14 @@ pub enum ClientError {
     /// The server sent something that is not a channels message.
     #[error("not a channels message: {0}")]
     Malformed(String),
+    /// More than the client's limit of events arrived while a reply was
+    /// awaited (a flood, or a reply that never comes). They are all kept:
+    /// read them with `next_event`; the reply, if it comes, is skipped.
+    #[error("more than {limit} events arrived while a reply was awaited")]
+    TooManyEvents {
+        /// The limit ([`ChannelsClient::with_max_buffered_events`]).
+        limit: usize,
+    },
 }
 
 impl ClientError {
@@ -77,7 +85,12 @@ pub struct ChannelsClient {
     /// Events (and other envelopes that are not replies) that arrived
     /// while a reply was awaited, in order.
     events: VecDeque<Envelope>,
+    /// Past this many buffered events a request gives up.
+    max_buffered_events: usize,
 }
+
+/// [`ChannelsClient::with_max_buffered_events`]'s default.
+pub const MAX_BUFFERED_EVENTS: usize = 10_000;
 
 impl ChannelsClient {
     /// A client on `socket`, connected to a channels endpoint.
@@ -86,7 +99,17 @@ impl ChannelsClient {
             socket,
             next_id: 0,
             events: VecDeque::new(),
+            max_buffered_events: MAX_BUFFERED_EVENTS,
         }
+    }
+
+    /// How many events may wait while a reply is awaited before the
+    /// request fails with [`ClientError::TooManyEvents`], so a server that
+    /// floods cannot grow the buffer without bound. Default
+    /// [`MAX_BUFFERED_EVENTS`] (10,000).
+    pub fn with_max_buffered_events(mut self, limit: usize) -> Self {
+        self.max_buffered_events = limit;
+        self
     }
 
     /// The connection.
@@ -154,7 +177,14 @@ impl ChannelsClient {
                 // The reply to a request given up on (a timeout around an
                 // earlier call).
                 Some(Kind::Response) => {}
-                _ => self.events.push_back(envelope),
+                _ => {
+                    self.events.push_back(envelope);
+                    if self.events.len() > self.max_buffered_events {
+                        return Err(ClientError::TooManyEvents {
+                            limit: self.max_buffered_events,
+                        });
+                    }
+                }
             }
         }
     }

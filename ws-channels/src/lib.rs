@@ -27,7 +27,7 @@ pub use backend::MemoryBackend;
 pub use backends::Backends;
 #[cfg(feature = "service")]
 #[cfg_attr(docsrs, doc(cfg(feature = "service")))]
-pub use client::{ChannelsClient, ClientError};
+pub use client::{ChannelsClient, ClientError, MAX_BUFFERED_EVENTS};
 pub use config::{ChannelsConfig, SlowSubscriber, TopicAccess, TopicRequest, close_codes};
 pub use manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId};
 pub use operation::{OpResult, Operation};
