@@ -150,16 +150,19 @@ impl Payload {
         self.0.is_empty()
     }
 
-    /// Whether this is an end-to-end client's envelope: an object whose
-    /// `e2e` is `"keys"` or `"msg"`.
+    /// Whether this is an end-to-end envelope: a JSON object whose `e2e`
+    /// field is a non-empty string naming the envelope's kind. What the
+    /// kinds are and what else the object carries belongs to the
+    /// end-to-end client (`ws-crypto`, the page's module); the server only
+    /// tells an envelope from plaintext.
     pub fn is_e2e_envelope(&self) -> bool {
         #[derive(Deserialize)]
         struct Tagged<'a> {
+            // Borrowed unless the string has escapes.
             #[serde(borrow)]
-            e2e: &'a str,
+            e2e: std::borrow::Cow<'a, str>,
         }
-        serde_json::from_str::<Tagged<'_>>(&self.0)
-            .is_ok_and(|tagged| matches!(tagged.e2e, "keys" | "msg"))
+        serde_json::from_str::<Tagged<'_>>(&self.0).is_ok_and(|tagged| !tagged.e2e.is_empty())
     }
 
     /// The value, parsed.
@@ -319,11 +322,11 @@ pub struct ChannelOptions {
     pub history_bytes: u64,
     /// Whether participants get `join` and `leave` events.
     pub presence_events: bool,
-    /// An end-to-end encrypted channel: its publications must be the
-    /// envelopes of an end-to-end client (`{"e2e": "keys" | "msg", ...}`,
-    /// as `ws-crypto` and the browser module make them), so no client
-    /// publishes plaintext into it by mistake. The server checks the
-    /// shape; it cannot read the content.
+    /// An end-to-end encrypted channel: its publications must be
+    /// end-to-end envelopes (objects tagged `{"e2e": "<kind>", ...}`, see
+    /// [`Payload::is_e2e_envelope`]), so no client publishes plaintext
+    /// into it by mistake. The server checks the tag; it cannot read the
+    /// content. Default: false.
     #[serde(default)]
     pub encrypted: bool,
     /// How long the channel, and its history, outlives its last member,

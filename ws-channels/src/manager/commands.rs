@@ -201,7 +201,7 @@ impl ChannelManager {
                 if options.is_some_and(|o| o.encrypted) && !data.is_e2e_envelope() {
                     return Err(error(
                         ErrorCode::BadRequest,
-                        "an encrypted channel carries only end-to-end envelopes ({\"e2e\": \"keys\" | \"msg\", ...})",
+                        "an encrypted channel carries only end-to-end envelopes ({\"e2e\": \"<kind>\", ...})",
                     ));
                 }
                 let from = ClientInfo {
