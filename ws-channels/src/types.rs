@@ -160,7 +160,7 @@ impl Payload {
         struct Tagged<'a> {
             // Borrowed unless the string has escapes.
             #[serde(borrow)]
-            e2e: std::borrow::Cow<'a, str>,
+            e2e: Cow<'a, str>,
         }
         serde_json::from_str::<Tagged<'_>>(&self.0).is_ok_and(|tagged| !tagged.e2e.is_empty())
     }

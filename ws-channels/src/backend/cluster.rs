@@ -1,5 +1,10 @@
 //! What the cluster backends (Redis, NATS) share: the control wire format,
-//! heartbeat bookkeeping, and small helpers.
+//! heartbeat bookkeeping, the node's state and liveness loop (`node`), and
+//! small helpers.
+
+mod node;
+
+pub(crate) use node::{ClusterNode, NodeState, beat, broadcast, on_control, request};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -38,8 +38,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv, stream};
@@ -49,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admission::{Admission, Seat, admit};
 use super::cluster::{
-    Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, missed, ms, new_epoch,
+    Attempt, ClusterNode, NodeState, TOMBSTONE_KEPT, digest_hex, leave, lock, ms, new_epoch,
     redact, to_hex, with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
@@ -245,13 +244,10 @@ struct Shared {
     created: kv::Store,
     /// Channels their owners closed in the last [`TOMBSTONE_KEPT`].
     closed: kv::Store,
-    attached: OnceLock<(NodeId, Arc<dyn Sink>)>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Per subscribed channel or topic, the task that delivers it.
     subscriptions: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
-    local: Mutex<HashMap<(String, SessionId), LocalEntry>>,
-    restore: AtomicBool,
-    control: Control,
+    node: NodeState<LocalEntry>,
     events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>>>,
 }
 
@@ -441,20 +437,17 @@ impl NatsBackend {
                 presence,
                 created,
                 closed,
-                attached: OnceLock::new(),
                 tasks: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(HashMap::new()),
-                local: Mutex::new(HashMap::new()),
-                restore: AtomicBool::new(false),
                 events: Mutex::new(Some(events_rx)),
-                control: Control::new(config.cluster_key.clone(), config.heartbeat),
+                node: NodeState::new("nats", config.cluster_key.clone(), config.heartbeat),
                 config,
             }),
         })
     }
 
     fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
-        if self.shared.attached.set((node, sink.clone())).is_err() {
+        if !self.shared.node.attach(node, sink.clone()) {
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -467,6 +460,60 @@ impl NatsBackend {
                  this node receives nothing"
             ),
         }
+    }
+}
+
+impl ClusterNode for Shared {
+    type Entry = LocalEntry;
+
+    fn node_state(&self) -> &NodeState<LocalEntry> {
+        &self.node
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        self.config.heartbeat
+    }
+
+    async fn send_control(&self, wire: String) -> Result<(), ChannelError> {
+        self.connected()?;
+        self.client
+            .publish(self.control_subject(), wire.into())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn hosted_channels(&self) -> Vec<String> {
+        lock(&self.subscriptions)
+            .keys()
+            .filter(|c| !c.starts_with(TOPIC_PREFIX))
+            .cloned()
+            .collect()
+    }
+
+    async fn reap(&self, channel: &str, gone: NodeId) -> Result<(), ChannelError> {
+        let (members, presence_events) = self
+            .modify(channel, |record, now| {
+                let Some(r) = record else {
+                    return (Ok((Vec::new(), false)), false);
+                };
+                let mut gone_members = Vec::new();
+                r.members.retain(|e| {
+                    let keep = e.member.node != gone;
+                    if !keep {
+                        gone_members.push(e.member.clone());
+                    }
+                    keep
+                });
+                r.settle(now);
+                let changed = !gone_members.is_empty();
+                let events = r.options.presence_events;
+                (Ok((gone_members, events)), changed)
+            })
+            .await?;
+        if presence_events {
+            self.leaves(channel, members).await;
+        }
+        Ok(())
     }
 }
 
@@ -527,11 +574,6 @@ impl Shared {
         Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put))
     }
 
-    /// Acts on what this node missed while cut off ([`missed`]).
-    fn missed(&self, message: ControlMessage) {
-        missed(self.attached.get().map(|(_, sink)| sink), &message);
-    }
-
     async fn record(&self, channel: &str) -> Result<Option<Record>, ChannelError> {
         let entry = self
             .presence
@@ -551,7 +593,7 @@ impl Shared {
 
     async fn subscribe(self: &Arc<Self>, channel: &str) -> Result<(), ChannelError> {
         self.connected()?;
-        let Some((_, sink)) = self.attached.get() else {
+        let Some(sink) = self.node.sink() else {
             return Err(ChannelError::unavailable("nats: not attached to a node"));
         };
         let mut subscriber = self
@@ -607,22 +649,7 @@ impl Shared {
             tokio::select! {
                 message = control.next() => {
                     let Some(message) = message else { return };
-                    match self.control.receive(node, &message.payload, sink.as_ref()) {
-                        Received::Nothing => {}
-                        Received::Answer(answer) => {
-                            let this = self.clone();
-                            tokio::spawn(async move {
-                                let _ = this.publish_control(answer).await;
-                            });
-                        }
-                        Received::Resumed => {
-                            tracing::warn!(
-                                "this node was stalled longer than a peer's death: writing its members back"
-                            );
-                            self.restore.store(true, Ordering::Relaxed);
-                            sink.interrupted();
-                        }
-                    }
+                    super::cluster::on_control(&self, node, &message.payload, sink.as_ref());
                 }
                 event = async {
                     match &mut events {
@@ -642,8 +669,7 @@ impl Shared {
                             // already. What this node holds is written back
                             // whether or not the bucket lost it (a peer may
                             // have taken it for dead meanwhile).
-                            self.restore.store(true, Ordering::Relaxed);
-                            sink.interrupted();
+                            self.node.interrupted();
                             let marker = self.instance().await;
                             let lost_data = marker.is_none() || marker != instance;
                             tracing::info!(lost_data, "NATS connection restored");
@@ -662,7 +688,7 @@ impl Shared {
                         None => events = None,
                     }
                 }
-                _ = beat.tick() => self.beat(node).await,
+                _ = beat.tick() => super::cluster::beat(&self, node).await,
             }
         }
     }
@@ -682,72 +708,10 @@ impl Shared {
         None
     }
 
-    /// The node this backend is attached to.
-    fn me(&self) -> Result<NodeId, ChannelError> {
-        self.attached
-            .get()
-            .map(|(node, _)| *node)
-            .ok_or_else(|| ChannelError::unavailable("nats: the backend is not attached to a node"))
-    }
-
-    async fn publish_control(&self, wire: String) -> Result<(), ChannelError> {
-        self.connected()?;
-        self.client
-            .publish(self.control_subject(), wire.into())
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn beat(self: &Arc<Self>, node: NodeId) {
-        if self.connected().is_ok() {
-            let _ = self.publish_control(self.control.heartbeat(node)).await;
-        }
-        for gone in self.control.peers.silent(self.config.heartbeat) {
-            tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
-            let this = self.clone();
-            tokio::spawn(async move {
-                let channels: Vec<String> = lock(&this.subscriptions)
-                    .keys()
-                    .filter(|c| !c.starts_with(TOPIC_PREFIX))
-                    .cloned()
-                    .collect();
-                for channel in channels {
-                    let result = this
-                        .modify(&channel, |record, now| {
-                            let Some(r) = record else {
-                                return (Ok((Vec::new(), false)), false);
-                            };
-                            let mut gone_members = Vec::new();
-                            r.members.retain(|e| {
-                                let keep = e.member.node != gone;
-                                if !keep {
-                                    gone_members.push(e.member.clone());
-                                }
-                                keep
-                            });
-                            r.settle(now);
-                            let changed = !gone_members.is_empty();
-                            let events = r.options.presence_events;
-                            (Ok((gone_members, events)), changed)
-                        })
-                        .await;
-                    match result {
-                        Ok((members, true)) => this.leaves(&channel, members).await,
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(
-                            channel,
-                            error = %e,
-                            "a dead node's members stay until they expire"
-                        ),
-                    }
-                }
-            });
-        }
-    }
-
     fn remember(&self, channel: &str, member: &Member, options: ChannelOptions) {
-        lock(&self.local).insert(
-            (channel.to_owned(), member.session),
+        self.node.remember(
+            channel,
+            member.session,
             LocalEntry {
                 options,
                 member: member.clone(),

@@ -34,10 +34,10 @@
 //! The backend runs on tokio: build [`Channels`](crate::Channels) with it
 //! inside a tokio runtime.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admission;
 use super::cluster::{
-    Attempt, Control, Received, TOMBSTONE_KEPT, digest_hex, leave, lock, missed, ms, new_epoch,
+    Attempt, ClusterNode, NodeState, TOMBSTONE_KEPT, digest_hex, leave, lock, ms, new_epoch,
     redact, to_hex, with_backoff,
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
@@ -151,18 +151,14 @@ struct Shared {
     client: Client,
     conn: ConnectionManager,
     scripts: Scripts,
-    attached: OnceLock<(NodeId, Arc<dyn Sink>)>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Channels and `$topic:` keys this node is subscribed to.
     topics: Mutex<BTreeSet<String>>,
     /// The live PUB/SUB connection's command half, `None` while down.
     pubsub: tokio::sync::watch::Sender<Option<PubSubSink>>,
-    local: Mutex<HashMap<(String, SessionId), LocalEntry>>,
-    /// Set when Redis lost its data: the next refresh writes members back.
-    restore: AtomicBool,
     /// The presence TTL the manager last asked for, in ms.
     ttl_ms: AtomicU64,
-    control: Control,
+    node: NodeState<LocalEntry>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -305,21 +301,18 @@ impl RedisBackend {
                 client,
                 conn,
                 scripts: Scripts::new(),
-                attached: OnceLock::new(),
                 task: Mutex::new(None),
                 topics: Mutex::new(BTreeSet::new()),
                 pubsub,
-                local: Mutex::new(HashMap::new()),
-                restore: AtomicBool::new(false),
                 ttl_ms: AtomicU64::new(60_000),
-                control: Control::new(config.cluster_key.clone(), config.heartbeat),
+                node: NodeState::new("redis", config.cluster_key.clone(), config.heartbeat),
                 config,
             }),
         })
     }
 
     fn attach(&self, node: NodeId, sink: Arc<dyn Sink>) {
-        if self.shared.attached.set((node, sink.clone())).is_err() {
+        if !self.shared.node.attach(node, sink.clone()) {
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -332,6 +325,38 @@ impl RedisBackend {
                  this node receives nothing"
             ),
         }
+    }
+}
+
+impl ClusterNode for Shared {
+    type Entry = LocalEntry;
+
+    fn node_state(&self) -> &NodeState<LocalEntry> {
+        &self.node
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        self.config.heartbeat
+    }
+
+    async fn send_control(&self, wire: String) -> Result<(), ChannelError> {
+        self.command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(wire))
+            .await
+    }
+
+    fn hosted_channels(&self) -> Vec<String> {
+        lock(&self.topics)
+            .iter()
+            .filter(|t| !t.starts_with(TOPIC_PREFIX))
+            .cloned()
+            .collect()
+    }
+
+    async fn reap(&self, channel: &str, gone: NodeId) -> Result<(), ChannelError> {
+        let args = [gone.0.to_string(), self.ttl().to_string()];
+        self.membership(&self.scripts.reap_node, channel, &args)
+            .await
+            .map(drop)
     }
 }
 
@@ -427,23 +452,12 @@ impl Shared {
         if reaped.is_empty() {
             return;
         }
-        let me = self.me().ok();
-        let (own, members): (Vec<Member>, Vec<Member>) = reaped
-            .iter()
-            .filter_map(|info| serde_json::from_str::<Member>(&text(info)).ok())
-            .partition(|member| Some(member.node) == me);
-        if !own.is_empty() {
-            // This node's own entries ran out while it could not refresh
-            // them (stalled, cut off); its sessions are still here: they
-            // are written back, not announced as gone.
-            self.restore.store(true, Ordering::Relaxed);
-        }
-        {
-            let mut local = lock(&self.local);
-            for member in &members {
-                local.remove(&(channel.to_owned(), member.session));
-            }
-        }
+        let members = self.node.expired(
+            reaped
+                .iter()
+                .filter_map(|info| serde_json::from_str::<Member>(&text(info)).ok())
+                .collect(),
+        );
         let presence_events = serde_json::from_str::<ChannelOptions>(options)
             .is_ok_and(|options| options.presence_events);
         if !presence_events {
@@ -489,14 +503,6 @@ impl Shared {
         }
     }
 
-    fn local_channels(&self) -> Vec<String> {
-        lock(&self.topics)
-            .iter()
-            .filter(|t| !t.starts_with(TOPIC_PREFIX))
-            .cloned()
-            .collect()
-    }
-
     /// Keeps the PUB/SUB connection up for as long as the backend lives:
     /// delivers what arrives, beats, notices dead peers, reconnects.
     async fn listen(self: Arc<Self>, node: NodeId, sink: Arc<dyn Sink>) {
@@ -534,8 +540,7 @@ impl Shared {
             if !first {
                 // What this node holds is written back whether or not Redis
                 // lost it (a peer may have taken it for dead meanwhile).
-                self.restore.store(true, Ordering::Relaxed);
-                sink.interrupted();
+                self.node.interrupted();
             }
             let marker = self.instance().await;
             if !first {
@@ -561,7 +566,7 @@ impl Shared {
                         self.deliver(node, &sink, &message);
                     }
                     _ = beat.tick() => {
-                        self.beat(node).await;
+                        super::cluster::beat(&self, node).await;
                         let mut ping = commands.clone();
                         let alive = tokio::time::timeout(
                             self.config.command_timeout,
@@ -610,22 +615,7 @@ impl Shared {
         let name = message.get_channel_name();
         let payload = message.get_payload_bytes();
         if name == self.control_channel() {
-            match self.control.receive(node, payload, sink.as_ref()) {
-                Received::Nothing => {}
-                Received::Answer(answer) => {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        let _ = this.publish_control(answer).await;
-                    });
-                }
-                Received::Resumed => {
-                    tracing::warn!(
-                        "this node was stalled longer than a peer's death: writing its members back"
-                    );
-                    self.restore.store(true, Ordering::Relaxed);
-                    sink.interrupted();
-                }
-            }
+            super::cluster::on_control(self, node, payload, sink.as_ref());
             return;
         }
         let prefix = format!("{}:pub:", self.config.prefix);
@@ -641,33 +631,6 @@ impl Shared {
             }
             Err(e) => tracing::warn!(channel, error = %e, "an unreadable publication"),
         }
-    }
-
-    /// Says this node is alive, and removes the members of nodes that
-    /// stopped saying so from the channels this node shares with them.
-    async fn beat(self: &Arc<Self>, node: NodeId) {
-        let _ = self.publish_control(self.control.heartbeat(node)).await;
-        let dead = self.control.peers.silent(self.config.heartbeat);
-        for gone in dead {
-            tracing::warn!(node = ?gone, "a node stopped beating; removing its members");
-            let this = self.clone();
-            tokio::spawn(async move {
-                for channel in this.local_channels() {
-                    let args = [gone.0.to_string(), this.ttl().to_string()];
-                    let removed = this
-                        .membership(&this.scripts.reap_node, &channel, &args)
-                        .await;
-                    if let Err(e) = removed {
-                        tracing::warn!(channel, error = %e, "a dead node's members stay until they expire");
-                    }
-                }
-            });
-        }
-    }
-
-    async fn publish_control(&self, wire: String) -> Result<(), ChannelError> {
-        self.command::<()>(redis::cmd("PUBLISH").arg(self.control_channel()).arg(wire))
-            .await
     }
 
     /// Appends `publication` to `channel`'s history and publishes it, in
@@ -723,15 +686,15 @@ impl Shared {
     /// node writes its members back and tells them at once (once, until
     /// the next refresh has done so).
     fn refused(&self, status: &str, channel: &str) -> ChannelError {
-        if status != "not_found" || !lock(&self.local).keys().any(|(c, _)| c == channel) {
+        if status != "not_found" || !self.node.holds(channel) {
             return status_error(status, channel);
         }
-        if !self.restore.swap(true, Ordering::Relaxed) {
+        if self.node.write_back_later() {
             tracing::warn!(
                 channel,
                 "Redis lost a channel this node has members in: writing them back"
             );
-            if let Some((_, sink)) = self.attached.get() {
+            if let Some(sink) = self.node.sink() {
                 sink.interrupted();
             }
         }
@@ -741,18 +704,6 @@ impl Shared {
         ))
     }
 
-    /// Acts on what this node missed while cut off ([`missed`]).
-    fn missed(&self, message: ControlMessage) {
-        missed(self.attached.get().map(|(_, sink)| sink), &message);
-    }
-
-    /// The node this backend is attached to.
-    fn me(&self) -> Result<NodeId, ChannelError> {
-        self.attached.get().map(|(node, _)| *node).ok_or_else(|| {
-            ChannelError::unavailable("redis: the backend is not attached to a node")
-        })
-    }
-
     fn remember(&self, channel: &str, member: &Member, options: &ChannelOptions, role: &Role) {
         let (Ok(info), Ok(options)) = (
             serde_json::to_string(member),
@@ -760,8 +711,9 @@ impl Shared {
         ) else {
             return;
         };
-        lock(&self.local).insert(
-            (channel.to_owned(), member.session),
+        self.node.remember(
+            channel,
+            member.session,
             LocalEntry {
                 options,
                 info,
@@ -796,13 +748,7 @@ impl Shared {
                 .filter_map(|s| text(s).parse().ok())
                 .collect()
         };
-        let entries: Vec<(SessionId, LocalEntry)> = {
-            let local = lock(&self.local);
-            missing
-                .iter()
-                .filter_map(|s| Some((*s, local.get(&(channel.to_owned(), *s))?.clone())))
-                .collect()
-        };
+        let entries = self.node.entries(channel, &missing);
         let Some((_, first)) = entries.first() else {
             return Ok(());
         };
@@ -821,7 +767,7 @@ impl Shared {
             .await?;
         let reply = items(&reply);
         if text(at(reply, 0)) == "closed" {
-            self.missed(ControlMessage::Closed {
+            self.node.missed(ControlMessage::Closed {
                 channel: channel.to_owned(),
             });
             return Ok(());
@@ -837,7 +783,7 @@ impl Shared {
             (sessions(at(reply, 3)), Removal::Banned),
         ] {
             for session in removed {
-                self.missed(ControlMessage::Remove {
+                self.node.missed(ControlMessage::Remove {
                     channel: channel.to_owned(),
                     target: Target::Session(session),
                     reason,

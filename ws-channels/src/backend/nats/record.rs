@@ -215,16 +215,7 @@ impl Shared {
             };
             match written {
                 Ok(()) => {
-                    let me = self.me().ok();
-                    let (own, others): (Vec<Member>, Vec<Member>) =
-                        reaped.into_iter().partition(|m| Some(m.node) == me);
-                    if !own.is_empty() {
-                        // This node's own entries ran out while it could
-                        // not refresh them (stalled, cut off); its sessions
-                        // are still here: they are written back, not
-                        // announced as gone.
-                        self.restore.store(true, Ordering::Relaxed);
-                    }
+                    let others = self.node.expired(reaped);
                     if presence_events {
                         self.leaves(channel, others).await;
                     }

@@ -162,97 +162,14 @@ impl PresenceStore for NatsBackend {
         Box::pin(async move {
             let shared = &self.shared;
             let ttl = ms(ttl);
-            let mut by_channel: BTreeMap<&str, Vec<SessionId>> = BTreeMap::new();
-            for (channel, session) in entries {
-                by_channel.entry(channel).or_default().push(*session);
-            }
-            lock(&shared.local).retain(|(channel, session), _| {
-                by_channel
-                    .get(channel.as_str())
-                    .is_some_and(|s| s.contains(session))
-            });
-            let restore = shared.restore.swap(false, Ordering::Relaxed);
-            let mut result = Ok(());
-            for (channel, sessions) in &by_channel {
-                let local: Vec<LocalEntry> = if restore {
-                    let local = lock(&shared.local);
-                    sessions
-                        .iter()
-                        .filter_map(|s| local.get(&((*channel).to_owned(), *s)).cloned())
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                if !local.is_empty() && shared.closed_lately(channel).await? {
-                    shared.missed(ControlMessage::Closed {
-                        channel: (*channel).to_owned(),
-                    });
-                    continue;
-                }
-                let refreshed = shared
-                    .modify(channel, |record, now| {
-                        if record.is_none() && !local.is_empty() {
-                            *record = Some(Record::new(local[0].options));
-                        }
-                        let Some(r) = record else {
-                            return (Ok((Vec::new(), Vec::new())), false);
-                        };
-                        let mut changed = false;
-                        for entry in &mut r.members {
-                            if entry.member.node == node && sessions.contains(&entry.member.session)
-                            {
-                                entry.expires = now + ttl;
-                                changed = true;
-                            }
-                        }
-                        // Written back unless kicked or banned meanwhile.
-                        let (mut kicked, mut barred) = (Vec::new(), Vec::new());
-                        for entry in &local {
-                            let session = entry.member.session;
-                            if r.members.iter().any(|e| e.member.session == session) {
-                                continue;
-                            }
-                            if r.kicked.contains_key(&session) {
-                                kicked.push(session);
-                                continue;
-                            }
-                            let user = entry.member.user.as_ref();
-                            if user.is_some_and(|user| r.bans.contains_key(user)) {
-                                barred.push(session);
-                                continue;
-                            }
-                            let role = entry.member.role.clone();
-                            if let Some(user) = user
-                                && role != Role::PARTICIPANT
-                            {
-                                r.roles.entry(user.clone()).or_insert(role.clone());
-                            }
-                            r.add(entry.member.clone(), role, now, ttl);
-                            changed = true;
-                        }
-                        (Ok((kicked, barred)), changed)
-                    })
-                    .await;
-                let refreshed = refreshed.map(|(kicked, barred)| {
-                    for (sessions, reason) in [(kicked, Removal::Kicked), (barred, Removal::Banned)]
-                    {
-                        for session in sessions {
-                            shared.missed(ControlMessage::Remove {
-                                channel: (*channel).to_owned(),
-                                target: Target::Session(session),
-                                reason,
-                            });
-                        }
-                    }
-                });
-                if let Err(e) = refreshed {
-                    result = Err(e);
-                }
-            }
-            if restore && result.is_err() {
-                shared.restore.store(true, Ordering::Relaxed);
-            }
-            result
+            shared
+                .node
+                .refresh(entries, |channel, sessions, write_back| async move {
+                    shared
+                        .refresh_channel(node, &channel, &sessions, ttl, write_back)
+                        .await
+                })
+                .await
         })
     }
 
@@ -486,11 +403,7 @@ impl Controller for NatsBackend {
     }
 
     fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let wire = shared.control.message(shared.me()?, message);
-            shared.publish_control(wire).await
-        })
+        Box::pin(super::super::cluster::broadcast(&*self.shared, message))
     }
 
     fn request(
@@ -498,14 +411,91 @@ impl Controller for NatsBackend {
         message: ControlMessage,
         wait: Duration,
     ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            shared
-                .control
-                .request(shared.me()?, message, wait, |wire| {
-                    shared.publish_control(wire)
-                })
-                .await
-        })
+        Box::pin(super::super::cluster::request(&*self.shared, message, wait))
+    }
+}
+
+impl Shared {
+    /// Extends `node`'s entries for `sessions` in `channel`; with
+    /// `write_back`, adds back those the bucket lost, unless they were
+    /// kicked or banned meanwhile or the channel was closed (those are
+    /// acted on as missed control messages).
+    async fn refresh_channel(
+        &self,
+        node: NodeId,
+        channel: &str,
+        sessions: &[SessionId],
+        ttl: u64,
+        write_back: bool,
+    ) -> Result<(), ChannelError> {
+        let local: Vec<LocalEntry> = if write_back {
+            self.node
+                .entries(channel, sessions)
+                .into_iter()
+                .map(|(_, entry)| entry)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !local.is_empty() && self.closed_lately(channel).await? {
+            self.node.missed(ControlMessage::Closed {
+                channel: channel.to_owned(),
+            });
+            return Ok(());
+        }
+        let (kicked, barred) = self
+            .modify(channel, |record, now| {
+                if record.is_none() && !local.is_empty() {
+                    *record = Some(Record::new(local[0].options));
+                }
+                let Some(r) = record else {
+                    return (Ok((Vec::new(), Vec::new())), false);
+                };
+                let mut changed = false;
+                for entry in &mut r.members {
+                    if entry.member.node == node && sessions.contains(&entry.member.session) {
+                        entry.expires = now + ttl;
+                        changed = true;
+                    }
+                }
+                // Written back unless kicked or banned meanwhile.
+                let (mut kicked, mut barred) = (Vec::new(), Vec::new());
+                for entry in &local {
+                    let session = entry.member.session;
+                    if r.members.iter().any(|e| e.member.session == session) {
+                        continue;
+                    }
+                    if r.kicked.contains_key(&session) {
+                        kicked.push(session);
+                        continue;
+                    }
+                    let user = entry.member.user.as_ref();
+                    if user.is_some_and(|user| r.bans.contains_key(user)) {
+                        barred.push(session);
+                        continue;
+                    }
+                    let role = entry.member.role.clone();
+                    if let Some(user) = user
+                        && role != Role::PARTICIPANT
+                    {
+                        r.roles.entry(user.clone()).or_insert(role.clone());
+                    }
+                    r.add(entry.member.clone(), role, now, ttl);
+                    changed = true;
+                }
+                (Ok((kicked, barred)), changed)
+            })
+            .await?;
+
+        for (sessions, reason) in [(kicked, Removal::Kicked), (barred, Removal::Banned)] {
+            for session in sessions {
+                self.node.missed(ControlMessage::Remove {
+                    channel: channel.to_owned(),
+                    target: Target::Session(session),
+                    reason,
+                });
+            }
+        }
+        Ok(())
     }
 }

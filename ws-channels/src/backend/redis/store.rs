@@ -116,7 +116,7 @@ impl PresenceStore for RedisBackend {
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            lock(&shared.local).remove(&(channel.to_owned(), session));
+            shared.node.forget(channel, session);
             let args = [session.to_string(), shared.ttl().to_string()];
             shared
                 .membership(&shared.scripts.leave, channel, &args)
@@ -134,33 +134,14 @@ impl PresenceStore for RedisBackend {
         Box::pin(async move {
             let shared = &self.shared;
             shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
-            let mut by_channel: BTreeMap<&str, Vec<SessionId>> = BTreeMap::new();
-            for (channel, session) in entries {
-                by_channel.entry(channel).or_default().push(*session);
-            }
-            {
-                // What the manager no longer has is not written back.
-                let mut local = lock(&shared.local);
-                local.retain(|(channel, session), _| {
-                    by_channel
-                        .get(channel.as_str())
-                        .is_some_and(|s| s.contains(session))
-                });
-            }
-            let restore = shared.restore.swap(false, Ordering::Relaxed);
-            let mut result = Ok(());
-            for (channel, sessions) in &by_channel {
-                if let Err(e) = shared
-                    .refresh_channel(node, channel, sessions, ms(ttl), restore)
-                    .await
-                {
-                    result = Err(e);
-                }
-            }
-            if restore && result.is_err() {
-                shared.restore.store(true, Ordering::Relaxed);
-            }
-            result
+            shared
+                .node
+                .refresh(entries, |channel, sessions, write_back| async move {
+                    shared
+                        .refresh_channel(node, &channel, &sessions, ms(ttl), write_back)
+                        .await
+                })
+                .await
         })
     }
 
@@ -378,11 +359,7 @@ impl Controller for RedisBackend {
     }
 
     fn broadcast(&self, message: ControlMessage) -> BoxFuture<'_, Result<(), ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let wire = shared.control.message(shared.me()?, message);
-            shared.publish_control(wire).await
-        })
+        Box::pin(super::super::cluster::broadcast(&*self.shared, message))
     }
 
     fn request(
@@ -390,14 +367,6 @@ impl Controller for RedisBackend {
         message: ControlMessage,
         wait: Duration,
     ) -> BoxFuture<'_, Result<Reach, ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            shared
-                .control
-                .request(shared.me()?, message, wait, |wire| {
-                    shared.publish_control(wire)
-                })
-                .await
-        })
+        Box::pin(super::super::cluster::request(&*self.shared, message, wait))
     }
 }
