@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Minimizes the committed corpus: for each target (or the ones named), the
 # seeds (corpus/T/seed-*, written by make_seeds.py) plus the fewest other
-# files that reach every edge the corpus reaches. Edges only, without hit
-# counters or comparison features: `cargo fuzz cmin` counts those too and
-# keeps almost everything. Run from anywhere; needs cargo-fuzz.
+# files that reach every edge the corpus reaches, chosen by libFuzzer's
+# greedy set cover (-set_cover_merge), which keeps about a third fewer files
+# than the plain merge. Edges only, without hit counters or comparison
+# features: `cargo fuzz cmin` counts those too and keeps almost everything.
+# Run from anywhere; needs cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
@@ -13,7 +15,7 @@ targets=("$@")
 for target in "${targets[@]}"; do
   kept=$(mktemp -d)
   cp corpus/"$target"/seed-* "$kept"/ 2>/dev/null || true
-  target/x86_64-unknown-linux-gnu/release/"$target" -merge=1 -use_counters=0 \
+  target/x86_64-unknown-linux-gnu/release/"$target" -set_cover_merge=1 -use_counters=0 \
     -use_value_profile=0 -use_cmp=0 "$kept" corpus/"$target" 2>"$kept.log" || {
     cat "$kept.log" >&2
     exit 1
