@@ -100,7 +100,7 @@ async fn a_user_creates_at_most_its_share_of_channels() {
         max_per_user: 2,
     };
     for (name, backend) in backends("quota").await {
-        let presence = &backend.presence;
+        let presence = &backend.store;
         for (n, channel) in ["q1", "q2"].into_iter().enumerate() {
             presence
                 .create(
@@ -146,7 +146,7 @@ async fn a_user_creates_at_most_its_share_of_channels() {
 #[tokio::test]
 async fn joins_are_checked_against_existence_capacity_and_bans() {
     for (name, backend) in backends("joins").await {
-        let presence = &backend.presence;
+        let presence = &backend.store;
         let missing = presence.join("room", member(2, "bo"), TTL).await;
         assert_eq!(missing.unwrap_err().code, ErrorCode::NotFound, "{name}");
         let grant = presence
@@ -197,7 +197,7 @@ async fn joins_are_checked_against_existence_capacity_and_bans() {
 async fn every_backend_admits_by_the_one_set_of_rules() {
     let moderator = Role::new("moderator");
     for (name, backend) in backends("admission").await {
-        let presence = &backend.presence;
+        let presence = &backend.store;
         presence
             .create("hall", options(3, 0), member(1, "al"), TTL, LIMITS)
             .await
@@ -284,7 +284,7 @@ async fn every_backend_admits_by_the_one_set_of_rules() {
 #[tokio::test]
 async fn roles_rosters_kicks_expiry_and_deletion() {
     for (name, backend) in backends("roles").await {
-        let presence = &backend.presence;
+        let presence = &backend.store;
         presence
             .create("hall", options(100, 0), member(1, "al"), TTL, LIMITS)
             .await
@@ -372,7 +372,7 @@ async fn history_keeps_to_the_channels_byte_budget() {
         let mut heavy = options(10, 10);
         heavy.history_bytes = 3_500;
         backend
-            .presence
+            .store
             .create("heavy", heavy, member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
@@ -409,7 +409,7 @@ async fn history_keeps_to_the_channels_byte_budget() {
 async fn history_keeps_offsets_size_ttl_and_epochs() {
     for (name, backend) in backends("history").await {
         backend
-            .presence
+            .store
             .create("log", options(10, 3), member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
@@ -499,7 +499,7 @@ async fn history_keeps_offsets_size_ttl_and_epochs() {
 
         // Entries expire with the channel's history TTL.
         backend
-            .presence
+            .store
             .create("brief", options(10, 3), member(1, "al"), TTL, LIMITS)
             .await
             .unwrap();
@@ -548,7 +548,7 @@ async fn a_key_publishes_once_even_when_retries_race() {
     for (name, backend) in backends("once").await {
         for channel in ["log", "other"] {
             backend
-                .presence
+                .store
                 .create(channel, options(10, 100), member(1, "al"), TTL, LIMITS)
                 .await
                 .unwrap();
@@ -629,7 +629,7 @@ async fn an_emptied_nats_history_keeps_one_epoch() {
     config.max_history_age = Duration::from_secs(1);
     let backend = Backends::shared(NatsBackend::connect(config).await.expect("NATS connects"));
     backend
-        .presence
+        .store
         .create("log", options(10, 10), member(1, "al"), TTL, LIMITS)
         .await
         .unwrap();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::{
-    Broker, ClusterKey, Controller, MemoryBackend, PresenceStore, Published, REQUEST_WAIT, Sink,
+    Broker, ChannelStore, ClusterKey, Controller, MemoryBackend, Published, REQUEST_WAIT, Sink,
 };
 #[cfg(feature = "nats")]
 use crate::backend::{NatsBackend, NatsConfig};
@@ -18,8 +18,10 @@ use crate::types::{ChannelError, ControlMessage, NodeId, Target};
 pub struct Backends {
     /// Publications and history.
     pub broker: Arc<dyn Broker>,
-    /// Channels, members, roles, bans.
-    pub presence: Arc<dyn PresenceStore>,
+    /// Channels, members, roles, bans: [`Presence`](crate::backend::Presence)
+    /// and the [`ChannelDirectory`](crate::backend::ChannelDirectory) on
+    /// one state.
+    pub store: Arc<dyn ChannelStore>,
     /// Kicks, bans, role changes and disconnects for every node.
     pub controller: Arc<dyn Controller>,
 }
@@ -38,18 +40,18 @@ impl Backends {
         let memory = memory.into();
         Self {
             broker: memory.clone(),
-            presence: memory.clone(),
+            store: memory.clone(),
             controller: memory,
         }
     }
 
     /// One value that is all three: a cluster backend such as
     /// `RedisBackend` or `NatsBackend`.
-    pub fn shared<T: Broker + PresenceStore + Controller>(backend: T) -> Self {
+    pub fn shared<T: Broker + ChannelStore + Controller>(backend: T) -> Self {
         let backend = Arc::new(backend);
         Self {
             broker: backend.clone(),
-            presence: backend.clone(),
+            store: backend.clone(),
             controller: backend,
         }
     }
@@ -131,7 +133,7 @@ impl Backends {
                 ttl,
                 limits,
             } => OpResult::Joined(
-                self.presence
+                self.store
                     .create(&channel, options, owner, ttl, limits)
                     .await,
             ),
@@ -139,9 +141,9 @@ impl Backends {
                 channel,
                 member,
                 ttl,
-            } => OpResult::Joined(self.presence.join(&channel, member, ttl).await),
+            } => OpResult::Joined(self.store.join(&channel, member, ttl).await),
             Operation::Leave { channel, session } => {
-                OpResult::Done(self.presence.leave(&channel, session).await)
+                OpResult::Done(self.store.leave(&channel, session).await)
             }
             Operation::Subscribe { topic } => {
                 OpResult::Done(self.broker.subscribe(node, &topic).await)
@@ -178,13 +180,13 @@ impl Backends {
                 OpResult::History(self.broker.recent(&channel, limit).await)
             }
             Operation::Members { channel, limit } => {
-                OpResult::Roster(self.presence.members(&channel, limit).await)
+                OpResult::Roster(self.store.members(&channel, limit).await)
             }
             Operation::Kick { channel, target } => {
                 // Every node is told, whatever presence says: a session
                 // missing from presence (its entry expired, the broker
                 // lost it) is still removed where it is.
-                let result = match self.presence.kick(&channel, &target).await {
+                let result = match self.store.kick(&channel, &target).await {
                     Ok(listed) => {
                         let removal = ControlMessage::Remove {
                             channel,
@@ -206,7 +208,7 @@ impl Backends {
                 user,
                 duration,
             } => {
-                let result = match self.presence.ban(&channel, &user, duration).await {
+                let result = match self.store.ban(&channel, &user, duration).await {
                     Ok(()) => {
                         self.controller
                             .broadcast(ControlMessage::Remove {
@@ -221,14 +223,14 @@ impl Backends {
                 OpResult::Done(result)
             }
             Operation::Unban { channel, user } => {
-                OpResult::Done(self.presence.unban(&channel, &user).await)
+                OpResult::Done(self.store.unban(&channel, &user).await)
             }
             Operation::SetRole {
                 channel,
                 user,
                 role,
             } => {
-                let result = match self.presence.set_role(&channel, &user, &role).await {
+                let result = match self.store.set_role(&channel, &user, &role).await {
                     Ok(()) => {
                         self.controller
                             .broadcast(ControlMessage::RoleChanged {
@@ -243,7 +245,7 @@ impl Backends {
                 OpResult::Done(result)
             }
             Operation::Close { channel } => {
-                let mut result = self.presence.delete(&channel).await;
+                let mut result = self.store.delete(&channel).await;
                 if result.is_ok() {
                     result = self.broker.remove_history(&channel).await;
                 }
@@ -256,7 +258,7 @@ impl Backends {
                 OpResult::Done(result)
             }
             Operation::Refresh { entries, ttl } => {
-                OpResult::Done(self.presence.refresh(node, &entries, ttl).await)
+                OpResult::Done(self.store.refresh(node, &entries, ttl).await)
             }
         }
     }

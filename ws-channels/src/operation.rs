@@ -15,7 +15,7 @@ use crate::types::{
 };
 #[cfg(doc)]
 use crate::{
-    backend::{Broker, Controller, PresenceStore},
+    backend::{Broker, ChannelDirectory, Controller, Presence},
     types::ControlMessage,
 };
 
@@ -23,7 +23,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Operation {
-    /// [`PresenceStore::create`].
+    /// [`ChannelDirectory::create`].
     Create {
         /// The channel.
         channel: String,
@@ -36,7 +36,7 @@ pub enum Operation {
         /// Channels in all, and per user, at most.
         limits: CreateLimits,
     },
-    /// [`PresenceStore::join`].
+    /// [`Presence::join`].
     Join {
         /// The channel.
         channel: String,
@@ -45,7 +45,7 @@ pub enum Operation {
         /// Presence TTL.
         ttl: Duration,
     },
-    /// [`PresenceStore::leave`].
+    /// [`Presence::leave`].
     Leave {
         /// The channel.
         channel: String,
@@ -91,21 +91,21 @@ pub enum Operation {
         /// Publications at most.
         limit: usize,
     },
-    /// [`PresenceStore::members`].
+    /// [`Presence::members`].
     Members {
         /// The channel.
         channel: String,
         /// Members at most.
         limit: usize,
     },
-    /// [`PresenceStore::kick`], then a [`ControlMessage::Remove`].
+    /// [`Presence::kick`], then a [`ControlMessage::Remove`].
     Kick {
         /// The channel.
         channel: String,
         /// Whom.
         target: Target,
     },
-    /// [`PresenceStore::ban`], then a [`ControlMessage::Remove`].
+    /// [`ChannelDirectory::ban`], then a [`ControlMessage::Remove`].
     Ban {
         /// The channel.
         channel: String,
@@ -114,14 +114,14 @@ pub enum Operation {
         /// How long; `None` until unbanned.
         duration: Option<Duration>,
     },
-    /// [`PresenceStore::unban`].
+    /// [`ChannelDirectory::unban`].
     Unban {
         /// The channel.
         channel: String,
         /// Whom.
         user: String,
     },
-    /// [`PresenceStore::set_role`], then a [`ControlMessage::RoleChanged`].
+    /// [`ChannelDirectory::set_role`], then a [`ControlMessage::RoleChanged`].
     SetRole {
         /// The channel.
         channel: String,
@@ -130,13 +130,13 @@ pub enum Operation {
         /// The new role.
         role: Role,
     },
-    /// [`PresenceStore::delete`], [`Broker::remove_history`], then a
+    /// [`ChannelDirectory::delete`], [`Broker::remove_history`], then a
     /// [`ControlMessage::Closed`].
     Close {
         /// The channel.
         channel: String,
     },
-    /// [`PresenceStore::refresh`] of every local entry.
+    /// [`Presence::refresh`] of every local entry.
     Refresh {
         /// (channel, session) pairs.
         entries: Vec<(String, SessionId)>,

@@ -440,7 +440,7 @@ impl Sink for NodeSink {
         let checking = node.clone();
         server.spawn(async move {
             let node = checking;
-            let standing = node.backend.presence.standing(&channel, &user).await;
+            let standing = node.backend.store.standing(&channel, &user).await;
             let agrees = standing.as_ref().is_ok_and(|standing| match &role {
                 Some(role) => standing.role == *role,
                 None => standing.banned,
@@ -606,13 +606,9 @@ impl ChannelsHandle {
     }
 
     async fn existing(&self, channel: &str) -> Result<ChannelSummary, ChannelError> {
-        self.backend()
-            .presence
-            .channel(channel)
-            .await?
-            .ok_or_else(|| {
-                ChannelError::new(ErrorCode::NotFound, format!("no channel named {channel:?}"))
-            })
+        self.backend().store.channel(channel).await?.ok_or_else(|| {
+            ChannelError::new(ErrorCode::NotFound, format!("no channel named {channel:?}"))
+        })
     }
 
     /// Publishes `data` to `channel` from the server; its position when
@@ -681,7 +677,7 @@ impl ChannelsHandle {
 
     /// Lifts a ban.
     pub async fn unban(&self, channel: &str, user: &str) -> Result<(), ChannelError> {
-        self.backend().presence.unban(channel, user).await
+        self.backend().store.unban(channel, user).await
     }
 
     /// Closes every connection of `target` on every node with
@@ -723,12 +719,12 @@ impl ChannelsHandle {
 
     /// Up to `limit` channels, by name.
     pub async fn channels(&self, limit: usize) -> Result<Vec<ChannelSummary>, ChannelError> {
-        self.backend().presence.channels(limit).await
+        self.backend().store.channels(limit).await
     }
 
     /// Up to `limit` members of `channel`, oldest first, and the total.
     pub async fn presence(&self, channel: &str, limit: usize) -> Result<Roster, ChannelError> {
-        self.backend().presence.members(channel, limit).await
+        self.backend().store.members(channel, limit).await
     }
 
     /// Sessions open on this node.

@@ -1,6 +1,6 @@
 //! The rules a join is admitted by, written once. Every backend applies
 //! them in the same step as it adds the member (the atomicity
-//! [`PresenceStore::join`](super::PresenceStore::join) promises): the
+//! [`Presence::join`](super::Presence::join) promises): the
 //! in-process and NATS backends call [`admit`], Redis' `join.lua` follows
 //! the same order, and the conformance suite holds all three to
 //! [`admit`]'s answers. A backend of your own calls it too.

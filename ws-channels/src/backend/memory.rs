@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Seat, admit};
 use super::{
-    BoxFuture, Broker, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore, Published,
-    Reach, Sink, Standing,
+    BoxFuture, Broker, ChannelDirectory, Controller, CreateLimits, IDEMPOTENCY_WINDOW, Presence,
+    Published, Reach, Sink, Standing,
 };
 use crate::types::{
     ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
@@ -580,80 +580,7 @@ impl Broker for MemoryBackend {
     }
 }
 
-impl PresenceStore for MemoryBackend {
-    fn create<'a>(
-        &'a self,
-        channel: &'a str,
-        options: ChannelOptions,
-        mut owner: Member,
-        ttl: Duration,
-        limits: CreateLimits,
-    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
-        let now = self.now();
-        let mut state = self.lock();
-        if state.live_channel(channel, now).is_some() {
-            return ready(Err(ChannelError::new(
-                ErrorCode::AlreadyExists,
-                format!("a channel named {channel:?} exists"),
-            )));
-        }
-        let max_channels = limits.max_channels;
-        let owned = |state: &State| {
-            owner
-                .user
-                .as_ref()
-                .and_then(|user| state.created.get(user))
-                .copied()
-                .unwrap_or(0)
-        };
-        if state.channels.len() >= max_channels || owned(&state) >= limits.max_per_user {
-            state.sweep(now);
-            if state.channels.len() >= max_channels {
-                return ready(Err(ChannelError::new(
-                    ErrorCode::Limit,
-                    format!("there are {max_channels} channels, the most allowed"),
-                )));
-            }
-            if owned(&state) >= limits.max_per_user {
-                return ready(Err(super::too_many_owned(limits.max_per_user)));
-            }
-        }
-        // A channel made anew starts a new history, so offsets from an
-        // earlier channel of that name are never taken for this one's.
-        state.drop_history(channel);
-        owner.role = Role::OWNER;
-        let creator = owner.user.clone();
-        let mut roles = HashMap::new();
-        if let Some(user) = &owner.user {
-            roles.insert(user.clone(), Role::OWNER);
-        }
-        let mut members = HashMap::new();
-        members.insert(
-            owner.session,
-            Entry {
-                member: owner,
-                expires: now + ttl,
-                seq: 0,
-            },
-        );
-        state.add_channel(
-            channel,
-            Channel {
-                options,
-                members,
-                next_seq: 1,
-                roles,
-                bans: HashMap::new(),
-                empty_since: None,
-                creator,
-            },
-        );
-        ready(Ok(JoinGrant {
-            options,
-            role: Role::OWNER,
-        }))
-    }
-
+impl Presence for MemoryBackend {
     fn join<'a>(
         &'a self,
         channel: &'a str,
@@ -770,6 +697,96 @@ impl PresenceStore for MemoryBackend {
         }))
     }
 
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let Some(record) = state.live_channel(channel, now) else {
+            return ready(Err(not_found(channel)));
+        };
+        ready(Ok(record.remove(now, |m| {
+            target.matches(m.session, m.user.as_deref())
+        })))
+    }
+}
+
+impl ChannelDirectory for MemoryBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        limits: CreateLimits,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        if state.live_channel(channel, now).is_some() {
+            return ready(Err(ChannelError::new(
+                ErrorCode::AlreadyExists,
+                format!("a channel named {channel:?} exists"),
+            )));
+        }
+        let max_channels = limits.max_channels;
+        let owned = |state: &State| {
+            owner
+                .user
+                .as_ref()
+                .and_then(|user| state.created.get(user))
+                .copied()
+                .unwrap_or(0)
+        };
+        if state.channels.len() >= max_channels || owned(&state) >= limits.max_per_user {
+            state.sweep(now);
+            if state.channels.len() >= max_channels {
+                return ready(Err(ChannelError::new(
+                    ErrorCode::Limit,
+                    format!("there are {max_channels} channels, the most allowed"),
+                )));
+            }
+            if owned(&state) >= limits.max_per_user {
+                return ready(Err(super::too_many_owned(limits.max_per_user)));
+            }
+        }
+        // A channel made anew starts a new history, so offsets from an
+        // earlier channel of that name are never taken for this one's.
+        state.drop_history(channel);
+        owner.role = Role::OWNER;
+        let creator = owner.user.clone();
+        let mut roles = HashMap::new();
+        if let Some(user) = &owner.user {
+            roles.insert(user.clone(), Role::OWNER);
+        }
+        let mut members = HashMap::new();
+        members.insert(
+            owner.session,
+            Entry {
+                member: owner,
+                expires: now + ttl,
+                seq: 0,
+            },
+        );
+        state.add_channel(
+            channel,
+            Channel {
+                options,
+                members,
+                next_seq: 1,
+                roles,
+                bans: HashMap::new(),
+                empty_since: None,
+                creator,
+            },
+        );
+        ready(Ok(JoinGrant {
+            options,
+            role: Role::OWNER,
+        }))
+    }
+
     fn channel<'a>(
         &'a self,
         channel: &'a str,
@@ -791,21 +808,6 @@ impl PresenceStore for MemoryBackend {
             .take(limit)
             .map(|(name, c)| c.summary(name))
             .collect()))
-    }
-
-    fn kick<'a>(
-        &'a self,
-        channel: &'a str,
-        target: &'a Target,
-    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
-        let now = self.now();
-        let mut state = self.lock();
-        let Some(record) = state.live_channel(channel, now) else {
-            return ready(Err(not_found(channel)));
-        };
-        ready(Ok(record.remove(now, |m| {
-            target.matches(m.session, m.user.as_deref())
-        })))
     }
 
     fn ban<'a>(

@@ -1,5 +1,7 @@
-//! What a node needs from the rest of the cluster, as three traits, and
-//! the in-process default that implements all three.
+//! What a node needs from the rest of the cluster: a [`Broker`]
+//! (publications and history), a [`ChannelStore`] ([`Presence`] and the
+//! [`ChannelDirectory`]) and a [`Controller`] (control messages to every
+//! node), and the in-process default that implements them all.
 //!
 //! A node runs one [`ChannelManager`](crate::ChannelManager); the manager
 //! asks for backend work with [`Operation`](crate::Operation)s and the
@@ -22,7 +24,7 @@
 //! - **Interest-based fan-out.** A node is subscribed to a channel's topic
 //!   only while it hosts participants there; publications reach only
 //!   subscribed nodes.
-//! - **Atomic joins.** [`PresenceStore::join`] checks the channel exists,
+//! - **Atomic joins.** [`Presence::join`] checks the channel exists,
 //!   the user is not banned and there is room, and adds the member, in one
 //!   step, so two nodes admitting the last two places at once cannot both
 //!   succeed, and a ban and a join racing on two nodes leave the user out.
@@ -170,23 +172,12 @@ pub trait Broker: Send + Sync + 'static {
     fn remove_history<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>>;
 }
 
-/// Knows channels, their members, roles and bans; the cluster's
-/// coordinator.
-pub trait PresenceStore: Send + Sync + 'static {
-    /// Creates a channel with `owner` as its first member, or fails with
-    /// [`ErrorCode::AlreadyExists`](crate::ErrorCode::AlreadyExists), or
-    /// [`ErrorCode::Limit`](crate::ErrorCode::Limit) past `limits`: the
-    /// channels in all, and those the owner's user created that still
-    /// exist.
-    fn create<'a>(
-        &'a self,
-        channel: &'a str,
-        options: ChannelOptions,
-        owner: Member,
-        ttl: Duration,
-        limits: CreateLimits,
-    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>>;
-
+/// Who is in a channel: members join (admitted atomically against the
+/// directory's bans and the channel's capacity), leave, are kicked, are
+/// refreshed by the node that holds them and expire when it stops.
+/// Implemented together with [`ChannelDirectory`] on one state; see
+/// [`ChannelStore`].
+pub trait Presence: Send + Sync + 'static {
     /// Adds `member` (its `role` is ignored: the store's role for the user
     /// is granted) atomically against existence, bans and capacity. Joining
     /// again with a session already present succeeds and refreshes it.
@@ -219,6 +210,35 @@ pub trait PresenceStore: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'a, Result<Roster, ChannelError>>;
 
+    /// Removes the target's members; how many were removed.
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>>;
+}
+
+/// Which channels exist and the standing of users in them: creation and
+/// deletion, roles and bans. Implemented together with [`Presence`] on
+/// one state; see [`ChannelStore`].
+pub trait ChannelDirectory: Send + Sync + 'static {
+    /// Creates a channel with `owner` as its first member, or fails with
+    /// [`ErrorCode::AlreadyExists`](crate::ErrorCode::AlreadyExists), or
+    /// [`ErrorCode::Limit`](crate::ErrorCode::Limit) past `limits`: the
+    /// channels in all, and those the owner's user created that still
+    /// exist.
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        owner: Member,
+        ttl: Duration,
+        limits: CreateLimits,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>>;
+
+    /// Removes a channel, its members, roles and bans.
+    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>>;
+
     /// One channel, if it exists.
     fn channel<'a>(
         &'a self,
@@ -227,13 +247,6 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Up to `limit` channels, by name.
     fn channels(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ChannelSummary>, ChannelError>>;
-
-    /// Removes the target's members; how many were removed.
-    fn kick<'a>(
-        &'a self,
-        channel: &'a str,
-        target: &'a Target,
-    ) -> BoxFuture<'a, Result<usize, ChannelError>>;
 
     /// Bans `user` (for `duration`, or until unbanned) and removes its
     /// members. Joins check bans, so a ban outlives reconnects.
@@ -260,9 +273,6 @@ pub trait PresenceStore: Send + Sync + 'static {
         role: &'a Role,
     ) -> BoxFuture<'a, Result<(), ChannelError>>;
 
-    /// Removes a channel, its members, roles and bans.
-    fn delete<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), ChannelError>>;
-
     /// `user`'s role in the channel (participant unless given another)
     /// and whether it is banned, as the store has them now; a channel
     /// that does not exist is [`ErrorCode::NotFound`](crate::ErrorCode::NotFound).
@@ -275,7 +285,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Standing, ChannelError>>;
 }
 
-/// A user's standing in a channel ([`PresenceStore::standing`]).
+/// Presence and the channel directory on one state, as a node needs them:
+/// a join is checked against bans and capacity and a ban removes members
+/// in one step, so the two halves cannot live apart. Implemented for every
+/// type that implements both.
+pub trait ChannelStore: Presence + ChannelDirectory {}
+
+impl<T: Presence + ChannelDirectory + ?Sized> ChannelStore for T {}
+
+/// A user's standing in a channel ([`ChannelDirectory::standing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
     /// Its role.
@@ -390,7 +408,7 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
-/// What a [`PresenceStore::create`] may not pass.
+/// What a [`ChannelDirectory::create`] may not pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreateLimits {
     /// Channels in all.

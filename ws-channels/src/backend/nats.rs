@@ -53,8 +53,8 @@ use super::cluster::{
 };
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
-    BoxFuture, Broker, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW, PresenceStore,
-    Published, Reach, Sink, Standing,
+    BoxFuture, Broker, ChannelDirectory, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW,
+    Presence, Published, Reach, Sink, Standing,
 };
 use crate::types::TOPIC_PREFIX;
 use crate::types::{

@@ -584,7 +584,7 @@ proptest! {
             });
         }
         for channel in CHANNELS {
-            if let Ok(roster) = run.sim.run(run.sim.backend().presence.members(channel, 10)) {
+            if let Ok(roster) = run.sim.run(run.sim.backend().store.members(channel, 10)) {
                 assert_eq!(roster.total, 0, "{channel}");
             }
         }

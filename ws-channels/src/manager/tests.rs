@@ -681,7 +681,7 @@ fn presence_expires_unless_refreshed() {
     for _ in 0..10 {
         sim.advance(Duration::from_secs(20));
     }
-    let roster = sim.run(sim.backend().presence.members("room", 10)).unwrap();
+    let roster = sim.run(sim.backend().store.members("room", 10)).unwrap();
     assert_eq!(roster.total, 1);
 }
 
@@ -812,7 +812,7 @@ fn channels_linger_for_reconnects_then_go() {
     assert_eq!(back["publications"][0]["data"], "x");
     sim.close(0, a2);
     sim.advance(Duration::from_secs(301));
-    let channels = sim.run(sim.backend().presence.channels(10)).unwrap();
+    let channels = sim.run(sim.backend().store.channels(10)).unwrap();
     assert!(channels.is_empty(), "{channels:?}");
 }
 
@@ -1274,7 +1274,7 @@ fn closing_a_session_leaves_no_trace() {
         assert_eq!(m.pending_count(), 0);
         assert_eq!(m.poll_timeout(), None);
     });
-    let roster = sim.run(sim.backend().presence.members("room", 10)).unwrap();
+    let roster = sim.run(sim.backend().store.members("room", 10)).unwrap();
     assert_eq!(roster.total, 0);
 }
 

@@ -3,73 +3,7 @@
 
 use super::*;
 
-impl PresenceStore for NatsBackend {
-    fn create<'a>(
-        &'a self,
-        channel: &'a str,
-        options: ChannelOptions,
-        mut owner: Member,
-        ttl: Duration,
-        limits: CreateLimits,
-    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            shared.connected()?;
-            let status = shared.presence.status().await.map_err(unavailable)?;
-            // One value per channel (deleted ones count until compacted),
-            // and the instance marker.
-            let max_channels = limits.max_channels;
-            if status.values() > max_channels as u64 {
-                return Err(ChannelError::new(
-                    ErrorCode::Limit,
-                    format!("there are {max_channels} channels, the most allowed"),
-                ));
-            }
-            if let Some(user) = &owner.user {
-                shared.check_created(user, limits.max_per_user).await?;
-            }
-            owner.role = Role::OWNER;
-            let ttl = ms(ttl);
-            let granted = shared
-                .modify(channel, |record, now| {
-                    if record.is_some() {
-                        return (
-                            Err(ChannelError::new(
-                                ErrorCode::AlreadyExists,
-                                format!("a channel named {channel:?} exists"),
-                            )),
-                            false,
-                        );
-                    }
-                    let mut r = Record::new(options);
-                    if let Some(user) = &owner.user {
-                        r.roles.insert(user.clone(), Role::OWNER);
-                    }
-                    r.creator.clone_from(&owner.user);
-                    r.add(owner.clone(), Role::OWNER, now, ttl);
-                    *record = Some(r);
-                    (Ok(()), true)
-                })
-                .await;
-            granted?;
-            shared
-                .closed
-                .delete(Shared::key(channel))
-                .await
-                .map_err(unavailable)?;
-            if let Some(user) = &owner.user {
-                shared.add_created(user, channel).await?;
-            }
-            // A channel made anew starts a new history.
-            shared.purge(channel).await?;
-            shared.remember(channel, &owner, options);
-            Ok(JoinGrant {
-                options,
-                role: Role::OWNER,
-            })
-        })
-    }
-
+impl Presence for NatsBackend {
     fn join<'a>(
         &'a self,
         channel: &'a str,
@@ -199,6 +133,100 @@ impl PresenceStore for NatsBackend {
         })
     }
 
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        Box::pin(async move {
+            self.shared
+                .modify(channel, |record, now| match record {
+                    None => (Err(not_found(channel)), false),
+                    Some(r) => {
+                        let kicked: Vec<SessionId> = r
+                            .members
+                            .iter()
+                            .filter(|e| target.matches(e.member.session, e.member.user.as_deref()))
+                            .map(|e| e.member.session)
+                            .collect();
+                        r.remove(now, |m| kicked.contains(&m.session));
+                        let until = now + ms(TOMBSTONE_KEPT);
+                        r.kicked.extend(kicked.iter().map(|s| (*s, until)));
+                        (Ok(kicked.len()), !kicked.is_empty())
+                    }
+                })
+                .await
+        })
+    }
+}
+
+impl ChannelDirectory for NatsBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        limits: CreateLimits,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.connected()?;
+            let status = shared.presence.status().await.map_err(unavailable)?;
+            // One value per channel (deleted ones count until compacted),
+            // and the instance marker.
+            let max_channels = limits.max_channels;
+            if status.values() > max_channels as u64 {
+                return Err(ChannelError::new(
+                    ErrorCode::Limit,
+                    format!("there are {max_channels} channels, the most allowed"),
+                ));
+            }
+            if let Some(user) = &owner.user {
+                shared.check_created(user, limits.max_per_user).await?;
+            }
+            owner.role = Role::OWNER;
+            let ttl = ms(ttl);
+            let granted = shared
+                .modify(channel, |record, now| {
+                    if record.is_some() {
+                        return (
+                            Err(ChannelError::new(
+                                ErrorCode::AlreadyExists,
+                                format!("a channel named {channel:?} exists"),
+                            )),
+                            false,
+                        );
+                    }
+                    let mut r = Record::new(options);
+                    if let Some(user) = &owner.user {
+                        r.roles.insert(user.clone(), Role::OWNER);
+                    }
+                    r.creator.clone_from(&owner.user);
+                    r.add(owner.clone(), Role::OWNER, now, ttl);
+                    *record = Some(r);
+                    (Ok(()), true)
+                })
+                .await;
+            granted?;
+            shared
+                .closed
+                .delete(Shared::key(channel))
+                .await
+                .map_err(unavailable)?;
+            if let Some(user) = &owner.user {
+                shared.add_created(user, channel).await?;
+            }
+            // A channel made anew starts a new history.
+            shared.purge(channel).await?;
+            shared.remember(channel, &owner, options);
+            Ok(JoinGrant {
+                options,
+                role: Role::OWNER,
+            })
+        })
+    }
+
     fn channel<'a>(
         &'a self,
         channel: &'a str,
@@ -235,32 +263,6 @@ impl PresenceStore for NatsBackend {
                 }
             }
             Ok(out)
-        })
-    }
-
-    fn kick<'a>(
-        &'a self,
-        channel: &'a str,
-        target: &'a Target,
-    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
-        Box::pin(async move {
-            self.shared
-                .modify(channel, |record, now| match record {
-                    None => (Err(not_found(channel)), false),
-                    Some(r) => {
-                        let kicked: Vec<SessionId> = r
-                            .members
-                            .iter()
-                            .filter(|e| target.matches(e.member.session, e.member.user.as_deref()))
-                            .map(|e| e.member.session)
-                            .collect();
-                        r.remove(now, |m| kicked.contains(&m.session));
-                        let until = now + ms(TOMBSTONE_KEPT);
-                        r.kicked.extend(kicked.iter().map(|s| (*s, until)));
-                        (Ok(kicked.len()), !kicked.is_empty())
-                    }
-                })
-                .await
         })
     }
 

@@ -3,84 +3,7 @@
 
 use super::*;
 
-impl PresenceStore for RedisBackend {
-    fn create<'a>(
-        &'a self,
-        channel: &'a str,
-        options: ChannelOptions,
-        mut owner: Member,
-        ttl: Duration,
-        limits: CreateLimits,
-    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let max_channels = limits.max_channels;
-            shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
-            let count: usize = shared
-                .command(redis::cmd("ZCARD").arg(shared.index()))
-                .await?;
-            if count >= max_channels {
-                shared.prune_index().await?;
-                let count: usize = shared
-                    .command(redis::cmd("ZCARD").arg(shared.index()))
-                    .await?;
-                if count >= max_channels {
-                    return Err(ChannelError::new(
-                        ErrorCode::Limit,
-                        format!("there are {max_channels} channels, the most allowed"),
-                    ));
-                }
-            }
-            if let Some(user) = &owner.user {
-                shared.check_created(user, limits.max_per_user).await?;
-            }
-            owner.role = Role::OWNER;
-            let opts = serde_json::to_string(&options).map_err(unavailable)?;
-            let info = serde_json::to_string(&owner).map_err(unavailable)?;
-            let args = [
-                opts,
-                owner.session.to_string(),
-                info,
-                owner.node.0.to_string(),
-                user_field(owner.user.as_deref()),
-                ms(ttl).to_string(),
-                new_epoch(),
-            ];
-            let reply = shared
-                .on_channel(&shared.scripts.create, channel, &args)
-                .await?;
-            let status = text(at(items(&reply), 0));
-            if status != "ok" {
-                return Err(status_error(&status, channel));
-            }
-            shared
-                .command::<()>(redis::cmd("ZADD").arg(shared.index()).arg(0).arg(channel))
-                .await?;
-            if let Some(user) = &owner.user {
-                // A user who created nothing for a week starts a new count.
-                let key = shared.created_key(user);
-                let mut add = redis::pipe();
-                add.cmd("SADD")
-                    .arg(&key)
-                    .arg(channel)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(7 * 24 * 3600)
-                    .ignore();
-                let mut conn = shared.conn();
-                add.query_async::<()>(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            shared.remember(channel, &owner, &options, &Role::OWNER);
-            Ok(JoinGrant {
-                options,
-                role: Role::OWNER,
-            })
-        })
-    }
-
+impl Presence for RedisBackend {
     fn join<'a>(
         &'a self,
         channel: &'a str,
@@ -172,6 +95,110 @@ impl PresenceStore for RedisBackend {
         })
     }
 
+    fn kick<'a>(
+        &'a self,
+        channel: &'a str,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let (kind, value) = match target {
+                Target::Session(session) => ("s", session.to_string()),
+                Target::User(user) => ("u", user_field(Some(user))),
+            };
+            let args = [
+                kind.to_owned(),
+                value,
+                shared.ttl().to_string(),
+                ms(TOMBSTONE_KEPT).to_string(),
+            ];
+            let reply = shared
+                .membership(&shared.scripts.kick, channel, &args)
+                .await?;
+            let reply = &reply[..];
+            Ok(usize::try_from(int(at(reply, 3))).unwrap_or(0))
+        })
+    }
+}
+
+impl ChannelDirectory for RedisBackend {
+    fn create<'a>(
+        &'a self,
+        channel: &'a str,
+        options: ChannelOptions,
+        mut owner: Member,
+        ttl: Duration,
+        limits: CreateLimits,
+    ) -> BoxFuture<'a, Result<JoinGrant, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let max_channels = limits.max_channels;
+            shared.ttl_ms.store(ms(ttl), Ordering::Relaxed);
+            let count: usize = shared
+                .command(redis::cmd("ZCARD").arg(shared.index()))
+                .await?;
+            if count >= max_channels {
+                shared.prune_index().await?;
+                let count: usize = shared
+                    .command(redis::cmd("ZCARD").arg(shared.index()))
+                    .await?;
+                if count >= max_channels {
+                    return Err(ChannelError::new(
+                        ErrorCode::Limit,
+                        format!("there are {max_channels} channels, the most allowed"),
+                    ));
+                }
+            }
+            if let Some(user) = &owner.user {
+                shared.check_created(user, limits.max_per_user).await?;
+            }
+            owner.role = Role::OWNER;
+            let opts = serde_json::to_string(&options).map_err(unavailable)?;
+            let info = serde_json::to_string(&owner).map_err(unavailable)?;
+            let args = [
+                opts,
+                owner.session.to_string(),
+                info,
+                owner.node.0.to_string(),
+                user_field(owner.user.as_deref()),
+                ms(ttl).to_string(),
+                new_epoch(),
+            ];
+            let reply = shared
+                .on_channel(&shared.scripts.create, channel, &args)
+                .await?;
+            let status = text(at(items(&reply), 0));
+            if status != "ok" {
+                return Err(status_error(&status, channel));
+            }
+            shared
+                .command::<()>(redis::cmd("ZADD").arg(shared.index()).arg(0).arg(channel))
+                .await?;
+            if let Some(user) = &owner.user {
+                // A user who created nothing for a week starts a new count.
+                let key = shared.created_key(user);
+                let mut add = redis::pipe();
+                add.cmd("SADD")
+                    .arg(&key)
+                    .arg(channel)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(7 * 24 * 3600)
+                    .ignore();
+                let mut conn = shared.conn();
+                add.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            shared.remember(channel, &owner, &options, &Role::OWNER);
+            Ok(JoinGrant {
+                options,
+                role: Role::OWNER,
+            })
+        })
+    }
+
     fn channel<'a>(
         &'a self,
         channel: &'a str,
@@ -212,31 +239,6 @@ impl PresenceStore for RedisBackend {
                 }
             }
             Ok(out)
-        })
-    }
-
-    fn kick<'a>(
-        &'a self,
-        channel: &'a str,
-        target: &'a Target,
-    ) -> BoxFuture<'a, Result<usize, ChannelError>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let (kind, value) = match target {
-                Target::Session(session) => ("s", session.to_string()),
-                Target::User(user) => ("u", user_field(Some(user))),
-            };
-            let args = [
-                kind.to_owned(),
-                value,
-                shared.ttl().to_string(),
-                ms(TOMBSTONE_KEPT).to_string(),
-            ];
-            let reply = shared
-                .membership(&shared.scripts.kick, channel, &args)
-                .await?;
-            let reply = &reply[..];
-            Ok(usize::try_from(int(at(reply, 3))).unwrap_or(0))
         })
     }
 
