@@ -28,11 +28,11 @@ mkdir -p target/ci
   fi
 ) 9> target/ci/autobahn-venv.lock
 
-# The testees' names carry the runtime so the adapters' binaries never
+# The testees' (Autobahn's word for the programs it tests) names carry the runtime so the adapters' binaries never
 # collide.
 suffix=""
 [ "$adapter" = ws-smol ] && suffix=_smol
-cargo build --locked --release --quiet -p ws-testees --bin "echo$suffix" --bin "autobahn_client$suffix"
+cargo build --locked --release --quiet -p ws-interop --bin "echo$suffix" --bin "autobahn_client$suffix"
 bin=target/release
 mkdir -p "$work"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

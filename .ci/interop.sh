@@ -14,7 +14,7 @@ fi
 (cd interop/node && npm ci --no-audit --no-fund --loglevel=error)
 suffix=""
 [ "$adapter" = ws-smol ] && suffix=_smol
-cargo build --locked --release --quiet -p ws-testees --bin "interop$suffix"
+cargo build --locked --release --quiet -p ws-interop --bin "interop$suffix"
 bin=target/release/interop$suffix
 echo "--- $adapter <-> python websockets"
 "$venv/bin/python" interop/python/interop_test.py "$bin"

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use ws_channels::ChannelsClient;
 use ws_channels::protocol::{Command as ChannelCommand, Request};
-use ws_testees::brokers::{Kind, service};
+use ws_test_kit::brokers::{Kind, service};
 
 #[tokio::test]
 async fn ctl_controls_a_server_started_from_a_settings_file() {
@@ -559,7 +559,7 @@ async fn keys_file_authenticates_from_the_header_or_the_query() {
 /// Two `ws serve` processes on one broker are one channels service.
 /// `extra` goes to both servers.
 async fn two_servers_share_channels(backend: &str, extra: &[&str]) {
-    let prefix = ws_testees::brokers::unique_prefix("serve");
+    let prefix = ws_test_kit::brokers::unique_prefix("serve");
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",

@@ -493,7 +493,7 @@ async fn a_fast_client_is_paced_and_every_command_answered() {
 // send (it was closed with 1008 for "too many refused commands").
 #[tokio::test]
 async fn a_backlog_from_our_own_outage_is_not_held_against_the_client() {
-    use ws_testees::brokers::{Kind, OwnBroker};
+    use ws_test_kit::brokers::{Kind, OwnBroker};
     let redis = OwnBroker::start(Kind::Redis);
     let serve = Serve::start(
         &[
@@ -634,13 +634,13 @@ async fn one_user_or_address_cannot_take_the_node() {
 
 /// A cluster of two `ws serve` nodes on a broker of the test's own.
 struct Cluster {
-    broker: ws_testees::brokers::OwnBroker,
+    broker: ws_test_kit::brokers::OwnBroker,
     nodes: [Serve; 2],
 }
 
 impl Cluster {
-    async fn start(kind: ws_testees::brokers::Kind) -> Self {
-        let broker = ws_testees::brokers::OwnBroker::start(kind);
+    async fn start(kind: ws_test_kit::brokers::Kind) -> Self {
+        let broker = ws_test_kit::brokers::OwnBroker::start(kind);
         let url = broker.url();
         let args = [
             "--listen",
@@ -718,7 +718,7 @@ fn signed_control(key: &str, message: Value) -> String {
 // signature, another key) change nothing, and even a correctly signed role
 // change or ban (a leaked key, a compromised node) is acted on only if
 // the presence store holds it.
-async fn forged_control_messages_change_nothing(kind: ws_testees::brokers::Kind) {
+async fn forged_control_messages_change_nothing(kind: ws_test_kit::brokers::Kind) {
     let cluster = Cluster::start(kind).await;
     let [a, b] = &cluster.nodes;
     let mut ann = Peer::connect(a.addr, "ann").await;
@@ -800,12 +800,12 @@ async fn forged_control_messages_change_nothing(kind: ws_testees::brokers::Kind)
 
 #[tokio::test]
 async fn forged_control_messages_on_redis_change_nothing() {
-    forged_control_messages_change_nothing(ws_testees::brokers::Kind::Redis).await;
+    forged_control_messages_change_nothing(ws_test_kit::brokers::Kind::Redis).await;
 }
 
 #[tokio::test]
 async fn forged_control_messages_on_nats_change_nothing() {
-    forged_control_messages_change_nothing(ws_testees::brokers::Kind::Nats).await;
+    forged_control_messages_change_nothing(ws_test_kit::brokers::Kind::Nats).await;
 }
 
 // SECURITY 4: a cluster backend without the key is refused before anything
@@ -899,7 +899,7 @@ fn broker_certificate() -> (std::path::PathBuf, std::path::PathBuf) {
 // password never printed.
 #[tokio::test]
 async fn redis_with_an_acl_user_a_password_and_tls() {
-    use ws_testees::brokers::{Kind, OwnBroker};
+    use ws_test_kit::brokers::{Kind, OwnBroker};
     let acl = OwnBroker::start_with(
         Kind::Redis,
         &[
@@ -939,7 +939,7 @@ async fn redis_with_an_acl_user_a_password_and_tls() {
 // SECURITY 4: NATS with a user and password, with a token, and with TLS.
 #[tokio::test]
 async fn nats_with_a_user_a_token_and_tls() {
-    use ws_testees::brokers::{Kind, OwnBroker};
+    use ws_test_kit::brokers::{Kind, OwnBroker};
     let users = OwnBroker::start_with(Kind::Nats, &["--user", "ws", "--pass", "s3cret"]);
     let port = users.port();
     serves_through(&format!("nats://ws:s3cret@127.0.0.1:{port}"), &[]).await;
@@ -971,7 +971,7 @@ async fn nats_with_a_user_a_token_and_tls() {
 // ends `ws serve` at once with what to change, not a bare "error 10047".
 #[tokio::test]
 async fn a_history_budget_jetstream_cannot_reserve_is_a_clear_error() {
-    use ws_testees::brokers::{Kind, OwnBroker};
+    use ws_test_kit::brokers::{Kind, OwnBroker};
     let config = std::env::temp_dir().join(format!("ws-small-js-{}.conf", std::process::id()));
     std::fs::write(&config, "jetstream { max_file_store: 67108864 }\n").unwrap();
     let small = OwnBroker::start_with(Kind::Nats, &["-c", config.to_str().unwrap()]);

@@ -90,7 +90,7 @@ use ws_core::{Config, Connection, Event, HandshakeLimits, Message};
 
 /// The JSON-like payloads of `--json`, shared with the interop testee
 /// (whose crate links the NATS backend this package keeps out).
-#[path = "../../../testees/src/events.rs"]
+#[path = "../../../interop/programs/src/events.rs"]
 #[allow(unreachable_pub)] // `pub` for the testee crate it belongs to
 mod events;
 

@@ -12,7 +12,7 @@ impl Handler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let args = ws_testees::echo_args::parse().map_err(std::io::Error::other)?;
+    let args = ws_interop::echo_args::parse().map_err(std::io::Error::other)?;
     let echo = || Endpoint::new(|_| Echo).origin(OriginPolicy::AllowAnyOriginDangerously);
     let server = ws_smol::server()
         .config(args.server_config())

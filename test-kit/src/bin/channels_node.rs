@@ -1,4 +1,4 @@
-//! One channels node for the cluster tests (`testees/tests/cluster.rs`)
+//! One channels node for the cluster tests (`test-kit/tests/cluster.rs`)
 //! and the cluster benchmark: a ws-tokio server with ws-channels on the
 //! backend its URL names.
 //!

@@ -30,7 +30,7 @@ use ws::{
     ServerConfig, WebSocket,
 };
 
-use ws_testees::events::events;
+use ws_interop::events::events;
 
 const MAX: usize = 32 << 20;
 

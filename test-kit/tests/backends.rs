@@ -1,0 +1,168 @@
+//! The conformance suite on every backend in this repository: the
+//! in-process default, Redis and NATS (from `WS_TEST_REDIS_URL` and
+//! `WS_TEST_NATS_URL`; skipped with a message when unset and nothing
+//! answers on the default port), plus what only one backend does.
+
+use std::time::Duration;
+
+use serde_json::json;
+use ws_channels::backend::{
+    ClusterKey, CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig,
+};
+use ws_channels::{
+    Backends, ChannelOptions, HistorySpec, Member, MemoryBackend, NodeId, Payload, Publication,
+    Role, SessionId,
+};
+use ws_test_kit::brokers::{Kind, service};
+
+fn key() -> ClusterKey {
+    ClusterKey::new("the cluster key of the conformance tests").unwrap()
+}
+
+/// A prefix of a check's own on the shared broker (`b` and digits first:
+/// the test streams left on NATS are found by it).
+fn prefix(check: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let label: String = check
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(10)
+        .collect();
+    format!("b{}{}{label}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn nats_config(url: String, check: &str) -> NatsConfig {
+    let mut config = NatsConfig::new(url, key()).prefix(prefix(check));
+    // JetStream reserves the stream's byte budget up front; every check
+    // makes a stream of its own on the shared server.
+    config.max_history_bytes = 16 << 20;
+    config
+}
+
+mod memory {
+    use super::*;
+
+    async fn fresh(_check: &'static str) -> Option<Backends> {
+        Some(Backends::memory(MemoryBackend::new()))
+    }
+    ws_test_kit::backend_conformance!("memory", fresh);
+}
+
+mod redis {
+    use super::*;
+
+    async fn fresh(check: &'static str) -> Option<Backends> {
+        let url = service(Kind::Redis)?;
+        let redis = RedisBackend::connect(RedisConfig::new(url, key()).prefix(prefix(check)))
+            .await
+            .expect("Redis connects");
+        Some(Backends::shared(redis))
+    }
+    ws_test_kit::backend_conformance!("redis", fresh);
+}
+
+mod nats {
+    use super::*;
+
+    async fn fresh(check: &'static str) -> Option<Backends> {
+        let url = service(Kind::Nats)?;
+        let nats = NatsBackend::connect(nats_config(url, check))
+            .await
+            .expect("NATS connects");
+        Some(Backends::shared(nats))
+    }
+    ws_test_kit::backend_conformance!("nats", fresh);
+}
+
+const TTL: Duration = Duration::from_secs(60);
+const LIMITS: CreateLimits = CreateLimits {
+    max_channels: 100,
+    max_per_user: 100,
+};
+
+fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
+    ChannelOptions {
+        max_participants,
+        history_size,
+        history_ttl: Duration::from_secs(300),
+        history_bytes: 1 << 20,
+        presence_events: false,
+        encrypted: false,
+        linger: Duration::from_secs(300),
+    }
+}
+
+fn member(session: u64, user: &str) -> Member {
+    Member {
+        session: SessionId(session),
+        node: NodeId(7),
+        user: Some(user.to_owned()),
+        info: None,
+        role: Role::PARTICIPANT,
+    }
+}
+
+fn message(n: u64) -> Publication {
+    Publication::message(None, Payload::new(&json!({ "n": n })))
+}
+
+// A NATS history that the stream emptied (its messages aged out) names one
+// epoch on every read until the next publication takes it: a position
+// check, which reads it every refresh, sees one loss, not a new one each
+// time (it drew a new random epoch per read).
+#[tokio::test]
+async fn an_emptied_nats_history_keeps_one_epoch() {
+    let Some(url) = service(Kind::Nats) else {
+        return;
+    };
+    let mut config = nats_config(url, "emptied");
+    config.max_history_age = Duration::from_secs(1);
+    let backend = Backends::shared(NatsBackend::connect(config).await.expect("NATS connects"));
+    backend
+        .store
+        .create("log", options(10, 10), member(1, "al"), TTL, LIMITS)
+        .await
+        .unwrap();
+    let spec = HistorySpec {
+        size: 10,
+        ttl: Duration::from_secs(1),
+        max_bytes: 1 << 20,
+    };
+    let broker = &backend.broker;
+    let first = broker
+        .publish("log", message(1), Some(spec))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let emptied = loop {
+        let top = broker.history("log", None, 10).await.unwrap().top.unwrap();
+        if top.offset == 0 {
+            break top;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never aged out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(emptied.epoch, first.epoch, "the old offsets are gone");
+    let again = broker.history("log", None, 10).await.unwrap().top.unwrap();
+    assert_eq!(again, emptied, "one epoch, read after read");
+    let from_old = broker.history("log", Some(first), 10).await.unwrap();
+    assert!(!from_old.complete, "what aged out cannot be recovered");
+    let from_empty = broker
+        .history("log", Some(emptied.clone()), 10)
+        .await
+        .unwrap();
+    assert!(from_empty.complete, "nothing is missing after the loss");
+    let next = broker
+        .publish("log", message(2), Some(spec))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.offset, &next.epoch), (1, &emptied.epoch));
+}
