@@ -14,7 +14,9 @@
 //!
 //! The tests of the kit itself run the suite on the in-process, Redis and
 //! NATS backends (`tests/backends.rs`) and drive clusters of
-//! `channels_node` processes through broker faults (`tests/cluster.rs`).
+//! `channels_node` processes through broker faults (`tests/cluster.rs`);
+//! `tests/catches.rs` shows the suite failing a backend that breaks the
+//! contract (a broker that forgets idempotency keys).
 //! The multi-node simulator stays inside `ws-channels` (`sim`, under its
 //! `fuzzing` feature): the manager's own tests read its private state.
 
