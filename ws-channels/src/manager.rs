@@ -29,8 +29,8 @@ mod pending;
 mod subscriptions;
 
 use order::{MAX_AHEAD_BYTES, Order, Ready};
-use pending::Pending;
-use subscriptions::{SubState, Subscription, Waiter};
+use pending::{Pending, PendingOps};
+use subscriptions::{SubState, Subscriptions, Waiter};
 
 /// A change of membership that channels with `presence_events` announce.
 #[derive(Debug, Clone, Copy)]
@@ -258,10 +258,8 @@ pub struct ChannelManager {
     config: Arc<ChannelsConfig>,
     sessions: HashMap<SessionId, Session>,
     channels: HashMap<String, LocalChannel>,
-    topics: HashMap<String, BTreeSet<SessionId>>,
-    subscriptions: HashMap<String, Subscription>,
-    pending: HashMap<OpId, Pending>,
-    next_op: u64,
+    subscriptions: Subscriptions,
+    pending: PendingOps,
     actions: VecDeque<Action>,
     next_refresh: Option<Instant>,
 }
@@ -282,10 +280,8 @@ impl ChannelManager {
             config,
             sessions: HashMap::new(),
             channels: HashMap::new(),
-            topics: HashMap::new(),
-            subscriptions: HashMap::new(),
-            pending: HashMap::new(),
-            next_op: 0,
+            subscriptions: Subscriptions::default(),
+            pending: PendingOps::default(),
             actions: VecDeque::new(),
             next_refresh: None,
         }
@@ -493,7 +489,11 @@ impl ChannelManager {
                 }
             }
             for topic in session.topics.keys() {
-                if !self.topics.get(topic).is_some_and(|t| t.contains(id)) {
+                if !self
+                    .subscriptions
+                    .subscribers(topic)
+                    .is_some_and(|t| t.contains(id))
+                {
                     return Err(format!("{id:?} has topic {topic:?} the node does not"));
                 }
             }
@@ -532,12 +532,12 @@ impl ChannelManager {
                 ));
             }
         }
-        for (topic, subscribers) in &self.topics {
+        for (topic, subscribers) in self.subscriptions.topics() {
             if subscribers.is_empty() {
                 return Err(format!("topic {topic:?} kept with no subscribers"));
             }
         }
-        for (key, sub) in &self.subscriptions {
+        for (key, sub) in self.subscriptions.iter() {
             let in_flight = matches!(sub.state, SubState::Subscribing | SubState::Unsubscribing);
             if !in_flight && (sub.state == SubState::Subscribed) != self.wants(key) {
                 return Err(format!(
@@ -546,7 +546,10 @@ impl ChannelManager {
                     self.wants(key)
                 ));
             }
-            if !sub.waiters.is_empty() && sub.state != SubState::Subscribing {
+            // Waiters wait for a subscribe in flight, or for the one that
+            // follows the unsubscribe in flight.
+            let awaited = matches!(sub.state, SubState::Subscribing | SubState::Unsubscribing);
+            if !sub.waiters.is_empty() && !awaited {
                 return Err(format!("{key:?} has waiters while {:?}", sub.state));
             }
         }

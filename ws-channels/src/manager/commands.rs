@@ -63,9 +63,7 @@ impl ChannelManager {
     }
 
     pub(super) fn op(&mut self, operation: Operation, pending: Pending) -> OpId {
-        let op = OpId(self.next_op);
-        self.next_op += 1;
-        self.pending.insert(op, pending);
+        let op = self.pending.start(pending);
         self.actions.push_back(Action::Backend { op, operation });
         op
     }
@@ -340,15 +338,10 @@ impl ChannelManager {
             }
             Command::Custom { name, data } => {
                 let role = self.permitted(session, &channel, &name)?.role.clone();
-                let op = OpId(self.next_op);
-                self.next_op += 1;
-                self.pending.insert(
-                    op,
-                    Pending::Custom {
-                        session,
-                        reply: reply.clone(),
-                    },
-                );
+                let op = self.pending.start(Pending::Custom {
+                    session,
+                    reply: reply.clone(),
+                });
                 self.actions.push_back(Action::Custom {
                     op,
                     command: CustomCommand {

@@ -129,7 +129,9 @@ impl ChannelManager {
     }
 
     pub(super) fn topic_publication(&mut self, key: &str, topic: &str, publication: &Publication) {
-        let (Some(subscribers), Some(data)) = (self.topics.get(topic), &publication.data) else {
+        let (Some(subscribers), Some(data)) =
+            (self.subscriptions.subscribers(topic), &publication.data)
+        else {
             return;
         };
         let value = data.to_value();

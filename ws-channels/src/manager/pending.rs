@@ -54,10 +54,39 @@ pub(super) enum Pending {
     Ignore,
 }
 
+/// The operations in flight, by id: each [`Action::Backend`] or
+/// [`Action::Custom`] is started here and finished by its result, once; a
+/// result for an id not here (answered already) finds nothing.
+#[derive(Debug, Default)]
+pub(super) struct PendingOps {
+    in_flight: HashMap<OpId, Pending>,
+    next: u64,
+}
+
+impl PendingOps {
+    /// Starts an operation: its new id.
+    pub(super) fn start(&mut self, pending: Pending) -> OpId {
+        let op = OpId(self.next);
+        self.next += 1;
+        self.in_flight.insert(op, pending);
+        op
+    }
+
+    /// Finishes `op`: what it was for, if it was in flight.
+    pub(super) fn finish(&mut self, op: OpId) -> Option<Pending> {
+        self.in_flight.remove(&op)
+    }
+
+    /// How many are in flight.
+    pub(super) fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
 impl ChannelManager {
     /// The result of an [`Action::Backend`] or [`Action::Custom`].
     pub fn handle_result(&mut self, op: OpId, result: OpResult, now: Instant) {
-        let Some(pending) = self.pending.remove(&op) else {
+        let Some(pending) = self.pending.finish(op) else {
             return;
         };
         match (pending, result) {

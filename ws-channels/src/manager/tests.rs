@@ -1315,3 +1315,30 @@ fn an_encrypted_channel_carries_only_end_to_end_envelopes() {
         "{replies:?}"
     );
 }
+
+#[test]
+fn a_subscriber_arriving_while_the_node_unsubscribes_is_served_by_the_next_subscription() {
+    let config = ChannelsConfig::default().topic("t", TopicAccess::Everyone);
+    let mut sim = Sim::new(1, config);
+    sim.open(0, A, Some("a"));
+    sim.open(0, B, Some("b"));
+    sim.send(0, A, &cmd(1, "t", "subscribe", json!({})));
+    assert_eq!(reply(sim.take(0, A), 1)["ok"], true);
+    // A leaves the topic: the node unsubscribes, and the broker is slow.
+    sim.hold(true);
+    sim.send(0, A, &cmd(2, "t", "unsubscribe", json!({})));
+    reply(sim.take(0, A), 2);
+    // B subscribes while the unsubscribe is in flight: it waits.
+    sim.send(0, B, &cmd(3, "t", "subscribe", json!({})));
+    assert!(sim.take(0, B).is_empty(), "no answer before the broker's");
+    sim.with_manager(0, |m| m.check_invariants()).unwrap();
+    // The unsubscribe completes, the node subscribes again, and B is
+    // answered once it has.
+    sim.hold(false);
+    assert_eq!(reply(sim.take(0, B), 3)["ok"], true);
+    sim.with_manager(0, |m| {
+        m.check_invariants().unwrap();
+        assert!(m.is_subscribed("$topic:t"));
+        assert_eq!(m.pending_count(), 0);
+    });
+}
