@@ -583,7 +583,7 @@ async fn the_client_matches_replies_and_keeps_events_in_order() {
         info: None,
     };
     let created = ann.create("room", Some(history)).await.unwrap();
-    assert_eq!(created.role, ws_channels::Role::OWNER);
+    assert_eq!(created.role, ws_channels::ChannelRole::OWNER);
     bob.join("room", None).await.unwrap();
     // A reply Ann's client never asked for, ahead of its own.
     let stray = Request::new("room", Command::History { limit: Some(1) }).to_envelope("c99");

@@ -25,8 +25,8 @@ use serde_json::json;
 use ws_channels::backend::CreateLimits;
 use ws_channels::backend::admission::{Admission, Seat, admit};
 use ws_channels::{
-    Backends, ChannelOptions, ErrorCode, HistorySpec, Member, NodeId, Payload, Position,
-    Publication, Role, SessionId, Target,
+    Backends, ChannelOptions, ChannelRole, ErrorCode, HistorySpec, Member, NodeId, Payload,
+    Position, Publication, SessionId, Target,
 };
 
 /// Every check, in the order [`backend_conformance!`](crate::backend_conformance) runs them.
@@ -86,7 +86,7 @@ fn member(session: u64, user: &str) -> Member {
         node: NodeId(7),
         user: Some(user.to_owned()),
         info: None,
-        role: Role::PARTICIPANT,
+        role: ChannelRole::PARTICIPANT,
     }
 }
 
@@ -159,7 +159,7 @@ pub async fn joins_are_checked_against_existence_capacity_and_bans(
         .create("room", options(2, 0), member(1, "al"), TTL, LIMITS)
         .await
         .unwrap();
-    assert_eq!(grant.role, Role::OWNER, "{name}");
+    assert_eq!(grant.role, ChannelRole::OWNER, "{name}");
     let again = presence
         .create("room", options(2, 0), member(9, "zed"), TTL, LIMITS)
         .await;
@@ -199,7 +199,7 @@ pub async fn joins_are_checked_against_existence_capacity_and_bans(
 /// member rejoining a full channel with its seat and role, a full channel
 /// refused, a ban over a held seat.
 pub async fn every_backend_admits_by_the_one_set_of_rules(name: &str, backends: &Backends) {
-    let moderator = Role::new("moderator");
+    let moderator = ChannelRole::new("moderator");
     let presence = &backends.store;
     presence
         .create("hall", options(3, 0), member(1, "al"), TTL, LIMITS)
@@ -264,7 +264,7 @@ pub async fn every_backend_admits_by_the_one_set_of_rules(name: &str, backends: 
         "bo",
         Seat {
             members: 3,
-            member_role: Some(&Role::PARTICIPANT),
+            member_role: Some(&ChannelRole::PARTICIPANT),
             ..empty
         },
     )
@@ -296,15 +296,15 @@ pub async fn roles_rosters_kicks_expiry_and_deletion(name: &str, backends: &Back
         .await
         .unwrap();
     presence
-        .set_role("hall", "bo", &Role::new("moderator"))
+        .set_role("hall", "bo", &ChannelRole::new("moderator"))
         .await
         .unwrap();
     let grant = presence.join("hall", member(2, "bo"), TTL).await.unwrap();
-    assert_eq!(grant.role, Role::new("moderator"), "{name}");
+    assert_eq!(grant.role, ChannelRole::new("moderator"), "{name}");
     presence.join("hall", member(3, "cy"), TTL).await.unwrap();
     presence.join("hall", member(4, "cy"), TTL).await.unwrap();
     presence
-        .set_role("hall", "cy", &Role::new("guest"))
+        .set_role("hall", "cy", &ChannelRole::new("guest"))
         .await
         .unwrap();
     let roster = presence.members("hall", 10).await.unwrap();

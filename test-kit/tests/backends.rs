@@ -10,8 +10,8 @@ use ws_channels::backend::{
     ClusterKey, CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig,
 };
 use ws_channels::{
-    Backends, ChannelOptions, HistorySpec, Member, MemoryBackend, NodeId, Payload, Publication,
-    Role, SessionId,
+    Backends, ChannelOptions, ChannelRole, HistorySpec, Member, MemoryBackend, NodeId, Payload,
+    Publication, SessionId,
 };
 use ws_test_kit::brokers::{Kind, service};
 
@@ -101,7 +101,7 @@ fn member(session: u64, user: &str) -> Member {
         node: NodeId(7),
         user: Some(user.to_owned()),
         info: None,
-        role: Role::PARTICIPANT,
+        role: ChannelRole::PARTICIPANT,
     }
 }
 

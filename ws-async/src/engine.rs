@@ -309,20 +309,20 @@ impl<R: Runtime, T: Transport> Link<R, T> {
                     Drain::Take
                 }
                 // The engine's buffer is full: wait for the transport.
-                Err(ws_core::SendError::Backpressure(_)) => {
+                Err(ws_core::SendRefused::Backpressure(_)) => {
                     stopped = true;
                     Drain::Stop
                 }
                 // A whole message while a fragmented one is open waits for
                 // its last fragment, which may be queued behind it.
-                Err(ws_core::SendError::Usage(ws_core::UsageError::MessageInProgress)) => {
+                Err(ws_core::SendRefused::Usage(ws_core::UsageError::MessageInProgress)) => {
                     skipped = true;
                     Drain::Skip
                 }
                 // The engine closed meanwhile (its buffer overflowed under
                 // a closing backpressure policy); the outbox validated
                 // everything else.
-                Err(ws_core::SendError::Usage(error)) => {
+                Err(ws_core::SendRefused::Usage(error)) => {
                     tracing::debug!(%error, "dropped an outgoing item");
                     Drain::Take
                 }
@@ -693,7 +693,7 @@ fn offer(
     item: &Outgoing,
     now: impl FnOnce() -> Instant,
     meters: &ConnectionMeters,
-) -> Result<(), ws_core::SendError> {
+) -> Result<(), ws_core::SendRefused> {
     match item {
         // By reference: the queue keeps the message until the engine
         // accepts it, and a clone of a payload that owns its buffer would

@@ -1,7 +1,9 @@
-//! Listening sockets made the same way on every runtime.
+//! Listening sockets made the same way on every runtime, and what an
+//! accept loop does about accept errors.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -51,4 +53,80 @@ mod tests {
         // A port taken is still an error.
         assert!(bind_tcp(SocketAddr::from(([0, 0, 0, 0], port))).is_err());
     }
+}
+
+/// What an accept loop does about accept errors: an error that belongs to
+/// one connection (reset before it was accepted, and the like) is only
+/// logged at debug, and the loop goes on at once; an error of the process
+/// or system (out of file descriptors or memory) pauses the loop, 10 ms
+/// doubling to 1 s while it lasts, so it does not spin, logged once per
+/// episode and again when accepting works. ws-async's server uses it;
+/// an accept loop of your own (an HTTP server beside the WebSocket
+/// endpoints, say) can too.
+///
+/// ```
+/// use ws_async::net::AcceptBackoff;
+///
+/// let mut backoff = AcceptBackoff::default();
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// assert_eq!(backoff.failed(&reset), None);
+/// let exhausted = std::io::Error::from_raw_os_error(24); // EMFILE
+/// assert!(backoff.failed(&exhausted).is_some());
+/// backoff.succeeded();
+/// ```
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// Consecutive failures for lack of resources.
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    /// How long to pause after `error`: `None` for an error that belongs
+    /// to one connection, growing pauses while resources are exhausted.
+    pub fn failed(&mut self, error: &io::Error) -> Option<Duration> {
+        if accept_error_is_per_connection(error) {
+            tracing::debug!(%error, "a connection failed before it was accepted");
+            return None;
+        }
+        if self.failures == 0 {
+            // Once per episode: every retry would log the same thing.
+            tracing::warn!(%error, "accepting connections failed; retrying with back-off");
+        }
+        self.failures = self.failures.saturating_add(1);
+        let shift = (self.failures - 1).min(7);
+        Some(Duration::from_millis(10 << shift).min(Duration::from_secs(1)))
+    }
+
+    /// Accepting worked: the next failure starts a new episode.
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "accepting connections again");
+            self.failures = 0;
+        }
+    }
+}
+
+/// Whether an accept error concerns only the connection being accepted
+/// (which is gone; the next accept may succeed at once), as opposed to the
+/// process or system running out of file descriptors or memory.
+fn accept_error_is_per_connection(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    if matches!(
+        error.kind(),
+        ConnectionAborted
+            | ConnectionReset
+            | ConnectionRefused
+            | Interrupted
+            | WouldBlock
+            | PermissionDenied
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    ) {
+        return true;
+    }
+    // Linux reports some network errors of the pending connection from
+    // accept(2): EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EOPNOTSUPP.
+    cfg!(target_os = "linux") && matches!(error.raw_os_error(), Some(71 | 92 | 112 | 64 | 95))
 }

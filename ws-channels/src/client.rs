@@ -12,7 +12,7 @@ use crate::protocol::{
     Command, Event, HistoryReply, JoinReply, PresenceReply, PublishReply, Reply, Request,
     ServerMessage,
 };
-use crate::types::{ChannelError, Payload, Position, Role, Target};
+use crate::types::{ChannelError, ChannelRole, Payload, Position, Target};
 
 /// Why a request or a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -326,7 +326,7 @@ impl ChannelsClient {
         &mut self,
         channel: &str,
         user: &str,
-        role: Role,
+        role: ChannelRole,
     ) -> Result<(), ClientError> {
         let user = user.to_owned();
         self.command(channel, Command::SetRole { user, role })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::types::{ChannelOptions, DEFAULT_HISTORY_BYTES, Role, duration_secs};
+use crate::types::{ChannelOptions, ChannelRole, DEFAULT_HISTORY_BYTES, duration_secs};
 
 /// Close codes a channels server sends, in the range RFC 6455 leaves to
 /// applications (4000-4999), besides 1008 (policy violation).
@@ -131,12 +131,12 @@ pub struct ChannelsConfig {
     /// Commands each custom role may use (owners may use all, participants
     /// `publish`, `leave`, `presence` and `history`). Empty by default.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub roles: BTreeMap<Role, BTreeSet<String>>,
+    pub roles: BTreeMap<ChannelRole, BTreeSet<String>>,
     /// Custom commands and the roles (besides owners) allowed to use them.
     /// Empty by default. Not read from settings: a command needs its
     /// handler, registered in code.
     #[serde(skip)]
-    pub commands: BTreeMap<String, BTreeSet<Role>>,
+    pub commands: BTreeMap<String, BTreeSet<ChannelRole>>,
     /// Topics sessions may subscribe to, and who may. Empty by default.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub topics: BTreeMap<String, TopicAccess>,
@@ -318,7 +318,7 @@ impl ChannelsConfig {
         S: Into<String>,
     {
         self.roles.insert(
-            Role::new(role),
+            ChannelRole::new(role),
             commands.into_iter().map(Into::into).collect(),
         );
         self
@@ -361,7 +361,7 @@ impl ChannelsConfig {
     /// message names the field. (ROBUSTNESS 123)
     pub fn check(&self) -> Result<(), String> {
         for role in self.roles.keys() {
-            if *role == Role::OWNER || *role == Role::PARTICIPANT {
+            if *role == ChannelRole::OWNER || *role == ChannelRole::PARTICIPANT {
                 return Err(format!(
                     "roles: {:?} is built in; give the custom role another name",
                     role.as_str()
@@ -404,13 +404,15 @@ impl ChannelsConfig {
     }
 
     /// Whether `role` names a role this node knows.
-    pub fn is_known_role(&self, role: &Role) -> bool {
-        *role == Role::OWNER || *role == Role::PARTICIPANT || self.roles.contains_key(role)
+    pub fn is_known_role(&self, role: &ChannelRole) -> bool {
+        *role == ChannelRole::OWNER
+            || *role == ChannelRole::PARTICIPANT
+            || self.roles.contains_key(role)
     }
 
     /// Whether `role` may use `command` in a channel.
-    pub fn allows(&self, role: &Role, command: &str) -> bool {
-        if *role == Role::OWNER {
+    pub fn allows(&self, role: &ChannelRole, command: &str) -> bool {
+        if *role == ChannelRole::OWNER {
             return true;
         }
         if let Some(roles) = self.commands.get(command)
@@ -418,7 +420,7 @@ impl ChannelsConfig {
         {
             return true;
         }
-        if *role == Role::PARTICIPANT {
+        if *role == ChannelRole::PARTICIPANT {
             return PARTICIPANT_COMMANDS.contains(&command);
         }
         self.roles
@@ -474,15 +476,15 @@ impl ChannelsConfig {
 }
 
 /// The built-in role of that name, or a custom one.
-fn role_named(name: &str) -> Role {
+fn role_named(name: &str) -> ChannelRole {
     match name {
-        "owner" => Role::OWNER,
-        "participant" => Role::PARTICIPANT,
-        other => Role::new(other),
+        "owner" => ChannelRole::OWNER,
+        "participant" => ChannelRole::PARTICIPANT,
+        other => ChannelRole::new(other),
     }
 }
 
-pub(crate) fn parse_role(name: &str) -> Role {
+pub(crate) fn parse_role(name: &str) -> ChannelRole {
     role_named(name)
 }
 
@@ -503,7 +505,7 @@ mod tests {
         assert_eq!(config.max_participants, 5);
         assert_eq!(config.presence_ttl, Duration::from_secs(30));
         assert_eq!(config.slow_subscriber, SlowSubscriber::MarkLost);
-        assert!(config.allows(&Role::new("moderator"), "kick"));
+        assert!(config.allows(&ChannelRole::new("moderator"), "kick"));
         assert!(matches!(config.topics["alerts"], TopicAccess::Everyone));
         assert!(
             matches!(&config.topics["ops"], TopicAccess::Roles(roles) if roles.contains("oncall"))
@@ -552,16 +554,16 @@ mod tests {
             .role("moderator", ["kick", "publish"])
             .command("roll", ["participant"])
             .command("reset", ["moderator"]);
-        let moderator = Role::new("moderator");
-        assert!(config.allows(&Role::OWNER, "close"));
-        assert!(config.allows(&Role::PARTICIPANT, "publish"));
-        assert!(!config.allows(&Role::PARTICIPANT, "kick"));
-        assert!(config.allows(&Role::PARTICIPANT, "roll"));
-        assert!(!config.allows(&Role::PARTICIPANT, "reset"));
+        let moderator = ChannelRole::new("moderator");
+        assert!(config.allows(&ChannelRole::OWNER, "close"));
+        assert!(config.allows(&ChannelRole::PARTICIPANT, "publish"));
+        assert!(!config.allows(&ChannelRole::PARTICIPANT, "kick"));
+        assert!(config.allows(&ChannelRole::PARTICIPANT, "roll"));
+        assert!(!config.allows(&ChannelRole::PARTICIPANT, "reset"));
         assert!(config.allows(&moderator, "kick"));
         assert!(config.allows(&moderator, "reset"));
         assert!(!config.allows(&moderator, "ban"));
         assert!(config.is_known_role(&moderator));
-        assert!(!config.is_known_role(&Role::new("admin")));
+        assert!(!config.is_known_role(&ChannelRole::new("admin")));
     }
 }

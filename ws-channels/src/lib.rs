@@ -35,7 +35,7 @@ pub use operation::{OpResult, Operation};
 #[cfg_attr(docsrs, doc(cfg(feature = "service")))]
 pub use service::{Channels, ChannelsBuilder, ChannelsHandle, Session};
 pub use types::{
-    ChannelError, ChannelOptions, ChannelSummary, ClientInfo, ControlMessage, ErrorCode,
-    HistoryPage, HistorySpec, JoinGrant, LeaveReason, Member, NodeId, Payload, Position,
-    Publication, PublicationKind, Removal, Role, Roster, SessionId, TOPIC_PREFIX, Target,
+    ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ClientInfo, ControlMessage,
+    ErrorCode, HistoryPage, HistorySpec, JoinGrant, LeaveReason, Member, NodeId, Payload, Position,
+    Publication, PublicationKind, Removal, Roster, SessionId, TOPIC_PREFIX, Target,
 };

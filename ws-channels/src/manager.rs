@@ -16,9 +16,9 @@ use crate::protocol::{
     PublishReply, ReplyTo, Request,
 };
 use crate::types::{
-    ChannelError, ChannelOptions, ClientInfo, ControlMessage, ErrorCode, HistoryPage, LeaveReason,
-    Member, NodeId, Payload, Position, Publication, PublicationKind, Removal, Role, SessionId,
-    TOPIC_PREFIX,
+    ChannelError, ChannelOptions, ChannelRole, ClientInfo, ControlMessage, ErrorCode, HistoryPage,
+    LeaveReason, Member, NodeId, Payload, Position, Publication, PublicationKind, Removal,
+    SessionId, TOPIC_PREFIX,
 };
 
 mod commands;
@@ -70,7 +70,7 @@ pub struct CustomCommand {
     /// The command's data (`null` when absent).
     pub data: Value,
     /// The session's role in the channel.
-    pub role: Role,
+    pub role: ChannelRole,
 }
 
 /// What the manager asks its driver to do.
@@ -142,7 +142,7 @@ enum Stage {
 
 #[derive(Debug)]
 struct Membership {
-    role: Role,
+    role: ChannelRole,
     info: Option<Payload>,
     stage: Stage,
     /// Deliveries were refused (slow session): a `lost` event goes first
@@ -437,7 +437,7 @@ impl ChannelManager {
     }
 
     /// The channels `session` is in, with its role in each.
-    pub fn memberships(&self, session: SessionId) -> Vec<(String, Role)> {
+    pub fn memberships(&self, session: SessionId) -> Vec<(String, ChannelRole)> {
         self.sessions
             .get(&session)
             .map(|s| {

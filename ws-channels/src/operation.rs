@@ -10,8 +10,8 @@ use serde_json::Value;
 // The traits each operation names in its docs.
 use crate::backend::{CreateLimits, Published};
 use crate::types::{
-    ChannelError, ChannelOptions, HistoryPage, HistorySpec, JoinGrant, Member, Position,
-    Publication, Role, Roster, SessionId, Target,
+    ChannelError, ChannelOptions, ChannelRole, HistoryPage, HistorySpec, JoinGrant, Member,
+    Position, Publication, Roster, SessionId, Target,
 };
 #[cfg(doc)]
 use crate::{
@@ -128,7 +128,7 @@ pub enum Operation {
         /// Whom.
         user: String,
         /// The new role.
-        role: Role,
+        role: ChannelRole,
     },
     /// [`ChannelDirectory::delete`], [`Broker::remove_history`], then a
     /// [`ControlMessage::Closed`].

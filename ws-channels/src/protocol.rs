@@ -12,8 +12,8 @@ use ws_core::Message;
 use ws_core::envelope::{Envelope, Kind};
 
 use crate::types::{
-    ChannelError, ClientInfo, ErrorCode, LeaveReason, Member, Payload, Position, Publication,
-    PublicationKind, Role, SessionId, Target,
+    ChannelError, ChannelRole, ClientInfo, ErrorCode, LeaveReason, Member, Payload, Position,
+    Publication, PublicationKind, SessionId, Target,
 };
 
 /// What a reply answers: the request's id, channel and action.
@@ -132,7 +132,7 @@ pub enum Command {
         /// Whom.
         user: String,
         /// The role.
-        role: Role,
+        role: ChannelRole,
     },
     /// `close`: end the channel for everyone.
     Close,
@@ -717,7 +717,7 @@ fn is_false(value: &bool) -> bool {
 #[serde(bound(deserialize = "P: Deserialize<'de>"))]
 pub struct JoinReply<P = PublicationEvent> {
     /// The session's role in the channel.
-    pub role: Role,
+    pub role: ChannelRole,
     /// The channel carries only end-to-end envelopes.
     #[serde(default, skip_serializing_if = "is_false")]
     pub encrypted: bool,
@@ -822,7 +822,7 @@ pub struct PresenceMember {
     /// What it said about itself when it joined.
     pub info: Option<Payload>,
     /// Its role.
-    pub role: Role,
+    pub role: ChannelRole,
 }
 
 impl From<&Member> for PresenceMember {
@@ -859,13 +859,13 @@ pub enum Event {
         reason: LeaveReason,
     },
     /// This session's user got a new role in `channel`.
-    Role {
+    ChannelRole {
         /// The channel.
         channel: String,
         /// The user.
         user: String,
         /// The role.
-        role: Role,
+        role: ChannelRole,
     },
     /// Publications for this session may be missing in `channel` from
     /// here: join again with `since` to recover.
@@ -925,7 +925,7 @@ impl Event {
             "kicked" => removed(LeaveReason::Kicked),
             "banned" => removed(LeaveReason::Banned),
             "closed" => removed(LeaveReason::Left),
-            "role" => Some(Self::Role {
+            "role" => Some(Self::ChannelRole {
                 user: data.get("user")?.as_str()?.to_owned(),
                 role: crate::config::parse_role(data.get("role")?.as_str()?),
                 channel,
@@ -1010,11 +1010,11 @@ mod tests {
             Command::History { limit: None },
             Command::SetRole {
                 user: "cy".into(),
-                role: Role::new("moderator"),
+                role: ChannelRole::new("moderator"),
             },
             Command::SetRole {
                 user: "cy".into(),
-                role: Role::OWNER,
+                role: ChannelRole::OWNER,
             },
             Command::Close,
             Command::Subscribe {
@@ -1106,7 +1106,7 @@ mod tests {
             epoch: "e".into(),
         });
         let written = JoinReply {
-            role: Role::OWNER,
+            role: ChannelRole::OWNER,
             encrypted: true,
             offset: Some(2),
             epoch: Some("e".into()),
@@ -1115,7 +1115,7 @@ mod tests {
             rejoined: false,
         };
         let joined: JoinReply = serde_json::from_value(read(json!(written))).unwrap();
-        assert_eq!(joined.role, Role::OWNER);
+        assert_eq!(joined.role, ChannelRole::OWNER);
         assert!(joined.encrypted && !joined.rejoined);
         assert_eq!(joined.position(), kept.position);
         assert_eq!(joined.recovered, Some(false));
@@ -1233,12 +1233,12 @@ mod tests {
             typed(event(
                 "room",
                 "role",
-                json!({"user": "cy", "role": Role::new("mod")})
+                json!({"user": "cy", "role": ChannelRole::new("mod")})
             )),
-            Event::Role {
+            Event::ChannelRole {
                 channel: "room".into(),
                 user: "cy".into(),
-                role: Role::new("mod")
+                role: ChannelRole::new("mod")
             }
         );
     }

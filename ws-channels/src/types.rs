@@ -365,13 +365,13 @@ pub(crate) mod duration_secs {
 /// ([`ChannelsConfig::role`](crate::ChannelsConfig::role)).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Role(Cow<'static, str>);
+pub struct ChannelRole(Cow<'static, str>);
 
-impl Role {
+impl ChannelRole {
     /// The creator of a channel, and whoever it makes owner.
-    pub const OWNER: Role = Role(Cow::Borrowed("owner"));
+    pub const OWNER: ChannelRole = ChannelRole(Cow::Borrowed("owner"));
     /// Everyone else, by default.
-    pub const PARTICIPANT: Role = Role(Cow::Borrowed("participant"));
+    pub const PARTICIPANT: ChannelRole = ChannelRole(Cow::Borrowed("participant"));
 
     /// A role named `name`.
     pub fn new(name: impl Into<String>) -> Self {
@@ -384,13 +384,13 @@ impl Role {
     }
 }
 
-impl fmt::Debug for Role {
+impl fmt::Debug for ChannelRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Role({})", self.0)
+        write!(f, "ChannelRole({})", self.0)
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for ChannelRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -410,7 +410,7 @@ pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Payload>,
     /// Its role.
-    pub role: Role,
+    pub role: ChannelRole,
 }
 
 /// What a presence store grants a session that joins.
@@ -419,7 +419,7 @@ pub struct JoinGrant {
     /// The channel's settings.
     pub options: ChannelOptions,
     /// The role the session holds.
-    pub role: Role,
+    pub role: ChannelRole,
 }
 
 /// A channel's roster, as much of it as was asked for.
@@ -508,7 +508,7 @@ pub enum ControlMessage {
         /// The user.
         user: String,
         /// The new role.
-        role: Role,
+        role: ChannelRole,
     },
     /// A channel was closed: every participant is out.
     Closed {
@@ -609,8 +609,11 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A refused command or a failed backend call: a stable code and a
-/// message for people.
+/// Why a command was not carried out, as its session is told: a stable
+/// code and a message for people. Backends answer in the same terms on
+/// purpose: a store decides admission (`full`, `banned`, `not_found`) and
+/// its refusal is the client's answer, and a broker that cannot be reached
+/// is `unavailable` to the client too; nothing is translated in between.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ChannelError {

@@ -6,7 +6,7 @@
 //! - [`UsageError`]: the local caller asked for something the protocol or the
 //!   connection's state forbids.
 //! - [`Backpressure`]: the operation would overflow the bounded send buffer.
-//! - [`SendError`]: what a send can fail with, one of the two above.
+//! - [`SendRefused`]: what a send can fail with, one of the two above.
 //!
 //! `ws-core` performs no IO, so none of these hold an `io::Error`.
 
@@ -173,7 +173,7 @@ pub struct Backpressure {
 
 /// Why a send was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
+pub enum SendRefused {
     /// The call was not valid in the connection's state.
     #[error(transparent)]
     Usage(#[from] UsageError),

@@ -21,6 +21,6 @@ pub mod fuzzing;
 pub use close::{CloseCode, CloseFrame};
 pub use config::{BackpressurePolicy, Config, HandshakeLimits, ReceiveMode};
 pub use connection::{CloseCause, Closed, Connection, Event, PONG_BUDGET, Side, Timeout};
-pub use error::{Backpressure, ProtocolError, SendError, UsageError};
+pub use error::{Backpressure, ProtocolError, SendRefused, UsageError};
 pub use message::{EncodedMessage, Fragment, Message, Utf8Bytes};
 pub use role::Role;

@@ -182,7 +182,7 @@ impl From<PresenceMember> for Listed {
         Self {
             session: member.session.to_string(),
             key: member_key(member.info.as_ref()),
-            owner: member.role == ws_channels::Role::OWNER,
+            owner: member.role == ws_channels::ChannelRole::OWNER,
             user: member.user,
         }
     }

@@ -346,27 +346,28 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>, String> {
     }
 }
 
-/// Accepts connections; running out of file descriptors pauses it, with
-/// a growing back-off, instead of spinning.
+/// Accepts connections, with ws-async's accept back-off: an error of one
+/// connection is skipped, running out of file descriptors pauses the loop
+/// instead of spinning.
 async fn accept(
     listener: TcpListener,
     router: Router,
     accepted: mpsc::Sender<(TcpStream, SocketAddr, Router)>,
 ) {
-    let mut pause = Duration::from_millis(10);
+    let mut backoff = ws_async::net::AcceptBackoff::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                pause = Duration::from_millis(10);
+                backoff.succeeded();
                 let _ = stream.set_nodelay(true);
                 if accepted.send((stream, peer, router.clone())).await.is_err() {
                     return;
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "accepting a connection failed");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                if let Some(pause) = backoff.failed(&error) {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
     }

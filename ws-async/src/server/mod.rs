@@ -242,7 +242,7 @@ impl Server {
     pub async fn serve<L: Listener>(&self, mut listener: L) -> io::Result<()> {
         let shared = self.inner.handle.shared().clone();
         let mut stop = None;
-        let mut backoff = AcceptBackoff::default();
+        let mut backoff = crate::net::AcceptBackoff::default();
         loop {
             let accepted = poll_fn(|cx| {
                 if shared.stopped.load(Ordering::Acquire) {
@@ -441,63 +441,6 @@ async fn yield_now() {
         Poll::Pending
     })
     .await;
-}
-
-/// What the accept loop does about accept errors.
-#[derive(Debug, Default)]
-struct AcceptBackoff {
-    /// Consecutive failures for lack of resources.
-    failures: u32,
-}
-
-impl AcceptBackoff {
-    /// How long to pause after `error`: nothing for an error that belongs
-    /// to one connection, growing pauses while resources are exhausted.
-    fn failed(&mut self, error: &io::Error) -> Option<Duration> {
-        if accept_error_is_per_connection(error) {
-            tracing::debug!(%error, "a connection failed before it was accepted");
-            return None;
-        }
-        if self.failures == 0 {
-            // Once per episode: every retry would log the same thing.
-            tracing::warn!(%error, "accepting connections failed; retrying with back-off");
-        }
-        self.failures = self.failures.saturating_add(1);
-        let shift = (self.failures - 1).min(7);
-        Some(Duration::from_millis(10 << shift).min(Duration::from_secs(1)))
-    }
-
-    fn succeeded(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(failures = self.failures, "accepting connections again");
-            self.failures = 0;
-        }
-    }
-}
-
-/// Whether an accept error concerns only the connection being accepted
-/// (which is gone; the next accept may succeed at once), as opposed to the
-/// process or system running out of file descriptors or memory.
-fn accept_error_is_per_connection(error: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    if matches!(
-        error.kind(),
-        ConnectionAborted
-            | ConnectionReset
-            | ConnectionRefused
-            | Interrupted
-            | WouldBlock
-            | PermissionDenied
-            | TimedOut
-            | HostUnreachable
-            | NetworkUnreachable
-            | NetworkDown
-    ) {
-        return true;
-    }
-    // Linux reports some network errors of the pending connection from
-    // accept(2): EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EOPNOTSUPP.
-    cfg!(target_os = "linux") && matches!(error.raw_os_error(), Some(71 | 92 | 112 | 64 | 95))
 }
 
 /// How long a refused client gets to read its HTTP error response.

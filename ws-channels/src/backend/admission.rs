@@ -5,7 +5,7 @@
 //! the same order, and the conformance suite holds all three to
 //! [`admit`]'s answers. A backend of your own calls it too.
 
-use crate::types::{ChannelError, ErrorCode, Role};
+use crate::types::{ChannelError, ChannelRole, ErrorCode};
 
 /// What a store knows of a channel when a session asks to join it.
 #[derive(Debug, Clone, Copy)]
@@ -13,13 +13,13 @@ pub struct Seat<'a> {
     /// The session's user is banned from the channel.
     pub banned: bool,
     /// The session's role, if it is a member already.
-    pub member_role: Option<&'a Role>,
+    pub member_role: Option<&'a ChannelRole>,
     /// How many members the channel has.
     pub members: usize,
     /// The channel's most participants.
     pub max_participants: u32,
     /// The role the channel gave the session's user, if any.
-    pub user_role: Option<&'a Role>,
+    pub user_role: Option<&'a ChannelRole>,
 }
 
 /// What a join comes to.
@@ -30,12 +30,12 @@ pub enum Admission {
     Banned,
     /// The session is a member already: its entry is refreshed and it
     /// keeps its role.
-    Member(Role),
+    Member(ChannelRole),
     /// Refused: the channel has its most participants.
     Full,
     /// Added with this role: the one the channel gave the user, or
     /// participant.
-    Admitted(Role),
+    Admitted(ChannelRole),
 }
 
 /// The rules: banned, then already a member, then full, then admitted.
@@ -49,12 +49,12 @@ pub fn admit(seat: &Seat<'_>) -> Admission {
     if seat.members >= seat.max_participants as usize {
         return Admission::Full;
     }
-    Admission::Admitted(seat.user_role.cloned().unwrap_or(Role::PARTICIPANT))
+    Admission::Admitted(seat.user_role.cloned().unwrap_or(ChannelRole::PARTICIPANT))
 }
 
 impl Admission {
     /// The role the session has in the channel, when admitted.
-    pub fn role(&self) -> Option<&Role> {
+    pub fn role(&self) -> Option<&ChannelRole> {
         match self {
             Self::Member(role) | Self::Admitted(role) => Some(role),
             Self::Banned | Self::Full => None,
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn a_ban_comes_first_then_a_held_seat_then_room() {
-        let moderator = Role::new("moderator");
+        let moderator = ChannelRole::new("moderator");
         let seat = Seat {
             banned: false,
             member_role: None,
@@ -97,7 +97,7 @@ mod tests {
             max_participants: 2,
             user_role: None,
         };
-        assert_eq!(admit(&seat), Admission::Admitted(Role::PARTICIPANT));
+        assert_eq!(admit(&seat), Admission::Admitted(ChannelRole::PARTICIPANT));
         let given = Seat {
             user_role: Some(&moderator),
             ..seat
@@ -107,10 +107,10 @@ mod tests {
         assert_eq!(admit(&full), Admission::Full);
         // A member rejoining a full channel keeps its seat and role...
         let held = Seat {
-            member_role: Some(&Role::OWNER),
+            member_role: Some(&ChannelRole::OWNER),
             ..full
         };
-        assert_eq!(admit(&held), Admission::Member(Role::OWNER));
+        assert_eq!(admit(&held), Admission::Member(ChannelRole::OWNER));
         // ...unless banned meanwhile.
         let banned = Seat {
             banned: true,

@@ -13,8 +13,9 @@ use super::{
     Published, Reach, Sink, Standing,
 };
 use crate::types::{
-    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
-    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
+    ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ControlMessage, ErrorCode,
+    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Roster, SessionId,
+    Target,
 };
 
 /// Bans kept per channel at most; more fail with
@@ -132,7 +133,7 @@ struct Channel {
     options: ChannelOptions,
     members: HashMap<SessionId, Entry>,
     next_seq: u64,
-    roles: HashMap<String, Role>,
+    roles: HashMap<String, ChannelRole>,
     bans: HashMap<String, Option<Instant>>,
     empty_since: Option<Instant>,
     /// The user who created it.
@@ -754,11 +755,11 @@ impl ChannelDirectory for MemoryBackend {
         // A channel made anew starts a new history, so offsets from an
         // earlier channel of that name are never taken for this one's.
         state.drop_history(channel);
-        owner.role = Role::OWNER;
+        owner.role = ChannelRole::OWNER;
         let creator = owner.user.clone();
         let mut roles = HashMap::new();
         if let Some(user) = &owner.user {
-            roles.insert(user.clone(), Role::OWNER);
+            roles.insert(user.clone(), ChannelRole::OWNER);
         }
         let mut members = HashMap::new();
         members.insert(
@@ -783,7 +784,7 @@ impl ChannelDirectory for MemoryBackend {
         );
         ready(Ok(JoinGrant {
             options,
-            role: Role::OWNER,
+            role: ChannelRole::OWNER,
         }))
     }
 
@@ -856,14 +857,14 @@ impl ChannelDirectory for MemoryBackend {
         &'a self,
         channel: &'a str,
         user: &'a str,
-        role: &'a Role,
+        role: &'a ChannelRole,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         let now = self.now();
         let mut state = self.lock();
         let Some(record) = state.live_channel(channel, now) else {
             return ready(Err(not_found(channel)));
         };
-        if *role == Role::PARTICIPANT {
+        if *role == ChannelRole::PARTICIPANT {
             record.roles.remove(user);
         } else {
             if record.roles.len() >= MAX_ROLES_PER_CHANNEL && !record.roles.contains_key(user) {
@@ -905,7 +906,11 @@ impl ChannelDirectory for MemoryBackend {
             return ready(Err(not_found(channel)));
         };
         ready(Ok(Standing {
-            role: record.roles.get(user).cloned().unwrap_or(Role::PARTICIPANT),
+            role: record
+                .roles
+                .get(user)
+                .cloned()
+                .unwrap_or(ChannelRole::PARTICIPANT),
             banned: record.bans.contains_key(user),
         }))
     }
@@ -982,7 +987,7 @@ mod tests {
             node: NodeId(1),
             user: Some("owner".into()),
             info: None,
-            role: Role::OWNER,
+            role: ChannelRole::OWNER,
         };
         let limits = CreateLimits {
             max_channels,
@@ -1096,13 +1101,13 @@ mod tests {
         // Banning someone banned already only changes the duration.
         now(store.ban("room", "u0", Some(Duration::from_secs(5)))).unwrap();
 
-        let moderator = Role::new("moderator");
+        let moderator = ChannelRole::new("moderator");
         // The owner's role is one of them.
         for n in 1..MAX_ROLES_PER_CHANNEL {
             now(store.set_role("room", &format!("r{n}"), &moderator)).unwrap();
         }
         let refused = now(store.set_role("room", "one-more", &moderator)).unwrap_err();
         assert_eq!(refused.code, ErrorCode::Limit);
-        now(store.set_role("room", "r1", &Role::PARTICIPANT)).unwrap();
+        now(store.set_role("room", "r1", &ChannelRole::PARTICIPANT)).unwrap();
     }
 }

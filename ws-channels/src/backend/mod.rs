@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::types::{
-    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, HistoryPage, HistorySpec,
-    JoinGrant, Member, NodeId, Position, Publication, Role, Roster, SessionId, Target,
+    ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ControlMessage, HistoryPage,
+    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Roster, SessionId, Target,
 };
 
 pub mod admission;
@@ -270,7 +270,7 @@ pub trait ChannelDirectory: Send + Sync + 'static {
         &'a self,
         channel: &'a str,
         user: &'a str,
-        role: &'a Role,
+        role: &'a ChannelRole,
     ) -> BoxFuture<'a, Result<(), ChannelError>>;
 
     /// `user`'s role in the channel (participant unless given another)
@@ -297,7 +297,7 @@ impl<T: Presence + ChannelDirectory + ?Sized> ChannelStore for T {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
     /// Its role.
-    pub role: Role,
+    pub role: ChannelRole,
     /// Whether it is banned now.
     pub banned: bool,
 }

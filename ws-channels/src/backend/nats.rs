@@ -58,8 +58,8 @@ use super::{
 };
 use crate::types::TOPIC_PREFIX;
 use crate::types::{
-    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
-    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Role, Roster,
+    ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ControlMessage, ErrorCode,
+    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Roster,
     SessionId, Target,
 };
 

@@ -57,8 +57,8 @@ use super::{
 };
 use crate::types::TOPIC_PREFIX;
 use crate::types::{
-    ChannelError, ChannelOptions, ChannelSummary, ControlMessage, ErrorCode, HistoryPage,
-    HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Role, Roster,
+    ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ControlMessage, ErrorCode,
+    HistoryPage, HistorySpec, JoinGrant, Member, NodeId, Position, Publication, Removal, Roster,
     SessionId, Target,
 };
 
@@ -704,7 +704,13 @@ impl Shared {
         ))
     }
 
-    fn remember(&self, channel: &str, member: &Member, options: &ChannelOptions, role: &Role) {
+    fn remember(
+        &self,
+        channel: &str,
+        member: &Member,
+        options: &ChannelOptions,
+        role: &ChannelRole,
+    ) {
         let (Ok(info), Ok(options)) = (
             serde_json::to_string(member),
             serde_json::to_string(options),
@@ -900,11 +906,11 @@ fn status_error(status: &str, channel: &str) -> ChannelError {
     }
 }
 
-fn role_of(name: &str) -> Role {
+fn role_of(name: &str) -> ChannelRole {
     match name {
-        "owner" => Role::OWNER,
-        "participant" => Role::PARTICIPANT,
-        other => Role::new(other),
+        "owner" => ChannelRole::OWNER,
+        "participant" => ChannelRole::PARTICIPANT,
+        other => ChannelRole::new(other),
     }
 }
 

@@ -120,7 +120,7 @@ impl ChannelManager {
             node: self.node,
             user: self.sessions[&session].user.clone(),
             info,
-            role: Role::PARTICIPANT,
+            role: ChannelRole::PARTICIPANT,
         }
     }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::ChannelsConfig;
 use crate::sim::{Out, Sim};
-use crate::types::{Role, SessionId};
+use crate::types::{ChannelRole, SessionId};
 
 const USERS: [&str; 3] = ["u0", "u1", "u2"];
 const CHANNELS: [&str; 3] = ["c0", "c1", "c2"];
@@ -153,7 +153,7 @@ impl Model {
         removed
     }
 
-    fn memberships(&self, session: u64) -> Vec<(String, Role)> {
+    fn memberships(&self, session: u64) -> Vec<(String, ChannelRole)> {
         let user = &self.sessions[&session];
         self.channels
             .iter()
@@ -186,11 +186,11 @@ impl Model {
     }
 }
 
-fn role_of(name: &str) -> Role {
+fn role_of(name: &str) -> ChannelRole {
     match name {
-        "owner" => Role::OWNER,
-        "participant" => Role::PARTICIPANT,
-        other => Role::new(other),
+        "owner" => ChannelRole::OWNER,
+        "participant" => ChannelRole::PARTICIPANT,
+        other => ChannelRole::new(other),
     }
 }
 

@@ -5,7 +5,7 @@ use ws_core::CloseCode;
 
 use crate::config::{ChannelsConfig, SlowSubscriber, TopicAccess, close_codes};
 use crate::sim::{Out, Sim};
-use crate::types::{Role, SessionId};
+use crate::types::{ChannelRole, SessionId};
 
 const A: SessionId = SessionId(0xa);
 const B: SessionId = SessionId(0xb);
@@ -157,7 +157,7 @@ fn roles_given_by_the_owner_take_effect_and_outlive_rejoining() {
     assert_eq!(error_code(&reply(sim.take(0, A), 7)), "bad_request");
     assert_eq!(
         sim.with_manager(0, |m| m.memberships(B)),
-        [("room".to_owned(), Role::new("moderator"))]
+        [("room".to_owned(), ChannelRole::new("moderator"))]
     );
 }
 

@@ -17,7 +17,7 @@ use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
 use crate::config::{BackpressurePolicy, Config, ReceiveMode, earliest};
 use crate::deflate::state::DeflateState;
 use crate::deflate::{DeflateConfig, DeflateParams, InflateError};
-use crate::error::{Backpressure, ProtocolError, SendError, UsageError};
+use crate::error::{Backpressure, ProtocolError, SendRefused, UsageError};
 use crate::frame::{
     FrameDecoder, FrameHeader, HeaderRules, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1, Step,
 };

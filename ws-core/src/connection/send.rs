@@ -7,7 +7,7 @@ impl Connection {
     /// Queues a whole message. Payloads of a server's messages that are 4 KiB
     /// or more are queued without copying. With permessage-deflate on, the
     /// message is compressed when it reaches the configured threshold.
-    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+    pub fn send(&mut self, message: Message) -> Result<(), SendRefused> {
         self.send_message(message, true)
     }
 
@@ -15,7 +15,7 @@ impl Connection {
     /// negotiated: for data that does not compress (images, archives) or
     /// secrets that must not share a compression context with data an
     /// attacker chooses (CRIME, BREACH).
-    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), SendError> {
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), SendRefused> {
         self.send_message(message, false)
     }
 
@@ -25,13 +25,13 @@ impl Connection {
     /// 4 KiB are copied into the send buffer (as `send` copies them); larger
     /// ones are shared, not copied. Cheaper than `send(message.clone())`,
     /// which for a payload that owns its buffer allocates to share it.
-    pub fn send_ref(&mut self, message: &Message) -> Result<(), SendError> {
+    pub fn send_ref(&mut self, message: &Message) -> Result<(), SendRefused> {
         self.send_message_ref(message, true)
     }
 
     /// [`send_uncompressed`](Self::send_uncompressed) that leaves `message`
     /// with the caller, as [`send_ref`](Self::send_ref) does.
-    pub fn send_uncompressed_ref(&mut self, message: &Message) -> Result<(), SendError> {
+    pub fn send_uncompressed_ref(&mut self, message: &Message) -> Result<(), SendRefused> {
         self.send_message_ref(message, false)
     }
 
@@ -39,7 +39,7 @@ impl Connection {
         &mut self,
         message: &Message,
         compress: bool,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         let (opcode, data) = match message {
             Message::Text(text) => (OpCode::Text, text.as_bytes()),
             Message::Binary(data) => (OpCode::Binary, data),
@@ -56,7 +56,7 @@ impl Connection {
         &mut self,
         message: Message,
         compress: bool,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         let (opcode, data) = match message {
             Message::Text(text) => (OpCode::Text, text.into_bytes()),
             Message::Binary(data) => (OpCode::Binary, data),
@@ -67,7 +67,7 @@ impl Connection {
     /// Queues a message [encoded once](EncodedMessage) for many connections
     /// (server role only: its frame is unmasked). It is never compressed,
     /// and counts against `max_outgoing_buffer` like any send.
-    pub fn send_encoded(&mut self, message: &EncodedMessage) -> Result<(), SendError> {
+    pub fn send_encoded(&mut self, message: &EncodedMessage) -> Result<(), SendRefused> {
         if self.role == Role::Client {
             return Err(UsageError::EncodedFromClient.into());
         }
@@ -80,12 +80,12 @@ impl Connection {
     }
 
     /// Queues a text message, copying `text` into the send buffer.
-    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendRefused> {
         self.send_whole(OpCode::Text, PayloadSource::Borrowed(text.as_bytes()), true)
     }
 
     /// Queues a binary message, copying `data` into the send buffer.
-    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendRefused> {
         self.send_whole(OpCode::Binary, PayloadSource::Borrowed(data), true)
     }
 
@@ -94,7 +94,7 @@ impl Connection {
         opcode: OpCode,
         payload: PayloadSource<'_>,
         compress: bool,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         if self.sending_text.is_some() {
             return Err(UsageError::MessageInProgress.into());
         }
@@ -115,7 +115,7 @@ impl Connection {
     /// Whole messages cannot be sent until it ends; control frames can. With
     /// permessage-deflate on, the message is compressed (each fragment
     /// flushed, so the peer can inflate it as it arrives).
-    pub fn send_fragment(&mut self, data: Message, is_last: bool) -> Result<(), SendError> {
+    pub fn send_fragment(&mut self, data: Message, is_last: bool) -> Result<(), SendRefused> {
         self.fragment(data, is_last, true)
     }
 
@@ -126,7 +126,7 @@ impl Connection {
         &mut self,
         data: Message,
         is_last: bool,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         self.fragment(data, is_last, false)
     }
 
@@ -135,7 +135,7 @@ impl Connection {
         data: Message,
         is_last: bool,
         compress: bool,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         let text = data.is_text();
         let opcode = match self.sending_text {
             None if text => OpCode::Text,
@@ -165,7 +165,7 @@ impl Connection {
     }
 
     /// Queues a ping. Its pong arrives as [`Event::Pong`].
-    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendRefused> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(UsageError::ControlPayloadTooLarge(payload.len()).into());
         }
@@ -175,7 +175,12 @@ impl Connection {
     /// Starts the close handshake: queues a close frame and waits up to
     /// `close_timeout` from `now` for the peer's. Messages received meanwhile
     /// are still delivered; nothing more can be sent.
-    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+    pub fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), SendRefused> {
         let frame = CloseFrame::new(code, reason)?;
         if !matches!(self.state, State::Open) {
             return Err(UsageError::Closed.into());
@@ -194,7 +199,7 @@ impl Connection {
         opcode: OpCode,
         fin: bool,
         payload: PayloadSource<'_>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         self.make_room(MAX_HEADER_LEN + payload.len())?;
         let mask = self.next_mask();
         self.out.push_frame(opcode, fin, payload, mask);
@@ -213,7 +218,7 @@ impl Connection {
         fin: bool,
         first: bool,
         payload: PayloadSource<'_>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendRefused> {
         self.make_room(MAX_HEADER_LEN + payload.len())?;
         let mask = self.next_mask();
         let deflate = self
@@ -243,7 +248,7 @@ impl Connection {
     /// Refuses a send of `needed` bytes when the connection is not open or
     /// the outgoing buffer would overflow (closing, under
     /// [`BackpressurePolicy::Close`]).
-    pub(super) fn make_room(&mut self, needed: usize) -> Result<(), SendError> {
+    pub(super) fn make_room(&mut self, needed: usize) -> Result<(), SendRefused> {
         if !matches!(self.state, State::Open) {
             return Err(UsageError::Closed.into());
         }

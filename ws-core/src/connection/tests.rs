@@ -711,7 +711,7 @@ fn peer_that_stops_reading_gets_backpressure() {
     let mut conn = server_with(config.clone());
     let results: Vec<_> = (0..20).map(|_| conn.send_binary(&[0; 1000])).collect();
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 9);
-    assert!(matches!(results[9], Err(SendError::Backpressure(b)) if b.limit == 10_000));
+    assert!(matches!(results[9], Err(SendRefused::Backpressure(b)) if b.limit == 10_000));
     assert!(conn.transmit_len() <= 10_000);
     assert!(conn.is_open(), "Reject keeps the connection");
     // Draining makes room again.
@@ -739,7 +739,7 @@ fn peer_that_stops_reading_gets_backpressure() {
     assert_eq!(close_code_sent(&mut conn), Some(1013));
     assert_eq!(
         conn.send_text("x"),
-        Err(SendError::Usage(UsageError::Closed))
+        Err(SendRefused::Usage(UsageError::Closed))
     );
 }
 
@@ -974,7 +974,7 @@ fn a_close_found_ahead_follows_the_replies_to_the_messages_before_it() {
     assert_eq!(close_code_sent(&mut conn), Some(1000));
     assert_eq!(
         conn.send_text("late"),
-        Err(SendError::Usage(UsageError::Closed))
+        Err(SendRefused::Usage(UsageError::Closed))
     );
     let got = events(&mut conn);
     assert_eq!(got[0], Event::Message(Message::text("m2")));
@@ -1187,7 +1187,7 @@ fn peer_close_is_echoed_and_later_data_ignored() {
     assert!(feed(&mut conn, &masked(OpCode::Text, true, b"more")).is_empty());
     assert_eq!(
         conn.send_text("x"),
-        Err(SendError::Usage(UsageError::Closed))
+        Err(SendRefused::Usage(UsageError::Closed))
     );
 
     // An empty close is answered with an empty close and reported as 1005.
@@ -1214,14 +1214,14 @@ fn local_close_waits_for_the_peer_then_times_out() {
     let mut conn = Connection::server(Config::server(), start);
     assert_eq!(
         conn.close(CloseCode::ABNORMAL, "", start),
-        Err(SendError::Usage(UsageError::InvalidCloseCode(1006)))
+        Err(SendRefused::Usage(UsageError::InvalidCloseCode(1006)))
     );
     conn.close(CloseCode::GOING_AWAY, "shutdown", start)
         .unwrap();
     assert_eq!(close_code_sent(&mut conn), Some(1001));
     assert_eq!(
         conn.send_text("x"),
-        Err(SendError::Usage(UsageError::Closed))
+        Err(SendRefused::Usage(UsageError::Closed))
     );
     // Data the peer sent before seeing our close is still delivered.
     let got = feed(&mut conn, &masked(OpCode::Text, true, b"late"));
@@ -1263,11 +1263,11 @@ fn sending_in_fragments() {
     conn.send_fragment(Message::text("he"), false).unwrap();
     assert_eq!(
         conn.send_text("x"),
-        Err(SendError::Usage(UsageError::MessageInProgress))
+        Err(SendRefused::Usage(UsageError::MessageInProgress))
     );
     assert_eq!(
         conn.send_fragment(Message::binary(vec![1]), false),
-        Err(SendError::Usage(UsageError::FragmentKindMismatch))
+        Err(SendRefused::Usage(UsageError::FragmentKindMismatch))
     );
     conn.ping(b"mid").unwrap();
     conn.send_fragment(Message::text("llo"), true).unwrap();
@@ -1285,7 +1285,7 @@ fn sending_in_fragments() {
     );
     assert_eq!(
         conn.ping(&[0; 126]),
-        Err(SendError::Usage(UsageError::ControlPayloadTooLarge(126)))
+        Err(SendRefused::Usage(UsageError::ControlPayloadTooLarge(126)))
     );
 }
 
@@ -1377,7 +1377,7 @@ fn encoded_messages_fan_out_as_the_same_bytes() {
     let mut client = Connection::client(Config::client(), Instant::now(), [3; 32]);
     assert_eq!(
         client.send_encoded(&encoded),
-        Err(SendError::Usage(UsageError::EncodedFromClient))
+        Err(SendRefused::Usage(UsageError::EncodedFromClient))
     );
     // The buffer limit holds for encoded messages too.
     let mut config = Config::server();
@@ -1387,7 +1387,7 @@ fn encoded_messages_fan_out_as_the_same_bytes() {
     conn.send_encoded(&big).unwrap();
     assert!(matches!(
         conn.send_encoded(&big),
-        Err(SendError::Backpressure(_))
+        Err(SendRefused::Backpressure(_))
     ));
 }
 
@@ -1423,12 +1423,12 @@ fn sending_by_reference_matches_sending_by_value_and_keeps_the_message() {
     conn.send_ref(&Message::binary(vec![0u8; 90])).unwrap();
     assert!(matches!(
         conn.send_ref(&Message::binary(vec![0u8; 90])),
-        Err(SendError::Backpressure(_))
+        Err(SendRefused::Backpressure(_))
     ));
     let mut conn = server();
     conn.send_fragment(Message::text("a"), false).unwrap();
     assert!(matches!(
         conn.send_ref(&small),
-        Err(SendError::Usage(UsageError::MessageInProgress))
+        Err(SendRefused::Usage(UsageError::MessageInProgress))
     ));
 }

@@ -60,6 +60,17 @@ impl Serve {
     /// its stderr is kept for [`stop`](Self::stop). Reads the address of
     /// each `--listen` address it prints.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)], capture_logs: bool) -> Self {
+        Self::spawn_with(args, env, capture_logs, |_| {}).await
+    }
+
+    /// [`spawn`](Self::spawn), with `configure` applied to the command
+    /// last (to lower a resource limit, say).
+    pub async fn spawn_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        capture_logs: bool,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut command = Command::new(ws_binary());
         command
             .arg("serve")
@@ -76,6 +87,7 @@ impl Serve {
                 Stdio::inherit()
             })
             .kill_on_drop(true);
+        configure(&mut command);
         let mut child = command.spawn().expect("ws serve starts");
         let count = |flag: &str, default: usize| {
             args.iter()

@@ -15,7 +15,7 @@ pub(super) struct Record {
     /// Whether a message was published in `epoch`.
     pub(super) epoch_used: bool,
     pub(super) members: Vec<Entry>,
-    pub(super) roles: BTreeMap<String, Role>,
+    pub(super) roles: BTreeMap<String, ChannelRole>,
     /// User -> until, ms since the Unix epoch; 0 for until unbanned.
     pub(super) bans: BTreeMap<String, u64>,
     /// When the last member left, ms since the Unix epoch.
@@ -114,7 +114,7 @@ impl Record {
         removed
     }
 
-    pub(super) fn add(&mut self, mut member: Member, role: Role, now: u64, ttl: u64) {
+    pub(super) fn add(&mut self, mut member: Member, role: ChannelRole, now: u64, ttl: u64) {
         member.role = role;
         self.seq += 1;
         self.members.push(Entry {

@@ -185,7 +185,7 @@ impl ChannelDirectory for NatsBackend {
             if let Some(user) = &owner.user {
                 shared.check_created(user, limits.max_per_user).await?;
             }
-            owner.role = Role::OWNER;
+            owner.role = ChannelRole::OWNER;
             let ttl = ms(ttl);
             let granted = shared
                 .modify(channel, |record, now| {
@@ -200,10 +200,10 @@ impl ChannelDirectory for NatsBackend {
                     }
                     let mut r = Record::new(options);
                     if let Some(user) = &owner.user {
-                        r.roles.insert(user.clone(), Role::OWNER);
+                        r.roles.insert(user.clone(), ChannelRole::OWNER);
                     }
                     r.creator.clone_from(&owner.user);
-                    r.add(owner.clone(), Role::OWNER, now, ttl);
+                    r.add(owner.clone(), ChannelRole::OWNER, now, ttl);
                     *record = Some(r);
                     (Ok(()), true)
                 })
@@ -222,7 +222,7 @@ impl ChannelDirectory for NatsBackend {
             shared.remember(channel, &owner, options);
             Ok(JoinGrant {
                 options,
-                role: Role::OWNER,
+                role: ChannelRole::OWNER,
             })
         })
     }
@@ -322,7 +322,7 @@ impl ChannelDirectory for NatsBackend {
         &'a self,
         channel: &'a str,
         user: &'a str,
-        role: &'a Role,
+        role: &'a ChannelRole,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
             self.shared
@@ -330,7 +330,7 @@ impl ChannelDirectory for NatsBackend {
                     let Some(r) = record else {
                         return (Err(not_found(channel)), false);
                     };
-                    if *role == Role::PARTICIPANT {
+                    if *role == ChannelRole::PARTICIPANT {
                         r.roles.remove(user);
                     } else {
                         if r.roles.len() >= MAX_ROLES_PER_CHANNEL && !r.roles.contains_key(user) {
@@ -392,7 +392,11 @@ impl ChannelDirectory for NatsBackend {
                 .await?
                 .ok_or_else(|| not_found(channel))?;
             Ok(Standing {
-                role: record.roles.get(user).cloned().unwrap_or(Role::PARTICIPANT),
+                role: record
+                    .roles
+                    .get(user)
+                    .cloned()
+                    .unwrap_or(ChannelRole::PARTICIPANT),
                 banned: record.bans.contains_key(user),
             })
         })
@@ -478,7 +482,7 @@ impl Shared {
                     }
                     let role = entry.member.role.clone();
                     if let Some(user) = user
-                        && role != Role::PARTICIPANT
+                        && role != ChannelRole::PARTICIPANT
                     {
                         r.roles.entry(user.clone()).or_insert(role.clone());
                     }

@@ -152,7 +152,7 @@ impl ChannelDirectory for RedisBackend {
             if let Some(user) = &owner.user {
                 shared.check_created(user, limits.max_per_user).await?;
             }
-            owner.role = Role::OWNER;
+            owner.role = ChannelRole::OWNER;
             let opts = serde_json::to_string(&options).map_err(unavailable)?;
             let info = serde_json::to_string(&owner).map_err(unavailable)?;
             let args = [
@@ -191,10 +191,10 @@ impl ChannelDirectory for RedisBackend {
                     .await
                     .map_err(unavailable)?;
             }
-            shared.remember(channel, &owner, &options, &Role::OWNER);
+            shared.remember(channel, &owner, &options, &ChannelRole::OWNER);
             Ok(JoinGrant {
                 options,
-                role: Role::OWNER,
+                role: ChannelRole::OWNER,
             })
         })
     }
@@ -288,7 +288,7 @@ impl ChannelDirectory for RedisBackend {
         &'a self,
         channel: &'a str,
         user: &'a str,
-        role: &'a Role,
+        role: &'a ChannelRole,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
             let shared = &self.shared;
@@ -344,7 +344,7 @@ impl ChannelDirectory for RedisBackend {
             match text(at(reply, 0)).as_str() {
                 "ok" => Ok(Standing {
                     role: match text(at(reply, 1)) {
-                        role if role.is_empty() => Role::PARTICIPANT,
+                        role if role.is_empty() => ChannelRole::PARTICIPANT,
                         role => role_of(&role),
                     },
                     banned: int(at(reply, 2)) == 1,
