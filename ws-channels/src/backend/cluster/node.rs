@@ -78,6 +78,7 @@ impl<E: Clone> NodeState<E> {
     }
 
     /// Whether this node has entries in `channel`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn holds(&self, channel: &str) -> bool {
         lock(&self.local).keys().any(|(c, _)| c == channel)
     }

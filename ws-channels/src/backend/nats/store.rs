@@ -75,6 +75,7 @@ impl Presence for NatsBackend {
         session: SessionId,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
+            self.shared.node.forget(channel, session);
             self.shared
                 .modify(channel, |record, now| match record {
                     Some(r) => {
