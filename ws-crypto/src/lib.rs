@@ -6,6 +6,8 @@ pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+#[cfg(feature = "mls")]
+pub mod mls;
 pub mod sealed;
 pub mod session;
 
