@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop with Python `websockets` and Node `ws`, both directions, plain and
 # with permessage-deflate, and headless Chromium (Debian's package, installed
-# here if missing) exchanging compressed messages with our server.
+# here if missing) exchanging compressed messages with our server; and an
+# MLS group shared by ws-crypto's member (mls-rs) and a ts-mls member.
 # Usage: .ci/interop.sh [ws-tokio|ws-smol]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,9 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 echo "--- $adapter <-> headless chromium"
 node interop/node/browser.mjs "$bin"
+# MLS does not depend on the adapter: once, with the tokio run.
+if [ "$adapter" = ws-tokio ]; then
+  echo "--- MLS: ws-crypto (mls-rs) <-> ts-mls, one group, ciphersuite 1"
+  cargo build --locked --release --quiet -p ws-interop --bin mls_peer
+  node interop/node/mls.mjs target/release/mls_peer
+fi
