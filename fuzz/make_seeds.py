@@ -164,3 +164,14 @@ write("crypto", "record-aes", bytes([2, 3]) + bytes(8) + b"hello" + bytes(16))
 write("crypto", "record-chacha", bytes([6, 4]) + bytes(7) + b"\x01" + bytes(20))
 write("crypto", "e2e-msg", b'\x03{"e2e":"msg","epoch":1,"seq":1,"nonce":"AAAAAAAAAAAAAAAA","ct":"AAAAAAAAAAAAAAAAAAAAAA"}')
 write("crypto", "e2e-keys", b'\x03{"e2e":"keys","epoch":2,"keys":{"b":"' + b"A" * 107 + b'"}}')
+
+# mls: a mode byte (0 handshake message, 1 key package, 2 message for a
+# member, 3 changes to a genuine key package, commit or message: the next
+# byte picks which, the rest is XORed in); see ws-crypto's fuzzing.rs.
+os.makedirs("corpus/mls", exist_ok=True)
+write("mls", "public-message", bytes([0, 0, 1, 0, 1]) + bytes([0, 4]) + b"room" + bytes(8) + bytes([1, 0, 0, 0, 0, 3]))
+write("mls", "key-package", bytes([1, 0, 1, 0, 5, 0, 1]) + bytes(40))
+write("mls", "private-message", bytes([2, 0, 1, 0, 2, 0, 4]) + b"room" + bytes(7) + bytes([1, 1]))
+write("mls", "change-key-package", bytes([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40]))
+write("mls", "change-commit", bytes([3, 1]) + bytes(30) + bytes([1]))
+write("mls", "change-message", bytes([3, 2]) + bytes(20) + bytes([0x80]))

@@ -1,6 +1,6 @@
-//! The body of the `crypto` cargo-fuzz target, kept in the library so it
-//! compiles (and is linted) with the crate. Enabled by the `fuzzing`
-//! feature; not part of the public API.
+//! The bodies of the `crypto` and `mls` cargo-fuzz targets, kept in the
+//! library so they compile (and are linted) with the crate. Enabled by the
+//! `fuzzing` feature; not part of the public API.
 //!
 //! Beyond "no panic", it checks what an attacker who controls every byte
 //! must not achieve: no record, envelope or wrapped key made by the fuzzer
@@ -122,6 +122,129 @@ pub fn crypto(data: &[u8]) {
                 at_member.open("a", &sealed),
                 Err(E2eError::Replayed { .. })
             ));
+        }
+    }
+}
+
+/// A group of `room` with ann and bob, the Delivery Service following it,
+/// and genuine messages of each kind to mutate: a key package, a commit
+/// (ann adding cy, never sent) and an application message of ann's.
+#[cfg(feature = "mls")]
+struct MlsFixture {
+    service: crate::mls::DeliveryService,
+    bob: crate::mls::Group,
+    key_package: Vec<u8>,
+    commit: Vec<u8>,
+    message: Vec<u8>,
+}
+
+#[cfg(feature = "mls")]
+fn mls_fixture() -> &'static std::sync::Mutex<MlsFixture> {
+    use crate::mls::{DeliveryService, Device};
+    static FIXTURE: std::sync::OnceLock<std::sync::Mutex<MlsFixture>> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mut service = DeliveryService::new("ws serve").expect("a service");
+        let (ann, bob, cy) = (
+            Device::new("ann").expect("a device"),
+            Device::new("bob").expect("a device"),
+            Device::new("cy").expect("a device"),
+        );
+        let mut room = ann
+            .create_group("room", &service.external_sender().expect("an identity"))
+            .expect("a group");
+        service
+            .follow(&room.group_info().expect("a group info"))
+            .expect("followed");
+        let add = room
+            .add(&[bob.key_package().expect("a key package")])
+            .expect("a commit");
+        service.accept(&add.commit).expect("accepted");
+        room.confirm().expect("confirmed");
+        let bob_room = bob
+            .join(add.welcome.as_deref().expect("a welcome"))
+            .expect("joined");
+        let key_package = cy.key_package().expect("a key package");
+        let commit = room
+            .add(std::slice::from_ref(&key_package))
+            .expect("a commit")
+            .commit;
+        room.discard();
+        let message = room.encrypt(b"genuine").expect("a message");
+        std::sync::Mutex::new(MlsFixture {
+            service,
+            bob: bob_room,
+            key_package,
+            commit,
+            message,
+        })
+    })
+}
+
+/// The Delivery Service and a member against bytes the fuzzer made.
+/// `data[0]` picks what the rest is: a handshake message for the service,
+/// a key package, a message for a member, or changes (XOR) to a genuine
+/// key package, commit or application message. The fuzzer cannot sign or
+/// encrypt, so nothing it makes may be accepted or opened, and a refusal
+/// changes nothing.
+#[cfg(feature = "mls")]
+pub fn mls(data: &[u8]) {
+    use crate::mls::DeliveryService;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut fixture = mls_fixture()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let fixture = &mut *fixture;
+    let epoch = fixture.service.epoch(b"room");
+    let (target, bytes) = match mode % 4 {
+        3 => {
+            let Some((&which, changes)) = rest.split_first() else {
+                return;
+            };
+            let genuine = match which % 3 {
+                0 => &fixture.key_package,
+                1 => &fixture.commit,
+                _ => &fixture.message,
+            };
+            let mut changed = genuine.clone();
+            for (at, change) in changes.iter().enumerate() {
+                let at = at % changed.len();
+                changed[at] ^= change;
+            }
+            if changed == *genuine {
+                return;
+            }
+            (which % 3, changed)
+        }
+        0 => (1, rest.to_vec()),
+        1 => (0, rest.to_vec()),
+        _ => (2, rest.to_vec()),
+    };
+    match target {
+        0 => assert!(
+            fixture.service.check_key_package(&bytes, "cy").is_err(),
+            "a forged key package passed"
+        ),
+        1 => {
+            let _ = DeliveryService::framing(&bytes);
+            assert!(
+                fixture.service.accept(&bytes).is_err(),
+                "a forged handshake message was accepted"
+            );
+            assert_eq!(
+                fixture.service.epoch(b"room"),
+                epoch,
+                "a refusal moved the group"
+            );
+        }
+        _ => {
+            let before = fixture.bob.epoch();
+            assert!(
+                fixture.bob.receive(&bytes).is_err(),
+                "a forged message opened or applied"
+            );
+            assert_eq!(fixture.bob.epoch(), before, "a refusal moved the group");
         }
     }
 }
