@@ -402,3 +402,35 @@ fn a_commit_that_carries_the_servers_add_is_refused_by_the_members() {
     assert!(refused.is_err(), "ann refuses it: {refused:?}");
     assert!(ann_group.members().iter().all(|m| m.user != "mallory"));
 }
+
+#[test]
+fn removal_works_in_a_group_of_a_thousand() {
+    let ann = Device::new("ann").unwrap();
+    let (mut channel, mut ann_group) = Channel::create(&ann);
+    let devices: Vec<Device> = (1..1000)
+        .map(|n| Device::new(&format!("m{n}")).unwrap())
+        .collect();
+    let packages: Vec<Vec<u8>> = devices.iter().map(|d| d.key_package().unwrap()).collect();
+    // One commit adds everyone: one new epoch, one Welcome.
+    let add = ann_group.add(&packages).unwrap();
+    channel.commit(&mut ann_group, &add, &mut []);
+    let welcome = add.welcome.as_ref().unwrap();
+    let (mut stays, mut goes) = (
+        devices[0].join(welcome).unwrap(),
+        devices[499].join(welcome).unwrap(),
+    );
+    assert_eq!(stays.members().len(), 1000);
+
+    let remove = ann_group.remove("m500").unwrap();
+    eprintln!(
+        "1,000 members: the add commit is {} bytes with a {}-byte Welcome; a removal commit is {} bytes",
+        add.commit.len(),
+        welcome.len(),
+        remove.commit.len()
+    );
+    channel.commit(&mut ann_group, &remove, &mut [&mut stays, &mut goes]);
+    let secret = ann_group.encrypt(b"m500 is gone").unwrap();
+    assert!(goes.receive(&secret).is_err());
+    assert_eq!(message(&mut stays, &secret).0, b"m500 is gone");
+    assert_eq!(stays.members().len(), 999);
+}
