@@ -62,13 +62,21 @@ macro_rules! backend_conformance {
     };
 }
 
-const TTL: Duration = Duration::from_secs(60);
-const LIMITS: CreateLimits = CreateLimits {
+// What the checks build with, public so a backend's own extra tests build
+// the same way.
+
+/// The presence TTL the checks join with.
+pub const TTL: Duration = Duration::from_secs(60);
+
+/// Create limits high enough not to matter, unless a check says otherwise.
+pub const LIMITS: CreateLimits = CreateLimits {
     max_channels: 100,
     max_per_user: 100,
 };
 
-fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
+/// Channel options with room for `max_participants` and `history_size`
+/// publications kept five minutes (1 MiB at most), no presence events.
+pub fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
     ChannelOptions {
         max_participants,
         history_size,
@@ -80,7 +88,8 @@ fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
     }
 }
 
-fn member(session: u64, user: &str) -> Member {
+/// A participant: session `session` of `user`, on node 7.
+pub fn member(session: u64, user: &str) -> Member {
     Member {
         session: SessionId(session),
         node: NodeId(7),
@@ -90,7 +99,8 @@ fn member(session: u64, user: &str) -> Member {
     }
 }
 
-fn message(n: u64) -> Publication {
+/// A message publication whose data is `{"n": n}`.
+pub fn message(n: u64) -> Publication {
     Publication::message(None, Payload::new(&json!({ "n": n })))
 }
 

@@ -5,15 +5,10 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-use ws_channels::backend::{
-    ClusterKey, CreateLimits, NatsBackend, NatsConfig, RedisBackend, RedisConfig,
-};
-use ws_channels::{
-    Backends, ChannelOptions, ChannelRole, HistorySpec, Member, MemoryBackend, NodeId, Payload,
-    Publication, SessionId,
-};
+use ws_channels::backend::{ClusterKey, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
+use ws_channels::{Backends, HistorySpec, MemoryBackend};
 use ws_test_kit::brokers::{Kind, service};
+use ws_test_kit::conformance::{LIMITS, TTL, member, message, options};
 
 fn key() -> ClusterKey {
     ClusterKey::new("the cluster key of the conformance tests").unwrap()
@@ -75,38 +70,6 @@ mod nats {
         Some(Backends::shared(nats))
     }
     ws_test_kit::backend_conformance!("nats", fresh);
-}
-
-const TTL: Duration = Duration::from_secs(60);
-const LIMITS: CreateLimits = CreateLimits {
-    max_channels: 100,
-    max_per_user: 100,
-};
-
-fn options(max_participants: u32, history_size: u32) -> ChannelOptions {
-    ChannelOptions {
-        max_participants,
-        history_size,
-        history_ttl: Duration::from_secs(300),
-        history_bytes: 1 << 20,
-        presence_events: false,
-        encrypted: false,
-        linger: Duration::from_secs(300),
-    }
-}
-
-fn member(session: u64, user: &str) -> Member {
-    Member {
-        session: SessionId(session),
-        node: NodeId(7),
-        user: Some(user.to_owned()),
-        info: None,
-        role: ChannelRole::PARTICIPANT,
-    }
-}
-
-fn message(n: u64) -> Publication {
-    Publication::message(None, Payload::new(&json!({ "n": n })))
 }
 
 // A NATS history that the stream emptied (its messages aged out) names one
