@@ -434,3 +434,50 @@ fn removal_works_in_a_group_of_a_thousand() {
     assert_eq!(message(&mut stays, &secret).0, b"m500 is gone");
     assert_eq!(stays.members().len(), 999);
 }
+
+#[test]
+fn a_device_restarted_from_its_export_keeps_its_key_and_its_groups() {
+    let (ann, bob) = (Device::new("ann").unwrap(), Device::new("bob").unwrap());
+    let (mut channel, mut ann_group) = Channel::create(&ann);
+    let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
+    channel.commit(&mut ann_group, &add, &mut []);
+    let mut bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+    let first = ann_group.encrypt(b"before the restart").unwrap();
+    assert_eq!(message(&mut bob_group, &first).0, b"before the restart");
+    // A key package made before the restart still works after it.
+    let spare = bob.key_package().unwrap();
+    bob_group.save().unwrap();
+    let saved = bob.export().unwrap();
+    let fingerprint = bob.fingerprint().to_owned();
+    drop((bob_group, bob));
+
+    let bob = Device::import(&saved).unwrap();
+    assert_eq!(
+        (bob.user(), bob.fingerprint()),
+        ("bob", fingerprint.as_str())
+    );
+    let mut bob_group = bob.load_group("room").unwrap();
+    assert_eq!(bob_group.epoch(), ann_group.epoch());
+    let after = ann_group.encrypt(b"after the restart").unwrap();
+    assert_eq!(message(&mut bob_group, &after).0, b"after the restart");
+    let reply = bob_group.encrypt(b"back").unwrap();
+    assert_eq!(
+        message(&mut ann_group, &reply),
+        (b"back".to_vec(), "bob".into())
+    );
+    // What was read before the restart is not read again (its key is gone).
+    assert!(bob_group.receive(&first).is_err());
+
+    // The spare key package lets a second group add the restarted device.
+    let cy = Device::new("cy").unwrap();
+    let server = DeliveryService::new("ws serve").unwrap();
+    let mut other = cy
+        .create_group("other", &server.external_sender().unwrap())
+        .unwrap();
+    let add = other.add(&[spare]).unwrap();
+    other.confirm().unwrap();
+    bob.join(add.welcome.as_ref().unwrap()).unwrap();
+
+    assert!(Device::import(b"not a saved device").is_err());
+    assert!(bob.load_group("nowhere").is_err());
+}

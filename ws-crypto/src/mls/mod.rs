@@ -10,6 +10,9 @@
 //!   members by commits it signs, encrypts and decrypts application
 //!   messages. Its rules ([`ChannelRules`]) take from the server nothing
 //!   but Remove proposals: a server cannot add anyone.
+//!   A device [`export`](Device::export)s its key, key packages and saved
+//!   groups as one blob and [`import`](Device::import)s it on the next
+//!   start.
 //! - [`DeliveryService`]: the server's side, which holds no group secret. It
 //!   checks that a key package is valid and names the user who uploads it,
 //!   reads the group and epoch from a message's framing, follows each
@@ -38,7 +41,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use mls_rs::client_builder::{
-    BaseConfig, IntoConfigOutput, WithCryptoProvider, WithIdentityProvider, WithMlsRules,
+    BaseConfig, IntoConfigOutput, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider,
+    WithKeyPackageRepo, WithMlsRules,
 };
 use mls_rs::error::{IntoAnyError, MlsError as RsError};
 use mls_rs::extension::built_in::ExternalSendersExt;
@@ -55,12 +59,17 @@ use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
 use mls_rs::mls_rules::{
     CommitDirection, CommitOptions, CommitSource, EncryptionOptions, ProposalBundle,
 };
+use mls_rs::storage_provider::in_memory::InMemoryKeyPackageStorage;
 use mls_rs::{
     CipherSuite, CipherSuiteProvider, Client, CryptoProvider, ExtensionList, MlsMessage, MlsRules,
     WireFormat,
 };
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use sha2::{Digest, Sha256};
+
+mod saved;
+
+use saved::GroupStates;
 
 /// The one ciphersuite: `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519` (1).
 pub const CIPHERSUITE: CipherSuite = CipherSuite::CURVE25519_AES128;
@@ -181,11 +190,17 @@ impl MlsRules for ChannelRules {
 }
 
 type DeviceConfig = IntoConfigOutput<
-    WithMlsRules<
-        ChannelRules,
-        WithCryptoProvider<
-            RustCryptoProvider,
-            WithIdentityProvider<BasicIdentityProvider, BaseConfig>,
+    WithGroupStateStorage<
+        GroupStates,
+        WithKeyPackageRepo<
+            InMemoryKeyPackageStorage,
+            WithMlsRules<
+                ChannelRules,
+                WithCryptoProvider<
+                    RustCryptoProvider,
+                    WithIdentityProvider<BasicIdentityProvider, BaseConfig>,
+                >,
+            >,
         >,
     >,
 >;
@@ -261,6 +276,10 @@ pub struct Device {
     client: Client<DeviceConfig>,
     user: String,
     fingerprint: String,
+    secret: mls_rs::crypto::SignatureSecretKey,
+    identity: SigningIdentity,
+    key_packages: InMemoryKeyPackageStorage,
+    groups: GroupStates,
 }
 
 impl fmt::Debug for Device {
@@ -277,17 +296,77 @@ impl Device {
     /// signature key.
     pub fn new(user: &str) -> Result<Self, MlsError> {
         let (secret, identity) = new_identity(user)?;
-        let fingerprint = fingerprint_of(&identity);
+        Ok(Self::with(
+            user.to_owned(),
+            secret,
+            identity,
+            InMemoryKeyPackageStorage::new(),
+            GroupStates::default(),
+        ))
+    }
+
+    fn with(
+        user: String,
+        secret: mls_rs::crypto::SignatureSecretKey,
+        identity: SigningIdentity,
+        key_packages: InMemoryKeyPackageStorage,
+        groups: GroupStates,
+    ) -> Self {
         let client = Client::builder()
             .identity_provider(BasicIdentityProvider)
             .crypto_provider(RustCryptoProvider::default())
             .mls_rules(ChannelRules)
-            .signing_identity(identity, secret, CIPHERSUITE)
+            .key_package_repo(key_packages.clone())
+            .group_state_storage(groups.clone())
+            .signing_identity(identity.clone(), secret.clone(), CIPHERSUITE)
             .build();
-        Ok(Self {
+        Self {
             client,
-            user: user.to_owned(),
-            fingerprint,
+            user,
+            fingerprint: fingerprint_of(&identity),
+            secret,
+            identity,
+            key_packages,
+            groups,
+        }
+    }
+
+    /// Everything this device keeps, as one blob: its signature key, its
+    /// unused key packages and the groups it [`saved`](Group::save). It
+    /// holds secrets: keep it where the application keeps private keys
+    /// (a file only its user can read, say), and
+    /// [`import`](Self::import) it on the next start.
+    pub fn export(&self) -> Result<Vec<u8>, MlsError> {
+        saved::export(
+            &self.user,
+            &self.secret,
+            &self.identity,
+            self.key_packages.key_packages(),
+            &self.groups,
+        )
+    }
+
+    /// The device an [`export`](Self::export) saved, with the same
+    /// signature key (and fingerprint), key packages and groups.
+    pub fn import(bytes: &[u8]) -> Result<Self, MlsError> {
+        let imported = saved::import(bytes)?;
+        let key_packages = InMemoryKeyPackageStorage::new();
+        for (id, data) in imported.key_packages {
+            key_packages.insert(id, data);
+        }
+        Ok(Self::with(
+            imported.user,
+            imported.secret,
+            imported.identity,
+            key_packages,
+            imported.groups,
+        ))
+    }
+
+    /// A group this device saved, by its channel.
+    pub fn load_group(&self, channel: &str) -> Result<Group, MlsError> {
+        Ok(Group {
+            inner: self.client.load_group(channel.as_bytes())?,
         })
     }
 
@@ -390,6 +469,15 @@ impl fmt::Debug for Group {
 }
 
 impl Group {
+    /// Keeps this group's current state in its device, for the device's
+    /// next [`export`](Device::export). Call it after every change the
+    /// application wants to survive a restart (a commit confirmed or
+    /// received, a message read).
+    pub fn save(&mut self) -> Result<(), MlsError> {
+        self.inner.write_to_storage()?;
+        Ok(())
+    }
+
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.inner.current_epoch()
