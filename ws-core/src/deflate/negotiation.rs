@@ -451,6 +451,21 @@ mod tests {
         }
     }
 
+    // Found by the deflate fuzz target: a client that offers an 8-bit
+    // window is held to it (RFC 7692 allows any value up to the offer, and
+    // we inflate any window), while our own client never offers one, so it
+    // never meets that answer.
+    #[test]
+    fn a_client_offering_an_8_bit_window_is_held_to_it() {
+        let agreed = negotiate("permessage-deflate; client_max_window_bits=8").unwrap();
+        assert_eq!(agreed.client_max_window_bits, 8);
+        assert!(agreed.to_header().contains("client_max_window_bits=8"));
+        assert!(
+            !client_offer(&DeflateConfig::default()).contains("=8"),
+            "our client offers 9 bits at the least"
+        );
+    }
+
     #[test]
     fn server_accepts_the_plain_offer() {
         let agreed = negotiate("permessage-deflate").unwrap();
