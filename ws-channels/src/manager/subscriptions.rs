@@ -40,8 +40,8 @@ pub(super) enum Step {
     Subscribe,
     /// Unsubscribe now: the state is `Unsubscribing`.
     Unsubscribe,
-    /// Nothing is wanted and nothing is subscribed: the key is forgotten
-    /// (unless something waits for it).
+    /// Nothing is wanted and nothing is subscribed: the key is forgotten,
+    /// with what waited for it for sessions that are gone.
     Idle,
     /// Where it should be, or an operation is in flight (the next step is
     /// decided when it completes).
@@ -114,9 +114,10 @@ impl Subscriptions {
                 Step::Unsubscribe
             }
             (SubState::Unsubscribed, false) => {
-                if self.by_key.get(key).is_some_and(|s| s.waiters.is_empty()) {
-                    self.by_key.remove(key);
-                }
+                // A waiter's session is a member or a subscriber, which
+                // makes the key wanted: with nothing wanted, whatever
+                // still waits belongs to sessions gone, and goes too.
+                self.by_key.remove(key);
                 Step::Idle
             }
             _ => Step::Settled,

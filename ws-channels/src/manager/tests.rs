@@ -1342,3 +1342,25 @@ fn a_subscriber_arriving_while_the_node_unsubscribes_is_served_by_the_next_subsc
         assert_eq!(m.pending_count(), 0);
     });
 }
+
+#[test]
+fn a_subscriber_that_leaves_while_the_node_unsubscribes_leaves_nothing_waiting() {
+    let config = ChannelsConfig::default().topic("t", TopicAccess::Everyone);
+    let mut sim = Sim::new(1, config);
+    sim.open(0, A, Some("a"));
+    sim.open(0, B, Some("b"));
+    sim.send(0, A, &cmd(1, "t", "subscribe", json!({})));
+    reply(sim.take(0, A), 1);
+    sim.hold(true);
+    sim.send(0, A, &cmd(2, "t", "unsubscribe", json!({})));
+    // B subscribes while the unsubscribe is in flight, and is gone before
+    // it completes.
+    sim.send(0, B, &cmd(3, "t", "subscribe", json!({})));
+    sim.close(0, B);
+    sim.hold(false);
+    sim.with_manager(0, |m| {
+        m.check_invariants().unwrap();
+        assert!(!m.is_subscribed("$topic:t"));
+        assert_eq!(m.pending_count(), 0);
+    });
+}
