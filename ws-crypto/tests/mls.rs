@@ -287,6 +287,36 @@ fn a_key_package_in_another_users_name_is_refused() {
         matches!(&refused, MlsError::WrongIdentity { named, user } if named == "bob" && user == "mallory"),
         "{refused:?}"
     );
+    // A key package past its lifetime, made with mls-rs directly.
+    {
+        use mls_rs::{CipherSuiteProvider, CryptoProvider};
+        let suite = mls_rs_crypto_rustcrypto::RustCryptoProvider::default()
+            .cipher_suite_provider(ws_crypto::mls::CIPHERSUITE)
+            .unwrap();
+        let (secret, public) = suite.signature_key_generate().unwrap();
+        let credential =
+            mls_rs::identity::basic::BasicCredential::new(b"bob".to_vec()).into_credential();
+        let short_lived = mls_rs::Client::builder()
+            .identity_provider(mls_rs::identity::basic::BasicIdentityProvider)
+            .crypto_provider(mls_rs_crypto_rustcrypto::RustCryptoProvider::default())
+            .key_package_lifetime(std::time::Duration::ZERO)
+            .signing_identity(
+                mls_rs::identity::SigningIdentity::new(credential, public),
+                secret,
+                ws_crypto::mls::CIPHERSUITE,
+            )
+            .build();
+        let expired = short_lived
+            .generate_key_package_message(Default::default(), Default::default(), None)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(
+            matches!(ds.check_key_package(&expired, "bob"), Err(MlsError::Invalid(_))),
+            "an expired key package is refused"
+        );
+    }
     // Not a key package at all.
     assert!(matches!(
         ds.check_key_package(b"\x00\x01garbage", "bob"),
