@@ -313,7 +313,10 @@ fn a_key_package_in_another_users_name_is_refused() {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert!(
-            matches!(ds.check_key_package(&expired, "bob"), Err(MlsError::Invalid(_))),
+            matches!(
+                ds.check_key_package(&expired, "bob"),
+                Err(MlsError::Invalid(_))
+            ),
             "an expired key package is refused"
         );
     }
@@ -510,4 +513,48 @@ fn a_device_restarted_from_its_export_keeps_its_key_and_its_groups() {
 
     assert!(Device::import(b"not a saved device").is_err());
     assert!(bob.load_group("nowhere").is_err());
+}
+
+#[test]
+fn the_delivery_service_keeps_a_bounded_number_of_proposals_per_epoch() {
+    let ann = Device::new("ann").unwrap();
+    let mut ds = DeliveryService::new("ws serve")
+        .unwrap()
+        .with_max_proposals(2);
+    let mut ann_group = ann
+        .create_group("room", &ds.external_sender().unwrap())
+        .unwrap();
+    ds.follow(&ann_group.group_info().unwrap()).unwrap();
+    let others: Vec<Device> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|u| Device::new(u).unwrap())
+        .collect();
+    let packages: Vec<Vec<u8>> = others.iter().map(|d| d.key_package().unwrap()).collect();
+    let add = ann_group.add(&packages).unwrap();
+    ds.accept(&add.commit).unwrap().unwrap();
+    ann_group.confirm().unwrap();
+    let epoch = ann_group.epoch();
+
+    let mut proposals: Vec<Vec<u8>> = ["m1", "m2", "m3"]
+        .iter()
+        .flat_map(|u| ds.propose_remove(b"room", u).unwrap())
+        .collect();
+    for proposal in &proposals[..2] {
+        assert_eq!(ds.accept(proposal).unwrap(), None);
+        ann_group.receive(proposal).unwrap();
+    }
+    let refused = ds.accept(&proposals[2]).unwrap_err();
+    assert!(
+        matches!(refused, MlsError::TooManyProposals { max: 2 }),
+        "{refused:?}"
+    );
+    assert_eq!(ds.epoch(b"room"), Some(epoch), "a refusal changes nothing");
+
+    // A commit takes the two in and makes room.
+    let commit = ann_group.commit_proposals().unwrap();
+    let accepted = ds.accept(&commit.commit).unwrap().unwrap();
+    assert_eq!(accepted.removed, ["m1", "m2"]);
+    ann_group.confirm().unwrap();
+    proposals = ds.propose_remove(b"room", "m3").unwrap();
+    assert_eq!(ds.accept(&proposals[0]).unwrap(), None);
 }

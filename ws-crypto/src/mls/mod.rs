@@ -109,6 +109,14 @@ pub enum MlsError {
     /// A user who is not in the group.
     #[error("{0:?} is not a member")]
     NotMember(String),
+    /// A group's epoch holds as many proposals as the Delivery Service
+    /// keeps ([`DeliveryService::with_max_proposals`]): the next commit
+    /// makes room.
+    #[error("the epoch holds {max} proposals already; commit them first")]
+    TooManyProposals {
+        /// The most proposals kept per group and epoch.
+        max: usize,
+    },
     /// What the MLS library refused, with its reason.
     #[error("MLS: {0}")]
     Mls(#[from] RsError),
@@ -567,7 +575,6 @@ impl Group {
             .into_iter()
             .map(|m| (m.index, m.user))
             .collect();
-        let me = self.inner.current_member_index();
         match self.inner.process_incoming_message(parse(message)?)? {
             ReceivedMessage::ApplicationMessage(description) => {
                 let from = self
@@ -581,34 +588,11 @@ impl Group {
                 })
             }
             ReceivedMessage::Commit(description) => {
-                let mut added = Vec::new();
-                let mut removed = Vec::new();
-                let mut removed_me = false;
-                if let mls_rs::group::CommitEffect::NewEpoch(epoch)
-                | mls_rs::group::CommitEffect::Removed {
-                    new_epoch: epoch, ..
-                } = &description.effect
-                {
-                    for proposal in epoch.applied_proposals() {
-                        match &proposal.proposal {
-                            Proposal::Add(add) => added.push(
-                                user_of(add.key_package().signing_identity()).unwrap_or_default(),
-                            ),
-                            Proposal::Remove(remove) => {
-                                let leaf = remove.to_remove();
-                                removed_me |= leaf == me;
-                                removed.push(before.get(&leaf).cloned().unwrap_or_default());
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                if matches!(
+                let (added, removed) = changes(&description.effect, &before);
+                let removed_me = matches!(
                     description.effect,
                     mls_rs::group::CommitEffect::Removed { .. }
-                ) {
-                    removed_me = true;
-                }
+                );
                 Ok(Received::Commit {
                     epoch: self.epoch(),
                     added,
@@ -632,6 +616,37 @@ fn kind_of(message: &ReceivedMessage) -> &'static str {
         ReceivedMessage::KeyPackage(_) => "a key package",
         _ => "a message",
     }
+}
+
+fn unknown_group(group: &[u8]) -> MlsError {
+    MlsError::UnknownGroup(String::from_utf8_lossy(group).into())
+}
+
+/// The users a commit added and removed, named by the roster before it.
+fn changes(
+    effect: &mls_rs::group::CommitEffect,
+    before: &HashMap<u32, String>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let epoch = match effect {
+        mls_rs::group::CommitEffect::NewEpoch(epoch)
+        | mls_rs::group::CommitEffect::Removed {
+            new_epoch: epoch, ..
+        } => epoch,
+        _ => return (added, removed),
+    };
+    for proposal in epoch.applied_proposals() {
+        match &proposal.proposal {
+            Proposal::Add(add) => {
+                added.push(user_of(add.key_package().signing_identity()).unwrap_or_default());
+            }
+            Proposal::Remove(remove) => {
+                removed.push(before.get(&remove.to_remove()).cloned().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    (added, removed)
 }
 
 fn commit(output: mls_rs::group::CommitOutput) -> Result<Commit, MlsError> {
@@ -682,7 +697,20 @@ pub struct Accepted {
 pub struct DeliveryService {
     client: ExternalClient<ServiceConfig>,
     identity: SigningIdentity,
-    groups: HashMap<Vec<u8>, ExternalGroup<ServiceConfig>>,
+    groups: HashMap<Vec<u8>, Followed>,
+    max_proposals: usize,
+}
+
+/// The proposals a Delivery Service keeps per group and epoch, by default:
+/// about 2 MB of Remove proposals, room for a mass ban before the next
+/// commit.
+pub const MAX_PROPOSALS_PER_EPOCH: usize = 10_000;
+
+/// A group the Delivery Service follows, and the proposals it took in the
+/// current epoch.
+struct Followed {
+    group: ExternalGroup<ServiceConfig>,
+    proposals: usize,
 }
 
 impl fmt::Debug for DeliveryService {
@@ -707,7 +735,17 @@ impl DeliveryService {
             client,
             identity,
             groups: HashMap::new(),
+            max_proposals: MAX_PROPOSALS_PER_EPOCH,
         })
+    }
+
+    /// Keeps at most `max` proposals per group and epoch (default
+    /// [`MAX_PROPOSALS_PER_EPOCH`]): past it, proposals are refused with
+    /// [`MlsError::TooManyProposals`] until a commit takes them in, so no
+    /// member can grow the server's memory by proposing.
+    pub fn with_max_proposals(mut self, max: usize) -> Self {
+        self.max_proposals = max;
+        self
     }
 
     /// Its identity as groups name it in their external senders
@@ -759,21 +797,30 @@ impl DeliveryService {
     pub fn follow(&mut self, group_info: &[u8]) -> Result<u64, MlsError> {
         let group = self.client.observe_group(parse(group_info)?, None, None)?;
         let epoch = group.group_context().epoch;
-        self.groups
-            .insert(group.group_context().group_id.clone(), group);
+        let id = group.group_context().group_id.clone();
+        self.groups.insert(
+            id,
+            Followed {
+                group,
+                proposals: 0,
+            },
+        );
         Ok(epoch)
     }
 
     /// The epoch a followed group is at.
     pub fn epoch(&self, group: &[u8]) -> Option<u64> {
-        self.groups.get(group).map(|g| g.group_context().epoch)
+        self.groups
+            .get(group)
+            .map(|f| f.group.group_context().epoch)
     }
 
     /// Takes a handshake message for a followed group in channel order: a
     /// proposal is kept for the next commit; a commit is accepted only for
     /// the current epoch (the first wins; a later one is a
     /// [`MlsError::Conflict`]) and only if it verifies, and the group moves
-    /// on. `Ok(None)` for a proposal.
+    /// on. `Ok(None)` for a proposal; past the proposals it keeps per
+    /// epoch, a proposal is [`MlsError::TooManyProposals`].
     pub fn accept(&mut self, message: &[u8]) -> Result<Option<Accepted>, MlsError> {
         let framing = Self::framing(message)?;
         if framing.kind != Kind::Handshake {
@@ -781,9 +828,12 @@ impl DeliveryService {
                 "proposals and commits travel as public messages".into(),
             ));
         }
-        let group = self.groups.get_mut(&framing.group).ok_or_else(|| {
-            MlsError::UnknownGroup(String::from_utf8_lossy(&framing.group).into())
-        })?;
+        let max = self.max_proposals;
+        let followed = self
+            .groups
+            .get_mut(&framing.group)
+            .ok_or_else(|| unknown_group(&framing.group))?;
+        let group = &mut followed.group;
         let current = group.group_context().epoch;
         if framing.epoch != current {
             return Err(MlsError::Conflict {
@@ -796,23 +846,26 @@ impl DeliveryService {
             .members_iter()
             .map(|m| (m.index, user_of(&m.signing_identity).unwrap_or_default()))
             .collect();
-        match group.process_incoming_message(parse(message)?)? {
-            ExternalReceivedMessage::Proposal(_) => Ok(None),
+        // Full: whether the message is a proposal shows only once it is
+        // processed, so it is processed on a copy that stands only for a
+        // commit.
+        let mut copy = (followed.proposals >= max).then(|| group.clone());
+        let target = copy.as_mut().unwrap_or(group);
+        match target.process_incoming_message(parse(message)?)? {
+            ExternalReceivedMessage::Proposal(_) if copy.is_some() => {
+                Err(MlsError::TooManyProposals { max })
+            }
+            ExternalReceivedMessage::Proposal(_) => {
+                followed.proposals += 1;
+                Ok(None)
+            }
             ExternalReceivedMessage::Commit(description) => {
-                let mut added = Vec::new();
-                let mut removed = Vec::new();
-                if let mls_rs::group::CommitEffect::NewEpoch(epoch) = &description.effect {
-                    for proposal in epoch.applied_proposals() {
-                        match &proposal.proposal {
-                            Proposal::Add(add) => added.push(
-                                user_of(add.key_package().signing_identity()).unwrap_or_default(),
-                            ),
-                            Proposal::Remove(remove) => removed
-                                .push(before.get(&remove.to_remove()).cloned().unwrap_or_default()),
-                            _ => {}
-                        }
-                    }
+                if let Some(copy) = copy {
+                    followed.group = copy;
                 }
+                followed.proposals = 0;
+                let group = &followed.group;
+                let (added, removed) = changes(&description.effect, &before);
                 Ok(Some(Accepted {
                     epoch: group.group_context().epoch,
                     added,
@@ -827,10 +880,11 @@ impl DeliveryService {
     /// device of `user` (kicked, banned, gone): the proposals to relay to
     /// the group, for the next member who commits.
     pub fn propose_remove(&mut self, group: &[u8], user: &str) -> Result<Vec<Vec<u8>>, MlsError> {
-        let followed = self
+        let followed = &mut self
             .groups
             .get_mut(group)
-            .ok_or_else(|| MlsError::UnknownGroup(String::from_utf8_lossy(group).into()))?;
+            .ok_or_else(|| unknown_group(group))?
+            .group;
         let leaves: Vec<u32> = followed
             .roster()
             .members_iter()
