@@ -566,6 +566,19 @@ async fn restricted_topics_refuse_sessions_without_the_role() {
     );
 }
 
+/// The next event `client` reads, which must be a publication.
+async fn next_publication(client: &mut ChannelsClient) -> ws_channels::protocol::PublicationEvent {
+    let event = rt::timeout(Duration::from_secs(10), client.next_event())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Event::Publication { publication, .. } = event else {
+        panic!("not a publication: {event:?}");
+    };
+    publication
+}
+
 // ChannelsClient's own guarantees, over a real connection: a reply is
 // matched to its request by id (a reply to a request the client did not
 // make, or gave up on, is skipped), the events that arrive meanwhile come
@@ -597,14 +610,7 @@ async fn the_client_matches_replies_and_keeps_events_in_order() {
     assert_eq!(presence.total, 2);
     // The three publications arrived while she waited: in order, typed.
     for n in 1..=3 {
-        let event = rt::timeout(Duration::from_secs(10), ann.next_event())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Event::Publication { publication, .. } = event else {
-            panic!("not a publication: {event:?}");
-        };
+        let publication = next_publication(&mut ann).await;
         assert_eq!(publication.offset, Some(n));
         assert_eq!(publication.data.unwrap().to_value(), json!({ "n": n }));
     }
@@ -625,15 +631,7 @@ async fn the_client_matches_replies_and_keeps_events_in_order() {
         "{flooded}"
     );
     for n in 4..=6 {
-        let event = rt::timeout(Duration::from_secs(10), cy.next_event())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Event::Publication { publication, .. } = event else {
-            panic!("not a publication: {event:?}");
-        };
-        assert_eq!(publication.offset, Some(n));
+        assert_eq!(next_publication(&mut cy).await.offset, Some(n));
     }
     // A refusal is the server's typed error.
     let refused = bob.kick("room", "ann").await.unwrap_err();
