@@ -33,28 +33,6 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // ROBUSTNESS 101: the same port on 0.0.0.0 and [::], as a dual-stack
-    // server listens.
-    #[test]
-    fn ipv4_and_ipv6_listen_side_by_side() {
-        let v4 = bind_tcp("0.0.0.0:0".parse().unwrap()).unwrap();
-        let port = v4.local_addr().unwrap().port();
-        match bind_tcp(SocketAddr::from(([0u16; 8], port))) {
-            Ok(v6) => assert_eq!(v6.local_addr().unwrap().port(), port),
-            // A machine without IPv6 cannot show it.
-            Err(error) if error.kind() == io::ErrorKind::AddrNotAvailable => {}
-            Err(error) if error.raw_os_error() == Some(97) => {} // EAFNOSUPPORT
-            Err(error) => panic!("[::]:{port} beside 0.0.0.0:{port}: {error}"),
-        }
-        // A port taken is still an error.
-        assert!(bind_tcp(SocketAddr::from(([0, 0, 0, 0], port))).is_err());
-    }
-}
-
 /// What an accept loop does about accept errors: an error that belongs to
 /// one connection (reset before it was accepted, and the like) is only
 /// logged at debug, and the loop goes on at once; an error of the process
@@ -129,4 +107,26 @@ fn accept_error_is_per_connection(error: &io::Error) -> bool {
     // Linux reports some network errors of the pending connection from
     // accept(2): EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EOPNOTSUPP.
     cfg!(target_os = "linux") && matches!(error.raw_os_error(), Some(71 | 92 | 112 | 64 | 95))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ROBUSTNESS 101: the same port on 0.0.0.0 and [::], as a dual-stack
+    // server listens.
+    #[test]
+    fn ipv4_and_ipv6_listen_side_by_side() {
+        let v4 = bind_tcp("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        match bind_tcp(SocketAddr::from(([0u16; 8], port))) {
+            Ok(v6) => assert_eq!(v6.local_addr().unwrap().port(), port),
+            // A machine without IPv6 cannot show it.
+            Err(error) if error.kind() == io::ErrorKind::AddrNotAvailable => {}
+            Err(error) if error.raw_os_error() == Some(97) => {} // EAFNOSUPPORT
+            Err(error) => panic!("[::]:{port} beside 0.0.0.0:{port}: {error}"),
+        }
+        // A port taken is still an error.
+        assert!(bind_tcp(SocketAddr::from(([0, 0, 0, 0], port))).is_err());
+    }
 }
