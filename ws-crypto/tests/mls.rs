@@ -558,3 +558,23 @@ fn the_delivery_service_keeps_a_bounded_number_of_proposals_per_epoch() {
     proposals = ds.propose_remove(b"room", "m3").unwrap();
     assert_eq!(ds.accept(&proposals[0]).unwrap(), None);
 }
+
+/// Documents a limit, not a guarantee: a member can add a device it made
+/// under someone else's name, and everyone sees it under that device's
+/// own fingerprint, not the real user's.
+#[test]
+fn a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint() {
+    let (ann, bob) = (Device::new("ann").unwrap(), Device::new("bob").unwrap());
+    let (mut channel, mut ann_group) = Channel::create(&ann);
+    let fake_bob = Device::new("bob").unwrap();
+    let add = ann_group.add(&[fake_bob.key_package().unwrap()]).unwrap();
+    channel.commit(&mut ann_group, &add, &mut []);
+    let listed: Vec<_> = ann_group
+        .members()
+        .into_iter()
+        .filter(|m| m.user == "bob")
+        .collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fingerprint, fake_bob.fingerprint());
+    assert_ne!(listed[0].fingerprint, bob.fingerprint());
+}

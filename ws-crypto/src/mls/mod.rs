@@ -29,6 +29,7 @@
 //! | a member removed by a commit | read what was sent before | read anything sent after the commit | `a_member_the_server_asks_to_remove_reads_nothing_after_the_commit` |
 //! | a member added late | read what is sent from its epoch on | read what was sent before it was added | `a_late_joiner_reads_nothing_sent_before_it_was_added` |
 //! | a user uploading key packages | publish its own | publish one in another user's name | `a_key_package_in_another_users_name_is_refused` |
+//! | a member | add a device it made under any user's name (a basic credential is a name its holder signs), seen by all with that device's own fingerprint | pass it off under the real device's fingerprint; the Delivery Service does not yet check added key packages against the ones their users uploaded, so until it does, members compare fingerprints | `a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint` |
 //! | two members committing at once | have one commit accepted | fork the group: the second is a `Conflict` and is made again on top | `of_two_commits_for_one_epoch_the_first_wins_and_the_second_is_made_again` |
 //!
 //! Ciphersuite 1 (`MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`) only.
