@@ -7,26 +7,22 @@ use std::time::Duration;
 
 use ws_channels::backend::{ClusterKey, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
 use ws_channels::{Backends, HistorySpec, MemoryBackend};
-use ws_test_kit::brokers::{Kind, service};
+use ws_test_kit::brokers::{Kind, service, unique_prefix};
 use ws_test_kit::conformance::{LIMITS, TTL, member, message, options};
 
 fn key() -> ClusterKey {
     ClusterKey::new("the cluster key of the conformance tests").unwrap()
 }
 
-/// A prefix of a check's own on the shared broker (`b` and digits first:
-/// the test streams left on NATS are found by it).
+/// A prefix of a check's own on the shared broker: `unique_prefix` of a
+/// short label, so stream and bucket names stay short.
 fn prefix(check: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     let label: String = check
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(10)
         .collect();
-    format!("b{}{}{label}", std::process::id(), nanos % 1_000_000_000)
+    unique_prefix(&label)
 }
 
 fn nats_config(url: String, check: &str) -> NatsConfig {
