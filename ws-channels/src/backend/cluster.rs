@@ -4,7 +4,9 @@
 
 mod node;
 
-pub(crate) use node::{ClusterNode, NodeState, beat, broadcast, on_control, request};
+pub(crate) use node::{
+    ClusterNode, NodeState, beat, broadcast, on_control, request, spawn_listener,
+};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -450,15 +450,10 @@ impl NatsBackend {
         if !self.shared.node.attach(node, sink.clone()) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let task = runtime.spawn(Shared::listen(self.shared.clone(), node, sink));
-                lock(&self.shared.tasks).push(task);
-            }
-            Err(_) => tracing::error!(
-                "the NATS backend needs a tokio runtime: build Channels inside one; \
-                 this node receives nothing"
-            ),
+        if let Some(task) =
+            super::cluster::spawn_listener("nats", Shared::listen(self.shared.clone(), node, sink))
+        {
+            lock(&self.shared.tasks).push(task);
         }
     }
 }

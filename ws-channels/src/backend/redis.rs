@@ -315,15 +315,10 @@ impl RedisBackend {
         if !self.shared.node.attach(node, sink.clone()) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let task = runtime.spawn(Shared::listen(self.shared.clone(), node, sink));
-                *lock(&self.shared.task) = Some(task);
-            }
-            Err(_) => tracing::error!(
-                "the Redis backend needs a tokio runtime: build Channels inside one; \
-                 this node receives nothing"
-            ),
+        if let Some(task) =
+            super::cluster::spawn_listener("redis", Shared::listen(self.shared.clone(), node, sink))
+        {
+            *lock(&self.shared.task) = Some(task);
         }
     }
 }

@@ -162,6 +162,26 @@ impl<E: Clone> NodeState<E> {
     }
 }
 
+/// Runs the backend's listening loop on the tokio runtime it was
+/// attached in; with no runtime, says so (the node then receives
+/// nothing) and returns `None`.
+pub(crate) fn spawn_listener(
+    backend: &str,
+    listen: impl Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => Some(runtime.spawn(listen)),
+        Err(_) => {
+            tracing::error!(
+                backend,
+                "a cluster backend needs a tokio runtime: build Channels inside one; \
+                 this node receives nothing"
+            );
+            None
+        }
+    }
+}
+
 /// What the liveness loop needs from a cluster backend's shared state.
 pub(crate) trait ClusterNode: Send + Sync + 'static {
     /// What one of this node's entries needs to be written back.
