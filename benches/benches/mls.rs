@@ -9,7 +9,8 @@
 //!   what a plain channel publish does to its data (the JSON payload made
 //!   once for every member).
 //!
-//! It prints first the sizes on the wire: commits and Welcomes at each N,
+//! It prints first the sizes on the wire: commits, Welcomes and the
+//! GroupInfo a commit gives the server at each N,
 //! and an application message against its plaintext.
 //!
 //! Run: `cargo bench -p ws-benches --bench mls`
@@ -58,10 +59,13 @@ fn print_sizes() {
         let remove = group.remove("m1").unwrap();
         group.confirm().unwrap();
         println!(
-            "  {n:>5} members: add one: commit {} B, Welcome {} B; remove one: commit {} B",
+            "  {n:>5} members: add one: commit {} B, Welcome {} B, GroupInfo {} B; \
+             remove one: commit {} B, GroupInfo {} B",
             add.commit.len(),
             add.welcome.as_ref().map_or(0, Vec::len),
-            remove.commit.len()
+            add.group_info.as_ref().map_or(0, Vec::len),
+            remove.commit.len(),
+            remove.group_info.as_ref().map_or(0, Vec::len),
         );
     }
     let (_, mut group, _) = group_of(2);

@@ -1,5 +1,9 @@
 //! An echo server behind an encrypted session: it prints its address and
-//! its public key (for clients to pin), then echoes every message sealed.
+//! its public key (for clients to pin), greets each client as soon as the
+//! session is open ("hello, sealed"), then echoes every message sealed.
+//! On `/sealed-auth` the session's first message is its credential
+//! (`Key key-chromium`, for the user `chromium`): the greeting names the
+//! user.
 //! The browser test of `ws serve` connects to it from Chromium.
 //!
 //! ```text
@@ -17,6 +21,13 @@ use ws_tokio::{Endpoint, Message, OriginPolicy};
 struct Echo;
 
 impl SealedHandler for Echo {
+    async fn on_open(&mut self, ctx: &mut SealedCtx<'_>) {
+        // At once, so the greeting may arrive while the client still
+        // processes the accept.
+        let user = ctx.identity().map_or("sealed", |i| i.subject.as_str());
+        let _ = ctx.send(Message::text(format!("hello, {user}"))).await;
+    }
+
     async fn on_message(&mut self, ctx: &mut SealedCtx<'_>, message: Message) {
         let _ = ctx.send(message).await;
     }
@@ -33,13 +44,24 @@ async fn main() -> std::io::Result<()> {
     };
     let handshake = ServerHandshake::new(Some(KeyPair::generate()));
     let key = handshake.public_key().expect("a long-term key");
+    let keys = std::sync::Arc::new(ws_tokio::auth::KeyAuth::new().key("key-chromium", "chromium"));
+    let inside = handshake.clone();
     let server = ws_tokio::server()
         .route(
             "/sealed",
             Endpoint::new(move |_| Sealed::new(handshake.clone(), Echo))
                 .subprotocols([SUBPROTOCOL])
                 .require_subprotocol()
-                .origin(origin),
+                .origin(origin.clone()),
+        )
+        .route(
+            "/sealed-auth",
+            Endpoint::new(move |_| {
+                Sealed::new(inside.clone(), Echo).credential_inside(keys.clone())
+            })
+            .subprotocols([SUBPROTOCOL])
+            .require_subprotocol()
+            .origin(origin),
         )
         .build();
     let listener = ws_tokio::bind(&addr).await?;

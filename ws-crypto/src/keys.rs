@@ -227,17 +227,13 @@ pub(crate) fn fill_random(bytes: &mut [u8]) {
     getrandom::fill(bytes).expect("the OS random source is available");
 }
 
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn base64_encode(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
 
     #[test]
     fn public_keys_read_back_what_they_print() {

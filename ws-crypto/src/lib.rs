@@ -1,7 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod channel;
-pub mod client;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

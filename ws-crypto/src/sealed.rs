@@ -11,12 +11,29 @@
 //! reordered, dropped, or not sealed at all) means someone on the path is
 //! interfering, so the side that received it closes the connection with
 //! 1008 and a reason naming the failure.
+//!
+//! **Who is on the other end.** An identity from the upgrade request (an
+//! endpoint's authenticator) belongs to whoever sent that request, which
+//! is not always who did the key agreement: on a path that can read the
+//! request (no TLS, or TLS ended at a proxy), an attacker can forward a
+//! user's upgrade and splice in a hello of its own. With
+//! [`Sealed::credential_inside`], the client sends its credential as the
+//! session's first sealed message instead
+//! ([`SealedSocket::open_with_credential`]; never in the upgrade), and
+//! the server authenticates the session with it: only the holder of the
+//! session's keys can present it, and only the server (holder of the
+//! pinned key) can read it. [`SealedCtx::identity`] is then that identity.
+
+use std::pin::Pin;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::lock::Mutex;
+use ws_async::adapter::http;
+use ws_async::auth::{Authenticator, Identity};
+use ws_async::ws_core::handshake::Rejection;
 use ws_async::ws_core::policy::Violation;
 use ws_async::ws_core::{CloseCode, Closed, Message};
 use ws_async::{ConnectionError, ConnectionHandle, Ctx, Handler, SendError, WebSocket};
@@ -28,6 +45,10 @@ use crate::session::{
 };
 
 pub use crate::session::SUBPROTOCOL;
+
+/// The close code of a session whose credential was refused (or that sent
+/// none first): the code `ws-channels` uses for unauthenticated sessions.
+pub const UNAUTHORIZED: CloseCode = CloseCode::new(4001);
 
 /// Why a sealed message could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -174,9 +195,20 @@ pub struct SealedCtx<'a> {
     /// it.
     pub ctx: &'a mut Ctx,
     sender: &'a SealedSender,
+    /// The identity the session's own credential proved, if the route
+    /// takes one ([`Sealed::credential_inside`]).
+    inside: Option<&'a Identity>,
 }
 
 impl SealedCtx<'_> {
+    /// Who is at the other end of the session: the identity its own
+    /// credential proved when the route takes one
+    /// ([`Sealed::credential_inside`]), else the upgrade request's (which
+    /// names whoever sent that request; see the module documentation).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.inside.or_else(|| self.ctx.identity())
+    }
+
     /// Seals `message` and sends it; see [`SealedSender::send`].
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), SealedSendError> {
         self.sender.send(message).await
@@ -250,9 +282,17 @@ pub trait SealedHandler: Send + 'static {
 
 enum State {
     Handshake,
+    /// Keys agreed; the session's credential is awaited as its first
+    /// message ([`Sealed::credential_inside`]).
+    Credential {
+        opener: Opener,
+        sender: SealedSender,
+    },
     Open {
         opener: Opener,
         sender: SealedSender,
+        /// The identity the session's credential proved, if it gave one.
+        identity: Option<Identity>,
         /// A message was refused and the close is under way: nothing more
         /// reaches the inner handler but its `on_close`.
         refused: bool,
@@ -260,18 +300,27 @@ enum State {
     Refused,
 }
 
-/// The session's sender while the inner handler still gets callbacks:
-/// open, and no message refused.
-fn live_sender(state: &State) -> Option<&SealedSender> {
+/// The session's sender and identity while the inner handler still gets
+/// callbacks: open, and no message refused.
+fn live_sender(state: &State) -> Option<(&SealedSender, Option<&Identity>)> {
     match state {
         State::Open {
             sender,
+            identity,
             refused: false,
             ..
-        } => Some(sender),
+        } => Some((sender, identity.as_ref())),
         _ => None,
     }
 }
+
+/// An authenticator, type-erased: a credential (an `Authorization` header
+/// value) to the identity it proves.
+type Authenticate = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Identity, Rejection>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Serves a [`SealedHandler`] as a [`Handler`]: answers the client's key
 /// agreement, opens every message before the inner handler sees it, and
@@ -280,6 +329,7 @@ pub struct Sealed<H> {
     handshake: ServerHandshake,
     state: State,
     inner: H,
+    authenticate: Option<Authenticate>,
 }
 
 impl<H> Sealed<H> {
@@ -290,7 +340,38 @@ impl<H> Sealed<H> {
             handshake,
             state: State::Handshake,
             inner,
+            authenticate: None,
         }
+    }
+
+    /// The session's first sealed message is its credential, the value of
+    /// an `Authorization` header (`Bearer <JWT>`, `Key <token>`), checked
+    /// by `authenticator` as if it came in the upgrade; the inner handler
+    /// opens only after it passes, and [`SealedCtx::identity`] is what it
+    /// proved. A session whose first message is not a credential
+    /// `authenticator` takes is closed with [`UNAUTHORIZED`], and one whose
+    /// upgrade named another subject too. Clients send it with
+    /// [`SealedSocket::open_with_credential`] (the browser's
+    /// `SealedSession.open(.., { credential })`). Share one authenticator
+    /// between connections by wrapping it in an `Arc`.
+    pub fn credential_inside<A: Authenticator>(mut self, authenticator: Arc<A>) -> Self {
+        self.authenticate = Some(Arc::new(move |credential: String| {
+            let authenticator = authenticator.clone();
+            Box::pin(async move {
+                let request = http::Request::builder()
+                    .header(http::header::AUTHORIZATION, credential)
+                    .body(())
+                    .map_err(|_| {
+                        Rejection::new(
+                            http::StatusCode::UNAUTHORIZED,
+                            Default::default(),
+                            "not a credential\n",
+                        )
+                    })?;
+                authenticator.authenticate(&request.into_parts().0).await
+            })
+        }));
+        self
     }
 }
 
@@ -326,14 +407,20 @@ impl<H: SealedHandler> Handler for Sealed<H> {
                             return;
                         }
                         let sender = SealedSender::new(ctx.handle(), sealer);
+                        if self.authenticate.is_some() {
+                            self.state = State::Credential { opener, sender };
+                            return;
+                        }
                         let mut sealed = SealedCtx {
                             ctx,
                             sender: &sender,
+                            inside: None,
                         };
                         self.inner.on_open(&mut sealed).await;
                         self.state = State::Open {
                             opener,
                             sender,
+                            identity: None,
                             refused: false,
                         };
                     }
@@ -345,10 +432,63 @@ impl<H: SealedHandler> Handler for Sealed<H> {
                     }
                 }
             }
+            State::Credential { opener, .. } => {
+                let plain = match &message {
+                    Message::Binary(record) => opener.open(record).map_err(|e| reason(&e)),
+                    Message::Text(_) => Err(reason(&"a plaintext message")),
+                };
+                let credential = match plain {
+                    Ok((Kind::Text, body)) => String::from_utf8(body).unwrap_or_default(),
+                    Ok(_) => String::new(),
+                    Err(why) => {
+                        self.state = State::Refused;
+                        let _ = ctx.close(CloseCode::POLICY_VIOLATION, &why).await;
+                        return;
+                    }
+                };
+                let authenticate = self.authenticate.clone().expect("set for this state");
+                let proved = match authenticate(credential).await {
+                    // Bound to the upgrade's identity too, when it has one.
+                    Ok(identity)
+                        if ctx
+                            .identity()
+                            .is_some_and(|upgrade| upgrade.subject != identity.subject) =>
+                    {
+                        Err("the session's credential names another user than its upgrade")
+                    }
+                    Ok(identity) => Ok(identity),
+                    Err(_) => Err("the session's first message is not a credential it takes"),
+                };
+                let State::Credential { opener, sender } =
+                    std::mem::replace(&mut self.state, State::Refused)
+                else {
+                    unreachable!("matched above")
+                };
+                match proved {
+                    Ok(identity) => {
+                        let mut sealed = SealedCtx {
+                            ctx,
+                            sender: &sender,
+                            inside: Some(&identity),
+                        };
+                        self.inner.on_open(&mut sealed).await;
+                        self.state = State::Open {
+                            opener,
+                            sender,
+                            identity: Some(identity),
+                            refused: false,
+                        };
+                    }
+                    Err(why) => {
+                        let _ = ctx.close(UNAUTHORIZED, why).await;
+                    }
+                }
+            }
             State::Open { refused: true, .. } => {}
             State::Open {
                 opener,
                 sender,
+                identity,
                 refused,
             } => {
                 let plain = match &message {
@@ -357,7 +497,11 @@ impl<H: SealedHandler> Handler for Sealed<H> {
                 };
                 match plain {
                     Ok((kind, body)) => {
-                        let mut sealed = SealedCtx { ctx, sender };
+                        let mut sealed = SealedCtx {
+                            ctx,
+                            sender,
+                            inside: identity.as_ref(),
+                        };
                         self.inner.on_message(&mut sealed, opened(kind, body)).await;
                     }
                     Err(why) => {
@@ -370,22 +514,35 @@ impl<H: SealedHandler> Handler for Sealed<H> {
     }
 
     async fn on_timer(&mut self, ctx: &mut Ctx) {
-        if let Some(sender) = live_sender(&self.state) {
-            self.inner.on_timer(&mut SealedCtx { ctx, sender }).await;
+        if let Some((sender, inside)) = live_sender(&self.state) {
+            let mut sealed = SealedCtx {
+                ctx,
+                sender,
+                inside,
+            };
+            self.inner.on_timer(&mut sealed).await;
         }
     }
 
     async fn on_policy_violation(&mut self, ctx: &mut Ctx, violation: &Violation) {
-        if let Some(sender) = live_sender(&self.state) {
-            self.inner
-                .on_policy_violation(&mut SealedCtx { ctx, sender }, violation)
-                .await;
+        if let Some((sender, inside)) = live_sender(&self.state) {
+            let mut sealed = SealedCtx {
+                ctx,
+                sender,
+                inside,
+            };
+            self.inner.on_policy_violation(&mut sealed, violation).await;
         }
     }
 
     async fn on_shutdown(&mut self, ctx: &mut Ctx) {
-        if let Some(sender) = live_sender(&self.state) {
-            self.inner.on_shutdown(&mut SealedCtx { ctx, sender }).await;
+        if let Some((sender, inside)) = live_sender(&self.state) {
+            let mut sealed = SealedCtx {
+                ctx,
+                sender,
+                inside,
+            };
+            self.inner.on_shutdown(&mut sealed).await;
         }
     }
 
@@ -474,6 +631,22 @@ impl SealedSocket {
             server_key,
             failed: false,
         })
+    }
+
+    /// Like [`open`](Self::open), then sends `credential` (the value of an
+    /// `Authorization` header: `Bearer <JWT>`, `Key <token>`) as the
+    /// session's first sealed message, for a route that takes it there
+    /// ([`Sealed::credential_inside`]). Give the credential here only, not
+    /// in the upgrade request too: there, a path that can read the request
+    /// reads it. Pin the server's key, or an impostor server reads it.
+    pub async fn open_with_credential(
+        socket: WebSocket,
+        pin: Option<PublicKey>,
+        credential: &str,
+    ) -> Result<Self, SessionError> {
+        let session = Self::open(socket, pin).await?;
+        session.send(credential.to_owned()).await?;
+        Ok(session)
     }
 
     /// The server's long-term key, if it proved one: pin it to detect a

@@ -4,7 +4,7 @@
 //! commit at once.
 #![cfg(feature = "mls")]
 
-use ws_crypto::mls::{Commit, DeliveryService, Device, Group, Kind, MlsError, Received};
+use ws_crypto::mls::{Commit, DeliveryService, Device, Group, GroupRole, Kind, MlsError, Received};
 
 /// A channel's group as the server relays it: every handshake message
 /// goes through the Delivery Service in order, then to every member.
@@ -41,6 +41,35 @@ impl Channel {
             assert!(matches!(received, Received::Commit { .. }), "{received:?}");
         }
     }
+}
+
+/// Channel "room" with ann (its owner) and bob, who joined from ann's
+/// Welcome: the channel and their groups.
+fn ann_and_bob() -> (Channel, Group, Group) {
+    let (ann, bob) = (Device::new("ann").unwrap(), Device::new("bob").unwrap());
+    let (mut channel, mut ann_group) = Channel::create(&ann);
+    let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
+    channel.commit(&mut ann_group, &add, &mut []);
+    let bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+    (channel, ann_group, bob_group)
+}
+
+/// Channel "room" with ann (its owner), bob and cy, both added by one
+/// commit of ann's: the channel and their groups.
+fn ann_bob_and_cy() -> (Channel, Group, Group, Group) {
+    let (ann, bob, cy) = (
+        Device::new("ann").unwrap(),
+        Device::new("bob").unwrap(),
+        Device::new("cy").unwrap(),
+    );
+    let (mut channel, mut ann_group) = Channel::create(&ann);
+    let add = ann_group
+        .add(&[bob.key_package().unwrap(), cy.key_package().unwrap()])
+        .unwrap();
+    channel.commit(&mut ann_group, &add, &mut []);
+    let welcome = add.welcome.as_ref().unwrap();
+    let (bob_group, cy_group) = (bob.join(welcome).unwrap(), cy.join(welcome).unwrap());
+    (channel, ann_group, bob_group, cy_group)
 }
 
 fn message(group: &mut Group, bytes: &[u8]) -> (Vec<u8>, String) {
@@ -96,15 +125,8 @@ fn members_talk_and_the_server_sees_only_framing() {
 
 #[test]
 fn a_late_joiner_reads_nothing_sent_before_it_was_added() {
-    let (ann, bob, cy) = (
-        Device::new("ann").unwrap(),
-        Device::new("bob").unwrap(),
-        Device::new("cy").unwrap(),
-    );
-    let (mut channel, mut ann_group) = Channel::create(&ann);
-    let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
-    channel.commit(&mut ann_group, &add, &mut []);
-    let mut bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+    let (mut channel, mut ann_group, mut bob_group) = ann_and_bob();
+    let cy = Device::new("cy").unwrap();
     let before = ann_group.encrypt(b"before cy").unwrap();
     assert_eq!(message(&mut bob_group, &before).0, b"before cy");
 
@@ -119,18 +141,15 @@ fn a_late_joiner_reads_nothing_sent_before_it_was_added() {
 
 #[test]
 fn a_member_the_server_asks_to_remove_reads_nothing_after_the_commit() {
-    let (ann, bob, cy) = (
-        Device::new("ann").unwrap(),
-        Device::new("bob").unwrap(),
-        Device::new("cy").unwrap(),
-    );
-    let (mut channel, mut ann_group) = Channel::create(&ann);
-    let add = ann_group
-        .add(&[bob.key_package().unwrap(), cy.key_package().unwrap()])
+    let (mut channel, mut ann_group, mut bob_group, mut cy_group) = ann_bob_and_cy();
+    let promote = ann_group
+        .set_role("cy", Some(GroupRole::Committer))
         .unwrap();
-    channel.commit(&mut ann_group, &add, &mut []);
-    let welcome = add.welcome.as_ref().unwrap();
-    let (mut bob_group, mut cy_group) = (bob.join(welcome).unwrap(), cy.join(welcome).unwrap());
+    channel.commit(
+        &mut ann_group,
+        &promote,
+        &mut [&mut bob_group, &mut cy_group],
+    );
 
     // Bob was banned: the server proposes his removal as the external
     // sender, every member takes the proposal, and the next committer
@@ -252,6 +271,12 @@ fn a_server_cannot_add_a_member_of_its_own() {
     let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
     ann_group.confirm().unwrap();
     let mut bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+    // Bob may commit too (the owner made him a committer).
+    let promote = ann_group
+        .set_role("bob", Some(GroupRole::Committer))
+        .unwrap();
+    ann_group.confirm().unwrap();
+    bob_group.receive(&promote.commit).unwrap();
     let mut server = MaliciousServer::follow(secret, identity, &ann_group.group_info().unwrap());
 
     // The server proposes a device of its own, signed with the external
@@ -289,28 +314,7 @@ fn a_key_package_in_another_users_name_is_refused() {
     );
     // A key package past its lifetime, made with mls-rs directly.
     {
-        use mls_rs::{CipherSuiteProvider, CryptoProvider};
-        let suite = mls_rs_crypto_rustcrypto::RustCryptoProvider::default()
-            .cipher_suite_provider(ws_crypto::mls::CIPHERSUITE)
-            .unwrap();
-        let (secret, public) = suite.signature_key_generate().unwrap();
-        let credential =
-            mls_rs::identity::basic::BasicCredential::new(b"bob".to_vec()).into_credential();
-        let short_lived = mls_rs::Client::builder()
-            .identity_provider(mls_rs::identity::basic::BasicIdentityProvider)
-            .crypto_provider(mls_rs_crypto_rustcrypto::RustCryptoProvider::default())
-            .key_package_lifetime(std::time::Duration::ZERO)
-            .signing_identity(
-                mls_rs::identity::SigningIdentity::new(credential, public),
-                secret,
-                ws_crypto::mls::CIPHERSUITE,
-            )
-            .build();
-        let expired = short_lived
-            .generate_key_package_message(Default::default(), Default::default(), None)
-            .unwrap()
-            .to_bytes()
-            .unwrap();
+        let (_, expired) = rule_breaker("bob", std::time::Duration::ZERO);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert!(
             matches!(
@@ -339,6 +343,10 @@ fn of_two_commits_for_one_epoch_the_first_wins_and_the_second_is_made_again() {
     let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
     channel.commit(&mut ann_group, &add, &mut []);
     let mut bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+    let promote = ann_group
+        .set_role("bob", Some(GroupRole::Committer))
+        .unwrap();
+    channel.commit(&mut ann_group, &promote, &mut [&mut bob_group]);
     let epoch = ann_group.epoch();
 
     // Both add someone at the same epoch.
@@ -385,7 +393,6 @@ fn garbage_is_an_error_not_a_panic() {
 #[test]
 fn a_commit_that_carries_the_servers_add_is_refused_by_the_members() {
     use mls_rs::mls_rs_codec::MlsEncode;
-    use mls_rs::{CipherSuiteProvider, CryptoProvider};
     let ann = Device::new("ann").unwrap();
     let (secret, identity) = MaliciousServer::identity();
     let mut ann_group = ann
@@ -393,31 +400,19 @@ fn a_commit_that_carries_the_servers_add_is_refused_by_the_members() {
         .unwrap();
     // A member colluding with the server, on mls-rs' default rules, which
     // commit whatever an external sender proposed.
-    let suite = mls_rs_crypto_rustcrypto::RustCryptoProvider::default()
-        .cipher_suite_provider(ws_crypto::mls::CIPHERSUITE)
-        .unwrap();
-    let (rogue_secret, rogue_public) = suite.signature_key_generate().unwrap();
-    let rogue = mls_rs::Client::builder()
-        .identity_provider(mls_rs::identity::basic::BasicIdentityProvider)
-        .crypto_provider(mls_rs_crypto_rustcrypto::RustCryptoProvider::default())
-        .signing_identity(
-            mls_rs::identity::SigningIdentity::new(
-                mls_rs::identity::basic::BasicCredential::new(b"rogue".to_vec()).into_credential(),
-                rogue_public,
-            ),
-            rogue_secret,
-            ws_crypto::mls::CIPHERSUITE,
-        )
-        .build();
-    let rogue_package = rogue
-        .generate_key_package_message(Default::default(), Default::default(), None)
-        .unwrap()
-        .to_bytes()
-        .unwrap();
+    let (rogue, rogue_package) = rule_breaker("rogue", LIFETIME);
     let add = ann_group.add(&[rogue_package]).unwrap();
     ann_group.confirm().unwrap();
     let welcome = mls_rs::MlsMessage::from_bytes(add.welcome.as_ref().unwrap()).unwrap();
     let (mut rogue_group, _) = rogue.join_group(None, &welcome, None).unwrap();
+    // The owner let it commit: what is refused below is the server's Add.
+    let promote = ann_group
+        .set_role("rogue", Some(GroupRole::Committer))
+        .unwrap();
+    ann_group.confirm().unwrap();
+    rogue_group
+        .process_incoming_message(mls_rs::MlsMessage::from_bytes(&promote.commit).unwrap())
+        .unwrap();
     let mut server = MaliciousServer::follow(secret, identity, &ann_group.group_info().unwrap());
 
     let spy = Device::new("mallory").unwrap();
@@ -577,4 +572,243 @@ fn a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].fingerprint, fake_bob.fingerprint());
     assert_ne!(listed[0].fingerprint, bob.fingerprint());
+}
+
+// Every node of a cluster, and the same node after a restart, signs as the
+// one external sender the groups name: its key comes from the cluster's
+// secret. A Delivery Service from another secret is not that sender and
+// cannot propose.
+#[test]
+fn nodes_sharing_a_secret_are_one_external_sender() {
+    const SECRET: &[u8] = b"the cluster key of one deployment, 32+ bytes";
+    let first = DeliveryService::from_secret("ws serve", SECRET).unwrap();
+    let ann = Device::new("ann").unwrap();
+    let bob = Device::new("bob").unwrap();
+    let mut ann_group = ann
+        .create_group("room", &first.external_sender().unwrap())
+        .unwrap();
+    let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
+    ann_group.confirm().unwrap();
+    let mut bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+
+    let mut other_node = DeliveryService::from_secret("ws serve", SECRET).unwrap();
+    assert_eq!(
+        other_node.external_sender().unwrap(),
+        first.external_sender().unwrap()
+    );
+    other_node.follow(&ann_group.group_info().unwrap()).unwrap();
+    let proposals = other_node.propose_remove(b"room", "bob").unwrap();
+    assert_eq!(
+        ann_group.receive(&proposals[0]).unwrap(),
+        Received::Proposal
+    );
+
+    let mut stranger = DeliveryService::from_secret("ws serve", &[7; 32]).unwrap();
+    assert_ne!(
+        stranger.external_sender().unwrap(),
+        first.external_sender().unwrap()
+    );
+    stranger.follow(&ann_group.group_info().unwrap()).unwrap();
+    assert!(
+        stranger.propose_remove(b"room", "ann").is_err(),
+        "not the group's sender: mls-rs will not even sign one"
+    );
+    assert_eq!(
+        bob_group.receive(&proposals[0]).unwrap(),
+        Received::Proposal
+    );
+
+    assert!(DeliveryService::from_secret("ws serve", b"short").is_err());
+}
+
+// A commit carries the GroupInfo the server proposes removals from, made
+// for external commits; whoever gets hold of it (the server, anyone who
+// reads the broker) may try to join with an external commit of its own.
+// Members refuse it (it comes from outside the group and is not a Remove),
+// so do the channels nodes (not a member's commit), and nothing moves.
+#[test]
+fn an_outsider_with_a_group_info_cannot_join_by_external_commit() {
+    use mls_rs::identity::SigningIdentity;
+    use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
+    use mls_rs::{CipherSuiteProvider, CryptoProvider, MlsMessage};
+    use mls_rs_crypto_rustcrypto::RustCryptoProvider;
+    use ws_channels::e2e::GroupReader;
+
+    let (ann, bob) = (Device::new("ann").unwrap(), Device::new("bob").unwrap());
+    let server = DeliveryService::new("ws serve").unwrap();
+    let mut ann_group = ann
+        .create_group("room", &server.external_sender().unwrap())
+        .unwrap();
+    let add = ann_group.add(&[bob.key_package().unwrap()]).unwrap();
+    ann_group.confirm().unwrap();
+    let mut bob_group = bob.join(add.welcome.as_ref().unwrap()).unwrap();
+    let group_info = add.group_info.expect("commits carry a GroupInfo");
+
+    let suite = RustCryptoProvider::default()
+        .cipher_suite_provider(ws_crypto::mls::CIPHERSUITE)
+        .unwrap();
+    let (secret, public) = suite.signature_key_generate().unwrap();
+    let identity = SigningIdentity::new(
+        BasicCredential::new(b"mallory".to_vec()).into_credential(),
+        public,
+    );
+    let mallory = mls_rs::Client::builder()
+        .crypto_provider(RustCryptoProvider::default())
+        .identity_provider(BasicIdentityProvider)
+        .signing_identity(identity, secret, ws_crypto::mls::CIPHERSUITE)
+        .build();
+    let (_, external_commit) = mallory
+        .external_commit_builder()
+        .unwrap()
+        .build(MlsMessage::from_bytes(&group_info).unwrap())
+        .expect("the GroupInfo allows trying");
+    let external_commit = external_commit.to_bytes().unwrap();
+
+    for member in [&mut ann_group, &mut bob_group] {
+        assert!(
+            member.receive(&external_commit).is_err(),
+            "an outsider joined"
+        );
+        assert_eq!(member.epoch(), 1);
+        assert_eq!(member.members().len(), 2);
+    }
+    let read = ws_crypto::mls::MlsReader::new().read_commit(&external_commit);
+    assert!(read.is_err(), "a node would order it: {read:?}");
+}
+
+/// Found by the `mls` fuzz target. A Delivery Service verifies a commit's
+/// signature but cannot verify its membership tag, which is keyed by a
+/// secret only members hold (RFC 9420 §6.2). A commit whose tag was
+/// changed therefore passes the service, and every member must refuse it
+/// and stay where it was.
+#[test]
+fn a_commit_with_a_changed_membership_tag_passes_the_service_but_no_member() {
+    let (channel, mut ann_group, mut bob_group) = ann_and_bob();
+    let cy = Device::new("cy").unwrap();
+    let epoch = bob_group.epoch();
+
+    let mut forged = ann_group.add(&[cy.key_package().unwrap()]).unwrap().commit;
+    // A member's public message ends with its 32-byte membership tag.
+    *forged.last_mut().unwrap() ^= 1;
+    let mut service = channel.ds.clone();
+    service.accept(&forged).unwrap().expect("a commit");
+    assert!(
+        bob_group.receive(&forged).is_err(),
+        "bob applied a forged commit"
+    );
+    assert_eq!(bob_group.epoch(), epoch);
+    // The copy moved on; the original is where it was.
+    assert_eq!(channel.ds.epoch(&channel.name), Some(epoch));
+    assert_eq!(service.epoch(&channel.name), Some(epoch + 1));
+}
+
+/// Roles live in the group: a member without one cannot commit (whatever
+/// role the server gives its session), a committer cannot change roles,
+/// and only the owner's commit promotes.
+#[test]
+fn only_members_the_group_lets_commit_can_commit() {
+    let (mut channel, mut ann_group, mut bob_group, mut cy_group) = ann_bob_and_cy();
+    // The creator is the group's one owner; bob and cy have no role.
+    assert_eq!(
+        ann_group.roles().into_iter().collect::<Vec<_>>(),
+        [("ann".to_owned(), GroupRole::Owner)]
+    );
+
+    // Bob, a plain member, cannot commit: his own rules stop him.
+    assert!(
+        bob_group.remove("cy").is_err(),
+        "bob's own rules let him commit"
+    );
+    bob_group.discard();
+    // A member whose client ignores the rules (mls-rs' defaults) commits
+    // anyway; the server would order it, the others refuse it.
+    let (rogue, rogue_package) = rule_breaker("rogue", LIFETIME);
+    let add = ann_group.add(&[rogue_package]).unwrap();
+    channel.commit(&mut ann_group, &add, &mut [&mut bob_group, &mut cy_group]);
+    let welcome = mls_rs::MlsMessage::from_bytes(add.welcome.as_ref().unwrap()).unwrap();
+    let (mut rogue_group, _) = rogue.join_group(None, &welcome, None).unwrap();
+    let cy_leaf = ann_group
+        .members()
+        .iter()
+        .find(|m| m.user == "cy")
+        .unwrap()
+        .index;
+    let forged = rogue_group
+        .commit_builder()
+        .remove_member(cy_leaf)
+        .unwrap()
+        .build()
+        .unwrap()
+        .commit_message
+        .to_bytes()
+        .unwrap();
+    assert!(
+        ann_group.receive(&forged).is_err(),
+        "ann applied the rogue's commit"
+    );
+    assert!(
+        cy_group.receive(&forged).is_err(),
+        "cy applied the rogue's commit"
+    );
+
+    // Bob cannot promote himself; the owner can promote him.
+    assert!(bob_group.set_role("bob", Some(GroupRole::Owner)).is_err());
+    let promote = ann_group
+        .set_role("bob", Some(GroupRole::Committer))
+        .unwrap();
+    channel.commit(
+        &mut ann_group,
+        &promote,
+        &mut [&mut bob_group, &mut cy_group],
+    );
+    assert_eq!(bob_group.roles().get("bob"), Some(&GroupRole::Committer));
+    // Now his removal of cy stands for all; but a committer still cannot
+    // change roles.
+    assert!(bob_group.set_role("cy", Some(GroupRole::Owner)).is_err());
+    let removal = bob_group.remove("cy").unwrap();
+    channel.commit(&mut bob_group, &removal, &mut [&mut ann_group]);
+    assert!(ann_group.members().iter().all(|m| m.user != "cy"));
+}
+
+/// Key packages' lifetime by default in mls-rs: a year.
+const LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// A member on mls-rs' default rules (which let anyone commit anything),
+/// able to join groups with roles: its client and a key package valid for
+/// `lifetime`.
+fn rule_breaker(
+    name: &str,
+    lifetime: std::time::Duration,
+) -> (
+    mls_rs::Client<impl mls_rs::client_builder::MlsConfig>,
+    Vec<u8>,
+) {
+    use mls_rs::{CipherSuiteProvider, CryptoProvider};
+    let suite = mls_rs_crypto_rustcrypto::RustCryptoProvider::default()
+        .cipher_suite_provider(ws_crypto::mls::CIPHERSUITE)
+        .unwrap();
+    let (secret, public) = suite.signature_key_generate().unwrap();
+    let client = mls_rs::Client::builder()
+        .extension_type(mls_rs::extension::ExtensionType::new(
+            ws_crypto::mls::ROLES_EXTENSION,
+        ))
+        .identity_provider(mls_rs::identity::basic::BasicIdentityProvider)
+        .crypto_provider(mls_rs_crypto_rustcrypto::RustCryptoProvider::default())
+        .key_package_lifetime(lifetime)
+        .signing_identity(
+            mls_rs::identity::SigningIdentity::new(
+                mls_rs::identity::basic::BasicCredential::new(name.as_bytes().to_vec())
+                    .into_credential(),
+                public,
+            ),
+            secret,
+            ws_crypto::mls::CIPHERSUITE,
+        )
+        .build();
+    let package = client
+        .generate_key_package_message(Default::default(), Default::default(), None)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    (client, package)
 }

@@ -1,5 +1,5 @@
 //! Encrypted sessions and end-to-end encrypted channels over real
-//! connections (`adapter-tests/sealed.rs`, `adapter-tests/e2e_channels.rs`),
+//! connections (`adapter-tests/sealed.rs`, `adapter-tests/mls_channels.rs`),
 //! on smol.
 
 #![allow(unreachable_pub)]

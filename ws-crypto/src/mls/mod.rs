@@ -25,11 +25,17 @@
 //!
 //! | who | can | cannot | test (`tests/mls.rs`) |
 //! |---|---|---|---|
-//! | the server (Delivery Service) | see each message's group, epoch and kind; order commits; propose removals | read an application message; add a device of its own (members drop its Add from their commits and refuse a commit that carries one) | `members_talk_and_the_server_sees_only_framing`, `a_server_cannot_add_a_member_of_its_own`, `a_commit_that_carries_the_servers_add_is_refused_by_the_members` |
+//! | the server (Delivery Service) | see each message's group, epoch and kind; order commits; propose removals | read an application message; add a device of its own by a proposal (members drop its Add from their commits and refuse a commit that carries one); for claims, see the next row | `members_talk_and_the_server_sees_only_framing`, `a_server_cannot_add_a_member_of_its_own`, `a_commit_that_carries_the_servers_add_is_refused_by_the_members` |
+//! | the server answering a claim | hand out, for a user, a key package of a device of its own named as that user: a member that adds without checking (auto-add) adds it, and it reads from then on, in every member's roster under its own fingerprint, not the user's | hand out one that names another user or does not verify (`MlsClient::claim`, `/mls.js` refuse it: [`MlsClientError::Forged`]), or give its device the user's fingerprint. Members who do not trust the server with membership check fingerprints before adding ([`MlsClient::claim`], [`MlsClient::add_claimed`]; the page's owner ticks *Check each new device*) | `ws-server/tests/mls_channels.rs::a_server_that_hands_out_a_key_package_in_another_name_is_caught`; `interop/node/page.mjs` |
 //! | a member removed by a commit | read what was sent before | read anything sent after the commit | `a_member_the_server_asks_to_remove_reads_nothing_after_the_commit` |
+//! | another Delivery Service (not the group's external sender) | nothing in the group | propose a removal: only the identity the group names signs one, and every node sharing the cluster's key is that identity | `nodes_sharing_a_secret_are_one_external_sender` |
 //! | a member added late | read what is sent from its epoch on | read what was sent before it was added | `a_late_joiner_reads_nothing_sent_before_it_was_added` |
 //! | a user uploading key packages | publish its own | publish one in another user's name | `a_key_package_in_another_users_name_is_refused` |
-//! | a member | add a device it made under any user's name (a basic credential is a name its holder signs), seen by all with that device's own fingerprint | pass it off under the real device's fingerprint; the Delivery Service does not yet check added key packages against the ones their users uploaded, so until it does, members compare fingerprints | `a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint` |
+//! | a member | add a device it made under any user's name (a basic credential is a name its holder signs), seen by all with that device's own fingerprint | pass it off under the real device's fingerprint. A channels server keeps key packages only in their makers' names and `claim` names each one's device, but it does not yet check a commit's adds against what was claimed, so members compare fingerprints | `a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint` |
+//! | anyone who can publish on the broker (a channels deployment's Redis or NATS) | see each message's framing and ciphertext; withhold or reorder what it reaches | have a commit, proposal or message it made applied or opened: members refuse each, their group unchanged | `ws-server/tests/mls_channels.rs::what_a_broker_client_injects_changes_no_group` |
+//! | anyone holding a commit's GroupInfo (the server, a broker client) | see the roster's credentials and fingerprints | join by an external commit: members and channels nodes refuse it | `an_outsider_with_a_group_info_cannot_join_by_external_commit` |
+//! | a member without a role in the group (whatever the server lets its session do) | read and send | commit: its own rules stop it, and members refuse a commit from it made past them; only an owner's commit changes the roles (the group's [`ROLES_EXTENSION`], made with the group, its creator the owner). `/mls.js` applies role changes and enforces them but makes none: ts-mls 1.6.4's GroupContextExtensions commits are not ones mls-rs accepts | `only_members_the_group_lets_commit_can_commit`; `interop/node/mls.mjs` (a ts-mls member applies a Rust owner's role change); `interop/node/e2e.mjs` (a browser member without a role does not commit) |
+//! | a member the group's roles let commit | add and remove anyone (it is trusted with membership); give the server a false GroupInfo with its commit, so the server's removal proposals miss or hit another device (nothing it could not do by its own commit); have a commit ordered that the others cannot apply (a changed membership tag, or path secrets encrypted to nobody: a Delivery Service holds no key to check either), which leaves them at that epoch until a new group is made | read without being a member, or sign as another member | `a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint`, `a_commit_with_a_changed_membership_tag_passes_the_service_but_no_member` |
 //! | two members committing at once | have one commit accepted | fork the group: the second is a `Conflict` and is made again on top | `of_two_commits_for_one_epoch_the_first_wins_and_the_second_is_made_again` |
 //!
 //! Ciphersuite 1 (`MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`) only.
@@ -46,6 +52,7 @@ use mls_rs::client_builder::{
     WithKeyPackageRepo, WithMlsRules,
 };
 use mls_rs::error::{IntoAnyError, MlsError as RsError};
+use mls_rs::extension::ExtensionType;
 use mls_rs::extension::built_in::ExternalSendersExt;
 use mls_rs::external_client::builder::{
     ExternalBaseConfig, IntoConfigOutput as ExternalOutput,
@@ -53,7 +60,7 @@ use mls_rs::external_client::builder::{
 };
 use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage};
 use mls_rs::group::proposal::{BorrowedProposal, Proposal};
-use mls_rs::group::{ReceivedMessage, Sender};
+use mls_rs::group::{ContentType, ReceivedMessage, Sender};
 use mls_rs::identity::SigningIdentity;
 use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
 use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
@@ -62,14 +69,20 @@ use mls_rs::mls_rules::{
 };
 use mls_rs::storage_provider::in_memory::InMemoryKeyPackageStorage;
 use mls_rs::{
-    CipherSuite, CipherSuiteProvider, Client, CryptoProvider, ExtensionList, MlsMessage, MlsRules,
-    WireFormat,
+    CipherSuite, CipherSuiteProvider, Client, CryptoProvider, Extension, ExtensionList, MlsMessage,
+    MlsMessageDescription, MlsRules, WireFormat,
 };
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use sha2::{Digest, Sha256};
+use ws_channels::e2e::{CommitFrame, GroupReader, KeyPackageFrame, RemoveProposals};
 
+mod client;
 mod saved;
 
+pub use client::{
+    ClaimedDevice, DEFAULT_MAX_MESSAGE, MAX_REBASES, MESSAGE_KIND, MlsClient, MlsClientError,
+    MlsEvent,
+};
 use saved::GroupStates;
 
 /// The one ciphersuite: `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519` (1).
@@ -123,6 +136,46 @@ pub enum MlsError {
     Mls(#[from] RsError),
 }
 
+/// The GroupContext extension that holds a group's roles (a private-use
+/// type, RFC 9420 §13.3): the JSON of [`GroupRoles`]. Every member's key
+/// packages list it among their capabilities, the group's creator sets it
+/// (itself the owner), and only an owner's commit changes it, so the
+/// server cannot promote anyone. The browser's module (`/mls.js`) uses the
+/// same type and encoding.
+pub const ROLES_EXTENSION: u16 = 0xF5A1;
+
+/// What a member may do in a group beyond reading and sending: members
+/// without a role may not commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum GroupRole {
+    /// Commits anything, roles included.
+    Owner,
+    /// Commits adds, removals and the server's proposals, not roles.
+    Committer,
+}
+
+/// Users' roles in a group, by user.
+pub type GroupRoles = std::collections::BTreeMap<String, GroupRole>;
+
+/// The roles `extensions` (a group context's) hold; `None` for a group
+/// made without them (any member may commit there).
+fn roles_of(extensions: &ExtensionList) -> Result<Option<GroupRoles>, RuleViolation> {
+    extensions
+        .get(ExtensionType::new(ROLES_EXTENSION))
+        .map(|roles| {
+            serde_json::from_slice(&roles.extension_data)
+                .map_err(|e| RuleViolation(format!("the group's roles do not read: {e}")))
+        })
+        .transpose()
+}
+
+fn roles_extension(roles: &GroupRoles) -> Extension {
+    let data = serde_json::to_vec(roles).expect("roles are JSON");
+    Extension::new(ExtensionType::new(ROLES_EXTENSION), data)
+}
+
 /// What a device's rules refuse ([`ChannelRules`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -147,11 +200,33 @@ impl MlsRules for ChannelRules {
     fn filter_proposals(
         &self,
         direction: CommitDirection,
-        _source: CommitSource,
+        source: CommitSource,
         _current_roster: &mls_rs::group::Roster<'_>,
-        _current_context: &mls_rs::group::GroupContext,
+        current_context: &mls_rs::group::GroupContext,
         mut proposals: ProposalBundle,
     ) -> Result<ProposalBundle, Self::Error> {
+        // Who may commit, from the roles the group itself holds.
+        if let (CommitSource::ExistingMember(member), Some(roles)) =
+            (&source, roles_of(&current_context.extensions)?)
+        {
+            let user = user_of(&member.signing_identity).unwrap_or_default();
+            let changes_roles = proposals
+                .iter_proposals()
+                .any(|p| matches!(p.proposal, BorrowedProposal::GroupContextExtensions(_)));
+            match roles.get(&user) {
+                None => {
+                    return Err(RuleViolation(format!(
+                        "{user:?} has no role in this group that lets it commit"
+                    )));
+                }
+                Some(GroupRole::Committer) if changes_roles => {
+                    return Err(RuleViolation(format!(
+                        "{user:?} may commit but not change the group's roles or extensions"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let from_server = |sender: &Sender| !matches!(sender, Sender::Member(_));
         let forbidden = proposals
             .iter_proposals()
@@ -181,9 +256,13 @@ impl MlsRules for ChannelRules {
         _new_context: &mls_rs::group::GroupContext,
         _proposals: &ProposalBundle,
     ) -> Result<CommitOptions, Self::Error> {
+        // The GroupInfo made for external commits is what the Delivery
+        // Service proposes removals from; external commits themselves are
+        // refused above (their proposals come from outside the group).
         Ok(CommitOptions::new()
             .with_ratchet_tree_extension(true)
-            .with_single_welcome_message(true))
+            .with_single_welcome_message(true)
+            .with_allow_external_commit(true))
     }
 
     fn encryption_options(
@@ -325,6 +404,7 @@ impl Device {
             .identity_provider(BasicIdentityProvider)
             .crypto_provider(RustCryptoProvider::default())
             .mls_rules(ChannelRules)
+            .extension_type(ExtensionType::new(ROLES_EXTENSION))
             .key_package_repo(key_packages.clone())
             .group_state_storage(groups.clone())
             .signing_identity(identity.clone(), secret.clone(), CIPHERSUITE)
@@ -410,6 +490,10 @@ impl Device {
         extensions
             .set_from(ExternalSendersExt::new(vec![server]))
             .map_err(invalid)?;
+        extensions.set(roles_extension(&GroupRoles::from([(
+            self.user.clone(),
+            GroupRole::Owner,
+        )])));
         let group = self.client.create_group_with_id(
             channel.as_bytes().to_vec(),
             extensions,
@@ -436,6 +520,10 @@ pub struct Commit {
     pub commit: Vec<u8>,
     /// The Welcome for the devices it adds, if it adds any.
     pub welcome: Option<Vec<u8>>,
+    /// The GroupInfo of the epoch the commit starts, with the ratchet
+    /// tree: what the Delivery Service needs to propose removals in it
+    /// ([`DeliveryService::propose_remove_from`]). It names no secret.
+    pub group_info: Option<Vec<u8>>,
 }
 
 /// What a received message was.
@@ -453,15 +541,18 @@ pub enum Received {
     Commit {
         /// The epoch it starts.
         epoch: u64,
-        /// The users it added.
+        /// The users it added, by name, each once.
         added: Vec<String>,
-        /// The users it removed.
+        /// The users it removed, by name, each once.
         removed: Vec<String>,
         /// Whether this device was removed: the group is over for it.
         removed_me: bool,
     },
     /// A proposal, kept for the next commit.
     Proposal,
+    /// A message this device sent itself (a server echoes publications to
+    /// their publisher): nothing to open, nothing changed.
+    Own,
 }
 
 /// This device's view of one group.
@@ -541,6 +632,34 @@ impl Group {
         commit(builder.build()?)
     }
 
+    /// The group's roles (empty for a group made without them, where any
+    /// member may commit).
+    pub fn roles(&self) -> GroupRoles {
+        roles_of(&self.inner.context().extensions)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Commits `user`'s new role (`None`: none, so it may no longer
+    /// commit). Only an owner's commit changing roles is applied by the
+    /// others.
+    pub fn set_role(&mut self, user: &str, role: Option<GroupRole>) -> Result<Commit, MlsError> {
+        let mut extensions = self.inner.context().extensions.clone();
+        let mut roles = roles_of(&extensions).map_err(invalid)?.unwrap_or_default();
+        match role {
+            Some(role) => roles.insert(user.to_owned(), role),
+            None => roles.remove(user),
+        };
+        extensions.set(roles_extension(&roles));
+        commit(
+            self.inner
+                .commit_builder()
+                .set_group_context_ext(extensions)?
+                .build()?,
+        )
+    }
+
     /// Commits the proposals received since the last commit (the server's
     /// Remove proposals), and a fresh path for this member.
     pub fn commit_proposals(&mut self) -> Result<Commit, MlsError> {
@@ -576,7 +695,11 @@ impl Group {
             .into_iter()
             .map(|m| (m.index, m.user))
             .collect();
-        match self.inner.process_incoming_message(parse(message)?)? {
+        let processed = match self.inner.process_incoming_message(parse(message)?) {
+            Err(RsError::CantProcessMessageFromSelf) => return Ok(Received::Own),
+            processed => processed?,
+        };
+        match processed {
             ReceivedMessage::ApplicationMessage(description) => {
                 let from = self
                     .members()
@@ -647,6 +770,12 @@ fn changes(
             _ => {}
         }
     }
+    // By name, each once (a user may have several devices), whatever order
+    // the proposals came in.
+    for users in [&mut added, &mut removed] {
+        users.sort();
+        users.dedup();
+    }
     (added, removed)
 }
 
@@ -655,9 +784,14 @@ fn commit(output: mls_rs::group::CommitOutput) -> Result<Commit, MlsError> {
         Some(welcome) => Some(welcome.to_bytes()?),
         None => None,
     };
+    let group_info = match &output.external_commit_group_info {
+        Some(info) => Some(info.to_bytes()?),
+        None => None,
+    };
     Ok(Commit {
         commit: output.commit_message.to_bytes()?,
         welcome,
+        group_info,
     })
 }
 
@@ -686,17 +820,20 @@ pub enum Kind {
 pub struct Accepted {
     /// The epoch it starts.
     pub epoch: u64,
-    /// The users it added.
+    /// The users it added, by name, each once.
     pub added: Vec<String>,
-    /// The users it removed.
+    /// The users it removed, by name, each once.
     pub removed: Vec<String>,
 }
 
 /// The server's side of MLS: a Delivery Service with no group secret. It
 /// has a signature key of its own, named in every group as the external
-/// sender that may propose removals.
+/// sender that may propose removals. A clone follows the same groups from
+/// where the original is, and goes on alone.
+#[derive(Clone)]
 pub struct DeliveryService {
-    client: ExternalClient<ServiceConfig>,
+    // Shared by clones: it holds only configuration.
+    client: std::sync::Arc<ExternalClient<ServiceConfig>>,
     identity: SigningIdentity,
     groups: HashMap<Vec<u8>, Followed>,
     max_proposals: usize,
@@ -709,6 +846,7 @@ pub const MAX_PROPOSALS_PER_EPOCH: usize = 10_000;
 
 /// A group the Delivery Service follows, and the proposals it took in the
 /// current epoch.
+#[derive(Clone)]
 struct Followed {
     group: ExternalGroup<ServiceConfig>,
     proposals: usize,
@@ -727,17 +865,55 @@ impl DeliveryService {
     /// signature key.
     pub fn new(name: &str) -> Result<Self, MlsError> {
         let (secret, identity) = new_identity(name)?;
+        Ok(Self::with_identity(secret, identity))
+    }
+
+    /// A Delivery Service named `name` whose signature key is derived from
+    /// `secret` (32 bytes or more; HKDF-SHA256 to an Ed25519 seed), so that
+    /// every node sharing the secret (a cluster's key) signs as the one
+    /// external sender the groups name, before and after restarts.
+    pub fn from_secret(name: &str, secret: &[u8]) -> Result<Self, MlsError> {
+        if secret.len() < 32 {
+            return Err(MlsError::Invalid(
+                "a Delivery Service's secret has at least 32 bytes".into(),
+            ));
+        }
+        if name.is_empty() || name.len() > MAX_USER_LEN {
+            return Err(MlsError::Invalid(format!(
+                "a name is 1 to {MAX_USER_LEN} bytes"
+            )));
+        }
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<Sha256>::new(None, secret)
+            .expand(b"ws-crypto mls external sender v1", &mut *seed)
+            .map_err(invalid)?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let keypair = zeroize::Zeroizing::new(signing.to_keypair_bytes());
+        let secret = mls_rs::crypto::SignatureSecretKey::new(keypair.to_vec());
+        let public =
+            mls_rs::crypto::SignaturePublicKey::new(signing.verifying_key().to_bytes().to_vec());
+        let credential = BasicCredential::new(name.as_bytes().to_vec()).into_credential();
+        Ok(Self::with_identity(
+            secret,
+            SigningIdentity::new(credential, public),
+        ))
+    }
+
+    fn with_identity(
+        secret: mls_rs::crypto::SignatureSecretKey,
+        identity: SigningIdentity,
+    ) -> Self {
         let client = ExternalClient::builder()
             .identity_provider(BasicIdentityProvider)
             .crypto_provider(RustCryptoProvider::default())
             .signer(secret, identity.clone())
             .build();
-        Ok(Self {
-            client,
+        Self {
+            client: std::sync::Arc::new(client),
             identity,
             groups: HashMap::new(),
             max_proposals: MAX_PROPOSALS_PER_EPOCH,
-        })
+        }
     }
 
     /// Keeps at most `max` proposals per group and epoch (default
@@ -759,13 +935,7 @@ impl DeliveryService {
     /// lifetime verify, it is for ciphersuite 1, and its credential names
     /// `user`.
     pub fn check_key_package(&self, key_package: &[u8], user: &str) -> Result<(), MlsError> {
-        let package = self
-            .client
-            .validate_key_package(parse(key_package)?, None)
-            .map_err(invalid)?;
-        if package.cipher_suite != CIPHERSUITE {
-            return Err(MlsError::Invalid("not ciphersuite 1".into()));
-        }
+        let package = checked_key_package(&self.client, key_package)?;
         let named = user_of(package.signing_identity()).unwrap_or_default();
         if named != user {
             return Err(MlsError::WrongIdentity {
@@ -878,6 +1048,20 @@ impl DeliveryService {
     }
 
     /// Proposes, as the group's external sender, the removal of every
+    /// device of `user` in the group whose GroupInfo (with its ratchet
+    /// tree) this is, without following the group: the epoch the proposals
+    /// are for and the proposals, or [`MlsError::NotMember`].
+    pub fn propose_remove_from(
+        &self,
+        group_info: &[u8],
+        user: &str,
+    ) -> Result<(u64, Vec<Vec<u8>>), MlsError> {
+        let mut group = self.client.observe_group(parse(group_info)?, None, None)?;
+        let epoch = group.group_context().epoch;
+        Ok((epoch, propose_removal(&mut group, user)?))
+    }
+
+    /// Proposes, as the group's external sender, the removal of every
     /// device of `user` (kicked, banned, gone): the proposals to relay to
     /// the group, for the next member who commits.
     pub fn propose_remove(&mut self, group: &[u8], user: &str) -> Result<Vec<Vec<u8>>, MlsError> {
@@ -886,18 +1070,153 @@ impl DeliveryService {
             .get_mut(group)
             .ok_or_else(|| unknown_group(group))?
             .group;
-        let leaves: Vec<u32> = followed
-            .roster()
-            .members_iter()
-            .filter(|m| user_of(&m.signing_identity).as_deref() == Some(user))
-            .map(|m| m.index)
-            .collect();
-        if leaves.is_empty() {
-            return Err(MlsError::NotMember(user.to_owned()));
-        }
-        leaves
-            .into_iter()
-            .map(|leaf| Ok(followed.propose_remove(leaf, Vec::new())?.to_bytes()?))
-            .collect()
+        propose_removal(followed, user)
     }
+}
+
+/// One Remove proposal, signed as the external sender, per device of
+/// `user` in `group`; [`MlsError::NotMember`] when it has none.
+fn propose_removal(
+    group: &mut ExternalGroup<ServiceConfig>,
+    user: &str,
+) -> Result<Vec<Vec<u8>>, MlsError> {
+    let leaves: Vec<u32> = group
+        .roster()
+        .members_iter()
+        .filter(|m| user_of(&m.signing_identity).as_deref() == Some(user))
+        .map(|m| m.index)
+        .collect();
+    if leaves.is_empty() {
+        return Err(MlsError::NotMember(user.to_owned()));
+    }
+    leaves
+        .into_iter()
+        .map(|leaf| Ok(group.propose_remove(leaf, Vec::new())?.to_bytes()?))
+        .collect()
+}
+
+/// What a channels node reads of MLS messages
+/// ([`ws_channels::e2e::GroupReader`]; set it as
+/// [`ChannelsConfig::group_reader`](ws_channels::ChannelsConfig::group_reader)):
+/// the group and epoch of a commit a member sent in the clear, and whose
+/// a key package is. It takes no group state and verifies no commit's
+/// signature (the members do, each refusing a commit that does not
+/// verify); it refuses what no member would take: anything that is not a
+/// member's commit as an MLS public message, and key packages that do not
+/// verify, have expired or are not for ciphersuite 1.
+pub struct MlsReader {
+    client: ExternalClient<ServiceConfig>,
+    /// The Delivery Service's identity, as groups name it.
+    external_sender: Option<Vec<u8>>,
+    /// It, to propose removals.
+    service: Option<DeliveryService>,
+}
+
+impl fmt::Debug for MlsReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MlsReader")
+    }
+}
+
+impl Default for MlsReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MlsReader {
+    /// A reader; it holds no key and names no external sender.
+    pub fn new() -> Self {
+        Self {
+            client: ExternalClient::builder()
+                .identity_provider(BasicIdentityProvider)
+                .crypto_provider(RustCryptoProvider::default())
+                .build(),
+            external_sender: None,
+            service: None,
+        }
+    }
+
+    /// A reader that gives members `service`'s identity, for their groups'
+    /// external senders, and proposes removals as `service`.
+    pub fn with_service(mut self, service: DeliveryService) -> Result<Self, MlsError> {
+        self.external_sender = Some(service.external_sender()?);
+        self.service = Some(service);
+        Ok(self)
+    }
+}
+
+impl GroupReader for MlsReader {
+    fn read_commit(&self, commit: &[u8]) -> Result<CommitFrame, String> {
+        let message = parse(commit).map_err(|e| e.to_string())?;
+        match message.description() {
+            MlsMessageDescription::PublicProtocolMessage {
+                group_id,
+                epoch_id,
+                content_type: ContentType::Commit,
+                sender: Sender::Member(_),
+                ..
+            } => Ok(CommitFrame {
+                group: group_id.to_vec(),
+                epoch: epoch_id,
+            }),
+            MlsMessageDescription::PublicProtocolMessage { .. } => {
+                Err("a handshake message that is not a member's commit".into())
+            }
+            _ => Err("not an MLS commit in the clear (a public message)".into()),
+        }
+    }
+
+    fn external_sender(&self) -> Option<Vec<u8>> {
+        self.external_sender.clone()
+    }
+
+    fn propose_remove(
+        &self,
+        group_info: &[u8],
+        user: &str,
+    ) -> Result<Option<RemoveProposals>, String> {
+        let Some(service) = &self.service else {
+            return Ok(None);
+        };
+        match service.propose_remove_from(group_info, user) {
+            Ok((epoch, proposals)) => Ok(Some(RemoveProposals { epoch, proposals })),
+            Err(MlsError::NotMember(_)) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn read_key_package(&self, key_package: &[u8]) -> Result<KeyPackageFrame, String> {
+        let package = checked_key_package(&self.client, key_package).map_err(|e| e.to_string())?;
+        let identity = package.signing_identity();
+        Ok(KeyPackageFrame {
+            user: user_of(identity).ok_or("a credential that names no user")?,
+            device: fingerprint_of(identity),
+            expires: package
+                .expiration()
+                .map_err(|e| e.to_string())?
+                .seconds_since_epoch(),
+        })
+    }
+}
+
+/// A key package that parses, verifies, is valid now and is for
+/// ciphersuite 1.
+fn checked_key_package(
+    client: &ExternalClient<ServiceConfig>,
+    key_package: &[u8],
+) -> Result<mls_rs::KeyPackage, MlsError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let package = client
+        .validate_key_package(
+            parse(key_package)?,
+            Some(mls_rs::time::MlsTime::from_duration_since_epoch(now)),
+        )
+        .map_err(invalid)?;
+    if package.cipher_suite != CIPHERSUITE {
+        return Err(MlsError::Invalid("not ciphersuite 1".into()));
+    }
+    Ok(package)
 }

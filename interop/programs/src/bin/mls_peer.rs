@@ -3,7 +3,8 @@
 //! one JSON answer per line on stdout. Binary fields are standard base64.
 //!
 //! Commands (`user` names the device): `device`, `key_package`, `create`
-//! (`channel`), `add` (`key_packages`), `remove` (`member`), `join`
+//! (`channel`), `add` (`key_packages`), `remove` (`member`), `role`
+//! (`member`, `role`: "owner", "committer" or none), `join`
 //! (`welcome`), `encrypt` (`data`, text), `receive` (`message`),
 //! `members`. Commits are confirmed at once: there is no Delivery Service
 //! between the two sides of this test. An error is answered as
@@ -85,6 +86,18 @@ impl Peer {
             "remove" => {
                 let group = self.group(&user)?;
                 let commit = group.remove(&text(command, "member")?).map_err(e)?;
+                group.confirm().map_err(e)?;
+                Ok(json!({ "commit": STANDARD.encode(&commit.commit) }))
+            }
+            "role" => {
+                // The group's roles: "owner", "committer", or none.
+                let role = match command["role"].as_str() {
+                    Some("owner") => Some(ws_crypto::mls::GroupRole::Owner),
+                    Some("committer") => Some(ws_crypto::mls::GroupRole::Committer),
+                    _ => None,
+                };
+                let group = self.group(&user)?;
+                let commit = group.set_role(&text(command, "member")?, role).map_err(e)?;
                 group.confirm().map_err(e)?;
                 Ok(json!({ "commit": STANDARD.encode(&commit.commit) }))
             }

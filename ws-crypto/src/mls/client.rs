@@ -1,0 +1,838 @@
+//! An MLS member of encrypted channels over one channels connection
+//! ([`MlsClient`]): it creates and joins channels' groups, leaves key
+//! packages in the server's directory, adds users by the packages it
+//! claims (any number in one commit), commits the server's removal
+//! proposals, sends and reads messages, and re-bases a commit another
+//! member's beat. Works on every runtime ws-async does.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use ws_channels::e2e::{COMMIT_KIND, PROPOSAL_KIND};
+use ws_channels::protocol::{Command, Event, KEYS_CHANNEL, ServerMessage};
+use ws_channels::{ChannelsClient, ClientError, ErrorCode, LeaveReason, Payload, PublicationKind};
+
+use super::{Commit, Device, Group, GroupMember, GroupRole, MlsError, MlsReader, Received};
+use ws_channels::e2e::GroupReader as _;
+
+/// The `e2e` kind of an application message: `{"e2e": "mls", "message":
+/// "<base64 MLS private message>"}`.
+pub const MESSAGE_KIND: &str = "mls";
+
+/// How many times [`MlsClient::add`] (or another commit) is made again on
+/// top of commits that beat it before it gives up.
+pub const MAX_REBASES: usize = 16;
+
+/// [`MlsClient::with_max_message`]'s default: `ws serve`'s default
+/// `max_message_size`, 1 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+
+/// Why an [`MlsClient`] call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MlsClientError {
+    /// The channels server refused, or the connection failed.
+    #[error(transparent)]
+    Channels(#[from] ClientError),
+    /// MLS refused (a message that does not verify, a bad Welcome).
+    #[error(transparent)]
+    Mls(#[from] MlsError),
+    /// This device is in no group of that channel (not added yet, or
+    /// removed).
+    #[error("this device is in no group of {0:?}")]
+    NoGroup(String),
+    /// The server names no external sender: it does not serve MLS groups.
+    #[error("the server does not serve end-to-end groups")]
+    NoDeliveryService,
+    /// Every user to add has no key package in the directory.
+    #[error("no key package for {0:?}")]
+    NoKeyPackages(Vec<String>),
+    /// A commit (with its Welcome and GroupInfo) larger than the messages
+    /// the server takes ([`MlsClient::with_max_message`]), even for one
+    /// device: the group's ratchet tree alone is too large. Raise the
+    /// server's `max_message_size` (and the client's to match).
+    #[error("a commit of {size} bytes, past the {max} the server takes")]
+    TooLarge {
+        /// The command's size.
+        size: usize,
+        /// The most the server takes.
+        max: usize,
+    },
+    /// Other members' commits beat this one [`MAX_REBASES`] times.
+    #[error("other commits beat this one {MAX_REBASES} times")]
+    TooManyConflicts,
+    /// Publications of the channel were lost (a `lost` event) while this
+    /// device waited for the commit that beat its own: join again with
+    /// `since` and carry on.
+    #[error("publications of {0:?} were lost")]
+    Lost(String),
+    /// The server sent something this client cannot read.
+    #[error("not an end-to-end message: {0}")]
+    Malformed(String),
+    /// The server answered a claim for one user with a key package that
+    /// names another, or that does not verify.
+    #[error("the server handed out a key package for {asked:?} that is not theirs: {why}")]
+    Forged {
+        /// The user claimed.
+        asked: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// A device of a user, claimed from the server's directory to be added
+/// ([`MlsClient::claim`], [`MlsClient::add_claimed`]): its key package,
+/// checked here to verify and to name the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDevice {
+    /// The user its credential names.
+    pub user: String,
+    /// Its signature key's fingerprint, computed here from the package
+    /// (not the server's word): compare it with the user's before adding
+    /// when the server is not trusted with membership.
+    pub fingerprint: String,
+    /// The key package.
+    pub key_package: Vec<u8>,
+}
+
+/// What happened in an encrypted channel, as this device sees it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MlsEvent {
+    /// A member sent a message.
+    Message {
+        /// The channel.
+        channel: String,
+        /// Who, as the group knows it (credential and fingerprint).
+        from: GroupMember,
+        /// What it says.
+        data: Vec<u8>,
+    },
+    /// A message this device sent came back from the server (its echo):
+    /// delivered to the channel.
+    Sent {
+        /// The channel.
+        channel: String,
+    },
+    /// This device joined the channel's group (a member added it).
+    Joined {
+        /// The channel.
+        channel: String,
+        /// The epoch it joined in: it reads what is sent from here on.
+        epoch: u64,
+    },
+    /// A member's commit moved the group to a new epoch.
+    Epoch {
+        /// The channel.
+        channel: String,
+        /// The new epoch.
+        epoch: u64,
+        /// Users it added.
+        added: Vec<String>,
+        /// Users it removed.
+        removed: Vec<String>,
+    },
+    /// This device was removed from the channel's group: it reads nothing
+    /// sent from here on.
+    Removed {
+        /// The channel.
+        channel: String,
+    },
+    /// `user` joined the channel and has no device in its group: add it
+    /// ([`MlsClient::add`]), or let [`MlsClient::with_auto_add`] do it.
+    Admitted {
+        /// The channel.
+        channel: String,
+        /// Who.
+        user: String,
+    },
+    /// Adding users this client was adding on its own
+    /// ([`MlsClient::with_auto_add`]) failed (no key packages, no right to
+    /// commit): add them again once that is mended.
+    AddFailed {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        users: Vec<String>,
+        /// Why.
+        error: String,
+    },
+    /// The server proposes removing `user` (kicked or banned); the next
+    /// commit ([`MlsClient::commit_pending`]) takes it in.
+    RemovalProposed {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+    },
+    /// A message or commit this device could not open or apply (sent
+    /// before it joined, forged, or from an epoch it does not have).
+    Unreadable {
+        /// The channel.
+        channel: String,
+        /// Why.
+        error: String,
+    },
+    /// Any other event of the channels protocol (presence, kicks, `lost`).
+    Other(Event),
+}
+
+/// An MLS member of encrypted channels on one [`ChannelsClient`]
+/// connection. One device ([`Device`]) per client; its groups, one per
+/// channel, are kept in the device, so [`export`](Self::export) saves them
+/// with its keys.
+///
+/// ```no_run
+/// # async fn run(socket: ws_async::WebSocket) -> Result<(), ws_crypto::mls::MlsClientError> {
+/// use ws_crypto::mls::{Device, MlsClient, MlsEvent};
+///
+/// let mut client = MlsClient::new(ws_channels::ChannelsClient::new(socket), Device::new("ann")?);
+/// client.create("room", 100).await?;
+/// client.add("room", &["bob"]).await?; // bob's device left key packages
+/// client.send("room", b"hello bob").await?;
+/// while let Some(event) = client.next_event().await {
+///     if let MlsEvent::Message { from, data, .. } = event? {
+///         println!("{} ({}): {:?}", from.user, from.fingerprint, data);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct MlsClient {
+    channels: ChannelsClient,
+    device: Device,
+    groups: HashMap<String, Group>,
+    /// Events read while a command's reply was awaited, for `next_event`.
+    events: VecDeque<MlsEvent>,
+    /// The largest message the server takes.
+    max_message: usize,
+    /// Whether users admitted to a channel are added to its group at once.
+    auto_add: bool,
+    /// Per channel, users admitted and not added yet (with `auto_add`).
+    to_add: HashMap<String, BTreeSet<String>>,
+    /// Events waiting at most, before commands are refused.
+    max_events: usize,
+}
+
+impl std::fmt::Debug for MlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlsClient")
+            .field("user", &self.device.user())
+            .field("fingerprint", &self.device.fingerprint())
+            .field("groups", &self.groups.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn data_of(value: &Value, field: &str) -> Result<Vec<u8>, MlsClientError> {
+    let text = value[field]
+        .as_str()
+        .ok_or_else(|| MlsClientError::Malformed(format!("no `{field}`")))?;
+    BASE64
+        .decode(text)
+        .map_err(|e| MlsClientError::Malformed(format!("`{field}`: {e}")))
+}
+
+impl MlsClient {
+    /// A member on `channels` with `device`; groups the device saved are
+    /// loaded with [`load`](Self::load).
+    pub fn new(channels: ChannelsClient, device: Device) -> Self {
+        Self {
+            channels,
+            device,
+            groups: HashMap::new(),
+            events: VecDeque::new(),
+            max_message: DEFAULT_MAX_MESSAGE,
+            auto_add: false,
+            to_add: HashMap::new(),
+            max_events: ws_channels::MAX_BUFFERED_EVENTS,
+        }
+    }
+
+    /// How many events may wait unread before a command is refused with
+    /// [`ClientError::TooManyEvents`] (nothing sent; read events with
+    /// [`next_event`](Self::next_event), then send again), so a client that
+    /// only sends while a channel is busy does not grow without bound.
+    /// Default [`ws_channels::MAX_BUFFERED_EVENTS`] (10,000).
+    pub fn with_max_events(mut self, limit: usize) -> Self {
+        self.max_events = limit;
+        self
+    }
+
+    /// Refuses a command while too many events wait unread.
+    fn ready(&self) -> Result<(), MlsClientError> {
+        if self.events.len() >= self.max_events {
+            return Err(ClientError::TooManyEvents {
+                limit: self.max_events,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Membership follows the channel: every user the server admits to a
+    /// channel whose group this device is in ([`MlsEvent::Admitted`]) is
+    /// added by this client, those admitted together in one commit, as
+    /// [`next_event`](Self::next_event) reads them (an `Epoch` event says
+    /// whom it added; `AddFailed` why it could not). Give it to the
+    /// members who may commit (by default, channel owners). Default off:
+    /// the application adds whom it approves (after comparing
+    /// fingerprints, say).
+    pub fn with_auto_add(mut self, on: bool) -> Self {
+        self.auto_add = on;
+        self
+    }
+
+    /// The largest message the server takes (its `max_message_size`),
+    /// default [`DEFAULT_MAX_MESSAGE`]: an [`add`](Self::add) whose commit
+    /// would be larger is split into several commits that fit, so a burst
+    /// of joins never has the server close this connection for a message
+    /// too big (1009).
+    pub fn with_max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// This device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The channels connection, for what is not end-to-end (presence,
+    /// kicks, roles).
+    pub fn channels(&mut self) -> &mut ChannelsClient {
+        &mut self.channels
+    }
+
+    /// The members of `channel`'s group, as the group knows them; empty
+    /// when this device is in none.
+    pub fn roster(&self, channel: &str) -> Vec<GroupMember> {
+        self.groups
+            .get(channel)
+            .map_or_else(Vec::new, Group::members)
+    }
+
+    /// `channel`'s group's roles (who may commit; empty when this device
+    /// is in no group there).
+    pub fn roles(&self, channel: &str) -> super::GroupRoles {
+        self.groups
+            .get(channel)
+            .map(Group::roles)
+            .unwrap_or_default()
+    }
+
+    /// The epoch of `channel`'s group, if this device is in one.
+    pub fn epoch(&self, channel: &str) -> Option<u64> {
+        self.groups.get(channel).map(Group::epoch)
+    }
+
+    /// Everything this device keeps (its key, key packages and every
+    /// group's current state) as one blob for [`Device::import`]; it holds
+    /// secrets.
+    pub fn export(&mut self) -> Result<Vec<u8>, MlsClientError> {
+        for group in self.groups.values_mut() {
+            group.save()?;
+        }
+        Ok(self.device.export()?)
+    }
+
+    /// Takes up `channel`'s group as the device saved it (after an
+    /// import): join the channel again with `since` to read what came
+    /// meanwhile, in order.
+    pub fn load(&mut self, channel: &str) -> Result<(), MlsClientError> {
+        let group = self.device.load_group(channel)?;
+        self.groups.insert(channel.to_owned(), group);
+        Ok(())
+    }
+
+    /// Leaves `count` one-time key packages and a last-resort one in the
+    /// server's directory, so members can add this device's user while it
+    /// is away. What each of the user's devices has there after it.
+    pub async fn publish_key_packages(&mut self, count: usize) -> Result<Value, MlsClientError> {
+        self.ready()?;
+        let mut packages = Vec::with_capacity(count);
+        for _ in 0..count {
+            packages.push(BASE64.encode(self.device.key_package()?));
+        }
+        let last_resort = Some(BASE64.encode(self.device.key_package()?));
+        let command = Command::KeyPackages {
+            key_packages: packages,
+            last_resort,
+        };
+        let reply = self.channels.command(KEYS_CHANNEL, command).await;
+        self.take_buffered();
+        Ok(reply?)
+    }
+
+    /// Creates `channel` encrypted, keeping `history_size` publications
+    /// (at least 1: commits travel through history, and a channel without
+    /// it takes none), announcing joins (for [`MlsEvent::Admitted`]), and
+    /// its group with this device as its only member, naming the server as
+    /// external sender.
+    pub async fn create(&mut self, channel: &str, history_size: u64) -> Result<(), MlsClientError> {
+        self.ready()?;
+        let command = Command::create_encrypted(history_size);
+        let reply = self.channels.create(channel, Some(command)).await;
+        self.take_buffered();
+        let server = reply?
+            .external_sender
+            .ok_or(MlsClientError::NoDeliveryService)?;
+        let server = BASE64
+            .decode(server)
+            .map_err(|e| MlsClientError::Malformed(format!("external_sender: {e}")))?;
+        let group = self.device.create_group(channel, &server)?;
+        self.groups.insert(channel.to_owned(), group);
+        Ok(())
+    }
+
+    /// Joins `channel`; this device enters its group when a member adds it
+    /// ([`MlsEvent::Joined`]), from a key package it
+    /// [published](Self::publish_key_packages).
+    pub async fn join(&mut self, channel: &str) -> Result<(), MlsClientError> {
+        self.ready()?;
+        let reply = self.channels.join(channel, None).await;
+        self.take_buffered();
+        reply?;
+        Ok(())
+    }
+
+    /// Adds every device of each user in `users` to `channel`'s group in
+    /// one commit (several, when one would be larger than the server
+    /// takes), from key packages claimed from the directory (users without
+    /// any are skipped; none at all is [`MlsClientError::NoKeyPackages`]).
+    /// The epoch the last commit starts.
+    pub async fn add(&mut self, channel: &str, users: &[&str]) -> Result<u64, MlsClientError> {
+        let claimed = self.claim(channel, users).await?;
+        if claimed.is_empty() {
+            return Err(MlsClientError::NoKeyPackages(
+                users.iter().map(|u| (*u).to_owned()).collect(),
+            ));
+        }
+        self.add_claimed(channel, claimed).await
+    }
+
+    /// Takes one key package per device of each user in `users` from the
+    /// server's directory, each checked to verify and to name its user
+    /// ([`MlsClientError::Forged`] otherwise). A basic credential is a
+    /// name its device signs, so a server could hand out a device of its
+    /// own under a user's name: an application that does not trust the
+    /// server with membership shows the fingerprints and adds only those
+    /// the user confirms ([`add_claimed`](Self::add_claimed)).
+    pub async fn claim(
+        &mut self,
+        channel: &str,
+        users: &[&str],
+    ) -> Result<Vec<ClaimedDevice>, MlsClientError> {
+        self.ready()?;
+        self.group(channel)?;
+        let reader = MlsReader::new();
+        let mut claimed = Vec::new();
+        for user in users {
+            let claim = Command::Claim {
+                user: (*user).to_owned(),
+            };
+            let reply = self.channels.command(channel, claim).await;
+            self.take_buffered();
+            for entry in reply?["key_packages"].as_array().into_iter().flatten() {
+                let key_package = data_of(entry, "key_package")?;
+                let forged = |why: String| MlsClientError::Forged {
+                    asked: (*user).to_owned(),
+                    why,
+                };
+                let frame = reader.read_key_package(&key_package).map_err(forged)?;
+                if frame.user != *user {
+                    return Err(forged(format!("it names {:?}", frame.user)));
+                }
+                claimed.push(ClaimedDevice {
+                    user: frame.user,
+                    fingerprint: frame.device,
+                    key_package,
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Adds `devices` ([`claim`](Self::claim)ed) in one commit (several,
+    /// when one would be larger than the server takes). The epoch the
+    /// last commit starts.
+    pub async fn add_claimed(
+        &mut self,
+        channel: &str,
+        devices: Vec<ClaimedDevice>,
+    ) -> Result<u64, MlsClientError> {
+        self.ready()?;
+        self.group(channel)?;
+        let packages: Vec<Vec<u8>> = devices.into_iter().map(|d| d.key_package).collect();
+        if packages.is_empty() {
+            return Err(MlsClientError::NoKeyPackages(Vec::new()));
+        }
+        // Halves until each commit fits; every half is one more epoch.
+        let mut batches = vec![packages];
+        let mut epoch = 0;
+        while let Some(batch) = batches.pop() {
+            match self.commit_with(channel, |group| group.add(&batch)).await {
+                Ok(at) => epoch = at,
+                Err(MlsClientError::TooLarge { .. }) if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    batches.push(second);
+                    batches.push(first);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(epoch)
+    }
+
+    /// Removes every device of `user` from `channel`'s group.
+    pub async fn remove(&mut self, channel: &str, user: &str) -> Result<u64, MlsClientError> {
+        self.ready()?;
+        self.commit_with(channel, |group| group.remove(user)).await
+    }
+
+    /// Commits `user`'s role in `channel`'s group (`None`: none): owners
+    /// and committers may commit, plain members not, whatever the server
+    /// lets their sessions do; only an owner's change is applied by the
+    /// others. Give the user the channel's `commit` right too
+    /// ([`ChannelsClient::set_role`]) or the server refuses their commits.
+    pub async fn set_role(
+        &mut self,
+        channel: &str,
+        user: &str,
+        role: Option<GroupRole>,
+    ) -> Result<u64, MlsClientError> {
+        self.ready()?;
+        self.commit_with(channel, |group| group.set_role(user, role))
+            .await
+    }
+
+    /// Commits the proposals received since the last commit (the server's
+    /// removals, [`MlsEvent::RemovalProposed`]), with a fresh key for this
+    /// member.
+    pub async fn commit_pending(&mut self, channel: &str) -> Result<u64, MlsClientError> {
+        self.ready()?;
+        self.commit_with(channel, Group::commit_proposals).await
+    }
+
+    /// Encrypts `data` for `channel`'s members and publishes it.
+    pub async fn send(&mut self, channel: &str, data: &[u8]) -> Result<(), MlsClientError> {
+        self.ready()?;
+        let sealed = self.group(channel)?.encrypt(data)?;
+        let message = json!({ "e2e": MESSAGE_KIND, "message": BASE64.encode(sealed) });
+        let reply = self
+            .channels
+            .command(
+                channel,
+                Command::Publish {
+                    data: Payload::new(&message),
+                    idempotency_key: None,
+                },
+            )
+            .await;
+        self.take_buffered();
+        reply?;
+        Ok(())
+    }
+
+    /// The next event; `None` once the connection closed. With
+    /// [`with_auto_add`](Self::with_auto_add), users admitted meanwhile are
+    /// added first.
+    pub async fn next_event(&mut self) -> Option<Result<MlsEvent, MlsClientError>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(Ok(event));
+            }
+            if let Some(channel) = self.to_add.keys().next().cloned() {
+                let users: Vec<String> = self
+                    .to_add
+                    .remove(&channel)
+                    .unwrap_or_default()
+                    .into_iter()
+                    // Added meanwhile (by another member, say).
+                    .filter(|user| self.roster(&channel).iter().all(|m| &m.user != user))
+                    .collect();
+                if users.is_empty() {
+                    continue;
+                }
+                let names: Vec<&str> = users.iter().map(String::as_str).collect();
+                let event = match self.add(&channel, &names).await {
+                    Ok(epoch) => MlsEvent::Epoch {
+                        channel,
+                        epoch,
+                        added: users,
+                        removed: Vec::new(),
+                    },
+                    Err(error) => MlsEvent::AddFailed {
+                        channel,
+                        users,
+                        error: error.to_string(),
+                    },
+                };
+                self.events.push_back(event);
+                continue;
+            }
+            match self.channels.next_event().await? {
+                Ok(event) => self.process(event),
+                Err(error) => return Some(Err(error.into())),
+            }
+        }
+    }
+
+    fn group(&mut self, channel: &str) -> Result<&mut Group, MlsClientError> {
+        self.groups
+            .get_mut(channel)
+            .ok_or_else(|| MlsClientError::NoGroup(channel.to_owned()))
+    }
+
+    /// Makes a commit with `make` and has the server order it; when
+    /// another commit came first, applies that one and makes it again.
+    async fn commit_with(
+        &mut self,
+        channel: &str,
+        make: impl Fn(&mut Group) -> Result<Commit, MlsError>,
+    ) -> Result<u64, MlsClientError> {
+        for _ in 0..MAX_REBASES {
+            let group = self.group(channel)?;
+            let epoch = group.epoch();
+            let commit = make(group)?;
+            let command = Command::Commit {
+                commit: BASE64.encode(&commit.commit),
+                welcome: commit.welcome.as_ref().map(|w| BASE64.encode(w)),
+                group_info: commit.group_info.as_ref().map(|g| BASE64.encode(g)),
+            };
+            // As sent, with an id as long as the client's are for a while.
+            let size = ws_channels::protocol::Request::new(channel, command.clone())
+                .to_envelope("c0000000000")
+                .to_message()
+                .len();
+            if size > self.max_message {
+                self.group(channel)?.discard();
+                return Err(MlsClientError::TooLarge {
+                    size,
+                    max: self.max_message,
+                });
+            }
+            let reply = self.channels.command(channel, command).await;
+            match reply {
+                Ok(_) => {
+                    let group = self.group(channel)?;
+                    group.confirm()?;
+                    let epoch = group.epoch();
+                    // What arrived meanwhile comes after this commit (its
+                    // own echo, of the epoch before, is passed over).
+                    self.take_buffered();
+                    return Ok(epoch);
+                }
+                Err(error) => {
+                    self.group(channel)?.discard();
+                    self.take_buffered();
+                    if error.refusal().map(|r| r.code) != Some(ErrorCode::Conflict) {
+                        return Err(error.into());
+                    }
+                    self.catch_up(channel, epoch).await?;
+                }
+            }
+        }
+        Err(MlsClientError::TooManyConflicts)
+    }
+
+    /// Reads the channel until its group has left `epoch` (the commit that
+    /// beat this device's is published to it).
+    async fn catch_up(&mut self, channel: &str, epoch: u64) -> Result<(), MlsClientError> {
+        while self.group(channel)?.epoch() == epoch {
+            let event = match self.channels.next_event().await {
+                Some(event) => event?,
+                None => return Err(ClientError::Closed.into()),
+            };
+            if matches!(&event, Event::Lost { channel: lost, .. } if lost == channel) {
+                self.process(event);
+                return Err(MlsClientError::Lost(channel.to_owned()));
+            }
+            self.process(event);
+        }
+        Ok(())
+    }
+
+    /// Processes the events the channels client kept while a reply was
+    /// awaited.
+    fn take_buffered(&mut self) {
+        for envelope in self.channels.take_buffered_events() {
+            if let Some(ServerMessage::Event(event)) = ServerMessage::from_envelope(envelope) {
+                self.process(event);
+            }
+        }
+    }
+
+    /// Turns a channels event into what it means for this device's groups.
+    fn process(&mut self, event: Event) {
+        if let Event::Publication {
+            channel,
+            kind: PublicationKind::Join,
+            publication,
+        } = &event
+            && let Some(user) = publication.from.as_ref().and_then(|f| f.user.clone())
+            && user != self.device.user()
+            && self.groups.contains_key(channel)
+            && self.roster(channel).iter().all(|m| m.user != user)
+        {
+            if self.auto_add {
+                self.to_add
+                    .entry(channel.clone())
+                    .or_default()
+                    .insert(user.clone());
+            }
+            self.events.push_back(MlsEvent::Admitted {
+                channel: channel.clone(),
+                user,
+            });
+            return;
+        }
+        let Event::Publication {
+            channel,
+            publication,
+            ..
+        } = &event
+        else {
+            if let Event::Removed {
+                channel,
+                reason: LeaveReason::Kicked | LeaveReason::Banned,
+            } = &event
+            {
+                // Out of the channel: its group's next commit removes this
+                // device; nothing more arrives for it here.
+                self.groups.remove(channel);
+            }
+            self.events.push_back(MlsEvent::Other(event));
+            return;
+        };
+        let data = publication.data.as_ref().map(Payload::to_value);
+        let kind = data.as_ref().and_then(|d| d["e2e"].as_str());
+        let channel = channel.clone();
+        let unreadable = |error: String| MlsEvent::Unreadable {
+            channel: channel.clone(),
+            error,
+        };
+        let events = match (kind, data.as_ref()) {
+            (Some(MESSAGE_KIND), Some(data)) => vec![self.message(&channel, data)],
+            (Some(COMMIT_KIND), Some(data)) => self.commit(&channel, data),
+            (Some(PROPOSAL_KIND), Some(data)) => self.proposal(&channel, data),
+            _ => vec![Ok(MlsEvent::Other(event))],
+        };
+        for event in events {
+            self.events.push_back(match event {
+                Ok(event) => event,
+                Err(error) => unreadable(error.to_string()),
+            });
+        }
+    }
+
+    fn message(&mut self, channel: &str, data: &Value) -> Result<MlsEvent, MlsClientError> {
+        let bytes = data_of(data, "message")?;
+        match self.group(channel)?.receive(&bytes)? {
+            Received::Message { from, data } => Ok(MlsEvent::Message {
+                channel: channel.to_owned(),
+                from,
+                data,
+            }),
+            Received::Own => Ok(MlsEvent::Sent {
+                channel: channel.to_owned(),
+            }),
+            other => Err(MlsClientError::Malformed(format!(
+                "a message that is {other:?}"
+            ))),
+        }
+    }
+
+    fn commit(&mut self, channel: &str, data: &Value) -> Vec<Result<MlsEvent, MlsClientError>> {
+        let made_in = data["epoch"].as_u64();
+        let Some(group) = self.groups.get_mut(channel) else {
+            // Not in the group yet: the commit may carry this device's
+            // Welcome.
+            if data.get("welcome").is_none_or(Value::is_null) {
+                return Vec::new();
+            }
+            let joined = data_of(data, "welcome")
+                .and_then(|welcome| self.device.join(&welcome).map_err(MlsClientError::from));
+            return match joined {
+                Ok(group) => {
+                    let epoch = group.epoch();
+                    self.groups.insert(channel.to_owned(), group);
+                    vec![Ok(MlsEvent::Joined {
+                        channel: channel.to_owned(),
+                        epoch,
+                    })]
+                }
+                // A Welcome for other devices.
+                Err(MlsClientError::Mls(MlsError::Mls(
+                    mls_rs::error::MlsError::WelcomeKeyPackageNotFound,
+                ))) => Vec::new(),
+                // One that does not open at all: said, not dropped.
+                Err(error) => vec![Err(error)],
+            };
+        };
+        if made_in != Some(group.epoch()) {
+            // This device's own commit (already applied), or one it has.
+            return Vec::new();
+        }
+        let applied = data_of(data, "commit").and_then(|commit| Ok(group.receive(&commit)?));
+        match applied {
+            Ok(Received::Commit {
+                removed_me: true, ..
+            }) => {
+                self.groups.remove(channel);
+                vec![Ok(MlsEvent::Removed {
+                    channel: channel.to_owned(),
+                })]
+            }
+            Ok(Received::Commit {
+                epoch,
+                added,
+                removed,
+                ..
+            }) => vec![Ok(MlsEvent::Epoch {
+                channel: channel.to_owned(),
+                epoch,
+                added,
+                removed,
+            })],
+            Ok(other) => vec![Err(MlsClientError::Malformed(format!(
+                "a commit that is {other:?}"
+            )))],
+            Err(error) => vec![Err(error)],
+        }
+    }
+
+    fn proposal(&mut self, channel: &str, data: &Value) -> Vec<Result<MlsEvent, MlsClientError>> {
+        let Some(group) = self.groups.get_mut(channel) else {
+            return Vec::new();
+        };
+        if data["epoch"].as_u64() != Some(group.epoch()) {
+            // For an epoch gone: the server proposes again if it must.
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        for proposal in data["proposals"].as_array().into_iter().flatten() {
+            let taken = proposal
+                .as_str()
+                .ok_or_else(|| MlsClientError::Malformed("a proposal".into()))
+                .and_then(|p| {
+                    BASE64
+                        .decode(p)
+                        .map_err(|e| MlsClientError::Malformed(e.to_string()))
+                })
+                .and_then(|p| Ok(group.receive(&p)?));
+            if let Err(error) = taken {
+                events.push(Err(error));
+            }
+        }
+        if events.is_empty() {
+            events.push(Ok(MlsEvent::RemovalProposed {
+                channel: channel.to_owned(),
+                user: data["user"].as_str().unwrap_or_default().to_owned(),
+            }));
+        }
+        events
+    }
+}
