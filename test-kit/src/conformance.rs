@@ -38,6 +38,8 @@ pub const CHECKS: &[&str] = &[
     "history_keeps_to_the_channels_byte_budget",
     "history_keeps_offsets_size_ttl_and_epochs",
     "a_key_publishes_once_even_when_retries_race",
+    "commits_are_published_one_per_group_epoch",
+    "key_packages_are_handed_out_once",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling
@@ -46,7 +48,7 @@ pub const CHECKS: &[&str] = &[
 #[macro_export]
 macro_rules! backend_conformance {
     ($name:expr, $fresh:expr) => {
-        $crate::backend_conformance!(@checks $name, $fresh, a_user_creates_at_most_its_share_of_channels, joins_are_checked_against_existence_capacity_and_bans, every_backend_admits_by_the_one_set_of_rules, roles_rosters_kicks_expiry_and_deletion, history_keeps_to_the_channels_byte_budget, history_keeps_offsets_size_ttl_and_epochs, a_key_publishes_once_even_when_retries_race);
+        $crate::backend_conformance!(@checks $name, $fresh, a_user_creates_at_most_its_share_of_channels, joins_are_checked_against_existence_capacity_and_bans, every_backend_admits_by_the_one_set_of_rules, roles_rosters_kicks_expiry_and_deletion, history_keeps_to_the_channels_byte_budget, history_keeps_offsets_size_ttl_and_epochs, a_key_publishes_once_even_when_retries_race, commits_are_published_one_per_group_epoch, key_packages_are_handed_out_once);
     };
     (@checks $name:expr, $fresh:expr, $($check:ident),*) => {
         $(
@@ -96,6 +98,15 @@ pub fn member(session: u64, user: &str) -> Member {
         user: Some(user.to_owned()),
         info: None,
         role: ChannelRole::PARTICIPANT,
+    }
+}
+
+/// History of `size` publications kept five minutes, 1 MiB at most.
+pub fn kept(size: u32) -> HistorySpec {
+    HistorySpec {
+        size,
+        ttl: Duration::from_secs(300),
+        max_bytes: 1 << 20,
     }
 }
 
@@ -434,11 +445,7 @@ pub async fn history_keeps_offsets_size_ttl_and_epochs(name: &str, backends: &Ba
     let empty = broker.history("log", None, 100).await.unwrap();
     let start = empty.top.unwrap();
     assert_eq!(start.offset, 0, "{name}");
-    let spec = HistorySpec {
-        size: 3,
-        ttl: Duration::from_secs(300),
-        max_bytes: 1 << 20,
-    };
+    let spec = kept(3);
     let mut positions = Vec::new();
     for n in 1..=5 {
         let position = broker.publish("log", message(n), Some(spec)).await.unwrap();
@@ -568,11 +575,7 @@ pub async fn a_key_publishes_once_even_when_retries_race(name: &str, backends: &
             .unwrap();
     }
     let broker = &backends.broker;
-    let spec = HistorySpec {
-        size: 100,
-        ttl: Duration::from_secs(300),
-        max_bytes: 1 << 20,
-    };
+    let spec = kept(100);
     let first = broker
         .publish_once("log", message(1), spec, "al:k1")
         .await
@@ -626,4 +629,219 @@ pub async fn a_key_publishes_once_even_when_retries_race(name: &str, backends: &
         .map(|p| p.data.as_ref().unwrap().as_str().to_owned())
         .collect();
     assert_eq!(kept, [r#"{"n":1}"#, r#"{"n":2}"#], "{name}");
+}
+
+/// ROBUSTNESS 130: an end-to-end group's commits are totally ordered: the
+/// broker publishes a commit only for the channel's current group epoch
+/// and moves the epoch on in the same step, so of commits racing for one
+/// epoch exactly one is published and the others are `conflict`; other
+/// publications leave the epoch alone; a channel made anew starts at 0.
+pub async fn commits_are_published_one_per_group_epoch(name: &str, backends: &Backends) {
+    for channel in ["group", "other"] {
+        backends
+            .store
+            .create(channel, options(10, 100), member(1, "al"), TTL, LIMITS)
+            .await
+            .unwrap();
+    }
+    let broker = &backends.broker;
+    let spec = kept(100);
+    let conflict = |result: Result<Position, ws_channels::ChannelError>| {
+        let error = match result {
+            Ok(position) => {
+                panic!("{name}: a commit for another epoch was published at {position:?}")
+            }
+            Err(error) => error,
+        };
+        assert_eq!(error.code, ErrorCode::Conflict, "{name}: {error}");
+        error.message
+    };
+    // A new channel's group is at epoch 0.
+    let early = conflict(
+        broker
+            .publish_commit("group", message(1), spec, 1, None)
+            .await,
+    );
+    assert!(early.contains("epoch 0"), "{name}: {early}");
+    let first = broker
+        .publish_commit("group", message(1), spec, 0, Some("info-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.group_info("group").await.unwrap(),
+        Some((1, "info-1".to_owned())),
+        "{name}: the GroupInfo of the epoch the commit starts"
+    );
+    assert_eq!(first.offset, 1, "{name}");
+    // Other publications leave the group where it is.
+    broker
+        .publish("group", message(2), Some(spec))
+        .await
+        .unwrap();
+    let stale = conflict(
+        broker
+            .publish_commit("group", message(3), spec, 0, Some("stale"))
+            .await,
+    );
+    assert!(stale.contains("epoch 1"), "{name}: {stale}");
+
+    let tries: Vec<_> = (0..8)
+        .map(|n| {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                broker
+                    .publish_commit("group", message(10 + n), spec, 1, Some("info-2"))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(position) => won.push(position),
+            Err(e) => assert_eq!(e.code, ErrorCode::Conflict, "{name}: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{name}: one commit for epoch 1, not {won:?}");
+    assert_eq!(won[0].offset, 3, "{name}");
+    assert_eq!(
+        broker.group_info("group").await.unwrap(),
+        Some((2, "info-2".to_owned())),
+        "{name}: a refused commit keeps nothing"
+    );
+    // Per channel.
+    broker
+        .publish_commit("other", message(4), spec, 0, None)
+        .await
+        .unwrap();
+    let start = Position {
+        offset: 0,
+        epoch: first.epoch.clone(),
+    };
+    let page = broker.history("group", Some(start), 100).await.unwrap();
+    assert_eq!(page.publications.len(), 3, "{name}: {page:?}");
+
+    // A channel made anew has a new group.
+    backends.store.delete("group").await.unwrap();
+    broker.remove_history("group").await.unwrap();
+    backends
+        .store
+        .create("group", options(10, 100), member(1, "al"), TTL, LIMITS)
+        .await
+        .unwrap();
+    assert_eq!(broker.group_info("group").await.unwrap(), None, "{name}");
+    conflict(
+        broker
+            .publish_commit("group", message(5), spec, 2, None)
+            .await,
+    );
+    broker
+        .publish_commit("group", message(5), spec, 0, Some("anew"))
+        .await
+        .unwrap();
+    assert_eq!(
+        broker.group_info("group").await.unwrap(),
+        Some((1, "anew".to_owned())),
+        "{name}"
+    );
+}
+
+/// ROBUSTNESS 134: the key package directory hands each one-time package
+/// out once, however many members claim at the same time, then the
+/// device's last-resort package; uploads past the limits store nothing;
+/// users are kept apart.
+pub async fn key_packages_are_handed_out_once(name: &str, backends: &Backends) {
+    use ws_channels::backend::{KeyPackageLimits, KeyPackageUpload, StoredKeyPackage};
+    let keys = &backends.keys;
+    let limits = KeyPackageLimits {
+        per_device: 5,
+        devices: 2,
+    };
+    let expires = ws_channels::backend::key_packages::unix_now() + 3600;
+    let upload = |device: &str, names: &[&str], last: Option<&str>| KeyPackageUpload {
+        device: device.to_owned(),
+        one_time: names
+            .iter()
+            .map(|n| StoredKeyPackage {
+                package: (*n).to_owned(),
+                expires,
+            })
+            .collect(),
+        last_resort: last.map(|n| StoredKeyPackage {
+            package: n.to_owned(),
+            expires,
+        }),
+    };
+    keys.upload_key_packages(
+        "bo",
+        upload("phone", &["p1", "p2", "p3"], Some("p-last")),
+        limits,
+    )
+    .await
+    .unwrap();
+    let counts = keys
+        .upload_key_packages("bo", upload("laptop", &["l1"], None), limits)
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 2, "{name}: {counts:?}");
+    let refused = keys
+        .upload_key_packages("bo", upload("tablet", &["t1"], None), limits)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Limit, "{name}: {refused}");
+    let refused = keys
+        .upload_key_packages("bo", upload("phone", &["p4", "p5", "p6"], None), limits)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Limit, "{name}: {refused}");
+    keys.upload_key_packages("cy", upload("phone", &["c1"], None), limits)
+        .await
+        .unwrap();
+
+    let claims: Vec<_> = (0..8)
+        .map(|_| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.claim_key_packages("bo").await.unwrap() })
+        })
+        .collect();
+    let mut handed = Vec::new();
+    for claim in claims {
+        handed.extend(claim.await.unwrap());
+    }
+    let one_time: Vec<_> = handed
+        .iter()
+        .filter(|c| !c.last_resort)
+        .map(|c| c.key_package.clone())
+        .collect();
+    let mut sorted = one_time.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["l1", "p1", "p2", "p3"],
+        "{name}: each once: {handed:?}"
+    );
+    assert!(
+        handed
+            .iter()
+            .filter(|c| c.last_resort)
+            .all(|c| c.key_package == "p-last" && c.device == "phone"),
+        "{name}: {handed:?}"
+    );
+    assert_eq!(
+        handed.len(),
+        4 + (8 - 3),
+        "{name}: the phone's last resort after its three"
+    );
+    // cy's are cy's.
+    let cy = keys.claim_key_packages("cy").await.unwrap();
+    assert_eq!(cy.len(), 1, "{name}");
+    assert_eq!(cy[0].key_package, "c1", "{name}");
+    assert!(
+        keys.claim_key_packages("cy").await.unwrap().is_empty(),
+        "{name}"
+    );
+    assert!(
+        keys.claim_key_packages("nobody").await.unwrap().is_empty(),
+        "{name}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The conformance suite fails a backend that breaks the contract: here a
 //! broker that forgets idempotency keys (every `publish_once` publishes
-//! anew), as a hasty third-party backend might.
+//! anew) and group epochs (every commit is published), as a hasty
+//! third-party backend might.
 
 use std::sync::Arc;
 
@@ -57,6 +58,27 @@ impl Broker for ForgetsKeys {
         })
     }
 
+    fn publish_commit<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: HistorySpec,
+        _epoch: u64,
+        _group_info: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Position, ChannelError>> {
+        Box::pin(async move {
+            let position = self.0.publish(channel, publication, Some(history)).await?;
+            Ok(position.expect("published with history"))
+        })
+    }
+
+    fn group_info<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(u64, String)>, ChannelError>> {
+        self.0.group_info(channel)
+    }
+
     fn history<'a>(
         &'a self,
         channel: &'a str,
@@ -94,4 +116,20 @@ async fn the_same_check_passes_on_the_broker_it_wraps() {
     let backends = Backends::memory(MemoryBackend::new());
     ws_test_kit::conformance::a_key_publishes_once_even_when_retries_race("memory", &backends)
         .await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "forgetful")]
+async fn a_broker_that_ignores_group_epochs_fails_the_suite() {
+    let memory = Arc::new(MemoryBackend::new());
+    let mut backends = Backends::memory(memory.clone());
+    backends.broker = Arc::new(ForgetsKeys(memory));
+    ws_test_kit::conformance::commits_are_published_one_per_group_epoch("forgetful", &backends)
+        .await;
+}
+
+#[tokio::test]
+async fn the_commit_check_passes_on_the_broker_it_wraps() {
+    let backends = Backends::memory(MemoryBackend::new());
+    ws_test_kit::conformance::commits_are_published_one_per_group_epoch("memory", &backends).await;
 }

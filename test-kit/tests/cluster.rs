@@ -33,6 +33,8 @@ struct NodeOptions {
     presence_ttl_ms: u64,
     heartbeat_ms: u64,
     command_timeout_ms: u64,
+    /// `disconnect` or `mark_lost`.
+    slow_subscriber: &'static str,
 }
 
 impl Default for NodeOptions {
@@ -41,6 +43,7 @@ impl Default for NodeOptions {
             presence_ttl_ms: 60_000,
             heartbeat_ms: 500,
             command_timeout_ms: 5_000,
+            slow_subscriber: "disconnect",
         }
     }
 }
@@ -55,6 +58,7 @@ impl Node {
                 "--command-timeout-ms",
                 &options.command_timeout_ms.to_string(),
             ])
+            .args(["--slow-subscriber", options.slow_subscriber])
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -192,13 +196,30 @@ impl Client {
 
     /// Every message that arrives within `quiet`.
     async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        self.drain_after(&tokio::sync::watch::channel(true).1, quiet)
+            .await
+    }
+
+    /// Every message until `stop` holds `true` and then `quiet` passes
+    /// with none. A connection that ends meanwhile ends the log with
+    /// `{"type": "closed"}`, so a check sees it rather than a short log.
+    async fn drain_after(
+        &mut self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+        quiet: Duration,
+    ) -> Vec<Value> {
         let mut out: Vec<Value> = self.events.drain(..).collect();
-        while let Ok(Some(Ok(event))) =
-            tokio::time::timeout(quiet, self.inner.next_event_envelope()).await
-        {
-            out.push(serde_json::to_value(event).unwrap());
+        loop {
+            match tokio::time::timeout(quiet, self.inner.next_event_envelope()).await {
+                Ok(Some(Ok(event))) => out.push(serde_json::to_value(event).unwrap()),
+                Ok(_) => {
+                    out.push(json!({"type": "closed", "detail": self.closed()}));
+                    return out;
+                }
+                Err(_) if *stop.borrow() => return out,
+                Err(_) => {}
+            }
         }
-        out
     }
 
     /// This session's id, from a presence listing.
@@ -504,6 +525,8 @@ async fn a_stalled_node_wipes_no_presence(kind: Kind) {
 /// place. How many it received and how many `lost` events it got.
 fn nothing_lost_silently(who: &str, log: &[Value], newest: u64) -> (usize, usize) {
     let (mut last, mut told, mut received, mut losts) = (None::<u64>, false, 0, 0);
+    let closed = log.iter().find(|e| e["type"] == "closed");
+    assert!(closed.is_none(), "{who}: {closed:?}");
     for event in log.iter().filter(|e| e["channel"] == "room") {
         match event["action"].as_str() {
             Some("lost") => {
@@ -546,8 +569,12 @@ async fn a_slow_consumer_cut_loses_nothing_silently(kind: Kind) {
     }
     let broker = cutting_broker(kind);
     let prefix = unique_prefix("slow");
+    // What the stalled node receives when it goes on, it hands out as fast
+    // as it can: a subscriber that cannot take it all at once is told
+    // `lost` (and could recover with `since`) rather than closed.
     let options = NodeOptions {
         heartbeat_ms: 300,
+        slow_subscriber: "mark_lost",
         ..NodeOptions::default()
     };
     let [a, b, c] = Node::start_three(&broker.url(), &prefix, &options).await;
@@ -555,11 +582,21 @@ async fn a_slow_consumer_cut_loses_nothing_silently(kind: Kind) {
     let mut bob = Client::connect(&b, "bob").await;
     ann.ok("room", "create", json!({"history_size": 300})).await;
     bob.ok("room", "join", json!({})).await;
+    // The subscribers read all the while, as live ones do: the node is
+    // the slow consumer here, not its clients (one that stops reading is
+    // closed with 4008, rightly).
+    let (published_tx, published_rx) = tokio::sync::watch::channel(false);
     let mut subscribers = Vec::new();
     for user in ["cid", "dee"] {
         let mut client = Client::connect(&c, user).await;
         client.ok("room", "join", json!({})).await;
-        subscribers.push(client);
+        let published = published_rx.clone();
+        subscribers.push((
+            user,
+            tokio::spawn(
+                async move { client.drain_after(&published, Duration::from_secs(2)).await },
+            ),
+        ));
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -593,11 +630,12 @@ async fn a_slow_consumer_cut_loses_nothing_silently(kind: Kind) {
     for publisher in publishers {
         newest = newest.max(publisher.await.unwrap());
     }
+    published_tx.send(true).unwrap();
     // A position check (every presence TTL / 3: 20 s here) is not waited
     // for: every publication after the stall came through, revealing any
     // gap before it.
-    for (user, mut client) in ["cid", "dee"].into_iter().zip(subscribers) {
-        let log = client.drain(Duration::from_secs(2)).await;
+    for (user, subscriber) in subscribers {
+        let log = subscriber.await.unwrap();
         let (received, losts) = nothing_lost_silently(&format!("{kind:?} {user}"), &log, newest);
         eprintln!("{kind:?} {user}: {received} of {newest} received, {losts} lost events");
     }
@@ -1153,68 +1191,64 @@ async fn broker_contents<F: Future<Output = ()>>(
 }
 
 async fn e2e_channels_leave_only_ciphertext_in_the_broker(kind: Kind) {
-    use ws_crypto::KeyPair;
-    use ws_crypto::client::{E2eClient, E2eEvent};
+    use ws_crypto::mls::{Device, MlsClient, MlsEvent};
     let Some(url) = service(kind) else { return };
     let prefix = unique_prefix("e2e");
     let [a, b, _c] = Node::start_three(&url, &prefix, &NodeOptions::default()).await;
     let connect = |node: &Node, user: &str| {
         let url = format!("ws://{}/channels?user={user}", node.addr);
+        let user = user.to_owned();
         async move {
             let (socket, _) = ws_tokio::connect(url.as_str()).await.unwrap();
-            E2eClient::new(socket, KeyPair::generate())
+            MlsClient::new(ChannelsClient::new(socket), Device::new(&user).unwrap())
         }
     };
-    let mut ann = connect(&a, "ann").await;
+    let mut ann = connect(&a, "ann").await.with_auto_add(true);
     let mut bob = connect(&b, "bob").await;
-    async fn until_message(client: &mut E2eClient) -> Vec<u8> {
+    async fn until(client: &mut MlsClient, mut pick: impl FnMut(&MlsEvent) -> bool) -> MlsEvent {
         loop {
             let event = tokio::time::timeout(WAIT, client.next_event())
                 .await
                 .unwrap()
                 .unwrap()
                 .unwrap();
-            match event {
-                E2eEvent::Message { plaintext, .. } => return plaintext,
-                E2eEvent::Refused { error, .. } => panic!("{error}"),
-                _ => {}
+            if let MlsEvent::Unreadable { error, .. } = &event {
+                panic!("{error}");
+            }
+            if pick(&event) {
+                return event;
             }
         }
     }
+    fn text(event: MlsEvent) -> Vec<u8> {
+        match event {
+            MlsEvent::Message { data, .. } => data,
+            other => panic!("{other:?}"),
+        }
+    }
+    let is_message = |event: &MlsEvent| matches!(event, MlsEvent::Message { .. });
     let seen = broker_contents(kind, &url, &prefix, async {
+        // Bob's key packages go to the directory through node b; ann's
+        // client on node a claims them when bob's join reaches it.
+        bob.publish_key_packages(2).await.unwrap();
         ann.create("room", 100).await.unwrap();
         bob.join("room").await.unwrap();
-        // Ann's client hands over the key when Bob's join reaches her node.
-        loop {
-            match tokio::time::timeout(WAIT, ann.next_event())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap()
-            {
-                E2eEvent::Joined { granted, .. } => break assert!(granted),
-                E2eEvent::Other(_) => {}
-                other => panic!("{other:?}"),
-            }
-        }
-        ann.publish("room", b"the vault code is 4711")
-            .await
-            .unwrap();
-        loop {
-            match tokio::time::timeout(WAIT, bob.next_event())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap()
-            {
-                E2eEvent::Keys { .. } => break,
-                E2eEvent::Refused { .. } | E2eEvent::Other(_) => {}
-                other => panic!("{other:?}"),
-            }
-        }
-        bob.publish("room", b"noted: the vault code").await.unwrap();
-        assert_eq!(until_message(&mut ann).await, b"the vault code is 4711");
-        assert_eq!(until_message(&mut ann).await, b"noted: the vault code");
+        until(
+            &mut ann,
+            |e| matches!(e, MlsEvent::Epoch { added, .. } if added == &["bob"]),
+        )
+        .await;
+        until(&mut bob, |e| matches!(e, MlsEvent::Joined { .. })).await;
+        ann.send("room", b"the vault code is 4711").await.unwrap();
+        assert_eq!(
+            text(until(&mut bob, is_message).await),
+            b"the vault code is 4711"
+        );
+        bob.send("room", b"noted: the vault code").await.unwrap();
+        assert_eq!(
+            text(until(&mut ann, is_message).await),
+            b"noted: the vault code"
+        );
     })
     .await;
     assert!(
@@ -1236,20 +1270,17 @@ async fn e2e_channels_leave_only_ciphertext_in_the_broker(kind: Kind) {
     }
 }
 
-/// The decoded `ct` fields in `text` (JSON, possibly escaped again).
+/// The decoded `message` fields of MLS envelopes in `text` (JSON, possibly
+/// escaped again).
 fn ciphertexts(text: &str) -> Vec<Vec<u8>> {
     use base64::Engine;
-    let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    text.match_indices("ct")
+    let alphabet = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    text.match_indices("\"message")
         .filter_map(|(at, _)| {
-            let rest = text[at + 2..].trim_start_matches(['"', '\\', ':', ' ']);
+            let rest = text[at + 8..].trim_start_matches(['"', '\\', ':', ' ']);
             let run: String = rest.chars().take_while(|&c| alphabet(c)).collect();
             (run.len() >= 22)
-                .then(|| {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(run)
-                        .ok()
-                })
+                .then(|| base64::engine::general_purpose::STANDARD.decode(run).ok())
                 .flatten()
         })
         .collect()

@@ -1,19 +1,26 @@
-//! The three backends a node uses, chosen by URL or given, and how each
+//! The backends a node uses, chosen by URL or given, and how each
 //! [`Operation`] is carried out on them (some take several steps).
 
 use std::sync::Arc;
 
 use crate::backend::{
-    Broker, ChannelStore, ClusterKey, Controller, MemoryBackend, Published, REQUEST_WAIT, Sink,
+    Broker, ChannelStore, ClusterKey, Controller, KeyPackageDirectory, MemoryBackend, Published,
+    REQUEST_WAIT, Sink,
 };
 #[cfg(feature = "nats")]
 use crate::backend::{NatsBackend, NatsConfig};
 #[cfg(feature = "redis")]
 use crate::backend::{RedisBackend, RedisConfig};
+use crate::e2e::GroupReader;
 use crate::operation::{OpResult, Operation};
 use crate::types::{ChannelError, ControlMessage, NodeId, Target};
 
-/// The three backends a node uses.
+/// Members read to tell whether a user is away from an encrypted channel;
+/// in a larger channel the server does not propose removals for absence.
+const MAX_AWAY_CHECK: usize = 100_000;
+
+/// The backends a node uses: broker, channel store, controller and key
+/// package directory.
 #[derive(Clone)]
 pub struct Backends {
     /// Publications and history.
@@ -24,6 +31,11 @@ pub struct Backends {
     pub store: Arc<dyn ChannelStore>,
     /// Kicks, bans, role changes and disconnects for every node.
     pub controller: Arc<dyn Controller>,
+    /// Users' key packages for end-to-end groups.
+    pub keys: Arc<dyn KeyPackageDirectory>,
+    /// Proposes removals from encrypted channels' groups
+    /// ([`with_group_reader`](Self::with_group_reader)).
+    group_reader: Option<Arc<dyn GroupReader>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -33,7 +45,7 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
-    /// All three in one [`MemoryBackend`]: one node, or several nodes in
+    /// All of them in one [`MemoryBackend`]: one node, or several nodes in
     /// one process. Give an `Arc` to keep a handle on it (to read
     /// [`MemoryBackend::history_bytes`], say).
     pub fn memory(memory: impl Into<Arc<MemoryBackend>>) -> Self {
@@ -41,19 +53,34 @@ impl Backends {
         Self {
             broker: memory.clone(),
             store: memory.clone(),
-            controller: memory,
+            controller: memory.clone(),
+            keys: memory,
+            group_reader: None,
         }
     }
 
-    /// One value that is all three: a cluster backend such as
+    /// One value that is all of them: a cluster backend such as
     /// `RedisBackend` or `NatsBackend`.
-    pub fn shared<T: Broker + ChannelStore + Controller>(backend: T) -> Self {
+    pub fn shared<T: Broker + ChannelStore + Controller + KeyPackageDirectory>(backend: T) -> Self {
         let backend = Arc::new(backend);
         Self {
             broker: backend.clone(),
             store: backend.clone(),
-            controller: backend,
+            controller: backend.clone(),
+            keys: backend,
+            group_reader: None,
         }
+    }
+
+    /// After a user is kicked or banned from an encrypted channel, the
+    /// server proposes the removal of its devices from the channel's group
+    /// with `reader` ([`GroupReader::propose_remove`]), from the newest
+    /// GroupInfo a commit came with, and publishes the proposals to the
+    /// channel for the next member who commits. [`Channels`](crate::Channels)
+    /// sets the one in [`ChannelsConfig::group_reader`](crate::ChannelsConfig::group_reader).
+    pub fn with_group_reader(mut self, reader: Arc<dyn GroupReader>) -> Self {
+        self.group_reader = Some(reader);
+        self
     }
 
     /// The backend a URL names: `memory` (one node; the default),
@@ -171,6 +198,21 @@ impl Backends {
                         duplicate: false,
                     }),
             }),
+            Operation::Commit {
+                channel,
+                publication,
+                history,
+                epoch,
+                group_info,
+            } => OpResult::Published(
+                self.broker
+                    .publish_commit(&channel, publication, history, epoch, group_info.as_deref())
+                    .await
+                    .map(|position| Published {
+                        position: Some(position),
+                        duplicate: false,
+                    }),
+            ),
             Operation::History {
                 channel,
                 since,
@@ -188,6 +230,9 @@ impl Backends {
                 // lost it) is still removed where it is.
                 let result = match self.store.kick(&channel, &target).await {
                     Ok(listed) => {
+                        if let Target::User(user) = &target {
+                            self.propose_removal(&channel, user).await;
+                        }
                         let removal = ControlMessage::Remove {
                             channel,
                             target,
@@ -210,6 +255,7 @@ impl Backends {
             } => {
                 let result = match self.store.ban(&channel, &user, duration).await {
                     Ok(()) => {
+                        self.propose_removal(&channel, &user).await;
                         self.controller
                             .broadcast(ControlMessage::Remove {
                                 channel,
@@ -217,6 +263,32 @@ impl Backends {
                                 reason: crate::types::Removal::Banned,
                             })
                             .await
+                    }
+                    Err(e) => Err(e),
+                };
+                OpResult::Done(result)
+            }
+            Operation::RemoveFromGroupIfAway { channel, user } => {
+                let result = match self.store.members(&channel, MAX_AWAY_CHECK).await {
+                    // A roster cut short cannot say the user is away.
+                    Ok(roster) if roster.total > roster.members.len() => {
+                        tracing::warn!(
+                            channel,
+                            user,
+                            members = roster.total,
+                            "too many members to tell whether a user is away: no removal proposed"
+                        );
+                        Ok(())
+                    }
+                    Ok(roster) => {
+                        let present = roster
+                            .members
+                            .iter()
+                            .any(|m| m.user.as_deref() == Some(user.as_str()));
+                        if !present {
+                            self.propose_removal(&channel, &user).await;
+                        }
+                        Ok(())
                     }
                     Err(e) => Err(e),
                 };
@@ -257,9 +329,78 @@ impl Backends {
                 }
                 OpResult::Done(result)
             }
+            Operation::UploadKeyPackages {
+                user,
+                upload,
+                limits,
+            } => OpResult::KeyPackages(self.keys.upload_key_packages(&user, upload, limits).await),
+            Operation::ClaimKeyPackages { user } => {
+                OpResult::Claimed(self.keys.claim_key_packages(&user).await)
+            }
             Operation::Refresh { entries, ttl } => {
                 OpResult::Done(self.store.refresh(node, &entries, ttl).await)
             }
+        }
+    }
+}
+
+impl Backends {
+    /// Proposes the removal of `user`'s devices from `channel`'s group and
+    /// publishes the proposals there, as the server: `{"e2e": "proposal",
+    /// "epoch": E, "user": ..., "proposals": [...]}`. Best effort after the
+    /// kick or ban itself, which stands either way: a channel without a
+    /// group (or whose commits came without GroupInfo), a user with no
+    /// device in it, or a failure (logged) proposes nothing.
+    async fn propose_removal(&self, channel: &str, user: &str) {
+        let Some(reader) = &self.group_reader else {
+            return;
+        };
+        let result = async {
+            let Some(summary) = self.store.channel(channel).await? else {
+                return Ok(());
+            };
+            let Some(history) = summary
+                .options
+                .history()
+                .filter(|_| summary.options.encrypted)
+            else {
+                return Ok(());
+            };
+            let Some((_, group_info)) = self.broker.group_info(channel).await? else {
+                return Ok(());
+            };
+            use base64::Engine as _;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let info = engine.decode(&group_info).map_err(|e| {
+                ChannelError::new(crate::ErrorCode::Internal, format!("a kept GroupInfo: {e}"))
+            })?;
+            let Some(proposed) = reader
+                .propose_remove(&info, user)
+                .map_err(|e| ChannelError::new(crate::ErrorCode::Internal, e))?
+            else {
+                return Ok(());
+            };
+            let proposals: Vec<String> = proposed
+                .proposals
+                .iter()
+                .map(|p| engine.encode(p))
+                .collect();
+            let data = serde_json::json!({
+                "e2e": crate::e2e::PROPOSAL_KIND,
+                "epoch": proposed.epoch,
+                "user": user,
+                "proposals": proposals,
+            });
+            let publication =
+                crate::types::Publication::message(None, crate::types::Payload::new(&data));
+            self.broker
+                .publish(channel, publication, Some(history))
+                .await
+                .map(drop)
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(channel, %error, "could not propose a removal from the channel's group");
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::e2e::GroupReader;
 use crate::types::{ChannelOptions, ChannelRole, DEFAULT_HISTORY_BYTES, duration_secs};
 
 /// Close codes a channels server sends, in the range RFC 6455 leaves to
@@ -125,6 +126,28 @@ pub struct ChannelsConfig {
     /// and recover. Default 5 minutes.
     #[serde(with = "duration_secs")]
     pub channel_linger: Duration,
+    /// How long a user may be away from an encrypted channel (no session
+    /// of theirs in it on this node since their last one here left or
+    /// disconnected, and none in its presence anywhere) before the server
+    /// proposes their removal from the channel's end-to-end group, as it
+    /// does for a kick or a ban: membership follows the channel. Checked
+    /// at the first presence refresh past it; not in channels of more
+    /// than 100,000 members (logged). Zero: never (removals by kick and
+    /// ban only). Default 1 hour.
+    #[serde(with = "duration_secs")]
+    pub group_member_linger: Duration,
+    /// Bytes of publications (as [`Publication::weight`](crate::Publication::weight)
+    /// counts them) a node hands its members at once when it fills a gap
+    /// in a channel's stream from history (after a broker cut it off, say),
+    /// with what waited behind the gap. A longer gap is handed out up to
+    /// this much, then each member gets a `lost` event with the last
+    /// position it has and recovers the rest with `since` in its own
+    /// join reply. The fill is the node's burst, not the member's doing:
+    /// kept below the send queue (1 MiB by default), it never closes a
+    /// member that reads as fast as the network allows as slow. The first
+    /// publication goes whatever its size, so a gap always moves on (zero:
+    /// one publication, then `lost`). Default 256 KiB.
+    pub max_gap_fill_bytes: usize,
     /// Publications buffered for a session while its recovery is read;
     /// past it the session is marked as having lost messages. Default 1,000.
     pub max_recovery_buffer: usize,
@@ -140,6 +163,24 @@ pub struct ChannelsConfig {
     /// Topics sessions may subscribe to, and who may. Empty by default.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub topics: BTreeMap<String, TopicAccess>,
+    /// Size of a `commit` command's commit and Welcome together, in bytes
+    /// of base64: end-to-end group handshakes have their own budget,
+    /// larger than `max_payload` (a commit removing one of 1,000 MLS
+    /// members is about 83 KB, the Welcome adding one to them about
+    /// 177 KB). The connection's largest message must let it through too.
+    /// Default 1 MiB.
+    pub max_handshake: usize,
+    /// One-time key packages each device of a user keeps in the key
+    /// package directory (besides one last-resort package). Default 100.
+    pub max_key_packages_per_device: usize,
+    /// Devices per user with key packages in the directory. Default 10.
+    pub max_devices_per_user: usize,
+    /// Reads end-to-end groups' commits and key packages, so that
+    /// encrypted channels take `commit` (ordered by group epoch) and
+    /// `claim`, and users `key_packages` ([`crate::e2e`]). `None` by
+    /// default: the three are refused. Set in code only.
+    #[serde(skip)]
+    pub group_reader: Option<Arc<dyn GroupReader>>,
 }
 
 /// Who may subscribe to a server-event topic. Others get `forbidden`.
@@ -279,10 +320,16 @@ impl Default for ChannelsConfig {
             echo: true,
             slow_subscriber: SlowSubscriber::Disconnect,
             channel_linger: Duration::from_secs(300),
+            group_member_linger: Duration::from_secs(3600),
+            max_gap_fill_bytes: 256 * 1024,
             max_recovery_buffer: 1_000,
             roles: BTreeMap::new(),
             commands: BTreeMap::new(),
             topics: BTreeMap::new(),
+            max_handshake: 1 << 20,
+            max_key_packages_per_device: 100,
+            max_devices_per_user: 10,
+            group_reader: None,
         }
     }
 }
@@ -302,6 +349,9 @@ pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
     "close",
     "subscribe",
     "unsubscribe",
+    "commit",
+    "key_packages",
+    "claim",
 ];
 
 /// What participants may do without being given more.
@@ -383,6 +433,12 @@ impl ChannelsConfig {
         for (field, value) in [
             ("max_name_len", self.max_name_len),
             ("max_payload", self.max_payload),
+            ("max_handshake", self.max_handshake),
+            (
+                "max_key_packages_per_device",
+                self.max_key_packages_per_device,
+            ),
+            ("max_devices_per_user", self.max_devices_per_user),
             ("max_channels_per_user", self.max_channels_per_user),
             ("max_channels_per_session", self.max_channels_per_session),
         ] {

@@ -1,10 +1,17 @@
 //! The body of the `channels` fuzz target: arbitrary commands from
 //! arbitrary sessions on two nodes, with time passing, backend work held
 //! in flight, slow sessions, reconnects, and publications dropped, held
-//! or doubled on their way. No panic, the managers' invariants hold after every step,
-//! and when everyone has gone nothing is left behind.
+//! or doubled on their way. Encrypted channels' commands (`commit`,
+//! `key_packages`, `claim`) go through a reader of a toy framing, with
+//! bytes that are and are not commits and key packages, for any group,
+//! epoch and user. No panic, the managers' invariants hold after every
+//! step, and when everyone has gone nothing is left behind.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::config::{BUILTIN_COMMANDS, ChannelsConfig, SlowSubscriber, TopicAccess};
 use crate::sim::{Sim, Transit};
@@ -31,9 +38,13 @@ pub fn channels(data: &[u8]) {
         },
         ..ChannelsConfig::default()
     }
-    .role("mod", ["kick", "publish", "leave"])
+    .role("mod", ["kick", "publish", "leave", "commit"])
     .command("roll", ["participant"])
     .topic("t", TopicAccess::Everyone);
+    let config = ChannelsConfig {
+        group_reader: Some(Arc::new(crate::sim::ToyReader)),
+        ..config
+    };
     let mut sim = Sim::new(2, config);
     let mut open: Vec<(usize, SessionId)> = Vec::new();
     let mut next = 1u64;
@@ -111,7 +122,31 @@ pub fn channels(data: &[u8]) {
                         "max_participants": arg % 3 + 1,
                         "history_size": arg % 4,
                         "presence_events": arg & 1 == 1,
+                        "encrypted": arg & 2 == 2,
                     }),
+                    // A commit for either channel's group at a small epoch,
+                    // or bytes that are none; sometimes with a GroupInfo.
+                    "commit" => {
+                        let group = NAMES[usize::from(arg >> 6) % 2];
+                        let mut commit = vec![b'C', arg % 4];
+                        commit.extend_from_slice(group.as_bytes());
+                        if arg & 0x20 != 0 {
+                            commit[0] = b'?';
+                        }
+                        let mut data = serde_json::json!({ "commit": BASE64.encode(&commit) });
+                        if arg & 0x10 != 0 {
+                            data["group_info"] = BASE64.encode([b'G', arg % 4]).into();
+                        }
+                        data
+                    }
+                    "key_packages" => {
+                        let package = |n: u8| BASE64.encode([b'K', n % 3, n % 2]);
+                        serde_json::json!({
+                            "key_packages": (0..arg % 4).map(package).collect::<Vec<_>>(),
+                            "last_resort": package(arg),
+                        })
+                    }
+                    "claim" => serde_json::json!({"user": user}),
                     "join" if arg & 1 == 1 => {
                         serde_json::json!({"since": {"offset": arg >> 1, "epoch": "x"}})
                     }
@@ -124,8 +159,18 @@ pub fn channels(data: &[u8]) {
                         serde_json::json!({"user": user, "role": role})
                     }
                     "subscribe" => serde_json::json!({"filter": {"k": arg}}),
-                    "publish" => serde_json::json!({"n": arg}),
+                    "publish" => match arg % 4 {
+                        0 => serde_json::json!({"e2e": "mls", "message": "AA=="}),
+                        1 => serde_json::json!({"e2e": "commit", "epoch": arg}),
+                        2 => serde_json::json!({"e2e": "proposal", "epoch": arg}),
+                        _ => serde_json::json!({"n": arg}),
+                    },
                     _ => serde_json::json!({}),
+                };
+                let channel = if action == "key_packages" && arg & 1 == 0 {
+                    crate::protocol::KEYS_CHANNEL
+                } else {
+                    channel
                 };
                 let text = serde_json::json!({
                     "type": "command", "id": arg, "channel": channel, "action": action, "data": data,

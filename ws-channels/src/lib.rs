@@ -6,6 +6,7 @@ mod backends;
 #[cfg(feature = "service")]
 mod client;
 mod config;
+pub mod e2e;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -262,6 +262,11 @@ pub struct ChannelManager {
     pending: PendingOps,
     actions: VecDeque<Action>,
     next_refresh: Option<Instant>,
+    /// Users whose session here left an encrypted channel, by when
+    /// their removal from its group is due (`group_member_linger`), and
+    /// the same by channel and user (one entry each).
+    departures: BTreeSet<(Instant, String, String)>,
+    departed: HashMap<(String, String), Instant>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ChannelError {
@@ -284,6 +289,8 @@ impl ChannelManager {
             pending: PendingOps::default(),
             actions: VecDeque::new(),
             next_refresh: None,
+            departures: BTreeSet::new(),
+            departed: HashMap::new(),
         }
     }
 
@@ -303,9 +310,14 @@ impl ChannelManager {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next: the next
-    /// presence refresh, while there are sessions.
+    /// presence refresh while there are sessions, or an absent user's
+    /// removal from an encrypted channel's group.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_refresh
+        let departure = self.departures.first().map(|(at, ..)| *at);
+        match (self.next_refresh, departure) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A session opened as `user` (the subject its authenticator gave, a
@@ -360,11 +372,14 @@ impl ChannelManager {
     }
 
     /// A session's connection closed: it leaves every channel and topic.
-    pub fn handle_closed(&mut self, session: SessionId, _now: Instant) {
+    pub fn handle_closed(&mut self, session: SessionId, now: Instant) {
         let Some(state) = self.sessions.remove(&session) else {
             return;
         };
         for (channel, membership) in state.channels {
+            if self.is_encrypted(&channel) {
+                self.note_departure(state.user.as_deref(), &channel, now);
+            }
             self.drop_member(session, &channel);
             self.op(
                 Operation::Leave {

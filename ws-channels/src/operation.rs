@@ -8,14 +8,17 @@ use std::time::Duration;
 use serde_json::Value;
 
 // The traits each operation names in its docs.
-use crate::backend::{CreateLimits, Published};
+use crate::backend::{
+    ClaimedKeyPackage, CreateLimits, DeviceKeyPackages, KeyPackageLimits, KeyPackageUpload,
+    Published,
+};
 use crate::types::{
     ChannelError, ChannelOptions, ChannelRole, HistoryPage, HistorySpec, JoinGrant, Member,
     Position, Publication, Roster, SessionId, Target,
 };
 #[cfg(doc)]
 use crate::{
-    backend::{Broker, ChannelDirectory, Controller, Presence},
+    backend::{Broker, ChannelDirectory, Controller, KeyPackageDirectory, Presence},
     types::ControlMessage,
 };
 
@@ -75,6 +78,20 @@ pub enum Operation {
         /// `history`.
         idempotency_key: Option<String>,
     },
+    /// [`Broker::publish_commit`].
+    Commit {
+        /// The channel.
+        channel: String,
+        /// The commit, as members receive it.
+        publication: Publication,
+        /// The channel's history.
+        history: HistorySpec,
+        /// The group epoch the commit is made in.
+        epoch: u64,
+        /// The GroupInfo of the epoch it starts, base64, if it came with
+        /// one.
+        group_info: Option<String>,
+    },
     /// [`Broker::history`].
     History {
         /// The channel.
@@ -114,6 +131,15 @@ pub enum Operation {
         /// How long; `None` until unbanned.
         duration: Option<Duration>,
     },
+    /// Proposes `user`'s removal from `channel`'s end-to-end group, as for
+    /// a kick, if presence lists no session of theirs in the channel
+    /// ([`ChannelsConfig::group_member_linger`](crate::ChannelsConfig::group_member_linger)).
+    RemoveFromGroupIfAway {
+        /// The channel.
+        channel: String,
+        /// Whom.
+        user: String,
+    },
     /// [`ChannelDirectory::unban`].
     Unban {
         /// The channel.
@@ -136,6 +162,20 @@ pub enum Operation {
         /// The channel.
         channel: String,
     },
+    /// [`KeyPackageDirectory::upload_key_packages`].
+    UploadKeyPackages {
+        /// Whose.
+        user: String,
+        /// One device's packages.
+        upload: KeyPackageUpload,
+        /// What a user may keep.
+        limits: KeyPackageLimits,
+    },
+    /// [`KeyPackageDirectory::claim_key_packages`].
+    ClaimKeyPackages {
+        /// Whose.
+        user: String,
+    },
     /// [`Presence::refresh`] of every local entry.
     Refresh {
         /// (channel, session) pairs.
@@ -152,7 +192,7 @@ pub enum OpResult {
     Done(Result<(), ChannelError>),
     /// `Create` and `Join`.
     Joined(Result<JoinGrant, ChannelError>),
-    /// `Publish`.
+    /// `Publish` and `Commit`.
     Published(Result<Published, ChannelError>),
     /// `History` and `Recent`.
     History(Result<HistoryPage, ChannelError>),
@@ -160,4 +200,8 @@ pub enum OpResult {
     Roster(Result<Roster, ChannelError>),
     /// A custom command's reply data.
     Custom(Result<Value, ChannelError>),
+    /// `UploadKeyPackages`: what each of the user's devices has.
+    KeyPackages(Result<Vec<DeviceKeyPackages>, ChannelError>),
+    /// `ClaimKeyPackages`: one package per device.
+    Claimed(Result<Vec<ClaimedKeyPackage>, ChannelError>),
 }

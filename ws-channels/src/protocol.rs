@@ -143,6 +143,33 @@ pub enum Command {
     },
     /// `unsubscribe` from a topic.
     Unsubscribe,
+    /// `commit`: an end-to-end group's commit for the channel's current
+    /// group epoch, published to every member if no other commit took the
+    /// epoch first (`conflict` otherwise). Encrypted channels only.
+    Commit {
+        /// The commit (an MLS public message), base64.
+        commit: String,
+        /// The Welcome for the members it adds, base64.
+        welcome: Option<String>,
+        /// The GroupInfo of the epoch it starts (with the ratchet tree),
+        /// base64: what the server proposes removals from.
+        group_info: Option<String>,
+    },
+    /// `key_packages`, to the channel [`KEYS_CHANNEL`]: this user's
+    /// device uploads key packages for end-to-end groups (with none, asks
+    /// what its devices have).
+    KeyPackages {
+        /// One-time key packages (MLS), base64, all of one device.
+        key_packages: Vec<String>,
+        /// The device's last-resort package, base64.
+        last_resort: Option<String>,
+    },
+    /// `claim`: one key package per device of `user`, to add it to the
+    /// channel's group. Encrypted channels only.
+    Claim {
+        /// Whose.
+        user: String,
+    },
     /// A command the application registered.
     Custom {
         /// Its `action`.
@@ -165,6 +192,21 @@ impl Command {
             info: None,
         }
     }
+
+    /// `create` of an end-to-end encrypted channel keeping `history_size`
+    /// publications, at least one (its group's commits travel through
+    /// history), and announcing joins (members learn from them whom to
+    /// add): what an MLS client makes. The rest is left to the server.
+    pub fn create_encrypted(history_size: u64) -> Self {
+        Self::Create {
+            max_participants: None,
+            history_size: Some(history_size.max(1)),
+            history_ttl: None,
+            presence_events: true,
+            encrypted: true,
+            info: None,
+        }
+    }
 }
 
 /// A command envelope of any `action` and `data`, without an id: for what
@@ -181,6 +223,10 @@ pub fn command_envelope(channel: &str, action: &str, data: Value) -> Envelope {
         ..Envelope::default()
     }
 }
+
+/// The channel name `key_packages` is sent to: a user's key packages
+/// belong to no channel (`$` is in no channel's name).
+pub const KEYS_CHANNEL: &str = "$keys";
 
 /// A command with the channel (or topic) it names.
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +332,29 @@ impl Request {
             Command::Close => ("close", None),
             Command::Subscribe { filter } => ("subscribe", object([("filter", filter.clone())])),
             Command::Unsubscribe => ("unsubscribe", None),
+            Command::Commit {
+                commit,
+                welcome,
+                group_info,
+            } => (
+                "commit",
+                object([
+                    ("commit", Some(Value::from(commit.as_str()))),
+                    ("welcome", welcome.as_deref().map(Value::from)),
+                    ("group_info", group_info.as_deref().map(Value::from)),
+                ]),
+            ),
+            Command::KeyPackages {
+                key_packages,
+                last_resort,
+            } => (
+                "key_packages",
+                object([
+                    ("key_packages", Some(json!(key_packages))),
+                    ("last_resort", last_resort.as_deref().map(Value::from)),
+                ]),
+            ),
+            Command::Claim { user } => ("claim", Some(json!({ "user": user }))),
             Command::Custom { name, data } => (name.as_str(), Some(data.clone())),
         };
         Envelope {
@@ -356,6 +425,22 @@ struct PresenceData {
 struct RoleData {
     user: String,
     role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitData {
+    commit: String,
+    welcome: Option<String>,
+    group_info: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyPackagesData {
+    #[serde(default)]
+    key_packages: Vec<String>,
+    last_resort: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +574,24 @@ pub(crate) fn parse(
             Command::Subscribe { filter: d.filter }
         }
         "unsubscribe" => Command::Unsubscribe,
+        "commit" => {
+            let d: CommitData = fields(data)?;
+            Command::Commit {
+                commit: d.commit,
+                welcome: d.welcome,
+                group_info: d.group_info,
+            }
+        }
+        "key_packages" => {
+            let d: KeyPackagesData = fields(data)?;
+            Command::KeyPackages {
+                key_packages: d.key_packages,
+                last_resort: d.last_resort,
+            }
+        }
+        "claim" => Command::Claim {
+            user: fields::<UserData>(data)?.user,
+        },
         name if is_custom(name) => Command::Custom {
             name: name.to_owned(),
             data: data.unwrap_or(Value::Null),
@@ -604,6 +707,12 @@ pub(crate) fn publication_event(channel: &str, publication: &Publication) -> Enc
 /// A server-event topic's event, encoded once for every recipient.
 pub(crate) fn topic_event(topic: &str, data: &Payload) -> EncodedMessage {
     EncodedMessage::new(&Message::text(event_text(topic, "event", data)))
+}
+
+/// A `lost` event on `channel` (`data` is `{}` or the last position the
+/// members have), encoded once for every recipient.
+pub(crate) fn lost_event(channel: &str, data: &Value) -> EncodedMessage {
+    EncodedMessage::new(&Message::text(event_text(channel, "lost", data)))
 }
 
 /// An event for one session.
@@ -738,6 +847,11 @@ pub struct JoinReply<P = PublicationEvent> {
     /// nothing).
     #[serde(default, skip_serializing_if = "is_false")]
     pub rejoined: bool,
+    /// In an encrypted channel, the server's identity as its group names
+    /// it as external sender (an MLS `SigningIdentity`, base64): the only
+    /// one besides members that may propose, and only removals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_sender: Option<String>,
 }
 
 impl<P> JoinReply<P> {
@@ -959,6 +1073,14 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_channel_keeps_at_least_one_publication() {
+        let Command::Create { history_size, .. } = Command::create_encrypted(0) else {
+            unreachable!("a create")
+        };
+        assert_eq!(history_size, Some(1));
+    }
+
+    #[test]
     fn every_command_a_client_encodes_is_the_one_the_server_parses() {
         let info = Some(Payload::new(&json!({"name": "Ann"})));
         let commands = [
@@ -1022,6 +1144,25 @@ mod tests {
             },
             Command::Subscribe { filter: None },
             Command::Unsubscribe,
+            Command::Commit {
+                commit: "AAEC".into(),
+                welcome: Some("AwQF".into()),
+                group_info: Some("BgcI".into()),
+            },
+            Command::Commit {
+                commit: "AAEC".into(),
+                welcome: None,
+                group_info: None,
+            },
+            Command::KeyPackages {
+                key_packages: vec!["AAEC".into(), "AwQF".into()],
+                last_resort: Some("BgcI".into()),
+            },
+            Command::KeyPackages {
+                key_packages: Vec::new(),
+                last_resort: None,
+            },
+            Command::Claim { user: "bo".into() },
             Command::Custom {
                 name: "roll".into(),
                 data: json!({"sides": 6}),
@@ -1113,10 +1254,12 @@ mod tests {
             recovered: Some(false),
             publications: Some(vec![PublicationOut::of(&kept)]),
             rejoined: false,
+            external_sender: Some("AAEC".into()),
         };
         let joined: JoinReply = serde_json::from_value(read(json!(written))).unwrap();
         assert_eq!(joined.role, ChannelRole::OWNER);
         assert!(joined.encrypted && !joined.rejoined);
+        assert_eq!(joined.external_sender.as_deref(), Some("AAEC"));
         assert_eq!(joined.position(), kept.position);
         assert_eq!(joined.recovered, Some(false));
         let publications = joined.publications.unwrap();

@@ -108,9 +108,12 @@ impl ChannelsBuilder {
     pub fn build(self) -> Channels {
         let config = Arc::new(self.config);
         let id = self.node.unwrap_or_else(NodeId::random);
-        let backend = self
+        let mut backend = self
             .backend
             .unwrap_or_else(|| Backends::memory(MemoryBackend::new()));
+        if let Some(reader) = &config.group_reader {
+            backend = backend.with_group_reader(reader.clone());
+        }
         let node = Arc::new(Node {
             id,
             backend: backend.clone(),
@@ -120,7 +123,8 @@ impl ChannelsBuilder {
                 manager: ChannelManager::new(id, config),
                 handles: HashMap::new(),
                 fanout: HashMap::new(),
-                ticking: false,
+                tick: None,
+                ticks: 0,
             }),
         });
         backend.attach(
@@ -192,8 +196,13 @@ struct NodeState {
     /// while the manager hands out the same list. Emptied when a session
     /// closes, so it never keeps a closed connection's queue alive.
     fanout: HashMap<String, Fanout>,
-    /// Whether the presence refresh task runs.
-    ticking: bool,
+    /// The timer task that runs (its number) and when it wakes next: the
+    /// manager's next timeout (presence refreshes, removals of absent
+    /// users from groups). A timeout earlier than that starts a task of a
+    /// later number, and the earlier task ends.
+    tick: Option<(u64, Instant)>,
+    /// Timer tasks started.
+    ticks: u64,
 }
 
 /// A delivery list, and its sessions' connections with their sessions in
@@ -211,6 +220,8 @@ const MAX_FANOUT_LISTS: usize = 4096;
 enum Work {
     Backend(OpId, Operation),
     Custom(OpId, CustomCommand),
+    /// The manager's next timeout is earlier than the timer task's.
+    Tick,
 }
 
 impl Node {
@@ -301,6 +312,11 @@ impl Node {
                 Action::Custom { op, command } => work.push(Work::Custom(op, command)),
             }
         }
+        if let Some(due) = state.manager.poll_timeout()
+            && state.tick.is_none_or(|(_, wakes)| due < wakes)
+        {
+            work.push(Work::Tick);
+        }
         work
     }
 
@@ -314,6 +330,10 @@ impl Node {
                         (op, self.backend.execute(self.id, operation).await)
                     }
                     Work::Custom(op, command) => (op, OpResult::Custom(self.custom(command).await)),
+                    Work::Tick => {
+                        self.start_tick();
+                        continue;
+                    }
                 };
                 let now = self.now();
                 let mut state = self.lock();
@@ -363,24 +383,43 @@ impl Node {
         removed
     }
 
-    /// Refreshes presence while there are sessions.
-    async fn tick(self: Arc<Self>, server: ServerHandle) {
+    /// Starts a timer task for the manager's next timeout, unless one
+    /// wakes by then.
+    fn start_tick(self: &Arc<Self>) {
+        let Some(server) = self.server.get() else {
+            return;
+        };
+        let mut state = self.lock();
+        let Some(due) = state.manager.poll_timeout() else {
+            return;
+        };
+        if state.tick.is_some_and(|(_, wakes)| wakes <= due) {
+            return;
+        }
+        state.ticks += 1;
+        let number = state.ticks;
+        state.tick = Some((number, due));
+        server.spawn(self.clone().tick(number, server.clone()));
+    }
+
+    /// Hands the manager its timeouts (presence refreshes, removals of
+    /// absent users from groups) while it has any, until a task of a
+    /// later number takes over.
+    async fn tick(self: Arc<Self>, number: u64, server: ServerHandle) {
         loop {
-            let due = {
-                let mut state = self.lock();
-                match state.manager.poll_timeout() {
-                    Some(due) => due,
-                    None => {
-                        state.ticking = false;
-                        return;
-                    }
-                }
+            let due = match self.lock().tick {
+                Some((current, due)) if current == number => due,
+                _ => return,
             };
             server.sleep_until(due).await;
             let work = {
                 let now = server.now();
                 let mut state = self.lock();
+                if state.tick.is_none_or(|(current, _)| current != number) {
+                    return;
+                }
                 state.manager.handle_timeout(now);
+                state.tick = state.manager.poll_timeout().map(|due| (number, due));
                 Self::drain(&mut state, now)
             };
             self.run(work).await;
@@ -524,10 +563,6 @@ impl EnvelopeHandler for Session {
                 identity.map_or(&Value::Null, |identity| &identity.claims),
                 now,
             );
-            if !state.ticking && state.manager.poll_timeout().is_some() {
-                state.ticking = true;
-                server.spawn(self.node.clone().tick(server.clone()));
-            }
             Node::drain(&mut state, now)
         };
         self.node.run(work).await;

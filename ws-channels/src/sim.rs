@@ -29,6 +29,9 @@ pub enum Out {
     Closed(CloseCode, String),
 }
 
+/// A backend operation's result on its way back to its node.
+pub struct Answer(OpId, OpResult);
+
 enum Work {
     Backend(OpId, Operation),
     Custom(OpId, CustomCommand),
@@ -184,9 +187,12 @@ impl Sim {
     pub fn new(nodes: usize, config: ChannelsConfig) -> Self {
         let clock = Arc::new(Mutex::new(Instant::now()));
         let reading = clock.clone();
-        let backend = Backends::memory(MemoryBackend::with_clock(Arc::new(move || {
+        let mut backend = Backends::memory(MemoryBackend::with_clock(Arc::new(move || {
             *reading.lock().unwrap()
         })));
+        if let Some(reader) = &config.group_reader {
+            backend = backend.with_group_reader(reader.clone());
+        }
         let config = Arc::new(config);
         let nodes = (0..nodes)
             .map(|i| {
@@ -362,19 +368,42 @@ impl Sim {
     }
 
     fn run_one(&self, node: &Arc<SimNode>) -> bool {
-        let work = node.lock().work.pop_front();
-        let Some(work) = work else { return false };
-        let (op, result) = match work {
-            Work::Backend(op, operation) => {
-                (op, now_or_never(self.backend.execute(node.id, operation)))
-            }
-            Work::Custom(op, command) => (op, OpResult::Custom((self.custom)(&command))),
+        let Some(answer) = self.execute_one(node) else {
+            return false;
         };
+        self.deliver_answer(node, answer);
+        true
+    }
+
+    fn execute_one(&self, node: &Arc<SimNode>) -> Option<Answer> {
+        let work = node.lock().work.pop_front()?;
+        Some(match work {
+            Work::Backend(op, operation) => {
+                Answer(op, now_or_never(self.backend.execute(node.id, operation)))
+            }
+            Work::Custom(op, command) => Answer(op, OpResult::Custom((self.custom)(&command))),
+        })
+    }
+
+    fn deliver_answer(&self, node: &Arc<SimNode>, Answer(op, result): Answer) {
         let now = self.now();
         let mut state = node.lock();
         state.manager.handle_result(op, result, now);
         state.drain(now);
-        true
+    }
+
+    /// Runs `node`'s next item of held backend work against the backend
+    /// now, and keeps the answer from the node until [`Sim::answer`]:
+    /// what happens meanwhile happens after the broker answered and
+    /// before the node hears it, as when its task waits for the lock.
+    pub fn execute(&mut self, node: usize) -> Option<Answer> {
+        self.execute_one(self.node(node))
+    }
+
+    /// Hands `node` an answer [`Sim::execute`] kept.
+    pub fn answer(&mut self, node: usize, answer: Answer) {
+        self.deliver_answer(self.node(node), answer);
+        self.settle();
     }
 
     /// Runs backend work until none is left, unless it is held.
@@ -420,5 +449,53 @@ fn now_or_never<T>(future: impl Future<Output = T>) -> T {
     {
         Poll::Ready(value) => value,
         Poll::Pending => panic!("the memory backend never waits"),
+    }
+}
+
+/// A group reader of a toy framing, so tests and the fuzzer reach what the node
+/// does with what it reads: `C <epoch> <group>` is a commit, `K <user>
+/// <device>` a key package of user `u<user>` (user 2's expired), `G
+/// <epoch>` a GroupInfo the server proposes removals from.
+#[derive(Debug)]
+pub struct ToyReader;
+
+impl crate::e2e::GroupReader for ToyReader {
+    fn read_commit(&self, commit: &[u8]) -> Result<crate::e2e::CommitFrame, String> {
+        match commit {
+            [b'C', epoch, group @ ..] => Ok(crate::e2e::CommitFrame {
+                group: group.to_vec(),
+                epoch: u64::from(*epoch),
+            }),
+            _ => Err("not a toy commit".into()),
+        }
+    }
+
+    fn read_key_package(&self, key_package: &[u8]) -> Result<crate::e2e::KeyPackageFrame, String> {
+        match key_package {
+            [b'K', user @ 0..=2, device] => Ok(crate::e2e::KeyPackageFrame {
+                user: format!("u{user}"),
+                device: format!("d{device}"),
+                expires: if *user == 2 { 1 } else { u64::MAX },
+            }),
+            _ => Err("not a toy key package".into()),
+        }
+    }
+
+    fn external_sender(&self) -> Option<Vec<u8>> {
+        Some(b"toy server".to_vec())
+    }
+
+    fn propose_remove(
+        &self,
+        group_info: &[u8],
+        user: &str,
+    ) -> Result<Option<crate::e2e::RemoveProposals>, String> {
+        match group_info {
+            [b'G', epoch] => Ok(Some(crate::e2e::RemoveProposals {
+                epoch: u64::from(*epoch),
+                proposals: vec![user.as_bytes().to_vec()],
+            })),
+            _ => Err("not a toy GroupInfo".into()),
+        }
     }
 }

@@ -156,13 +156,21 @@ impl Payload {
     /// end-to-end client (`ws-crypto`, the page's module); the server only
     /// tells an envelope from plaintext.
     pub fn is_e2e_envelope(&self) -> bool {
+        self.e2e_kind().is_some_and(|kind| !kind.is_empty())
+    }
+
+    /// The kind an end-to-end envelope names in its `e2e` field, if this
+    /// is one.
+    pub fn e2e_kind(&self) -> Option<Cow<'_, str>> {
         #[derive(Deserialize)]
         struct Tagged<'a> {
             // Borrowed unless the string has escapes.
             #[serde(borrow)]
             e2e: Cow<'a, str>,
         }
-        serde_json::from_str::<Tagged<'_>>(&self.0).is_ok_and(|tagged| !tagged.e2e.is_empty())
+        serde_json::from_str::<Tagged<'_>>(&self.0)
+            .ok()
+            .map(|tagged| tagged.e2e)
     }
 
     /// The value, parsed.
@@ -556,6 +564,10 @@ pub enum ErrorCode {
     Internal,
     /// No command of that name.
     UnknownCommand,
+    /// A commit for an epoch the channel's end-to-end group is not at
+    /// (another commit won it): take in the channel's newest commit and
+    /// commit again on top.
+    Conflict,
 }
 
 impl ErrorCode {
@@ -573,6 +585,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::UnknownCommand => "unknown_command",
+            Self::Conflict => "conflict",
         }
     }
 
@@ -591,6 +604,7 @@ impl ErrorCode {
             Self::Unavailable,
             Self::Internal,
             Self::UnknownCommand,
+            Self::Conflict,
         ]
         .into_iter()
         .find(|known| known.as_str() == code)

@@ -1,19 +1,22 @@
 //! One channels node for the cluster tests (`test-kit/tests/cluster.rs`)
 //! and the cluster benchmark: a ws-tokio server with ws-channels on the
-//! backend its URL names.
+//! backend its URL names, the MLS Delivery Service for encrypted channels.
 //!
 //! `channels_node --backend URL [--listen ADDR] [--prefix P]
 //! [--presence-ttl-ms N] [--heartbeat-ms N] [--connect-timeout-ms N]
-//! [--command-timeout-ms N] [--cluster-key K]` (the key defaults to [`TEST_CLUSTER_KEY`], which every
-//! test node shares).
+//! [--command-timeout-ms N] [--cluster-key K] [--slow-subscriber disconnect|mark_lost]`
+//! (the key defaults to [`TEST_CLUSTER_KEY`], which every test node
+//! shares; the slow-subscriber policy to `disconnect`).
 //!
 //! Users come from `?user=<name>` (trusted: for tests only). Prints
 //! `listening on <addr>` once it accepts connections.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ws_channels::backend::{ClusterKey, NatsBackend, NatsConfig, RedisBackend, RedisConfig};
-use ws_channels::{Backends, Channels, ChannelsConfig};
+use ws_channels::{Backends, Channels, ChannelsConfig, SlowSubscriber};
+use ws_crypto::mls::{DeliveryService, MlsReader};
 use ws_tokio::auth::{Authenticator, Identity};
 use ws_tokio::{Rejection, http};
 
@@ -50,6 +53,7 @@ struct Args {
     heartbeat: Duration,
     connect_timeout: Duration,
     command_timeout: Duration,
+    slow_subscriber: SlowSubscriber,
 }
 
 fn parse() -> Result<Args, String> {
@@ -62,6 +66,7 @@ fn parse() -> Result<Args, String> {
         heartbeat: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(30),
         command_timeout: Duration::from_secs(5),
+        slow_subscriber: SlowSubscriber::Disconnect,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -83,6 +88,10 @@ fn parse() -> Result<Args, String> {
             "--heartbeat-ms" => args.heartbeat = millis()?,
             "--connect-timeout-ms" => args.connect_timeout = millis()?,
             "--command-timeout-ms" => args.command_timeout = millis()?,
+            "--slow-subscriber" => {
+                args.slow_subscriber = serde_json::from_value(serde_json::json!(value))
+                    .map_err(|_| format!("{flag}: disconnect or mark_lost, not {value}"))?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -120,10 +129,18 @@ async fn backend(args: &Args) -> Result<Backends, ws_channels::ChannelError> {
 async fn main() -> std::io::Result<()> {
     let args = parse().map_err(std::io::Error::other)?;
     let backend = backend(&args).await.map_err(std::io::Error::other)?;
+    // The MLS Delivery Service, one identity for every node of the cluster
+    // (as `ws serve` makes it from the cluster key).
+    let key = ClusterKey::new(&args.cluster_key).map_err(std::io::Error::other)?;
+    let service = DeliveryService::from_secret("ws serve", key.secret())
+        .and_then(|service| MlsReader::new().with_service(service))
+        .map_err(std::io::Error::other)?;
     let config = ChannelsConfig {
         presence_ttl: args.presence_ttl,
         command_rate: 100_000,
         command_burst: 100_000,
+        group_reader: Some(Arc::new(service)),
+        slow_subscriber: args.slow_subscriber,
         ..ChannelsConfig::default()
     };
     let channels = Channels::builder(config).backend(backend).build();

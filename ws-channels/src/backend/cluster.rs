@@ -157,7 +157,7 @@ impl ControlSigner {
 
     fn mac(&self) -> HmacSha256 {
         use hmac::KeyInit;
-        HmacSha256::new_from_slice(self.key.bytes()).expect("HMAC takes keys of any length")
+        HmacSha256::new_from_slice(self.key.secret()).expect("HMAC takes keys of any length")
     }
 
     /// The signed wire form of `body`, sent now, with a fresh nonce.

@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Seat, admit};
+use super::key_packages::unix_now;
 use super::{
-    BoxFuture, Broker, ChannelDirectory, Controller, CreateLimits, IDEMPOTENCY_WINDOW, Presence,
-    Published, Reach, Sink, Standing,
+    BoxFuture, Broker, ChannelDirectory, ClaimedKeyPackage, Controller, CreateLimits,
+    DeviceKeyPackages, IDEMPOTENCY_WINDOW, KeyPackageDirectory, KeyPackageLimits, KeyPackageUpload,
+    Presence, Published, Reach, Sink, Standing, UserKeyPackages,
 };
 use crate::types::{
     ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ControlMessage, ErrorCode,
@@ -46,6 +48,9 @@ pub struct MemoryBackend {
 /// member publishing with a new key each time cannot grow the node's
 /// memory beyond the history's budget by more than this.
 pub const MAX_KEYS_PER_CHANNEL: usize = 10_000;
+
+/// [`MemoryBackend::max_group_info_bytes`]'s default.
+pub const DEFAULT_MAX_GROUP_INFO_BYTES: usize = 64 << 20;
 
 /// [`MemoryBackend::max_history_bytes`]'s default.
 pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
@@ -84,6 +89,16 @@ struct State {
     /// Per user, the channels it created that exist: kept in step with
     /// `channels` by `add_channel` and `remove_channel`.
     created: HashMap<String, usize>,
+    /// Per user, its devices' key packages.
+    key_packages: HashMap<String, UserKeyPackages>,
+    /// Bytes of every channel's kept GroupInfo, and the most they may
+    /// reach.
+    group_info_bytes: usize,
+    max_group_info_bytes: usize,
+    /// Channels with a kept GroupInfo by when it was kept, oldest first.
+    group_infos: BTreeMap<u64, String>,
+    /// The number of the next GroupInfo kept.
+    next_group_info: u64,
     epochs: u64,
     epoch_base: u64,
 }
@@ -100,6 +115,12 @@ struct History {
     once: HashMap<String, u64>,
     /// The same keys by when they are forgotten, soonest first.
     once_until: VecDeque<(Instant, String)>,
+    /// The epoch of the channel's end-to-end group
+    /// ([`Broker::publish_commit`]).
+    group_epoch: u64,
+    /// The newest GroupInfo a commit came with, its epoch, and its number
+    /// among every channel's kept GroupInfo.
+    group_info: Option<(u64, String, u64)>,
 }
 
 /// A publication in history.
@@ -191,6 +212,7 @@ impl MemoryBackend {
             state: Mutex::new(State {
                 epoch_base: NodeId::random().0,
                 max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
+                max_group_info_bytes: DEFAULT_MAX_GROUP_INFO_BYTES,
                 ..State::default()
             }),
             clock,
@@ -202,6 +224,16 @@ impl MemoryBackend {
     /// all goes first. Default [`DEFAULT_MAX_HISTORY_BYTES`] (64 MiB).
     pub fn max_history_bytes(self, bytes: usize) -> Self {
         self.lock().max_history_bytes = bytes;
+        self
+    }
+
+    /// Caps the GroupInfo kept for every encrypted channel together at
+    /// `bytes` ([`Broker::group_info`]; up to about 180 KB for a group of
+    /// 1,000): past it, the oldest kept goes first, and its channel gets no
+    /// removal proposals from the server until its next commit. Default
+    /// [`DEFAULT_MAX_GROUP_INFO_BYTES`] (64 MiB).
+    pub fn max_group_info_bytes(self, bytes: usize) -> Self {
+        self.lock().max_group_info_bytes = bytes;
         self
     }
 
@@ -268,6 +300,8 @@ impl State {
                     bytes: 0,
                     once: HashMap::new(),
                     once_until: VecDeque::new(),
+                    group_epoch: 0,
+                    group_info: None,
                 },
             );
         }
@@ -339,8 +373,40 @@ impl State {
         }
     }
 
+    /// Keeps `info` as `channel`'s GroupInfo of `epoch` (its history
+    /// begun), then the oldest kept go until all fit the node's budget.
+    fn keep_group_info(&mut self, channel: &str, epoch: u64, info: &str) {
+        self.forget_group_info(channel);
+        let number = self.next_group_info;
+        self.next_group_info += 1;
+        self.group_info_bytes += info.len();
+        self.group_infos.insert(number, channel.to_owned());
+        self.history(channel).group_info = Some((epoch, info.to_owned(), number));
+        while self.group_info_bytes > self.max_group_info_bytes {
+            let Some((_, oldest)) = self.group_infos.first_key_value() else {
+                break;
+            };
+            let oldest = oldest.clone();
+            self.forget_group_info(&oldest);
+        }
+    }
+
+    /// Forgets `channel`'s kept GroupInfo, if any.
+    fn forget_group_info(&mut self, channel: &str) {
+        let Some((_, info, number)) = self
+            .histories
+            .get_mut(channel)
+            .and_then(|h| h.group_info.take())
+        else {
+            return;
+        };
+        self.group_info_bytes -= info.len();
+        self.group_infos.remove(&number);
+    }
+
     /// Forgets `channel`'s history.
     fn drop_history(&mut self, channel: &str) {
+        self.forget_group_info(channel);
         let Some(history) = self.histories.remove(channel) else {
             return;
         };
@@ -503,6 +569,44 @@ impl Broker for MemoryBackend {
             position,
             duplicate: false,
         }))
+    }
+
+    fn publish_commit<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        spec: HistorySpec,
+        epoch: u64,
+        group_info: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Position, ChannelError>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let history = state.history(channel);
+        if history.group_epoch != epoch {
+            return ready(Err(super::group_conflict(
+                channel,
+                history.group_epoch,
+                epoch,
+            )));
+        }
+        history.group_epoch += 1;
+        if let Some(info) = group_info {
+            state.keep_group_info(channel, epoch + 1, info);
+        }
+        let position = state.publish(channel, publication, Some(spec), now);
+        ready(Ok(position.expect("published with history")))
+    }
+
+    fn group_info<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(u64, String)>, ChannelError>> {
+        let state = self.lock();
+        ready(Ok(state
+            .histories
+            .get(channel)
+            .and_then(|h| h.group_info.as_ref())
+            .map(|(epoch, info, _)| (*epoch, info.clone()))))
     }
 
     fn history<'a>(
@@ -711,6 +815,40 @@ impl Presence for MemoryBackend {
         ready(Ok(record.remove(now, |m| {
             target.matches(m.session, m.user.as_deref())
         })))
+    }
+}
+
+impl KeyPackageDirectory for MemoryBackend {
+    fn upload_key_packages<'a>(
+        &'a self,
+        user: &'a str,
+        upload: KeyPackageUpload,
+        limits: KeyPackageLimits,
+    ) -> BoxFuture<'a, Result<Vec<DeviceKeyPackages>, ChannelError>> {
+        let mut state = self.lock();
+        let packages = state.key_packages.entry(user.to_owned()).or_default();
+        let result = packages
+            .upload(upload, limits, unix_now())
+            .map(|()| packages.counts());
+        if packages.is_empty() {
+            state.key_packages.remove(user);
+        }
+        ready(result)
+    }
+
+    fn claim_key_packages<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>> {
+        let mut state = self.lock();
+        let Some(packages) = state.key_packages.get_mut(user) else {
+            return ready(Ok(Vec::new()));
+        };
+        let claimed = packages.claim(unix_now());
+        if packages.is_empty() {
+            state.key_packages.remove(user);
+        }
+        ready(Ok(claimed))
     }
 }
 
@@ -1034,6 +1172,38 @@ mod tests {
         assert!(store.lock().histories["k"].once.len() <= MAX_KEYS_PER_CHANNEL);
         assert!(publish(&format!("key {MAX_KEYS_PER_CHANNEL}")).duplicate);
         assert!(!publish("key 0").duplicate, "the oldest was forgotten");
+    }
+
+    // ROBUSTNESS 145: the GroupInfo kept for every encrypted channel is
+    // bounded by bytes for the node, the oldest kept going first.
+    #[test]
+    fn kept_group_infos_keep_to_the_nodes_byte_budget() {
+        let store = MemoryBackend::new().max_group_info_bytes(10);
+        let commit = |channel: &str, epoch: u64, info: &str| {
+            now(store.publish_commit(channel, kb_message(0), spec(10), epoch, Some(info))).unwrap();
+        };
+        commit("a", 0, "aaaa");
+        commit("b", 0, "bbbb");
+        assert_eq!(store.lock().group_info_bytes, 8);
+        // A newer one replaces its channel's, and counts once.
+        commit("a", 1, "AAAA");
+        assert_eq!(store.lock().group_info_bytes, 8);
+        // Past the budget, the oldest kept goes (b's, now).
+        commit("c", 0, "cccc");
+        assert_eq!(now(store.group_info("b")).unwrap(), None);
+        assert_eq!(
+            now(store.group_info("a")).unwrap(),
+            Some((2, "AAAA".into()))
+        );
+        assert_eq!(
+            now(store.group_info("c")).unwrap(),
+            Some((1, "cccc".into()))
+        );
+        assert_eq!(store.lock().group_info_bytes, 8);
+        // A history forgotten gives its GroupInfo's bytes back.
+        now(store.remove_history("a")).unwrap();
+        assert_eq!(store.lock().group_info_bytes, 4);
+        assert_eq!(store.lock().group_infos.len(), 1);
     }
 
     // ROBUSTNESS 106: history is bounded by bytes, per channel and for the

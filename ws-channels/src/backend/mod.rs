@@ -48,6 +48,7 @@ use crate::types::{
 pub mod admission;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod cluster;
+pub mod key_packages;
 pub mod memory;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
@@ -56,6 +57,10 @@ pub mod nats;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use key_packages::{
+    ClaimedKeyPackage, DeviceKeyPackages, KeyPackageDirectory, KeyPackageLimits, KeyPackageUpload,
+    StoredKeyPackage, UserKeyPackages,
+};
 pub use memory::MemoryBackend;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
@@ -147,6 +152,36 @@ pub trait Broker: Send + Sync + 'static {
         history: HistorySpec,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Published, ChannelError>>;
+
+    /// Publishes an end-to-end group's commit like
+    /// [`publish`](Self::publish) with history, only when the channel's
+    /// group is at `epoch`, and moves the group to `epoch + 1` in the same
+    /// step: of commits racing for one epoch, exactly one is published.
+    /// Otherwise fails with [`ErrorCode::Conflict`](crate::ErrorCode::Conflict)
+    /// ([`group_conflict`]). A channel's group starts at epoch 0 when the
+    /// channel is created. When the broker no longer knows the epoch (it
+    /// lost the channel's history, or restored the channel after losing
+    /// it), the next commit, at whatever epoch, sets it again.
+    ///
+    /// With `group_info` (the GroupInfo of the epoch the commit starts,
+    /// base64), keeps it as the channel's for [`group_info`](Self::group_info),
+    /// unless a newer one is kept.
+    fn publish_commit<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        history: HistorySpec,
+        epoch: u64,
+        group_info: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Position, ChannelError>>;
+
+    /// The newest GroupInfo a commit on `channel` came with, and the epoch
+    /// it is of: what the server proposes removals from. `None` when no
+    /// commit came with one (or the channel is gone).
+    fn group_info<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(u64, String)>, ChannelError>>;
 
     /// The publications after `since` (at most `limit`), or, without
     /// `since`, only the newest position: what a joining session needs to
@@ -361,6 +396,15 @@ impl Reach {
 /// removed.
 pub const REQUEST_WAIT: Duration = Duration::from_secs(2);
 
+/// The error of a commit for an epoch the channel's group is not at:
+/// its author takes in the commit that won and commits again on top.
+pub fn group_conflict(channel: &str, at: u64, epoch: u64) -> ChannelError {
+    ChannelError::new(
+        crate::ErrorCode::Conflict,
+        format!("the group of {channel:?} is at epoch {at}, not {epoch}"),
+    )
+}
+
 /// The error of lifting a ban that is not there.
 pub(crate) fn not_banned(channel: &str, user: &str) -> ChannelError {
     ChannelError::new(
@@ -377,9 +421,7 @@ pub(crate) fn not_banned(channel: &str, user: &str) -> ChannelError {
 /// broker but lacks the key cannot forge or replay one. At least 32 bytes;
 /// `Debug` never shows it.
 #[derive(Clone)]
-pub struct ClusterKey(
-    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))] Arc<[u8]>,
-);
+pub struct ClusterKey(Arc<[u8]>);
 
 impl ClusterKey {
     /// A key from `secret` (32 bytes or more, for example 32 random bytes
@@ -395,9 +437,12 @@ impl ClusterKey {
         Ok(Self(secret.into()))
     }
 
-    /// The secret.
-    #[cfg(any(feature = "redis", feature = "nats"))]
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// The secret, for deriving the keys of other uses from it with a key
+    /// derivation function that names each use (HKDF with its own `info`,
+    /// as `ws_crypto::mls::DeliveryService::from_secret` does), so that
+    /// one secret shared by the nodes serves them all without one use
+    /// weakening another.
+    pub fn secret(&self) -> &[u8] {
         &self.0
     }
 }

@@ -14,7 +14,13 @@
 //!   publishers racing on one channel take turns. The stream keeps at most
 //!   [`NatsConfig::max_history`] messages per channel and none older than
 //!   [`NatsConfig::max_history_age`]; each channel's own size and TTL
-//!   apply when history is read.
+//!   apply when history is read. Every message carries the channel's
+//!   end-to-end group epoch (`Ws-Group-Epoch`), so a commit is published
+//!   only at the epoch the newest message names, under the same
+//!   last-sequence check ([`Broker::publish_commit`]).
+//! - **Key packages**: one JSON entry per user in the bucket
+//!   `<prefix>-keys`, changed by compare-and-set on its revision, kept 30
+//!   days after the last upload or claim.
 //! - **Presence**: one JetStream key-value entry per channel in the bucket
 //!   `<prefix>-presence` (options, members in join order with their
 //!   expiry, roles, bans), changed by compare-and-set on its revision, so
@@ -54,7 +60,7 @@ use super::cluster::{
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
     BoxFuture, Broker, ChannelDirectory, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW,
-    Presence, Published, Reach, Sink, Standing,
+    Presence, Published, Reach, Sink, Standing, group_conflict,
 };
 use crate::types::TOPIC_PREFIX;
 use crate::types::{
@@ -64,7 +70,9 @@ use crate::types::{
 };
 
 mod broker;
+mod entry;
 mod history;
+mod key_packages;
 mod record;
 mod store;
 
@@ -155,11 +163,18 @@ super::cluster::shared_settings!(NatsConfig);
 
 /// How long a user's list of created channels outlives its last change.
 const CREATED_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a user's key packages are kept after their last upload or
+/// claim (the bucket's age limit; each package's own lifetime applies
+/// too).
+const KEYS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 const OFFSET: &str = "Ws-Offset";
 const EPOCH: &str = "Ws-Epoch";
 const EXPIRES: &str = "Ws-Expires";
 const PREVIOUS: &str = "Ws-Previous";
+/// The channel's end-to-end group epoch after the message
+/// ([`Broker::publish_commit`]).
+const GROUP_EPOCH: &str = "Ws-Group-Epoch";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -244,6 +259,11 @@ struct Shared {
     created: kv::Store,
     /// Channels their owners closed in the last [`TOMBSTONE_KEPT`].
     closed: kv::Store,
+    /// Per user, its devices' key packages, for [`KEYS_KEPT`] after the
+    /// last change.
+    keys: kv::Store,
+    /// Per channel, the newest GroupInfo a commit came with.
+    groups: kv::Store,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Per subscribed channel or topic, the task that delivers it.
     subscriptions: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
@@ -430,6 +450,8 @@ impl NatsBackend {
         // A user who created nothing for a week starts a new count.
         let created = bucket(&jetstream, &format!("{prefix}-created"), CREATED_KEPT).await?;
         let closed = bucket(&jetstream, &format!("{prefix}-closed"), TOMBSTONE_KEPT).await?;
+        let keys = bucket(&jetstream, &format!("{prefix}-keys"), KEYS_KEPT).await?;
+        let groups = bucket(&jetstream, &format!("{prefix}-groups"), KEYS_KEPT).await?;
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
@@ -437,6 +459,8 @@ impl NatsBackend {
                 presence,
                 created,
                 closed,
+                keys,
+                groups,
                 tasks: Mutex::new(Vec::new()),
                 subscriptions: Mutex::new(HashMap::new()),
                 events: Mutex::new(Some(events_rx)),

@@ -6,7 +6,12 @@
 //!   A publication to a channel with history is appended to a Redis Stream
 //!   (`MAXLEN` the channel's history size; each entry carries its expiry)
 //!   and published by one Lua script, so offsets and delivery order agree
-//!   on every node.
+//!   on every node. The same script publishes an end-to-end group's commit
+//!   only at the group epoch kept in the channel's metadata, and moves it
+//!   on ([`Broker::publish_commit`]).
+//! - **Key packages**: one JSON value per user (`{prefix}:keys:<hex>`),
+//!   changed by a compare-and-set script, living until its last package
+//!   expires.
 //! - **Presence**: per channel a sorted set of members in join order, a
 //!   sorted set of expiries on the Redis clock, and hashes of member data,
 //!   roles and bans; joins check existence, bans and capacity in one
@@ -53,7 +58,7 @@ use super::cluster::{
 use super::memory::{MAX_BANS_PER_CHANNEL, MAX_ROLES_PER_CHANNEL};
 use super::{
     BoxFuture, Broker, ChannelDirectory, ClusterKey, Controller, CreateLimits, IDEMPOTENCY_WINDOW,
-    Presence, Published, Reach, Sink, Standing,
+    Presence, Published, Reach, Sink, Standing, group_conflict,
 };
 use crate::types::TOPIC_PREFIX;
 use crate::types::{
@@ -63,6 +68,7 @@ use crate::types::{
 };
 
 mod broker;
+mod key_packages;
 mod scripts;
 mod store;
 
@@ -637,6 +643,8 @@ impl Shared {
         publication: &Publication,
         spec: HistorySpec,
         key: Option<&str>,
+        group_epoch: Option<u64>,
+        group_info: Option<&str>,
     ) -> Result<Published, ChannelError> {
         let json = serde_json::to_string(publication).map_err(unavailable)?;
         let mut invocation = self.scripts.publish.prepare_invoke();
@@ -647,13 +655,14 @@ impl Shared {
             .arg(spec.size)
             .arg(ms(spec.ttl))
             .arg(self.pubsub_channel(channel))
-            .arg(spec.max_bytes);
+            .arg(spec.max_bytes)
+            .arg(ms(IDEMPOTENCY_WINDOW))
+            .arg(group_epoch.map_or_else(String::new, |e| e.to_string()))
+            .arg(group_info.unwrap_or_default());
         if let Some(key) = key {
             // Hashed: bounded in length, and no user name in key names.
             let digest = digest_hex(&[key]);
-            invocation
-                .key(self.key(channel, &format!("once:{digest}")))
-                .arg(ms(IDEMPOTENCY_WINDOW));
+            invocation.key(self.key(channel, &format!("once:{digest}")));
         }
         let mut conn = self.conn();
         let reply: Reply = invocation
@@ -671,6 +680,11 @@ impl Shared {
                 position: Some(position),
                 duplicate: status == "duplicate",
             }),
+            "conflict" => Err(group_conflict(
+                channel,
+                position.offset,
+                group_epoch.unwrap_or_default(),
+            )),
             status => Err(self.refused(status, channel)),
         }
     }

@@ -2,6 +2,25 @@
 //! at once or turned into backend operations.
 
 use super::*;
+use crate::backend::{KeyPackageLimits, KeyPackageUpload, StoredKeyPackage};
+use crate::e2e::{COMMIT_KIND, GroupReader, MAX_KEY_PACKAGE_BYTES, PROPOSAL_KIND};
+use crate::protocol::KEYS_CHANNEL;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+/// Departures from encrypted channels a node keeps waiting out
+/// (`group_member_linger`); a few in tests, so the bound is tried.
+pub(super) const MAX_DEPARTURES: usize = if cfg!(test) { 4 } else { 100_000 };
+
+/// Base64 `text` from the command's `field`, decoded.
+fn base64(field: &str, text: &str) -> Result<Vec<u8>, ChannelError> {
+    BASE64.decode(text).map_err(|e| {
+        error(
+            ErrorCode::BadRequest,
+            format!("`{field}` is not base64: {e}"),
+        )
+    })
+}
 
 impl ChannelManager {
     /// A command envelope from a session.
@@ -25,7 +44,7 @@ impl ChannelManager {
             Ok(request) => request,
             Err(refusal) => return self.refuse(session, &reply, refusal, now),
         };
-        if let Err(refusal) = self.command(session, request, &reply) {
+        if let Err(refusal) = self.command(session, request, &reply, now) {
             self.refuse(session, &reply, refusal, now);
         }
     }
@@ -129,6 +148,7 @@ impl ChannelManager {
         session: SessionId,
         request: Request,
         reply: &ReplyTo,
+        now: Instant,
     ) -> Result<(), ChannelError> {
         let Request { channel, command } = request;
         match command {
@@ -181,7 +201,12 @@ impl ChannelManager {
             }
             Command::Leave => {
                 let info = self.permitted(session, &channel, "leave")?.info.clone();
+                let user = self.sessions.get(&session).and_then(|s| s.user.clone());
+                let encrypted = self.is_encrypted(&channel);
                 self.leave(session, &channel, info, LeaveReason::Left);
+                if encrypted {
+                    self.note_departure(user.as_deref(), &channel, now);
+                }
                 self.ok(session, reply, json!({}));
             }
             Command::Publish {
@@ -196,11 +221,28 @@ impl ChannelManager {
                     ));
                 }
                 let options = self.channels.get(&channel).map(|c| c.options);
-                if options.is_some_and(|o| o.encrypted) && !data.is_e2e_envelope() {
-                    return Err(error(
-                        ErrorCode::BadRequest,
-                        "an encrypted channel carries only end-to-end envelopes ({\"e2e\": \"<kind>\", ...})",
-                    ));
+                if options.is_some_and(|o| o.encrypted) {
+                    match data.e2e_kind() {
+                        Some(kind) if kind == COMMIT_KIND => {
+                            return Err(error(
+                                ErrorCode::BadRequest,
+                                "a group's commits go through `commit`, which orders them",
+                            ));
+                        }
+                        Some(kind) if kind == PROPOSAL_KIND => {
+                            return Err(error(
+                                ErrorCode::BadRequest,
+                                "only the server proposes in a channel's group",
+                            ));
+                        }
+                        Some(kind) if !kind.is_empty() => {}
+                        _ => {
+                            return Err(error(
+                                ErrorCode::BadRequest,
+                                "an encrypted channel carries only end-to-end envelopes ({\"e2e\": \"<kind>\", ...})",
+                            ));
+                        }
+                    }
                 }
                 let from = ClientInfo {
                     session,
@@ -336,6 +378,27 @@ impl ChannelManager {
                 self.drop_topic_subscriber(session, &channel);
                 self.ok(session, reply, json!({}));
             }
+            Command::Commit {
+                commit,
+                welcome,
+                group_info,
+            } => self.commit(session, channel, commit, (welcome, group_info), reply)?,
+            Command::KeyPackages {
+                key_packages,
+                last_resort,
+            } => self.upload_key_packages(session, &channel, key_packages, last_resort, reply)?,
+            Command::Claim { user } => {
+                self.permitted(session, &channel, "commit")?;
+                self.encrypted_channel(&channel)?;
+                self.group_reader()?;
+                self.op(
+                    Operation::ClaimKeyPackages { user },
+                    Pending::KeyPackages {
+                        session,
+                        reply: reply.clone(),
+                    },
+                );
+            }
             Command::Custom { name, data } => {
                 let role = self.permitted(session, &channel, &name)?.role.clone();
                 let op = self.pending.start(Pending::Custom {
@@ -355,6 +418,186 @@ impl ChannelManager {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// `commit`: checked here (role, channel, size, framing), ordered by
+    /// the broker ([`Operation::Commit`]).
+    fn commit(
+        &mut self,
+        session: SessionId,
+        channel: String,
+        commit: String,
+        (welcome, group_info): (Option<String>, Option<String>),
+        reply: &ReplyTo,
+    ) -> Result<(), ChannelError> {
+        let info = self.permitted(session, &channel, "commit")?.info.clone();
+        let options = self.encrypted_channel(&channel)?;
+        let Some(history) = options.history() else {
+            return Err(error(
+                ErrorCode::BadRequest,
+                "this encrypted channel keeps no history: a group's commits need it (create it with history_size)",
+            ));
+        };
+        let size = commit.len()
+            + welcome.as_ref().map_or(0, String::len)
+            + group_info.as_ref().map_or(0, String::len);
+        if size > self.config.max_handshake {
+            return Err(error(
+                ErrorCode::Limit,
+                format!(
+                    "a commit with its Welcome and GroupInfo is at most {} bytes",
+                    self.config.max_handshake
+                ),
+            ));
+        }
+        let reader = self.group_reader()?;
+        let bytes = base64("commit", &commit)?;
+        if let Some(welcome) = &welcome {
+            base64("welcome", welcome)?;
+        }
+        if let Some(group_info) = &group_info {
+            base64("group_info", group_info)?;
+        }
+        let frame = reader
+            .read_commit(&bytes)
+            .map_err(|e| error(ErrorCode::BadRequest, format!("not a commit: {e}")))?;
+        if frame.group != channel.as_bytes() {
+            return Err(error(
+                ErrorCode::BadRequest,
+                "the commit is for another group: a channel's group is named after the channel",
+            ));
+        }
+        let mut data = json!({ "e2e": COMMIT_KIND, "epoch": frame.epoch, "commit": commit });
+        if let Some(welcome) = welcome {
+            data["welcome"] = Value::String(welcome);
+        }
+        let from = ClientInfo {
+            session,
+            user: self.sessions[&session].user.clone(),
+            info,
+        };
+        self.op(
+            Operation::Commit {
+                channel,
+                publication: Publication::message(Some(from), Payload::new(&data)),
+                history,
+                epoch: frame.epoch,
+                group_info,
+            },
+            Pending::Publish {
+                session,
+                reply: reply.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The options of `channel`, an encrypted channel this node has
+    /// members in.
+    fn encrypted_channel(&self, channel: &str) -> Result<ChannelOptions, ChannelError> {
+        match self.channels.get(channel).map(|c| c.options) {
+            Some(options) if options.encrypted => Ok(options),
+            _ => Err(error(
+                ErrorCode::BadRequest,
+                format!("{channel:?} is not an encrypted channel"),
+            )),
+        }
+    }
+
+    /// The reader of end-to-end groups' messages, if the server has one.
+    fn group_reader(&self) -> Result<Arc<dyn GroupReader>, ChannelError> {
+        self.config.group_reader.clone().ok_or_else(|| {
+            error(
+                ErrorCode::BadRequest,
+                "this server does not serve end-to-end groups (it has no group reader)",
+            )
+        })
+    }
+
+    /// `key_packages`: every package checked to be valid, in the session's
+    /// user's name and of one device, then kept in the directory.
+    fn upload_key_packages(
+        &mut self,
+        session: SessionId,
+        channel: &str,
+        key_packages: Vec<String>,
+        last_resort: Option<String>,
+        reply: &ReplyTo,
+    ) -> Result<(), ChannelError> {
+        if channel != KEYS_CHANNEL {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!("key_packages is sent to the channel {KEYS_CHANNEL:?}"),
+            ));
+        }
+        let reader = self.group_reader()?;
+        let Some(user) = self.sessions[&session].user.clone() else {
+            return Err(error(
+                ErrorCode::Forbidden,
+                "key packages name a user: anonymous sessions have none",
+            ));
+        };
+        let mut device: Option<String> = None;
+        let mut check = |text: &str| -> Result<StoredKeyPackage, ChannelError> {
+            if text.len() > MAX_KEY_PACKAGE_BYTES {
+                return Err(error(
+                    ErrorCode::Limit,
+                    format!("a key package is at most {MAX_KEY_PACKAGE_BYTES} bytes of base64"),
+                ));
+            }
+            let frame = reader
+                .read_key_package(&base64("key_packages", text)?)
+                .map_err(|e| error(ErrorCode::BadRequest, format!("a bad key package: {e}")))?;
+            if frame.user != user {
+                return Err(error(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "a key package in the name of {:?}: a user uploads only its own",
+                        frame.user
+                    ),
+                ));
+            }
+            match &device {
+                Some(device) if *device != frame.device => {
+                    return Err(error(
+                        ErrorCode::BadRequest,
+                        "the key packages of one upload come from one device",
+                    ));
+                }
+                Some(_) => {}
+                None => device = Some(frame.device),
+            }
+            Ok(StoredKeyPackage {
+                package: text.to_owned(),
+                expires: frame.expires,
+            })
+        };
+        let one_time = key_packages
+            .iter()
+            .map(|text| check(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_resort = last_resort.as_deref().map(&mut check).transpose()?;
+        let upload = KeyPackageUpload {
+            // No package: a question about the user's devices.
+            device: device.unwrap_or_default(),
+            one_time,
+            last_resort,
+        };
+        self.op(
+            Operation::UploadKeyPackages {
+                user,
+                upload,
+                limits: KeyPackageLimits {
+                    per_device: self.config.max_key_packages_per_device,
+                    devices: self.config.max_devices_per_user,
+                },
+            },
+            Pending::KeyPackages {
+                session,
+                reply: reply.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -455,6 +698,7 @@ impl ChannelManager {
                     recovered: None,
                     publications: None,
                     rejoined: true,
+                    external_sender: None,
                 };
                 self.ok(session, reply, json!(rejoined));
             }
@@ -535,6 +779,64 @@ impl ChannelManager {
                 reply: reply.clone(),
             },
         );
+    }
+
+    /// Whether `channel`, which this node has members in, is encrypted.
+    pub(super) fn is_encrypted(&self, channel: &str) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|c| c.options.encrypted)
+    }
+
+    /// `user`'s session left `channel`, an encrypted channel, here: their
+    /// removal from its group is proposed after `group_member_linger`
+    /// unless they have a session in it by then, here or elsewhere.
+    /// Whether they still have a session here is asked when it is due, not
+    /// now: a mass disconnect then costs no scan of the channel per session.
+    pub(super) fn note_departure(&mut self, user: Option<&str>, channel: &str, now: Instant) {
+        let linger = self.config.group_member_linger;
+        let Some(user) = user else { return };
+        if linger.is_zero() {
+            return;
+        }
+        let key = (channel.to_owned(), user.to_owned());
+        if let Some(earlier) = self.departed.insert(key.clone(), now + linger) {
+            self.departures
+                .remove(&(earlier, key.0.clone(), key.1.clone()));
+        }
+        self.departures.insert((now + linger, key.0, key.1));
+        // Bounded: past the bound the one due first is checked now (an
+        // early check of a user who left; none is dropped).
+        while self.departures.len() > MAX_DEPARTURES {
+            self.depart_first();
+        }
+    }
+
+    /// Takes the departure due first: unless the user is back in the
+    /// channel on this node, the backends propose their removal if
+    /// presence lists none of their sessions anywhere.
+    pub(super) fn depart_first(&mut self) {
+        let Some((_, channel, user)) = self.departures.pop_first() else {
+            return;
+        };
+        self.departed.remove(&(channel.clone(), user.clone()));
+        if !self.is_here(&user, &channel) {
+            self.op(
+                Operation::RemoveFromGroupIfAway { channel, user },
+                Pending::Ignore,
+            );
+        }
+    }
+
+    /// Whether a session of `user` on this node is in `channel`.
+    pub(super) fn is_here(&self, user: &str, channel: &str) -> bool {
+        self.channels.get(channel).is_some_and(|local| {
+            local.members.iter().any(|session| {
+                self.sessions
+                    .get(session)
+                    .is_some_and(|s| s.user.as_deref() == Some(user))
+            })
+        })
     }
 
     pub(super) fn drop_member(&mut self, session: SessionId, channel: &str) {

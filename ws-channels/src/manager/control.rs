@@ -146,6 +146,9 @@ impl ChannelManager {
     pub fn handle_interrupted(&mut self, now: Instant) {
         let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         ids.sort_unstable();
+        // Per channel, its active members: one `lost` event each, encoded
+        // once for the channel.
+        let mut told: BTreeMap<String, Vec<SessionId>> = BTreeMap::new();
         for id in ids {
             let state = self.sessions.get_mut(&id).expect("listed above");
             if state.closing {
@@ -159,14 +162,14 @@ impl ChannelManager {
                     }
                     Stage::Active => {
                         membership.lost = false;
-                        self.actions.push_back(Action::Send {
-                            session: id,
-                            envelope: protocol::event(name, "lost", json!({})),
-                        });
+                        told.entry(name.clone()).or_default().push(id);
                     }
                 }
                 stale(&mut self.channels, name);
             }
+        }
+        for (channel, sessions) in told {
+            self.tell_lost(&channel, sessions.into(), json!({}));
         }
         if self.next_refresh.is_some() {
             self.next_refresh = Some(now);
@@ -176,6 +179,9 @@ impl ChannelManager {
 
     /// Time passed: refreshes presence when due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while self.departures.first().is_some_and(|(due, ..)| *due <= now) {
+            self.depart_first();
+        }
         let Some(due) = self.next_refresh else {
             return;
         };

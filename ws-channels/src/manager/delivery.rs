@@ -95,11 +95,8 @@ impl ChannelManager {
         if changed {
             stale(&mut self.channels, channel);
         }
-        for session in lost {
-            self.actions.push_back(Action::Send {
-                session,
-                envelope: protocol::event(channel, "lost", json!({})),
-            });
+        if !lost.is_empty() {
+            self.tell_lost(channel, lost.into(), json!({}));
         }
         let everyone_else = sessions.iter().any(|s| Some(*s) != except);
         if everyone_else || !late.is_empty() {
@@ -111,6 +108,18 @@ impl ChannelManager {
                 self.deliver(channel, late.into(), None, message);
             }
         }
+    }
+
+    /// Tells `sessions` they may have missed publications on `channel`
+    /// (after the position in `data`, when it has one). Delivered as the
+    /// channel's publications are, so one a session cannot take counts
+    /// against the channel, as a publication would: with
+    /// [`SlowSubscriber::MarkLost`](crate::SlowSubscriber::MarkLost) it
+    /// is told again ahead of the next delivery that fits, rather than
+    /// closed as for a reply of its own.
+    pub(super) fn tell_lost(&mut self, channel: &str, sessions: Arc<[SessionId]>, data: Value) {
+        let message = protocol::lost_event(channel, &data);
+        self.deliver(channel, sessions, None, message);
     }
 
     pub(super) fn deliver(

@@ -652,11 +652,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn no_gap_reaches_a_member_silently(wires in prop::collection::vec(wire(), 1..60)) {
+    fn no_gap_reaches_a_member_silently(
+        wires in prop::collection::vec(wire(), 1..60),
+        // About 160 bytes a publication: a fill hands out one to a few
+        // at once, or all.
+        max_gap_fill_bytes in prop_oneof![0usize..700, Just(usize::MAX)],
+    ) {
         use crate::sim::Transit;
         let config = ChannelsConfig {
             presence_ttl: Duration::from_secs(30),
             command_burst: 1_000_000,
+            max_gap_fill_bytes,
             ..ChannelsConfig::default()
         };
         let mut sim = Sim::new(2, config);

@@ -48,6 +48,14 @@ impl Order {
         }
     }
 
+    /// The last position handed to members.
+    fn position(&self) -> Position {
+        Position {
+            offset: self.delivered,
+            epoch: self.epoch.clone(),
+        }
+    }
+
     /// Keeps `publication` until the gap before it is filled, if there
     /// is room.
     pub(super) fn wait(&mut self, offset: u64, publication: &Publication, max_count: usize) {
@@ -106,20 +114,85 @@ impl Ready {
 /// The publications that waited for what `order` has now delivered, in
 /// order; those at or before it are dropped as duplicates.
 pub(super) fn drain_ahead(order: &mut Order) -> Vec<Publication> {
+    drain_ahead_within(order, &mut Budget::unbounded()).0
+}
+
+/// Bytes a gap's fill may still hand out. The first publication goes
+/// whatever its size, so a gap always moves on.
+struct Budget {
+    left: usize,
+    taken: bool,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        Self {
+            left: bytes,
+            taken: false,
+        }
+    }
+
+    fn unbounded() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    /// Whether a publication of `weight` fits; if so it is taken.
+    fn take(&mut self, weight: usize) -> bool {
+        if self.taken && weight > self.left {
+            return false;
+        }
+        self.left = self.left.saturating_sub(weight);
+        self.taken = true;
+        true
+    }
+}
+
+/// Like [`drain_ahead`], within `budget`; `false` when some of what
+/// follows on did not fit (it stays in `order.ahead`).
+fn drain_ahead_within(order: &mut Order, budget: &mut Budget) -> (Vec<Publication>, bool) {
     let mut out = Vec::new();
     while let Some(entry) = order.ahead.first_entry() {
         let offset = *entry.key();
         if offset > order.delivered + 1 {
             break;
         }
+        let next = offset == order.delivered + 1;
+        if next {
+            if !budget.take(entry.get().weight()) {
+                return (out, false);
+            }
+            order.delivered = offset;
+        }
         let publication = entry.remove();
         order.ahead_bytes -= publication.weight();
-        if offset == order.delivered + 1 {
-            order.delivered = offset;
+        if next {
             out.push(publication);
         }
     }
-    out
+    (out, true)
+}
+
+/// What a gap's fill hands out, in order.
+enum Step {
+    Deliver(Publication),
+    Lost(Position),
+}
+
+/// Moves `order`'s stream on past everything known to be there: what
+/// waited behind a gap (let go: the members were told `lost` and read it
+/// from history), or else the history's newest, `top`.
+fn skip_past(order: &mut Order, top: Option<&Position>) {
+    if let Some((&last, _)) = order.ahead.last_key_value() {
+        order.delivered = order.delivered.max(last);
+        order.ahead.clear();
+        order.ahead_bytes = 0;
+    } else if let Some(top) = top {
+        if top.epoch == order.epoch {
+            order.delivered = order.delivered.max(top.offset);
+        } else {
+            *order = Order::after(top);
+        }
+    }
 }
 
 impl ChannelManager {
@@ -158,8 +231,10 @@ impl ChannelManager {
     }
 
     /// A gap's history read came back: what it holds goes out in order,
-    /// then what waited behind the gap; a gap it cannot fill is a `lost`
-    /// event to every member, with the last position they have.
+    /// then what waited behind the gap, together at most
+    /// `max_gap_fill_bytes`. A gap it cannot fill, or that does not fit,
+    /// is a `lost` event to every member with the last position they
+    /// have, and the stream goes on after it.
     pub(super) fn filled(
         &mut self,
         channel: &str,
@@ -167,6 +242,7 @@ impl ChannelManager {
         check: bool,
         result: Result<HistoryPage, ChannelError>,
     ) {
+        let mut budget = Budget::new(self.config.max_gap_fill_bytes);
         let Some(order) = self
             .channels
             .get_mut(channel)
@@ -182,61 +258,66 @@ impl ChannelManager {
             // is back).
             return;
         }
-        let mut out = Vec::new();
-        let mut lost = None;
-        match result {
+        // What the members get, in order: publications, and where the
+        // gap is given up on, a `lost` event with the last position they
+        // have.
+        let mut steps = Vec::new();
+        let (whole, top) = match result {
             Ok(page) if page.complete => {
+                let mut whole = true;
                 for publication in page.publications {
                     let Some(offset) = publication.position.as_ref().map(|p| p.offset) else {
                         continue;
                     };
                     if offset == order.delivered + 1 {
+                        if !budget.take(publication.weight()) {
+                            whole = false;
+                            break;
+                        }
                         order.delivered = offset;
-                        out.push(publication);
+                        steps.push(Step::Deliver(publication));
                     }
                 }
+                (whole, page.top)
             }
-            result => {
-                // Not in history any more (or unreadable): the members are
-                // told, and the stream goes on after the gap: at what
-                // waited behind it, else after the history's newest.
-                lost = Some(Position {
-                    offset: order.delivered,
-                    epoch: order.epoch.clone(),
-                });
-                let top = result.ok().and_then(|page| page.top);
-                if let Some(&first) = order.ahead.keys().next() {
-                    order.delivered = order.delivered.max(first - 1);
-                } else if let Some(top) = top {
-                    if top.epoch == order.epoch {
-                        order.delivered = order.delivered.max(top.offset);
-                    } else {
-                        *order = Order::after(&top);
-                    }
-                }
+            // Not in history any more (or unreadable).
+            result => (false, result.ok().and_then(|page| page.top)),
+        };
+        if !whole {
+            // The stream goes on after the gap: at what waited behind it,
+            // else after the history's newest.
+            steps.push(Step::Lost(order.position()));
+            match order.ahead.keys().next() {
+                Some(&first) => order.delivered = order.delivered.max(first - 1),
+                None => skip_past(order, top.as_ref()),
             }
         }
-        out.extend(drain_ahead(order));
+        let (behind, fits) = drain_ahead_within(order, &mut budget);
+        if fits || whole {
+            steps.extend(behind.into_iter().map(Step::Deliver));
+        }
+        if !fits {
+            // What waited does not fit after the fill: the members are
+            // told (once) and read it from history themselves.
+            if whole {
+                steps.push(Step::Lost(order.position()));
+            }
+            skip_past(order, None);
+        }
         let gap_remains = !order.ahead.is_empty();
-        if let Some(position) = lost {
-            let members: Vec<SessionId> = self
-                .channels
-                .get(channel)
-                .map(|c| c.members.iter().copied().collect())
-                .unwrap_or_default();
-            for session in members {
-                self.actions.push_back(Action::Send {
-                    session,
-                    envelope: protocol::event(
-                        channel,
-                        "lost",
-                        json!({ "offset": position.offset, "epoch": position.epoch }),
-                    ),
-                });
+        for step in steps {
+            match step {
+                Step::Deliver(publication) => self.fan_out(channel, &publication),
+                Step::Lost(position) => {
+                    let members: Vec<SessionId> = self
+                        .channels
+                        .get(channel)
+                        .map(|c| c.members.iter().copied().collect())
+                        .unwrap_or_default();
+                    let data = json!({ "offset": position.offset, "epoch": position.epoch });
+                    self.tell_lost(channel, members.into(), data);
+                }
             }
-        }
-        for publication in out {
-            self.fan_out(channel, &publication);
         }
         if gap_remains
             && self

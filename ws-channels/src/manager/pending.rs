@@ -2,6 +2,8 @@
 //! admitted, recovered and finished, a failure answered.
 
 use super::*;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 #[derive(Debug)]
 pub(super) enum Pending {
@@ -47,6 +49,11 @@ pub(super) enum Pending {
         check: bool,
     },
     Custom {
+        session: SessionId,
+        reply: ReplyTo,
+    },
+    /// `key_packages` and `claim`.
+    KeyPackages {
         session: SessionId,
         reply: ReplyTo,
     },
@@ -171,6 +178,16 @@ impl ChannelManager {
                 Ok(result) => self.ok(session, &reply, json!(CustomReply { result })),
                 Err(e) => self.refuse(session, &reply, e, now),
             },
+            (Pending::KeyPackages { session, reply }, OpResult::KeyPackages(result)) => {
+                match result {
+                    Ok(devices) => self.ok(session, &reply, json!({ "devices": devices })),
+                    Err(e) => self.refuse(session, &reply, e, now),
+                }
+            }
+            (Pending::KeyPackages { session, reply }, OpResult::Claimed(result)) => match result {
+                Ok(claimed) => self.ok(session, &reply, json!({ "key_packages": claimed })),
+                Err(e) => self.refuse(session, &reply, e, now),
+            },
             (Pending::Ignore, _) => {}
             (pending, result) => {
                 tracing::error!(?pending, ?result, "a backend result of the wrong kind");
@@ -208,7 +225,10 @@ impl ChannelManager {
             | Pending::Reply { session, reply }
             | Pending::Members { session, reply, .. }
             | Pending::Recent { session, reply }
-            | Pending::Custom { session, reply } => self.refuse(session, &reply, failure(), now),
+            | Pending::Custom { session, reply }
+            | Pending::KeyPackages { session, reply } => {
+                self.refuse(session, &reply, failure(), now)
+            }
             Pending::Fill {
                 channel,
                 epoch,
@@ -396,20 +416,28 @@ impl ChannelManager {
             return;
         };
         stale(&mut self.channels, channel);
+        let encrypted = self
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.options.encrypted);
         let fields = JoinReply {
             role: membership.role.clone(),
             // So a client that does not encrypt knows not to show what
             // arrives as text.
-            encrypted: self
-                .channels
-                .get(channel)
-                .is_some_and(|c| c.options.encrypted),
+            encrypted,
             offset: page.top.as_ref().map(|top| top.offset),
             epoch: page.top.as_ref().map(|top| top.epoch.clone()),
             recovered: asked_since.then_some(page.complete),
             publications: asked_since
                 .then(|| page.publications.iter().map(PublicationOut::of).collect()),
             rejoined: false,
+            external_sender: self
+                .config
+                .group_reader
+                .as_ref()
+                .filter(|_| encrypted)
+                .and_then(|reader| reader.external_sender())
+                .map(|sender| BASE64.encode(sender)),
         };
         let fields = json!(fields);
         let top = page.top.as_ref().map_or(0, |p| p.offset);

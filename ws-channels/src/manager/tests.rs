@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -410,7 +411,11 @@ fn members_read_recent_history() {
 
 /// A room with history on node 0 (A owns it) and B as a member on node 1.
 fn two_node_room(history_size: u64) -> Sim {
-    let mut sim = Sim::new(2, ChannelsConfig::default());
+    two_node_room_with(ChannelsConfig::default(), history_size)
+}
+
+fn two_node_room_with(config: ChannelsConfig, history_size: u64) -> Sim {
+    let mut sim = Sim::new(2, config);
     sim.open(0, A, Some("a"));
     sim.open(1, B, Some("b"));
     sim.send(
@@ -505,10 +510,23 @@ fn a_gap_history_cannot_fill_is_reported_lost() {
 // what does not fit is read from history with the gap.
 #[test]
 fn publications_behind_a_gap_wait_within_a_byte_budget() {
+    let mut sim = big_gap(16 << 20);
+    let got: Vec<u64> = events(sim.take(1, B), "message")
+        .iter()
+        .map(|e| e["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, (1..=101).collect::<Vec<u64>>());
+}
+
+/// Node 1 misses the first of 101 publications of 50 KB and reads the gap
+/// from history while the rest arrive behind it, handing out at most
+/// `max_gap_fill_bytes` of them at once.
+fn big_gap(max_gap_fill_bytes: usize) -> Sim {
     use crate::sim::Transit::Drop;
     let config = ChannelsConfig {
         max_history_bytes: 16 << 20,
         command_burst: 1_000,
+        max_gap_fill_bytes,
         ..ChannelsConfig::default()
     };
     let mut sim = Sim::new(2, config);
@@ -537,11 +555,123 @@ fn publications_behind_a_gap_wait_within_a_byte_budget() {
         sim.with_manager(1, |m| m.check_invariants()).unwrap();
     }
     sim.hold(false);
-    let got: Vec<u64> = events(sim.take(1, B), "message")
+    sim
+}
+
+// ROBUSTNESS 154: a gap filled from history is the node's burst, not the
+// member's: it is handed out up to `max_gap_fill_bytes` (below the send
+// queue), then a `lost` event with the last position handed out, and the
+// stream goes on; the member recovers the rest with `since`. (Handed out
+// whole, 5 MB at once closed members that read promptly with 4008.)
+#[test]
+fn a_gap_fill_larger_than_its_budget_ends_in_a_lost_event() {
+    let budget = 256 * 1024;
+    let mut sim = big_gap(budget);
+    // At once: at most the budget, in order from the first, then `lost`
+    // where it stopped.
+    let first = messages(sim.take(1, B));
+    let handed_out: usize = first
         .iter()
-        .map(|e| e["data"]["n"].as_u64().unwrap())
+        .filter(|e| e["action"] == "message")
+        .map(|e| e.to_string().len())
+        .sum();
+    assert!(handed_out <= budget, "{handed_out} bytes at once");
+    let (got, losts) = nothing_lost_silently(&first);
+    assert!(!got.is_empty() && got[0] == 1, "{got:?}");
+    assert_eq!(losts.first().map(|l| &l["offset"]), Some(&json!(got.len())));
+    // The stream goes on after the gap (what did not fit behind it is
+    // read as another gap, again within the budget)...
+    publish_n(&mut sim, 102, 102);
+    let mut all = first;
+    all.extend(messages(sim.take(1, B)));
+    let (got, losts) = nothing_lost_silently(&all);
+    assert_eq!(got.last(), Some(&102));
+    // ...and the member recovers what it was told it lost.
+    sim.send(1, B, &cmd(3, "room", "join", json!({"since": losts[0]})));
+    let rejoin = reply(sim.take(1, B), 3);
+    assert_eq!(rejoin["recovered"], true, "{rejoin}");
+    let replayed: Vec<u64> = rejoin["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"]["n"].as_u64().unwrap_or(102))
         .collect();
-    assert_eq!(got, (1..=101).collect::<Vec<u64>>());
+    assert_eq!(
+        replayed,
+        (losts[0]["offset"].as_u64().unwrap() + 1..=102).collect::<Vec<u64>>()
+    );
+}
+
+// ROBUSTNESS 154: the first publication of a fill goes whatever its
+// size (a commit of an encrypted channel may be larger than the budget),
+// so a gap always moves on.
+#[test]
+fn a_fill_hands_out_one_publication_whatever_its_size() {
+    let mut sim = big_gap(0);
+    let (got, losts) = nothing_lost_silently(&messages(sim.take(1, B)));
+    assert_eq!(got, [1]);
+    assert_eq!(losts.len(), 1);
+    assert_eq!(losts[0]["offset"], 1);
+}
+
+// ROBUSTNESS 154: what arrives while a fill's history read is answered
+// waits behind it; what of it does not fit the budget after the fill is
+// let go with one `lost` event where the members stopped, not dropped.
+#[test]
+fn what_waits_behind_a_fill_beyond_its_budget_is_told_lost() {
+    use crate::sim::Transit::{Deliver, Drop};
+    // Room for three small publications (about 146 bytes each) at once.
+    let config = ChannelsConfig {
+        max_gap_fill_bytes: 500,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = two_node_room_with(config, 100);
+    sim.transit(1, &[Deliver, Drop]);
+    publish_n(&mut sim, 1, 2);
+    sim.hold(true);
+    // 3 reveals the gap at node 1; history holds 1 to 3 when read.
+    sim.send(0, A, &cmd(103, "room", "publish", json!(3)));
+    assert!(sim.step(0), "the publish runs");
+    let read = sim.execute(1).expect("node 1 reads the gap");
+    // 4 to 7 arrive before node 1 hears the answer, and wait.
+    for n in 4..=7 {
+        sim.send(0, A, &cmd(100 + n, "room", "publish", json!(n)));
+        assert!(sim.step(0), "the publish runs");
+    }
+    sim.hold(false);
+    sim.answer(1, read);
+    publish_n(&mut sim, 8, 8);
+    let (got, losts) = nothing_lost_silently(&messages(sim.take(1, B)));
+    assert_eq!(got, [1, 2, 3, 4, 8]);
+    assert_eq!(losts.len(), 1);
+    assert_eq!(losts[0]["offset"], 4);
+}
+
+/// The offsets of the messages among `events` and the `lost` events'
+/// data, checked: offsets rise, and each jump comes right after a `lost`
+/// event naming the last offset before it.
+fn nothing_lost_silently(events: &[Value]) -> (Vec<u64>, Vec<Value>) {
+    let (mut got, mut losts, mut told) = (Vec::<u64>::new(), Vec::new(), None);
+    for event in events.iter().filter(|e| e["type"] == "event") {
+        match event["action"].as_str() {
+            Some("lost") => {
+                told = event["data"]["offset"].as_u64();
+                losts.push(event["data"].clone());
+            }
+            Some("message") => {
+                let offset = event["data"]["offset"].as_u64().unwrap();
+                let last = got.last().copied().unwrap_or(0);
+                assert!(
+                    offset == last + 1 || (offset > last && told == Some(last)),
+                    "{last} then {offset}, told {told:?}"
+                );
+                got.push(offset);
+                told = None;
+            }
+            _ => {}
+        }
+    }
+    (got, losts)
 }
 
 // ROBUSTNESS 116: a member that joins again with `since` gets the replay
@@ -851,6 +981,11 @@ fn slow_subscribers_are_disconnected_and_others_go_on() {
     assert_eq!(events(sim.take(0, C), "message").len(), 2);
 }
 
+// ROBUSTNESS 155: with `mark_lost`, a slow member is told `lost` ahead of
+// the next delivery that fits; a `lost` event that does not fit either
+// waits for room, and the session is not closed for it. (It went as the
+// session's own message, and one that did not fit closed it with 4008
+// whatever the policy.)
 #[test]
 fn slow_subscribers_can_be_told_what_they_lost() {
     let config = ChannelsConfig {
@@ -860,14 +995,17 @@ fn slow_subscribers_can_be_told_what_they_lost() {
     let mut sim = room(config, json!({}));
     join(&mut sim, B, 1);
     sim.set_slow(0, B, true);
-    sim.send(0, A, &cmd(3, "room", "publish", json!(1)));
+    // The first marks it; the next two find no room for the event either.
+    for n in 1..=3 {
+        sim.send(0, A, &cmd(2 + n, "room", "publish", json!(n)));
+    }
     sim.set_slow(0, B, false);
-    sim.send(0, A, &cmd(4, "room", "publish", json!(2)));
+    sim.send(0, A, &cmd(9, "room", "publish", json!(4)));
     let got = messages(sim.take(0, B));
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0]["action"], "lost");
     assert_eq!(got[0]["channel"], "room");
-    assert_eq!(got[1]["data"]["data"], 2);
+    assert_eq!(got[1]["data"]["data"], 4);
 }
 
 /// Runs held backend work an item at a time, checking the manager's
@@ -1363,4 +1501,98 @@ fn a_subscriber_that_leaves_while_the_node_unsubscribes_leaves_nothing_waiting()
         assert!(!m.is_subscribed("$topic:t"));
         assert_eq!(m.pending_count(), 0);
     });
+}
+
+/// The users the server proposed removing in `outs`.
+fn proposed_removals(outs: Vec<Out>) -> Vec<String> {
+    events(outs, "message")
+        .into_iter()
+        .filter(|e| e["data"]["e2e"] == "proposal")
+        .map(|e| e["data"]["user"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_user_away_from_an_encrypted_channel_past_the_linger_is_proposed_for_removal() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let config = ChannelsConfig {
+        group_member_linger: Duration::from_secs(60),
+        group_reader: Some(Arc::new(crate::sim::ToyReader)),
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({"encrypted": true, "history_size": 10}));
+    join(&mut sim, B, 2);
+    join(&mut sim, C, 3);
+    // A commit leaves the server a GroupInfo to propose from.
+    let commit = json!({"commit": b64(b"C\0room"), "group_info": b64(b"G\x01")});
+    sim.send(0, A, &cmd(4, "room", "commit", commit));
+    assert_eq!(reply(sim.take(0, A), 4)["ok"], true);
+    // b leaves; c's connection drops and c is back within the linger.
+    sim.send(0, B, &cmd(5, "room", "leave", json!({})));
+    assert_eq!(reply(sim.take(0, B), 5)["ok"], true);
+    sim.close(0, C);
+    sim.advance(Duration::from_secs(30));
+    sim.open(0, C, Some("c"));
+    join(&mut sim, C, 6);
+    assert!(proposed_removals(sim.take(0, A)).is_empty(), "too early");
+    sim.advance(Duration::from_secs(31));
+    assert_eq!(proposed_removals(sim.take(0, A)), ["b"]);
+    // Once: the departure is gone.
+    sim.advance(Duration::from_secs(120));
+    assert!(proposed_removals(sim.take(0, A)).is_empty());
+}
+
+#[test]
+fn a_zero_group_member_linger_proposes_no_removal_for_absence() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let config = ChannelsConfig {
+        group_member_linger: Duration::ZERO,
+        group_reader: Some(Arc::new(crate::sim::ToyReader)),
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({"encrypted": true, "history_size": 10}));
+    join(&mut sim, B, 2);
+    let commit = json!({"commit": b64(b"C\0room"), "group_info": b64(b"G\x01")});
+    sim.send(0, A, &cmd(3, "room", "commit", commit));
+    assert_eq!(reply(sim.take(0, A), 3)["ok"], true);
+    sim.close(0, B);
+    sim.advance(Duration::from_secs(24 * 3600));
+    assert!(proposed_removals(sim.take(0, A)).is_empty());
+}
+
+#[test]
+fn departures_waiting_out_the_linger_are_bounded_and_none_is_dropped() {
+    use base64::Engine as _;
+    let config = ChannelsConfig {
+        group_member_linger: Duration::from_secs(3600),
+        group_reader: Some(Arc::new(crate::sim::ToyReader)),
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({"encrypted": true, "history_size": 10}));
+    let commit = json!({
+        "commit": base64::engine::general_purpose::STANDARD.encode(b"C\0room"),
+        "group_info": base64::engine::general_purpose::STANDARD.encode(b"G\x01"),
+    });
+    sim.send(0, A, &cmd(2, "room", "commit", commit));
+    assert_eq!(reply(sim.take(0, A), 2)["ok"], true);
+    // Six users come and go, two past the bound: the two who left first
+    // are proposed for removal at once, long before the linger.
+    let max = super::commands::MAX_DEPARTURES;
+    for n in 0..max + 2 {
+        let session = SessionId(0x100 + n as u64);
+        sim.open(0, session, Some(&format!("u{n}")));
+        join(&mut sim, session, 10);
+        sim.close(0, session);
+    }
+    assert_eq!(proposed_removals(sim.take(0, A)), ["u0", "u1"]);
+    // The others when their linger is out.
+    sim.advance(Duration::from_secs(3601));
+    let mut rest = proposed_removals(sim.take(0, A));
+    rest.sort();
+    assert_eq!(
+        rest,
+        (2..max + 2).map(|n| format!("u{n}")).collect::<Vec<_>>()
+    );
 }

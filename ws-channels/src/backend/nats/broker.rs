@@ -42,7 +42,7 @@ impl Broker for NatsBackend {
                 return shared.send_live(channel, &publication).await.map(|()| None);
             };
             shared
-                .append(channel, &publication, spec, None)
+                .append(channel, &publication, spec, None, None)
                 .await
                 .map(|published| published.position)
         })
@@ -57,8 +57,50 @@ impl Broker for NatsBackend {
     ) -> BoxFuture<'a, Result<Published, ChannelError>> {
         Box::pin(async move {
             self.shared
-                .append(channel, &publication, spec, Some(key))
+                .append(channel, &publication, spec, Some(key), None)
                 .await
+        })
+    }
+
+    fn publish_commit<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        spec: HistorySpec,
+        epoch: u64,
+        group_info: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Position, ChannelError>> {
+        Box::pin(async move {
+            let published = self
+                .shared
+                .append(channel, &publication, spec, None, Some(epoch))
+                .await?;
+            if let Some(info) = group_info {
+                // After the commit: a GroupInfo kept for an epoch the group
+                // reached is never ahead of the channel. The commit is out
+                // whatever happens here, so its author is told so (it
+                // would otherwise drop a commit every member applies); a
+                // GroupInfo not kept only leaves the server's removal
+                // proposals for this epoch unmade.
+                let kept = self.shared.keep_group_info(channel, epoch + 1, info).await;
+                if let Err(error) = kept {
+                    tracing::warn!(channel, %error, "a commit's GroupInfo was not kept");
+                }
+            }
+            Ok(published.position.expect("published with history"))
+        })
+    }
+
+    fn group_info<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(u64, String)>, ChannelError>> {
+        Box::pin(async move {
+            Ok(self
+                .shared
+                .kept_group_info(channel)
+                .await?
+                .map(|kept| (kept.epoch, kept.info)))
         })
     }
 
@@ -178,6 +220,13 @@ impl Broker for NatsBackend {
         Box::pin(async move {
             let shared = &self.shared;
             shared.purge(channel).await?;
+            // The group goes with the history: a channel made anew has
+            // another.
+            shared
+                .groups
+                .purge(hex(channel))
+                .await
+                .map_err(unavailable)?;
             // History begins again in a new epoch, named now so joins
             // before the next publication see the epoch it will have.
             shared

@@ -58,17 +58,39 @@ impl Shared {
         publication: &Publication,
         spec: HistorySpec,
         key: Option<&str>,
+        commit_epoch: Option<u64>,
     ) -> Result<Published, ChannelError> {
         self.connected()?;
         let payload: bytes::Bytes = serde_json::to_vec(publication).map_err(unavailable)?.into();
         let subject = self.history_subject(channel);
         let jetstream = jetstream::new(self.client.clone());
         for _ in 0..64 {
-            let (previous, offset, epoch) = match self.last(channel).await? {
-                Some((sequence, offset, epoch)) => (sequence, offset + 1, epoch),
-                None => (0, 1, self.fresh_epoch(channel).await?),
+            let (previous, offset, epoch, group_epoch) = match self.newest(channel).await? {
+                Some(newest) => (
+                    newest.sequence,
+                    newest.offset + 1,
+                    newest.epoch,
+                    newest.group_epoch,
+                ),
+                None => {
+                    let (epoch, group_epoch) = self.fresh_epoch(channel).await?;
+                    (0, 1, epoch, group_epoch)
+                }
+            };
+            // The group's epoch travels on every message, so the newest
+            // one says it; the stream's last-sequence check makes the
+            // comparison and the append one step.
+            let group_epoch = match (commit_epoch, group_epoch) {
+                (Some(want), Some(at)) if want != at => {
+                    return Err(group_conflict(channel, at, want));
+                }
+                (Some(want), _) => Some(want + 1),
+                (None, known) => known,
             };
             let mut headers = HeaderMap::new();
+            if let Some(group_epoch) = group_epoch {
+                headers.insert(GROUP_EPOCH, group_epoch.to_string().as_str());
+            }
             headers.insert(OFFSET, offset.to_string().as_str());
             headers.insert(EPOCH, epoch.as_str());
             headers.insert(EXPIRES, (now_ms() + ms(spec.ttl)).to_string().as_str());
@@ -129,34 +151,49 @@ impl Shared {
         &self,
         channel: &str,
     ) -> Result<Option<(u64, u64, String)>, ChannelError> {
+        Ok(self
+            .newest(channel)
+            .await?
+            .map(|newest| (newest.sequence, newest.offset, newest.epoch)))
+    }
+
+    /// The channel's newest stored message, if the stream holds one.
+    async fn newest(&self, channel: &str) -> Result<Option<Newest>, ChannelError> {
         match self
             .history
             .get_last_raw_message_by_subject(&self.history_subject(channel))
             .await
         {
-            Ok(message) => Ok(Some((
-                message.sequence,
-                header_u64(&message.headers, OFFSET).unwrap_or(0),
-                message
+            Ok(message) => Ok(Some(Newest {
+                sequence: message.sequence,
+                offset: header_u64(&message.headers, OFFSET).unwrap_or(0),
+                epoch: message
                     .headers
                     .get(EPOCH)
                     .map(|e| e.as_str().to_owned())
                     .unwrap_or_default(),
-            ))),
+                group_epoch: header_u64(&message.headers, GROUP_EPOCH),
+            })),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
 
     /// The epoch a channel without stored messages publishes in
-    /// ([`Record::empty_history_epoch`]), from now on the record's.
-    pub(super) async fn fresh_epoch(&self, channel: &str) -> Result<String, ChannelError> {
+    /// ([`Record::empty_history_epoch`]), from now on the record's, and
+    /// its group's epoch: 0 when nothing was ever published in the
+    /// channel, unknown when its history was lost.
+    pub(super) async fn fresh_epoch(
+        &self,
+        channel: &str,
+    ) -> Result<(String, Option<u64>), ChannelError> {
         self.modify(channel, |record, _| match record {
             None => (Err(not_found(channel)), false),
             Some(r) => {
+                let group_epoch = (!r.epoch_used).then_some(0);
                 r.epoch = r.empty_history_epoch();
                 r.epoch_used = true;
-                (Ok(r.epoch.clone()), true)
+                (Ok((r.epoch.clone(), group_epoch)), true)
             }
         })
         .await
@@ -171,5 +208,61 @@ impl Shared {
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+}
+
+/// A channel's newest stored message, as its headers say.
+struct Newest {
+    /// Its stream sequence.
+    sequence: u64,
+    offset: u64,
+    epoch: String,
+    /// The channel's group epoch; `None` when the message does not say.
+    group_epoch: Option<u64>,
+}
+
+/// A channel's newest GroupInfo, as kept in the `<prefix>-groups` bucket.
+#[derive(Serialize, Deserialize)]
+pub(super) struct KeptGroupInfo {
+    pub(super) epoch: u64,
+    pub(super) info: String,
+}
+
+impl Shared {
+    /// The channel's kept GroupInfo, if any.
+    pub(super) async fn kept_group_info(
+        &self,
+        channel: &str,
+    ) -> Result<Option<KeptGroupInfo>, ChannelError> {
+        self.connected()?;
+        let (kept, _) = entry::read::<Option<KeptGroupInfo>>(&self.groups, &hex(channel)).await?;
+        Ok(kept)
+    }
+
+    /// Keeps `info` as the channel's GroupInfo of `epoch`, unless one of a
+    /// later epoch is kept (writers racing take turns by revision).
+    pub(super) async fn keep_group_info(
+        &self,
+        channel: &str,
+        epoch: u64,
+        info: &str,
+    ) -> Result<(), ChannelError> {
+        self.connected()?;
+        entry::change(
+            &self.groups,
+            &hex(channel),
+            "a channel's GroupInfo",
+            |kept: &mut Option<KeptGroupInfo>| {
+                if kept.as_ref().is_some_and(|k| k.epoch >= epoch) {
+                    return Ok(((), false));
+                }
+                *kept = Some(KeptGroupInfo {
+                    epoch,
+                    info: info.to_owned(),
+                });
+                Ok(((), true))
+            },
+        )
+        .await
     }
 }

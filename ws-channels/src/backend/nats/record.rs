@@ -280,15 +280,7 @@ impl Shared {
         &self,
         key: &str,
     ) -> Result<(Created, Option<u64>), ChannelError> {
-        let entry = self.created.entry(key).await.map_err(unavailable)?;
-        Ok(match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => (
-                serde_json::from_slice(&entry.value).unwrap_or_default(),
-                Some(entry.revision),
-            ),
-            Some(entry) => (Created::default(), Some(entry.revision)),
-            None => (Created::default(), None),
-        })
+        entry::read(&self.created, key).await
     }
 
     /// Edits a user's created channels by compare-and-set, retrying when
@@ -298,42 +290,10 @@ impl Shared {
         key: &str,
         change: impl Fn(&mut Created),
     ) -> Result<(), ChannelError> {
-        for _ in 0..64 {
-            let (mut created, revision) = self.read_created(key).await?;
-            change(&mut created);
-            let bytes = serde_json::to_vec(&created).map_err(unavailable)?.into();
-            let written = match revision {
-                Some(revision) => self
-                    .created
-                    .update(key, bytes, revision)
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    }),
-                None => self
-                    .created
-                    .create(key, bytes)
-                    .await
-                    .map(drop)
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::CreateErrorKind::AlreadyExists,
-                            e.to_string(),
-                        )
-                    }),
-            };
-            match written {
-                Ok(()) => return Ok(()),
-                Err((true, _)) => continue,
-                Err((false, error)) => return Err(unavailable(error)),
-            }
-        }
-        Err(ChannelError::unavailable(
-            "nats: a user's created channels changed too often to update",
-        ))
+        entry::change(&self.created, key, "a user's created channels", |created| {
+            change(created);
+            Ok(((), true))
+        })
+        .await
     }
 }

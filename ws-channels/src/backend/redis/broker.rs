@@ -70,7 +70,7 @@ impl Broker for RedisBackend {
                     .map(|()| None);
             };
             shared
-                .append(channel, &publication, spec, None)
+                .append(channel, &publication, spec, None, None, None)
                 .await
                 .map(|published| published.position)
         })
@@ -85,8 +85,45 @@ impl Broker for RedisBackend {
     ) -> BoxFuture<'a, Result<Published, ChannelError>> {
         Box::pin(async move {
             self.shared
-                .append(channel, &publication, spec, Some(key))
+                .append(channel, &publication, spec, Some(key), None, None)
                 .await
+        })
+    }
+
+    fn publish_commit<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        spec: HistorySpec,
+        epoch: u64,
+        group_info: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Position, ChannelError>> {
+        Box::pin(async move {
+            let published = self
+                .shared
+                .append(channel, &publication, spec, None, Some(epoch), group_info)
+                .await?;
+            Ok(published.position.expect("published with history"))
+        })
+    }
+
+    fn group_info<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(u64, String)>, ChannelError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let kept: Option<String> = shared
+                .command(
+                    redis::cmd("HGET")
+                        .arg(shared.key(channel, "meta"))
+                        .arg("ginfo"),
+                )
+                .await?;
+            Ok(kept.and_then(|kept| {
+                let (epoch, info) = kept.split_once(' ')?;
+                Some((epoch.parse().ok()?, info.to_owned()))
+            }))
         })
     }
 

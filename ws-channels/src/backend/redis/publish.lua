@@ -1,11 +1,26 @@
 -- Appends to history and publishes in one step, so every node sees
 -- offsets in order. KEYS: meta, hist, and with an idempotency key the
 -- key's record. ARGV: publication JSON, size, ttl ms, Redis channel, byte
--- budget, and with a key how long it is remembered (ms).
--- Reply: status ('ok' or 'duplicate'), offset, epoch
+-- budget, how long a key is remembered (ms), and for a group commit the
+-- group epoch it is made in ('' for any other publication) and the
+-- GroupInfo it came with ('' for none).
+-- Reply: status ('ok', 'duplicate' or 'conflict'), offset (for a conflict,
+-- the group's epoch), epoch
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
 local now = now_ms()
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if ARGV[7] ~= '' then
+  -- 'gepoch' is set when the channel is created; a channel restored after
+  -- Redis lost it has none, and the next commit sets it again.
+  local at = redis.call('HGET', KEYS[1], 'gepoch')
+  if at and tonumber(at) ~= tonumber(ARGV[7]) then
+    return {'conflict', tonumber(at), epoch}
+  end
+  redis.call('HSET', KEYS[1], 'gepoch', tonumber(ARGV[7]) + 1)
+  if ARGV[8] ~= '' then
+    redis.call('HSET', KEYS[1], 'ginfo', (tonumber(ARGV[7]) + 1) .. ' ' .. ARGV[8])
+  end
+end
 if KEYS[3] then
   -- Published with this key already (in this epoch): nothing again.
   local first = redis.call('GET', KEYS[3])

@@ -26,6 +26,7 @@ pub(super) struct Scripts {
     pub(super) remove_history: Script,
     pub(super) recent: Script,
     pub(super) standing: Script,
+    pub(super) set_if: Script,
 }
 
 impl Scripts {
@@ -47,6 +48,7 @@ impl Scripts {
             remove_history: script!("remove_history.lua"),
             recent: script!("recent.lua"),
             standing: script!("standing.lua"),
+            set_if: script!("set_if.lua"),
         }
     }
 }
