@@ -7,6 +7,8 @@ use axum::response::IntoResponse;
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
 const E2E_MODULE: &str = include_str!("page/e2e.js");
+const MLS_MODULE: &str = include_str!("page/mls.js");
+const TS_MLS: &str = include_str!("page/vendor/ts-mls.js");
 const STYLE: &str = include_str!("page/style.css");
 
 /// Scripts and styles from this origin only; WebSockets to it ('self'
@@ -34,10 +36,22 @@ pub(crate) async fn script() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-/// The end-to-end encryption module (WebCrypto), for the page and for
-/// other pages of this origin: `import { E2eChannels } from "/e2e.js"`.
+/// The encrypted-session client (WebCrypto), for pages of this origin:
+/// `import { SealedSession } from "/e2e.js"`.
 pub(crate) async fn e2e_module() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", E2E_MODULE)
+}
+
+/// End-to-end encrypted channels on MLS, for the page and other pages of
+/// this origin: `import { MlsDevice, MlsChannels } from "/mls.js"`.
+pub(crate) async fn mls_module() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", MLS_MODULE)
+}
+
+/// ts-mls, bundled by `ws-server/vendor/build.mjs`, which `/mls.js`
+/// imports.
+pub(crate) async fn ts_mls() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", TS_MLS)
 }
 
 pub(crate) async fn style() -> impl IntoResponse {

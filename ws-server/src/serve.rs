@@ -97,9 +97,9 @@ async fn run(settings: Settings) -> Result<(), String> {
     let backend = connect_backend(&settings.backend, &mut memory)
         .await
         .map_err(|error| format!("`backend`: {}", error.message))?;
-    let channels = Channels::builder(settings.channels.clone())
-        .backend(backend)
-        .build();
+    let mut channels_config = settings.channels.clone();
+    channels_config.group_reader = Some(Arc::new(mls_reader(&settings.backend)?));
+    let channels = Channels::builder(channels_config).backend(backend).build();
 
     let authenticator = ClientAuth::new(&settings.auth);
     let mut endpoint = channels
@@ -218,6 +218,23 @@ async fn run(settings: Settings) -> Result<(), String> {
 
 /// The backend the settings name, with its prefix, key, CA and budget;
 /// the memory backend is also left in `history`, for its metrics.
+/// What encrypted channels need of MLS: commits read for their order, key
+/// packages checked, and the server's identity as the groups' external
+/// sender: derived from the cluster's key, so every node and every restart
+/// signs as the same one; a single node without one makes a new identity
+/// at each start (its groups live in memory, so none outlives it).
+fn mls_reader(backend: &BackendSettings) -> Result<ws_crypto::mls::MlsReader, String> {
+    use ws_crypto::mls::{DeliveryService, MlsReader};
+    let service = match &backend.cluster_key {
+        Some(key) => DeliveryService::from_secret("ws serve", key.secret()),
+        None => DeliveryService::new("ws serve"),
+    }
+    .map_err(|error| format!("the MLS Delivery Service: {error}"))?;
+    MlsReader::new()
+        .with_service(service)
+        .map_err(|error| format!("the MLS Delivery Service: {error}"))
+}
+
 async fn connect_backend(
     settings: &BackendSettings,
     history: &mut Option<Arc<MemoryBackend>>,
@@ -467,6 +484,8 @@ fn routers(app: App, settings: &Settings) -> (Router, Option<Router>) {
         .route("/whoami", get(whoami))
         .route("/app.js", get(page::script))
         .route("/e2e.js", get(page::e2e_module))
+        .route("/mls.js", get(page::mls_module))
+        .route("/vendor/ts-mls.js", get(page::ts_mls))
         .route("/style.css", get(page::style))
         .route("/channels", get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }));

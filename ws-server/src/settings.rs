@@ -149,7 +149,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WS_MAX_CHANNELS_PER_USER", value_name = "N")]
     max_channels_per_user: Option<usize>,
     /// Largest message a client may send, in bytes; larger closes with
-    /// 1009. [default: 65536]
+    /// 1009. Room for an end-to-end group's commit with its Welcome
+    /// (177 KB for a group of 1,000). [default: 1048576]
     #[arg(long, env = "WS_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     max_message_size: Option<usize>,
     /// Seconds a connection may stay silent (pings answered count) before
@@ -469,7 +470,9 @@ impl Settings {
                 ));
             }
         }
-        let max_message_size = given.max_message_size.unwrap_or(64 * 1024);
+        // Publishes are 64 KiB at most (`max_payload`); the rest is for
+        // end-to-end groups' handshakes (`max_handshake`).
+        let max_message_size = given.max_message_size.unwrap_or(1 << 20);
         if max_message_size == 0 {
             return Err(invalid("max_message_size", "must be at least 1 byte"));
         }

@@ -49,10 +49,10 @@ const state = {
   wanted: false, // whether the person wants to be in the channel
   retry: null,
   attempts: 0, // connections that failed in a row
-  encrypted: false, // end-to-end: messages sealed here, through /e2e.js
+  encrypted: false, // end-to-end: an MLS member here, through /mls.js
   sealedChannel: false, // the channel is end-to-end encrypted
-  e2e: null, // the E2eChannels of the current socket
-  keyPair: null, // this tab's X25519 key pair, kept across reconnects
+  mls: null, // the MlsChannels of the current socket
+  device: null, // this browser's MLS device for the user, kept across reconnects
 };
 
 function showError(text) {
@@ -80,8 +80,10 @@ function append(item) {
   list.scrollTop = list.scrollHeight;
 }
 
+// MLS traffic: messages ("mls"), the group's commits and the server's
+// removal proposals.
 function isSealed(data) {
-  return data !== null && typeof data === "object" && (data.e2e === "msg" || data.e2e === "keys");
+  return data !== null && typeof data === "object" && (data.e2e === "mls" || data.e2e === "commit" || data.e2e === "proposal");
 }
 
 // Shows a publication, once: one at or before the last seen (a recovery
@@ -95,7 +97,7 @@ function showMessage(publication, sealed = false, earlier = false) {
   const data = publication.data;
   // A page that does not encrypt shows no ciphertext: it says what it is.
   if (!sealed && isSealed(data)) {
-    if (data.e2e === "keys") return;
+    if (data.e2e !== "mls") return;
     const item = document.createElement("li");
     item.className = "message sealed-unread";
     const from = document.createElement("span");
@@ -113,6 +115,8 @@ function showMessage(publication, sealed = false, earlier = false) {
   const from = document.createElement("span");
   from.className = "from";
   from.textContent = publication.from ? publication.from.user || "anonymous" : "server";
+  // The sending device's key, as the group knows it.
+  if (publication.from?.fingerprint) from.title = `device ${publication.from.fingerprint}`;
   const text = document.createElement("span");
   text.className = "text";
   text.textContent = data && typeof data === "object" && "text" in data ? String(data.text) : JSON.stringify(data);
@@ -198,19 +202,8 @@ function moderate(action, user) {
   const how = action === "kick" ? "Kick" : `Ban ${forSeconds ? `for ${$("ban-for").selectedOptions[0].textContent}` : "until the ban is lifted"}:`;
   if (!confirm(`${how} ${user}?`)) return;
   const done = action === "kick" ? "kicked" : "banned";
-  if (state.e2e) {
-    // Through the module: it starts a new key epoch for those who remain.
-    const duration = forSeconds ? Number(forSeconds) : undefined;
-    const removing = action === "kick" ? state.e2e.kick(state.channel, user) : state.e2e.ban(state.channel, user, duration);
-    removing.then(
-      (epoch) => {
-        system(`${user} was ${done}; new key (epoch ${epoch}) for the others.`);
-        refreshRoster();
-      },
-      (error) => showError(ERRORS[error.code] || error.message),
-    );
-    return;
-  }
+  // In an encrypted channel the server then proposes the user's removal
+  // from the group, which this page commits (onMlsEvent).
   const data = { user };
   if (action === "ban" && forSeconds) data.duration = Number(forSeconds);
   command(action, data, (reply) => {
@@ -312,58 +305,166 @@ function create() {
   });
 }
 
-// End-to-end: creates the channel encrypted, or joins it. An owner coming
-// back (a reload, a reconnect) starts a new epoch, since its keys were in
-// the page it left.
+// End-to-end: creates the channel encrypted, with an MLS group of this
+// device alone, or joins it; a member adds this device to the group from
+// the key packages it leaves with the server. The device and its groups
+// are kept in this browser (IndexedDB), so a reload or a reconnect goes on
+// in the group from the last message handled.
 async function enterEncrypted() {
   const socket = state.socket;
   try {
-    const { E2eChannels, generateKeyPair, fingerprint } = await import("/e2e.js");
-    state.keyPair ??= await generateKeyPair();
-    $("fingerprint").textContent = await fingerprint(state.keyPair.publicKey);
+    const { MlsChannels, MlsDevice, MlsStore } = await import("/mls.js");
+    if (!state.device || state.device.user !== state.user) {
+      const store = await MlsStore.open().catch(() => null);
+      const { device, persisted } = await MlsDevice.open(state.user, store);
+      state.device = device;
+      if (!persisted) system("Another tab has this browser's device for you: this tab is a device of its own, forgotten when it closes.");
+    }
+    $("fingerprint").textContent = state.device.fingerprint;
     if (state.socket !== socket) return;
-    state.e2e = new E2eChannels(socket, state.keyPair, onE2eEvent);
+    const mls = new MlsChannels(socket, state.device, onMlsEvent);
+    state.mls = mls;
+    await topUpKeyPackages(mls);
+    let reply;
     try {
-      await state.e2e.create(state.channel, 100);
-      entered({ role: "owner", encrypted: true });
-      system("You created this end-to-end encrypted channel; you hand its keys to whoever joins.");
+      reply = await mls.create(state.channel, 100);
+      reply.role ??= "owner";
+      system("You created this end-to-end encrypted channel: its group (MLS) holds this device, and you add whoever joins.");
     } catch (error) {
       if (error.code !== "already_exists") return refused(error);
-      await state.e2e.join(state.channel);
-      if (state.e2e.isOwner(state.channel)) {
-        await state.e2e.rotate(state.channel);
-        entered({ role: "owner", encrypted: true });
-      } else {
-        entered({ role: "participant", encrypted: true });
-        system("Waiting for the owner to hand over the key.");
-      }
+      const since = mls.position(state.channel);
+      reply = await mls.join(state.channel, since ? { since } : {});
+      if (!mls.inGroup(state.channel)) system("Waiting for a member to add this device to the channel's group.");
     }
+    if (state.socket !== socket) return;
+    // The owner adds those who join: at once, or after checking each
+    // device's fingerprint (approveDevices).
+    mls.autoAdd = reply.role === "owner" && !$("approve-devices").checked;
+    entered({ ...reply, publications: [], encrypted: true });
+    renderGroup();
   } catch (error) {
     if (error.code) refused(error);
     else showError(`End-to-end encryption failed: ${error.message}`);
   }
 }
 
-function onE2eEvent(event) {
+// The owner checks a newcomer's devices before they join the group: each
+// with the fingerprint of the key it signs with, computed here from the
+// key package (the server could hand out a device of its own under the
+// newcomer's name; the newcomer's page shows its own fingerprint).
+async function offerDevices(user) {
+  const mls = state.mls;
+  let claimed;
+  try {
+    claimed = await mls.claim(state.channel, [user]);
+  } catch (error) {
+    system(`Could not get ${user}'s devices: ${error.message}`);
+    return;
+  }
+  if (!claimed.length) {
+    system(`${user} has no device ready for the encrypted group (their page must tick End-to-end encrypted).`);
+    return;
+  }
+  for (const device of claimed) {
+    const item = document.createElement("li");
+    item.className = "system approval";
+    item.dataset.user = user;
+    const text = document.createElement("span");
+    text.textContent = `${user} asks to join the encrypted group with device `;
+    const key = document.createElement("code");
+    key.textContent = device.fingerprint;
+    const add = document.createElement("button");
+    add.type = "button";
+    add.className = "add-device";
+    add.textContent = "Add";
+    const refuse = document.createElement("button");
+    refuse.type = "button";
+    refuse.className = "refuse-device";
+    refuse.textContent = "Refuse";
+    const settle = (said) => {
+      add.disabled = refuse.disabled = true;
+      text.textContent = `${said} ${user}'s device `;
+    };
+    add.addEventListener("click", () => {
+      settle("Adding");
+      mls.addClaimed(state.channel, [device]).catch((error) => showError(`Adding ${user} failed: ${error.message}`));
+    });
+    refuse.addEventListener("click", () => settle("Refused"));
+    item.append(text, key, " ", add, " ", refuse);
+    append(item);
+  }
+}
+
+// Leaves key packages with the server while this device has few there, so
+// members can add it while it is away too.
+async function topUpKeyPackages(mls) {
+  const reply = await mls.command("$keys", "key_packages", {});
+  const mine = (reply.devices || []).find((d) => d.device === state.device.fingerprint);
+  if (!mine || mine.one_time < 3 || !mine.last_resort) await mls.publishKeyPackages(10);
+}
+
+// The group's own roster (MLS), not the server's presence list: the
+// devices that can read what is sent now, with their fingerprints.
+async function renderGroup() {
+  const mls = state.mls;
+  const box = $("group");
+  if (!mls || !mls.inGroup(state.channel)) {
+    box.hidden = true;
+    return;
+  }
+  const members = await mls.roster(state.channel);
+  const list = $("group-roster");
+  list.replaceChildren();
+  for (const member of members.sort((a, b) => a.user.localeCompare(b.user) || a.fingerprint.localeCompare(b.fingerprint))) {
+    const item = document.createElement("li");
+    item.dataset.user = member.user;
+    item.textContent = member.user;
+    if (member.fingerprint === state.device.fingerprint) item.textContent += " (this device)";
+    const key = document.createElement("code");
+    key.textContent = member.fingerprint;
+    item.append(key);
+    list.append(item);
+  }
+  $("group-epoch").textContent = `(epoch ${mls.epoch(state.channel)})`;
+  box.hidden = false;
+}
+
+function onMlsEvent(event) {
   if (event.channel !== undefined && event.channel !== state.channel) return;
+  if (["joined", "epoch", "removed"].includes(event.type)) renderGroup();
   switch (event.type) {
     case "message":
-      showMessage({ from: { user: event.user }, data: { text: event.text ?? "(binary)" } }, true);
-      break;
-    case "refused":
-      system(`A message could not be opened (${event.error.code}): ${event.error.message}`);
-      break;
-    case "keys":
-      system(`Key received (epoch ${event.epoch}).`);
+      showMessage({ from: { user: event.user, fingerprint: event.fingerprint }, data: { text: event.text } }, true);
       break;
     case "joined":
-      if (!event.granted) system(`${event.user || "someone"} was not given the key (removed earlier, or no key).`);
+      system(`This device is in the channel's group now (epoch ${event.epoch}): you read what is sent from here on.`);
       break;
-    case "left":
-      system(`New key (epoch ${event.epoch}) for those who remain.`);
+    case "epoch":
+      if (event.added.length) system(`Added to the group: ${event.added.join(", ")}.`);
+      for (const user of event.removed) system(`${user} is out of the group: they read nothing sent from here on.`);
       break;
-    case "error":
-      showError(`End-to-end encryption failed: ${event.error.message}`);
+    case "removed":
+      system("This device was removed from the channel's group: it reads nothing sent from here on.");
+      break;
+    case "admitted":
+      if (state.role === "owner" && $("approve-devices").checked) offerDevices(event.user);
+      break;
+    case "add_failed":
+      system(`Could not add ${event.users.join(", ")} to the group: ${event.error}`);
+      break;
+    case "removal_proposed":
+      if (state.role !== "owner") {
+        system(`The server asked for ${event.user}'s removal from the group; it takes effect with a member's next commit.`);
+        break;
+      }
+      // The epoch event that follows says who is out.
+      state.mls.commitPending(state.channel).catch((error) => showError(`Removing ${event.user} from the group failed: ${error.message}`));
+      break;
+    case "unreadable":
+      system(`Something in the channel could not be opened or applied: ${event.error}`);
+      break;
+    case "not_saved":
+      showError(`This browser did not keep the channel's keys (${event.error}): after a reload this device may need to be added again.`);
       break;
   }
 }
@@ -390,7 +491,7 @@ function onEvent(envelope) {
   switch (envelope.action) {
     case "message":
       // End-to-end messages are opened and shown by the module.
-      if (!state.e2e) showMessage(data);
+      if (!state.mls) showMessage(data);
       break;
     case "join":
       state.roster.set(data.from.session, { user: data.from.user, role: "participant" });
@@ -483,7 +584,8 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/channels?${credentials()}`);
   state.socket = socket;
-  state.e2e = null;
+  state.mls = null;
+  $("group").hidden = true;
   state.pending.clear();
   setStatus("connecting");
   let opened = false;
@@ -503,7 +605,7 @@ function connect() {
     }
     if (envelope.type === "response") {
       // The module's commands are its own.
-      if (envelope.id?.startsWith("e2e-")) return;
+      if (envelope.id?.startsWith("mls-")) return;
       const handler = state.pending.get(envelope.id);
       state.pending.delete(envelope.id);
       if (handler) handler(envelope.data || {});
@@ -588,6 +690,10 @@ $("leave").addEventListener("click", () => {
   $("room").hidden = true;
 });
 
+$("approve-devices").addEventListener("change", () => {
+  if (state.mls && state.role === "owner") state.mls.autoAdd = !$("approve-devices").checked;
+});
+
 $("unban-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const user = $("unban-user").value.trim();
@@ -606,10 +712,10 @@ $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value;
   if (!text || !state.socket || state.socket.readyState !== WebSocket.OPEN) return;
-  if (state.e2e) {
-    state.e2e.publish(state.channel, text).then(
+  if (state.mls) {
+    state.mls.send(state.channel, text).then(
       () => ($("text").value = ""),
-      (error) => showError(error.code === "no_key" ? "No key yet: the channel's owner hands it over when their page is open." : ERRORS[error.code] || error.message),
+      (error) => showError(error.code === "no_group" ? "This device is not in the channel's group yet: a member adds it when their page is open." : ERRORS[error.code] || error.message),
     );
     return;
   }

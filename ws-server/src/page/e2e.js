@@ -1,35 +1,21 @@
-// End-to-end encrypted channels in the browser, on WebCrypto only: the
-// twin of the Rust crate ws-crypto (its `channel` and `client` modules),
-// byte for byte. `ws serve` serves it at /e2e.js.
+// Encrypted sessions in the browser, on WebCrypto only: the twin of the
+// Rust crate ws-crypto's `session` and `sealed` modules, byte for byte.
+// `ws serve` serves it at /e2e.js. (End-to-end encrypted channels are MLS
+// groups: /mls.js.)
 //
-//   import { E2eChannels, generateKeyPair } from "/e2e.js";
-//   const socket = new WebSocket("ws://host/channels?user=ann");
-//   const e2e = new E2eChannels(socket, await generateKeyPair(), (event) => ...);
-//   await e2e.join("room");            // the owner's client hands over the key
-//   await e2e.publish("room", "hello"); // sealed; the server sees ciphertext
-//
-// Keys: X25519 per member (announced in the join `info` as `e2e_key`). The
-// owner's client makes each epoch's 32-byte channel key and wraps it for
-// each member: HKDF-SHA256 over X25519(ephemeral, member) and X25519(owner,
-// member), AES-256-GCM. Messages: AES-256-GCM under the epoch key, random
-// 96-bit nonce, associated data binding channel, epoch, sender session and
-// sequence number. Kick, ban or a key holder's leave start a new epoch.
+//   import { SealedSession, SESSION_SUBPROTOCOL } from "/e2e.js";
+//   const session = await SealedSession.open(new WebSocket(url, [SESSION_SUBPROTOCOL]), pin, onMessage);
+//   session.send("hello"); // sealed: only the pinned server reads it
 
 const subtle = globalThis.crypto.subtle;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-const WRAP_LABEL = encoder.encode("ws-crypto e2e wrap v1");
-const MESSAGE_LABEL = encoder.encode("ws-crypto e2e message v1");
-/** Epochs whose keys a keyring keeps. */
-export const KEPT_EPOCHS = 4;
-/** Senders tracked per epoch for replay protection. */
-export const MAX_SENDERS_PER_EPOCH = 100_000;
 const PKCS8_X25519 = Uint8Array.from([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20]);
 
-/** A refusal, with `code` as in ws-crypto's E2eError (no_key, unknown_epoch,
- * replayed, tampered, bad_wrapped_key, key_conflict, weak_key,
- * too_many_senders, malformed). */
+/** A refusal, with `code` saying why (as ws-crypto's session errors):
+ * malformed, not_authenticated, key_mismatch, confirmation_failed,
+ * replayed, skipped, tampered, not_negotiated, weak_key. */
 export class E2eError extends Error {
   constructor(code, message, details = {}) {
     super(message);
@@ -66,17 +52,6 @@ function u64(n) {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(n));
   return out;
-}
-
-/** Length-prefixed concatenation, as ws-crypto's `bind`. */
-function bind(label, fields) {
-  const parts = [label];
-  for (const field of fields) {
-    const length = new Uint8Array(4);
-    new DataView(length.buffer).setUint32(0, field.length);
-    parts.push(length, field);
-  }
-  return concat(...parts);
 }
 
 async function hkdf(salt, ikm, info) {
@@ -133,363 +108,6 @@ export async function fingerprint(publicKey) {
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("").match(/.{4}/g).join(" ");
 }
 
-async function wrappingKey(shared, publicKeys, channel, epoch, session) {
-  const info = bind(WRAP_LABEL, [encoder.encode(channel), u64(epoch), encoder.encode(session)]);
-  return hkdf(concat(...publicKeys), shared, info);
-}
-
-/** Wraps channel key `key` (32 bytes) from `owner` for member `session` with public key `to`. */
-export async function wrapKey(owner, key, channel, epoch, session, to, ephemeral = null) {
-  ephemeral ??= await generateKeyPair();
-  const shared = concat(await x25519(ephemeral.privateKey, to), await x25519(owner.privateKey, to));
-  const wrapping = await wrappingKey(shared, [ephemeral.publicKey, owner.publicKey, to], channel, epoch, session);
-  const sealed = await aesSeal(await aes(wrapping), new Uint8Array(12), new Uint8Array(0), key);
-  return base64url.encode(concat(ephemeral.publicKey, sealed));
-}
-
-/** Opens a wrapped key for `member` (a key pair) from the owner whose public key is `owner`. */
-export async function unwrapKey(member, owner, wrapped, channel, epoch, session) {
-  const bytes = base64url.decode(wrapped);
-  if (!bytes || bytes.length !== 80) throw new E2eError("malformed", "malformed end-to-end data: wrapped key");
-  const ephemeral = bytes.slice(0, 32);
-  const shared = concat(await x25519(member.privateKey, ephemeral), await x25519(member.privateKey, owner));
-  const wrapping = await wrappingKey(shared, [ephemeral, owner, member.publicKey], channel, epoch, session);
-  try {
-    return await aesOpen(await aes(wrapping), new Uint8Array(12), new Uint8Array(0), bytes.slice(32));
-  } catch {
-    throw new E2eError("bad_wrapped_key", `the wrapped key for epoch ${epoch} does not open with this member's key`, { epoch });
-  }
-}
-
-function messageAad(channel, epoch, sender, seq) {
-  return bind(MESSAGE_LABEL, [encoder.encode(channel), u64(epoch), encoder.encode(sender), u64(seq)]);
-}
-
-/** One member's keys for one channel, as ws-crypto's `Keyring`. */
-export class Keyring {
-  constructor(channel) {
-    this.channel = channel;
-    this.epochs = new Map(); // epoch -> { raw, key, lastSeen: Map }
-    this.nextSeq = 1;
-  }
-
-  currentEpoch() {
-    return this.epochs.size ? Math.max(...this.epochs.keys()) : null;
-  }
-
-  async install(epoch, raw) {
-    const newest = this.currentEpoch();
-    this.epochs.set(epoch, { raw, key: await aes(raw), lastSeen: new Map() });
-    if (newest === null || epoch > newest) this.nextSeq = 1;
-    while (this.epochs.size > KEPT_EPOCHS) this.epochs.delete(Math.min(...this.epochs.keys()));
-  }
-
-  /** (Owner) Starts the next epoch with a fresh key; returns its number. */
-  async rotate() {
-    const epoch = (this.currentEpoch() ?? 0) + 1;
-    await this.install(epoch, crypto.getRandomValues(new Uint8Array(32)));
-    return epoch;
-  }
-
-  /** (Owner) The current key wrapped for `[session, publicKey]` pairs: the data to publish. */
-  async wrapCurrent(owner, members) {
-    const epoch = this.currentEpoch();
-    if (epoch === null) throw new E2eError("no_key", "no channel key yet");
-    const { raw } = this.epochs.get(epoch);
-    const keys = {};
-    for (const [session, publicKey] of members) keys[session] = await wrapKey(owner, raw, this.channel, epoch, session, publicKey);
-    return { e2e: "keys", epoch, keys };
-  }
-
-  /** (Member) Takes this member's key out of a hand-over; returns the epoch, or null when none is for `session`. */
-  async acceptKeys(member, owner, session, data) {
-    if (data?.e2e !== "keys" || !Number.isSafeInteger(data.epoch) || typeof data.keys !== "object") {
-      throw new E2eError("malformed", "malformed end-to-end data: not a key hand-over");
-    }
-    const wrapped = data.keys[session];
-    if (typeof wrapped !== "string") return null;
-    if (this.epochs.size === KEPT_EPOCHS && data.epoch < Math.min(...this.epochs.keys())) return null;
-    const raw = await unwrapKey(member, owner, wrapped, this.channel, data.epoch, session);
-    const existing = this.epochs.get(data.epoch);
-    if (existing) {
-      if (existing.raw.every((b, i) => b === raw[i])) return data.epoch;
-      throw new E2eError("key_conflict", `a second, different key for epoch ${data.epoch}`, { epoch: data.epoch });
-    }
-    await this.install(data.epoch, raw);
-    return data.epoch;
-  }
-
-  /** Seals `plaintext` (string or bytes) from `sender` (this session). */
-  async seal(sender, plaintext) {
-    const epoch = this.currentEpoch();
-    if (epoch === null) throw new E2eError("no_key", "no channel key yet: waiting for the owner to hand one over");
-    const seq = this.nextSeq;
-    const nonce = crypto.getRandomValues(new Uint8Array(12));
-    const bytes = typeof plaintext === "string" ? encoder.encode(plaintext) : plaintext;
-    const ct = await aesSeal(this.epochs.get(epoch).key, nonce, messageAad(this.channel, epoch, sender, seq), bytes);
-    this.nextSeq += 1;
-    return { e2e: "msg", epoch, seq, nonce: base64url.encode(nonce), ct: base64url.encode(ct) };
-  }
-
-  /** Opens a message the server says `sender` published; bytes. */
-  async open(sender, data) {
-    if (data?.e2e !== "msg" || !Number.isSafeInteger(data.epoch) || !Number.isSafeInteger(data.seq)) {
-      throw new E2eError("malformed", "malformed end-to-end data: not a sealed message");
-    }
-    const nonce = base64url.decode(data.nonce);
-    if (!nonce || nonce.length !== 12) throw new E2eError("malformed", "malformed end-to-end data: nonce");
-    const ct = base64url.decode(data.ct);
-    if (!ct || ct.length < 16) throw new E2eError("malformed", "malformed end-to-end data: ciphertext");
-    const epoch = this.epochs.get(data.epoch);
-    if (!epoch) throw new E2eError("unknown_epoch", `no key for epoch ${data.epoch}`, { epoch: data.epoch });
-    const last = epoch.lastSeen.get(sender) ?? 0;
-    if (data.seq <= last) {
-      throw new E2eError("replayed", `message ${data.seq} from ${sender} replayed or reordered (last seen ${last})`, { sender, seq: data.seq, last });
-    }
-    if (last === 0 && epoch.lastSeen.size >= MAX_SENDERS_PER_EPOCH) {
-      throw new E2eError("too_many_senders", `too many senders in epoch ${data.epoch}`);
-    }
-    let plaintext;
-    try {
-      plaintext = await aesOpen(epoch.key, nonce, messageAad(this.channel, data.epoch, sender, data.seq), ct);
-    } catch {
-      throw new E2eError("tampered", "message failed authentication: altered, or moved from another channel, epoch or sender");
-    }
-    epoch.lastSeen.set(sender, data.seq);
-    return plaintext;
-  }
-}
-
-/**
- * End-to-end encrypted channels over one channels WebSocket, as ws-crypto's
- * `E2eClient`. `onEvent` receives objects with `type`:
- *   "message"  {channel, session, user, text, bytes}
- *   "refused"  {channel, session, error}   (a message that did not open)
- *   "keys"     {channel, epoch}
- *   "joined"   {channel, session, user, granted}   (owner)
- *   "left"     {channel, session, epoch}           (owner)
- *   "removed"  {channel, reason}
- *   "other"    {envelope}
- * Events are handled one at a time, in order.
- */
-export class E2eChannels {
-  constructor(socket, keyPair, onEvent) {
-    this.socket = socket;
-    this.key = keyPair;
-    this.onEvent = onEvent;
-    this.nextId = 0;
-    this.pending = new Map();
-    this.joined = new Map(); // channel -> { me, owner: {session, key}, holders: Set, withheld: Set }
-    this.rings = new Map();
-    this.queue = Promise.resolve();
-    socket.addEventListener("message", (event) => this.#receive(event.data));
-  }
-
-  #receive(text) {
-    let envelope;
-    try {
-      envelope = JSON.parse(text);
-    } catch {
-      return;
-    }
-    if (envelope.type === "response" && this.pending.has(envelope.id)) {
-      const { resolve, reject, action } = this.pending.get(envelope.id);
-      this.pending.delete(envelope.id);
-      if (envelope.data?.ok) resolve(envelope.data);
-      else reject(Object.assign(new Error(`${action} refused: ${envelope.data?.code}: ${envelope.data?.message}`), { code: envelope.data?.code }));
-      return;
-    }
-    // Events run in order, each after the previous one's async work.
-    this.queue = this.queue.then(() => this.#handle(envelope)).catch((error) => this.onEvent({ type: "error", error }));
-  }
-
-  // Runs `work` in line with event handling, so events that arrive while a
-  // join or a rotation waits for the server are handled after it (a key
-  // hand-over must not be read before the client knows its own session).
-  #serial(work) {
-    const run = this.queue.then(work);
-    this.queue = run.catch(() => {});
-    return run;
-  }
-
-  command(channel, action, data = {}) {
-    const id = `e2e-${++this.nextId}`;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, action });
-      this.socket.send(JSON.stringify({ type: "command", id, channel, action, data }));
-    });
-  }
-
-  async #presence(channel) {
-    const data = await this.command(channel, "presence", {});
-    return (data.members ?? []).map((m) => ({ session: m.session, user: m.user, role: m.role, key: base64url.decode(m.info?.e2e_key ?? "") }));
-  }
-
-  async #findSelf(channel) {
-    const members = await this.#presence(channel);
-    const me = members.find((m) => m.key && m.key.length === 32 && base64url.encode(m.key) === this.key.publicText);
-    if (!me) throw new Error("this session is not in the presence list");
-    const owner = members.find((m) => m.role === "owner" && m.key?.length === 32);
-    const withheld = this.joined.get(channel)?.withheld ?? new Set();
-    this.joined.set(channel, { me: me.session, owner: owner ? { session: owner.session, key: owner.key } : null, holders: new Set(), withheld });
-    if (!this.rings.has(channel)) this.rings.set(channel, new Keyring(channel));
-    return members;
-  }
-
-  #info() {
-    return { e2e_key: this.key.publicText };
-  }
-
-  isOwner(channel) {
-    const joined = this.joined.get(channel);
-    return !!joined && joined.owner?.session === joined.me;
-  }
-
-  epoch(channel) {
-    return this.rings.get(channel)?.currentEpoch() ?? null;
-  }
-
-  /** Creates `channel` encrypted, owned by this client, with epoch 1. */
-  create(channel, historySize = 0) {
-    return this.#serial(async () => {
-      const data = { encrypted: true, presence_events: true, info: this.#info() };
-      if (historySize > 0) data.history_size = historySize;
-      await this.command(channel, "create", data);
-      await this.#findSelf(channel);
-      await this.rings.get(channel).rotate();
-    });
-  }
-
-  /** Joins `channel`; the key arrives as a "keys" event. */
-  join(channel) {
-    return this.#serial(async () => {
-      await this.command(channel, "join", { info: this.#info() });
-      await this.#findSelf(channel);
-    });
-  }
-
-  async leave(channel) {
-    await this.command(channel, "leave", {});
-    this.joined.delete(channel);
-  }
-
-  /** Seals and publishes `plaintext` (string or bytes). */
-  async publish(channel, plaintext) {
-    const joined = this.joined.get(channel);
-    if (!joined) throw new Error(`not in channel ${channel}`);
-    const sealed = await this.rings.get(channel).seal(joined.me, plaintext);
-    await this.command(channel, "publish", sealed);
-  }
-
-  /** (Owner) Kicks `user` and starts a new epoch for those who remain. */
-  kick(channel, user) {
-    return this.#serial(async () => {
-      await this.command(channel, "kick", { user });
-      this.joined.get(channel)?.withheld.add(user);
-      return this.#rotate(channel);
-    });
-  }
-
-  /** (Owner) Bans `user` and starts a new epoch for those who remain. */
-  ban(channel, user, duration) {
-    return this.#serial(async () => {
-      await this.command(channel, "ban", duration ? { user, duration } : { user });
-      this.joined.get(channel)?.withheld.add(user);
-      return this.#rotate(channel);
-    });
-  }
-
-  /** (Owner) Lets `user` have keys again and hands its sessions the current key. */
-  admit(channel, user) {
-    return this.#serial(async () => {
-      this.joined.get(channel)?.withheld.delete(user);
-      const members = await this.#presence(channel);
-      await this.#grant(channel, members.filter((m) => m.user === user && m.key?.length === 32).map((m) => [m.session, m.key]));
-    });
-  }
-
-  /** (Owner) A new epoch for everyone present but withheld users. */
-  rotate(channel) {
-    return this.#serial(() => this.#rotate(channel));
-  }
-
-  async #rotate(channel) {
-    const members = await this.#presence(channel);
-    const joined = this.joined.get(channel);
-    const keep = members.filter((m) => m.session !== joined.me && !joined.withheld.has(m.user) && m.key?.length === 32);
-    const epoch = await this.rings.get(channel).rotate();
-    joined.holders.clear();
-    await this.#grant(channel, keep.map((m) => [m.session, m.key]));
-    return epoch;
-  }
-
-  async #grant(channel, members) {
-    if (!members.length) return;
-    const keys = await this.rings.get(channel).wrapCurrent(this.key, members);
-    await this.command(channel, "publish", keys);
-    for (const [session] of members) this.joined.get(channel)?.holders.add(session);
-  }
-
-  async #handle(envelope) {
-    const channel = envelope.channel;
-    if (envelope.type !== "event" || !this.rings.has(channel)) return this.onEvent({ type: "other", envelope });
-    const from = envelope.data?.from ?? {};
-    const joined = this.joined.get(channel);
-    switch (envelope.action) {
-      case "message":
-        return this.#publication(channel, from, envelope.data?.data);
-      case "join": {
-        if (!this.isOwner(channel)) return this.onEvent({ type: "other", envelope });
-        const key = base64url.decode(from.info?.e2e_key ?? "");
-        const granted = key?.length === 32 && !joined.withheld.has(from.user);
-        if (granted) await this.#grant(channel, [[from.session, key]]);
-        return this.onEvent({ type: "joined", channel, session: from.session, user: from.user, granted });
-      }
-      case "leave": {
-        if (!this.isOwner(channel)) return this.onEvent({ type: "other", envelope });
-        if (!joined.holders.delete(from.session)) return;
-        const epoch = await this.#rotate(channel);
-        return this.onEvent({ type: "left", channel, session: from.session, epoch });
-      }
-      case "kicked":
-      case "banned":
-      case "closed":
-        this.joined.delete(channel);
-        return this.onEvent({ type: "removed", channel, reason: envelope.action });
-      default:
-        return this.onEvent({ type: "other", envelope });
-    }
-  }
-
-  async #publication(channel, from, data) {
-    const joined = this.joined.get(channel);
-    const refused = (error) => this.onEvent({ type: "refused", channel, session: from.session, error });
-    const ring = this.rings.get(channel);
-    try {
-      if (data?.e2e === "keys") {
-        if (!joined?.owner) return;
-        if (from.session !== joined.owner.session) return refused(new E2eError("malformed", "keys from a session that is not the owner"));
-        if (joined.me === joined.owner.session) return;
-        const epoch = await ring.acceptKeys(this.key, joined.owner.key, joined.me, data);
-        if (epoch !== null) this.onEvent({ type: "keys", channel, epoch });
-        return;
-      }
-      const bytes = await ring.open(from.session, data);
-      let text = null;
-      try {
-        text = decoder.decode(bytes);
-      } catch {
-        // Binary plaintext: `bytes` only.
-      }
-      return this.onEvent({ type: "message", channel, session: from.session, user: from.user, text, bytes });
-    } catch (error) {
-      if (error instanceof E2eError) return refused(error);
-      throw error;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Encrypted sessions (ws-crypto's `session`, AES-256-GCM): a client for
 // servers that serve the `ws-crypto.session.v1` subprotocol.
 
@@ -569,16 +187,33 @@ export async function openRecord(key, expected, record) {
  * `new WebSocket(url, [SESSION_SUBPROTOCOL])`. `onMessage(message)` gets
  * strings and Uint8Arrays; a message that does not open closes the socket
  * with SESSION_REFUSED (4010: browsers may not send 1008, which the Rust
- * side uses) and goes to `onError(error)`.
+ * side uses) and goes to `onError(error)`. With `{ credential }` (an
+ * Authorization header's value, such as `Bearer <JWT>`), the session's
+ * first sealed message is that credential, for a server that takes it
+ * there (`Sealed::credential_inside`): keep it out of the URL then, where
+ * a path that reads the upgrade would read it, and pin the server's key.
  */
 export class SealedSession {
-  static async open(socket, pin = null, onMessage = () => {}, onError = () => {}) {
+  static async open(socket, pin = null, onMessage = () => {}, onError = () => {}, { credential = null } = {}) {
     if (socket.protocol !== SESSION_SUBPROTOCOL) throw new E2eError("not_negotiated", `the server did not agree to ${SESSION_SUBPROTOCOL}`);
     socket.binaryType = "arraybuffer";
     const start = await sessionHello();
+    // One listener from the start: the first message is the accept; what
+    // comes while it is checked (a server that greets on open) waits in
+    // `early`, then opens in order, none lost.
+    const early = [];
+    let session = null;
+    let takeAccept;
     const accept = new Promise((resolve, reject) => {
-      socket.addEventListener("message", (event) => resolve(event.data), { once: true });
+      takeAccept = resolve;
       socket.addEventListener("close", () => reject(new Error("the connection closed during the handshake")), { once: true });
+    });
+    socket.addEventListener("message", (event) => {
+      if (session) session.receive(event.data);
+      else if (takeAccept) {
+        takeAccept(event.data);
+        takeAccept = null;
+      } else early.push(event.data);
     });
     socket.send(start.hello);
     let keys;
@@ -588,7 +223,10 @@ export class SealedSession {
       socket.close(SESSION_REFUSED, "encrypted session handshake failed");
       throw error;
     }
-    return new SealedSession(socket, keys, onMessage, onError);
+    session = new SealedSession(socket, keys, onMessage, onError);
+    if (credential !== null) session.send(credential);
+    for (const data of early) session.receive(data);
+    return session;
   }
 
   constructor(socket, keys, onMessage, onError) {
@@ -599,20 +237,23 @@ export class SealedSession {
     this.received = 0;
     this.sending = Promise.resolve();
     this.receiving = Promise.resolve();
-    socket.addEventListener("message", (event) => {
-      // Records open in arrival order, each after the one before.
-      this.receiving = this.receiving.then(async () => {
-        if (this.failed) return;
-        try {
-          const message = await openRecord(this.keys.receive, this.received, event.data);
-          this.received += 1;
-          onMessage(message);
-        } catch (error) {
-          this.failed = true;
-          socket.close(SESSION_REFUSED, `encrypted session: ${error.message}`.slice(0, 120));
-          onError(error);
-        }
-      });
+    this.onMessage = onMessage;
+    this.onError = onError;
+  }
+
+  /** Opens a record from the socket: in arrival order, each after the one before. */
+  receive(data) {
+    this.receiving = this.receiving.then(async () => {
+      if (this.failed) return;
+      try {
+        const message = await openRecord(this.keys.receive, this.received, data);
+        this.received += 1;
+        this.onMessage(message);
+      } catch (error) {
+        this.failed = true;
+        this.socket.close(SESSION_REFUSED, `encrypted session: ${error.message}`.slice(0, 120));
+        this.onError(error);
+      }
     });
   }
 
