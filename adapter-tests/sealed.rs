@@ -412,7 +412,142 @@ async fn replayed_and_altered_messages_close_the_session() {
     }
 }
 
+/// Says who the session is: "hello, <user>" on open, "<user>: <text>"
+/// for every message; records what it saw.
+struct Whoami {
+    seen: Seen,
+}
+
+impl SealedHandler for Whoami {
+    async fn on_open(&mut self, ctx: &mut SealedCtx<'_>) {
+        let user = ctx
+            .identity()
+            .map(|i| i.subject.clone())
+            .unwrap_or_default();
+        self.seen.lock().unwrap().push(format!("open {user}"));
+        let _ = ctx.send(format!("hello, {user}")).await;
+    }
+
+    async fn on_message(&mut self, ctx: &mut SealedCtx<'_>, message: Message) {
+        let user = ctx
+            .identity()
+            .map(|i| i.subject.clone())
+            .unwrap_or_default();
+        let text = message.as_text().unwrap_or_default().to_owned();
+        self.seen.lock().unwrap().push(format!("{user}: {text}"));
+        let _ = ctx.send(format!("{user}: {text}")).await;
+    }
+}
+
+/// Routes whose sessions prove their own identity inside: `/inside` (the
+/// upgrade names nobody) and `/both` (the upgrade names someone too, who
+/// must be the same).
+async fn identity_server(handshake: ServerHandshake) -> (TestServer, Seen) {
+    let seen = Seen::default();
+    let keys = || {
+        ws::auth::KeyAuth::new()
+            .key("key-ann", "ann")
+            .key("key-bob", "bob")
+    };
+    let inside = Arc::new(keys());
+    let route = |seen: Seen, handshake: ServerHandshake, keys: Arc<ws::auth::KeyAuth>| {
+        Endpoint::new(move |_| {
+            Sealed::new(handshake.clone(), Whoami { seen: seen.clone() })
+                .credential_inside(keys.clone())
+        })
+        .subprotocols([SUBPROTOCOL])
+        .require_subprotocol()
+    };
+    let server = serve(
+        ws::server()
+            .route(
+                "/inside",
+                route(seen.clone(), handshake.clone(), inside.clone()),
+            )
+            .route(
+                "/both",
+                route(seen.clone(), handshake, inside).authenticator(keys()),
+            )
+            .build(),
+    )
+    .await;
+    (server, seen)
+}
+
+/// A connection to `path`, with `upgrade_key` in the upgrade request.
+async fn connect_to(server: &TestServer, path: &str, upgrade_key: Option<&str>) -> WebSocket {
+    let mut client = ws::client(server.url(path))
+        .unwrap()
+        .subprotocol(SUBPROTOCOL);
+    if let Some(key) = upgrade_key {
+        client = client.header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Key {key}")).unwrap(),
+        );
+    }
+    client.connect().await.unwrap().0
+}
+
+/// The close code once `socket` is closed.
+async fn close_code(mut session: SealedSocket) -> u16 {
+    let ended = rt::timeout(Duration::from_secs(10), async {
+        while session.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "closed in time");
+    session.closed().expect("closed").code.as_u16()
+}
+
+// An attacker on a path that reads upgrade requests forwards ann's upgrade
+// (her key in its header) and splices in a hello of its own: on a route
+// that takes the credential inside the session, that upgrade proves
+// nothing; the session sends no credential it holds (ann's never travels in
+// the clear), so it is closed with 4001 and the handler never opens. Ann,
+// with her credential inside, is ann; a wrong credential, or one that names
+// another user than the upgrade does, is closed with 4001.
+async fn a_session_is_whoever_its_own_credential_proves() {
+    let key = KeyPair::generate();
+    let pin = Some(key.public());
+    let (server, seen) = identity_server(ServerHandshake::new(Some(key))).await;
+
+    let socket = connect_to(&server, "/inside", None).await;
+    let mut ann = SealedSocket::open_with_credential(socket, pin, "Key key-ann")
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ann).await, Message::text("hello, ann"));
+    ann.send("hi").await.unwrap();
+    assert_eq!(next(&mut ann).await, Message::text("ann: hi"));
+
+    let spliced = connect_to(&server, "/inside", Some("key-ann")).await;
+    let attacker = SealedSocket::open(spliced, pin).await.unwrap();
+    attacker.send("i am ann").await.unwrap();
+    assert_eq!(close_code(attacker).await, 4001);
+
+    let socket = connect_to(&server, "/inside", None).await;
+    let wrong = SealedSocket::open_with_credential(socket, pin, "Key key-mallory")
+        .await
+        .unwrap();
+    assert_eq!(close_code(wrong).await, 4001);
+
+    // bob upgrades as bob and presents ann's credential inside.
+    let socket = connect_to(&server, "/both", Some("key-bob")).await;
+    let crossed = SealedSocket::open_with_credential(socket, pin, "Key key-ann")
+        .await
+        .unwrap();
+    assert_eq!(close_code(crossed).await, 4001);
+    let socket = connect_to(&server, "/both", Some("key-bob")).await;
+    let mut bob = SealedSocket::open_with_credential(socket, pin, "Key key-bob")
+        .await
+        .unwrap();
+    assert_eq!(next(&mut bob).await, Message::text("hello, bob"));
+
+    // Only ann's and bob's sessions ever opened.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, ["open ann", "ann: hi", "open bob"], "{seen:?}");
+}
+
 adapter_tests!(
+    a_session_is_whoever_its_own_credential_proves,
     sealed_session_echoes_with_a_pinned_key,
     a_full_send_queue_leaves_no_gap_in_the_counters,
     timers_and_shutdown_reach_the_sealed_handler,

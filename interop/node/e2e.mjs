@@ -1,14 +1,15 @@
-// End-to-end encrypted channels between the Rust client (ws-crypto's
-// e2e_member example) and headless Chromium running the page's WebCrypto
-// module (/e2e.js of `ws serve`): the browser checks the Rust key-wrapping
-// vector, joins a channel a Rust owner created and talks with it, then owns
-// a channel a Rust member joins. A plain WebSocket in the same browser
-// reads what the server stored and finds only ciphertext.
+// End-to-end encrypted channels on MLS between the Rust client (ws-crypto's
+// mls_member example, on mls-rs) and headless Chromium running the page's
+// module (/mls.js of `ws serve`, on ts-mls), through a real `ws serve`:
+// the browser joins a group a Rust member made and talks with it, then
+// makes one a Rust member joins, bans it, and commits the server's removal
+// proposal. A plain WebSocket in the same browser reads what the server
+// stored and finds only ciphertext.
 //
 // Then the browser's encrypted-session client checks ws-crypto's known
 // answer and talks to a Rust sealed server (the sealed_echo example).
 //
-// Usage: node e2e.mjs PATH/TO/ws PATH/TO/e2e_member PATH/TO/sealed_echo
+// Usage: node e2e.mjs PATH/TO/ws PATH/TO/mls_member PATH/TO/sealed_echo
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
@@ -21,9 +22,10 @@ const check = (condition, what) => {
 };
 
 const [binary, member, sealedEcho] = process.argv.slice(2);
+const ADMIN_TOKEN = "e2e-admin-token-long-enough-to-pass";
 const server = spawn(binary, ["serve", "--listen", "127.0.0.1:0"], {
   stdio: ["ignore", "pipe", "inherit"],
-  env: { ...process.env, WS_LOG: "warn" },
+  env: { ...process.env, WS_LOG: "warn", WS_ADMIN_TOKEN: ADMIN_TOKEN },
 });
 const [first] = await once(createInterface({ input: server.stdout }), "line");
 const base = first.match(/page (http:\/\/\S+)/)[1];
@@ -76,85 +78,127 @@ try {
   page.on("pageerror", (error) => consoleErrors.push(error.message));
   await page.goto(base);
 
-  // The same bytes as ws-crypto's wrapping known answer.
-  const wrapped = await page.evaluate(async () => {
-    const { importKeyPair, wrapKey } = await import("/e2e.js");
-    const fill = (b) => new Uint8Array(32).fill(b);
-    const [owner, member, ephemeral] = await Promise.all([4, 5, 6].map((b) => importKeyPair(fill(b))));
-    return wrapKey(owner, fill(9), "room", 3, "000000000000000b", member.publicKey, ephemeral);
-  });
-  check(
-    wrapped === "9bLW5g-Ud-MQwpgtqqbJE2wQihd3xZR-RI-jfWgXRVeZpmebw8haZKdG2NNgvR5x1NAQ9nuwRjKxpfOwZo1JsY63XbB41MTK_RSwsI48srU",
-    "WebCrypto wraps a channel key to the same bytes as ws-crypto",
-  );
-
-  // In the page: a member (or owner) on its own socket, whose events wait
-  // in a list that `next(type, test)` takes from.
+  // In the page: MLS members (the /mls.js module on ts-mls), each on its
+  // own socket, whose events wait in a list that `next(type, test)` takes
+  // from.
   await page.evaluate(async (url) => {
-    const { E2eChannels, generateKeyPair } = await import("/e2e.js");
+    const { MlsChannels, MlsDevice } = await import("/mls.js");
     window.members = {};
-    window.start = async (user) => {
+    window.start = async (user, options = {}) => {
       const socket = new WebSocket(`${url}?user=${user}`);
       await new Promise((resolve, reject) => {
         socket.onopen = resolve;
         socket.onerror = reject;
       });
       const events = [];
-      const e2e = new E2eChannels(socket, await generateKeyPair(), (event) => events.push(event));
-      window.members[user] = { e2e, events, socket };
+      const device = await MlsDevice.create(user);
+      const mls = new MlsChannels(socket, device, (event) => events.push(event), options);
+      window.members[user] = { mls, events, socket, device };
+      await mls.publishKeyPackages(3);
+      return device.fingerprint;
     };
     window.next = async (user, type, test = () => true) => {
       const { events } = window.members[user];
       const deadline = Date.now() + 15_000;
       while (Date.now() < deadline) {
         const at = events.findIndex((e) => e.type === type && test(e));
-        if (at >= 0) {
-          const [event] = events.splice(at, 1);
-          return { ...event, bytes: undefined, error: event.error && { code: event.error.code, message: event.error.message } };
-        }
+        if (at >= 0) return events.splice(at, 1)[0];
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      throw new Error(`${user} never got a ${type} event; got ${JSON.stringify(events.map((e) => e.type))}`);
+      throw new Error(`${user} never got a ${type} event; got ${JSON.stringify(events.map((e) => e.error ?? e.type))}`);
     };
   }, channels);
 
-  // 1. A Rust owner, the browser a member.
+  // 1. A Rust member creates the channel and adds whoever joins; the
+  // browser joins and talks with it.
   const owner = rust("rusty", "rust-room", "create");
   children.push(owner.child);
+  const ownerKey = (await owner.line(/^key /)).slice(4);
   await owner.line(/^ready$/);
-  await page.evaluate(async () => {
-    await window.start("ann");
-    await window.members.ann.e2e.join("rust-room");
+  const annKey = await page.evaluate(async () => {
+    const key = await window.start("ann");
+    await window.members.ann.mls.join("rust-room");
+    return key;
   });
-  const keys = await page.evaluate(() => window.next("ann", "keys"));
-  check(keys.epoch === 1, "the Rust owner hands the browser the channel key");
-  await owner.line(/^joined ann granted=true$/);
-  await page.evaluate(() => window.members.ann.e2e.publish("rust-room", "hello from chromium"));
-  await owner.line(/^message ann: hello from chromium$/);
-  check(true, "the Rust owner opens what the browser sealed");
+  const annJoined = await page.evaluate(() => window.next("ann", "joined"));
+  check(annJoined.epoch >= 1, `the Rust member adds the browser to its MLS group (epoch ${annJoined.epoch})`);
+  const roster = await page.evaluate(() => window.members.ann.mls.roster("rust-room"));
+  check(
+    JSON.stringify(roster.map((m) => [m.user, m.fingerprint]).sort()) === JSON.stringify([["ann", annKey], ["rusty", ownerKey]].sort()),
+    "both see one roster with the same fingerprints",
+  );
+  await page.evaluate(() => window.members.ann.mls.send("rust-room", "hello from chromium"));
+  await owner.line(new RegExp(`^message ann ${annKey}: hello from chromium$`));
+  check(true, "the Rust member opens what the browser sent, and knows it is ann's device");
   const answer = await page.evaluate(() => window.next("ann", "message", (e) => e.text?.startsWith("rust got")));
-  check(answer.text === "rust got: hello from chromium" && answer.user === "rusty", `the browser opens the Rust answer: ${answer.text}`);
-  await page.evaluate(() => window.members.ann.e2e.publish("rust-room", "bye"));
-  await owner.line(/^message ann: bye$/);
-
-  // 2. The browser owns a channel, a Rust member joins and talks.
+  check(answer.text === "rust got: hello from chromium" && answer.user === "rusty" && answer.fingerprint === ownerKey, `the browser opens the Rust answer: ${answer.text}`);
+  // An operator bans a third member (`ws ctl`); the server proposes its
+  // removal as the group's external sender, the browser takes the
+  // proposal (of a group mls-rs made), the Rust member commits it, and
+  // the browser applies that commit.
   await page.evaluate(async () => {
-    await window.start("bea");
-    await window.members.bea.e2e.create("browser-room", 50);
+    await window.start("cat");
+    await window.members.cat.mls.join("rust-room");
+  });
+  await page.evaluate(() => window.next("cat", "joined"));
+  await page.evaluate(() => window.next("ann", "epoch", (e) => e.added.includes("cat")));
+  // The group's roles (made by the Rust owner) give ann none: her own
+  // module will not commit, as the others would refuse it.
+  const refusedCommit = await page.evaluate(() => window.members.ann.mls.remove("rust-room", "cat").then(() => "committed", (e) => e.code));
+  check(refusedCommit === "forbidden", `a member without a role in the group does not commit (${refusedCommit})`);
+  execFileSync(binary, ["ctl", "--server", base.replace(/\/$/, ""), "--token", ADMIN_TOKEN, "ban", "rust-room", "cat"]);
+  const proposal = await page.evaluate(() => window.next("ann", "removal_proposed"));
+  check(proposal.user === "cat", "the browser takes the server's removal proposal in a group mls-rs made");
+  await owner.line(/^removal cat$/);
+  const removal = await page.evaluate(() => window.next("ann", "epoch", (e) => e.removed.includes("cat")));
+  check(removal.removed.length === 1, `the browser applies the Rust member's commit of it (epoch ${removal.epoch})`);
+  await page.evaluate(() => window.members.ann.mls.send("rust-room", "bye"));
+  await owner.line(/^message ann .*: bye$/);
+
+
+  // 2. The browser creates a channel and adds whoever joins; a Rust member
+  // joins and talks; then the browser bans it, the server proposes its
+  // removal, the browser commits it, and the Rust member is out.
+  await page.evaluate(async () => {
+    await window.start("bea", { autoAdd: true });
+    await window.members.bea.mls.create("browser-room", 50);
   });
   const joiner = rust("rustle", "browser-room", "join");
   children.push(joiner.child);
-  const joined = await page.evaluate(() => window.next("bea", "joined"));
-  check(joined.granted && joined.user === "rustle", "the browser owner hands the Rust member the key");
-  await joiner.line(/^keys 1$/);
+  const added = await page.evaluate(() => window.next("bea", "epoch"));
+  check(added.added.includes("rustle"), `the browser adds the Rust member (epoch ${added.epoch})`);
+  await joiner.line(/^joined /);
   const hello = await page.evaluate(() => window.next("bea", "message", (e) => e.user === "rustle"));
-  check(hello.text === "hello from rust", `the browser opens what the Rust member sealed: ${hello.text}`);
-  await page.evaluate(() => window.members.bea.e2e.publish("browser-room", "bye"));
-  await joiner.line(/^message bea: bye$/);
-  const bye = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: bye"));
-  check(bye.user === "rustle", "the Rust member opens the browser's message and answers");
-  const [code] = await joiner.exited;
-  check(code === 0, `the Rust member exits cleanly (${code})`);
+  check(hello.text === "hello from rust", `the browser opens what the Rust member sent: ${hello.text}`);
+  await page.evaluate(() => window.members.bea.mls.send("browser-room", "how are you"));
+  const reply = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: how are you"));
+  check(reply.user === "rustle", "the Rust member opens the browser's message and answers");
+  await page.evaluate(() => window.members.bea.mls.command("browser-room", "ban", { user: "rustle" }));
+  const proposed = await page.evaluate(() => window.next("bea", "removal_proposed"));
+  check(proposed.user === "rustle", "the server proposes the banned user's removal to the browser's group");
+  const removedAt = await page.evaluate(() => window.members.bea.mls.commitPending("browser-room"));
+  const after = await page.evaluate(() => window.members.bea.mls.roster("browser-room"));
+  check(after.length === 1 && after[0].user === "bea", `the browser's commit takes the removal in (epoch ${removedAt})`);
+  await page.evaluate(() => window.members.bea.mls.send("browser-room", "after the ban"));
+
+  // Own messages wait for their echo in a bounded map: against a server
+  // that never echoes (a socket that answers every command), 1,005 sends
+  // leave 1,000 remembered.
+  const unechoed = await page.evaluate(async () => {
+    const { MlsChannels, MlsDevice, MAX_UNECHOED } = await import("/mls.js");
+    const sender = (await window.members.bea.mls.command("probe-room", "create", { encrypted: true, history_size: 1 })).external_sender;
+    const socket = new EventTarget();
+    socket.send = (text) => {
+      const { id, action } = JSON.parse(text);
+      const data = action === "create" ? { ok: true, role: "owner", external_sender: sender } : { ok: true };
+      queueMicrotask(() => socket.dispatchEvent(new MessageEvent("message", { data: JSON.stringify({ type: "response", id, data }) })));
+    };
+    const mls = new MlsChannels(socket, await MlsDevice.create("quiet"), () => {});
+    await mls.create("quiet-room", 10);
+    for (let i = 0; i < MAX_UNECHOED + 5; i++) await mls.send("quiet-room", `n${i}`);
+    return [mls.sent.size, MAX_UNECHOED];
+  });
+  check(unechoed[0] === unechoed[1], `own messages awaiting their echo are bounded (${unechoed[0]} kept of ${unechoed[1] + 5})`);
 
   // 3. What the server relayed and stored, read by a plain socket that
   // joins and recovers the whole history.
@@ -187,9 +231,14 @@ try {
     const plain = await command("2", "browser-room", "publish", { text: "plain" });
     return { seen: seen.join("\n"), publications: history.publications?.length ?? 0, plain: plain.code };
   }, channels);
-  check(stored.publications >= 4, `the history holds the conversation (${stored.publications} publications)`);
-  check(!/hello from rust|rust got|hello from chromium/.test(stored.seen) && stored.seen.includes('"e2e":"msg"'), "what the server stored and relayed is ciphertext only");
+  check(stored.publications >= 5, `the history holds the conversation (${stored.publications} publications)`);
+  check(!/hello from rust|rust got|how are you|after the ban/.test(stored.seen) && stored.seen.includes('"e2e":"mls"'), "what the server stored and relayed is ciphertext only");
   check(stored.plain === "bad_request", "the encrypted channel refuses a plaintext publication");
+  await joiner.line(/^out banned$/);
+  check(true, "the banned Rust member is told it is out");
+  const [code] = await joiner.exited;
+  check(code === 0, `the Rust member exits cleanly (${code})`);
+
   // 4. Encrypted sessions: the browser's client against ws-crypto's
   // known answer, then against a Rust server (the sealed_echo example).
   const known = await page.evaluate(async () => {
@@ -240,27 +289,65 @@ try {
         return socket;
       };
       const received = [];
+      // A slow device: the accept takes 300 ms to check, so the server's
+      // greeting arrives while it is being checked.
+      const deriveBits = crypto.subtle.deriveBits.bind(crypto.subtle);
+      crypto.subtle.deriveBits = async (...args) => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return deriveBits(...args);
+      };
       const session = await SealedSession.open(await connect(), key, (message) => received.push(message));
+      crypto.subtle.deriveBits = deriveBits;
       session.send("hello from chromium");
       session.send(Uint8Array.of(0, 1, 2, 255));
       session.send("é ✓");
       const deadline = Date.now() + 10_000;
-      while (received.length < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      while (received.length < 4 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
       let wrongPin = "accepted";
       try {
         await SealedSession.open(await connect(), (await generateKeyPair()).publicText);
       } catch (error) {
         wrongPin = error.code;
       }
-      return { received: received.map((m) => (typeof m === "string" ? m : Array.from(m).join())), serverKey: session.serverKey, wrongPin };
+      // The credential inside the session, not in the URL: the greeting
+      // names its user; a wrong one is closed with 4001.
+      const authUrl = url.replace(/\/sealed$/, "/sealed-auth");
+      const withCredential = async (credential) => {
+        const socket = new WebSocket(authUrl, [SESSION_SUBPROTOCOL]);
+        await new Promise((resolve, reject) => {
+          socket.onopen = resolve;
+          socket.onerror = reject;
+        });
+        const closed = new Promise((resolve) => socket.addEventListener("close", (event) => resolve(event.code)));
+        const got = [];
+        await SealedSession.open(socket, key, (message) => got.push(message), () => {}, { credential });
+        const until = Date.now() + 10_000;
+        while (got.length < 1 && Date.now() < until) {
+          const code = await Promise.race([closed, new Promise((resolve) => setTimeout(() => resolve(null), 20))]);
+          if (code !== null) return { closed: code };
+        }
+        socket.close();
+        return { greeting: got[0] };
+      };
+      const inside = await withCredential("Key key-chromium");
+      const wrong = await withCredential("Key key-mallory");
+      return {
+        received: received.map((m) => (typeof m === "string" ? m : Array.from(m).join())),
+        serverKey: session.serverKey,
+        wrongPin,
+        inside,
+        wrong,
+      };
     },
     [sealedUrl, serverKey],
   );
   check(
-    session.received.join("|") === "hello from chromium|0,1,2,255|é ✓" && session.serverKey === serverKey,
-    `a Rust sealed server echoes the browser's text and binary messages (${session.received.join("|")})`,
+    session.received.join("|") === "hello, sealed|hello from chromium|0,1,2,255|é ✓" && session.serverKey === serverKey,
+    `a Rust sealed server's greeting on open is not lost, and it echoes the browser's text and binary messages (${session.received.join("|")})`,
   );
   check(session.wrongPin === "key_mismatch", `a wrong pin fails the handshake in the browser (${session.wrongPin})`);
+  check(session.inside.greeting === "hello, chromium", `the credential sent inside the session names its user (${JSON.stringify(session.inside)})`);
+  check(session.wrong.closed === 4001, `a wrong credential inside the session is closed with 4001 (${JSON.stringify(session.wrong)})`);
 
   check(consoleErrors.length === 0, `no console errors${consoleErrors.length ? `: ${consoleErrors.join("; ")}` : ""}`);
 } catch (error) {

@@ -1,5 +1,7 @@
 // A Rust MLS member (ws-crypto on mls-rs, through interop/programs'
-// mls_peer) and a ts-mls member in one group on ciphersuite 1: each adds
+// mls_peer) and a ts-mls member (the bundle `ws serve`'s page loads,
+// ws-server/src/page/vendor/ts-mls.js: ts-mls with its reading of RFC
+// 9420's external_senders list mended) in one group on ciphersuite 1: each adds
 // and removes the other, messages go both ways, and what one removed
 // cannot read. `node mls.mjs PATH/TO/mls_peer`; exits non-zero on the
 // first thing that does not hold, naming it.
@@ -20,7 +22,7 @@ import {
   joinGroup,
   processPrivateMessage,
   processPublicMessage,
-} from "ts-mls";
+} from "../../ws-server/src/page/vendor/ts-mls.js";
 
 const peerPath = process.argv[2];
 if (!peerPath) {
@@ -59,9 +61,13 @@ const impl = await getCiphersuiteImpl(
 );
 
 // The ts-mls member.
+// Groups of ws-crypto hold its roles extension (0xf5a1): a member must
+// list it among its capabilities to be added.
+const capabilities = defaultCapabilities();
+capabilities.extensions = [...capabilities.extensions, 0xf5a1];
 const bob = await generateKeyPackage(
   { credentialType: "basic", identity: utf8("bob") },
-  defaultCapabilities(),
+  capabilities,
   defaultLifetime,
   [],
   impl,
@@ -131,6 +137,14 @@ await step("messages go both ways", async () => {
   const fromNode = await bobSends("hello from ts-mls");
   const received = await rustOk("receive", "ann", { message: b64(fromNode) });
   assert.deepEqual([received.kind, received.from, received.data], ["message", "bob", "hello from ts-mls"]);
+});
+
+await step("the Rust owner makes the ts-mls member a committer (the group's roles extension), and both apply it", async () => {
+  const role = await rustOk("role", "ann", { member: "bob", role: "committer" });
+  const got = await bobReceives(unb64(role.commit));
+  assert.equal(got.actionTaken, "accept", "bob applies the owner's role change");
+  const roles = bobState.groupContext.extensions.find((e) => e.extensionType === 0xf5a1);
+  assert.deepEqual(JSON.parse(text(roles.extensionData)), { ann: "owner", bob: "committer" });
 });
 
 await step("the ts-mls member adds a Rust member, who reads it", async () => {

@@ -5,8 +5,10 @@
 // messages, a long word does not widen the page; the owner kicks the
 // other (after a confirmation), who is told, bans them for a while, they
 // cannot come back, lifts the ban, they can. Then an end-to-end encrypted
-// channel: two pages talk, a page without the key is told the channel is
-// sealed and shows no ciphertext. Last, the server restarts: the page
+// (MLS) channel: the owner's page adds a newcomer's device, two pages
+// talk, one reloads and reads on with the device it kept, a page outside
+// the group is told the channel is sealed and shows no ciphertext, a kick
+// is committed out of the group. Last, the server restarts: the page
 // says it is unreachable, comes back by itself and says what was lost.
 // No page may log a console error. Screenshots go to target/ci/.
 //
@@ -165,16 +167,43 @@ try {
   await cara.waitForSelector("#room:not([hidden])");
   await dan.check("#e2e");
   await join(dan, "dan", "vault");
-  await dan.locator("#messages li.system", { hasText: "Key received (epoch 1)" }).waitFor();
-  check(true, "an encrypted channel's owner page hands the key to a newcomer");
-  check(/^[0-9a-f]{4}( [0-9a-f]{4}){7}$/.test(await dan.textContent("#fingerprint")), "the page shows its key's fingerprint");
+  await dan.locator("#messages li.system", { hasText: "This device is in the channel's group now" }).waitFor();
+  check(true, "an encrypted channel's owner page adds a newcomer's device to its MLS group");
+  const danKey = await dan.textContent("#fingerprint");
+  check(/^[0-9a-f]{4}( [0-9a-f]{4}){7}$/.test(danKey), "the page shows its device's fingerprint");
+  await cara.locator("#group-roster li[data-user=dan] code", { hasText: danKey }).waitFor();
+  const caraKey = await cara.textContent("#fingerprint");
+  await dan.locator("#group-roster li[data-user=cara] code", { hasText: caraKey }).waitFor();
+  check(true, "each page shows the group's roster (MLS) with every device's fingerprint, the same on both sides");
   await cara.fill("#text", "the vault opens at noon");
   await cara.click("#send");
   await dan.locator("#messages li.message.sealed", { hasText: "the vault opens at noon" }).waitFor();
+  await cara.locator("#messages li.message.sealed", { hasText: "the vault opens at noon" }).waitFor();
   await dan.fill("#text", "noted");
   await dan.click("#send");
   await cara.locator("#messages li.message.sealed", { hasText: "noted" }).waitFor();
   check(true, "encrypted messages cross both ways, marked as sealed");
+  // A reload: the device and its group are kept in the browser, so the
+  // page goes on in the group without being added again.
+  await dan.reload();
+  await dan.check("#e2e");
+  await join(dan, "dan", "vault");
+  await dan.waitForSelector("#room:not([hidden])");
+  await cara.fill("#text", "after the reload");
+  await cara.click("#send");
+  await dan.locator("#messages li.message.sealed", { hasText: "after the reload" }).waitFor();
+  check(!(await dan.textContent("#messages")).includes("Waiting for a member"), "after a reload the page reads on in the group with the device it kept");
+  // A second tab of the same browser does not share the device (one group
+  // state in two tabs would reuse keys and nonces): it gets its own.
+  const danTab = await dan.context().newPage();
+  danTab.setDefaultTimeout(TIMEOUT);
+  danTab.on("pageerror", (error) => consoleErrors.push(`dan's second tab: ${error.message}`));
+  await danTab.goto(base);
+  await danTab.check("#e2e");
+  await join(danTab, "dan", "vault");
+  await danTab.locator("#messages li.system", { hasText: "Another tab has this browser's device" }).waitFor();
+  check((await danTab.textContent("#fingerprint")) !== (await dan.textContent("#fingerprint")), "a second tab is a device of its own, not the first tab's");
+  await danTab.close();
   await join(eve, "eve", "vault");
   await eve.waitForSelector("#room:not([hidden])");
   await eve.locator("#messages li.system", { hasText: "This channel is end-to-end encrypted" }).waitFor();
@@ -191,8 +220,35 @@ try {
   await eve.waitForSelector("#error:not([hidden])");
   check((await eve.textContent("#error")).includes("end-to-end encrypted"), "a page without the key does not post plaintext into an encrypted channel");
   await roster(cara, "dan").locator("button.kick").click();
-  await cara.locator("#messages li.system", { hasText: "new key (epoch 2)" }).waitFor();
-  check(true, "kicking from an encrypted channel starts a new key epoch");
+  await cara.locator("#messages li.system", { hasText: "dan is out of the group" }).waitFor();
+  await cara.waitForFunction(() => !document.querySelector("#group-roster li[data-user=dan]"));
+  check(true, "kicking from an encrypted channel has the owner's page commit the server's removal proposal");
+
+  // The owner checks each new device: it sees the newcomer's fingerprint,
+  // computed from the key package, and adds it or refuses it.
+  const ida = await person("ida");
+  const gus = await person("gus");
+  const hal = await person("hal");
+  await ida.check("#e2e");
+  await join(ida, "ida", "checked");
+  await ida.waitForSelector("#owner-tools:not([hidden])");
+  await ida.check("#approve-devices");
+  await gus.check("#e2e");
+  await join(gus, "gus", "checked");
+  await gus.locator("#messages li.system", { hasText: "Waiting for a member" }).waitFor();
+  const gusKey = await gus.textContent("#fingerprint");
+  const offer = ida.locator("#messages li.approval[data-user=gus]");
+  check((await offer.locator("code").textContent()) === gusKey, "the owner is shown the newcomer's device with the fingerprint the newcomer's page shows");
+  await offer.locator("button.add-device").click();
+  await gus.locator("#messages li.system", { hasText: "This device is in the channel's group now" }).waitFor();
+  check(true, "an approved device joins the group");
+  await hal.check("#e2e");
+  await join(hal, "hal", "checked");
+  await ida.locator("#messages li.approval[data-user=hal] button.refuse-device").click();
+  await ida.fill("#text", "only for gus");
+  await ida.click("#send");
+  await gus.locator("#messages li.message.sealed", { hasText: "only for gus" }).waitFor();
+  check(!(await hal.textContent("#messages")).includes("only for gus") && !(await hal.textContent("#messages")).includes("in the channel's group now"), "a refused device is not in the group and reads nothing");
 
   mkdirSync("target/ci", { recursive: true });
   await ann.screenshot({ path: "target/ci/page.png", fullPage: true });
