@@ -121,6 +121,8 @@ async fn a_dns_rebinding_page_is_refused_on_every_route() {
     for path in [
         "/",
         "/app.js",
+        "/mls.js",
+        "/vendor/ts-mls.js",
         "/metrics",
         "/whoami?user=ann",
         "/admin/stats",
