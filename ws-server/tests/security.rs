@@ -700,8 +700,12 @@ fn signed_control(key: &str, message: Value) -> String {
             .as_millis(),
     )
     .unwrap();
-    let body =
-        json!({ "node": "00000000000000aa", "at": now, "nonce": now, "msg": message }).to_string();
+    // A nonce of its own for every message: two signed in the same
+    // millisecond must not look like a replay of each other.
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nonce = now * 1_000 + SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = json!({ "node": "00000000000000aa", "at": now, "nonce": nonce, "msg": message })
+        .to_string();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     let tag: String = mac
