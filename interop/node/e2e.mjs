@@ -80,11 +80,12 @@ try {
 
   // In the page: MLS members (the /mls.js module on ts-mls), each on its
   // own socket, whose events wait in a list that `next(type, test)` takes
-  // from.
+  // from; a member is named by its user, or by `as` for a user's second
+  // device.
   await page.evaluate(async (url) => {
     const { MlsChannels, MlsDevice } = await import("/mls.js");
     window.members = {};
-    window.start = async (user, options = {}) => {
+    window.start = async (user, options = {}, as = user) => {
       const socket = new WebSocket(`${url}?user=${user}`);
       await new Promise((resolve, reject) => {
         socket.onopen = resolve;
@@ -93,7 +94,7 @@ try {
       const events = [];
       const device = await MlsDevice.create(user);
       const mls = new MlsChannels(socket, device, (event) => events.push(event), options);
-      window.members[user] = { mls, events, socket, device };
+      window.members[as] = { mls, events, socket, device };
       await mls.publishKeyPackages(3);
       return device.fingerprint;
     };
@@ -173,12 +174,35 @@ try {
   await page.evaluate(() => window.members.bea.mls.send("browser-room", "how are you"));
   const reply = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: how are you"));
   check(reply.user === "rustle", "the Rust member opens the browser's message and answers");
+  // A user opens the channel in a second browser: the owner's module adds
+  // that device too (its claim leaves out the device already in), and the
+  // Rust member (mls-rs) takes a group where one user has two leaves.
+  const dotKeys = await page.evaluate(async () => {
+    const keys = [];
+    for (const as of ["dot1", "dot2"]) {
+      keys.push(await window.start("dot", {}, as));
+      await window.members[as].mls.join("browser-room");
+      await window.next(as, "joined");
+      await window.next("bea", "epoch", (e) => e.added.includes("dot"));
+    }
+    return keys;
+  });
+  const dots = await page.evaluate(() => window.members.bea.mls.roster("browser-room"));
+  check(
+    JSON.stringify(dots.filter((m) => m.user === "dot").map((m) => m.fingerprint).sort()) === JSON.stringify([...dotKeys].sort()),
+    "a member's second browser is added to the group as a second device of the same user",
+  );
+  await page.evaluate(() => window.members.bea.mls.send("browser-room", "to both of dot's"));
+  const both = await page.evaluate(() => Promise.all(["dot1", "dot2"].map((as) => window.next(as, "message", (e) => e.text === "to both of dot's"))));
+  check(both.every((e) => e.user === "bea"), "both of dot's devices read the group's messages");
+  const rustDots = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: to both of dot's"));
+  check(rustDots.user === "rustle", "the Rust member applied the commit that added dot's second device and still reads the group");
   await page.evaluate(() => window.members.bea.mls.command("browser-room", "ban", { user: "rustle" }));
   const proposed = await page.evaluate(() => window.next("bea", "removal_proposed"));
   check(proposed.user === "rustle", "the server proposes the banned user's removal to the browser's group");
   const removedAt = await page.evaluate(() => window.members.bea.mls.commitPending("browser-room"));
   const after = await page.evaluate(() => window.members.bea.mls.roster("browser-room"));
-  check(after.length === 1 && after[0].user === "bea", `the browser's commit takes the removal in (epoch ${removedAt})`);
+  check(after.some((m) => m.user === "bea") && !after.some((m) => m.user === "rustle"), `the browser's commit takes the removal in (epoch ${removedAt})`);
   await page.evaluate(() => window.members.bea.mls.send("browser-room", "after the ban"));
 
   // Own messages wait for their echo in a bounded map: against a server

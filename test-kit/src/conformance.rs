@@ -801,7 +801,7 @@ pub async fn key_packages_are_handed_out_once(name: &str, backends: &Backends) {
     let claims: Vec<_> = (0..8)
         .map(|_| {
             let keys = keys.clone();
-            tokio::spawn(async move { keys.claim_key_packages("bo").await.unwrap() })
+            tokio::spawn(async move { keys.claim_key_packages("bo", &[]).await.unwrap() })
         })
         .collect();
     let mut handed = Vec::new();
@@ -833,15 +833,45 @@ pub async fn key_packages_are_handed_out_once(name: &str, backends: &Backends) {
         "{name}: the phone's last resort after its three"
     );
     // cy's are cy's.
-    let cy = keys.claim_key_packages("cy").await.unwrap();
+    let cy = keys.claim_key_packages("cy", &[]).await.unwrap();
     assert_eq!(cy.len(), 1, "{name}");
     assert_eq!(cy[0].key_package, "c1", "{name}");
     assert!(
-        keys.claim_key_packages("cy").await.unwrap().is_empty(),
+        keys.claim_key_packages("cy", &[]).await.unwrap().is_empty(),
         "{name}"
     );
     assert!(
-        keys.claim_key_packages("nobody").await.unwrap().is_empty(),
+        keys.claim_key_packages("nobody", &[])
+            .await
+            .unwrap()
+            .is_empty(),
         "{name}"
+    );
+    // A claim for a device not yet in the group leaves the others' packages
+    // where they are: the laptop (in the group) keeps its next one.
+    keys.upload_key_packages("bo", upload("laptop", &["l2"], None), limits)
+        .await
+        .unwrap();
+    let phone_only = keys
+        .claim_key_packages("bo", &["laptop".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        phone_only
+            .iter()
+            .map(|c| c.device.as_str())
+            .collect::<Vec<_>>(),
+        ["phone"],
+        "{name}: {phone_only:?}"
+    );
+    let counts = keys
+        .upload_key_packages("bo", upload("laptop", &[], None), limits)
+        .await
+        .unwrap();
+    assert!(
+        counts
+            .iter()
+            .any(|d| d.device == "laptop" && d.one_time == 1),
+        "{name}: the laptop's package stayed: {counts:?}"
     );
 }

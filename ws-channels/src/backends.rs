@@ -334,8 +334,8 @@ impl Backends {
                 upload,
                 limits,
             } => OpResult::KeyPackages(self.keys.upload_key_packages(&user, upload, limits).await),
-            Operation::ClaimKeyPackages { user } => {
-                OpResult::Claimed(self.keys.claim_key_packages(&user).await)
+            Operation::ClaimKeyPackages { user, except } => {
+                OpResult::Claimed(self.keys.claim_key_packages(&user, &except).await)
             }
             Operation::Refresh { entries, ttl } => {
                 OpResult::Done(self.store.refresh(node, &entries, ttl).await)

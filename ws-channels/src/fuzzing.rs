@@ -146,6 +146,9 @@ pub fn channels(data: &[u8]) {
                             "last_resort": package(arg),
                         })
                     }
+                    "claim" if arg & 1 == 1 => {
+                        serde_json::json!({"user": user, "except": [format!("{:x}", arg >> 1)]})
+                    }
                     "claim" => serde_json::json!({"user": user}),
                     "join" if arg & 1 == 1 => {
                         serde_json::json!({"since": {"offset": arg >> 1, "epoch": "x"}})

@@ -175,6 +175,8 @@ pub enum Operation {
     ClaimKeyPackages {
         /// Whose.
         user: String,
+        /// Devices (fingerprints) left out: those already in the group.
+        except: Vec<String>,
     },
     /// [`Presence::refresh`] of every local entry.
     Refresh {

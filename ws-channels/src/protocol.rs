@@ -169,6 +169,9 @@ pub enum Command {
     Claim {
         /// Whose.
         user: String,
+        /// Devices of the user (fingerprints) already in the group, whose
+        /// packages stay in the directory; empty (the default) for none.
+        except: Vec<String>,
     },
     /// A command the application registered.
     Custom {
@@ -354,7 +357,13 @@ impl Request {
                     ("last_resort", last_resort.as_deref().map(Value::from)),
                 ]),
             ),
-            Command::Claim { user } => ("claim", Some(json!({ "user": user }))),
+            Command::Claim { user, except } => (
+                "claim",
+                object([
+                    ("user", Some(Value::from(user.as_str()))),
+                    ("except", (!except.is_empty()).then(|| json!(except))),
+                ]),
+            ),
             Command::Custom { name, data } => (name.as_str(), Some(data.clone())),
         };
         Envelope {
@@ -411,6 +420,14 @@ struct BanData {
 #[serde(deny_unknown_fields)]
 struct UserData {
     user: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimData {
+    user: String,
+    #[serde(default)]
+    except: Vec<String>,
 }
 
 /// `presence` and `history` take how many at most.
@@ -589,9 +606,13 @@ pub(crate) fn parse(
                 last_resort: d.last_resort,
             }
         }
-        "claim" => Command::Claim {
-            user: fields::<UserData>(data)?.user,
-        },
+        "claim" => {
+            let d: ClaimData = fields(data)?;
+            Command::Claim {
+                user: d.user,
+                except: d.except,
+            }
+        }
         name if is_custom(name) => Command::Custom {
             name: name.to_owned(),
             data: data.unwrap_or(Value::Null),
@@ -1162,7 +1183,14 @@ mod tests {
                 key_packages: Vec::new(),
                 last_resort: None,
             },
-            Command::Claim { user: "bo".into() },
+            Command::Claim {
+                user: "bo".into(),
+                except: Vec::new(),
+            },
+            Command::Claim {
+                user: "bo".into(),
+                except: vec!["3f2a".into()],
+            },
             Command::Custom {
                 name: "roll".into(),
                 data: json!({"sides": 6}),

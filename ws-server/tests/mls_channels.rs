@@ -463,6 +463,23 @@ async fn key_packages_are_kept_in_their_makers_names_and_handed_out_once() {
     assert!(by(&bo_laptop, true).is_empty(), "{handed:?}");
     let none = al.command("room", "claim", json!({"user": "nobody"})).await;
     assert_eq!(none["key_packages"], json!([]), "{none}");
+    // Devices already in the group are left out: the phone's last resort
+    // is not handed out again for it, the laptop has nothing left.
+    let except = json!({"user": "bo", "except": [bo_phone.fingerprint()]});
+    let none = al.command("room", "claim", except).await;
+    assert_eq!(none["key_packages"], json!([]), "{none}");
+    let except = json!({"user": "bo", "except": [bo_laptop.fingerprint()]});
+    let phone = al.command("room", "claim", except).await;
+    assert_eq!(
+        phone["key_packages"][0]["device"],
+        bo_phone.fingerprint(),
+        "{phone}"
+    );
+    let too_many: Vec<String> = (0..11).map(|i| format!("{i:064x}")).collect();
+    let refused = al
+        .command("room", "claim", json!({"user": "bo", "except": too_many}))
+        .await;
+    assert_eq!(refused["code"], "bad_request", "{refused}");
     stop(serve, vec![al, bo, cy]).await;
 }
 
@@ -801,6 +818,77 @@ async fn burst(joiners: usize, max_message: Option<usize>) -> u64 {
     drop(owner);
     stop(serve, vec![]).await;
     epoch
+}
+
+// ROBUSTNESS 156: a member opens the channel on a second device (another
+// browser, a new phone). The owner's client adds that device, claiming
+// with the devices already in the group left out; a join of a device
+// already in (a reconnect) uses up none of the user's key packages.
+#[tokio::test]
+async fn a_members_second_device_is_added_and_a_reconnect_costs_no_key_package() {
+    use ws_crypto::mls::MlsEvent;
+    let serve = Serve::start(&[], &[]).await;
+    let mut al = mls_member(serve.addr, "al").await.with_auto_add(true);
+    al.create("room", 100).await.unwrap();
+    let added = async |al: &mut ws_crypto::mls::MlsClient| loop {
+        match next(al).await {
+            MlsEvent::Epoch { added, .. } => return added,
+            MlsEvent::AddFailed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    };
+    let mut laptop = mls_member(serve.addr, "bo").await;
+    laptop.publish_key_packages(1).await.unwrap();
+    laptop.join("room").await.unwrap();
+    assert_eq!(added(&mut al).await, ["bo"]);
+    let mut phone = mls_member(serve.addr, "bo").await;
+    phone.publish_key_packages(1).await.unwrap();
+    phone.join("room").await.unwrap();
+    assert_eq!(added(&mut al).await, ["bo"], "the phone, as bo");
+    let roster = al.roster("room");
+    assert_eq!(roster.len(), 3, "{roster:?}");
+    al.send("room", b"to both").await.unwrap();
+    for device in [&mut laptop, &mut phone] {
+        loop {
+            if let MlsEvent::Message { data, .. } = next(device).await {
+                assert_eq!(data, b"to both");
+                break;
+            }
+        }
+    }
+
+    // The laptop stocks up, then a session of bo's joins again, as a
+    // reconnect does: al claims, finds no device outside the group and
+    // adds nothing; the laptop's packages are all still there.
+    let stocked = laptop.publish_key_packages(3).await.unwrap();
+    let mut again = Peer::connect(serve.addr, "bo").await;
+    assert_eq!(again.command("room", "join", json!({})).await["ok"], true);
+    loop {
+        if let MlsEvent::Other(ws_channels::protocol::Event::Publication { kind, .. }) =
+            next(&mut al).await
+            && kind == ws_channels::PublicationKind::Join
+        {
+            break;
+        }
+    }
+    al.send("room", b"after").await.unwrap();
+    loop {
+        match next(&mut al).await {
+            MlsEvent::Sent { .. } => break,
+            other => assert!(
+                !matches!(other, MlsEvent::Epoch { .. } | MlsEvent::AddFailed { .. }),
+                "{other:?}"
+            ),
+        }
+    }
+    assert_eq!(al.roster("room").len(), 3);
+    let counts = again.command("$keys", "key_packages", json!({})).await;
+    assert_eq!(
+        counts["devices"], stocked["devices"],
+        "a reconnect used up nothing: {counts}"
+    );
+    drop((al, laptop, phone));
+    stop(serve, vec![again]).await;
 }
 
 // ROBUSTNESS 149: a member whose sessions are all gone from an encrypted

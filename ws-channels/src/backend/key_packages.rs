@@ -27,12 +27,13 @@ pub trait KeyPackageDirectory: Send + Sync + 'static {
         limits: KeyPackageLimits,
     ) -> BoxFuture<'a, Result<Vec<DeviceKeyPackages>, ChannelError>>;
 
-    /// Takes one package per device of `user`
-    /// ([`UserKeyPackages::claim`]): a one-time package is handed out
-    /// once, however many claim at the same time.
+    /// Takes one package per device of `user`, except the devices in
+    /// `except` ([`UserKeyPackages::claim`]): a one-time package is handed
+    /// out once, however many claim at the same time.
     fn claim_key_packages<'a>(
         &'a self,
         user: &'a str,
+        except: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>>;
 }
 
@@ -181,13 +182,17 @@ impl UserKeyPackages {
         Ok(())
     }
 
-    /// One package per device: the oldest one-time package (removed), or
-    /// the last-resort one (kept) when none is left. Devices with neither
-    /// are left out.
-    pub fn claim(&mut self, now: u64) -> Vec<ClaimedKeyPackage> {
+    /// One package per device not in `except` (by fingerprint: the
+    /// devices already in the group a member adds to): the oldest one-time
+    /// package (removed), or the last-resort one (kept) when none is left.
+    /// Devices with neither are left out; those in `except` keep theirs.
+    pub fn claim(&mut self, now: u64, except: &[String]) -> Vec<ClaimedKeyPackage> {
         self.drop_expired(now);
         let mut claimed = Vec::new();
         for (device, entry) in &mut self.devices {
+            if except.contains(device) {
+                continue;
+            }
             let (package, last_resort) = match entry.one_time.pop_front() {
                 Some(package) => (package, false),
                 None => match &entry.last_resort {
@@ -270,15 +275,15 @@ mod tests {
                 .map(|c| (c.key_package, c.last_resort))
                 .collect()
         };
-        let first = names(user.claim(10));
+        let first = names(user.claim(10, &[]));
         assert_eq!(
             first,
             [("a".to_owned(), false), ("c".to_owned(), false)],
             "one per device"
         );
-        assert_eq!(names(user.claim(10)), [("b".to_owned(), false)]);
-        assert_eq!(names(user.claim(10)), [("z".to_owned(), true)]);
-        assert_eq!(names(user.claim(10)), [("z".to_owned(), true)]);
+        assert_eq!(names(user.claim(10, &[])), [("b".to_owned(), false)]);
+        assert_eq!(names(user.claim(10, &[])), [("z".to_owned(), true)]);
+        assert_eq!(names(user.claim(10, &[])), [("z".to_owned(), true)]);
         assert_eq!(
             user.counts(),
             [DeviceKeyPackages {
@@ -287,6 +292,31 @@ mod tests {
                 last_resort: true
             }]
         );
+    }
+
+    // A member adding a user's new device names the devices already in
+    // the group: their packages stay for other groups, so a device that
+    // reconnects (a join event like a new device's) costs it nothing.
+    #[test]
+    fn a_claim_leaves_out_the_devices_already_in_the_group() {
+        let mut user = UserKeyPackages::default();
+        user.upload(upload("d1", &["a"], Some("y")), LIMITS, 10)
+            .unwrap();
+        user.upload(upload("d2", &["c"], Some("z")), LIMITS, 10)
+            .unwrap();
+        let claimed = user.claim(10, &["d1".to_owned()]);
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert_eq!(
+            (claimed[0].device.as_str(), claimed[0].key_package.as_str()),
+            ("d2", "c")
+        );
+        assert!(
+            user.claim(10, &["d1".to_owned(), "d2".to_owned()])
+                .is_empty()
+        );
+        let counts = user.counts();
+        assert_eq!(counts[0].one_time, 1, "d1 keeps its package: {counts:?}");
+        assert_eq!(counts[1].one_time, 0, "{counts:?}");
     }
 
     #[test]
@@ -316,8 +346,8 @@ mod tests {
         old.last_resort.as_mut().unwrap().expires = 30;
         user.upload(old, LIMITS, 10).unwrap();
         assert_eq!(user.expires(), 30);
-        assert_eq!(user.claim(25).len(), 1, "the last resort, still valid");
-        assert!(user.claim(30).is_empty());
+        assert_eq!(user.claim(25, &[]).len(), 1, "the last resort, still valid");
+        assert!(user.claim(30, &[]).is_empty());
         assert!(user.is_empty());
         // Expired on arrival: not stored, and they count for no limit.
         let mut stale = upload("d2", &["x"], None);

@@ -839,12 +839,13 @@ impl KeyPackageDirectory for MemoryBackend {
     fn claim_key_packages<'a>(
         &'a self,
         user: &'a str,
+        except: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>> {
         let mut state = self.lock();
         let Some(packages) = state.key_packages.get_mut(user) else {
             return ready(Ok(Vec::new()));
         };
-        let claimed = packages.claim(unix_now());
+        let claimed = packages.claim(unix_now(), except);
         if packages.is_empty() {
             state.key_packages.remove(user);
         }

@@ -387,12 +387,24 @@ impl ChannelManager {
                 key_packages,
                 last_resort,
             } => self.upload_key_packages(session, &channel, key_packages, last_resort, reply)?,
-            Command::Claim { user } => {
+            Command::Claim { user, except } => {
                 self.permitted(session, &channel, "commit")?;
                 self.encrypted_channel(&channel)?;
                 self.group_reader()?;
+                // A user has at most that many devices in the directory,
+                // so a longer list says nothing more; bounded, it cannot
+                // make a claim cost more than the user's own entry.
+                if except.len() > self.config.max_devices_per_user {
+                    return Err(ChannelError::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "`except` names at most {} devices (max_devices_per_user)",
+                            self.config.max_devices_per_user
+                        ),
+                    ));
+                }
                 self.op(
-                    Operation::ClaimKeyPackages { user },
+                    Operation::ClaimKeyPackages { user, except },
                     Pending::KeyPackages {
                         session,
                         reply: reply.clone(),

@@ -275,7 +275,11 @@ impl MlsClient {
     /// channel whose group this device is in ([`MlsEvent::Admitted`]) is
     /// added by this client, those admitted together in one commit, as
     /// [`next_event`](Self::next_event) reads them (an `Epoch` event says
-    /// whom it added; `AddFailed` why it could not). Give it to the
+    /// whom it added; `AddFailed` why it could not). So is a member's
+    /// device that is not in the group yet (a second browser, a new
+    /// phone), this device's user's included, when it joins the channel:
+    /// each join of a member costs one `claim` that leaves out the
+    /// devices already in. Give it to the
     /// members who may commit (by default, channel owners). Default off:
     /// the application adds whom it approves (after comparing
     /// fingerprints, say).
@@ -399,9 +403,11 @@ impl MlsClient {
 
     /// Adds every device of each user in `users` to `channel`'s group in
     /// one commit (several, when one would be larger than the server
-    /// takes), from key packages claimed from the directory (users without
-    /// any are skipped; none at all is [`MlsClientError::NoKeyPackages`]).
-    /// The epoch the last commit starts.
+    /// takes), from key packages claimed from the directory: the devices
+    /// not in the group yet, so a user already there gets their new
+    /// devices (users without any are skipped; none at all is
+    /// [`MlsClientError::NoKeyPackages`]). The epoch the last commit
+    /// starts.
     pub async fn add(&mut self, channel: &str, users: &[&str]) -> Result<u64, MlsClientError> {
         let claimed = self.claim(channel, users).await?;
         if claimed.is_empty() {
@@ -413,12 +419,13 @@ impl MlsClient {
     }
 
     /// Takes one key package per device of each user in `users` from the
-    /// server's directory, each checked to verify and to name its user
-    /// ([`MlsClientError::Forged`] otherwise). A basic credential is a
-    /// name its device signs, so a server could hand out a device of its
-    /// own under a user's name: an application that does not trust the
-    /// server with membership shows the fingerprints and adds only those
-    /// the user confirms ([`add_claimed`](Self::add_claimed)).
+    /// server's directory, leaving out the devices already in the group
+    /// (their packages stay for other groups), each checked to verify and
+    /// to name its user ([`MlsClientError::Forged`] otherwise). A basic
+    /// credential is a name its device signs, so a server could hand out
+    /// a device of its own under a user's name: an application that does
+    /// not trust the server with membership shows the fingerprints and adds
+    /// only those the user confirms ([`add_claimed`](Self::add_claimed)).
     pub async fn claim(
         &mut self,
         channel: &str,
@@ -427,10 +434,16 @@ impl MlsClient {
         self.ready()?;
         self.group(channel)?;
         let reader = MlsReader::new();
+        let roster = self.roster(channel);
         let mut claimed = Vec::new();
         for user in users {
             let claim = Command::Claim {
                 user: (*user).to_owned(),
+                except: roster
+                    .iter()
+                    .filter(|member| member.user == *user)
+                    .map(|member| member.fingerprint.clone())
+                    .collect(),
             };
             let reply = self.channels.command(channel, claim).await;
             self.take_buffered();
@@ -545,32 +558,10 @@ impl MlsClient {
                 return Some(Ok(event));
             }
             if let Some(channel) = self.to_add.keys().next().cloned() {
-                let users: Vec<String> = self
-                    .to_add
-                    .remove(&channel)
-                    .unwrap_or_default()
-                    .into_iter()
-                    // Added meanwhile (by another member, say).
-                    .filter(|user| self.roster(&channel).iter().all(|m| &m.user != user))
-                    .collect();
-                if users.is_empty() {
-                    continue;
+                let users = self.to_add.remove(&channel).unwrap_or_default();
+                if let Some(event) = self.add_admitted(&channel, users).await {
+                    self.events.push_back(event);
                 }
-                let names: Vec<&str> = users.iter().map(String::as_str).collect();
-                let event = match self.add(&channel, &names).await {
-                    Ok(epoch) => MlsEvent::Epoch {
-                        channel,
-                        epoch,
-                        added: users,
-                        removed: Vec::new(),
-                    },
-                    Err(error) => MlsEvent::AddFailed {
-                        channel,
-                        users,
-                        error: error.to_string(),
-                    },
-                };
-                self.events.push_back(event);
                 continue;
             }
             match self.channels.next_event().await? {
@@ -578,6 +569,46 @@ impl MlsClient {
                 Err(error) => return Some(Err(error.into())),
             }
         }
+    }
+
+    /// Adds (with auto_add) the devices of `users` not in `channel`'s
+    /// group yet: those of users who just came, and new devices of members.
+    /// What to tell the application: the epoch of the add, that users not
+    /// in the group could not be added, or nothing (every device already
+    /// in, added meanwhile by another member, say).
+    async fn add_admitted(&mut self, channel: &str, users: BTreeSet<String>) -> Option<MlsEvent> {
+        let names: Vec<&str> = users.iter().map(String::as_str).collect();
+        let failed = |users: Vec<String>, error: String| MlsEvent::AddFailed {
+            channel: channel.to_owned(),
+            users,
+            error,
+        };
+        let claimed = match self.claim(channel, &names).await {
+            Ok(claimed) => claimed,
+            Err(error) => return Some(failed(users.into_iter().collect(), error.to_string())),
+        };
+        if claimed.is_empty() {
+            // Members whose devices are all in need nothing; users not in
+            // the group at all have no packages to be added with.
+            let roster = self.roster(channel);
+            let missing: Vec<String> = users
+                .into_iter()
+                .filter(|user| user != self.device.user() && roster.iter().all(|m| &m.user != user))
+                .collect();
+            let error = MlsClientError::NoKeyPackages(missing.clone()).to_string();
+            return (!missing.is_empty()).then(|| failed(missing, error));
+        }
+        let mut added: Vec<String> = claimed.iter().map(|d| d.user.clone()).collect();
+        added.dedup();
+        Some(match self.add_claimed(channel, claimed).await {
+            Ok(epoch) => MlsEvent::Epoch {
+                channel: channel.to_owned(),
+                epoch,
+                added,
+                removed: Vec::new(),
+            },
+            Err(error) => failed(added, error.to_string()),
+        })
     }
 
     fn group(&mut self, channel: &str) -> Result<&mut Group, MlsClientError> {
@@ -673,21 +704,25 @@ impl MlsClient {
             publication,
         } = &event
             && let Some(user) = publication.from.as_ref().and_then(|f| f.user.clone())
-            && user != self.device.user()
             && self.groups.contains_key(channel)
-            && self.roster(channel).iter().all(|m| m.user != user)
         {
+            // A join of a user already in the group may be a device of
+            // theirs that is not (a new phone) or one reconnecting: with
+            // auto_add the claim, which leaves out the devices already
+            // there, tells which, and costs a reconnecting one nothing.
             if self.auto_add {
                 self.to_add
                     .entry(channel.clone())
                     .or_default()
                     .insert(user.clone());
             }
-            self.events.push_back(MlsEvent::Admitted {
-                channel: channel.clone(),
-                user,
-            });
-            return;
+            if user != self.device.user() && self.roster(channel).iter().all(|m| m.user != user) {
+                self.events.push_back(MlsEvent::Admitted {
+                    channel: channel.clone(),
+                    user,
+                });
+                return;
+            }
         }
         let Event::Publication {
             channel,

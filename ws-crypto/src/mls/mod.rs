@@ -26,7 +26,7 @@
 //! | who | can | cannot | test (`tests/mls.rs`) |
 //! |---|---|---|---|
 //! | the server (Delivery Service) | see each message's group, epoch and kind; order commits; propose removals | read an application message; add a device of its own by a proposal (members drop its Add from their commits and refuse a commit that carries one); for claims, see the next row | `members_talk_and_the_server_sees_only_framing`, `a_server_cannot_add_a_member_of_its_own`, `a_commit_that_carries_the_servers_add_is_refused_by_the_members` |
-//! | the server answering a claim | hand out, for a user, a key package of a device of its own named as that user: a member that adds without checking (auto-add) adds it, and it reads from then on, in every member's roster under its own fingerprint, not the user's | hand out one that names another user or does not verify (`MlsClient::claim`, `/mls.js` refuse it: [`MlsClientError::Forged`]), or give its device the user's fingerprint. Members who do not trust the server with membership check fingerprints before adding ([`MlsClient::claim`], [`MlsClient::add_claimed`]; the page's owner ticks *Check each new device*) | `ws-server/tests/mls_channels.rs::a_server_that_hands_out_a_key_package_in_another_name_is_caught`; `interop/node/page.mjs` |
+//! | the server answering a claim | hand out, for a user, a key package of a device of its own named as that user: a member that adds without checking (auto-add, which also adds a member's new devices whenever the member joins the channel) adds it, and it reads from then on, in every member's roster under its own fingerprint, not the user's | hand out one that names another user or does not verify (`MlsClient::claim`, `/mls.js` refuse it: [`MlsClientError::Forged`]), or give its device the user's fingerprint. Members who do not trust the server with membership check fingerprints before adding ([`MlsClient::claim`], [`MlsClient::add_claimed`]; the page's owner ticks *Check each new device*) | `ws-server/tests/mls_channels.rs::a_server_that_hands_out_a_key_package_in_another_name_is_caught`; `interop/node/page.mjs` |
 //! | a member removed by a commit | read what was sent before | read anything sent after the commit | `a_member_the_server_asks_to_remove_reads_nothing_after_the_commit` |
 //! | another Delivery Service (not the group's external sender) | nothing in the group | propose a removal: only the identity the group names signs one, and every node sharing the cluster's key is that identity | `nodes_sharing_a_secret_are_one_external_sender` |
 //! | a member added late | read what is sent from its epoch on | read what was sent before it was added | `a_late_joiner_reads_nothing_sent_before_it_was_added` |
@@ -47,6 +47,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use identity::DeviceIdentityProvider;
 use mls_rs::client_builder::{
     BaseConfig, IntoConfigOutput, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider,
     WithKeyPackageRepo, WithMlsRules,
@@ -62,7 +63,7 @@ use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMes
 use mls_rs::group::proposal::{BorrowedProposal, Proposal};
 use mls_rs::group::{ContentType, ReceivedMessage, Sender};
 use mls_rs::identity::SigningIdentity;
-use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
+use mls_rs::identity::basic::BasicCredential;
 use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
 use mls_rs::mls_rules::{
     CommitDirection, CommitOptions, CommitSource, EncryptionOptions, ProposalBundle,
@@ -77,6 +78,7 @@ use sha2::{Digest, Sha256};
 use ws_channels::e2e::{CommitFrame, GroupReader, KeyPackageFrame, RemoveProposals};
 
 mod client;
+mod identity;
 mod saved;
 
 pub use client::{
@@ -286,7 +288,7 @@ type DeviceConfig = IntoConfigOutput<
                 ChannelRules,
                 WithCryptoProvider<
                     RustCryptoProvider,
-                    WithIdentityProvider<BasicIdentityProvider, BaseConfig>,
+                    WithIdentityProvider<DeviceIdentityProvider, BaseConfig>,
                 >,
             >,
         >,
@@ -296,7 +298,7 @@ type DeviceConfig = IntoConfigOutput<
 type ServiceConfig = ExternalOutput<
     ExternalWithCrypto<
         RustCryptoProvider,
-        ExternalWithIdentity<BasicIdentityProvider, ExternalBaseConfig>,
+        ExternalWithIdentity<DeviceIdentityProvider, ExternalBaseConfig>,
     >,
 >;
 
@@ -401,7 +403,7 @@ impl Device {
         groups: GroupStates,
     ) -> Self {
         let client = Client::builder()
-            .identity_provider(BasicIdentityProvider)
+            .identity_provider(DeviceIdentityProvider)
             .crypto_provider(RustCryptoProvider::default())
             .mls_rules(ChannelRules)
             .extension_type(ExtensionType::new(ROLES_EXTENSION))
@@ -904,7 +906,7 @@ impl DeliveryService {
         identity: SigningIdentity,
     ) -> Self {
         let client = ExternalClient::builder()
-            .identity_provider(BasicIdentityProvider)
+            .identity_provider(DeviceIdentityProvider)
             .crypto_provider(RustCryptoProvider::default())
             .signer(secret, identity.clone())
             .build();
@@ -1129,7 +1131,7 @@ impl MlsReader {
     pub fn new() -> Self {
         Self {
             client: ExternalClient::builder()
-                .identity_provider(BasicIdentityProvider)
+                .identity_provider(DeviceIdentityProvider)
                 .crypto_provider(RustCryptoProvider::default())
                 .build(),
             external_sender: None,

@@ -288,7 +288,8 @@ function rulesOf(state) {
  *   changed (`own`: by this device's commit);
  * - `{type: "removed", channel}`: this device is out of the group;
  * - `{type: "admitted", channel, user}`: a user joined the channel who is
- *   not in the group (with `autoAdd`, added first);
+ *   not in the group (with `autoAdd`, added first; so is a member's device
+ *   not in the group yet, a second browser say, without this event);
  * - `{type: "add_failed", channel, users, error}`;
  * - `{type: "removal_proposed", channel, user}`: the server asked for a
  *   removal, pending until a member commits (`commitPending`);
@@ -446,8 +447,9 @@ export class MlsChannels {
     });
   }
 
-  /** Adds every device of each of `users` in one commit, from key packages
-   * claimed from the directory. The epoch the commit starts. */
+  /** Adds every device of each of `users` not in the group yet in one
+   * commit, from key packages claimed from the directory. The epoch the
+   * commit starts. */
   add(channel, users) {
     return this.#serial(() => this.#add(channel, users));
   }
@@ -458,8 +460,9 @@ export class MlsChannels {
     return this.#addClaimed(channel, claimed);
   }
 
-  /** Takes one key package per device of each of `users` from the
-   * server's directory, to add after checking: `[{user, fingerprint,
+  /** Takes one key package per device of each of `users` that is not in
+   * the group yet (the others' packages stay in the server's directory),
+   * to add after checking: `[{user, fingerprint,
    * keyPackage}]`, each fingerprint computed here from the package, not
    * taken from the server. A basic credential is a name its device signs,
    * so a server could hand out a device of its own under a user's name:
@@ -477,9 +480,11 @@ export class MlsChannels {
 
   async #claim(channel, users) {
     this.#group(channel);
+    const members = await this.roster(channel);
     const claimed = [];
     for (const user of users) {
-      const reply = await this.command(channel, "claim", { user });
+      const except = members.filter((m) => m.user === user).map((m) => m.fingerprint);
+      const reply = await this.command(channel, "claim", except.length ? { user, except } : { user });
       for (const entry of reply.key_packages ?? []) {
         const keyPackage = decoded(base64.decode(entry.key_package), "mls_key_package").keyPackage;
         const named = member(keyPackage.leafNode);
@@ -650,7 +655,21 @@ export class MlsChannels {
   async #joinEvent(channel, envelope) {
     const user = envelope.data?.from?.user;
     const state = this.groups.get(channel);
-    if (!user || user === this.device.user || !state || leavesOf(state, user).length) return this.onEvent({ type: "other", envelope });
+    if (!user || !state) return this.onEvent({ type: "other", envelope });
+    if (user === this.device.user || leavesOf(state, user).length) {
+      this.onEvent({ type: "other", envelope });
+      // A member's join may be a device of theirs not in the group yet (a
+      // second browser) or one reconnecting: the claim leaves out the
+      // devices already in, so it tells which and costs the other nothing.
+      if (!this.autoAdd) return;
+      try {
+        const claimed = await this.#claim(channel, [user]);
+        if (claimed.length) await this.#addClaimed(channel, claimed);
+      } catch (error) {
+        this.onEvent({ type: "add_failed", channel, users: [user], error: error.message });
+      }
+      return;
+    }
     this.onEvent({ type: "admitted", channel, user });
     if (!this.autoAdd) return;
     try {

@@ -25,10 +25,11 @@ impl KeyPackageDirectory for RedisBackend {
     fn claim_key_packages<'a>(
         &'a self,
         user: &'a str,
+        except: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>> {
         Box::pin(
             self.shared
-                .change_key_packages(user, |packages, now| Ok(packages.claim(now))),
+                .change_key_packages(user, |packages, now| Ok(packages.claim(now, except))),
         )
     }
 }
