@@ -197,6 +197,30 @@ try {
   check(both.every((e) => e.user === "bea"), "both of dot's devices read the group's messages");
   const rustDots = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: to both of dot's"));
   check(rustDots.user === "rustle", "the Rust member applied the commit that added dot's second device and still reads the group");
+  // Two devices of one owner (two tabs) add the same newcomer at once:
+  // the second loses the race, finds the newcomer in on top of the
+  // winner's commit and commits nothing, rather than failing.
+  const race = await page.evaluate(async () => {
+    await window.start("eli", {}, "eli1");
+    await window.members.eli1.mls.create("race-room", 20);
+    await window.start("eli", {}, "eli2");
+    await window.members.eli2.mls.join("race-room");
+    await window.members.eli1.mls.add("race-room", ["eli"]);
+    await window.next("eli2", "joined");
+    await window.start("fay");
+    await window.members.fay.mls.join("race-room");
+    const byFirst = await window.members.eli1.mls.claim("race-room", ["fay"]);
+    const bySecond = await window.members.eli2.mls.claim("race-room", ["fay"]);
+    // At once: the winner's commit reaches the loser before its
+    // `conflict` reply does.
+    const [won, rebased] = await Promise.all([
+      window.members.eli1.mls.addClaimed("race-room", byFirst),
+      window.members.eli2.mls.addClaimed("race-room", bySecond).catch((e) => `failed: ${e.message}`),
+    ]);
+    const fays = (await window.members.eli2.mls.roster("race-room")).filter((m) => m.user === "fay").length;
+    return { won, rebased, fays };
+  });
+  check(race.rebased === race.won && race.fays === 1, `two owner tabs adding one newcomer end in one add (${JSON.stringify(race)})`);
   await page.evaluate(() => window.members.bea.mls.command("browser-room", "ban", { user: "rustle" }));
   const proposed = await page.evaluate(() => window.next("bea", "removal_proposed"));
   check(proposed.user === "rustle", "the server proposes the banned user's removal to the browser's group");

@@ -891,6 +891,49 @@ async fn a_members_second_device_is_added_and_a_reconnect_costs_no_key_package()
     stop(serve, vec![again]).await;
 }
 
+// ROBUSTNESS 156: two devices of the owner's (two tabs) add the same
+// newcomer at once. The second's commit loses the race; on top of the
+// winner it finds the device in and commits nothing, rather than failing
+// on an add of a device already there.
+#[tokio::test]
+async fn two_owner_devices_adding_one_newcomer_end_in_one_add() {
+    use ws_crypto::mls::MlsEvent;
+    let serve = Serve::start(&[], &[]).await;
+    let mut first = mls_member(serve.addr, "al").await;
+    first.create("room", 100).await.unwrap();
+    let mut second = mls_member(serve.addr, "al").await;
+    second.publish_key_packages(1).await.unwrap();
+    second.join("room").await.unwrap();
+    first.add("room", &["al"]).await.unwrap();
+    while !matches!(next(&mut second).await, MlsEvent::Joined { .. }) {}
+
+    let mut bo = mls_member(serve.addr, "bo").await;
+    bo.publish_key_packages(2).await.unwrap();
+    bo.join("room").await.unwrap();
+    let by_first = first.claim("room", &["bo"]).await.unwrap();
+    let by_second = second.claim("room", &["bo"]).await.unwrap();
+    assert_eq!((by_first.len(), by_second.len()), (1, 1));
+    let won = first.add_claimed("room", by_first).await.unwrap();
+    let rebased = second.add_claimed("room", by_second).await;
+    assert_eq!(
+        rebased.unwrap(),
+        won,
+        "nothing left to add on top of the winner"
+    );
+    for device in [&first, &second] {
+        let roster = device.roster("room");
+        assert_eq!(
+            roster.iter().filter(|m| m.user == "bo").count(),
+            1,
+            "{roster:?}"
+        );
+        assert_eq!(roster.len(), 3, "{roster:?}");
+    }
+    while !matches!(next(&mut bo).await, MlsEvent::Joined { .. }) {}
+    drop((first, second, bo));
+    stop(serve, vec![]).await;
+}
+
 // ROBUSTNESS 149: a member whose sessions are all gone from an encrypted
 // channel (a closed tab, a lost connection) for longer than
 // `group_member_linger` is proposed for removal by the server, and the

@@ -477,7 +477,10 @@ impl MlsClient {
     ) -> Result<u64, MlsClientError> {
         self.ready()?;
         self.group(channel)?;
-        let packages: Vec<Vec<u8>> = devices.into_iter().map(|d| d.key_package).collect();
+        let packages: Vec<(String, Vec<u8>)> = devices
+            .into_iter()
+            .map(|d| (d.fingerprint, d.key_package))
+            .collect();
         if packages.is_empty() {
             return Err(MlsClientError::NoKeyPackages(Vec::new()));
         }
@@ -485,7 +488,23 @@ impl MlsClient {
         let mut batches = vec![packages];
         let mut epoch = 0;
         while let Some(batch) = batches.pop() {
-            match self.commit_with(channel, |group| group.add(&batch)).await {
+            // After a conflict the winner may have added some of them (a
+            // second tab of the owner's, auto-adding too): those are left
+            // out, and nothing is committed when none is left.
+            let add = |group: &mut Group| {
+                let members = group.members();
+                let missing: Vec<Vec<u8>> = batch
+                    .iter()
+                    .filter(|(fingerprint, _)| {
+                        members.iter().all(|m| &m.fingerprint != fingerprint)
+                    })
+                    .map(|(_, package)| package.clone())
+                    .collect();
+                (!missing.is_empty())
+                    .then(|| group.add(&missing))
+                    .transpose()
+            };
+            match self.commit_with(channel, add).await {
                 Ok(at) => epoch = at,
                 Err(MlsClientError::TooLarge { .. }) if batch.len() > 1 => {
                     let mut first = batch;
@@ -502,7 +521,8 @@ impl MlsClient {
     /// Removes every device of `user` from `channel`'s group.
     pub async fn remove(&mut self, channel: &str, user: &str) -> Result<u64, MlsClientError> {
         self.ready()?;
-        self.commit_with(channel, |group| group.remove(user)).await
+        self.commit_with(channel, |group| group.remove(user).map(Some))
+            .await
     }
 
     /// Commits `user`'s role in `channel`'s group (`None`: none): owners
@@ -517,7 +537,7 @@ impl MlsClient {
         role: Option<GroupRole>,
     ) -> Result<u64, MlsClientError> {
         self.ready()?;
-        self.commit_with(channel, |group| group.set_role(user, role))
+        self.commit_with(channel, |group| group.set_role(user, role).map(Some))
             .await
     }
 
@@ -526,7 +546,8 @@ impl MlsClient {
     /// member.
     pub async fn commit_pending(&mut self, channel: &str) -> Result<u64, MlsClientError> {
         self.ready()?;
-        self.commit_with(channel, Group::commit_proposals).await
+        self.commit_with(channel, |group| group.commit_proposals().map(Some))
+            .await
     }
 
     /// Encrypts `data` for `channel`'s members and publishes it.
@@ -619,15 +640,19 @@ impl MlsClient {
 
     /// Makes a commit with `make` and has the server order it; when
     /// another commit came first, applies that one and makes it again.
+    /// `make` gives `None` when there is nothing left to commit: the
+    /// group's epoch then.
     async fn commit_with(
         &mut self,
         channel: &str,
-        make: impl Fn(&mut Group) -> Result<Commit, MlsError>,
+        make: impl Fn(&mut Group) -> Result<Option<Commit>, MlsError>,
     ) -> Result<u64, MlsClientError> {
         for _ in 0..MAX_REBASES {
             let group = self.group(channel)?;
             let epoch = group.epoch();
-            let commit = make(group)?;
+            let Some(commit) = make(group)? else {
+                return Ok(epoch);
+            };
             let command = Command::Commit {
                 commit: BASE64.encode(&commit.commit),
                 welcome: commit.welcome.as_ref().map(|w| BASE64.encode(w)),

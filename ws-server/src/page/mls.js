@@ -497,7 +497,14 @@ export class MlsChannels {
 
   #addClaimed(channel, claimed) {
     if (claimed.length === 0) throw new MlsError("no_key_packages", "no devices to add");
-    return this.#commit(channel, () => claimed.map(({ keyPackage }) => ({ proposalType: "add", add: { keyPackage } })));
+    // After a conflict the winner may have added some of them (another tab
+    // of the owner's, auto-adding too): those are left out, and nothing is
+    // committed when none is left.
+    return this.#commit(channel, (state) => {
+      const inGroup = leaves(state).map(({ leaf }) => leaf.signaturePublicKey);
+      const missing = claimed.filter(({ keyPackage }) => !inGroup.some((key) => sameBytes(key, keyPackage.leafNode.signaturePublicKey)));
+      return missing.length ? missing.map(({ keyPackage }) => ({ proposalType: "add", add: { keyPackage } })) : null;
+    });
   }
 
   /** Removes every device of `user`. The epoch the commit starts. */
@@ -551,7 +558,8 @@ export class MlsChannels {
 
   // Makes a commit of `proposals(state)` and has the server order it;
   // when another commit came first, waits for it, applies it and makes
-  // this one again.
+  // this one again. `proposals` gives null when nothing is left to
+  // commit: the group's epoch then.
   async #commit(channel, proposals) {
     for (let attempt = 0; attempt < MAX_REBASES; attempt++) {
       const state = this.#group(channel);
@@ -561,20 +569,31 @@ export class MlsChannels {
         throw new MlsError("forbidden", "the group's roles do not let this device's user commit");
       }
       const epoch = state.groupContext.epoch;
-      const cs = await cipherSuite();
-      const made = await createCommit({ state, cipherSuite: cs }, { extraProposals: proposals(state), wireAsPublicMessage: true, ratchetTreeExtension: true });
-      const groupInfo = await createGroupInfoWithExternalPubAndRatchetTree(made.newState, [], cs);
-      const data = {
-        commit: base64.encode(encodeMlsMessage(made.commit)),
-        group_info: base64.encode(encodeMlsMessage({ groupInfo, wireformat: "mls_group_info", version: "mls10" })),
-      };
-      if (made.welcome) data.welcome = base64.encode(encodeMlsMessage({ welcome: made.welcome, wireformat: "mls_welcome", version: "mls10" }));
+      const extraProposals = proposals(state);
+      if (extraProposals === null) return Number(epoch);
+      // The commit that beats this one can arrive before the `conflict`
+      // reply, while this one is made and sent: its publications are kept
+      // from here on (the queue holds them too, behind this).
+      const recorder = this.#record(channel);
+      let made;
       try {
-        await this.command(channel, "commit", data);
-      } catch (error) {
-        if (error.code !== "conflict") throw error;
-        await this.#caughtUp(channel, epoch);
-        continue;
+        const cs = await cipherSuite();
+        made = await createCommit({ state, cipherSuite: cs }, { extraProposals, wireAsPublicMessage: true, ratchetTreeExtension: true });
+        const groupInfo = await createGroupInfoWithExternalPubAndRatchetTree(made.newState, [], cs);
+        const data = {
+          commit: base64.encode(encodeMlsMessage(made.commit)),
+          group_info: base64.encode(encodeMlsMessage({ groupInfo, wireformat: "mls_group_info", version: "mls10" })),
+        };
+        if (made.welcome) data.welcome = base64.encode(encodeMlsMessage({ welcome: made.welcome, wireformat: "mls_welcome", version: "mls10" }));
+        try {
+          await this.command(channel, "commit", data);
+        } catch (error) {
+          if (error.code !== "conflict") throw error;
+          await this.#caughtUp(channel, epoch, recorder);
+          continue;
+        }
+      } finally {
+        recorder.stop();
       }
       // Published: the group is at the commit's epoch. Its own echo
       // arrives for the epoch before and is passed over.
@@ -586,41 +605,53 @@ export class MlsChannels {
     throw new MlsError("too_many_conflicts", `${MAX_REBASES} commits in a row lost to others'`);
   }
 
-  // Waits until the commit that beat ours moved the group past `epoch`.
-  // The publications that bring it are queued behind the command that
-  // called this, so they are handled here as they arrive, in order; the
-  // queue passes over them later by their offsets.
-  #caughtUp(channel, epoch) {
-    return new Promise((resolve, reject) => {
-      let handled = Promise.resolve();
-      const done = (error) => {
-        clearTimeout(deadline);
-        this.socket.removeEventListener("message", listener);
-        if (error) reject(error);
-        else resolve();
-      };
-      const deadline = setTimeout(() => done(new MlsError("timeout", `the commit that won epoch ${epoch} of ${channel} did not arrive`)), 30_000);
-      const listener = (event) => {
-        let envelope;
-        try {
-          envelope = JSON.parse(event.data);
-        } catch {
-          return;
-        }
-        // Publications only (they carry offsets, so the queue passes over
-        // them later); presence events wait for the queue, or a join could
-        // start an add inside this commit.
-        if (envelope.type !== "event" || envelope.channel !== channel || envelope.action !== "message" || typeof envelope.data?.offset !== "number") return;
-        handled = handled
-          .then(() => this.#handle(envelope))
-          .then(() => {
-            const state = this.groups.get(channel);
-            if (!state) done(new MlsError("no_group", `out of the group of ${channel}`));
-            else if (state.groupContext.epoch !== epoch) done();
-          }, done);
-      };
-      this.socket.addEventListener("message", listener);
-    });
+  // Keeps the publications of `channel` that arrive from now on, until
+  // `stop()`, and wakes whoever waits for them.
+  #record(channel) {
+    const recorder = { arrived: [], wake: null };
+    const listener = (event) => {
+      let envelope;
+      try {
+        envelope = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      // Publications only (they carry offsets, so the queue passes over
+      // them later); presence events wait for the queue, or a join could
+      // start an add inside this commit.
+      if (envelope.type !== "event" || envelope.channel !== channel || envelope.action !== "message" || typeof envelope.data?.offset !== "number") return;
+      recorder.arrived.push(envelope);
+      recorder.wake?.();
+    };
+    this.socket.addEventListener("message", listener);
+    recorder.stop = () => this.socket.removeEventListener("message", listener);
+    return recorder;
+  }
+
+  // Waits until the commit that beat ours moved the group past `epoch`,
+  // handling in order the publications `recorder` kept since our commit
+  // was begun and those that come; the queue passes over them later by
+  // their offsets.
+  async #caughtUp(channel, epoch, recorder) {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      while (recorder.arrived.length) {
+        await this.#handle(recorder.arrived.shift());
+        const state = this.groups.get(channel);
+        if (!state) throw new MlsError("no_group", `out of the group of ${channel}`);
+        if (state.groupContext.epoch !== epoch) return;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new MlsError("timeout", `the commit that won epoch ${epoch} of ${channel} did not arrive`);
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left);
+        recorder.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      recorder.wake = null;
+    }
   }
 
   async #handle(envelope) {
