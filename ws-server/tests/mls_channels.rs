@@ -891,7 +891,7 @@ async fn a_members_second_device_is_added_and_a_reconnect_costs_no_key_package()
     stop(serve, vec![again]).await;
 }
 
-// ROBUSTNESS 156: two devices of the owner's (two tabs) add the same
+// ROBUSTNESS 157: two devices of the owner's (two tabs) add the same
 // newcomer at once. The second's commit loses the race; on top of the
 // winner it finds the device in and commits nothing, rather than failing
 // on an add of a device already there.
