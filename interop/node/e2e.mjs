@@ -147,6 +147,8 @@ try {
   // module will not commit, as the others would refuse it.
   const refusedCommit = await page.evaluate(() => window.members.ann.mls.remove("rust-room", "cat").then(() => "committed", (e) => e.code));
   check(refusedCommit === "forbidden", `a member without a role in the group does not commit (${refusedCommit})`);
+  const refusedPromotion = await page.evaluate(() => window.members.ann.mls.setRole("rust-room", "ann", "owner").then(() => "committed", (e) => e.code));
+  check(refusedPromotion === "forbidden", `nor makes herself owner (${refusedPromotion})`);
   execFileSync(binary, ["ctl", "--server", base.replace(/\/$/, ""), "--token", ADMIN_TOKEN, "ban", "rust-room", "cat"]);
   const proposal = await page.evaluate(() => window.next("ann", "removal_proposed"));
   check(proposal.user === "cat", "the browser takes the server's removal proposal in a group mls-rs made");
@@ -174,6 +176,15 @@ try {
   await page.evaluate(() => window.members.bea.mls.send("browser-room", "how are you"));
   const reply = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: how are you"));
   check(reply.user === "rustle", "the Rust member opens the browser's message and answers");
+  // The browser owner gives the Rust member a role in the group: a
+  // GroupContextExtensions commit with the path RFC 9420 requires, which
+  // mls-rs applies (it refused ts-mls 1.6.4's, made without one).
+  await page.evaluate(() => window.members.bea.mls.setRole("browser-room", "rustle", "committer"));
+  const roles = await page.evaluate(() => window.members.bea.mls.roles("browser-room"));
+  check(roles.rustle === "committer" && roles.bea === "owner", `the browser owner commits a role change (${JSON.stringify(roles)})`);
+  await page.evaluate(() => window.members.bea.mls.send("browser-room", "you may commit"));
+  const promoted = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: you may commit"));
+  check(promoted.user === "rustle", "the Rust member applies the browser's role change and reads on");
   // A user opens the channel in a second browser: the owner's module adds
   // that device too (its claim leaves out the device already in), and the
   // Rust member (mls-rs) takes a group where one user has two leaves.

@@ -28,9 +28,38 @@ import { decodeVarLenType as decodeListOf } from "./codec/variableLength.js";
 /** RFC 9420 §12.1.8.1: the senders an external_senders extension lists. */
 export const decodeExternalSenderList = decodeListOf(decodeExternalSender);
 `;
+// ts-mls 1.6.4 makes a commit of GroupContextExtensions proposals without
+// a path, where RFC 9420 §12.4 requires one (mls-rs refuses such a commit),
+// and takes one without a path; with this change it makes and requires
+// the path (to be reported upstream).
+const EXTENSIONS_NEED_A_PATH = [
+  `const needsUpdatePath = allProposals.length === 0 || Object.values(grouped.update).length > 0 || Object.values(grouped.remove).length > 0;`,
+  `const needsUpdatePath = allProposals.length === 0 || Object.values(grouped.update).length > 0 || Object.values(grouped.remove).length > 0 || grouped.group_context_extensions.length > 0;`,
+];
+// ... and encrypts that path's secrets for the GroupContext before the
+// commit's new extensions, where §12.4.2's provisional GroupContext has
+// them (as its own reading of a commit does).
+const PATH_UNDER_THE_NEW_EXTENSIONS = [
+  `    const [tree, updatePath, pathSecrets, newPrivateKey] = res.needsUpdatePath
+        ? await createUpdatePath(res.tree, toLeafIndex(state.privatePath.leafIndex), state.groupContext, state.signaturePrivateKey, cipherSuite, excludeNodes)
+        : [res.tree, undefined, [], undefined];
+    const updatedExtensions = res.additionalResult.kind === "memberCommit" && res.additionalResult.extensions.length > 0
+        ? res.additionalResult.extensions
+        : state.groupContext.extensions;
+    const groupContextWithExtensions = { ...state.groupContext, extensions: updatedExtensions };`,
+  `    const updatedExtensions = res.additionalResult.kind === "memberCommit" && res.additionalResult.extensions.length > 0
+        ? res.additionalResult.extensions
+        : state.groupContext.extensions;
+    const groupContextWithExtensions = { ...state.groupContext, extensions: updatedExtensions };
+    const [tree, updatePath, pathSecrets, newPrivateKey] = res.needsUpdatePath
+        ? await createUpdatePath(res.tree, toLeafIndex(state.privatePath.leafIndex), groupContextWithExtensions, state.signaturePrivateKey, cipherSuite, excludeNodes)
+        : [res.tree, undefined, [], undefined];`,
+];
 const PATCHES = {
+  "createCommit.js": [PATH_UNDER_THE_NEW_EXTENSIONS],
   "externalSender.js": [["//# sourceMappingURL=externalSender.js.map", `${LIST}//# sourceMappingURL=externalSender.js.map`]],
   "clientState.js": [
+    EXTENSIONS_NEED_A_PATH,
     [`import { decodeExternalSender } from "./externalSender.js";`, `import { decodeExternalSenderList } from "./externalSender.js";`],
     [
       `        const decoded = decodeExternalSender(externalSender.extensionData, 0);
@@ -72,10 +101,10 @@ const PATCHES = {
 };
 
 const patched = new Set();
-const listedExternalSenders = {
-  name: "rfc-9420-external-senders",
+const rfc9420Mends = {
+  name: "rfc-9420-mends",
   setup(build) {
-    build.onLoad({ filter: /ts-mls[\\/]dist[\\/]src[\\/](externalSender|clientState|publicMessage)\.js$/ }, (args) => {
+    build.onLoad({ filter: /ts-mls[\\/]dist[\\/]src[\\/](externalSender|clientState|publicMessage|createCommit)\.js$/ }, (args) => {
       let contents = readFileSync(args.path, "utf8");
       for (const [from, to] of PATCHES[args.path.split(/[\\/]/).pop()]) {
         if (contents.split(from).length !== 2) throw new Error(`${args.path}: a patch no longer applies (ts-mls changed?): ${from.slice(0, 80)}`);
@@ -115,7 +144,7 @@ export { defaultClientConfig } from "ts-mls/clientConfig.js";`,
   // used; the page uses ciphersuite 1 only.
   external: ["@hpke/chacha20poly1305", "@hpke/hybridkem-x-wing", "@hpke/dhkem-x448", "@hpke/ml-kem", "@noble/post-quantum", "@noble/curves/ed448.js", "@noble/curves/nist.js"],
   write: false,
-  plugins: [listedExternalSenders],
+  plugins: [rfc9420Mends],
 });
 if (patched.size !== Object.keys(PATCHES).length) throw new Error(`patched ${[...patched]}, not every one of ${Object.keys(PATCHES)}`);
 const bytes = result.outputFiles[0].contents;

@@ -230,10 +230,10 @@ export class MlsStore {
 /** The GroupContext extension that holds a group's roles, as ws-crypto's
  * `ROLES_EXTENSION`: JSON `{"<user>": "owner" | "committer"}`. Owners and
  * committers may commit, owners alone change roles; the server cannot
- * promote anyone. A group made here has its creator as owner. Roles are
- * changed by Rust members (`MlsClient::set_role`) and applied here: ts-mls
- * 1.6.4's own GroupContextExtensions commits are not ones mls-rs accepts
- * (no path, RFC 9420 §12.4), so this module makes none. */
+ * promote anyone. A group made here has its creator as owner. An owner
+ * changes roles with `MlsChannels.setRole` here or `MlsClient::set_role`
+ * in Rust (the page's bundle of ts-mls gives such commits the path RFC
+ * 9420 §12.4 requires, which mls-rs checks). */
 export const ROLES_EXTENSION = 0xf5a1;
 
 function rolesExtension(roles) {
@@ -522,6 +522,28 @@ export class MlsChannels {
   roles(channel) {
     const state = this.groups.get(channel);
     return state ? (rolesOf(state) ?? {}) : {};
+  }
+
+  /** Commits `user`'s role in the group: `"owner"`, `"committer"` (may
+   * commit adds and removals) or `null` (none: may not commit). Owners
+   * alone change roles (`forbidden` otherwise, as the others would refuse
+   * it); give the user the channel's `commit` right too, or the server
+   * refuses their commits. The epoch the commit starts. */
+  setRole(channel, user, role) {
+    if (role !== null && role !== "owner" && role !== "committer") return Promise.reject(new MlsError("bad_request", `no such role: ${JSON.stringify(role)}`));
+    return this.#serial(() =>
+      this.#commit(channel, (state) => {
+        const roles = rolesOf(state);
+        if (!roles || roles[this.device.user] !== "owner") throw new MlsError("forbidden", "only the group's owners change its roles");
+        const next = { ...roles };
+        if (role === null) delete next[user];
+        else next[user] = role;
+        // The proposal replaces the whole list: every other extension
+        // (the server as external sender, above all) stays as it is.
+        const extensions = state.groupContext.extensions.map((e) => (e.extensionType === ROLES_EXTENSION ? rolesExtension(next) : e));
+        return [{ proposalType: "group_context_extensions", groupContextExtensions: { extensions } }];
+      }),
+    );
   }
 
   /** Commits the proposals received since the last commit (the server's
