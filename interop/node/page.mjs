@@ -244,6 +244,17 @@ try {
   check(true, "an approved device joins the group");
   await hal.check("#e2e");
   await join(hal, "hal", "checked");
+  // gus opens the channel in a second browser: the owner is offered that
+  // device too, with the fingerprint it shows, and adds it.
+  const gusPhone = await person("gus");
+  await gusPhone.check("#e2e");
+  await join(gusPhone, "gus", "checked");
+  await gusPhone.locator("#messages li.system", { hasText: "Waiting for a member" }).waitFor();
+  const phoneKey = await gusPhone.textContent("#fingerprint");
+  const phoneOffer = ida.locator("#messages li.approval[data-user=gus]", { has: ida.locator("code", { hasText: phoneKey }) });
+  await phoneOffer.locator("button.add-device").click();
+  await gusPhone.locator("#messages li.system", { hasText: "This device is in the channel's group now" }).waitFor();
+  check(phoneKey !== gusKey, "a member's second browser is offered to the owner with its own fingerprint, and joins the group once approved");
   await ida.locator("#messages li.approval[data-user=hal] button.refuse-device").click();
   await ida.fill("#text", "only for gus");
   await ida.click("#send");

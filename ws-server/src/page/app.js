@@ -352,7 +352,7 @@ async function enterEncrypted() {
 // with the fingerprint of the key it signs with, computed here from the
 // key package (the server could hand out a device of its own under the
 // newcomer's name; the newcomer's page shows its own fingerprint).
-async function offerDevices(user) {
+async function offerDevices(user, { quiet = false } = {}) {
   const mls = state.mls;
   let claimed;
   try {
@@ -362,7 +362,7 @@ async function offerDevices(user) {
     return;
   }
   if (!claimed.length) {
-    system(`${user} has no device ready for the encrypted group (their page must tick End-to-end encrypted).`);
+    if (!quiet) system(`${user} has no device ready for the encrypted group (their page must tick End-to-end encrypted).`);
     return;
   }
   for (const device of claimed) {
@@ -448,6 +448,11 @@ function onMlsEvent(event) {
       break;
     case "admitted":
       if (state.role === "owner" && $("approve-devices").checked) offerDevices(event.user);
+      break;
+    case "member_arrived":
+      // A new device of a member's, or one reconnecting: the claim tells,
+      // and only a new one is offered.
+      if (state.role === "owner" && $("approve-devices").checked) offerDevices(event.user, { quiet: true });
       break;
     case "add_failed":
       system(`Could not add ${event.users.join(", ")} to the group: ${event.error}`);

@@ -290,6 +290,10 @@ function rulesOf(state) {
  * - `{type: "admitted", channel, user}`: a user joined the channel who is
  *   not in the group (with `autoAdd`, added first; so is a member's device
  *   not in the group yet, a second browser say, without this event);
+ * - `{type: "member_arrived", channel, user}` (without `autoAdd`): a
+ *   session of a user in the group joined the channel, from a new device
+ *   of theirs or one reconnecting (`claim` tells which: it leaves out the
+ *   devices already in);
  * - `{type: "add_failed", channel, users, error}`;
  * - `{type: "removal_proposed", channel, user}`: the server asked for a
  *   removal, pending until a member commits (`commitPending`);
@@ -714,7 +718,7 @@ export class MlsChannels {
       // A member's join may be a device of theirs not in the group yet (a
       // second browser) or one reconnecting: the claim leaves out the
       // devices already in, so it tells which and costs the other nothing.
-      if (!this.autoAdd) return;
+      if (!this.autoAdd) return this.onEvent({ type: "member_arrived", channel, user });
       try {
         const claimed = await this.#claim(channel, [user]);
         if (claimed.length) await this.#addClaimed(channel, claimed);
