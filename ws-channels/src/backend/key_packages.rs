@@ -37,6 +37,45 @@ pub trait KeyPackageDirectory: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>>;
 }
 
+/// Where a backend keeps users' packages: one value per user, changed in
+/// one step (compare-and-set on Redis and NATS). Every such store is a
+/// [`KeyPackageDirectory`] through the rules of [`UserKeyPackages`],
+/// written once here.
+pub(crate) trait KeyPackageStore: Send + Sync + 'static {
+    /// Reads `user`'s packages, lets `change` edit them (given the time
+    /// now, seconds since the Unix epoch) and keeps what it left, in one
+    /// step: `change` runs again on a fresh read when another node wrote
+    /// in between. A user left with no package may be forgotten.
+    fn change_key_packages<'a, T: Send + 'a>(
+        &'a self,
+        user: &'a str,
+        change: impl Fn(&mut UserKeyPackages, u64) -> Result<T, ChannelError> + Send + Sync + 'a,
+    ) -> BoxFuture<'a, Result<T, ChannelError>>;
+}
+
+impl<S: KeyPackageStore> KeyPackageDirectory for S {
+    fn upload_key_packages<'a>(
+        &'a self,
+        user: &'a str,
+        upload: KeyPackageUpload,
+        limits: KeyPackageLimits,
+    ) -> BoxFuture<'a, Result<Vec<DeviceKeyPackages>, ChannelError>> {
+        self.change_key_packages(user, move |packages, now| {
+            packages
+                .upload(upload.clone(), limits, now)
+                .map(|()| packages.counts())
+        })
+    }
+
+    fn claim_key_packages<'a>(
+        &'a self,
+        user: &'a str,
+        except: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>> {
+        self.change_key_packages(user, |packages, now| Ok(packages.claim(now, except)))
+    }
+}
+
 /// A key package as the directory keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredKeyPackage {

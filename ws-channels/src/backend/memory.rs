@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Seat, admit};
-use super::key_packages::unix_now;
+use super::key_packages::{KeyPackageStore, unix_now};
 use super::{
-    BoxFuture, Broker, ChannelDirectory, ClaimedKeyPackage, Controller, CreateLimits,
-    DeviceKeyPackages, IDEMPOTENCY_WINDOW, KeyPackageDirectory, KeyPackageLimits, KeyPackageUpload,
-    Presence, Published, Reach, Sink, Standing, UserKeyPackages,
+    BoxFuture, Broker, ChannelDirectory, Controller, CreateLimits, IDEMPOTENCY_WINDOW, Presence,
+    Published, Reach, Sink, Standing, UserKeyPackages,
 };
 use crate::types::{
     ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ControlMessage, ErrorCode,
@@ -818,38 +817,19 @@ impl Presence for MemoryBackend {
     }
 }
 
-impl KeyPackageDirectory for MemoryBackend {
-    fn upload_key_packages<'a>(
+impl KeyPackageStore for MemoryBackend {
+    fn change_key_packages<'a, T: Send + 'a>(
         &'a self,
         user: &'a str,
-        upload: KeyPackageUpload,
-        limits: KeyPackageLimits,
-    ) -> BoxFuture<'a, Result<Vec<DeviceKeyPackages>, ChannelError>> {
+        change: impl Fn(&mut UserKeyPackages, u64) -> Result<T, ChannelError> + Send + Sync + 'a,
+    ) -> BoxFuture<'a, Result<T, ChannelError>> {
         let mut state = self.lock();
         let packages = state.key_packages.entry(user.to_owned()).or_default();
-        let result = packages
-            .upload(upload, limits, unix_now())
-            .map(|()| packages.counts());
+        let result = change(packages, unix_now());
         if packages.is_empty() {
             state.key_packages.remove(user);
         }
         ready(result)
-    }
-
-    fn claim_key_packages<'a>(
-        &'a self,
-        user: &'a str,
-        except: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>> {
-        let mut state = self.lock();
-        let Some(packages) = state.key_packages.get_mut(user) else {
-            return ready(Ok(Vec::new()));
-        };
-        let claimed = packages.claim(unix_now(), except);
-        if packages.is_empty() {
-            state.key_packages.remove(user);
-        }
-        ready(Ok(claimed))
     }
 }
 

@@ -2,35 +2,17 @@
 //! compare-and-set, living until its last package expires.
 
 use super::*;
+use crate::backend::UserKeyPackages;
+use crate::backend::key_packages::KeyPackageStore;
 use crate::backend::key_packages::unix_now;
-use crate::backend::{
-    ClaimedKeyPackage, DeviceKeyPackages, KeyPackageDirectory, KeyPackageLimits, KeyPackageUpload,
-    UserKeyPackages,
-};
 
-impl KeyPackageDirectory for RedisBackend {
-    fn upload_key_packages<'a>(
+impl KeyPackageStore for RedisBackend {
+    fn change_key_packages<'a, T: Send + 'a>(
         &'a self,
         user: &'a str,
-        upload: KeyPackageUpload,
-        limits: KeyPackageLimits,
-    ) -> BoxFuture<'a, Result<Vec<DeviceKeyPackages>, ChannelError>> {
-        Box::pin(self.shared.change_key_packages(user, move |packages, now| {
-            packages
-                .upload(upload.clone(), limits, now)
-                .map(|()| packages.counts())
-        }))
-    }
-
-    fn claim_key_packages<'a>(
-        &'a self,
-        user: &'a str,
-        except: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<ClaimedKeyPackage>, ChannelError>> {
-        Box::pin(
-            self.shared
-                .change_key_packages(user, |packages, now| Ok(packages.claim(now, except))),
-        )
+        change: impl Fn(&mut UserKeyPackages, u64) -> Result<T, ChannelError> + Send + Sync + 'a,
+    ) -> BoxFuture<'a, Result<T, ChannelError>> {
+        Box::pin(self.shared.change_key_packages(user, change))
     }
 }
 
