@@ -85,6 +85,18 @@ try {
   await page.evaluate(async (url) => {
     const { MlsChannels, MlsDevice } = await import("/mls.js");
     window.members = {};
+    // A member's device back on a new socket with the group state it
+    // had: as a reload does with what it kept.
+    window.reconnect = async (as, again) => {
+      const { mls, device } = window.members[as];
+      const socket = new WebSocket(`${url}?user=${device.user}`);
+      await new Promise((resolve) => (socket.onopen = resolve));
+      const events = [];
+      const back = new MlsChannels(socket, device, (event) => events.push(event));
+      for (const [channel, state] of mls.groups) back.groups.set(channel, state);
+      for (const [channel, position] of mls.seen) back.seen.set(channel, position);
+      window.members[again] = { mls: back, events, socket, device };
+    };
     window.start = async (user, options = {}, as = user) => {
       const socket = new WebSocket(`${url}?user=${user}`);
       await new Promise((resolve, reject) => {
@@ -155,7 +167,27 @@ try {
   await owner.line(/^removal cat$/);
   const removal = await page.evaluate(() => window.next("ann", "epoch", (e) => e.removed.includes("cat")));
   check(removal.removed.length === 1, `the browser applies the Rust member's commit of it (epoch ${removal.epoch})`);
-  await page.evaluate(() => window.members.ann.mls.send("rust-room", "bye"));
+  // The browser misses a commit of the Rust member's group (its socket
+  // closed while kim was added, back without `since`): kim's next message
+  // is of an epoch after its own, it asks to be added again, and the Rust
+  // owner (mls-rs) removes its old leaf and adds it from a fresh package.
+  const rustResync = await page.evaluate(async () => {
+    window.members.ann.socket.close();
+    await window.start("kim");
+    await window.members.kim.mls.join("rust-room");
+    await window.next("kim", "joined");
+    await window.reconnect("ann", "ann2");
+    await window.members.ann2.mls.join("rust-room");
+    await window.members.kim.mls.send("rust-room", "ann, are you there?");
+    const behind = await window.next("ann2", "behind");
+    const joined = await window.next("ann2", "joined");
+    await window.next("kim", "epoch", (e) => e.epoch === joined.epoch);
+    await window.members.kim.mls.send("rust-room", "welcome back, ann");
+    const read = await window.next("ann2", "message", (e) => e.text === "welcome back, ann");
+    return { behind: behind.epoch, joined: joined.epoch, read: read.user };
+  });
+  check(rustResync.joined > rustResync.behind && rustResync.read === "kim", `a Rust owner adds a browser device that missed commits again (${JSON.stringify(rustResync)})`);
+  await page.evaluate(() => window.members.ann2.mls.send("rust-room", "bye"));
   await owner.line(/^message ann .*: bye$/);
 
 
@@ -208,6 +240,40 @@ try {
   check(both.every((e) => e.user === "bea"), "both of dot's devices read the group's messages");
   const rustDots = await page.evaluate(() => window.next("bea", "message", (e) => e.text === "rust got: to both of dot's"));
   check(rustDots.user === "rustle", "the Rust member applied the commit that added dot's second device and still reads the group");
+  // A device away longer than the channel keeps (history of 1): back with
+  // `since`, it is told the channel lost what it missed; it cannot read
+  // the next message (of an epoch after its own), says it is behind, asks
+  // to be added again; the owner's module removes its old leaf and adds
+  // it from a fresh package in one commit, and it reads on.
+  const resync = await page.evaluate(async () => {
+    await window.start("gil", { autoAdd: true });
+    await window.members.gil.mls.create("resync-room", 1);
+    await window.start("hank");
+    await window.members.hank.mls.join("resync-room");
+    await window.next("hank", "joined");
+    const away = window.members.hank.mls.epoch("resync-room");
+    window.members.hank.socket.close();
+    await window.start("ivy");
+    await window.members.ivy.mls.join("resync-room");
+    await window.next("gil", "epoch", (e) => e.added.includes("ivy"));
+    await window.members.gil.mls.send("resync-room", "while hank was away");
+    await window.reconnect("hank", "hank2");
+    const { mls } = window.members.hank2;
+    const reply = await mls.join("resync-room", { since: mls.position("resync-room") });
+    // The channel's next message is of an epoch after hank's.
+    await window.members.gil.mls.send("resync-room", "are you there");
+    const behind = await window.next("hank2", "behind");
+    const joined = await window.next("hank2", "joined");
+    await window.members.gil.mls.send("resync-room", "welcome back");
+    const read = await window.next("hank2", "message", (e) => e.text === "welcome back");
+    const missed = window.members.hank2.events.some((e) => e.type === "message" && (e.text === "while hank was away" || e.text === "are you there"));
+    const hanks = (await window.members.gil.mls.roster("resync-room")).filter((m) => m.user === "hank").length;
+    return { recovered: reply.recovered, away, behind: behind.epoch, joined: joined.epoch, now: window.members.gil.mls.epoch("resync-room"), read: read.user, missed, hanks };
+  });
+  check(
+    resync.recovered === false && resync.behind === resync.away && resync.joined === resync.now && resync.read === "gil" && !resync.missed && resync.hanks === 1,
+    `a device that missed commits asks to be added again, is, and reads on (${JSON.stringify(resync)})`,
+  );
   // Two devices of one owner (two tabs) add the same newcomer at once:
   // the second loses the race, finds the newcomer in on top of the
   // winner's commit and commits nothing, rather than failing.

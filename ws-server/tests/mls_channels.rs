@@ -934,6 +934,105 @@ async fn two_owner_devices_adding_one_newcomer_end_in_one_add() {
     stop(serve, vec![]).await;
 }
 
+// ROBUSTNESS 159: a member's device is away while the group moves on (an
+// add it never sees: the channel keeps nothing of it for this device,
+// which comes back without `since`). It cannot read the group's next
+// message, says so once and asks to be added again; the owner's client
+// removes its old leaf and adds it from a fresh package of its own in one
+// commit, whose Welcome brings it back, and it reads on.
+#[tokio::test]
+async fn a_device_that_missed_commits_is_added_again_and_reads_on() {
+    use ws_crypto::mls::{MlsClient, MlsEvent};
+    let serve = Serve::start(&[], &[]).await;
+    let mut al = mls_member(serve.addr, "al").await.with_auto_add(true);
+    al.create("room", 100).await.unwrap();
+    let mut bo = mls_member(serve.addr, "bo").await;
+    bo.publish_key_packages(1).await.unwrap();
+    bo.join("room").await.unwrap();
+    while !matches!(next(&mut al).await, MlsEvent::Epoch { .. }) {}
+    while !matches!(next(&mut bo).await, MlsEvent::Joined { .. }) {}
+    let saved = bo.export().unwrap();
+    drop(bo);
+
+    let mut cy = mls_member(serve.addr, "cy").await;
+    cy.publish_key_packages(1).await.unwrap();
+    cy.join("room").await.unwrap();
+    loop {
+        if let MlsEvent::Epoch { added, .. } = next(&mut al).await
+            && added == ["cy"]
+        {
+            break;
+        }
+    }
+    let (ws, _) = ws_tokio::connect(format!("ws://{}/channels?user=bo", serve.addr))
+        .await
+        .unwrap();
+    let mut bo = MlsClient::new(
+        ws_channels::ChannelsClient::new(ws),
+        Device::import(&saved).unwrap(),
+    );
+    bo.load("room").unwrap();
+    let away_at = bo.epoch("room").unwrap();
+    bo.join("room").await.unwrap();
+    al.send("room", b"while you were away").await.unwrap();
+    // bo reads on its own, as an application does, until it is back.
+    let back = tokio::spawn(async move {
+        let mut behind = None;
+        loop {
+            match next(&mut bo).await {
+                MlsEvent::Behind { epoch, .. } => behind = Some(epoch),
+                MlsEvent::Message { .. } => panic!("read a message of an epoch it does not have"),
+                MlsEvent::Joined { epoch, .. } => return (bo, behind, epoch),
+                _ => {}
+            }
+        }
+    });
+    loop {
+        match next(&mut al).await {
+            MlsEvent::Epoch { added, removed, .. } if added == ["bo"] => {
+                assert_eq!(removed, ["bo"], "its old leaf went in the same commit");
+                break;
+            }
+            MlsEvent::AddFailed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    let (mut bo, behind, joined) = back.await.unwrap();
+    assert_eq!(behind, Some(away_at), "said once, with the epoch it has");
+    assert_eq!(Some(joined), al.epoch("room"));
+    let roster = al.roster("room");
+    assert_eq!(roster.len(), 3, "one leaf for bo's device: {roster:?}");
+    al.send("room", b"welcome back").await.unwrap();
+    for device in [&mut bo, &mut cy] {
+        loop {
+            if let MlsEvent::Message { data, .. } = next(device).await
+                && data == b"welcome back"
+            {
+                break;
+            }
+        }
+    }
+
+    // Another user asks for bo's device: the owner's client takes requests
+    // only for the sender's own devices, and commits nothing.
+    let mut mallory = Peer::connect(serve.addr, "mallory").await;
+    assert_eq!(mallory.command("room", "join", json!({})).await["ok"], true);
+    let forged = json!({"e2e": "resync", "device": bo.device().fingerprint(), "epoch": 0});
+    assert_eq!(mallory.command("room", "publish", forged).await["ok"], true);
+    let epoch = al.epoch("room");
+    al.send("room", b"after the forged request").await.unwrap();
+    loop {
+        match next(&mut al).await {
+            MlsEvent::Sent { .. } => break,
+            MlsEvent::Epoch { .. } => panic!("a commit for another user's request"),
+            _ => {}
+        }
+    }
+    assert_eq!(al.epoch("room"), epoch);
+    drop((al, bo, cy));
+    stop(serve, vec![mallory]).await;
+}
+
 // ROBUSTNESS 149: a member whose sessions are all gone from an encrypted
 // channel (a closed tab, a lost connection) for longer than
 // `group_member_linger` is proposed for removal by the server, and the

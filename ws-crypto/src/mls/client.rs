@@ -15,11 +15,21 @@ use ws_channels::protocol::{Command, Event, KEYS_CHANNEL, ServerMessage};
 use ws_channels::{ChannelsClient, ClientError, ErrorCode, LeaveReason, Payload, PublicationKind};
 
 use super::{Commit, Device, Group, GroupMember, GroupRole, MlsError, MlsReader, Received};
+
+mod resync;
 use ws_channels::e2e::GroupReader as _;
 
 /// The `e2e` kind of an application message: `{"e2e": "mls", "message":
 /// "<base64 MLS private message>"}`.
 pub const MESSAGE_KIND: &str = "mls";
+
+/// The `e2e` kind of a device's request to be added again, published when
+/// it missed commits of its group (away longer than the channel keeps):
+/// `{"e2e": "resync", "device": "<fingerprint>", "epoch": E}` (`epoch`:
+/// the last it has). A member with [`MlsClient::with_auto_add`] commits
+/// the device's removal and its addition from a fresh key package of its
+/// own, whose Welcome brings it back.
+pub const RESYNC_KIND: &str = "resync";
 
 /// How many times [`MlsClient::add`] (or another commit) is made again on
 /// top of commits that beat it before it gives up.
@@ -167,6 +177,16 @@ pub enum MlsEvent {
         /// Whom.
         user: String,
     },
+    /// This device missed commits of the channel's group (it was away
+    /// longer than the channel keeps what was sent, or they were withheld):
+    /// it reads nothing more there until a member adds it again, which it
+    /// has asked for ([`RESYNC_KIND`]); `Joined` follows when one does.
+    Behind {
+        /// The channel.
+        channel: String,
+        /// The last epoch this device has.
+        epoch: u64,
+    },
     /// A message or commit this device could not open or apply (sent
     /// before it joined, forged, or from an epoch it does not have).
     Unreadable {
@@ -211,6 +231,14 @@ pub struct MlsClient {
     auto_add: bool,
     /// Per channel, users admitted and not added yet (with `auto_add`).
     to_add: HashMap<String, BTreeSet<String>>,
+    /// Channels whose group this device fell behind in, with the epoch it
+    /// has there; those it has not asked to be added again yet are in
+    /// `to_ask`.
+    behind: HashMap<String, u64>,
+    to_ask: BTreeSet<String>,
+    /// Per channel, devices (fingerprint, user) that asked to be added
+    /// again and are not yet (with `auto_add`).
+    to_add_again: HashMap<String, BTreeSet<(String, String)>>,
     /// Events waiting at most, before commands are refused.
     max_events: usize,
 }
@@ -246,6 +274,9 @@ impl MlsClient {
             max_message: DEFAULT_MAX_MESSAGE,
             auto_add: false,
             to_add: HashMap::new(),
+            behind: HashMap::new(),
+            to_ask: BTreeSet::new(),
+            to_add_again: HashMap::new(),
             max_events: ws_channels::MAX_BUFFERED_EVENTS,
         }
     }
@@ -585,6 +616,24 @@ impl MlsClient {
                 }
                 continue;
             }
+            if let Some(channel) = self.to_ask.pop_first() {
+                if let Err(error) = self.ask_to_be_added_again(&channel).await {
+                    self.events.push_back(MlsEvent::Unreadable {
+                        channel,
+                        error: format!("could not ask to be added again: {error}"),
+                    });
+                }
+                continue;
+            }
+            if let Some(channel) = self.to_add_again.keys().next().cloned() {
+                let devices = self.to_add_again.remove(&channel).unwrap_or_default();
+                for (fingerprint, user) in devices {
+                    if let Some(event) = self.add_again(&channel, &user, &fingerprint).await {
+                        self.events.push_back(event);
+                    }
+                }
+                continue;
+            }
             match self.channels.next_event().await? {
                 Ok(event) => self.process(event),
                 Err(error) => return Some(Err(error.into())),
@@ -778,6 +827,11 @@ impl MlsClient {
             (Some(MESSAGE_KIND), Some(data)) => vec![self.message(&channel, data)],
             (Some(COMMIT_KIND), Some(data)) => self.commit(&channel, data),
             (Some(PROPOSAL_KIND), Some(data)) => self.proposal(&channel, data),
+            (Some(RESYNC_KIND), Some(data)) => {
+                let from = publication.from.as_ref().and_then(|f| f.user.clone());
+                self.asked_to_add_again(&channel, from, data);
+                Vec::new()
+            }
             _ => vec![Ok(MlsEvent::Other(event))],
         };
         for event in events {
@@ -790,6 +844,10 @@ impl MlsClient {
 
     fn message(&mut self, channel: &str, data: &Value) -> Result<MlsEvent, MlsClientError> {
         let bytes = data_of(data, "message")?;
+        let epoch = self.group(channel)?.epoch();
+        if super::epoch_of(&bytes).is_some_and(|made_in| made_in > epoch) {
+            return Ok(self.fell_behind(channel));
+        }
         match self.group(channel)?.receive(&bytes)? {
             Received::Message { from, data } => Ok(MlsEvent::Message {
                 channel: channel.to_owned(),
@@ -810,29 +868,18 @@ impl MlsClient {
         let Some(group) = self.groups.get_mut(channel) else {
             // Not in the group yet: the commit may carry this device's
             // Welcome.
-            if data.get("welcome").is_none_or(Value::is_null) {
-                return Vec::new();
-            }
-            let joined = data_of(data, "welcome")
-                .and_then(|welcome| self.device.join(&welcome).map_err(MlsClientError::from));
-            return match joined {
-                Ok(group) => {
-                    let epoch = group.epoch();
-                    self.groups.insert(channel.to_owned(), group);
-                    vec![Ok(MlsEvent::Joined {
-                        channel: channel.to_owned(),
-                        epoch,
-                    })]
-                }
-                // A Welcome for other devices.
-                Err(MlsClientError::Mls(MlsError::Mls(
-                    mls_rs::error::MlsError::WelcomeKeyPackageNotFound,
-                ))) => Vec::new(),
-                // One that does not open at all: said, not dropped.
-                Err(error) => vec![Err(error)],
-            };
+            return self.join_from(channel, data).into_iter().collect();
         };
-        if made_in != Some(group.epoch()) {
+        let epoch = group.epoch();
+        if made_in.is_some_and(|made_in| made_in > epoch) {
+            // Commits this device never saw came before: its Welcome, if
+            // a member added it again, or a request to be.
+            return match self.join_from(channel, data) {
+                Some(joined) => vec![joined],
+                None => vec![Ok(self.fell_behind(channel))],
+            };
+        }
+        if made_in != Some(epoch) {
             // This device's own commit (already applied), or one it has.
             return Vec::new();
         }
@@ -842,6 +889,11 @@ impl MlsClient {
                 removed_me: true, ..
             }) => {
                 self.groups.remove(channel);
+                // Removed and added again in one commit (it had fallen
+                // behind, or another member re-added it first).
+                if let Some(joined) = self.join_from(channel, data) {
+                    return vec![joined];
+                }
                 vec![Ok(MlsEvent::Removed {
                     channel: channel.to_owned(),
                 })]

@@ -31,6 +31,7 @@
 //! | another Delivery Service (not the group's external sender) | nothing in the group | propose a removal: only the identity the group names signs one, and every node sharing the cluster's key is that identity | `nodes_sharing_a_secret_are_one_external_sender` |
 //! | a member added late | read what is sent from its epoch on | read what was sent before it was added | `a_late_joiner_reads_nothing_sent_before_it_was_added` |
 //! | a user uploading key packages | publish its own | publish one in another user's name | `a_key_package_in_another_users_name_is_refused` |
+//! | another user, or the server, asking members to add a device again ([`RESYNC_KIND`]) | the server, in the user's name: have the user's real device added again (a new epoch, nothing more) | have any device added but the one named, from a key package that device signed; another user: anything (requests are taken for the sender's own devices only) | `ws-server/tests/mls_channels.rs::a_device_that_missed_commits_is_added_again_and_reads_on` |
 //! | a member | add a device it made under any user's name (a basic credential is a name its holder signs), seen by all with that device's own fingerprint | pass it off under the real device's fingerprint. A channels server keeps key packages only in their makers' names and `claim` names each one's device, but it does not yet check a commit's adds against what was claimed, so members compare fingerprints | `a_member_can_name_a_device_anything_but_not_give_it_another_fingerprint` |
 //! | anyone who can publish on the broker (a channels deployment's Redis or NATS) | see each message's framing and ciphertext; withhold or reorder what it reaches | have a commit, proposal or message it made applied or opened: members refuse each, their group unchanged | `ws-server/tests/mls_channels.rs::what_a_broker_client_injects_changes_no_group` |
 //! | anyone holding a commit's GroupInfo (the server, a broker client) | see the roster's credentials and fingerprints | join by an external commit: members and channels nodes refuse it | `an_outsider_with_a_group_info_cannot_join_by_external_commit` |
@@ -83,7 +84,7 @@ mod saved;
 
 pub use client::{
     ClaimedDevice, DEFAULT_MAX_MESSAGE, MAX_REBASES, MESSAGE_KIND, MlsClient, MlsClientError,
-    MlsEvent,
+    MlsEvent, RESYNC_KIND,
 };
 use saved::GroupStates;
 
@@ -314,6 +315,12 @@ fn invalid(error: impl fmt::Display) -> MlsError {
 
 fn parse(bytes: &[u8]) -> Result<MlsMessage, MlsError> {
     MlsMessage::from_bytes(bytes).map_err(invalid)
+}
+
+/// The epoch a group message (a commit, a proposal, an application
+/// message) was made in, as its framing says in the clear.
+pub(crate) fn epoch_of(message: &[u8]) -> Option<u64> {
+    parse(message).ok()?.epoch()
 }
 
 /// The user a signing identity's basic credential names.
@@ -613,6 +620,21 @@ impl Group {
             builder = builder.add_member(parse(key_package)?)?;
         }
         commit(builder.build()?)
+    }
+
+    /// Commits the removal of the device at `leaf` and its addition again
+    /// from `key_package` (one the device made since), with every proposal
+    /// received since the last commit: a device that fell behind the
+    /// group (it missed commits) comes back in at the new epoch, through
+    /// the commit's Welcome.
+    pub fn readd(&mut self, leaf: u32, key_package: &[u8]) -> Result<Commit, MlsError> {
+        commit(
+            self.inner
+                .commit_builder()
+                .remove_member(leaf)?
+                .add_member(parse(key_package)?)?
+                .build()?,
+        )
     }
 
     /// Commits the removal of every device of `user`, with every proposal

@@ -446,6 +446,9 @@ function onMlsEvent(event) {
     case "removed":
       system("This device was removed from the channel's group: it reads nothing sent from here on.");
       break;
+    case "behind":
+      system("This device missed changes to the group while it was away, so it cannot read what is sent now: it asked to be added again.");
+      break;
     case "admitted":
       if (state.role === "owner" && $("approve-devices").checked) offerDevices(event.user);
       break;

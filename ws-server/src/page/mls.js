@@ -61,6 +61,10 @@ export const MAX_REBASES = 16;
 const MESSAGE_KIND = "mls";
 const COMMIT_KIND = "commit";
 const PROPOSAL_KIND = "proposal";
+/** A device's request to be added again after it missed commits, as
+ * ws-crypto's `RESYNC_KIND`: `{"e2e": "resync", "device": fingerprint,
+ * "epoch": E}` (the last epoch it has). */
+export const RESYNC_KIND = "resync";
 
 export class MlsError extends Error {
   constructor(code, message) {
@@ -297,6 +301,10 @@ function rulesOf(state) {
  * - `{type: "add_failed", channel, users, error}`;
  * - `{type: "removal_proposed", channel, user}`: the server asked for a
  *   removal, pending until a member commits (`commitPending`);
+ * - `{type: "behind", channel, epoch}`: this device missed commits of the
+ *   group (away longer than the channel keeps, or they were withheld) and
+ *   reads nothing more there; it asked to be added again, and a member
+ *   with `autoAdd` does so (`joined` follows);
  * - `{type: "unreadable", channel, error}`: something for the group that
  *   did not open or apply, said rather than dropped;
  * - `{type: "not_saved", error}`: the device's store refused a write (a
@@ -314,6 +322,7 @@ export class MlsChannels {
     this.groups = new Map(); // channel -> ClientState
     this.sent = new Map(); // base64 of own messages not back yet -> their text
     this.seen = new Map(); // channel -> {offset, epoch} of the last publication handled
+    this.behind = new Map(); // channel -> the epoch this device has, where it missed commits
     this.queue = Promise.resolve();
     // Groups this device saved on an earlier visit.
     for (const [channel, saved] of Object.entries(device.saved ?? {})) {
@@ -400,12 +409,14 @@ export class MlsChannels {
   /** Leaves `count` one-time key packages and a last-resort one in the
    * server's directory; what the user's devices have there after it. */
   publishKeyPackages(count = 10) {
-    return this.#serial(async () => {
-      const packages = [];
-      for (let i = 0; i < count; i++) packages.push(base64.encode((await this.device.keyPackage()).bytes));
-      const lastResort = base64.encode((await this.device.keyPackage()).bytes);
-      return this.command(KEYS_CHANNEL, "key_packages", { key_packages: packages, last_resort: lastResort });
-    });
+    return this.#serial(() => this.#publishKeyPackages(count));
+  }
+
+  async #publishKeyPackages(count) {
+    const packages = [];
+    for (let i = 0; i < count; i++) packages.push(base64.encode((await this.device.keyPackage()).bytes));
+    const lastResort = base64.encode((await this.device.keyPackage()).bytes);
+    return this.command(KEYS_CHANNEL, "key_packages", { key_packages: packages, last_resort: lastResort });
   }
 
   /** Creates `channel` encrypted with `historySize` publications kept (at
@@ -482,12 +493,14 @@ export class MlsChannels {
     return this.#serial(() => this.#addClaimed(channel, claimed));
   }
 
-  async #claim(channel, users) {
+  // `keep`: a device of the user in the group to claim for all the same
+  // (one to add again).
+  async #claim(channel, users, keep = null) {
     this.#group(channel);
     const members = await this.roster(channel);
     const claimed = [];
     for (const user of users) {
-      const except = members.filter((m) => m.user === user).map((m) => m.fingerprint);
+      const except = members.filter((m) => m.user === user && m.fingerprint !== keep).map((m) => m.fingerprint);
       const reply = await this.command(channel, "claim", except.length ? { user, except } : { user });
       for (const entry of reply.key_packages ?? []) {
         const keyPackage = decoded(base64.decode(entry.key_package), "mls_key_package").keyPackage;
@@ -704,6 +717,8 @@ export class MlsChannels {
         return this.#commitEvent(channel, data);
       case PROPOSAL_KIND:
         return this.#proposal(channel, data);
+      case RESYNC_KIND:
+        return this.#resyncRequest(channel, envelope.data?.from?.user, data);
       default:
         return this.onEvent({ type: "other", envelope });
     }
@@ -746,6 +761,7 @@ export class MlsChannels {
     const state = this.groups.get(channel);
     if (!state) return;
     const message = decoded(base64.decode(data.message), "mls_private_message");
+    if (message.privateMessage.epoch > state.groupContext.epoch) return this.#fellBehind(channel);
     const cs = await cipherSuite();
     const result = await processPrivateMessage(state, message.privateMessage, emptyPskIndex, cs, rulesOf(state));
     if (result.kind !== "applicationMessage") throw new MlsError("malformed", "a message that is not an application message");
@@ -756,18 +772,11 @@ export class MlsChannels {
 
   async #commitEvent(channel, data) {
     const state = this.groups.get(channel);
-    if (!state) {
-      // Not in the group yet: the commit may carry this device's Welcome.
-      if (!data.welcome) return;
-      const welcome = decoded(base64.decode(data.welcome), "mls_welcome").welcome;
-      const made = this.device.packages.find((p) => welcome.secrets.some((s) => sameBytes(s.newMember, p.ref)));
-      // A Welcome for other devices only.
-      if (!made) return;
-      const joined = await joinGroup(welcome, made.publicPackage, made.privatePackage, emptyPskIndex, await cipherSuite());
-      this.device.packages.splice(this.device.packages.indexOf(made), 1);
-      this.groups.set(channel, joined);
-      return this.onEvent({ type: "joined", channel, epoch: Number(joined.groupContext.epoch) });
-    }
+    // Not in the group yet: the commit may carry this device's Welcome.
+    if (!state) return this.#joinFrom(channel, data);
+    // Commits this device never saw came first: its Welcome, if a member
+    // added it again, or a request to be.
+    if (BigInt(data.epoch) > state.groupContext.epoch) return (await this.#joinFrom(channel, data)) || this.#fellBehind(channel);
     // Made in another epoch: our own (applied when it was published), or
     // one this device has.
     if (BigInt(data.epoch) !== state.groupContext.epoch) return;
@@ -777,10 +786,78 @@ export class MlsChannels {
     if (result.actionTaken === "reject") throw new MlsError("refused", "a commit that takes from outside the group more than a removal");
     if (result.newState.groupActiveState?.kind === "removedFromGroup") {
       this.groups.delete(channel);
+      // Removed and added again in one commit (it had fallen behind).
+      if (await this.#joinFrom(channel, data)) return;
       return this.onEvent({ type: "removed", channel });
     }
     this.groups.set(channel, result.newState);
     return this.#epochEvent(channel, before, false);
+  }
+
+  // Joins from the Welcome the commit `data` carries, if one is for this
+  // device: whether it did.
+  async #joinFrom(channel, data) {
+    if (!data.welcome) return false;
+    const welcome = decoded(base64.decode(data.welcome), "mls_welcome").welcome;
+    const made = this.device.packages.find((p) => welcome.secrets.some((s) => sameBytes(s.newMember, p.ref)));
+    // A Welcome for other devices only.
+    if (!made) return false;
+    const joined = await joinGroup(welcome, made.publicPackage, made.privatePackage, emptyPskIndex, await cipherSuite());
+    this.device.packages.splice(this.device.packages.indexOf(made), 1);
+    this.groups.set(channel, joined);
+    this.behind.delete(channel);
+    this.onEvent({ type: "joined", channel, epoch: Number(joined.groupContext.epoch) });
+    return true;
+  }
+
+  // This device missed commits of the group: it leaves a fresh key package
+  // and asks, once for the epoch it has, to be added again. The asking
+  // waits its turn in the queue: this may run while a commit of ours
+  // catches up.
+  #fellBehind(channel) {
+    const epoch = this.epoch(channel);
+    if (this.behind.get(channel) === epoch) return this.onEvent({ type: "unreadable", channel, error: `from an epoch after ${epoch}, the last this device has: it asked to be added again` });
+    this.behind.set(channel, epoch);
+    this.onEvent({ type: "behind", channel, epoch });
+    this.#serial(async () => {
+      await this.#publishKeyPackages(1);
+      await this.command(channel, "publish", { e2e: RESYNC_KIND, device: this.device.fingerprint, epoch });
+    }).catch((error) => this.onEvent({ type: "unreadable", channel, error: `could not ask to be added again: ${error.message}` }));
+  }
+
+  // A device's request to be added again; `user` is whom the server says
+  // sent it. With autoAdd, when the device is `user`'s and in the group,
+  // and the group has moved past the epoch it has: its old leaf removed
+  // and a fresh package of its own added, in one commit. A key package is
+  // signed by its device, so a request the server forges can at most have
+  // a real device added again.
+  async #resyncRequest(channel, user, data) {
+    const state = this.groups.get(channel);
+    if (!this.autoAdd || !state || !user || typeof data.device !== "string" || typeof data.epoch !== "number") return;
+    if (BigInt(data.epoch) >= state.groupContext.epoch) return;
+    if (!(await this.roster(channel)).some((m) => m.user === user && m.fingerprint === data.device)) return;
+    // Its turn in the queue: this may run while a commit of ours catches
+    // up, and a commit must not start inside another.
+    this.#serial(() => this.#addAgain(channel, user, data.device));
+  }
+
+  async #addAgain(channel, user, device) {
+    try {
+      const claimed = (await this.#claim(channel, [user], device)).find((c) => c.fingerprint === device);
+      if (!claimed) return;
+      const key = claimed.keyPackage.leafNode.signaturePublicKey;
+      await this.#commit(channel, (now) => {
+        const old = leaves(now).find(({ leaf }) => member(leaf) === user && sameBytes(leaf.signaturePublicKey, key));
+        // Removed meanwhile: nothing to add it again to.
+        if (!old) return null;
+        return [
+          { proposalType: "remove", remove: { removed: old.index } },
+          { proposalType: "add", add: { keyPackage: claimed.keyPackage } },
+        ];
+      });
+    } catch (error) {
+      this.onEvent({ type: "add_failed", channel, users: [user], error: error.message });
+    }
   }
 
   // Says what the group's new epoch changed, from its roster `before`.
