@@ -15,9 +15,9 @@ use ws_channels::protocol::{Command, Event, KEYS_CHANNEL, ServerMessage};
 use ws_channels::{ChannelsClient, ClientError, ErrorCode, LeaveReason, Payload, PublicationKind};
 
 use super::{Commit, Device, Group, GroupMember, GroupRole, MlsError, MlsReader, Received};
+use ws_channels::e2e::GroupReader as _;
 
 mod resync;
-use ws_channels::e2e::GroupReader as _;
 
 /// The `e2e` kind of an application message: `{"e2e": "mls", "message":
 /// "<base64 MLS private message>"}`.
