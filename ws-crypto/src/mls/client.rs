@@ -585,13 +585,21 @@ impl MlsClient {
     pub async fn send(&mut self, channel: &str, data: &[u8]) -> Result<(), MlsClientError> {
         self.ready()?;
         let sealed = self.group(channel)?.encrypt(data)?;
-        let message = json!({ "e2e": MESSAGE_KIND, "message": BASE64.encode(sealed) });
+        self.publish(
+            channel,
+            &json!({ "e2e": MESSAGE_KIND, "message": BASE64.encode(sealed) }),
+        )
+        .await
+    }
+
+    /// Publishes `data` (one of the `e2e` kinds) on `channel`.
+    async fn publish(&mut self, channel: &str, data: &Value) -> Result<(), MlsClientError> {
         let reply = self
             .channels
             .command(
                 channel,
                 Command::Publish {
-                    data: Payload::new(&message),
+                    data: Payload::new(data),
                     idempotency_key: None,
                 },
             )
@@ -844,11 +852,16 @@ impl MlsClient {
 
     fn message(&mut self, channel: &str, data: &Value) -> Result<MlsEvent, MlsClientError> {
         let bytes = data_of(data, "message")?;
-        let epoch = self.group(channel)?.epoch();
-        if super::epoch_of(&bytes).is_some_and(|made_in| made_in > epoch) {
-            return Ok(self.fell_behind(channel));
-        }
-        match self.group(channel)?.receive(&bytes)? {
+        let group = self.group(channel)?;
+        let epoch = group.epoch();
+        // The framing is read again only for a message that did not open.
+        let received = match group.receive(&bytes) {
+            Err(_) if super::epoch_of(&bytes).is_some_and(|made_in| made_in > epoch) => {
+                return Ok(self.fell_behind(channel));
+            }
+            received => received?,
+        };
+        match received {
             Received::Message { from, data } => Ok(MlsEvent::Message {
                 channel: channel.to_owned(),
                 from,

@@ -833,7 +833,7 @@ export class MlsChannels {
   // a real device added again.
   async #resyncRequest(channel, user, data) {
     const state = this.groups.get(channel);
-    if (!this.autoAdd || !state || !user || typeof data.device !== "string" || typeof data.epoch !== "number") return;
+    if (!this.autoAdd || !state || !user || typeof data.device !== "string" || !Number.isSafeInteger(data.epoch)) return;
     if (BigInt(data.epoch) >= state.groupContext.epoch) return;
     if (!(await this.roster(channel)).some((m) => m.user === user && m.fingerprint === data.device)) return;
     // Its turn in the queue: this may run while a commit of ours catches

@@ -10,7 +10,6 @@
 //! a request the server forges can at most have a real device added again.
 
 use serde_json::{Value, json};
-use ws_channels::Payload;
 use ws_channels::e2e::GroupReader as _;
 use ws_channels::protocol::Command;
 
@@ -86,19 +85,7 @@ impl MlsClient {
             "device": self.device.fingerprint(),
             "epoch": epoch,
         });
-        let reply = self
-            .channels
-            .command(
-                channel,
-                Command::Publish {
-                    data: Payload::new(&request),
-                    idempotency_key: None,
-                },
-            )
-            .await;
-        self.take_buffered();
-        reply?;
-        Ok(())
+        self.publish(channel, &request).await
     }
 
     /// A request to be added again from `from` (the server names the
