@@ -39,8 +39,13 @@ impl ChannelManager {
         let sessions = ready.sessions.clone();
         let others = ready.others.clone();
         let publisher = publication.from.as_ref().map(|f| f.session);
-        let except =
-            publisher.filter(|_| !self.config.echo && publication.kind == PublicationKind::Message);
+        // A session is not told of its own join (its reply told it), nor,
+        // without echo, of its own messages.
+        let except = publisher.filter(|_| match publication.kind {
+            PublicationKind::Message => !self.config.echo,
+            PublicationKind::Join => true,
+            _ => false,
+        });
         // The members not ready for it: buffered while recovering, or owed
         // a `lost` event first (after which they are ready again).
         let mut late = Vec::new();

@@ -287,12 +287,11 @@ impl ChannelManager {
             .sessions
             .get_mut(&session)
             .expect("joining came from it");
-        let user = state.user.clone();
         state.channels.insert(
             channel.clone(),
             Membership {
                 role: grant.role,
-                info: info.clone(),
+                info,
                 stage: Stage::Recovering {
                     buffer: Vec::new(),
                     overflowed: false,
@@ -312,7 +311,8 @@ impl ChannelManager {
             });
         local.members.insert(session);
         local.ready = None;
-        self.publish_presence_event(session, user, info, &channel, Presence::Joined);
+        // The others hear of the join once its stream has its start
+        // (`finish_join`): what they answer with comes after it.
         if self.subscription_state(&channel) == SubState::Subscribed {
             self.continue_join(session, channel, reply, since);
         } else {
@@ -458,6 +458,7 @@ impl ChannelManager {
                 }
             }
         }
+        let info = membership.info.clone();
         self.ok(session, reply, fields);
         for publication in buffer {
             let newer = publication.position.as_ref().is_none_or(|p| p.offset > top);
@@ -466,5 +467,9 @@ impl ChannelManager {
                 self.deliver(channel, Arc::new([session]), None, message);
             }
         }
+        // Only now, with the joiner's start fixed by its history read:
+        // whatever another member publishes in answer lands after it.
+        let user = self.sessions.get(&session).and_then(|s| s.user.clone());
+        self.publish_presence_event(session, user, info, channel, Presence::Joined);
     }
 }

@@ -674,6 +674,52 @@ fn nothing_lost_silently(events: &[Value]) -> (Vec<u64>, Vec<Value>) {
     (got, losts)
 }
 
+// ROBUSTNESS 160: a member answers another's join event at once (an
+// owner adding a newcomer's device to an encrypted channel's group: only
+// that commit carries the newcomer's Welcome). The join event goes out
+// once the joiner's stream has its start (the history read answered), so
+// the answer comes after that start and reaches the joiner. It went out
+// before the read; an answer stored before the read was counted as
+// history the joiner had not asked for, and never reached it.
+#[test]
+fn what_answers_a_join_event_reaches_the_joiner() {
+    let mut sim = Sim::new(2, ChannelsConfig::default());
+    sim.open(0, A, Some("a"));
+    sim.open(1, B, Some("b"));
+    let options = json!({"history_size": 10, "history_ttl": 60, "presence_events": true});
+    sim.send(0, A, &cmd(1, "room", "create", options));
+    assert_eq!(reply(sim.take(0, A), 1)["ok"], true);
+    sim.hold(true);
+    sim.send(1, B, &cmd(2, "room", "join", json!({})));
+    // B's node runs its backend work one item at a time; the moment A
+    // hears of b, A answers, and A's publish runs before anything more.
+    let mut answered = false;
+    while sim.step(1) {
+        let heard = events(sim.take(0, A), "join")
+            .iter()
+            .any(|e| e["from"]["user"] == "b");
+        if heard && !answered {
+            sim.send(0, A, &cmd(3, "room", "publish", json!("welcome")));
+            assert!(sim.step(0), "A's publish runs");
+            answered = true;
+        }
+    }
+    sim.hold(false);
+    assert!(answered, "A heard of b's join");
+    let outs = messages(sim.take(1, B));
+    let joined = outs
+        .iter()
+        .position(|m| m["type"] == "response" && m["id"] == "2")
+        .expect("B's join is answered");
+    assert_eq!(outs[joined]["data"]["ok"], true, "{outs:?}");
+    assert!(
+        outs[joined..]
+            .iter()
+            .any(|m| m["action"] == "message" && m["data"]["data"] == "welcome"),
+        "the answer to its join reaches b after its reply: {outs:?}"
+    );
+}
+
 // ROBUSTNESS 116: a member that joins again with `since` gets the replay
 // once: live copies of what the replay held, arriving after it, are not
 // delivered to it again.
