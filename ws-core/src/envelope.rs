@@ -375,4 +375,30 @@ mod tests {
         let anonymous = Envelope::error_reply(None, &EnvelopeError::Binary);
         assert!(Envelope::from_slice(anonymous.to_json().as_bytes()).is_ok());
     }
+
+    #[test]
+    fn numbers_survive_a_round_trip_unchanged() {
+        // Found by the envelope fuzz target: serde_json's default float
+        // parser may land one unit in the last place away from the nearest
+        // double, so a number relayed through an envelope changed in its
+        // last digits. These are values where it did.
+        for text in [
+            r#"{"data":{"percent":46666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666}}"#,
+            r#"{"data":[0.1,2.2250738585072014e-308,1.7976931348623157e308,9007199254740993,-0.0,5e-324]}"#,
+        ] {
+            let envelope = Envelope::from_slice(text.as_bytes()).unwrap();
+            let again = Envelope::from_slice(envelope.to_json().as_bytes()).unwrap();
+            assert_eq!(again, envelope, "{text}");
+        }
+        let big = Envelope::from_slice(
+            br#"{"data":46666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666}"#,
+        )
+        .unwrap();
+        // The nearest double, as Rust's own (correctly rounded) parser finds it.
+        let nearest: f64 =
+            "46666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666"
+                .parse()
+                .unwrap();
+        assert_eq!(big.data.unwrap().as_f64(), Some(nearest));
+    }
 }
