@@ -6,7 +6,8 @@
 // other (after a confirmation), who is told, bans them for a while, they
 // cannot come back, lifts the ban, they can. Then an end-to-end encrypted
 // (MLS) channel: the owner's page adds a newcomer's device, two pages
-// talk, one reloads and reads on with the device it kept, a page outside
+// talk, one reloads and reads on with the device it kept (a script of the
+// page's origin finds no signing key in what it kept), a page outside
 // the group is told the channel is sealed and shows no ciphertext, a kick
 // is committed out of the group. Last, the server restarts: the page
 // says it is unreachable, comes back by itself and says what was lost.
@@ -16,6 +17,7 @@
 // The browser is Debian's chromium ($CHROMIUM, default `chromium` on PATH),
 // driven through playwright-core; nothing is downloaded.
 import { execFileSync, spawn } from "node:child_process";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdirSync } from "node:fs";
 import { createInterface } from "node:readline";
@@ -26,6 +28,31 @@ const check = (condition, what) => {
   console.log(`${condition ? "ok  " : "FAIL"} ${what}`);
   if (!condition) failures.push(what);
 };
+
+// Whether any 32 bytes in `blobs` are the Ed25519 private key (seed) of
+// `publicKey`: what an attacker who copied a device's storage would try.
+const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
+function holdsPrivateKeyOf(publicKey, blobs) {
+  const tried = new Set();
+  for (const blob of blobs) {
+    for (let i = 0; i + 32 <= blob.length; i++) {
+      const seed = blob.subarray(i, i + 32);
+      const seen = seed.toString("base64");
+      if (tried.has(seen)) continue;
+      tried.add(seen);
+      const key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, seed]), format: "der", type: "pkcs8" });
+      if (createPublicKey(key).export({ format: "der", type: "spki" }).subarray(-32).equals(publicKey)) return true;
+    }
+  }
+  return false;
+}
+{
+  // The search finds a key where there is one.
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  const hidden = Buffer.concat([randomBytes(100), privateKey.export({ format: "der", type: "pkcs8" }), randomBytes(7)]);
+  if (!holdsPrivateKeyOf(raw, [randomBytes(64), hidden]) || holdsPrivateKeyOf(raw, [randomBytes(200)])) throw new Error("the key search is broken");
+}
 
 const binary = process.argv[2];
 async function startServer(listen) {
@@ -193,6 +220,63 @@ try {
   await cara.click("#send");
   await dan.locator("#messages li.message.sealed", { hasText: "after the reload" }).waitFor();
   check(!(await dan.textContent("#messages")).includes("Waiting for a member"), "after a reload the page reads on in the group with the device it kept");
+  // As a script of the page's origin would (an XSS, an extension with
+  // access to the site): read everything the browser keeps for dan's
+  // device, try to export every key in it, and look for the signing key.
+  const kept = await dan.evaluate(async () => {
+    const db = await new Promise((resolve, reject) => {
+      const request = indexedDB.open("ws-mls");
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    const record = await new Promise((resolve, reject) => {
+      const request = db.transaction("devices").objectStore("devices").get("dan");
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    const base64 = (bytes) => {
+      let text = "";
+      for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+      return btoa(text);
+    };
+    const blobs = [];
+    const privateExports = [];
+    const walk = async (value) => {
+      if (value instanceof CryptoKey) {
+        for (const format of ["pkcs8", "raw", "jwk"]) {
+          try {
+            const out = await crypto.subtle.exportKey(format, value);
+            if (value.type === "private") privateExports.push(format);
+            blobs.push(base64(format === "jwk" ? new TextEncoder().encode(JSON.stringify(out)) : new Uint8Array(out)));
+          } catch {}
+        }
+      } else if (ArrayBuffer.isView(value)) blobs.push(base64(new Uint8Array(value.buffer, value.byteOffset, value.byteLength)));
+      else if (value instanceof ArrayBuffer) blobs.push(base64(new Uint8Array(value)));
+      else if (typeof value === "string") {
+        blobs.push(base64(new TextEncoder().encode(value)));
+        try {
+          blobs.push(base64(Uint8Array.from(atob(value), (c) => c.charCodeAt(0))));
+        } catch {}
+      } else if (value && typeof value === "object") for (const inner of Object.values(value)) await walk(inner);
+    };
+    await walk(record);
+    const cryptoKeys = [];
+    const findKeys = (value) => {
+      if (value instanceof CryptoKey) cryptoKeys.push({ type: value.type, extractable: value.extractable });
+      else if (value && typeof value === "object" && !ArrayBuffer.isView(value)) Object.values(value).forEach(findKeys);
+    };
+    findKeys(record);
+    return { publicKey: base64(record.keys.publicKey), blobs, privateExports, cryptoKeys, groups: Object.keys(record.groups) };
+  });
+  check(kept.groups.includes("vault") && kept.blobs.length > 100, "the device's record holds its group state and key packages");
+  check(
+    kept.cryptoKeys.some((key) => key.type === "private" && !key.extractable) && kept.privateExports.length === 0,
+    "the device's signing key is kept as a non-extractable CryptoKey: a script of the origin cannot export it",
+  );
+  check(
+    !holdsPrivateKeyOf(Buffer.from(kept.publicKey, "base64"), kept.blobs.map((blob) => Buffer.from(blob, "base64"))),
+    "nothing a script of the origin can read from the device's storage (keys, key packages, group states) holds its signing key",
+  );
   // A second tab of the same browser does not share the device (one group
   // state in two tabs would reuse keys and nonces): it gets its own.
   const danTab = await dan.context().newPage();

@@ -319,6 +319,7 @@ async function enterEncrypted() {
       const { device, persisted } = await MlsDevice.open(state.user, store);
       state.device = device;
       if (!persisted) system("Another tab has this browser's device for you: this tab is a device of its own, forgotten when it closes.");
+      if (device.keyExtractable) system("This browser cannot keep the device's signing key out of reach of scripts (it has no WebCrypto Ed25519): a script of this site could copy it.");
     }
     $("fingerprint").textContent = state.device.fingerprint;
     if (state.socket !== socket) return;

@@ -89,10 +89,47 @@ export const base64 = {
   },
 };
 
+/** The length of a signing key's handle: what ts-mls holds (in key
+ * packages and group states) in place of the private key of a device whose
+ * key WebCrypto keeps non-extractable. Not 32 or 48 bytes, the lengths of
+ * the raw and PKCS #8 keys ts-mls signs with itself. */
+const HANDLE_LENGTH = 16;
+// The non-extractable signing keys of the devices this page has opened, by
+// their handle (base64).
+const signingKeys = new Map();
+
 let suite;
+// ts-mls's ciphersuite 1, signing with the CryptoKey a handle names: the
+// private key never exists as bytes here, so a script that reads the
+// device's storage (or this page's memory) finds a handle, not a key.
 function cipherSuite() {
-  suite ??= getCiphersuiteImpl(getCiphersuiteFromName(CIPHERSUITE));
+  suite ??= getCiphersuiteImpl(getCiphersuiteFromName(CIPHERSUITE)).then((cs) => ({
+    ...cs,
+    signature: {
+      ...cs.signature,
+      async sign(signKey, message) {
+        const key = signingKeys.get(base64.encode(signKey));
+        if (key) return new Uint8Array(await crypto.subtle.sign("Ed25519", key, message));
+        if (signKey.length === HANDLE_LENGTH) throw new MlsError("no_key", "this page does not hold the signing key this device's state names");
+        return cs.signature.sign(signKey, message);
+      },
+    },
+  }));
   return suite;
+}
+
+// A device's signature key pair: the private half a non-extractable
+// WebCrypto key, named by a random handle, where the browser has WebCrypto
+// Ed25519 (Chromium 137, Firefox 129, Safari 17); bytes from ts-mls where
+// it has not.
+async function newSignatureKeys() {
+  try {
+    const pair = await crypto.subtle.generateKey("Ed25519", false, ["sign", "verify"]);
+    const publicKey = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+    return { publicKey, signKey: crypto.getRandomValues(new Uint8Array(HANDLE_LENGTH)), privateKey: pair.privateKey };
+  } catch {
+    return (await cipherSuite()).signature.keygen();
+  }
 }
 
 /** A signature key's fingerprint as people compare them (and as the Rust
@@ -115,14 +152,21 @@ function member(leaf) {
 }
 
 /** A user's device: a basic credential naming the user and an Ed25519
- * signature key, the same for every key package and group it makes. Keep
- * `export()` (it holds the secret key) to be the same device on the next
- * visit; a new device is a new fingerprint to the other members. */
+ * signature key, the same for every key package and group it makes. Its
+ * private key is a non-extractable WebCrypto key where the browser has
+ * WebCrypto Ed25519 (`keyExtractable` is false then): nothing on the page,
+ * in its storage or in ts-mls's states holds it as bytes. `open` keeps a
+ * device across visits (the key as a CryptoKey in IndexedDB); a new device
+ * is a new fingerprint to the other members. */
 export class MlsDevice {
   constructor(user, keys, fingerprintText) {
     this.user = user;
     this.keys = keys;
     this.fingerprint = fingerprintText;
+    /** Whether the private key exists as bytes (a browser without
+     * WebCrypto Ed25519): a script of this origin could copy it then. */
+    this.keyExtractable = !keys.privateKey;
+    if (keys.privateKey) signingKeys.set(base64.encode(keys.signKey), keys.privateKey);
     this.credential = { credentialType: "basic", identity: utf8.encode(user) };
     // Key packages made and not yet used, each with its reference (what a
     // Welcome names it by) and private half.
@@ -131,7 +175,7 @@ export class MlsDevice {
 
   static async create(user) {
     if (!user) throw new MlsError("bad_request", "a device needs its user's name");
-    const keys = await (await cipherSuite()).signature.keygen();
+    const keys = await newSignatureKeys();
     return new MlsDevice(user, keys, await fingerprint(keys.publicKey));
   }
 
@@ -184,7 +228,8 @@ export class MlsDevice {
     // Groups here hold the roles extension: every member must support it.
     const capabilities = defaultCapabilities();
     capabilities.extensions = [...capabilities.extensions, ROLES_EXTENSION];
-    const made = await generateKeyPackageWithKey(this.credential, capabilities, lifetime, [], this.keys, cs);
+    const keys = { publicKey: this.keys.publicKey, signKey: this.keys.signKey };
+    const made = await generateKeyPackageWithKey(this.credential, capabilities, lifetime, [], keys, cs);
     made.ref = await makeKeyPackageRef(made.publicPackage, cs.hash);
     this.packages.push(made);
     // The oldest go first: the server keeps at most 100 per device.
@@ -195,7 +240,8 @@ export class MlsDevice {
 }
 
 /** Where devices are kept in this browser: an IndexedDB database of one
- * record per user (keys, key packages, group states). */
+ * record per user (the public key, the private key as a non-extractable
+ * CryptoKey and its handle, key packages, group states). */
 export class MlsStore {
   constructor(db) {
     this.db = db;
