@@ -218,6 +218,12 @@ impl Backends {
                 since,
                 limit,
             } => OpResult::History(self.broker.history(&channel, since, limit).await),
+            Operation::GroupEpoch { channel } => OpResult::GroupEpoch(
+                self.broker
+                    .group_info(&channel)
+                    .await
+                    .map(|kept| kept.map(|(epoch, _)| epoch)),
+            ),
             Operation::Recent { channel, limit } => {
                 OpResult::History(self.broker.recent(&channel, limit).await)
             }

@@ -101,6 +101,13 @@ pub enum Operation {
         /// Publications at most.
         limit: usize,
     },
+    /// The epoch of the newest GroupInfo [`Broker::group_info`] keeps for
+    /// an end-to-end encrypted channel: where its group is, read for a
+    /// joining session before its history.
+    GroupEpoch {
+        /// The channel.
+        channel: String,
+    },
     /// [`Broker::recent`].
     Recent {
         /// The channel.
@@ -198,6 +205,8 @@ pub enum OpResult {
     Published(Result<Published, ChannelError>),
     /// `History` and `Recent`.
     History(Result<HistoryPage, ChannelError>),
+    /// `GroupEpoch`: `None` when no commit came with a GroupInfo.
+    GroupEpoch(Result<Option<u64>, ChannelError>),
     /// `Members`.
     Roster(Result<Roster, ChannelError>),
     /// A custom command's reply data.

@@ -873,6 +873,15 @@ pub struct JoinReply<P = PublicationEvent> {
     /// one besides members that may propose, and only removals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_sender: Option<String>,
+    /// In an encrypted channel, the epoch its group is at as the server
+    /// last heard (that of the newest commit that came with a GroupInfo),
+    /// read before the history: a device whose group is at an older epoch
+    /// once it has handled `publications` missed commits, and asks to be
+    /// added again. `None` before any such commit. A server that
+    /// overstates it has the device ask for nothing it could not: members
+    /// add a device again only at an epoch the group left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_epoch: Option<u64>,
 }
 
 impl<P> JoinReply<P> {
@@ -1283,11 +1292,13 @@ mod tests {
             publications: Some(vec![PublicationOut::of(&kept)]),
             rejoined: false,
             external_sender: Some("AAEC".into()),
+            group_epoch: Some(7),
         };
         let joined: JoinReply = serde_json::from_value(read(json!(written))).unwrap();
         assert_eq!(joined.role, ChannelRole::OWNER);
         assert!(joined.encrypted && !joined.rejoined);
         assert_eq!(joined.external_sender.as_deref(), Some("AAEC"));
+        assert_eq!(joined.group_epoch, Some(7));
         assert_eq!(joined.position(), kept.position);
         assert_eq!(joined.recovered, Some(false));
         let publications = joined.publications.unwrap();

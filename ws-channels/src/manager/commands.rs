@@ -711,6 +711,7 @@ impl ChannelManager {
                     publications: None,
                     rejoined: true,
                     external_sender: None,
+                    group_epoch: None,
                 };
                 self.ok(session, reply, json!(rejoined));
             }

@@ -14,11 +14,20 @@ pub(super) enum Pending {
         since: Option<Position>,
         info: Option<Payload>,
     },
+    /// An encrypted channel's group epoch, read for a join before its
+    /// history.
+    GroupEpoch {
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+    },
     Recover {
         session: SessionId,
         channel: String,
         reply: ReplyTo,
         since: Option<Position>,
+        group_epoch: Option<u64>,
     },
     Subscription {
         topic: String,
@@ -108,14 +117,29 @@ impl ChannelManager {
                 OpResult::Joined(result),
             ) => self.joined(op, session, channel, reply, since, info, result, now),
             (
-                Pending::Recover {
+                Pending::GroupEpoch {
                     session,
                     channel,
                     reply,
                     since,
                 },
+                OpResult::GroupEpoch(result),
+            ) => {
+                // Advisory: a join goes on without it (its history read
+                // meets the same broker and fails the join if it is down).
+                let group_epoch = result.ok().flatten();
+                self.read_history(session, channel, reply, since, group_epoch);
+            }
+            (
+                Pending::Recover {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                    group_epoch,
+                },
                 OpResult::History(result),
-            ) => self.recovered(session, &channel, &reply, since, result, now),
+            ) => self.recovered(session, &channel, &reply, since, group_epoch, result, now),
             (Pending::Subscription { topic, subscribe }, OpResult::Done(result)) => {
                 self.subscription_done(&topic, subscribe, result, now);
             }
@@ -212,12 +236,18 @@ impl ChannelManager {
                 }
                 self.refuse(session, &reply, failure(), now);
             }
+            Pending::GroupEpoch {
+                session,
+                channel,
+                reply,
+                since,
+            } => self.read_history(session, channel, reply, since, None),
             Pending::Recover {
                 session,
                 channel,
                 reply,
                 ..
-            } => self.recovered(session, &channel, &reply, None, Err(failure()), now),
+            } => self.recovered(session, &channel, &reply, None, None, Err(failure()), now),
             Pending::Subscription { topic, subscribe } => {
                 self.subscription_done(&topic, subscribe, Err(failure()), now);
             }
@@ -329,8 +359,8 @@ impl ChannelManager {
         }
     }
 
-    /// The broker subscription is in place: read history (where the
-    /// channel keeps it) or answer at once.
+    /// The broker subscription is in place: in an encrypted channel, read
+    /// where its group is; then its history.
     pub(super) fn continue_join(
         &mut self,
         session: SessionId,
@@ -338,6 +368,43 @@ impl ChannelManager {
         reply: ReplyTo,
         since: Option<Position>,
     ) {
+        let encrypted = self
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.options.encrypted);
+        if encrypted && self.config.group_reader.is_some() {
+            // Before the history: commits after this read are in the
+            // history page or come live, so a device that handled them
+            // and is still older missed some.
+            self.op(
+                Operation::GroupEpoch {
+                    channel: channel.clone(),
+                },
+                Pending::GroupEpoch {
+                    session,
+                    channel,
+                    reply,
+                    since,
+                },
+            );
+        } else {
+            self.read_history(session, channel, reply, since, None);
+        }
+    }
+
+    /// Reads history (where the channel keeps it) or answers at once.
+    fn read_history(
+        &mut self,
+        session: SessionId,
+        channel: String,
+        reply: ReplyTo,
+        since: Option<Position>,
+        group_epoch: Option<u64>,
+    ) {
+        if !self.is_recovering(session, &channel) {
+            // Left, kicked or closed meanwhile; whoever removed it told it.
+            return;
+        }
         if self
             .channels
             .get(&channel)
@@ -354,6 +421,7 @@ impl ChannelManager {
                     channel,
                     reply,
                     since,
+                    group_epoch,
                 },
             );
         } else {
@@ -362,30 +430,43 @@ impl ChannelManager {
                 top: None,
                 complete: since.is_none(),
             };
-            self.finish_join(session, &channel, &reply, since.is_some(), page);
+            self.finish_join(
+                session,
+                &channel,
+                &reply,
+                since.is_some(),
+                group_epoch,
+                page,
+            );
         }
     }
 
+    fn is_recovering(&self, session: SessionId, channel: &str) -> bool {
+        self.sessions
+            .get(&session)
+            .and_then(|s| s.channels.get(channel))
+            .is_some_and(|m| matches!(m.stage, Stage::Recovering { .. }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn recovered(
         &mut self,
         session: SessionId,
         channel: &str,
         reply: &ReplyTo,
         since: Option<Position>,
+        group_epoch: Option<u64>,
         result: Result<HistoryPage, ChannelError>,
         now: Instant,
     ) {
-        let recovering = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.channels.get(channel))
-            .is_some_and(|m| matches!(m.stage, Stage::Recovering { .. }));
-        if !recovering {
+        if !self.is_recovering(session, channel) {
             // Left, kicked or closed meanwhile; whoever removed it told it.
             return;
         }
         match result {
-            Ok(page) => self.finish_join(session, channel, reply, since.is_some(), page),
+            Ok(page) => {
+                self.finish_join(session, channel, reply, since.is_some(), group_epoch, page)
+            }
             Err(e) => {
                 let info = self.sessions[&session].channels[channel].info.clone();
                 self.leave(session, channel, info, LeaveReason::Left);
@@ -401,6 +482,7 @@ impl ChannelManager {
         channel: &str,
         reply: &ReplyTo,
         asked_since: bool,
+        group_epoch: Option<u64>,
         page: HistoryPage,
     ) {
         let Some(membership) = self
@@ -438,6 +520,7 @@ impl ChannelManager {
                 .filter(|_| encrypted)
                 .and_then(|reader| reader.external_sender())
                 .map(|sender| BASE64.encode(sender)),
+            group_epoch,
         };
         let fields = json!(fields);
         let top = page.top.as_ref().map_or(0, |p| p.offset);

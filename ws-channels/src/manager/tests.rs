@@ -1642,3 +1642,48 @@ fn departures_waiting_out_the_linger_are_bounded_and_none_is_dropped() {
         (2..max + 2).map(|n| format!("u{n}")).collect::<Vec<_>>()
     );
 }
+
+// ROBUSTNESS 162: a device back after missing commits learns it from its
+// join reply, not from the group's next message.
+#[test]
+fn a_join_of_an_encrypted_channel_says_where_its_group_is() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let config = ChannelsConfig {
+        group_reader: Some(Arc::new(crate::sim::ToyReader)),
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({"encrypted": true, "history_size": 10}));
+    // No commit yet: nothing to say.
+    assert!(join(&mut sim, B, 2).get("group_epoch").is_none());
+    for (id, epoch) in [(3u32, 0u8), (4, 1)] {
+        let commit = json!({"commit": b64(&[&[b'C', epoch][..], b"room"].concat()), "group_info": b64(&[b'G', epoch + 1])});
+        sim.send(0, A, &cmd(id, "room", "commit", commit));
+        assert_eq!(reply(sim.take(0, A), id)["ok"], true);
+    }
+    // With `since` (what a reconnecting device sends) and without.
+    sim.send(
+        0,
+        C,
+        &cmd(
+            5,
+            "room",
+            "join",
+            json!({"since": {"offset": 0, "epoch": "x"}}),
+        ),
+    );
+    let joined = reply(sim.take(0, C), 5);
+    assert_eq!(joined["group_epoch"], 2, "{joined}");
+    let d = SessionId(0x40);
+    sim.open(0, d, Some("d"));
+    assert_eq!(join(&mut sim, d, 6)["group_epoch"], 2);
+    // A channel that is not encrypted has no group.
+    sim.send(
+        0,
+        A,
+        &cmd(7, "plain", "create", json!({"history_size": 10})),
+    );
+    assert!(reply(sim.take(0, A), 7).get("group_epoch").is_none());
+    sim.send(0, B, &cmd(8, "plain", "join", json!({})));
+    assert!(reply(sim.take(0, B), 8).get("group_epoch").is_none());
+}

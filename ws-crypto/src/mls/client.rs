@@ -423,12 +423,24 @@ impl MlsClient {
 
     /// Joins `channel`; this device enters its group when a member adds it
     /// ([`MlsEvent::Joined`]), from a key package it
-    /// [published](Self::publish_key_packages).
+    /// [published](Self::publish_key_packages). A device that has the
+    /// group (imported) at an epoch older than the server says the group
+    /// is at missed commits: [`MlsEvent::Behind`] comes next, and it asks
+    /// to be added again.
     pub async fn join(&mut self, channel: &str) -> Result<(), MlsClientError> {
         self.ready()?;
         let reply = self.channels.join(channel, None).await;
         self.take_buffered();
-        reply?;
+        let reply = reply?;
+        let behind = self
+            .groups
+            .get(channel)
+            .zip(reply.group_epoch)
+            .is_some_and(|(group, now)| group.epoch() < now);
+        if behind {
+            let event = self.fell_behind(channel);
+            self.events.push_back(event);
+        }
         Ok(())
     }
 

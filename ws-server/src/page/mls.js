@@ -491,7 +491,9 @@ export class MlsChannels {
   /** Joins `channel`; this device enters its group when a member adds it
    * (a `joined` event), from a key package it published. With `{since:
    * this.position(channel)}`, what was published while away is handled
-   * first, in order. */
+   * first, in order; a device whose group is then still older than the
+   * server says it is missed commits (`behind`, and it asks to be added
+   * again). */
   join(channel, data = {}) {
     return this.#serial(async () => {
       const reply = await this.command(channel, "join", data);
@@ -503,7 +505,11 @@ export class MlsChannels {
           this.onEvent({ type: "unreadable", channel, error: String(error?.message ?? error) });
         }
       }
-      if (reply.recovered === false) this.onEvent({ type: "unreadable", channel, error: "the channel no longer keeps all that was sent while this device was away: commits may be missing" });
+      // Where the server says the group is (read before the history): a
+      // device still older after what came while away missed commits.
+      const state = this.groups.get(channel);
+      if (state && Number.isSafeInteger(reply.group_epoch) && BigInt(reply.group_epoch) > state.groupContext.epoch) this.#fellBehind(channel);
+      else if (reply.recovered === false) this.onEvent({ type: "unreadable", channel, error: "the channel no longer keeps all that was sent while this device was away: commits may be missing" });
       return reply;
     });
   }
