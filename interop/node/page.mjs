@@ -9,7 +9,9 @@
 // talk, one reloads and reads on with the device it kept (a script of the
 // page's origin finds no signing key in what it kept), a page outside
 // the group is told the channel is sealed and shows no ciphertext, a kick
-// is committed out of the group. Last, the server restarts: the page
+// is committed out of the group, an owner who checks each device is
+// offered newcomers', and a co-owner's page adds newcomers once the
+// creator is gone. Last, the server restarts: the page
 // says it is unreachable, comes back by itself and says what was lost.
 // No page may log a console error. Screenshots go to target/ci/.
 //
@@ -344,6 +346,38 @@ try {
   await ida.click("#send");
   await gus.locator("#messages li.message.sealed", { hasText: "only for gus" }).waitFor();
   check(!(await hal.textContent("#messages")).includes("only for gus") && !(await hal.textContent("#messages")).includes("in the channel's group now"), "a refused device is not in the group and reads nothing");
+
+  // The owner shares ownership of an encrypted channel: the co-owner's
+  // page adds newcomers once the creator is gone (the group's own role,
+  // which members check, and the channel's on the server).
+  const jo = await person("jo");
+  const kay = await person("kay");
+  await jo.check("#e2e");
+  await join(jo, "jo", "shared");
+  await jo.waitForSelector("#room:not([hidden])");
+  await kay.check("#e2e");
+  await join(kay, "kay", "shared");
+  await kay.locator("#messages li.system", { hasText: "This device is in the channel's group now" }).waitFor();
+  check(!(await kay.locator("#group-roster button.co-owner").count()), "a page without the group's owner role offers no role changes");
+  await jo.locator("#group-roster li[data-user=kay] button.co-owner", { hasText: "Make co-owner" }).click();
+  await kay.locator("#group-roster li[data-user=kay] .role", { hasText: "owner" }).waitFor();
+  await kay.waitForSelector("#owner-tools:not([hidden])");
+  check(true, "the owner makes a member co-owner: the group's roster says so on the member's page, which gets the owner's tools");
+  await jo.close();
+  const lu = await person("lu");
+  await lu.check("#e2e");
+  await join(lu, "lu", "shared");
+  await lu.locator("#messages li.system", { hasText: "This device is in the channel's group now" }).waitFor();
+  await kay.fill("#text", "from the co-owner");
+  await kay.click("#send");
+  await lu.locator("#messages li.message.sealed", { hasText: "from the co-owner" }).waitFor();
+  check(true, "with the creator gone, the co-owner's page adds a newcomer's device, who reads the group");
+  await kay.locator("#group-roster li[data-user=lu] button.co-owner", { hasText: "Make co-owner" }).click();
+  await lu.locator("#group-roster li[data-user=lu] .role", { hasText: "owner" }).waitFor();
+  await kay.locator("#group-roster li[data-user=lu] button.co-owner", { hasText: "No longer co-owner" }).click();
+  await lu.waitForFunction(() => !document.querySelector("#group-roster li[data-user=lu] .role"));
+  await lu.waitForSelector("#owner-tools", { state: "hidden" });
+  check(true, "a co-owner makes another member co-owner and takes it back: the group's role and the owner's tools go");
 
   mkdirSync("target/ci", { recursive: true });
   await ann.screenshot({ path: "target/ci/page.png", fullPage: true });

@@ -414,20 +414,69 @@ async function renderGroup() {
     return;
   }
   const members = await mls.roster(state.channel);
+  // The group's own roles (signed into the group, so the server cannot
+  // promote anyone): its owners add and remove devices and change roles.
+  const roles = mls.roles(state.channel);
+  const groupOwner = roles[state.user] === "owner";
   const list = $("group-roster");
   list.replaceChildren();
+  const offered = new Set();
   for (const member of members.sort((a, b) => a.user.localeCompare(b.user) || a.fingerprint.localeCompare(b.fingerprint))) {
     const item = document.createElement("li");
     item.dataset.user = member.user;
     item.textContent = member.user;
     if (member.fingerprint === state.device.fingerprint) item.textContent += " (this device)";
+    const role = roles[member.user];
+    if (role) {
+      const tag = document.createElement("span");
+      tag.className = "role";
+      tag.textContent = role;
+      item.append(tag);
+    }
     const key = document.createElement("code");
     key.textContent = member.fingerprint;
     item.append(key);
+    // Once per user (a user's devices share the role).
+    if (groupOwner && member.user !== state.user && !offered.has(member.user)) {
+      offered.add(member.user);
+      const share = document.createElement("button");
+      share.type = "button";
+      share.className = "co-owner";
+      share.textContent = role === "owner" ? "No longer co-owner" : "Make co-owner";
+      share.addEventListener("click", () => shareOwnership(member.user, role !== "owner"));
+      item.append(share);
+    }
     list.append(item);
   }
   $("group-epoch").textContent = `(epoch ${mls.epoch(state.channel)})`;
   box.hidden = false;
+}
+
+// Makes `user` a co-owner of the encrypted channel, or no longer one: the
+// channel's role on the server (to moderate and to have commits taken)
+// and the group's own role (so members accept their commits). Granted on
+// the server first, taken away in the group first, so that half-done
+// leaves the user unable to change the group.
+async function shareOwnership(user, grant) {
+  const mls = state.mls;
+  const serverRole = (role) =>
+    new Promise((resolve, reject) =>
+      command("role", { user, role }, (reply) => (reply.ok ? resolve() : reject(new Error(reply.message || reply.code)))),
+    );
+  try {
+    if (grant) {
+      await serverRole("owner");
+      await mls.setRole(state.channel, user, "owner");
+      system(`${user} is a co-owner now: they add and remove devices of the encrypted group, and moderate the channel.`);
+    } else {
+      await mls.setRole(state.channel, user, null);
+      await serverRole("participant");
+      system(`${user} is no longer a co-owner.`);
+    }
+  } catch (error) {
+    showError(`Changing ${user}'s role failed: ${error.message}`);
+  }
+  renderGroup();
 }
 
 function onMlsEvent(event) {
@@ -524,7 +573,12 @@ function onEvent(envelope) {
       leaveRoom(`The channel ${state.channel} was closed.`);
       break;
     case "role":
-      if (data.user === state.user) state.role = data.role;
+      if (data.user === state.user) {
+        state.role = data.role;
+        // A co-owner of an encrypted channel adds whoever joins from now
+        // on, as its creator does.
+        if (state.mls) state.mls.autoAdd = state.role === "owner" && !$("approve-devices").checked;
+      }
       refreshRoster();
       break;
     case "lost":
