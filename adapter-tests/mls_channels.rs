@@ -301,6 +301,7 @@ async fn a_welcome_that_does_not_open_is_reported() {
         let command = Command::Commit {
             commit: BASE64.encode(commit),
             welcome: Some(BASE64.encode(welcome)),
+            welcome_to: None,
             group_info: None,
         };
         ann.command("room", command).await.unwrap();

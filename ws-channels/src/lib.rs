@@ -38,5 +38,5 @@ pub use service::{Channels, ChannelsBuilder, ChannelsHandle, Session};
 pub use types::{
     ChannelError, ChannelOptions, ChannelRole, ChannelSummary, ClientInfo, ControlMessage,
     ErrorCode, HistoryPage, HistorySpec, JoinGrant, LeaveReason, Member, NodeId, Payload, Position,
-    Publication, PublicationKind, Removal, Roster, SessionId, TOPIC_PREFIX, Target,
+    Publication, PublicationKind, Removal, Roster, SessionId, TOPIC_PREFIX, Target, Welcome,
 };

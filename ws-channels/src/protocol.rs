@@ -151,6 +151,10 @@ pub enum Command {
         commit: String,
         /// The Welcome for the members it adds, base64.
         welcome: Option<String>,
+        /// The users the Welcome adds devices of: only their sessions
+        /// receive it (inside the commit's publication, as its `welcome`).
+        /// `None`: every member does.
+        welcome_to: Option<Vec<String>>,
         /// The GroupInfo of the epoch it starts (with the ratchet tree),
         /// base64: what the server proposes removals from.
         group_info: Option<String>,
@@ -338,12 +342,14 @@ impl Request {
             Command::Commit {
                 commit,
                 welcome,
+                welcome_to,
                 group_info,
             } => (
                 "commit",
                 object([
                     ("commit", Some(Value::from(commit.as_str()))),
                     ("welcome", welcome.as_deref().map(Value::from)),
+                    ("welcome_to", welcome_to.as_ref().map(|users| json!(users))),
                     ("group_info", group_info.as_deref().map(Value::from)),
                 ]),
             ),
@@ -449,6 +455,7 @@ struct RoleData {
 struct CommitData {
     commit: String,
     welcome: Option<String>,
+    welcome_to: Option<Vec<String>>,
     group_info: Option<String>,
 }
 
@@ -596,6 +603,7 @@ pub(crate) fn parse(
             Command::Commit {
                 commit: d.commit,
                 welcome: d.welcome,
+                welcome_to: d.welcome_to,
                 group_info: d.group_info,
             }
         }
@@ -686,19 +694,30 @@ pub struct PublicationOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a ClientInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a Payload>,
+    data: Option<Payload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<LeaveReason>,
 }
 
 impl<'a> PublicationOut<'a> {
-    /// The wire's view of `publication`.
+    /// The wire's view of `publication` for a session of `user`: with a
+    /// commit's Welcome only for the users it is for.
+    pub fn to(publication: &'a Publication, user: Option<&str>) -> Self {
+        Self::with_welcome(publication, publication.welcomes(user))
+    }
+
+    /// The wire's view of `publication` for anyone: without a Welcome
+    /// addressed to some users.
     pub fn of(publication: &'a Publication) -> Self {
+        Self::with_welcome(publication, false)
+    }
+
+    fn with_welcome(publication: &'a Publication, welcome: bool) -> Self {
         Self {
             offset: publication.position.as_ref().map(|p| p.offset),
             epoch: publication.position.as_ref().map(|p| p.epoch.as_str()),
             from: publication.from.as_ref(),
-            data: publication.data.as_ref(),
+            data: publication.data_with_welcome(welcome),
             reason: publication.reason,
         }
     }
@@ -714,14 +733,23 @@ fn event_text<T: Serialize>(channel: &str, action: &str, data: &T) -> String {
     .expect("events always serialise")
 }
 
-/// The event for a publication, encoded once for every recipient.
-pub(crate) fn publication_event(channel: &str, publication: &Publication) -> EncodedMessage {
+/// The event for a publication, encoded once for every recipient (with
+/// `welcome`: as the users a commit's Welcome is for receive it).
+pub(crate) fn publication_event(
+    channel: &str,
+    publication: &Publication,
+    welcome: bool,
+) -> EncodedMessage {
     let action = match publication.kind {
         PublicationKind::Message => "message",
         PublicationKind::Join => "join",
         PublicationKind::Leave => "leave",
     };
-    let text = event_text(channel, action, &PublicationOut::of(publication));
+    let text = event_text(
+        channel,
+        action,
+        &PublicationOut::with_welcome(publication, welcome),
+    );
     EncodedMessage::new(&Message::text(text))
 }
 
@@ -1177,11 +1205,13 @@ mod tests {
             Command::Commit {
                 commit: "AAEC".into(),
                 welcome: Some("AwQF".into()),
+                welcome_to: Some(vec!["ann".into(), "bob".into()]),
                 group_info: Some("BgcI".into()),
             },
             Command::Commit {
                 commit: "AAEC".into(),
                 welcome: None,
+                welcome_to: None,
                 group_info: None,
             },
             Command::KeyPackages {
@@ -1346,7 +1376,7 @@ mod tests {
             channel,
             kind,
             publication,
-        })) = ServerMessage::from_envelope(sent(publication_event("room", &message)))
+        })) = ServerMessage::from_envelope(sent(publication_event("room", &message, false)))
         else {
             panic!("not a publication");
         };
@@ -1363,9 +1393,10 @@ mod tests {
             from: Some(from),
             data: None,
             reason: Some(LeaveReason::Banned),
+            welcome: None,
         };
         let Some(ServerMessage::Event(Event::Publication { publication, .. })) =
-            ServerMessage::from_envelope(sent(publication_event("room", &leave)))
+            ServerMessage::from_envelope(sent(publication_event("room", &leave, false)))
         else {
             panic!("not a publication");
         };
@@ -1528,8 +1559,9 @@ mod tests {
             }),
             data: Some(Payload::new(&json!({"text": "hi"}))),
             reason: None,
+            welcome: None,
         };
-        let encoded = publication_event("room", &publication);
+        let encoded = publication_event("room", &publication, false);
         let frame = encoded.as_bytes();
         assert_eq!(frame[0], 0x81, "a final, unmasked text frame");
         assert_eq!(frame[1], 126, "a 16-bit length");

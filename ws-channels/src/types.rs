@@ -265,6 +265,25 @@ pub struct Publication {
     /// Why the session left, for `leave`; `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<LeaveReason>,
+    /// An end-to-end group commit's Welcome, delivered (inside `data`, as
+    /// its `welcome`) only to the sessions of the users it adds; `None`
+    /// for everything else, and for a commit whose author did not say whom
+    /// its Welcome is for (then `data` carries it to everyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Welcome>,
+}
+
+/// A Welcome that goes with a commit to the users it adds, not to every
+/// member: in a group of 1,000 it is about 177 KB (it carries the ratchet
+/// tree), which every member would receive and none but the newcomers can
+/// open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The users whose sessions receive it (the committer's word: it only
+    /// decides who hears of its own add).
+    pub users: Vec<String>,
+    /// The Welcome, base64.
+    pub message: String,
 }
 
 impl Publication {
@@ -276,7 +295,33 @@ impl Publication {
             48 + from.user.as_ref().map_or(0, String::len)
                 + from.info.as_ref().map_or(0, Payload::len)
         });
-        FIELDS + from + self.data.as_ref().map_or(0, Payload::len)
+        let welcome = self.welcome.as_ref().map_or(0, |welcome| {
+            welcome.message.len() + welcome.users.iter().map(|u| u.len() + 3).sum::<usize>()
+        });
+        FIELDS + from + self.data.as_ref().map_or(0, Payload::len) + welcome
+    }
+
+    /// Whether its Welcome is for `user`.
+    pub fn welcomes(&self, user: Option<&str>) -> bool {
+        self.welcome
+            .as_ref()
+            .is_some_and(|welcome| user.is_some_and(|user| welcome.users.iter().any(|u| u == user)))
+    }
+
+    /// `data` as the users its Welcome is for receive it (`welcome`: with
+    /// the Welcome as its `welcome` field) or as everyone else does.
+    pub fn data_with_welcome(&self, welcome: bool) -> Option<Payload> {
+        let data = self.data.as_ref()?;
+        match self.welcome.as_ref().filter(|_| welcome) {
+            Some(welcome) => {
+                let mut value = data.to_value();
+                if let Some(fields) = value.as_object_mut() {
+                    fields.insert("welcome".into(), Value::String(welcome.message.clone()));
+                }
+                Some(Payload::new(&value))
+            }
+            None => Some(data.clone()),
+        }
     }
 
     /// A message with `data` from `from` (the server when `None`).
@@ -287,6 +332,7 @@ impl Publication {
             from,
             data: Some(data),
             reason: None,
+            welcome: None,
         }
     }
 }

@@ -690,6 +690,38 @@ async fn al_bo_and_cy(
     (serve, al, bo, cy)
 }
 
+// ROBUSTNESS 163: the owner's client addresses an add's Welcome to the
+// newcomer: a member who watches the channel (here a plain session of
+// another user) receives the commit without it, the newcomer with it.
+#[tokio::test]
+async fn an_adds_welcome_reaches_the_newcomer_and_not_the_others() {
+    use ws_crypto::mls::MlsEvent;
+    let serve = Serve::start(&[], &[]).await;
+    let mut al = mls_member(serve.addr, "al").await.with_auto_add(true);
+    al.create("room", 100).await.unwrap();
+    let mut wes = Peer::connect(serve.addr, "wes").await;
+    assert_eq!(wes.command("room", "join", json!({})).await["ok"], true);
+    let mut bo = mls_member(serve.addr, "bo").await;
+    bo.publish_key_packages(1).await.unwrap();
+    bo.join("room").await.unwrap();
+    loop {
+        if let MlsEvent::Epoch { added, .. } = next(&mut al).await
+            && added == ["bo"]
+        {
+            break;
+        }
+    }
+    while !matches!(next(&mut bo).await, MlsEvent::Joined { .. }) {}
+    let seen = next_commit(&mut wes, "al").await;
+    assert!(seen.get("commit").is_some(), "{seen}");
+    assert!(
+        seen.get("welcome").is_none(),
+        "another user's session got the Welcome: {seen}"
+    );
+    drop((al, bo));
+    stop(serve, vec![wes]).await;
+}
+
 // ROBUSTNESS 137: a ban by a moderator (a channel role given `ban`, not the
 // group's owner) also makes the server propose the removal, which the
 // group's owner commits: the moderator needs no role in the group.

@@ -237,6 +237,7 @@ pub(crate) fn leave(member: Member) -> Publication {
         }),
         data: None,
         reason: Some(LeaveReason::Expired),
+        welcome: None,
     }
 }
 

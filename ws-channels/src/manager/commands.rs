@@ -5,12 +5,17 @@ use super::*;
 use crate::backend::{KeyPackageLimits, KeyPackageUpload, StoredKeyPackage};
 use crate::e2e::{COMMIT_KIND, GroupReader, MAX_KEY_PACKAGE_BYTES, PROPOSAL_KIND};
 use crate::protocol::KEYS_CHANNEL;
+use crate::types::Welcome;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 /// Departures from encrypted channels a node keeps waiting out
 /// (`group_member_linger`); a few in tests, so the bound is tried.
 pub(super) const MAX_DEPARTURES: usize = if cfg!(test) { 4 } else { 100_000 };
+
+/// Users one commit's Welcome may name (`welcome_to`): more than one
+/// commit adds within the handshake budget.
+pub(super) const MAX_WELCOME_USERS: usize = 1000;
 
 /// Base64 `text` from the command's `field`, decoded.
 fn base64(field: &str, text: &str) -> Result<Vec<u8>, ChannelError> {
@@ -381,8 +386,15 @@ impl ChannelManager {
             Command::Commit {
                 commit,
                 welcome,
+                welcome_to,
                 group_info,
-            } => self.commit(session, channel, commit, (welcome, group_info), reply)?,
+            } => self.commit(
+                session,
+                channel,
+                commit,
+                (welcome, welcome_to, group_info),
+                reply,
+            )?,
             Command::KeyPackages {
                 key_packages,
                 last_resort,
@@ -440,7 +452,7 @@ impl ChannelManager {
         session: SessionId,
         channel: String,
         commit: String,
-        (welcome, group_info): (Option<String>, Option<String>),
+        (welcome, welcome_to, group_info): (Option<String>, Option<Vec<String>>, Option<String>),
         reply: &ReplyTo,
     ) -> Result<(), ChannelError> {
         let info = self.permitted(session, &channel, "commit")?.info.clone();
@@ -471,6 +483,9 @@ impl ChannelManager {
         if let Some(group_info) = &group_info {
             base64("group_info", group_info)?;
         }
+        if let Some(users) = &welcome_to {
+            self.check_welcome_to(users, welcome.is_some())?;
+        }
         let frame = reader
             .read_commit(&bytes)
             .map_err(|e| error(ErrorCode::BadRequest, format!("not a commit: {e}")))?;
@@ -481,18 +496,23 @@ impl ChannelManager {
             ));
         }
         let mut data = json!({ "e2e": COMMIT_KIND, "epoch": frame.epoch, "commit": commit });
-        if let Some(welcome) = welcome {
-            data["welcome"] = Value::String(welcome);
+        let mut addressed = None;
+        match (welcome, welcome_to) {
+            (Some(message), Some(users)) => addressed = Some(Welcome { users, message }),
+            (Some(welcome), None) => data["welcome"] = Value::String(welcome),
+            (None, _) => {}
         }
         let from = ClientInfo {
             session,
             user: self.sessions[&session].user.clone(),
             info,
         };
+        let mut publication = Publication::message(Some(from), Payload::new(&data));
+        publication.welcome = addressed;
         self.op(
             Operation::Commit {
                 channel,
-                publication: Publication::message(Some(from), Payload::new(&data)),
+                publication,
                 history,
                 epoch: frame.epoch,
                 group_info,
@@ -502,6 +522,36 @@ impl ChannelManager {
                 reply: reply.clone(),
             },
         );
+        Ok(())
+    }
+
+    /// `welcome_to`: the users a commit's Welcome adds, each a user name,
+    /// at most [`MAX_WELCOME_USERS`], with a Welcome to address.
+    fn check_welcome_to(&self, users: &[String], has_welcome: bool) -> Result<(), ChannelError> {
+        if !has_welcome {
+            return Err(error(
+                ErrorCode::BadRequest,
+                "`welcome_to` without a `welcome`",
+            ));
+        }
+        if users.is_empty() || users.len() > MAX_WELCOME_USERS {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!("`welcome_to` names 1 to {MAX_WELCOME_USERS} users"),
+            ));
+        }
+        if users
+            .iter()
+            .any(|user| user.is_empty() || user.len() > self.config.max_name_len)
+        {
+            return Err(error(
+                ErrorCode::BadRequest,
+                format!(
+                    "`welcome_to` holds user names, of 1 to {} bytes",
+                    self.config.max_name_len
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -771,6 +821,7 @@ impl ChannelManager {
             }),
             data: None,
             reason,
+            welcome: None,
         };
         self.op(
             Operation::Publish {

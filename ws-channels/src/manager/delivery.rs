@@ -103,9 +103,29 @@ impl ChannelManager {
         if !lost.is_empty() {
             self.tell_lost(channel, lost.into(), json!({}));
         }
+        if publication.welcome.is_some() {
+            // A commit whose Welcome is for some users: their sessions get
+            // it, the rest the commit alone (one encoding each).
+            let (named, rest): (Vec<SessionId>, Vec<SessionId>) = sessions
+                .iter()
+                .copied()
+                .filter(|s| Some(*s) != except)
+                .chain(late)
+                .partition(|s| {
+                    let user = self.sessions.get(s).and_then(|state| state.user.as_deref());
+                    publication.welcomes(user)
+                });
+            for (recipients, welcome) in [(named, true), (rest, false)] {
+                if !recipients.is_empty() {
+                    let message = protocol::publication_event(channel, publication, welcome);
+                    self.deliver(channel, recipients.into(), None, message);
+                }
+            }
+            return;
+        }
         let everyone_else = sessions.iter().any(|s| Some(*s) != except);
         if everyone_else || !late.is_empty() {
-            let message = protocol::publication_event(channel, publication);
+            let message = protocol::publication_event(channel, publication, false);
             if everyone_else {
                 self.deliver(channel, sessions, except, message.clone());
             }

@@ -178,11 +178,16 @@ impl ChannelManager {
             },
             (Pending::Recent { session, reply }, OpResult::History(result)) => match result {
                 Ok(page) => {
+                    let user = self.user_of(session);
                     let fields = HistoryReply {
                         complete: page.complete,
                         offset: page.top.as_ref().map(|top| top.offset),
                         epoch: page.top.as_ref().map(|top| top.epoch.clone()),
-                        publications: page.publications.iter().map(PublicationOut::of).collect(),
+                        publications: page
+                            .publications
+                            .iter()
+                            .map(|p| PublicationOut::to(p, user.as_deref()))
+                            .collect(),
                     };
                     self.ok(session, &reply, json!(fields));
                 }
@@ -441,6 +446,11 @@ impl ChannelManager {
         }
     }
 
+    /// The user `session` is of, if it is known and named.
+    fn user_of(&self, session: SessionId) -> Option<String> {
+        self.sessions.get(&session).and_then(|s| s.user.clone())
+    }
+
     fn is_recovering(&self, session: SessionId, channel: &str) -> bool {
         self.sessions
             .get(&session)
@@ -485,6 +495,7 @@ impl ChannelManager {
         group_epoch: Option<u64>,
         page: HistoryPage,
     ) {
+        let user = self.user_of(session);
         let Some(membership) = self
             .sessions
             .get_mut(&session)
@@ -510,8 +521,12 @@ impl ChannelManager {
             offset: page.top.as_ref().map(|top| top.offset),
             epoch: page.top.as_ref().map(|top| top.epoch.clone()),
             recovered: asked_since.then_some(page.complete),
-            publications: asked_since
-                .then(|| page.publications.iter().map(PublicationOut::of).collect()),
+            publications: asked_since.then(|| {
+                page.publications
+                    .iter()
+                    .map(|p| PublicationOut::to(p, user.as_deref()))
+                    .collect()
+            }),
             rejoined: false,
             external_sender: self
                 .config
@@ -546,13 +561,13 @@ impl ChannelManager {
         for publication in buffer {
             let newer = publication.position.as_ref().is_none_or(|p| p.offset > top);
             if newer {
-                let message = protocol::publication_event(channel, &publication);
+                let welcome = publication.welcomes(user.as_deref());
+                let message = protocol::publication_event(channel, &publication, welcome);
                 self.deliver(channel, Arc::new([session]), None, message);
             }
         }
         // Only now, with the joiner's start fixed by its history read:
         // whatever another member publishes in answer lands after it.
-        let user = self.sessions.get(&session).and_then(|s| s.user.clone());
         self.publish_presence_event(session, user, info, channel, Presence::Joined);
     }
 }

@@ -1687,3 +1687,89 @@ fn a_join_of_an_encrypted_channel_says_where_its_group_is() {
     sim.send(0, B, &cmd(8, "plain", "join", json!({})));
     assert!(reply(sim.take(0, B), 8).get("group_epoch").is_none());
 }
+
+// ROBUSTNESS 163: a commit's Welcome goes to the sessions of the users it
+// adds, not to every member (in a group of 1,000 it is ~177 KB that only
+// the newcomers can open); live, in a join's recovery and in `history`.
+#[test]
+fn a_commits_welcome_reaches_only_the_users_it_adds() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let config = ChannelsConfig {
+        group_reader: Some(Arc::new(crate::sim::ToyReader)),
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({"encrypted": true, "history_size": 10}));
+    join(&mut sim, B, 2);
+    join(&mut sim, C, 3);
+    let welcome = b64(b"W for b");
+    let commit = json!({
+        "commit": b64(b"C\0room"), "welcome": welcome, "welcome_to": ["b"],
+        "group_info": b64(b"G\x01"),
+    });
+    sim.send(0, A, &cmd(4, "room", "commit", commit));
+    assert_eq!(reply(sim.take(0, A), 4)["ok"], true);
+    let to_b = events(sim.take(0, B), "message");
+    let to_c = events(sim.take(0, C), "message");
+    assert_eq!(to_b[0]["data"]["welcome"], welcome, "{to_b:?}");
+    assert_eq!(to_b[0]["data"]["e2e"], "commit");
+    assert_eq!(to_c[0]["data"]["e2e"], "commit");
+    assert!(to_c[0]["data"].get("welcome").is_none(), "{to_c:?}");
+    // What history gives back is addressed the same way.
+    for (session, user, gets) in [(SessionId(0xb2), "b", true), (SessionId(0xc2), "c", false)] {
+        sim.open(0, session, Some(user));
+        let since = json!({"since": {"offset": 0, "epoch": to_c[0]["epoch"]}});
+        sim.send(0, session, &cmd(5, "room", "join", since));
+        let joined = reply(sim.take(0, session), 5);
+        assert_eq!(joined["recovered"], true, "{joined}");
+        let commits: Vec<&Value> = joined["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["data"]["e2e"] == "commit")
+            .collect();
+        assert_eq!(commits.len(), 1, "{joined}");
+        assert_eq!(
+            commits[0]["data"].get("welcome").is_some(),
+            gets,
+            "{user}: {joined}"
+        );
+        sim.send(0, session, &cmd(6, "room", "history", json!({"limit": 10})));
+        let history = reply(sim.take(0, session), 6);
+        let kept = history["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["data"]["e2e"] == "commit")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            kept["data"].get("welcome").is_some(),
+            gets,
+            "{user}: {history}"
+        );
+    }
+    // Without `welcome_to`, everyone gets it, as before.
+    let commit = json!({"commit": b64(b"C\x01room"), "welcome": welcome});
+    sim.send(0, A, &cmd(7, "room", "commit", commit));
+    assert_eq!(reply(sim.take(0, A), 7)["ok"], true);
+    assert_eq!(
+        events(sim.take(0, C), "message")[0]["data"]["welcome"],
+        welcome
+    );
+    // Malformed addresses are refused.
+    for bad in [
+        json!({"commit": b64(b"C\x02room"), "welcome_to": ["b"]}),
+        json!({"commit": b64(b"C\x02room"), "welcome": welcome, "welcome_to": []}),
+        json!({"commit": b64(b"C\x02room"), "welcome": welcome, "welcome_to": [""]}),
+        json!({"commit": b64(b"C\x02room"), "welcome": welcome, "welcome_to": ["x".repeat(1000)]}),
+        json!({"commit": b64(b"C\x02room"), "welcome": welcome, "welcome_to": vec!["b"; 1001]}),
+    ] {
+        sim.send(0, A, &cmd(8, "room", "commit", bad.clone()));
+        assert_eq!(
+            error_code(&reply(sim.take(0, A), 8)),
+            "bad_request",
+            "{bad}"
+        );
+    }
+}

@@ -725,6 +725,10 @@ impl MlsClient {
             let command = Command::Commit {
                 commit: BASE64.encode(&commit.commit),
                 welcome: commit.welcome.as_ref().map(|w| BASE64.encode(w)),
+                // Only the newcomers' sessions need the Welcome; a commit
+                // that does not know whom it adds leaves it to everyone.
+                welcome_to: (commit.welcome.is_some() && !commit.welcome_to.is_empty())
+                    .then(|| commit.welcome_to.clone()),
                 group_info: commit.group_info.as_ref().map(|g| BASE64.encode(g)),
             };
             // As sent, with an id as long as the client's are for a while.

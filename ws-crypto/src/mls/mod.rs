@@ -534,6 +534,10 @@ pub struct Commit {
     /// tree: what the Delivery Service needs to propose removals in it
     /// ([`DeliveryService::propose_remove_from`]). It names no secret.
     pub group_info: Option<Vec<u8>>,
+    /// The users whose devices the Welcome adds, each once: a channels
+    /// server delivers the Welcome to their sessions only (it carries the
+    /// ratchet tree: about 177 KB in a group of 1,000).
+    pub welcome_to: Vec<String>,
 }
 
 /// What a received message was.
@@ -617,10 +621,13 @@ impl Group {
     /// (one new epoch however many join).
     pub fn add(&mut self, key_packages: &[Vec<u8>]) -> Result<Commit, MlsError> {
         let mut builder = self.inner.commit_builder();
+        let mut users = Vec::new();
         for key_package in key_packages {
-            builder = builder.add_member(parse(key_package)?)?;
+            let key_package = parse(key_package)?;
+            users.extend(users_of([&key_package]));
+            builder = builder.add_member(key_package)?;
         }
-        commit(builder.build()?)
+        Ok(commit(builder.build()?)?.to(users))
     }
 
     /// Commits the removal of the device at `leaf` and its addition again
@@ -629,13 +636,16 @@ impl Group {
     /// group (it missed commits) comes back in at the new epoch, through
     /// the commit's Welcome.
     pub fn readd(&mut self, leaf: u32, key_package: &[u8]) -> Result<Commit, MlsError> {
-        commit(
+        let key_package = parse(key_package)?;
+        let users: Vec<String> = users_of([&key_package]).collect();
+        Ok(commit(
             self.inner
                 .commit_builder()
                 .remove_member(leaf)?
-                .add_member(parse(key_package)?)?
+                .add_member(key_package)?
                 .build()?,
-        )
+        )?
+        .to(users))
     }
 
     /// Commits the removal of every device of `user`, with every proposal
@@ -817,7 +827,27 @@ fn commit(output: mls_rs::group::CommitOutput) -> Result<Commit, MlsError> {
         commit: output.commit_message.to_bytes()?,
         welcome,
         group_info,
+        welcome_to: Vec::new(),
     })
+}
+
+impl Commit {
+    /// With its Welcome addressed to `users` (sorted, each once).
+    fn to(mut self, mut users: Vec<String>) -> Self {
+        users.sort();
+        users.dedup();
+        self.welcome_to = users;
+        self
+    }
+}
+
+/// The users key packages name.
+fn users_of<'a>(
+    key_packages: impl IntoIterator<Item = &'a MlsMessage>,
+) -> impl Iterator<Item = String> {
+    key_packages
+        .into_iter()
+        .filter_map(|message| user_of(message.as_key_package()?.signing_identity()))
 }
 
 /// What a message's framing says, readable without any group secret.

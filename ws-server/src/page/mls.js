@@ -675,7 +675,13 @@ export class MlsChannels {
           commit: base64.encode(encodeMlsMessage(made.commit)),
           group_info: base64.encode(encodeMlsMessage({ groupInfo, wireformat: "mls_group_info", version: "mls10" })),
         };
-        if (made.welcome) data.welcome = base64.encode(encodeMlsMessage({ welcome: made.welcome, wireformat: "mls_welcome", version: "mls10" }));
+        if (made.welcome) {
+          data.welcome = base64.encode(encodeMlsMessage({ welcome: made.welcome, wireformat: "mls_welcome", version: "mls10" }));
+          // Only the newcomers' sessions need it (it carries the ratchet
+          // tree); without names, everyone gets it.
+          const users = [...new Set(extraProposals.filter((p) => p.proposalType === "add").map((p) => member(p.add.keyPackage.leafNode)))];
+          if (users.length && users.every((user) => user !== null)) data.welcome_to = users;
+        }
         try {
           await this.command(channel, "commit", data);
         } catch (error) {
