@@ -17,6 +17,7 @@ mod manager;
 mod meters;
 mod operation;
 pub mod protocol;
+pub mod reconnect;
 #[cfg(feature = "service")]
 mod service;
 #[cfg(any(test, feature = "fuzzing"))]
