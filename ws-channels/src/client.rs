@@ -31,6 +31,13 @@ pub enum ClientError {
     /// A request could not be sent.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// No reply came in time ([`ReconnectingClient`](crate::ReconnectingClient)'s
+    /// command timeout); the command may still take effect.
+    #[error("no reply within {after:?}")]
+    TimedOut {
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The server sent something that is not a channels message.
     #[error("not a channels message: {0}")]
     Malformed(String),

@@ -19,6 +19,8 @@ mod operation;
 pub mod protocol;
 pub mod reconnect;
 #[cfg(feature = "service")]
+mod reconnecting;
+#[cfg(feature = "service")]
 mod service;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -33,6 +35,9 @@ pub use client::{ChannelsClient, ClientError, MAX_BUFFERED_EVENTS};
 pub use config::{ChannelsConfig, SlowSubscriber, TopicAccess, TopicRequest, close_codes};
 pub use manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId};
 pub use operation::{OpResult, Operation};
+#[cfg(feature = "service")]
+#[cfg_attr(docsrs, doc(cfg(feature = "service")))]
+pub use reconnecting::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, ReconnectingClient};
 #[cfg(feature = "service")]
 #[cfg_attr(docsrs, doc(cfg(feature = "service")))]
 pub use service::{Channels, ChannelsBuilder, ChannelsHandle, Session};

@@ -53,9 +53,9 @@ pub const NO_RECONNECT: [CloseCode; 3] = [
     close_codes::DISCONNECTED,
 ];
 
-/// How a [`Reconnector`] waits and what it keeps.
+/// How a [`Reconnector`] waits and what it keeps (set fields with
+/// `..ReconnectConfig::default()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ReconnectConfig {
     /// The wait before the first attempt after a disconnect, at most
     /// (default 250 ms); it doubles with each failed attempt.
@@ -301,7 +301,11 @@ impl Reconnector {
 
     /// The application is done: no more attempts.
     pub fn close(&mut self) {
-        self.set_state(ConnectionState::Closed, Some("closed by the application".into()), None);
+        self.set_state(
+            ConnectionState::Closed,
+            Some("closed by the application".into()),
+            None,
+        );
         self.next_attempt = None;
     }
 

@@ -104,10 +104,7 @@ fn waits_double_up_to_the_bound_and_a_long_connection_starts_again() {
     // A connection that drops at once is one more failure ...
     client.connected(now);
     client.disconnected(now + Duration::from_secs(1), None, "reset");
-    assert_eq!(
-        retry_in(&drain(&mut client)),
-        Some(Duration::from_secs(20))
-    );
+    assert_eq!(retry_in(&drain(&mut client)), Some(Duration::from_secs(20)));
     // ... one that lasted starts from the shortest wait.
     now += Duration::from_secs(21);
     client.handle_timeout(now);
@@ -228,7 +225,11 @@ fn every_channel_is_joined_again_from_its_last_publication() {
     client.join_reply(
         2,
         "room",
-        Ok(joined_at(6, Some(true), vec![publication(5, "e"), publication(6, "e")])),
+        Ok(joined_at(
+            6,
+            Some(true),
+            vec![publication(5, "e"), publication(6, "e")],
+        )),
     );
     let outputs = drain(&mut client);
     assert!(outputs.contains(&Output::Event(ClientEvent::Joined {
@@ -278,7 +279,15 @@ fn duplicates_are_dropped_and_a_gap_is_filled_from_history_first() {
     client.join_reply(
         1,
         "room",
-        Ok(joined_at(5, Some(true), vec![publication(3, "e"), publication(4, "e"), publication(5, "e")])),
+        Ok(joined_at(
+            5,
+            Some(true),
+            vec![
+                publication(3, "e"),
+                publication(4, "e"),
+                publication(5, "e"),
+            ],
+        )),
     );
     assert_eq!(handed_out(&drain(&mut client)), [3, 4, 5, 6]);
     // A `lost` event: joined again from the last one handed out.
@@ -307,11 +316,22 @@ fn removed_and_refused_channels_are_not_joined_again() {
     client.join_reply(
         1,
         "closed",
-        Err(ChannelError::new(crate::ErrorCode::NotFound, "no such channel")),
+        Err(ChannelError::new(
+            crate::ErrorCode::NotFound,
+            "no such channel",
+        )),
     );
     let outputs = drain(&mut client);
-    assert!(outputs.iter().any(|o| matches!(o, Output::Event(ClientEvent::Removed { .. }))));
-    assert!(outputs.iter().any(|o| matches!(o, Output::Event(ClientEvent::JoinFailed { .. }))));
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(ClientEvent::Removed { .. })))
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(ClientEvent::JoinFailed { .. })))
+    );
     client.disconnected(now, None, "cut");
     client.handle_timeout(now + Duration::from_secs(1));
     client.connected(now + Duration::from_secs(1));
@@ -499,7 +519,8 @@ impl Harness {
             }
             Output::Leave { .. } => {}
             Output::Event(ClientEvent::Publication { publication, .. }) => {
-                self.seen.push(Seen::Publication(publication.offset.unwrap()));
+                self.seen
+                    .push(Seen::Publication(publication.offset.unwrap()));
             }
             Output::Event(ClientEvent::Joined {
                 recovered: Some(false),
