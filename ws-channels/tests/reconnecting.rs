@@ -1,6 +1,7 @@
 //! `ReconnectingClient` over real connections on tokio, through a proxy
 //! the test cuts: what was published while it was away arrives once and
-//! in order; a deliberate disconnect (4009) ends it.
+//! in order; a deliberate disconnect (4009) ends it; a command nobody
+//! answers times out.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,4 +233,39 @@ async fn a_deliberate_disconnect_ends_it() {
         client.publish("room", &json!({})).await,
         Err(ws_channels::ClientError::Closed)
     ));
+}
+
+/// A server that takes every message and answers none.
+struct Silent;
+
+impl ws_tokio::Handler for Silent {
+    async fn on_message(&mut self, _: &mut ws_tokio::Ctx, _: ws_tokio::Message) {}
+}
+
+#[tokio::test]
+async fn a_command_without_a_reply_times_out() {
+    let server = ws_tokio::server()
+        .route("/channels", ws_tokio::Endpoint::new(|_| Silent))
+        .build();
+    let listener = ws_tokio::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener).await });
+    let mut client = through(addr, "eve").with_command_timeout(Duration::from_millis(200));
+    read_until(&mut client, |seen| {
+        seen.iter().any(|e| {
+            matches!(
+                e,
+                ClientEvent::State {
+                    state: ConnectionState::Connected,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+    let result = client.publish("room", &json!({})).await;
+    assert!(
+        matches!(result, Err(ws_channels::ClientError::TimedOut { after }) if after == Duration::from_millis(200)),
+        "{result:?}"
+    );
 }

@@ -650,3 +650,52 @@ fn what_was_published_during_a_cut_arrives_after_the_reconnect() {
     assert_eq!(harness.delivered(), [1, 2, 3]);
     assert_eq!(harness.acked, [1, 2, 3]);
 }
+
+// ROBUSTNESS 164: a flood while a join is answered is bounded: past
+// `max_buffered` publications are dropped and read again from history by
+// one more join, none handed out out of order or lost silently.
+#[test]
+fn a_flood_while_joining_is_bounded_and_recovered_from_history() {
+    let config = ReconnectConfig {
+        max_buffered: 3,
+        ..steady()
+    };
+    let mut client = Reconnector::with_seed(config, 1);
+    let now = Instant::now();
+    client.join("room", None);
+    client.start();
+    client.connected(now);
+    client.join_reply(1, "room", Ok(joined_at(0, None, Vec::new())));
+    client.handle_event(message("room", publication(1, "e")));
+    drain(&mut client);
+    // A gap: a join from 1 is in flight while 3..=10 arrive.
+    for offset in 3..=10 {
+        client.handle_event(message("room", publication(offset, "e")));
+    }
+    client.join_reply(
+        1,
+        "room",
+        Ok(joined_at(10, Some(true), vec![publication(2, "e")])),
+    );
+    let outputs = drain(&mut client);
+    // 2 from the reply, then the three kept; the rest comes from history.
+    assert_eq!(handed_out(&outputs), [2, 3, 4, 5]);
+    assert!(outputs.contains(&Output::Join {
+        channel: "room".into(),
+        since: Some(Position {
+            offset: 5,
+            epoch: "e".into()
+        }),
+        connection: 1
+    }));
+    client.join_reply(
+        1,
+        "room",
+        Ok(joined_at(
+            10,
+            Some(true),
+            (6..=10).map(|o| publication(o, "e")).collect(),
+        )),
+    );
+    assert_eq!(handed_out(&drain(&mut client)), [6, 7, 8, 9, 10]);
+}
