@@ -343,6 +343,6 @@ impl ChannelsClient {
 }
 
 /// A reply's data as the type the protocol says it has.
-fn typed<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ClientError> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ClientError> {
     serde_json::from_value(data).map_err(|error| ClientError::Malformed(error.to_string()))
 }

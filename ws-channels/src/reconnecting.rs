@@ -12,7 +12,7 @@ use ws_async::{BoxFuture, ConnectError, Runtime, WebSocket};
 use ws_core::envelope::Envelope;
 use ws_core::{CloseCode, Message};
 
-use crate::client::ClientError;
+use crate::client::{ClientError, typed};
 use crate::protocol::{Command, JoinReply, PublishReply, Request, ServerMessage};
 use crate::reconnect::{ClientEvent, ConnectionState, Output, ReconnectConfig, Reconnector};
 use crate::types::{Payload, Position};
@@ -184,8 +184,7 @@ impl<R: Runtime> ReconnectingClient<R> {
             data: Payload::new(data),
             idempotency_key: None,
         };
-        let reply = self.command(channel, command).await?;
-        serde_json::from_value(reply).map_err(|error| ClientError::Malformed(error.to_string()))
+        typed(self.command(channel, command).await?)
     }
 
     /// Sends `command` for `channel` on the current connection and waits
