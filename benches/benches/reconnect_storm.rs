@@ -89,12 +89,17 @@ impl ServerProcess {
 
     /// CPU time used so far (user + system), in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command name (which may hold spaces).
         let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
         field(11) + field(12)
     }
@@ -193,7 +198,11 @@ fn round(clients: usize, jitter: bool) -> Round {
     runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(300);
         while back.len() < clients {
-            assert!(Instant::now() < deadline, "only {} of {clients} came back", back.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {clients} came back",
+                back.len()
+            );
             match tokio::time::timeout(Duration::from_secs(1), received.recv()).await {
                 Ok(Some(Report::Joined(at))) => back.push(at - restarted),
                 Ok(Some(Report::AttemptFailed)) => failed_attempts += 1,
@@ -211,11 +220,12 @@ fn round(clients: usize, jitter: bool) -> Round {
     drop(runtime);
     server.kill();
     back.sort();
-    let at = |q: f64| back[((back.len() - 1) as f64 * q) as usize];
+    // The q-th quantile, q in percent.
+    let at = |q: usize| back[(back.len() - 1) * q / 100];
     Round {
         all_back: *back.last().expect("clients"),
-        p50: at(0.5),
-        p99: at(0.99),
+        p50: at(50),
+        p99: at(99),
         first: back[0],
         // Each client's disconnect is one Disconnected event; the rest
         // are attempts that failed.
