@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use ws_benches::{ServerProcess, one_worker_runtime};
+use ws_benches::{ServerProcess, number_arg, one_worker_runtime};
 use ws_channels::protocol::Command;
 use ws_channels::{Backends, Channels, ChannelsClient, ChannelsConfig, MemoryBackend};
 use ws_tokio::Rejection;
@@ -100,14 +100,6 @@ async fn publisher(addr: std::net::SocketAddr, channel: String, messages: u64) {
     client.leave(&channel).await.expect("left");
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--serve") {
@@ -118,7 +110,7 @@ fn main() {
     if !args.iter().any(|a| a == "--bench") {
         return;
     }
-    let messages = arg("--messages", 1000);
+    let messages = number_arg("--messages", 1000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

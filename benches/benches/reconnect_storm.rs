@@ -12,25 +12,19 @@
 //! per-address handshake cap raised to the total, as behind a proxy),
 //! since every client here is on 127.0.0.1.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use ws_benches::{ServerProcess, number_arg, one_worker_runtime, percentile, raise_fd_limit};
 use ws_channels::reconnect::{ClientEvent, ConnectionState, ReconnectConfig};
 use ws_channels::{Channels, ChannelsClient, ChannelsConfig, ReconnectingClient};
 use ws_tokio::{ServerConfig, TokioRuntime};
 
 /// The server side: this binary run with `--serve PORT` (0: any); prints
-/// its address, then keeps channel `room` open (its owner, a client of
-/// its own, stays in it).
+/// its port, then keeps channel `room` open (its owner, a client of its
+/// own, stays in it).
 fn serve(port: u16) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    one_worker_runtime().block_on(async {
         let config = ChannelsConfig {
             allow_anonymous: true,
             ..ChannelsConfig::default()
@@ -58,66 +52,11 @@ fn serve(port: u16) {
             info: None,
         };
         owner.create("room", Some(create)).await.expect("room");
-        println!("{addr}");
+        println!("{}", addr.port());
         // Events nobody reads are dropped by the owner's client only when
         // it reads; it reads, so its queue stays empty.
         while owner.next_event().await.is_some() {}
     });
-}
-
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(port: u16) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("this binary"))
-            .args(["--serve", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the server process");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("the address");
-        let addr = line.trim().parse().expect("an address");
-        Self { child, addr }
-    }
-
-    /// CPU time used so far (user + system), in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces).
-        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
-        field(11) + field(12)
-    }
-
-    /// The peak resident memory so far, in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What a client tells the bench.
@@ -133,17 +72,13 @@ struct Round {
     first: Duration,
     failed_attempts: usize,
     server_cpu: Duration,
-    peak_rss_kib: u64,
+    peak_rss: u64,
 }
 
 fn round(clients: usize, jitter: bool) -> Round {
-    let server = ServerProcess::start(0);
+    let server = ServerProcess::start("0");
     let addr = server.addr;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = one_worker_runtime();
     let (reports, mut received) = mpsc::unbounded_channel();
     let config = ReconnectConfig {
         jitter,
@@ -188,13 +123,13 @@ fn round(clients: usize, jitter: bool) -> Round {
         }
     });
     // The restart: killed, and at once a new process on the same port.
-    let port = addr.port();
-    server.kill();
+    let port = addr.port().to_string();
+    drop(server);
     let restarted = Instant::now();
-    let server = ServerProcess::start(port);
+    let server = ServerProcess::start(&port);
     let mut back = Vec::with_capacity(clients);
     let mut failed_attempts = 0usize;
-    let started_ticks = server.cpu_ticks();
+    let cpu_before = server.cpu();
     runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(300);
         while back.len() < clients {
@@ -211,49 +146,25 @@ fn round(clients: usize, jitter: bool) -> Round {
             }
         }
     });
-    // USER_HZ is 100 on Linux: ticks of 10 ms.
-    let server_cpu = Duration::from_millis((server.cpu_ticks() - started_ticks) * 10);
-    let peak_rss_kib = server.peak_rss_kib();
+    let server_cpu = server.cpu() - cpu_before;
+    let peak_rss = server.peak_rss();
     for task in tasks {
         task.abort();
     }
     drop(runtime);
-    server.kill();
+    drop(server);
     back.sort();
-    // The q-th quantile, q in percent.
-    let at = |q: usize| back[(back.len() - 1) * q / 100];
     Round {
         all_back: *back.last().expect("clients"),
-        p50: at(50),
-        p99: at(99),
+        p50: percentile(&back, 50),
+        p99: percentile(&back, 99),
         first: back[0],
         // Each client's disconnect is one Disconnected event; the rest
         // are attempts that failed.
         failed_attempts: failed_attempts.saturating_sub(clients),
         server_cpu,
-        peak_rss_kib,
+        peak_rss,
     }
-}
-
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct they get.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
 }
 
 fn main() {
@@ -267,8 +178,8 @@ fn main() {
         return;
     }
     raise_fd_limit();
-    let clients = usize::try_from(arg("--clients", 5_000)).expect("a count");
-    let rounds = arg("--rounds", 2);
+    let clients = usize::try_from(number_arg("--clients", 5_000)).expect("a count");
+    let rounds = number_arg("--rounds", 2);
     println!(
         "reconnect storm: {clients} clients in one channel, the server killed and started again; \
          waits 250 ms doubling to 20 s"
@@ -289,7 +200,7 @@ fn main() {
                 r.p99.as_secs_f64(),
                 r.failed_attempts,
                 r.server_cpu.as_millis(),
-                r.peak_rss_kib / 1024,
+                r.peak_rss >> 20,
             );
         }
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use ws_benches::{number_arg, raise_fd_limit};
 use ws_tokio::{CloseCode, Ctx, Endpoint, Handler, Message, ServerConfig};
 
 struct Echo;
@@ -201,27 +202,6 @@ async fn wave(addr: SocketAddr, connections: usize) -> usize {
     failed
 }
 
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct they get.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--serve") {
         serve();
@@ -232,8 +212,8 @@ fn main() {
         return;
     }
     raise_fd_limit();
-    let minutes = arg("--minutes", 10);
-    let connections = usize::try_from(arg("--connections", 10_000)).expect("a count");
+    let minutes = number_arg("--minutes", 10);
+    let connections = usize::try_from(number_arg("--connections", 10_000)).expect("a count");
     let server = ServerProcess::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
