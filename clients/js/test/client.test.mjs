@@ -142,6 +142,56 @@ describe("against ws serve", () => {
   });
 });
 
+// A restart of `ws serve` on Redis: the channel and its history outlive
+// the process, so the client comes back by itself and recovers what was
+// published while it was away, once and in order.
+describe("across a restart of ws serve on Redis", { skip: process.env.WS_TEST_REDIS_URL ? false : "skipped: set WS_TEST_REDIS_URL (redis://127.0.0.1:6379) to run it" }, () => {
+  test("what was published before the client was back arrives once and in order", async () => {
+    const TOKEN = "restart-check-admin-token-0123456789";
+    const prefix = `t7js${process.pid}${Date.now() % 100000}`;
+    const args = (port) => ["serve", "--listen", `127.0.0.1:${port}`, "--backend", process.env.WS_TEST_REDIS_URL, "--backend-prefix", prefix, "--cluster-key", "a-cluster-key-for-the-restart-test-0123456789", "--admin-token", TOKEN];
+    const start = async (port) => {
+      const child = spawn(WS_BIN, args(port), { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, WS_LOG: "warn" } });
+      const [line] = await once(createInterface({ input: child.stdout }), "line");
+      return { child, port: Number(new URL(line.match(/page (http:\/\/\S+)/)[1]).port) };
+    };
+    const ctl = (port, ...command) => new Promise((resolve, reject) => {
+      const child = spawn(WS_BIN, ["ctl", "--server", `http://127.0.0.1:${port}`, "--token", TOKEN, ...command], { stdio: "inherit" });
+      child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`ws ctl ${command.join(" ")}: exit ${code}`))));
+    });
+    let server = await start(0);
+    const port = server.port;
+    const owner = new ChannelsClient({ url: `ws://127.0.0.1:${port}/channels?user=own`, WebSocket });
+    const own = recorder(owner);
+    owner.connect();
+    await own.until((e) => e.type === "state" && e.state === "connected");
+    await owner.command("room", "create", { history_size: 100, history_ttl: 300 });
+    // Waits of exactly a second: the publications below come before it.
+    const client = new ChannelsClient({ url: `ws://127.0.0.1:${port}/channels?user=cat`, WebSocket, minDelay: 1000, maxDelay: 1000, jitter: false });
+    const cat = recorder(client);
+    client.join("room");
+    client.connect();
+    await cat.until((e) => e.type === "joined");
+    for (const n of [1, 2]) await owner.publish("room", { n });
+    await cat.until(() => numbers(cat.events).length === 2, "two publications");
+    server.child.kill("SIGKILL");
+    await once(server.child, "exit");
+    await cat.until((e) => e.type === "state" && e.state === "disconnected", "a disconnect");
+    server = await start(port);
+    for (const n of [3, 4]) await ctl(port, "publish", "room", JSON.stringify({ n }));
+    await cat.until((e) => e.type === "joined" && e.recovered !== null, "a join after the restart");
+    await ctl(port, "publish", "room", JSON.stringify({ n: 5 }));
+    await cat.until(() => numbers(cat.events).length === 5, "five publications");
+    const rejoined = cat.events.filter((e) => e.type === "joined");
+    assert.equal(rejoined.at(-1).recovered, true, JSON.stringify(rejoined));
+    assert.deepEqual(numbers(cat.events), [1, 2, 3, 4, 5]);
+    client.close();
+    owner.close();
+    server.child.kill("SIGINT");
+    await once(server.child, "exit");
+  });
+});
+
 // A socket the test scripts: each one made is kept in `sockets`.
 function scripted() {
   const sockets = [];
