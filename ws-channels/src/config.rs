@@ -24,6 +24,9 @@ pub mod close_codes {
     /// The server disconnected the session on purpose (an operator or the
     /// application); do not reconnect automatically.
     pub const DISCONNECTED: CloseCode = CloseCode::new(4009);
+    /// The session's token expired and no `refresh` replaced it:
+    /// reconnect with a new token. Reconnecting and recovering is safe.
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode::new(4011);
 }
 
 /// What happens to a session whose send queue is full when a delivery
@@ -121,6 +124,19 @@ pub struct ChannelsConfig {
     /// What happens to a session that cannot keep up. Default
     /// [`SlowSubscriber::Disconnect`].
     pub slow_subscriber: SlowSubscriber,
+    /// Whether a session ends when its token does: a session whose
+    /// identity carries an `exp` claim (seconds since the Unix epoch, as
+    /// in a JWT) is sent an `expiring` event `token_refresh_lead` before
+    /// then, and is closed with [`close_codes::TOKEN_EXPIRED`] at `exp`
+    /// unless a `refresh` command brought a new token of the same user.
+    /// Default `true`: a revoked user's access lasts no longer than its
+    /// token.
+    pub expire_sessions: bool,
+    /// How long before its token's end a session is told to refresh it
+    /// (at most half of what the token has left when it arrives).
+    /// Default 30 s.
+    #[serde(with = "duration_secs")]
+    pub token_refresh_lead: Duration,
     /// How long a channel, and its history, outlives its last member, so
     /// that sessions reconnecting after a network failure can join again
     /// and recover. Default 5 minutes.
@@ -319,6 +335,8 @@ impl Default for ChannelsConfig {
             allow_anonymous: false,
             echo: true,
             slow_subscriber: SlowSubscriber::Disconnect,
+            expire_sessions: true,
+            token_refresh_lead: Duration::from_secs(30),
             channel_linger: Duration::from_secs(300),
             group_member_linger: Duration::from_secs(3600),
             max_gap_fill_bytes: 256 * 1024,

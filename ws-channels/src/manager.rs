@@ -24,6 +24,7 @@ use crate::types::{
 mod commands;
 mod control;
 mod delivery;
+mod expiry;
 mod order;
 mod pending;
 mod subscriptions;
@@ -118,6 +119,17 @@ pub enum Action {
         /// What to run.
         command: CustomCommand,
     },
+    /// Check a token a session sent with `refresh` (as its handshake's
+    /// would be), then hand whom it names ([`OpResult::Authenticated`]) to
+    /// [`ChannelManager::handle_result`].
+    Authenticate {
+        /// Its id.
+        op: OpId,
+        /// The session that sent it.
+        session: SessionId,
+        /// The token.
+        token: protocol::Token,
+    },
     /// Close a session's connection.
     Disconnect {
         /// Whom.
@@ -173,6 +185,8 @@ struct Session {
     commands: TokenBucket,
     violations: TokenBucket,
     closing: bool,
+    /// When its token ends, if it does ([`ChannelManager::handle_expiry`]).
+    expiry: Option<expiry::Expiry>,
 }
 
 #[derive(Debug)]
@@ -267,6 +281,9 @@ pub struct ChannelManager {
     /// the same by channel and user (one entry each).
     departures: BTreeSet<(Instant, String, String)>,
     departed: HashMap<(String, String), Instant>,
+    /// Sessions whose tokens end, by when they are next due: told to
+    /// refresh, then closed (one entry each).
+    expiries: BTreeSet<(Instant, SessionId)>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ChannelError {
@@ -291,6 +308,7 @@ impl ChannelManager {
             next_refresh: None,
             departures: BTreeSet::new(),
             departed: HashMap::new(),
+            expiries: BTreeSet::new(),
         }
     }
 
@@ -310,14 +328,16 @@ impl ChannelManager {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next: the next
-    /// presence refresh while there are sessions, or an absent user's
-    /// removal from an encrypted channel's group.
+    /// presence refresh while there are sessions, an absent user's
+    /// removal from an encrypted channel's group, or a session's token
+    /// ending.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let departure = self.departures.first().map(|(at, ..)| *at);
-        match (self.next_refresh, departure) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let expiry = self.expiries.first().map(|(at, _)| *at);
+        [self.next_refresh, departure, expiry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A session opened as `user` (the subject its authenticator gave, a
@@ -360,6 +380,7 @@ impl ChannelManager {
                 commands: TokenBucket::new(self.config.command_rate, self.config.command_burst),
                 violations: TokenBucket::new(1, self.config.max_violations),
                 closing: false,
+                expiry: None,
             },
         );
         if self.next_refresh.is_none() {
@@ -376,6 +397,9 @@ impl ChannelManager {
         let Some(state) = self.sessions.remove(&session) else {
             return;
         };
+        if let Some(expiry) = &state.expiry {
+            self.expiries.remove(&(expiry.due(), session));
+        }
         for (channel, membership) in state.channels {
             if self.is_encrypted(&channel) {
                 self.note_departure(state.user.as_deref(), &channel, now);

@@ -215,4 +215,21 @@ pub enum OpResult {
     KeyPackages(Result<Vec<DeviceKeyPackages>, ChannelError>),
     /// `ClaimKeyPackages`: one package per device.
     Claimed(Result<Vec<ClaimedKeyPackage>, ChannelError>),
+    /// [`Action::Authenticate`](crate::manager::Action::Authenticate): whom
+    /// the token names, or why it was refused.
+    Authenticated(Result<Authenticated, ChannelError>),
+}
+
+/// Whom a token a session sent with `refresh` names, as the driver's
+/// authenticator read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authenticated {
+    /// The subject (a JWT's `sub`): it must be the session's user.
+    pub user: String,
+    /// The token's claims (`Value::Null` for none): they replace the
+    /// session's for topic access from now on.
+    pub claims: Value,
+    /// When the token ends, on the driver's monotonic clock (from its
+    /// `exp`); `None`: it does not.
+    pub expires: Option<std::time::Instant>,
 }

@@ -5,6 +5,8 @@
 //! `PROTOCOL.md` documents every shape, and the tests here check that each
 //! side reads what the other writes.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use ws_core::EncodedMessage;
@@ -177,6 +179,14 @@ pub enum Command {
         /// packages stay in the directory; empty (the default) for none.
         except: Vec<String>,
     },
+    /// `refresh`, to the channel [`SESSION_CHANNEL`]: a new token for
+    /// this session, before its current one expires (the server sends
+    /// [`Event::Expiring`] ahead of that). It must name the session's user;
+    /// the session then lasts until the new token's `exp`.
+    Refresh {
+        /// The token, as the client would present it at the handshake.
+        token: Token,
+    },
     /// A command the application registered.
     Custom {
         /// Its `action`.
@@ -234,6 +244,33 @@ pub fn command_envelope(channel: &str, action: &str, data: Value) -> Envelope {
 /// The channel name `key_packages` is sent to: a user's key packages
 /// belong to no channel (`$` is in no channel's name).
 pub const KEYS_CHANNEL: &str = "$keys";
+
+/// The channel name `refresh` is sent to: a session's token belongs to no
+/// channel.
+pub const SESSION_CHANNEL: &str = "$session";
+
+/// A credential in a `refresh` command. Its `Debug` shows no part of it,
+/// so a logged command does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// `token`, as the client would present it at the handshake.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
 
 /// A command with the channel (or topic) it names.
 #[derive(Debug, Clone, PartialEq)]
@@ -370,6 +407,7 @@ impl Request {
                     ("except", (!except.is_empty()).then(|| json!(except))),
                 ]),
             ),
+            Command::Refresh { token } => ("refresh", Some(json!({ "token": token.as_str() }))),
             Command::Custom { name, data } => (name.as_str(), Some(data.clone())),
         };
         Envelope {
@@ -465,6 +503,12 @@ struct KeyPackagesData {
     #[serde(default)]
     key_packages: Vec<String>,
     last_resort: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshData {
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -621,6 +665,9 @@ pub(crate) fn parse(
                 except: d.except,
             }
         }
+        "refresh" => Command::Refresh {
+            token: Token(fields::<RefreshData>(data)?.token),
+        },
         name if is_custom(name) => Command::Custom {
             name: name.to_owned(),
             data: data.unwrap_or(Value::Null),
@@ -771,6 +818,18 @@ pub(crate) fn event(channel: &str, action: &str, data: Value) -> Envelope {
         channel: Some(channel.to_owned()),
         action: Some(action.to_owned()),
         data: Some(data),
+        ..Envelope::default()
+    }
+}
+
+/// The `expiring` event: the session's token ends in `expires_in`; send
+/// `refresh` before then, or the session is closed with
+/// [`TOKEN_EXPIRED`](crate::close_codes::TOKEN_EXPIRED).
+pub(crate) fn expiring_event(expires_in: std::time::Duration) -> Envelope {
+    Envelope {
+        kind: Some(Kind::Event),
+        action: Some("expiring".to_owned()),
+        data: Some(json!({ "expires_in": expires_in.as_secs() })),
         ..Envelope::default()
     }
 }
@@ -1047,6 +1106,13 @@ pub enum Event {
         /// The last position delivered before the gap, when known.
         last: Option<Position>,
     },
+    /// The session's token ends in `expires_in` (whole seconds): send
+    /// [`Command::Refresh`] with a new one before then, or the session is
+    /// closed with [`TOKEN_EXPIRED`](crate::close_codes::TOKEN_EXPIRED).
+    Expiring {
+        /// How long the session has left.
+        expires_in: std::time::Duration,
+    },
     /// A server event on a subscribed topic.
     Topic {
         /// The topic.
@@ -1070,6 +1136,13 @@ impl Event {
         let action = envelope.action?;
         let data = envelope.data.unwrap_or(Value::Null);
         let Some(channel) = envelope.channel else {
+            if action == "expiring" {
+                if let Some(seconds) = data.get("expires_in").and_then(Value::as_u64) {
+                    return Some(Self::Expiring {
+                        expires_in: std::time::Duration::from_secs(seconds),
+                    });
+                }
+            }
             return Some(Self::Other {
                 channel: None,
                 action,
@@ -1221,6 +1294,9 @@ mod tests {
             Command::KeyPackages {
                 key_packages: Vec::new(),
                 last_resort: None,
+            },
+            Command::Refresh {
+                token: Token::new("eyJ.a.b"),
             },
             Command::Claim {
                 user: "bo".into(),
@@ -1422,6 +1498,15 @@ mod tests {
                 })
             }
         );
+        let expiring = expiring_event(std::time::Duration::from_millis(30_900));
+        assert_eq!(expiring.channel, None);
+        assert_eq!(
+            typed(expiring),
+            Event::Expiring {
+                expires_in: std::time::Duration::from_secs(30)
+            }
+        );
+        assert_eq!(format!("{:?}", Token::new("secret")), "Token(..)");
         assert_eq!(
             typed(event("room", "lost", json!({}))),
             Event::Lost {

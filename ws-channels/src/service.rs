@@ -9,18 +9,21 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ws_async::auth::{Authenticator, Identity};
 use ws_async::envelope::{EnvelopeHandler, Envelopes};
 use ws_async::{ConnectionHandle, Ctx, Endpoint, SendError, ServerHandle};
 use ws_core::Closed;
 use ws_core::close::{MAX_CLOSE_REASON, truncate_reason};
 use ws_core::envelope::{Envelope, EnvelopeError};
+use ws_core::handshake::Rejection;
 
 use crate::backend::{BoxFuture, MemoryBackend, Sink};
 use crate::backends::Backends;
 use crate::config::{ChannelsConfig, close_codes};
 use crate::manager::{Action, ChannelManager, CustomCommand, NodeStats, OpId};
 use crate::meters;
-use crate::operation::{OpResult, Operation};
+use crate::operation::{Authenticated, OpResult, Operation};
+use crate::protocol::Token;
 use crate::types::{
     ChannelError, ChannelSummary, ControlMessage, ErrorCode, NodeId, Payload, Position,
     Publication, Removal, Roster, SessionId, TOPIC_PREFIX, Target,
@@ -30,6 +33,11 @@ type CustomHandler = Arc<
     dyn Fn(CustomCommand, ChannelsHandle) -> BoxFuture<'static, Result<Value, ChannelError>>
         + Send
         + Sync,
+>;
+
+/// Checks a `refresh` command's token (see [`ChannelsBuilder::refresh_tokens`]).
+type TokenCheck = Arc<
+    dyn Fn(http::request::Parts) -> BoxFuture<'static, Result<Identity, Rejection>> + Send + Sync,
 >;
 
 /// Channels on one node: mount [`endpoint`](Self::endpoint) on a route of
@@ -63,6 +71,7 @@ pub struct ChannelsBuilder {
     backend: Option<Backends>,
     node: Option<NodeId>,
     handlers: HashMap<String, CustomHandler>,
+    token_check: Option<TokenCheck>,
 }
 
 impl fmt::Debug for ChannelsBuilder {
@@ -104,6 +113,24 @@ impl ChannelsBuilder {
         self
     }
 
+    /// Takes `refresh` commands: each token is checked by
+    /// `authenticator`, presented as the handshake's
+    /// `Authorization: Bearer <token>` (give the endpoint's own, a
+    /// `BearerJwt`). A token must name the session's user; the session
+    /// then lasts until its `exp` (`ChannelsConfig::expire_sessions`).
+    /// Default: none; `refresh` is refused with `forbidden`, and a session
+    /// whose token ends is closed with
+    /// [`TOKEN_EXPIRED`](crate::close_codes::TOKEN_EXPIRED) to reconnect
+    /// with a new one.
+    pub fn refresh_tokens(mut self, authenticator: impl Authenticator) -> Self {
+        let authenticator = Arc::new(authenticator);
+        self.token_check = Some(Arc::new(move |request| {
+            let authenticator = authenticator.clone();
+            Box::pin(async move { authenticator.authenticate(&request).await })
+        }));
+        self
+    }
+
     /// The channels.
     pub fn build(self) -> Channels {
         let config = Arc::new(self.config);
@@ -118,6 +145,7 @@ impl ChannelsBuilder {
             id,
             backend: backend.clone(),
             handlers: self.handlers,
+            token_check: self.token_check,
             server: OnceLock::new(),
             state: Mutex::new(NodeState {
                 manager: ChannelManager::new(id, config),
@@ -150,6 +178,7 @@ impl Channels {
             backend: None,
             node: None,
             handlers: HashMap::new(),
+            token_check: None,
         }
     }
 
@@ -185,6 +214,7 @@ struct Node {
     id: NodeId,
     backend: Backends,
     handlers: HashMap<String, CustomHandler>,
+    token_check: Option<TokenCheck>,
     server: OnceLock<ServerHandle>,
     state: Mutex<NodeState>,
 }
@@ -220,6 +250,7 @@ const MAX_FANOUT_LISTS: usize = 4096;
 enum Work {
     Backend(OpId, Operation),
     Custom(OpId, CustomCommand),
+    Authenticate(OpId, Token),
     /// The manager's next timeout is earlier than the timer task's.
     Tick,
 }
@@ -310,6 +341,9 @@ impl Node {
                 }
                 Action::Backend { op, operation } => work.push(Work::Backend(op, operation)),
                 Action::Custom { op, command } => work.push(Work::Custom(op, command)),
+                Action::Authenticate { op, token, .. } => {
+                    work.push(Work::Authenticate(op, token));
+                }
             }
         }
         if let Some(due) = state.manager.poll_timeout()
@@ -330,6 +364,9 @@ impl Node {
                         (op, self.backend.execute(self.id, operation).await)
                     }
                     Work::Custom(op, command) => (op, OpResult::Custom(self.custom(command).await)),
+                    Work::Authenticate(op, token) => {
+                        (op, OpResult::Authenticated(self.authenticate(token).await))
+                    }
                     Work::Tick => {
                         self.start_tick();
                         continue;
@@ -353,6 +390,32 @@ impl Node {
         };
         let handle = ChannelsHandle { node: self.clone() };
         handler(command, handle).await
+    }
+
+    /// Checks a `refresh` token with the builder's authenticator.
+    async fn authenticate(&self, token: Token) -> Result<Authenticated, ChannelError> {
+        let refused = || ChannelError::new(ErrorCode::Forbidden, "invalid or expired token");
+        let Some(check) = &self.token_check else {
+            return Err(ChannelError::new(
+                ErrorCode::Forbidden,
+                "this server takes no refresh: reconnect with a new token",
+            ));
+        };
+        let request = http::Request::builder()
+            .uri("/")
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", token.as_str()),
+            )
+            .body(())
+            .map_err(|_| refused())?;
+        let identity = check(request.into_parts().0).await.map_err(|_| refused())?;
+        let expires = token_expiry(&identity.claims, self.now());
+        Ok(Authenticated {
+            user: identity.subject,
+            claims: identity.claims,
+            expires,
+        })
     }
 
     /// Runs `work` in the background: for work that arises outside any
@@ -563,6 +626,9 @@ impl EnvelopeHandler for Session {
                 identity.map_or(&Value::Null, |identity| &identity.claims),
                 now,
             );
+            if let Some(at) = identity.and_then(|identity| token_expiry(&identity.claims, now)) {
+                state.manager.handle_expiry(session, at, now);
+            }
             Node::drain(&mut state, now)
         };
         self.node.run(work).await;
@@ -606,6 +672,19 @@ impl EnvelopeHandler for Session {
         };
         self.node.run(work).await;
     }
+}
+
+/// When a token with these claims ends, on the monotonic clock whose
+/// present is `now`: its `exp` (seconds since the Unix epoch), if any.
+fn token_expiry(claims: &Value, now: Instant) -> Option<Instant> {
+    let exp = claims.get("exp")?.as_f64().filter(|exp| exp.is_finite())?;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    // Ten years at most: an absurd `exp` must not overflow the clock.
+    let left = (exp - since_epoch).clamp(0.0, 10.0 * 365.0 * 86_400.0);
+    Some(now + Duration::from_secs_f64(left))
 }
 
 /// The outcome of an operation that returns no value.

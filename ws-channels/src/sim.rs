@@ -17,8 +17,9 @@ use crate::backend::{MemoryBackend, Sink};
 use crate::backends::Backends;
 use crate::config::ChannelsConfig;
 use crate::manager::{Action, ChannelManager, CustomCommand, OpId};
-use crate::operation::{OpResult, Operation};
-use crate::types::{ChannelError, ControlMessage, NodeId, Publication, SessionId};
+use crate::operation::{Authenticated, OpResult, Operation};
+use crate::protocol::Token;
+use crate::types::{ChannelError, ControlMessage, ErrorCode, NodeId, Publication, SessionId};
 
 /// What a session was sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,7 @@ pub struct Answer(OpId, OpResult);
 enum Work {
     Backend(OpId, Operation),
     Custom(OpId, CustomCommand),
+    Authenticate(OpId, Token),
 }
 
 /// One node: a manager and what it produced.
@@ -121,6 +123,9 @@ impl NodeState {
                     self.work.push_back(Work::Backend(op, operation))
                 }
                 Action::Custom { op, command } => self.work.push_back(Work::Custom(op, command)),
+                Action::Authenticate { op, token, .. } => {
+                    self.work.push_back(Work::Authenticate(op, token))
+                }
             }
         }
     }
@@ -170,6 +175,28 @@ impl Sink for SimSink {
     }
 }
 
+/// The simulation's tokens: `user` (no end) or `user:seconds` (ending
+/// that long after `now`); anything else is refused with `forbidden`.
+pub fn sim_token(token: &str, now: Instant) -> Result<Authenticated, ChannelError> {
+    let (user, expires) = match token.split_once(':') {
+        None => (token, None),
+        Some((user, seconds)) => {
+            let seconds: u64 = seconds
+                .parse()
+                .map_err(|_| ChannelError::new(ErrorCode::Forbidden, "invalid token"))?;
+            (user, Some(now + Duration::from_secs(seconds)))
+        }
+    };
+    if user.is_empty() {
+        return Err(ChannelError::new(ErrorCode::Forbidden, "invalid token"));
+    }
+    Ok(Authenticated {
+        user: user.to_owned(),
+        claims: Value::Null,
+        expires,
+    })
+}
+
 /// Several nodes on one in-memory backend.
 pub struct Sim {
     clock: Arc<Mutex<Instant>>,
@@ -177,6 +204,9 @@ pub struct Sim {
     nodes: Vec<Arc<SimNode>>,
     /// What custom commands answer.
     pub custom: fn(&CustomCommand) -> Result<Value, ChannelError>,
+    /// Checks `refresh` tokens, given the time: by default [`sim_token`]'s
+    /// scheme.
+    pub tokens: fn(&str, Instant) -> Result<Authenticated, ChannelError>,
     /// Backend work waits for [`Sim::step`] instead of running at once,
     /// so commands, deliveries and time can come while it is in flight.
     held: bool,
@@ -223,6 +253,7 @@ impl Sim {
             backend,
             nodes,
             custom: |command| Ok(command.data.clone()),
+            tokens: sim_token,
             held: false,
         }
     }
@@ -264,6 +295,18 @@ impl Sim {
             let mut state = self.node(node).lock();
             state.outputs.entry(session).or_default();
             state.manager.handle_open(session, user, claims, now);
+            state.drain(now);
+        }
+        self.settle();
+    }
+
+    /// `session`'s token ends `in` from now
+    /// ([`ChannelManager::handle_expiry`]).
+    pub fn expire_in(&mut self, node: usize, session: SessionId, r#in: Duration) {
+        let now = self.now();
+        {
+            let mut state = self.node(node).lock();
+            state.manager.handle_expiry(session, now + r#in, now);
             state.drain(now);
         }
         self.settle();
@@ -382,6 +425,10 @@ impl Sim {
                 Answer(op, now_or_never(self.backend.execute(node.id, operation)))
             }
             Work::Custom(op, command) => Answer(op, OpResult::Custom((self.custom)(&command))),
+            Work::Authenticate(op, token) => Answer(
+                op,
+                OpResult::Authenticated((self.tokens)(token.as_str(), self.now())),
+            ),
         })
     }
 

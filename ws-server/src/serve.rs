@@ -99,7 +99,13 @@ async fn run(settings: Settings) -> Result<(), String> {
         .map_err(|error| format!("`backend`: {}", error.message))?;
     let mut channels_config = settings.channels.clone();
     channels_config.group_reader = Some(Arc::new(mls_reader(&settings.backend)?));
-    let channels = Channels::builder(channels_config).backend(backend).build();
+    let mut channels = Channels::builder(channels_config).backend(backend);
+    if let Auth::Jwt { verifier, .. } = &settings.auth {
+        // Sessions end with their JWT (`exp`) unless the client sends a
+        // new one with `refresh`, checked as the handshake's.
+        channels = channels.refresh_tokens(verifier.clone());
+    }
+    let channels = channels.build();
 
     let authenticator = ClientAuth::new(&settings.auth);
     let mut endpoint = channels

@@ -310,6 +310,80 @@ async fn jwts_from_an_identity_providers_public_key_or_key_set() {
 }
 
 /// An address of this machine other than loopback, if it has one.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A session of `ws serve` with the JWT `token`.
+async fn token_peer(serve: &Serve, token: &str) -> Peer {
+    let (ws, _) = ws_tokio::connect(format!("ws://{}/channels?token={token}", serve.addr))
+        .await
+        .expect("connects");
+    Peer {
+        client: ws_channels::ChannelsClient::new(ws),
+        events: Default::default(),
+    }
+}
+
+// A session lasts no longer than its token: a user whose access was withdrawn (its identity provider
+// issues it no more tokens) keeps no session past its token's `exp`; a
+// valid token of another user, or one signed with another key, does not
+// keep a session open or change whose it is.
+#[tokio::test]
+async fn a_session_ends_with_its_token_unless_its_own_user_refreshes_it() {
+    let secret = "a-secret-of-at-least-thirty-two-bytes!!";
+    let serve = jwt_server(&["--jwt-secret", secret]).await;
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let sign = |claims: Value| jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+    let other_key = EncodingKey::from_secret(b"another-secret-of-thirty-two-bytes-or-more");
+    let forged = jsonwebtoken::encode(
+        &Header::default(),
+        &json!({"sub": "ann", "exp": in_ten_minutes()}),
+        &other_key,
+    )
+    .unwrap();
+
+    let mut ann = token_peer(&serve, &sign(json!({"sub": "ann", "exp": unix_now() + 3}))).await;
+    assert_eq!(ann.command("t", "create", json!({})).await["ok"], true);
+    let told = ann.event("expiring").await;
+    assert!(told.get("channel").is_none(), "{told}");
+    assert!(told["data"]["expires_in"].as_u64().unwrap() <= 3, "{told}");
+    for token in [
+        sign(json!({"sub": "bob", "exp": in_ten_minutes()})),
+        forged,
+        "not-a-jwt".to_owned(),
+    ] {
+        let refused = ann
+            .command("$session", "refresh", json!({ "token": token }))
+            .await;
+        assert_eq!(refused["code"], "forbidden", "{refused}");
+    }
+    assert_eq!(ann.closed().await, 4011, "closed when its own token ended");
+
+    // With a new token of its own, the session outlives the first one.
+    let mut ann = token_peer(&serve, &sign(json!({"sub": "ann", "exp": unix_now() + 3}))).await;
+    let new = sign(json!({"sub": "ann", "exp": in_ten_minutes()}));
+    let refreshed = ann
+        .command("$session", "refresh", json!({ "token": new }))
+        .await;
+    assert_eq!(refreshed["ok"], true, "{refreshed}");
+    assert!(
+        refreshed["expires_in"].as_u64().unwrap() > 500,
+        "{refreshed}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let joined = ann.command("t", "join", json!({})).await;
+    assert_eq!(
+        joined["ok"], true,
+        "still open past the first token: {joined}"
+    );
+    let presence = ann.command("t", "presence", json!({})).await;
+    assert_eq!(presence["members"][0]["user"], "ann", "{presence}");
+}
+
 fn outside_address() -> Option<std::net::IpAddr> {
     // Connecting a UDP socket sends nothing; it picks the route's source.
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;

@@ -204,6 +204,7 @@ impl ChannelManager {
                 };
                 self.start_join(session, channel, reply, since, info, operation);
             }
+            Command::Refresh { token } => self.refresh(session, &channel, token, reply)?,
             Command::Leave => {
                 let info = self.permitted(session, &channel, "leave")?.info.clone();
                 let user = self.sessions.get(&session).and_then(|s| s.user.clone());

@@ -177,11 +177,14 @@ impl ChannelManager {
         }
     }
 
-    /// Time passed: refreshes presence when due.
+    /// Time passed: refreshes presence, proposes the removal of absent
+    /// users from groups, tells sessions to refresh their tokens and closes
+    /// those whose tokens ended, each when due.
     pub fn handle_timeout(&mut self, now: Instant) {
         while self.departures.first().is_some_and(|(due, ..)| *due <= now) {
             self.depart_first();
         }
+        self.expire(now);
         let Some(due) = self.next_refresh else {
             return;
         };

@@ -66,6 +66,11 @@ pub(super) enum Pending {
         session: SessionId,
         reply: ReplyTo,
     },
+    /// A `refresh` command's token, being checked.
+    Refresh {
+        session: SessionId,
+        reply: ReplyTo,
+    },
     /// Fire and forget: leaves, refreshes, join/leave events.
     Ignore,
 }
@@ -217,6 +222,9 @@ impl ChannelManager {
                 Ok(claimed) => self.ok(session, &reply, json!({ "key_packages": claimed })),
                 Err(e) => self.refuse(session, &reply, e, now),
             },
+            (Pending::Refresh { session, reply }, OpResult::Authenticated(result)) => {
+                self.refreshed(session, &reply, result, now);
+            }
             (Pending::Ignore, _) => {}
             (pending, result) => {
                 tracing::error!(?pending, ?result, "a backend result of the wrong kind");
@@ -261,9 +269,8 @@ impl ChannelManager {
             | Pending::Members { session, reply, .. }
             | Pending::Recent { session, reply }
             | Pending::Custom { session, reply }
-            | Pending::KeyPackages { session, reply } => {
-                self.refuse(session, &reply, failure(), now)
-            }
+            | Pending::KeyPackages { session, reply }
+            | Pending::Refresh { session, reply } => self.refuse(session, &reply, failure(), now),
             Pending::Fill {
                 channel,
                 epoch,

@@ -1773,3 +1773,171 @@ fn a_commits_welcome_reaches_only_the_users_it_adds() {
         );
     }
 }
+
+/// What `session` was sent and whether it was closed, with its code.
+fn closed_with(outs: &[Out]) -> Option<CloseCode> {
+    outs.iter().find_map(|out| match out {
+        Out::Closed(code, _) => Some(*code),
+        Out::Message(_) => None,
+    })
+}
+
+#[test]
+fn a_session_is_told_to_refresh_then_closed_when_its_token_ends() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, B, 1);
+    sim.expire_in(0, B, Duration::from_secs(100));
+    sim.advance(Duration::from_secs(69));
+    assert!(events(sim.take(0, B), "expiring").is_empty(), "too early");
+    sim.advance(Duration::from_secs(1));
+    let told = sim.take(0, B);
+    assert_eq!(
+        events(told.clone(), "expiring"),
+        [json!({"expires_in": 30})]
+    );
+    assert!(messages(told).iter().all(|m| m.get("channel").is_none()));
+    sim.advance(Duration::from_secs(29));
+    assert_eq!(closed_with(&sim.take(0, B)), None);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        closed_with(&sim.take(0, B)),
+        Some(close_codes::TOKEN_EXPIRED)
+    );
+    // Closing: nothing published from now on reaches it.
+    sim.send(0, A, &cmd(2, "room", "publish", json!("after")));
+    assert!(events(sim.take(0, B), "message").is_empty());
+    sim.with_manager(0, |m| m.check_invariants()).unwrap();
+}
+
+#[test]
+fn a_token_with_little_left_is_told_at_half_of_it() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    sim.expire_in(0, B, Duration::from_secs(10));
+    sim.advance(Duration::from_secs(4));
+    assert!(events(sim.take(0, B), "expiring").is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        events(sim.take(0, B), "expiring"),
+        [json!({"expires_in": 5})]
+    );
+}
+
+#[test]
+fn a_refresh_with_a_token_of_its_own_user_moves_the_end() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, B, 1);
+    sim.expire_in(0, B, Duration::from_secs(60));
+    sim.advance(Duration::from_secs(30));
+    assert_eq!(events(sim.take(0, B), "expiring").len(), 1);
+    sim.send(
+        0,
+        B,
+        &cmd(2, "$session", "refresh", json!({"token": "b:3600"})),
+    );
+    assert_eq!(
+        reply(sim.take(0, B), 2),
+        json!({"ok": true, "expires_in": 3600})
+    );
+    sim.advance(Duration::from_secs(3569));
+    let outs = sim.take(0, B);
+    assert_eq!(closed_with(&outs), None, "the old end passed long ago");
+    assert!(events(outs, "expiring").is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(events(sim.take(0, B), "expiring").len(), 1, "told again");
+    // A token without an end: the session lasts.
+    sim.send(0, B, &cmd(3, "$session", "refresh", json!({"token": "b"})));
+    assert_eq!(reply(sim.take(0, B), 3), json!({"ok": true}));
+    sim.advance(Duration::from_secs(100_000));
+    assert_eq!(closed_with(&sim.take(0, B)), None);
+    sim.with_manager(0, |m| m.check_invariants()).unwrap();
+}
+
+/// The attacker holds a valid token of another user (leaked, or its own
+/// second account's): `refresh` with it neither makes its session that
+/// user nor keeps it open past its own token.
+#[test]
+fn a_refresh_cannot_make_a_session_another_user() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    join(&mut sim, C, 1);
+    sim.expire_in(0, C, Duration::from_secs(60));
+    sim.send(
+        0,
+        C,
+        &cmd(2, "$session", "refresh", json!({"token": "a:3600"})),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, C), 2)), "forbidden");
+    // Still c, and still a participant: not the owner a is.
+    sim.send(0, C, &cmd(3, "room", "kick", json!({"user": "b"})));
+    assert_eq!(error_code(&reply(sim.take(0, C), 3)), "forbidden");
+    sim.send(0, C, &cmd(4, "room", "publish", json!("hi")));
+    let got = events(sim.take(0, A), "message");
+    assert_eq!(got[0]["from"]["user"], "c");
+    sim.take(0, C);
+    sim.advance(Duration::from_secs(60));
+    assert_eq!(
+        closed_with(&sim.take(0, C)),
+        Some(close_codes::TOKEN_EXPIRED),
+        "its own token's end stands"
+    );
+}
+
+#[test]
+fn refreshes_that_are_refused() {
+    let config = ChannelsConfig {
+        allow_anonymous: true,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({}));
+    sim.expire_in(0, B, Duration::from_secs(60));
+    for (id, channel, data, code) in [
+        (1, "room", json!({"token": "b:3600"}), "bad_request"),
+        (2, "$session", json!({}), "bad_request"),
+        (
+            3,
+            "$session",
+            json!({"token": "b:3600", "x": 1}),
+            "bad_request",
+        ),
+        (4, "$session", json!({"token": "b:soon"}), "forbidden"),
+    ] {
+        sim.send(0, B, &cmd(id, channel, "refresh", data));
+        assert_eq!(error_code(&reply(sim.take(0, B), id)), code, "{id}");
+    }
+    sim.advance(Duration::from_secs(60));
+    assert_eq!(
+        closed_with(&sim.take(0, B)),
+        Some(close_codes::TOKEN_EXPIRED)
+    );
+    const ANONYMOUS: SessionId = SessionId(0xd);
+    sim.open(0, ANONYMOUS, None);
+    sim.send(
+        0,
+        ANONYMOUS,
+        &cmd(5, "$session", "refresh", json!({"token": "d"})),
+    );
+    assert_eq!(error_code(&reply(sim.take(0, ANONYMOUS), 5)), "forbidden");
+}
+
+#[test]
+fn sessions_outlive_their_tokens_when_expiry_is_off() {
+    let config = ChannelsConfig {
+        expire_sessions: false,
+        ..ChannelsConfig::default()
+    };
+    let mut sim = room(config, json!({}));
+    sim.expire_in(0, B, Duration::from_secs(10));
+    sim.advance(Duration::from_secs(3600));
+    let outs = sim.take(0, B);
+    assert_eq!(closed_with(&outs), None);
+    assert!(events(outs, "expiring").is_empty());
+}
+
+#[test]
+fn a_closed_session_leaves_no_timer_behind() {
+    let mut sim = room(ChannelsConfig::default(), json!({}));
+    sim.expire_in(0, B, Duration::from_secs(10));
+    sim.close(0, B);
+    sim.close(0, A);
+    sim.close(0, C);
+    assert_eq!(sim.with_manager(0, |m| m.poll_timeout()), None);
+}
