@@ -2,6 +2,7 @@
 //! matched to requests, events kept in order while a reply is awaited.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde_json::Value;
 use ws_async::{ConnectionError, SendError, WebSocket};
@@ -36,7 +37,7 @@ pub enum ClientError {
     #[error("no reply within {after:?}")]
     TimedOut {
         /// The timeout.
-        after: std::time::Duration,
+        after: Duration,
     },
     /// The server sent something that is not a channels message.
     #[error("not a channels message: {0}")]
@@ -326,6 +327,22 @@ impl ChannelsClient {
         self.command(channel, Command::Ban { user, duration })
             .await
             .map(drop)
+    }
+
+    /// `refresh`: `token` replaces the session's ending one (after
+    /// [`Event::Expiring`](crate::protocol::Event::Expiring)); it must name
+    /// the session's user. How long the session has now (`None`: no end).
+    pub async fn refresh(&mut self, token: &str) -> Result<Option<Duration>, ClientError> {
+        let command = Command::Refresh {
+            token: crate::protocol::Token::new(token),
+        };
+        let reply = self
+            .command(crate::protocol::SESSION_CHANNEL, command)
+            .await?;
+        Ok(reply
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .map(Duration::from_secs))
     }
 
     /// Gives `user` the role `role` in `channel`.

@@ -1,7 +1,7 @@
 //! [`ReconnectingClient`]: the [`Reconnector`](crate::reconnect::Reconnector)
 //! driven on ws-async, so every runtime adapter gets it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +13,9 @@ use ws_core::envelope::Envelope;
 use ws_core::{CloseCode, Message};
 
 use crate::client::{ClientError, typed};
-use crate::protocol::{Command, JoinReply, PublishReply, Request, ServerMessage};
+use crate::protocol::{
+    Command, Event, JoinReply, PublishReply, Request, SESSION_CHANNEL, ServerMessage, Token,
+};
 use crate::reconnect::{ClientEvent, ConnectionState, Output, ReconnectConfig, Reconnector};
 use crate::types::{Payload, Position};
 
@@ -24,6 +26,8 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 type Connect = Box<dyn FnMut() -> BoxFuture<Result<WebSocket, ConnectError>> + Send>;
+
+type FetchToken = Box<dyn FnMut() -> BoxFuture<Option<String>> + Send>;
 
 /// A channels client that stays connected: it dials with `connect` (called
 /// for every attempt, so it can fetch a fresh token each time), joins the
@@ -66,6 +70,11 @@ pub struct ReconnectingClient<R: Runtime> {
     next_id: u64,
     command_timeout: Duration,
     connect_timeout: Duration,
+    fetch_token: Option<FetchToken>,
+    /// The server said the session's token is ending (`expiring`).
+    refresh_due: bool,
+    /// `refresh` commands in flight, by request id.
+    refreshes: HashSet<String>,
 }
 
 impl<R: Runtime> fmt::Debug for ReconnectingClient<R> {
@@ -106,7 +115,26 @@ impl<R: Runtime> ReconnectingClient<R> {
             next_id: 0,
             command_timeout: COMMAND_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
+            fetch_token: None,
+            refresh_due: false,
+            refreshes: HashSet::new(),
         }
+    }
+
+    /// Keeps the session open past its token: when the server says the
+    /// token is ending ([`Event::Expiring`], which still reaches
+    /// [`next_event`](Self::next_event)), the client calls `fetch` for a
+    /// new one and sends it with `refresh`. `None` from `fetch`, or a
+    /// refused refresh (logged), lets the server close the session at
+    /// the token's end (4011); the client then reconnects, and `connect`
+    /// brings a new token. Default: none (reconnect at every token's end).
+    pub fn with_token_refresh<F, Fut>(mut self, mut fetch: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        self.fetch_token = Some(Box::new(move || Box::pin(fetch())));
+        self
     }
 
     /// How long a command waits for its reply. Default
@@ -153,6 +181,9 @@ impl<R: Runtime> ReconnectingClient<R> {
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
         loop {
             self.carry_out().await;
+            if self.refresh_due {
+                self.refresh().await;
+            }
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
             }
@@ -251,11 +282,32 @@ impl<R: Runtime> ReconnectingClient<R> {
             Some(Ok(socket)) => {
                 self.socket = Some(socket);
                 self.joins.clear();
+                self.refreshes.clear();
+                self.refresh_due = false;
                 self.machine.connected(now);
             }
             Some(Err(error)) => self.machine.connect_failed(now, &error.to_string()),
             None => self.machine.connect_failed(now, "timed out"),
         }
+    }
+
+    /// Fetches a new token and sends it with `refresh`.
+    async fn refresh(&mut self) {
+        self.refresh_due = false;
+        let Some(fetch) = self.fetch_token.as_mut() else {
+            return;
+        };
+        let Some(token) = fetch().await else {
+            return;
+        };
+        if self.machine.state() != ConnectionState::Connected {
+            return;
+        }
+        let token = Token::new(token);
+        let id = self
+            .send(&Request::new(SESSION_CHANNEL, Command::Refresh { token }))
+            .await;
+        self.refreshes.insert(id);
     }
 
     /// Sends `request` with an id of its own on the current connection
@@ -299,6 +351,16 @@ impl<R: Runtime> ReconnectingClient<R> {
                 };
                 match ServerMessage::from_envelope(envelope) {
                     Some(ServerMessage::Reply(reply)) => {
+                        if reply
+                            .id
+                            .as_ref()
+                            .is_some_and(|id| self.refreshes.remove(id))
+                        {
+                            if let Err(refusal) = reply.result {
+                                tracing::warn!(%refusal, "the server refused a new token; the session ends with its old one");
+                            }
+                            return Received::Other;
+                        }
                         let join = reply.id.as_ref().and_then(|id| self.joins.remove(id));
                         if let Some((connection, channel)) = join {
                             let result = reply.result.and_then(|data| {
@@ -315,6 +377,9 @@ impl<R: Runtime> ReconnectingClient<R> {
                         Received::Reply(reply)
                     }
                     Some(ServerMessage::Event(event)) => {
+                        if matches!(event, Event::Expiring { .. }) {
+                            self.refresh_due = self.fetch_token.is_some();
+                        }
                         self.machine.handle_event(event);
                         Received::Other
                     }
@@ -331,6 +396,8 @@ impl<R: Runtime> ReconnectingClient<R> {
                     .filter(|code| *code != CloseCode::ABNORMAL);
                 let reason = closed.map_or_else(|| "the connection ended".into(), |c| c.reason);
                 self.joins.clear();
+                self.refreshes.clear();
+                self.refresh_due = false;
                 self.machine.disconnected(now, code, &reason);
                 Received::Closed
             }

@@ -269,3 +269,110 @@ async fn a_command_without_a_reply_times_out() {
         "{result:?}"
     );
 }
+
+const JWT_SECRET: &[u8] = b"a-secret-of-at-least-thirty-two-bytes!!";
+
+/// A JWT for `user` that ends `seconds` from now.
+fn jwt(user: &str, seconds: u64) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + seconds;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": user, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
+    )
+    .unwrap()
+}
+
+/// Sessions that authenticate with JWTs, and end with them unless
+/// refreshed.
+async fn jwt_server() -> std::net::SocketAddr {
+    use ws_tokio::auth::{BearerJwt, HeaderOrQuery};
+    let channels = Channels::builder(ChannelsConfig::default())
+        .refresh_tokens(BearerJwt::hs256(JWT_SECRET))
+        .build();
+    let endpoint = channels.endpoint().authenticator(HeaderOrQuery::new(
+        BearerJwt::hs256(JWT_SECRET),
+        "Bearer",
+        "token",
+    ));
+    let server = ws_tokio::server().route("/channels", endpoint).build();
+    let listener = ws_tokio::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener).await });
+    addr
+}
+
+/// Tokens that last 3 s: a client that refreshes them stays on one
+/// connection past several; one that does not is closed at each end
+/// (4011) and comes back with a new token from `connect`.
+#[tokio::test]
+async fn a_client_refreshes_its_token_before_it_ends() {
+    let addr = jwt_server().await;
+    let connect = move || async move {
+        let url = format!("ws://{addr}/channels?token={}", jwt("ann", 3));
+        ws_tokio::connect(&url).await.map(|(socket, _)| socket)
+    };
+    let fetched = Arc::new(Mutex::new(0));
+    let counter = fetched.clone();
+    let mut refreshing = ReconnectingClient::new(TokioRuntime, ReconnectConfig::default(), connect)
+        .with_token_refresh(move || {
+            *counter.lock().unwrap() += 1;
+            async { Some(jwt("ann", 3)) }
+        });
+    let seen = read_until(&mut refreshing, |seen| {
+        seen.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ClientEvent::Other(ws_channels::protocol::Event::Expiring { .. })
+                )
+            })
+            .count()
+            == 3
+    })
+    .await;
+    assert!(
+        !seen.iter().any(|e| matches!(
+            e,
+            ClientEvent::State {
+                state: ConnectionState::Disconnected,
+                ..
+            }
+        )),
+        "one connection throughout: {seen:?}"
+    );
+    assert_eq!(*fetched.lock().unwrap(), 3);
+
+    let plain = ReconnectConfig {
+        min_delay: Duration::from_millis(50),
+        ..ReconnectConfig::default()
+    };
+    let mut expiring = ReconnectingClient::new(TokioRuntime, plain, connect);
+    let seen = read_until(&mut expiring, |seen| {
+        seen.iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ClientEvent::State {
+                        state: ConnectionState::Connected,
+                        ..
+                    }
+                )
+            })
+            .count()
+            == 2
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            ClientEvent::State { state: ConnectionState::Disconnected, reason: Some(reason), .. }
+                if reason.contains("4011")
+        )),
+        "{seen:?}"
+    );
+}
