@@ -38,11 +38,14 @@ export type ClientEvent =
   | { type: "publication"; channel: string; kind: "message" | "join" | "leave"; publication: Publication }
   | { type: "join_failed"; channel: string; error: ChannelError }
   | { type: "removed"; channel: string; reason: string }
+  | { type: "expiring"; expiresIn: number }
+  | { type: "refresh_failed"; error: ChannelError }
   | { type: "event"; channel?: string; action: string; data: unknown };
 
 /** Close codes after which the client does not connect again: 1008
  * (too many refused commands: a client to fix), 4001 (authentication
- * needed), 4009 (disconnected on purpose). */
+ * needed), 4009 (disconnected on purpose). After 4011 (the token expired)
+ * it does, with the URL `url` gives then. */
 export const NO_RECONNECT: readonly number[] = [1008, 4001, 4009];
 
 /** A refused or failed command: `code` is the protocol's error code
@@ -77,6 +80,13 @@ export interface ClientOptions {
    * a fresh token in it: `() => \`wss://host/channels?token=${await
    * refresh()}\``). */
   url: string | (() => string | Promise<string>);
+  /** Keeps the session past its token: when the server says the token
+   * ends soon (an `expiring` event, which the application hears too), the
+   * client calls this for a new one and sends it with `refresh`. Without
+   * it, or when it returns null or the server refuses the token
+   * (`refresh_failed`), the server closes the session at the token's end
+   * (4011) and the client reconnects through `url`. */
+  refreshToken?: () => string | null | Promise<string | null>;
   /** Default: the global `WebSocket`. */
   WebSocket?: WebSocketConstructor;
   /** The first wait after a disconnect, at most (ms, default 250); it
@@ -121,7 +131,8 @@ const OPEN = 1;
 /** A channels client that stays connected. Listen with `onEvent`, then
  * `connect()`; `join` keeps a channel joined across reconnects. */
 export class ChannelsClient {
-  readonly #options: Required<Omit<ClientOptions, "WebSocket" | "maxAttempts">> & { maxAttempts: number };
+  readonly #options: Required<Omit<ClientOptions, "WebSocket" | "maxAttempts" | "refreshToken">> & { maxAttempts: number };
+  readonly #refreshToken: ClientOptions["refreshToken"];
   readonly #WebSocket: WebSocketConstructor;
   #state: ConnectionState = "disconnected";
   #started = false;
@@ -140,6 +151,7 @@ export class ChannelsClient {
     const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WebSocketImpl) throw new ChannelError("bad_request", "no WebSocket: pass options.WebSocket (the `ws` package on Node 20)");
     this.#WebSocket = WebSocketImpl;
+    this.#refreshToken = options.refreshToken;
     this.#options = {
       url: options.url,
       minDelay: options.minDelay ?? 250,
@@ -391,6 +403,11 @@ export class ChannelsClient {
     }
     if (envelope.type !== "event") return;
     const channel = envelope.channel;
+    if (channel === undefined && envelope.action === "expiring") {
+      this.#emit({ type: "expiring", expiresIn: Number(data.expires_in ?? 0) });
+      void this.#refresh();
+      return;
+    }
     switch (envelope.action) {
       case "message":
       case "join":
@@ -412,6 +429,24 @@ export class ChannelsClient {
     const other: ClientEvent = { type: "event", action: envelope.action ?? "", data };
     if (channel !== undefined) other.channel = channel;
     this.#emit(other);
+  }
+
+  // Sends a new token before the session's ends.
+  async #refresh(): Promise<void> {
+    if (!this.#refreshToken) return;
+    const connection = this.#connection;
+    let token: string | null;
+    try {
+      token = await this.#refreshToken();
+    } catch (error) {
+      return this.#emit({ type: "refresh_failed", error: new ChannelError("refresh", `refreshToken failed: ${String(error)}`) });
+    }
+    if (token === null || connection !== this.#connection || this.#state !== "connected") return;
+    try {
+      await this.#send("$session", "refresh", { token }, true);
+    } catch (error) {
+      if (connection === this.#connection) this.#emit({ type: "refresh_failed", error: error as ChannelError });
+    }
   }
 
   // Channels: joins, recovery and the order of publications.

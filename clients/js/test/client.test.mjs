@@ -10,13 +10,14 @@ import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { createHmac } from "node:crypto";
 import WebSocket from "ws";
 import { ChannelError, ChannelsClient } from "../dist/index.js";
 
 const WS_BIN = process.env.WS_BIN ?? fileURLToPath(new URL("../../../target/debug/ws", import.meta.url));
 
-async function startServer() {
-  const child = spawn(WS_BIN, ["serve", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, WS_LOG: "warn" } });
+async function startServer(args = []) {
+  const child = spawn(WS_BIN, ["serve", "--listen", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, WS_LOG: "warn" } });
   const [line] = await once(createInterface({ input: child.stdout }), "line");
   // "ws serve: page http://127.0.0.1:PORT/  channels ws://..."
   const port = Number(new URL(line.match(/page (http:\/\/\S+)/)[1]).port);
@@ -223,6 +224,47 @@ function scripted() {
 }
 
 const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// An HS256 JWT for `user` that ends `seconds` from now.
+function jwt(secret, user, seconds) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: user, exp: Math.floor(Date.now() / 1000) + seconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+describe("with tokens that end", () => {
+  const secret = "a-secret-of-at-least-thirty-two-bytes!!";
+  let server;
+  before(async () => {
+    server = await startServer(["--jwt-secret", secret]);
+  });
+  after(() => server.child.kill("SIGINT"));
+  const url = () => `ws://127.0.0.1:${server.port}/channels?token=${jwt(secret, "ann", 3)}`;
+
+  test("a client with refreshToken keeps one connection past its tokens' ends", async () => {
+    let fetched = 0;
+    const client = new ChannelsClient({ url, WebSocket, refreshToken: () => (fetched++, jwt(secret, "ann", 3)) });
+    const ann = recorder(client);
+    client.connect();
+    await ann.until(() => ann.events.filter((e) => e.type === "expiring").length === 3, "three expiring events");
+    client.close();
+    assert.equal(fetched, 3);
+    assert.deepEqual(ann.events.filter((e) => e.type === "state").map((e) => e.state), ["connecting", "connected", "closed"]);
+    assert.ok(!ann.events.some((e) => e.type === "refresh_failed"), JSON.stringify(ann.events));
+  });
+
+  test("a token of another user is refused, and the session ends with its own (4011); the client comes back", async () => {
+    const client = new ChannelsClient({ url, WebSocket, minDelay: 50, refreshToken: () => jwt(secret, "bob", 600) });
+    const ann = recorder(client);
+    client.connect();
+    const failed = await ann.until((e) => e.type === "refresh_failed");
+    assert.equal(failed.error.code, "forbidden");
+    const cut = await ann.until((e) => e.type === "state" && e.state === "disconnected");
+    assert.match(cut.reason, /4011/);
+    await ann.until(() => ann.events.filter((e) => e.type === "state" && e.state === "connected").length === 2, "a second connection");
+    client.close();
+  });
+});
 
 describe("against scripted sockets", () => {
   test("a close that says not to come back ends it; others are retried", async () => {
