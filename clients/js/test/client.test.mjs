@@ -24,13 +24,27 @@ async function startServer(args = []) {
   return { child, port };
 }
 
-// A TCP proxy to `port` whose connections the test can cut.
+// A TCP proxy to `port` whose connections the test can cut, stall (hold
+// what crosses in both directions, then let it through in order) or drop
+// in the middle of the next thing the server sends.
 async function startProxy(port) {
   const links = new Set();
+  let held = null; // while stalled: what waits, as [socket, chunk]
+  let dropNext = false;
+  const forward = (to, chunk, fromServer) => {
+    if (held) return held.push([to, chunk, fromServer]);
+    if (fromServer && dropNext && chunk.length > 1) {
+      dropNext = false;
+      to.write(chunk.subarray(0, chunk.length >> 1), () => to.destroy());
+      return;
+    }
+    to.write(chunk);
+  };
   const server = net.createServer((inbound) => {
     const outbound = net.connect(port, "127.0.0.1");
     links.add(inbound).add(outbound);
-    inbound.pipe(outbound).pipe(inbound);
+    inbound.on("data", (chunk) => forward(outbound, chunk, false));
+    outbound.on("data", (chunk) => forward(inbound, chunk, true));
     const drop = () => {
       inbound.destroy();
       outbound.destroy();
@@ -45,6 +59,19 @@ async function startProxy(port) {
     cut() {
       for (const socket of links) socket.destroy();
       links.clear();
+    },
+    // Holds everything for `ms`, then lets it through.
+    async stall(ms) {
+      held = [];
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      const waiting = held;
+      held = null;
+      for (const [to, chunk, fromServer] of waiting) forward(to, chunk, fromServer);
+    },
+    // The next chunk from the server goes through half, then the
+    // connection ends.
+    dropMidMessage() {
+      dropNext = true;
     },
     close() {
       this.cut();
@@ -140,6 +167,56 @@ describe("against ws serve", () => {
     publisher.close();
     assert.equal(client.state, "closed");
     await assert.rejects(client.publish("room", {}), (error) => error.code === "closed");
+  });
+  test("a connection stalled for 5 s goes on where it was: nothing lost, nothing twice", async () => {
+    const publisher = new ChannelsClient({ url: `ws://127.0.0.1:${server.port}/channels?user=sam`, WebSocket });
+    const sam = recorder(publisher);
+    publisher.connect();
+    await sam.until((e) => e.type === "state" && e.state === "connected");
+    await publisher.command("stalled", "create", { history_size: 100, history_ttl: 300 });
+    const client = new ChannelsClient({ url: `ws://127.0.0.1:${proxy.port}/channels?user=sid`, WebSocket, minDelay: 50, maxDelay: 400 });
+    const sid = recorder(client);
+    client.join("stalled");
+    client.connect();
+    await sid.until((e) => e.type === "joined");
+    await publisher.publish("stalled", { n: 1 });
+    await sid.until(() => numbers(sid.events).length === 1, "the first publication");
+    const stall = proxy.stall(5_000);
+    for (const n of [2, 3, 4]) await publisher.publish("stalled", { n });
+    // A command sent into the stall is answered after it (10 s allowed).
+    const acknowledged = client.publish("stalled", { n: 5 });
+    await stall;
+    assert.equal((await acknowledged).offset, 5);
+    await sid.until(() => numbers(sid.events).length === 5, "five publications");
+    assert.deepEqual(numbers(sid.events), [1, 2, 3, 4, 5]);
+    assert.ok(!sid.events.some((e) => e.type === "state" && e.state === "disconnected"), "the same connection throughout");
+    client.close();
+    publisher.close();
+  });
+
+  test("a connection dropped in the middle of a message comes back and recovers once and in order", async () => {
+    const publisher = new ChannelsClient({ url: `ws://127.0.0.1:${server.port}/channels?user=dee`, WebSocket });
+    const dee = recorder(publisher);
+    publisher.connect();
+    await dee.until((e) => e.type === "state" && e.state === "connected");
+    await publisher.command("dropped", "create", { history_size: 100, history_ttl: 300 });
+    const client = new ChannelsClient({ url: `ws://127.0.0.1:${proxy.port}/channels?user=dot`, WebSocket, minDelay: 50, maxDelay: 400 });
+    const dot = recorder(client);
+    client.join("dropped");
+    client.connect();
+    await dot.until((e) => e.type === "joined");
+    await publisher.publish("dropped", { n: 1 });
+    await dot.until(() => numbers(dot.events).length === 1, "the first publication");
+    proxy.dropMidMessage();
+    // Half of this one's frame reaches the client, then the connection ends.
+    await publisher.publish("dropped", { n: 2, padding: "x".repeat(2000) });
+    await dot.until((e) => e.type === "state" && e.state === "disconnected", "a disconnect");
+    for (const n of [3, 4]) await publisher.publish("dropped", { n });
+    await dot.until(() => numbers(dot.events).length === 4, "four publications");
+    assert.deepEqual(numbers(dot.events), [1, 2, 3, 4]);
+    assert.ok(dot.events.some((e) => e.type === "joined" && e.recovered === true), JSON.stringify(dot.events));
+    client.close();
+    publisher.close();
   });
 });
 
