@@ -453,7 +453,13 @@ impl ChannelManager {
     /// A message from a session that is not a valid envelope.
     pub fn handle_malformed(&mut self, session: SessionId, error: &EnvelopeError, now: Instant) {
         let refusal = ChannelError::new(ErrorCode::BadRequest, error.to_string());
-        self.refuse(session, &ReplyTo::default(), refusal, now);
+        // Without an id to answer, a response is an `error` one: what
+        // every envelope reader (the clients') takes.
+        let reply = ReplyTo {
+            action: Some("error".into()),
+            ..ReplyTo::default()
+        };
+        self.refuse(session, &reply, refusal, now);
     }
 
     /// How many sessions are open.
