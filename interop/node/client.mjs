@@ -2,10 +2,13 @@
 // Chromium, with the browser's own WebSocket: it joins a channel of a real
 // `ws serve` through a proxy this script cuts, and what was published
 // while it was cut off arrives once and in order after it reconnects by
-// itself; a deliberate disconnect (4009, `ws ctl disconnect`) ends it.
+// itself; a deliberate disconnect (4009, `ws ctl disconnect`) ends it;
+// on a server of JWTs that last 3 s, it keeps its one connection by
+// refreshing them (`refreshToken`).
 //
 // Usage: node client.mjs PATH/TO/ws PATH/TO/clients/js/dist/index.js
 import { execFileSync, spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import http from "node:http";
@@ -35,13 +38,24 @@ const site = http.createServer((request, response) => {
 site.listen(0, "127.0.0.1");
 await once(site, "listening");
 const ORIGIN = `http://127.0.0.1:${site.address().port}`;
-const server = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--origins", ORIGIN], {
-  stdio: ["ignore", "pipe", "inherit"],
-  env: { ...process.env, WS_LOG: process.env.WS_LOG ?? "warn" },
-});
-const [first] = await once(createInterface({ input: server.stdout }), "line");
-const base = first.match(/page (http:\/\/\S+)/)[1];
+async function serve(...args) {
+  const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--origins", ORIGIN, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, WS_LOG: process.env.WS_LOG ?? "warn" },
+  });
+  const [first] = await once(createInterface({ input: child.stdout }), "line");
+  return { child, base: first.match(/page (http:\/\/\S+)/)[1] };
+}
+const { child: server, base } = await serve("--admin-token", TOKEN);
 const port = Number(new URL(base).port);
+const SECRET = "client-check-jwt-secret-of-32-bytes-or-more";
+const { child: jwtServer, base: jwtBase } = await serve("--jwt-secret", SECRET);
+// An HS256 JWT for `user` that ends `seconds` from now.
+const jwt = (user, seconds) => {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: user, exp: Math.floor(Date.now() / 1000) + seconds })}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+};
 
 // A TCP proxy to the server whose connections can be cut.
 const links = new Set();
@@ -109,6 +123,21 @@ try {
   await new Promise((resolve) => setTimeout(resolve, 500));
   const states = await page.evaluate(() => window.events.filter((e) => e.type === "state").map((e) => e.state));
   check(/4009/.test(reason) && states.at(-1) === "closed", `Chromium: a deliberate disconnect (4009) ends it, no reconnect (${reason}; ${states.join(" ")})`);
+  // Tokens of 3 s, refreshed from the page's own source of tokens.
+  await page.exposeFunction("mintToken", () => jwt("ann", 3));
+  await page.evaluate((jwtPort) => {
+    window.events = [];
+    window.client = new window.ChannelsClient({
+      url: async () => `ws://127.0.0.1:${jwtPort}/channels?token=${await window.mintToken()}`,
+      refreshToken: () => window.mintToken(),
+    });
+    window.client.onEvent((event) => window.events.push(event));
+    window.client.connect();
+  }, Number(new URL(jwtBase).port));
+  await page.waitForFunction(() => window.events.filter((e) => e.type === "expiring").length === 3, null, { timeout: 15_000 });
+  const kept = await page.evaluate(() => window.events.filter((e) => e.type === "state").map((e) => e.state));
+  check(JSON.stringify(kept) === '["connecting","connected"]', `Chromium: a client refreshing its 3-second tokens keeps one connection past three of them (${kept.join(" ")})`);
+  await page.evaluate(() => window.client.close());
   check(consoleErrors.length === 0, `no page errors${consoleErrors.length ? `: ${consoleErrors.join("; ")}` : ""}`);
 } catch (error) {
   failures.push(String(error));
@@ -122,6 +151,7 @@ try {
   site.close();
   cut();
   server.kill("SIGINT");
+  jwtServer.kill("SIGINT");
 }
 if (failures.length) {
   console.log(`the TypeScript client in Chromium: ${failures.length} check(s) failed`);
