@@ -198,6 +198,9 @@ async fn of_two_commits_for_one_epoch_the_server_publishes_the_first() {
             .await["ok"],
         true
     );
+    // bo's session takes the role once its node has checked it with the
+    // presence store: after al's reply, when bo is told.
+    assert_eq!(room.bo.event("role").await["data"]["role"], "owner");
     let al_commit = room.al_group.commit_proposals().unwrap();
     let bo_commit = room.bo_group.commit_proposals().unwrap();
     let won = room
@@ -735,7 +738,22 @@ async fn a_moderators_ban_is_committed_by_the_groups_owner() {
         .set_role("room", "bo", moderator)
         .await
         .unwrap();
-    bo.channels().ban("room", "cy", None).await.unwrap();
+    // The role reaches bo's session once its node has checked it with the
+    // presence store, a moment after al's reply: until then bo is refused
+    // (seen in CI: "the role participant may not ban").
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match bo.channels().ban("room", "cy", None).await {
+            Ok(()) => break,
+            Err(ws_channels::ClientError::Refused(refusal))
+                if refusal.code == ws_channels::ErrorCode::Forbidden
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("bo's ban: {error:?}"),
+        }
+    }
     let proposed = loop {
         if let MlsEvent::RemovalProposed { user, .. } = next(&mut al).await {
             break user;
