@@ -470,6 +470,103 @@ async fn a_killed_node_leaves_every_roster(kind: Kind) {
     }
 }
 
+/// A `ReconnectingClient` whose node dies (SIGKILL) dials the next one
+/// (its `connect` goes round the nodes, as a load balancer would) and
+/// recovers there what was published meanwhile, once and in order: the
+/// recovery that stopped for good after a node died in other clients.
+async fn a_client_whose_node_dies_recovers_on_another(kind: Kind) {
+    use ws_channels::ReconnectingClient;
+    use ws_channels::reconnect::{ClientEvent, ReconnectConfig};
+    let Some(url) = service(kind) else { return };
+    let prefix = unique_prefix("moved");
+    let options = NodeOptions::default();
+    let mut a = Node::start(&url, &prefix, &options).await;
+    let b = Node::start(&url, &prefix, &options).await;
+    let mut pat = Client::connect(&b, "pat").await;
+    pat.ok(
+        "room",
+        "create",
+        json!({"history_size": 100, "history_ttl": 300}),
+    )
+    .await;
+    let nodes = [a.addr, b.addr];
+    let mut attempt = 0;
+    let config = ReconnectConfig {
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        ..ReconnectConfig::default()
+    };
+    let mut cat = ReconnectingClient::new(ws_tokio::TokioRuntime, config, move || {
+        let node = nodes[attempt % nodes.len()];
+        attempt += 1;
+        async move {
+            let url = format!("ws://{node}/channels?user=cat");
+            ws_tokio::connect(url.as_str())
+                .await
+                .map(|(socket, _)| socket)
+        }
+    });
+    cat.join("room", None);
+    let mut seen = Vec::new();
+    let mut read_until = async |seen: &mut Vec<ClientEvent>,
+                                done: &dyn Fn(&[ClientEvent]) -> bool| {
+        tokio::time::timeout(WAIT, async {
+            while !done(seen) {
+                seen.push(cat.next_event().await.expect("an event"));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{kind:?}: not in time: {seen:?}"));
+    };
+    let numbers = |seen: &[ClientEvent]| -> Vec<u64> {
+        seen.iter()
+            .filter_map(|event| match event {
+                ClientEvent::Publication { publication, .. } => {
+                    publication.data.as_ref()?.to_value()["n"].as_u64()
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    read_until(&mut seen, &|seen| {
+        seen.iter().any(|e| matches!(e, ClientEvent::Joined { .. }))
+    })
+    .await;
+    for n in 1..=3 {
+        pat.ok("room", "publish", json!({ "n": n })).await;
+    }
+    read_until(&mut seen, &|seen| numbers(seen).len() == 3).await;
+    a.kill9().await;
+    for n in 4..=6 {
+        pat.ok("room", "publish", json!({ "n": n })).await;
+    }
+    read_until(&mut seen, &|seen| numbers(seen).len() == 6).await;
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            ClientEvent::Joined {
+                recovered: Some(true),
+                ..
+            }
+        )),
+        "{kind:?}: recovered on the other node: {seen:?}"
+    );
+    let states: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::State { state, .. } => Some(*state),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        states.contains(&ws_channels::reconnect::ConnectionState::Disconnected),
+        "{kind:?}: the node's death was a disconnect: {states:?}"
+    );
+    pat.ok("room", "publish", json!({ "n": 7 })).await;
+    read_until(&mut seen, &|seen| numbers(seen).len() == 7).await;
+    assert_eq!(numbers(&seen), [1, 2, 3, 4, 5, 6, 7], "{kind:?}");
+}
+
 /// A node stalls (SIGSTOP) for longer than a peer's death, then goes on.
 /// The others take it for dead meanwhile and remove its member, as they
 /// must; it must not do the same to them when it resumes (it took every
@@ -1003,6 +1100,16 @@ async fn nats_unreachable_at_start() {
 #[tokio::test]
 async fn redis_publish_reaches_every_node_once_in_order() {
     publish_reaches_every_node_once_in_order(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn redis_a_client_whose_node_dies_recovers_on_another() {
+    a_client_whose_node_dies_recovers_on_another(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn nats_a_client_whose_node_dies_recovers_on_another() {
+    a_client_whose_node_dies_recovers_on_another(Kind::Nats).await;
 }
 
 #[tokio::test]
