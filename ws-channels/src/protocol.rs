@@ -1136,12 +1136,12 @@ impl Event {
         let action = envelope.action?;
         let data = envelope.data.unwrap_or(Value::Null);
         let Some(channel) = envelope.channel else {
-            if action == "expiring" {
-                if let Some(seconds) = data.get("expires_in").and_then(Value::as_u64) {
-                    return Some(Self::Expiring {
-                        expires_in: std::time::Duration::from_secs(seconds),
-                    });
-                }
+            if action == "expiring"
+                && let Some(seconds) = data.get("expires_in").and_then(Value::as_u64)
+            {
+                return Some(Self::Expiring {
+                    expires_in: std::time::Duration::from_secs(seconds),
+                });
             }
             return Some(Self::Other {
                 channel: None,
