@@ -12,27 +12,12 @@ use tokio::task::JoinHandle;
 use ws_channels::Target;
 use ws_channels::reconnect::{ClientEvent, ConnectionState, ReconnectConfig};
 use ws_channels::{Channels, ChannelsClient, ChannelsConfig, ReconnectingClient};
-use ws_tokio::auth::{Authenticator, Identity};
-use ws_tokio::{Rejection, TokioRuntime, http};
+use ws_tokio::TokioRuntime;
+
+mod support;
+use support::{NameFromQuery, numbers};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Takes the user from `?user=`.
-struct NameFromQuery;
-
-impl Authenticator for NameFromQuery {
-    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
-        let user = request
-            .uri
-            .query()
-            .and_then(|q| q.strip_prefix("user="))
-            .unwrap_or_default();
-        if user.is_empty() {
-            return Err(Rejection::plain(http::StatusCode::UNAUTHORIZED, "no user"));
-        }
-        Ok(Identity::new(user))
-    }
-}
 
 /// A TCP proxy to `upstream` whose connections the test can cut.
 struct Proxy {
@@ -110,18 +95,6 @@ async fn read_until(
     .await
     .unwrap_or_else(|_| panic!("not in time: {seen:?}"));
     seen
-}
-
-fn numbers(events: &[ClientEvent]) -> Vec<u64> {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            ClientEvent::Publication { publication, .. } => {
-                publication.data.as_ref()?.to_value()["n"].as_u64()
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]

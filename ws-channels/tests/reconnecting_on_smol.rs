@@ -13,6 +13,9 @@ use ws_channels::reconnect::{ClientEvent, ConnectionState, ReconnectConfig};
 use ws_channels::{Channels, ChannelsClient, ChannelsConfig, ReconnectingClient};
 use ws_smol::SmolRuntime;
 
+mod support;
+use support::numbers;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A TCP proxy to `upstream` whose connections the test can cut.
@@ -49,18 +52,6 @@ impl Proxy {
     fn cut(&self) {
         self.links.lock().unwrap().clear();
     }
-}
-
-fn numbers(events: &[ClientEvent]) -> Vec<u64> {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            ClientEvent::Publication { publication, .. } => {
-                publication.data.as_ref()?.to_value()["n"].as_u64()
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 async fn read_until(

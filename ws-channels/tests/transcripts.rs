@@ -14,28 +14,14 @@ use serde_json::{Value, json};
 use ws_channels::protocol::{Event, Request, ServerMessage};
 use ws_channels::{Channels, ChannelsConfig};
 use ws_core::envelope::Envelope;
-use ws_tokio::auth::{Authenticator, Identity};
-use ws_tokio::{Message, Rejection, WebSocket, http};
+use ws_tokio::{Message, WebSocket};
+
+mod support;
+use support::NameFromQuery;
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long a session must stay silent at the end of a transcript.
 const QUIET: Duration = Duration::from_millis(300);
-
-struct NameFromQuery;
-
-impl Authenticator for NameFromQuery {
-    async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection> {
-        let user = request
-            .uri
-            .query()
-            .and_then(|q| q.strip_prefix("user="))
-            .unwrap_or_default();
-        if user.is_empty() {
-            return Err(Rejection::plain(http::StatusCode::UNAUTHORIZED, "no user"));
-        }
-        Ok(Identity::new(user))
-    }
-}
 
 fn transcripts() -> Vec<(PathBuf, Value)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");
