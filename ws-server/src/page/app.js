@@ -25,6 +25,7 @@ const CLOSES = {
   1009: "That message was too big for the server.",
   4001: "The server wants a valid token: fill in Token.",
   4009: "An administrator disconnected you.",
+  4011: "Your token expired: fill in a new one and join again.",
 };
 // Closes after which the page comes back by itself: the server going away
 // or restarting, the connection lost, a server failure, being too slow.
