@@ -370,6 +370,7 @@ pub(crate) const BUILTIN_COMMANDS: &[&str] = &[
     "commit",
     "key_packages",
     "claim",
+    "refresh",
 ];
 
 /// What participants may do without being given more.

@@ -4,7 +4,9 @@
 //! or doubled on their way. Encrypted channels' commands (`commit`,
 //! `key_packages`, `claim`) go through a reader of a toy framing, with
 //! bytes that are and are not commits and key packages, for any group,
-//! epoch and user. No panic, the managers' invariants hold after every
+//! epoch and user. Some sessions' tokens end, and `refresh` brings tokens
+//! of the simulation's kind (`user:seconds`) or garbage, for any user. No
+//! panic, the managers' invariants hold after every
 //! step, and when everyone has gone nothing is left behind.
 
 use std::sync::Arc;
@@ -61,6 +63,10 @@ pub fn channels(data: &[u8]) {
                 next += 1;
                 let node = usize::from(arg >> 7);
                 sim.open(node, session, users[usize::from(arg) % 4]);
+                // Its token ends within a minute.
+                if arg & 0x40 != 0 {
+                    sim.expire_in(node, session, Duration::from_secs(u64::from(arg & 0x3f)));
+                }
                 open.push((node, session));
             }
             1 => {
@@ -162,6 +168,8 @@ pub fn channels(data: &[u8]) {
                         serde_json::json!({"user": user, "role": role})
                     }
                     "subscribe" => serde_json::json!({"filter": {"k": arg}}),
+                    "refresh" if arg & 1 == 1 => serde_json::json!({"token": ""}),
+                    "refresh" => serde_json::json!({"token": format!("{user}:{}", arg >> 2)}),
                     "publish" => match arg % 4 {
                         0 => serde_json::json!({"e2e": "mls", "message": "AA=="}),
                         1 => serde_json::json!({"e2e": "commit", "epoch": arg}),
@@ -170,10 +178,10 @@ pub fn channels(data: &[u8]) {
                     },
                     _ => serde_json::json!({}),
                 };
-                let channel = if action == "key_packages" && arg & 1 == 0 {
-                    crate::protocol::KEYS_CHANNEL
-                } else {
-                    channel
+                let channel = match action {
+                    "key_packages" if arg & 1 == 0 => crate::protocol::KEYS_CHANNEL,
+                    "refresh" if arg & 2 == 0 => crate::protocol::SESSION_CHANNEL,
+                    _ => channel,
                 };
                 let text = serde_json::json!({
                     "type": "command", "id": arg, "channel": channel, "action": action, "data": data,

@@ -516,6 +516,14 @@ impl ChannelManager {
     /// Checks the manager's own bookkeeping agrees with itself; a
     /// description of the first disagreement. For tests and fuzzing.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let due: BTreeSet<(Instant, SessionId)> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| Some((s.expiry.as_ref()?.due(), *id)))
+            .collect();
+        if due != self.expiries {
+            return Err("the token expiries differ from the sessions' ends".into());
+        }
         for (id, session) in &self.sessions {
             if session.channels.len() + session.joining.len() > self.config.max_channels_per_session
             {
