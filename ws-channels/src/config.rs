@@ -567,6 +567,32 @@ pub(crate) fn parse_role(name: &str) -> ChannelRole {
 mod tests {
     use super::*;
 
+    /// A custom command named like one the server parses would never run:
+    /// registering one is refused, and every built-in name is one the
+    /// parser takes (so none of them reaches a handler).
+    #[test]
+    fn a_custom_command_cannot_take_a_built_in_name() {
+        assert!(BUILTIN_COMMANDS.contains(&"refresh"));
+        for name in BUILTIN_COMMANDS {
+            let registered = std::panic::catch_unwind(|| {
+                ChannelsConfig::default().command(name, ["participant"])
+            });
+            assert!(registered.is_err(), "{name} was taken as a custom command");
+            let envelope = crate::protocol::command_envelope("c", name, serde_json::json!({}));
+            let parsed = crate::protocol::parse(envelope, |_| true);
+            assert!(
+                !matches!(
+                    parsed,
+                    Ok(crate::protocol::Request {
+                        command: crate::protocol::Command::Custom { .. },
+                        ..
+                    })
+                ),
+                "{name} parsed as a custom command"
+            );
+        }
+    }
+
     #[test]
     fn settings_read_over_the_defaults_and_refuse_what_cannot_work() {
         let config: ChannelsConfig = serde_json::from_value(serde_json::json!({
